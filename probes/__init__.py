@@ -1,0 +1,1 @@
+"""Sense: read the Docker engine, cgroups, /proc and NVML into plain frozen records."""

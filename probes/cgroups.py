@@ -1,0 +1,366 @@
+"""Read container counters straight from the cgroup filesystem (v1 and v2, cgroupfs and systemd drivers).
+
+This is how cAdvisor does it and it is four orders of magnitude cheaper than the Docker stats API.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+_NO_LIMIT_V1 = 1 << 62  # v1 reports "no limit" as a page-rounded LONG_MAX (9223372036854771712)
+_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def detect_cgroup_version(root: str = CGROUP_ROOT) -> int:
+    """2 on a unified hierarchy, 1 on v1 or hybrid (v1 controllers with an empty v2 tree beside them)."""
+    return 2 if os.path.exists(os.path.join(root, "cgroup.controllers")) else 1
+
+
+def _read(path: str) -> str:
+    with open(path, "rb") as f:
+        return f.read().decode("ascii", errors="replace")
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        return int(_read(path).strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _flat_keyed(text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        try:
+            out[key] = int(value)
+        except ValueError:
+            pass
+    return out
+
+
+def _psi_some_avg10(path: str) -> float | None:
+    try:
+        first = _read(path).split("\n", 1)[0]
+    except OSError:
+        return None
+    # "some avg10=0.00 avg60=0.00 avg300=0.00 total=0"
+    for part in first.split():
+        if part.startswith("avg10="):
+            return float(part[6:])
+    return None
+
+
+@dataclass(frozen=True)
+class CgroupCounters:
+    """Raw counters of one container cgroup at one instant; rates come from two of these."""
+
+    cpu_usage_ns: int | None
+    cpu_throttled_periods: int | None
+    cpu_quota_cores: float | None  # from cpu.max / cfs quota, None when unlimited
+    memory_usage_bytes: int | None
+    memory_inactive_file_bytes: int | None
+    memory_cache_bytes: int | None
+    memory_shmem_bytes: int | None
+    memory_limit_bytes: int | None
+    oom_kills: int | None
+    pids: int | None
+    io_read_bytes: int | None
+    io_write_bytes: int | None
+    psi_cpu: float | None
+    psi_memory: float | None
+    psi_io: float | None
+
+    @property
+    def memory_working_set_bytes(self) -> int | None:
+        """Usage minus inactive file cache: what `docker stats` shows."""
+        if self.memory_usage_bytes is None:
+            return None
+        inactive = self.memory_inactive_file_bytes or 0
+        return max(self.memory_usage_bytes - inactive, 0) if inactive < self.memory_usage_bytes else \
+            self.memory_usage_bytes
+
+
+class CgroupGone(Exception):
+    """The container's cgroup vanished (container stopped or removed mid-sweep)."""
+
+
+def _v1_mounts() -> dict[str, str]:
+    """Controller name -> v1 mount point, from /proc/self/mountinfo."""
+    mounts: dict[str, str] = {}
+    try:
+        text = _read("/proc/self/mountinfo")
+    except OSError:
+        return mounts
+    for line in text.splitlines():
+        left, _, right = line.partition(" - ")
+        fields = right.split()
+        if len(fields) < 3 or fields[0] != "cgroup":
+            continue
+        mount_point = left.split()[4]
+        for option in fields[2].split(","):
+            mounts.setdefault(option, mount_point)
+        # name=systemd style hierarchies are not needed
+    return mounts
+
+
+class CgroupLocator:
+    """Finds the cgroup directories of a container from its init PID, or by the id when the PID is hidden."""
+
+    def __init__(self, version: int | None = None, root: str = CGROUP_ROOT):
+        self.root = root
+        self.version = version or detect_cgroup_version(root)
+        self.v1 = _v1_mounts() if self.version == 1 else {}
+
+    def paths_for_pid(self, pid: int) -> dict[str, str]:
+        """{controller: absolute dir} for v1, {"unified": dir} for v2. Raises CgroupGone."""
+        try:
+            text = _read(f"/proc/{pid}/cgroup")
+        except OSError:
+            raise CgroupGone(pid) from None
+        out: dict[str, str] = {}
+        for line in text.splitlines():
+            _, controllers, path = line.split(":", 2)
+            if self.version == 2:
+                if controllers == "":
+                    out["unified"] = os.path.join(self.root, path.lstrip("/"))
+                continue
+            for controller in controllers.split(","):
+                mount = self.v1.get(controller)
+                if mount:
+                    out[controller] = os.path.join(mount, path.lstrip("/"))
+        return out
+
+    def paths_for_id(self, container_id: str, cgroup_parent: str | None = None) -> dict[str, str]:
+        """Guess paths from the id with the cgroupfs and systemd drivers' naming (mltop without host PIDs)."""
+        candidates = [f"docker/{container_id}", f"system.slice/docker-{container_id}.scope"]
+        if cgroup_parent:
+            candidates.insert(0, f"{cgroup_parent.strip('/')}/{container_id}")
+        if self.version == 2:
+            for rel in candidates:
+                path = os.path.join(self.root, rel)
+                if os.path.isdir(path):
+                    return {"unified": path}
+            return {}
+        out: dict[str, str] = {}
+        for controller in ("cpuacct", "cpu", "memory", "blkio", "pids"):
+            mount = self.v1.get(controller)
+            if not mount:
+                continue
+            for rel in candidates:
+                path = os.path.join(mount, rel)
+                if os.path.isdir(path):
+                    out[controller] = path
+                    break
+        return out
+
+
+def read_counters(version: int, paths: dict[str, str]) -> CgroupCounters:
+    """Read one container's counters. Raises CgroupGone when its directory disappeared."""
+    if version == 2:
+        return _read_v2(paths["unified"])
+    return _read_v1(paths)
+
+
+def _read_v2(path: str) -> CgroupCounters:
+    try:
+        cpu = _flat_keyed(_read(f"{path}/cpu.stat"))
+    except FileNotFoundError:
+        raise CgroupGone(path) from None
+    except OSError:
+        cpu = {}
+    try:
+        mem = _flat_keyed(_read(f"{path}/memory.stat"))
+    except OSError:
+        mem = {}
+    try:
+        events = _flat_keyed(_read(f"{path}/memory.events"))
+    except OSError:
+        events = {}
+    try:
+        max_text = _read(f"{path}/memory.max").strip()
+        limit = None if max_text == "max" else int(max_text)
+    except (OSError, ValueError):
+        limit = None
+    quota = None
+    try:
+        q, period = _read(f"{path}/cpu.max").split()
+        if q != "max":
+            quota = int(q) / int(period)
+    except (OSError, ValueError):
+        pass
+    rbytes = wbytes = None
+    try:
+        rbytes = wbytes = 0
+        for line in _read(f"{path}/io.stat").splitlines():
+            for part in line.split()[1:]:
+                key, _, value = part.partition("=")
+                if key == "rbytes":
+                    rbytes += int(value)
+                elif key == "wbytes":
+                    wbytes += int(value)
+    except OSError:
+        rbytes = wbytes = None
+    usage_usec = cpu.get("usage_usec")
+    return CgroupCounters(
+        cpu_usage_ns=usage_usec * 1000 if usage_usec is not None else None,
+        cpu_throttled_periods=cpu.get("nr_throttled"),
+        cpu_quota_cores=quota,
+        memory_usage_bytes=_read_int(f"{path}/memory.current"),
+        memory_inactive_file_bytes=mem.get("inactive_file"),
+        memory_cache_bytes=mem.get("file"),
+        memory_shmem_bytes=mem.get("shmem"),
+        memory_limit_bytes=limit,
+        oom_kills=events.get("oom_kill"),
+        pids=_read_int(f"{path}/pids.current"),
+        io_read_bytes=rbytes,
+        io_write_bytes=wbytes,
+        psi_cpu=_psi_some_avg10(f"{path}/cpu.pressure"),
+        psi_memory=_psi_some_avg10(f"{path}/memory.pressure"),
+        psi_io=_psi_some_avg10(f"{path}/io.pressure"),
+    )
+
+
+def _blkio_bytes(path: str) -> tuple[int | None, int | None]:
+    """Sum Read and Write over devices in blkio.throttle.io_service_bytes (v1)."""
+    for name in ("blkio.throttle.io_service_bytes_recursive", "blkio.throttle.io_service_bytes"):
+        try:
+            text = _read(f"{path}/{name}")
+        except OSError:
+            continue
+        read = write = 0
+        for line in text.splitlines():
+            fields = line.split()
+            if len(fields) == 3:
+                if fields[1] == "Read":
+                    read += int(fields[2])
+                elif fields[1] == "Write":
+                    write += int(fields[2])
+        return read, write
+    return None, None
+
+
+def _read_v1(paths: dict[str, str]) -> CgroupCounters:
+    mem_dir = paths.get("memory")
+    cpu_dir = paths.get("cpuacct") or paths.get("cpu")
+    if mem_dir is None and cpu_dir is None:
+        raise CgroupGone(paths)
+    usage_ns = None
+    throttled = None
+    quota = None
+    if cpu_dir:
+        try:
+            usage_ns = int(_read(f"{cpu_dir}/cpuacct.usage"))
+        except FileNotFoundError:
+            raise CgroupGone(cpu_dir) from None
+        except (OSError, ValueError):
+            pass
+    cfs_dir = paths.get("cpu") or cpu_dir
+    if cfs_dir:
+        try:
+            throttled = _flat_keyed(_read(f"{cfs_dir}/cpu.stat")).get("nr_throttled")
+        except OSError:
+            pass
+        q = _read_int(f"{cfs_dir}/cpu.cfs_quota_us")
+        period = _read_int(f"{cfs_dir}/cpu.cfs_period_us")
+        if q and q > 0 and period:
+            quota = q / period
+    mem: dict[str, int] = {}
+    usage = limit = oom = None
+    if mem_dir:
+        try:
+            mem = _flat_keyed(_read(f"{mem_dir}/memory.stat"))
+        except FileNotFoundError:
+            raise CgroupGone(mem_dir) from None
+        except OSError:
+            pass
+        usage = _read_int(f"{mem_dir}/memory.usage_in_bytes")
+        limit = _read_int(f"{mem_dir}/memory.limit_in_bytes")
+        if limit is not None and limit >= _NO_LIMIT_V1:
+            limit = None
+        try:
+            oom = _flat_keyed(_read(f"{mem_dir}/memory.oom_control")).get("oom_kill")
+        except OSError:
+            pass
+    read = write = None
+    if paths.get("blkio"):
+        read, write = _blkio_bytes(paths["blkio"])
+    pids = _read_int(f"{paths['pids']}/pids.current") if paths.get("pids") else None
+    return CgroupCounters(
+        cpu_usage_ns=usage_ns,
+        cpu_throttled_periods=throttled,
+        cpu_quota_cores=quota,
+        memory_usage_bytes=usage,
+        memory_inactive_file_bytes=mem.get("total_inactive_file", mem.get("inactive_file")),
+        memory_cache_bytes=mem.get("total_cache", mem.get("cache")),
+        memory_shmem_bytes=mem.get("total_shmem", mem.get("shmem")),
+        memory_limit_bytes=limit,
+        oom_kills=oom,
+        pids=pids,
+        io_read_bytes=read,
+        io_write_bytes=write,
+        psi_cpu=None,  # cgroup v1 hierarchies carry no per-cgroup PSI
+        psi_memory=None,
+        psi_io=None,
+    )
+
+
+def cgroup_procs(version: int, paths: dict[str, str]) -> list[int]:
+    """Host PIDs of every process in the container's cgroup."""
+    directory = paths.get("unified") if version == 2 else (paths.get("pids") or paths.get("memory")
+                                                            or paths.get("cpuacct"))
+    if not directory:
+        return []
+    try:
+        return [int(x) for x in _read(f"{directory}/cgroup.procs").split()]
+    except FileNotFoundError:
+        raise CgroupGone(directory) from None
+    except (OSError, ValueError):
+        return []
+
+
+def read_net_dev(pid: int) -> tuple[int, int] | None:
+    """(rx_bytes, tx_bytes) summed over the network namespace of `pid`, loopback excluded."""
+    try:
+        text = _read(f"/proc/{pid}/net/dev")
+    except OSError:
+        return None
+    rx = tx = 0
+    for line in text.splitlines()[2:]:
+        name, _, data = line.partition(":")
+        if name.strip() == "lo":
+            continue
+        fields = data.split()
+        if len(fields) >= 9:
+            rx += int(fields[0])
+            tx += int(fields[8])
+    return rx, tx
+
+
+def container_ref_from_cgroup_text(text: str) -> tuple[str, str] | None:
+    """(runtime, container id) from the text of /proc/<pid>/cgroup, or None for a host process.
+
+    Recognises Docker (cgroupfs `/docker/<id>`, systemd `docker-<id>.scope`), podman (`libpod-<id>`) and
+    Kubernetes pod paths (`kubepods…/pod<uid>/<id>` or `cri-containerd-<id>.scope`, `crio-<id>.scope`).
+    """
+    for line in text.splitlines():
+        path = line.split(":", 2)[-1]
+        if "libpod-" in path:
+            m = _CONTAINER_ID.search(path.split("libpod-", 1)[1])
+            if m:
+                return "podman", m.group(0)
+        if "kubepods" in path:
+            ids = _CONTAINER_ID.findall(path)
+            if ids:
+                return "kubernetes", ids[-1]
+        if "docker" in path:
+            ids = _CONTAINER_ID.findall(path)
+            if ids:
+                return "docker", ids[-1]
+        ids = _CONTAINER_ID.findall(path)
+        if ids and ("containerd" in path or "crio" in path):
+            return "kubernetes" if "kubepods" in path else "containerd", ids[-1]
+    return None

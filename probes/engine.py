@@ -1,0 +1,396 @@
+"""Talk to the Docker engine: connect, list and inspect containers, engine facts, logs, and change events."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from .model import ContainerConfig, DeviceRequest, EngineStatus, Mount
+from .redaction import redact_env, redact_text, split_env
+
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+
+
+class EngineError(Exception):
+    """The engine could not be reached or refused us; `status` says which, the message says what to do."""
+
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def docker_host_in_use(cli_value: str | None = None) -> str:
+    return cli_value or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+
+
+def explain_engine_error(exc: BaseException, docker_host: str) -> EngineError:
+    """Turn a connection failure into a status and an actionable message."""
+    text = f"{exc!r} {exc}"
+    socket_path = docker_host[len("unix://"):] if docker_host.startswith("unix://") else None
+    if "Permission denied" in text or "PermissionError" in text or "Errno 13" in text:
+        where = socket_path or docker_host
+        return EngineError(
+            "permission_denied",
+            f"Permission denied on {where}: add your user to the docker group "
+            "(sudo usermod -aG docker $USER, then log in again) or run mltop with sudo.",
+        )
+    if socket_path and ("FileNotFoundError" in text or "No such file" in text or "Errno 2" in text):
+        return EngineError(
+            "unreachable",
+            f"No Docker engine at {docker_host} (the socket does not exist): start it with "
+            "`sudo systemctl start docker`, or point --docker-host / DOCKER_HOST at the engine.",
+        )
+    if "Connection refused" in text or "ConnectionRefused" in text or "Errno 111" in text:
+        return EngineError(
+            "unreachable",
+            f"The Docker engine at {docker_host} refused the connection: is dockerd running? "
+            "(`sudo systemctl start docker`)",
+        )
+    if "timed out" in text.lower() or "timeout" in text.lower():
+        return EngineError("unreachable", f"The Docker engine at {docker_host} did not answer in time.")
+    if docker_host.startswith("ssh://") and ("ssh" in text.lower()):
+        return EngineError(
+            "unreachable",
+            f"Could not reach the engine over SSH at {docker_host}: check that `ssh {docker_host[6:]} docker info` "
+            f"works without a password prompt. ({str(exc).strip()[:200]})",
+        )
+    return EngineError("error", f"Docker engine at {docker_host}: {str(exc).strip()[:300] or type(exc).__name__}")
+
+
+@dataclass(frozen=True)
+class ContainerMeta:
+    """What the engine says about one container: listing fields plus parsed inspect data."""
+
+    id: str
+    name: str
+    image: str
+    status: str
+    pid: int | None
+    config: ContainerConfig
+    state_key: tuple[Any, ...]  # changes whenever the container's state does, to know when to re-inspect
+
+
+def _none_if_zero(value: Any) -> Any:
+    return value or None
+
+
+def config_from_inspect(attrs: dict[str, Any]) -> ContainerConfig:
+    """Parse the ML-relevant part of `docker inspect` output. Environment values are redacted here."""
+    cfg = attrs.get("Config") or {}
+    host = attrs.get("HostConfig") or {}
+    state = attrs.get("State") or {}
+    requests = []
+    for req in host.get("DeviceRequests") or ():
+        requests.append(
+            DeviceRequest(
+                driver=req.get("Driver") or "",
+                count=int(req.get("Count") or 0),
+                device_ids=tuple(req.get("DeviceIDs") or ()),
+                capabilities=tuple(tuple(caps) for caps in (req.get("Capabilities") or ())),
+            )
+        )
+    mounts = tuple(
+        Mount(
+            type=m.get("Type", ""),
+            source=m.get("Source", ""),
+            destination=m.get("Destination", ""),
+            read_only=not m.get("RW", True),
+        )
+        for m in attrs.get("Mounts") or ()
+    )
+    throttles = {
+        key: tuple(host.get(key) or ())
+        for key in ("BlkioDeviceReadBps", "BlkioDeviceWriteBps", "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps")
+        if host.get(key)
+    }
+    restart_policy = (host.get("RestartPolicy") or {}).get("Name") or None
+    running = state.get("Running") or state.get("Restarting")
+    return ContainerConfig(
+        command=tuple(cfg.get("Cmd") or ()),
+        entrypoint=tuple(cfg.get("Entrypoint") or ()),
+        env=redact_env(split_env(cfg.get("Env"))),
+        labels={k: redact_text(v) for k, v in (cfg.get("Labels") or {}).items()},
+        created=attrs.get("Created"),
+        started_at=state.get("StartedAt"),
+        finished_at=None if running else state.get("FinishedAt"),
+        restart_count=int(attrs.get("RestartCount") or 0),
+        restart_policy=restart_policy,
+        exit_code=None if running else state.get("ExitCode"),
+        oom_killed=bool(state.get("OOMKilled")),
+        error=state.get("Error") or None,
+        runtime=host.get("Runtime") or None,
+        device_requests=tuple(requests),
+        shm_size_bytes=host.get("ShmSize") or None,
+        ipc_mode=host.get("IpcMode") or None,
+        pid_mode=host.get("PidMode") or None,
+        network_mode=host.get("NetworkMode") or None,
+        privileged=bool(host.get("Privileged")),
+        cap_add=tuple(host.get("CapAdd") or ()),
+        memory_limit_bytes=_none_if_zero(host.get("Memory")),
+        nano_cpus=_none_if_zero(host.get("NanoCpus")),
+        cpu_quota=_none_if_zero(host.get("CpuQuota")),
+        cpu_period=_none_if_zero(host.get("CpuPeriod")),
+        cpuset_cpus=host.get("CpusetCpus") or None,
+        mounts=mounts,
+        blkio_throttles=throttles,
+        ulimits=tuple(host.get("Ulimits") or ()),
+    )
+
+
+def meta_from_inspect(attrs: dict[str, Any]) -> ContainerMeta:
+    state = attrs.get("State") or {}
+    name = (attrs.get("Name") or "").lstrip("/") or attrs["Id"][:12]
+    pid = state.get("Pid") or None
+    return ContainerMeta(
+        id=attrs["Id"],
+        name=name,
+        image=(attrs.get("Config") or {}).get("Image") or attrs.get("Image", ""),
+        status=state.get("Status") or "unknown",
+        pid=pid,
+        config=config_from_inspect(attrs),
+        state_key=(state.get("Status"), state.get("Pid"), state.get("StartedAt"), state.get("FinishedAt"),
+                   attrs.get("RestartCount")),
+    )
+
+
+class Engine:
+    """A lazily connected Docker client that reports failures as `EngineStatus` instead of raising."""
+
+    def __init__(self, docker_host: str | None = None, timeout_s: float = 10.0):
+        self.docker_host = docker_host_in_use(docker_host)
+        self._explicit_host = docker_host
+        self._timeout_s = timeout_s
+        self._client = None
+        self._lock = threading.Lock()
+        self._info: dict[str, Any] | None = None
+        self._version: str | None = None
+
+    # -- connection -----------------------------------------------------------------------------
+
+    @property
+    def client(self):
+        """The docker SDK client; raises EngineError when the engine cannot be reached."""
+        with self._lock:
+            if self._client is None:
+                self._client = self._connect()
+            return self._client
+
+    def _connect(self):
+        import docker  # heavy import: only when we really talk to the engine
+
+        try:
+            if self._explicit_host:
+                client = docker.DockerClient(
+                    base_url=self.docker_host,
+                    timeout=self._timeout_s,
+                    use_ssh_client=self.docker_host.startswith("ssh://"),
+                )
+            else:
+                client = docker.from_env(
+                    timeout=self._timeout_s, use_ssh_client=self.docker_host.startswith("ssh://")
+                )
+            self._version = client.version().get("Version")
+        except Exception as exc:  # docker raises DockerException, requests errors, OSError...
+            raise explain_engine_error(exc, self.docker_host) from None
+        return client
+
+    def reset(self) -> None:
+        """Forget the connection so the next call reconnects (after an engine restart)."""
+        with self._lock:
+            if self._client is not None:
+                try:
+                    self._client.close()
+                except Exception:
+                    pass
+            self._client = None
+            self._info = None
+
+    def status(self) -> EngineStatus:
+        try:
+            self.client.ping()
+        except EngineError as err:
+            return EngineStatus(err.status, err.message, self.docker_host)
+        except Exception as exc:
+            self.reset()
+            err = explain_engine_error(exc, self.docker_host)
+            return EngineStatus(err.status, err.message, self.docker_host)
+        return EngineStatus("ok", None, self.docker_host)
+
+    def call(self, fn, *args, **kwargs):
+        """Run an SDK call, turning connection failures into EngineError (and dropping the connection)."""
+        client = self.client
+        try:
+            return fn(client, *args, **kwargs)
+        except EngineError:
+            raise
+        except Exception as exc:
+            import docker.errors
+            import requests.exceptions
+
+            if isinstance(exc, docker.errors.NotFound):
+                raise
+            if isinstance(exc, (requests.exceptions.ConnectionError, ConnectionError, OSError)):
+                self.reset()
+                raise explain_engine_error(exc, self.docker_host) from None
+            raise
+
+    # -- facts ----------------------------------------------------------------------------------
+
+    @property
+    def version(self) -> str | None:
+        return self._version
+
+    def info(self, refresh: bool = False) -> dict[str, Any]:
+        if self._info is None or refresh:
+            self._info = self.call(lambda c: c.info())
+        return self._info
+
+    # -- containers -----------------------------------------------------------------------------
+
+    def list_containers(self) -> list[dict[str, Any]]:
+        """One cheap call: every container (running and stopped) with id, names, image and state."""
+        return self.call(lambda c: c.api.containers(all=True))
+
+    def inspect(self, container_id: str) -> dict[str, Any]:
+        return self.call(lambda c: c.api.inspect_container(container_id))
+
+    def logs(self, container_id: str, tail: int = 200, since: float | None = None,
+             timestamps: bool = False) -> list[str]:
+        """The last `tail` log lines (stdout and stderr), decoded leniently and with secrets redacted."""
+        raw = self.call(
+            lambda c: c.api.logs(container_id, stdout=True, stderr=True, tail=tail, since=since,
+                                 timestamps=timestamps)
+        )
+        text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+        return [redact_text(line) for line in text.splitlines()]
+
+    def follow_logs(self, container_id: str, tail: int = 0) -> Iterator[str]:
+        """Stream log lines as they arrive (redacted). Close the generator to stop."""
+        stream = self.call(
+            lambda c: c.api.logs(container_id, stdout=True, stderr=True, stream=True, follow=True, tail=tail)
+        )
+        buffer = b""
+        try:
+            for chunk in stream:
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    yield redact_text(line.decode("utf-8", errors="replace"))
+        finally:
+            close = getattr(stream, "close", None)
+            if close:
+                close()
+
+
+class ContainerCatalog:
+    """Keeps every container's inspect data, re-inspecting only containers whose state changed.
+
+    Listing is one HTTP call; inspecting is one call per container, so it is done only for new containers
+    and those whose listed state moved. An event watcher marks the catalog stale so that between events
+    a sweep needs no engine call at all; a full re-list still happens every `relist_s` as a safety net.
+    """
+
+    def __init__(self, engine: Engine, relist_s: float = 5.0, watch_events: bool = True):
+        self.engine = engine
+        self.relist_s = relist_s
+        self._metas: dict[str, ContainerMeta] = {}
+        self._hints: dict[str, Any] = {}
+        self._dirty: set[str] = set()
+        self._dirty_lock = threading.Lock()
+        self._listed_at = 0.0
+        self._stale = threading.Event()
+        self._stale.set()
+        self._watch_events = watch_events
+        self._watcher: threading.Thread | None = None
+        self._events_stream = None
+        self._closed = False
+
+    def mark_stale(self) -> None:
+        self._stale.set()
+
+    def containers(self) -> list[ContainerMeta]:
+        """Current containers, refreshed from the engine when stale. Raises EngineError when down."""
+        now = time.monotonic()
+        if self._stale.is_set() or now - self._listed_at >= self.relist_s or not self._watcher_alive():
+            self._stale.clear()
+            try:
+                self._relist()
+            except Exception:
+                self._stale.set()
+                raise
+            self._listed_at = now
+            self._start_watcher()
+        return list(self._metas.values())
+
+    def get(self, container_id: str) -> ContainerMeta | None:
+        return self._metas.get(container_id)
+
+    def _relist(self) -> None:
+        import docker.errors
+
+        listed = self.engine.list_containers()
+        fresh: dict[str, ContainerMeta] = {}
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, set()
+        hints: dict[str, Any] = {}
+        for entry in listed:
+            cid = entry["Id"]
+            # "Status" is "Up 5 minutes" and changes every minute, so only State and Created are compared;
+            # restarts (same State, new PID) arrive as events and mark the id dirty.
+            hint = (entry.get("State"), entry.get("Created"))
+            hints[cid] = hint
+            old = self._metas.get(cid)
+            if old is not None and cid not in dirty and self._hints.get(cid) == hint:
+                fresh[cid] = old
+                continue
+            try:
+                meta = meta_from_inspect(self.engine.inspect(cid))
+            except docker.errors.NotFound:
+                continue  # removed between list and inspect
+            fresh[cid] = meta
+        self._metas = fresh
+        self._hints = hints
+
+    def _watcher_alive(self) -> bool:
+        return not self._watch_events or (self._watcher is not None and self._watcher.is_alive())
+
+    def _start_watcher(self) -> None:
+        if not self._watch_events or self._closed or self._watcher_alive():
+            return
+        self._watcher = threading.Thread(target=self._watch, name="mltop-docker-events", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        try:
+            stream = self.engine.call(
+                lambda c: c.api.events(decode=True, filters={"type": "container"})
+            )
+            self._events_stream = stream
+            for event in stream:
+                if self._closed:
+                    break
+                action = str(event.get("Action") or event.get("status") or "")
+                # exec_* and health checks do not change what we show; everything else might
+                if not action.startswith(("exec_", "health_status", "top")):
+                    cid = event.get("id") or (event.get("Actor") or {}).get("ID")
+                    if cid:
+                        with self._dirty_lock:
+                            self._dirty.add(cid)
+                    self._stale.set()
+        except Exception:
+            pass  # the next sweep notices the dead watcher and relists + restarts it
+        finally:
+            self._stale.set()
+
+    def close(self) -> None:
+        self._closed = True
+        stream = self._events_stream
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception:
+                pass

@@ -1,0 +1,79 @@
+"""Facts about the host itself: name, kernel, OS, CPUs, memory, pressure, and what limits our view."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+
+
+def os_release() -> str | None:
+    for path in ("/etc/os-release", "/usr/lib/os-release"):
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith("PRETTY_NAME="):
+                        return line.split("=", 1)[1].strip().strip('"')
+        except OSError:
+            continue
+    return None
+
+
+def memory_total_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def host_pressure() -> dict[str, float]:
+    """System-wide PSI "some avg10" for cpu, memory and io, where the kernel has PSI."""
+    out: dict[str, float] = {}
+    for resource in ("cpu", "memory", "io"):
+        try:
+            with open(f"/proc/pressure/{resource}") as f:
+                for part in f.readline().split():
+                    if part.startswith("avg10="):
+                        out[resource] = float(part[6:])
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def cpu_times() -> tuple[int, int] | None:
+    """(total jiffies, iowait jiffies) from /proc/stat, for the iowait share between two sweeps."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()[1:]
+    except OSError:
+        return None
+    values = [int(x) for x in fields]
+    return sum(values[:8]), values[4] if len(values) > 4 else 0
+
+
+def static_facts() -> dict[str, object]:
+    return {
+        "hostname": socket.gethostname(),
+        "kernel": platform.release(),
+        "os_release": os_release(),
+        "cpu_count": os.cpu_count() or 1,
+        "memory_total_bytes": memory_total_bytes(),
+    }
+
+
+def view_limitations(container_pids: list[int]) -> tuple[str, ...]:
+    """What keeps mltop from seeing everything, in words (e.g. running in a container without --pid=host)."""
+    notes = []
+    if container_pids and not any(os.path.exists(f"/proc/{pid}") for pid in container_pids):
+        notes.append(
+            "The containers' processes are not visible from here (mltop runs in another PID namespace): "
+            "per-process figures and GPU attribution are unavailable. Run mltop on the host, or in a "
+            "container started with --pid=host."
+        )
+    if os.geteuid() != 0:
+        notes.append("Not running as root: py-spy cannot attach to container processes owned by other users.")
+    return tuple(notes)

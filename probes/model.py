@@ -1,0 +1,300 @@
+"""The plain, frozen records one sampling sweep produces: everything that shows or judges reads these."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+SCHEMA_VERSION = 1
+
+
+# --------------------------------------------------------------------------- host and sources
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """Whether the Docker engine answered, and if not, why in words a user can act on."""
+
+    status: str  # "ok" | "unreachable" | "permission_denied" | "error" | "disabled"
+    error: str | None
+    docker_host: str  # the endpoint in use, e.g. "unix:///var/run/docker.sock" or "ssh://gpu-box"
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass(frozen=True)
+class NvmlStatus:
+    """Whether NVML answered, and if not, why. `cuda_driver_version` is "12.2" style."""
+
+    status: str  # see probes.nvml.NvmlState for the values ("ok", "library_not_found", ...)
+    error: str | None
+    driver_version: str | None = None
+    cuda_driver_version: str | None = None
+    library_path: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    hostname: str
+    kernel: str
+    os_release: str | None
+    cpu_count: int
+    memory_total_bytes: int
+    docker_version: str | None
+    docker_host: str
+    cgroup_version: int | None  # 1 or 2, from the engine (or the filesystem when the engine is down)
+    cgroup_driver: str | None  # "cgroupfs" | "systemd"
+    runtimes: tuple[str, ...]
+    default_runtime: str | None
+    cdi_spec_dirs: tuple[str, ...]
+    engine: EngineStatus
+    nvml: NvmlStatus
+    # Host pressure (PSI) "some avg10" per resource when the kernel exposes it, and iowait share.
+    pressure: Mapping[str, float] = field(default_factory=dict)
+    iowait_percent: float | None = None
+    # Facts about the mltop process itself that limit what it can see (e.g. running in a container
+    # without --pid=host), in words.
+    limitations: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------- GPUs
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    """A process NVML reports on one GPU. PIDs are host PIDs: the driver knows no PID namespaces."""
+
+    host_pid: int
+    type: str  # "compute" | "graphics"
+    gpu_memory_bytes: int | None  # None when the driver does not say (e.g. no permission, MIG)
+    sm_percent: float | None  # None when process utilisation is unavailable on this driver/GPU
+    name: str | None = None  # process name from /proc, when visible
+    container_id: str | None = None  # full id, set by attribution
+    container_name: str | None = None
+    runtime: str | None = None  # "docker" | "podman" | "kubernetes" | None for host processes
+
+
+@dataclass(frozen=True)
+class GpuSample:
+    index: int
+    uuid: str
+    name: str
+    utilization_percent: float | None
+    memory_utilization_percent: float | None
+    memory_used_bytes: int | None
+    memory_total_bytes: int | None
+    temperature_c: float | None
+    power_w: float | None
+    power_limit_w: float | None
+    throttle_reasons: tuple[str, ...]  # names, e.g. ("sw_power_cap", "hw_thermal_slowdown")
+    persistence_mode: bool | None
+    processes: tuple[GpuProcess, ...]
+    pci_bus_id: str | None = None
+    # field name -> reason, for the fields NVML could not give (e.g. {"power_w": "not supported"})
+    unavailable: Mapping[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- containers
+
+
+@dataclass(frozen=True)
+class DeviceRequest:
+    driver: str  # "" (default: nvidia), "nvidia", "cdi"
+    count: int  # -1 = all
+    device_ids: tuple[str, ...]
+    capabilities: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class Mount:
+    type: str  # "bind" | "volume" | "tmpfs" | ...
+    source: str
+    destination: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    """What matters for ML from `docker inspect`. Environment values are already redacted."""
+
+    command: tuple[str, ...]
+    entrypoint: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]  # (name, value) with secret-looking values redacted at the source
+    labels: Mapping[str, str]
+    created: str | None
+    started_at: str | None
+    finished_at: str | None
+    restart_count: int
+    restart_policy: str | None
+    exit_code: int | None
+    oom_killed: bool
+    error: str | None  # State.Error, e.g. a failed start
+    runtime: str | None  # HostConfig.Runtime
+    device_requests: tuple[DeviceRequest, ...]
+    shm_size_bytes: int | None
+    ipc_mode: str | None
+    pid_mode: str | None
+    network_mode: str | None
+    privileged: bool
+    cap_add: tuple[str, ...]
+    memory_limit_bytes: int | None  # HostConfig.Memory (None = unlimited)
+    nano_cpus: int | None
+    cpu_quota: int | None
+    cpu_period: int | None
+    cpuset_cpus: str | None
+    mounts: tuple[Mount, ...]
+    # HostConfig.BlkioDeviceReadBps etc: [{"Path": "/dev/vda", "Rate": 1048576}, ...]
+    blkio_throttles: Mapping[str, tuple[Mapping[str, Any], ...]]
+    ulimits: tuple[Mapping[str, Any], ...]
+
+    def env_value(self, name: str) -> str | None:
+        for key, value in self.env:
+            if key == name:
+                return value
+        return None
+
+    @property
+    def requests_gpus(self) -> bool:
+        """True when the container asks for GPUs by device request or by the nvidia runtime."""
+        if self.runtime == "nvidia":
+            return True
+        for request in self.device_requests:
+            if request.driver in ("", "nvidia") and any("gpu" in caps for caps in request.capabilities):
+                return True
+            if request.driver == "cdi" and any("nvidia.com/gpu" in d for d in request.device_ids):
+                return True
+        return False
+
+
+@dataclass(frozen=True)
+class Pressure:
+    """PSI "some avg10" (%) per resource; None where the kernel gives no PSI for this cgroup."""
+
+    cpu: float | None
+    memory: float | None
+    io: float | None
+
+
+@dataclass(frozen=True)
+class ProcessSample:
+    host_pid: int
+    container_pid: int | None  # innermost NSpid
+    user: str | None
+    cmdline: str
+    cpu_percent: float | None  # None on the first sweep (no previous sample to diff against)
+    rss_bytes: int | None
+    gpu_memory_bytes: int | None = None
+    gpu_indices: tuple[int, ...] = ()
+    sm_percent: float | None = None
+
+
+@dataclass(frozen=True)
+class ContainerGpuUse:
+    index: int
+    uuid: str
+    memory_bytes: int | None
+    sm_percent: float | None
+
+
+@dataclass(frozen=True)
+class ContainerSample:
+    id: str
+    name: str
+    image: str
+    status: str  # engine State.Status: "running", "exited", "created", "paused", "restarting", "dead"
+    pid: int | None  # State.Pid of the init process (None when not running)
+    cpu_percent: float | None  # one busy core = 100
+    cpu_limit_cores: float | None
+    cpu_limit_percent: float | None  # share of the container's CPU limit, when it has one
+    memory_bytes: int | None  # working set, as `docker stats` shows it
+    memory_limit_bytes: int | None  # None = no limit
+    memory_cache_bytes: int | None
+    shm_bytes: int | None  # `shmem` in memory.stat: tmpfs (/dev/shm) pages charged to the cgroup
+    pids: int | None
+    io_read_bytes: int | None  # cumulative
+    io_write_bytes: int | None
+    io_read_bytes_per_s: float | None
+    io_write_bytes_per_s: float | None
+    net_rx_bytes: int | None
+    net_tx_bytes: int | None
+    net_rx_bytes_per_s: float | None
+    net_tx_bytes_per_s: float | None
+    oom_kills: int | None  # the cgroup's oom_kill counter
+    cpu_throttled_periods: int | None
+    pressure: Pressure | None
+    cgroup_path: str | None
+    gpus: tuple[ContainerGpuUse, ...]
+    processes: tuple[ProcessSample, ...]
+    config: ContainerConfig
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def gpu_memory_bytes(self) -> int | None:
+        values = [g.memory_bytes for g in self.gpus if g.memory_bytes is not None]
+        return sum(values) if values else None
+
+    @property
+    def gpu_sm_percent(self) -> float | None:
+        values = [g.sm_percent for g in self.gpus if g.sm_percent is not None]
+        return sum(values) if values else None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One sweep: host facts, GPUs, containers with their processes and GPU use."""
+
+    taken_at: float  # unix time
+    interval_s: float | None  # seconds since the previous sweep that rates were computed against
+    host: HostInfo
+    gpus: tuple[GpuSample, ...]
+    containers: tuple[ContainerSample, ...]
+    schema_version: int = SCHEMA_VERSION
+
+    def container(self, key: str) -> ContainerSample | None:
+        """Find a container by full id, id prefix or name."""
+        for c in self.containers:
+            if c.id == key or c.name == key:
+                return c
+        matches = [c for c in self.containers if c.id.startswith(key)]
+        return matches[0] if len(matches) == 1 else None
+
+    @property
+    def host_gpu_processes(self) -> tuple[GpuProcess, ...]:
+        return tuple(p for g in self.gpus for p in g.processes if p.container_id is None)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Turn snapshot records into JSON-ready dicts and lists (tuples become lists)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return out
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def snapshot_to_json(snapshot: Snapshot) -> dict[str, Any]:
+    """The documented `mltop snapshot --json` document."""
+    doc = to_jsonable(snapshot)
+    doc = {"schema_version": doc.pop("schema_version"), **doc}
+    # Derived per-container GPU totals are handy for scripts; they are properties, so add them.
+    for c_doc, c in zip(doc["containers"], snapshot.containers):
+        c_doc["gpu_memory_bytes"] = c.gpu_memory_bytes
+        c_doc["gpu_sm_percent"] = c.gpu_sm_percent
+    return doc

@@ -1,0 +1,131 @@
+"""Per-process facts for container processes: PID inside the container, user, command, CPU and RSS.
+
+This is the per-sweep hot path (every process of every container), so /proc/<pid>/stat is read directly
+rather than through psutil objects; facts that never change for a PID (NSpid, uid, command line) are read
+once per process and cached by (pid, start time).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from dataclasses import dataclass
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    container_pid: int | None
+    user: str | None
+    cmdline: str
+
+
+@dataclass(frozen=True)
+class ProcessStat:
+    start_ticks: int
+    cpu_ticks: int  # utime + stime
+    rss_bytes: int
+
+
+def read_stat(pid: int) -> ProcessStat | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # comm may hold spaces and parentheses: split after the last ")"
+    fields = data[data.rfind(b")") + 2:].split()
+    try:
+        return ProcessStat(
+            start_ticks=int(fields[19]),
+            cpu_ticks=int(fields[11]) + int(fields[12]),
+            rss_bytes=int(fields[21]) * _PAGE,
+        )
+    except (IndexError, ValueError):
+        return None
+
+
+_users: dict[int, str] = {}
+
+
+def user_name(uid: int) -> str:
+    name = _users.get(uid)
+    if name is None:
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            name = str(uid)
+        _users[uid] = name
+    return name
+
+
+def read_identity(pid: int) -> ProcessIdentity | None:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            status = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    container_pid = None
+    uid = None
+    name = ""
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            parts = line.split()[1:]
+            if parts:
+                container_pid = int(parts[-1])
+        elif line.startswith("Uid:"):
+            uid = int(line.split()[1])
+        elif line.startswith("Name:"):
+            name = line.split(":", 1)[1].strip()
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+        cmdline = raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", errors="replace")
+    except OSError:
+        cmdline = ""
+    return ProcessIdentity(
+        container_pid=container_pid,
+        user=user_name(uid) if uid is not None else None,
+        cmdline=cmdline or f"[{name}]",
+    )
+
+
+class ProcessTable:
+    """Remembers identities and the previous CPU tick count of each process to compute CPU %."""
+
+    def __init__(self) -> None:
+        self._identity: dict[tuple[int, int], ProcessIdentity] = {}
+        self._prev_ticks: dict[tuple[int, int], tuple[float, int]] = {}
+        self._seen: set[tuple[int, int]] = set()
+
+    def begin_sweep(self) -> None:
+        self._seen = set()
+
+    def end_sweep(self) -> None:
+        """Forget processes that were not seen in this sweep (they exited)."""
+        for key in list(self._identity):
+            if key not in self._seen:
+                del self._identity[key]
+                self._prev_ticks.pop(key, None)
+
+    def sample(self, pid: int, now: float) -> tuple[ProcessIdentity, ProcessStat, float | None] | None:
+        """(identity, stat, cpu % since the last sweep) or None when the process is gone."""
+        stat = read_stat(pid)
+        if stat is None:
+            return None
+        key = (pid, stat.start_ticks)
+        identity = self._identity.get(key)
+        if identity is None:
+            identity = read_identity(pid)
+            if identity is None:
+                return None
+            self._identity[key] = identity
+        self._seen.add(key)
+        prev = self._prev_ticks.get(key)
+        self._prev_ticks[key] = (now, stat.cpu_ticks)
+        cpu = None
+        if prev is not None and now > prev[0]:
+            cpu = (stat.cpu_ticks - prev[1]) / _CLK_TCK / (now - prev[0]) * 100.0
+        return identity, stat, cpu

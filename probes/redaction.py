@@ -1,0 +1,104 @@
+"""Redact secrets at the source: environment values with secret-looking names and well-known token shapes.
+
+Redaction happens where data enters mltop (the engine probe, log reads, action output), so no screen,
+report or JSON document downstream can hold an unredacted secret.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+REDACTED = "[REDACTED]"
+
+# Name parts that mark an environment variable as secret. Matched on word boundaries of the upper-cased
+# name split at "_", "-" and ".", plus a few whole-name patterns (e.g. AWS_SECRET_ACCESS_KEY, HF_TOKEN).
+_SECRET_NAME_PARTS = {
+    "TOKEN", "TOKENS", "SECRET", "SECRETS", "PASSWORD", "PASSWD", "PASS", "PWD_SECRET", "KEY", "KEYS",
+    "APIKEY", "CREDENTIAL", "CREDENTIALS", "CRED", "CREDS", "AUTH", "AUTHORIZATION", "PRIVATE", "SESSION",
+    "COOKIE", "SIGNATURE", "CERT", "DSN", "CONNECTION_STRING",
+}
+_SECRET_NAME_RE = re.compile(
+    r"(TOKEN|SECRET|PASSW(OR)?D|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIAL|AUTH|SESSION|COOKIE|WEBHOOK)",
+    re.IGNORECASE,
+)
+# Names that contain a secret-looking part but are well known not to be secrets.
+_NOT_SECRET_NAMES = {"PWD", "OLDPWD", "PATH", "NVIDIA_DRIVER_CAPABILITIES", "KEYBOARD", "XAUTHORITY"}
+
+# Well-known token shapes, matched anywhere in a value or a line of text.
+_TOKEN_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
+    re.compile(p)
+    for p in (
+        r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[0-9A-Z]{16}\b",  # AWS access key id
+        r"(?i)(?<=aws_secret_access_key[=: ])[A-Za-z0-9/+=]{40}",  # AWS secret next to its name
+        r"\bhf_[A-Za-z0-9]{30,}\b",  # Hugging Face
+        r"\bgh[pousr]_[A-Za-z0-9]{36,}\b",  # GitHub classic and fine-grained app tokens
+        r"\bgithub_pat_[A-Za-z0-9_]{40,}\b",
+        r"\bglpat-[A-Za-z0-9_\-]{20,}\b",  # GitLab
+        r"\bxox[abposr]-[A-Za-z0-9-]{10,}\b",  # Slack
+        r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+",
+        r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_\-]{20,}\b",  # OpenAI / Anthropic style
+        r"\bAIza[0-9A-Za-z_\-]{35}\b",  # Google API key
+        r"\bya29\.[0-9A-Za-z_\-]{20,}",  # Google OAuth access token
+        r"\bnpm_[A-Za-z0-9]{36}\b",
+        r"\bpypi-[A-Za-z0-9_\-]{50,}\b",
+        r"\bwandb_[A-Za-z0-9]{20,}\b|\b(?<=WANDB_API_KEY=)[0-9a-f]{40}\b",
+        r"\beyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\b",  # JWT
+        r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)",
+        r"(?i)\b(?:bearer|basic)\s+[A-Za-z0-9._~+/=\-]{16,}",  # Authorization header values
+    )
+)
+# user:password@ in URLs (database DSNs, git remotes)
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]+):(?P<pw>[^@/\s]+)@")
+# NAME=value inside free text (commands, logs) where NAME looks secret
+_ASSIGNMENT = re.compile(r"(?P<name>\b[A-Za-z_][A-Za-z0-9_.\-]*)(?P<sep>=|:\s?)(?P<value>\"[^\"]*\"|'[^']*'|[^\s,;&]+)")
+
+
+def is_secret_name(name: str) -> bool:
+    upper = name.upper()
+    if upper in _NOT_SECRET_NAMES:
+        return False
+    parts = set(re.split(r"[_\-.]", upper))
+    if parts & _SECRET_NAME_PARTS:
+        return True
+    return bool(_SECRET_NAME_RE.search(upper))
+
+
+def looks_like_token(value: str) -> bool:
+    return any(p.search(value) for p in _TOKEN_PATTERNS) or bool(_URL_CREDENTIALS.search(value))
+
+
+def redact_value(name: str, value: str) -> str:
+    """The value to show for environment variable `name`."""
+    if value and is_secret_name(name):
+        return REDACTED
+    return redact_text(value)
+
+
+def redact_env(pairs: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((name, redact_value(name, value)) for name, value in pairs)
+
+
+def split_env(entries: Iterable[str] | None) -> tuple[tuple[str, str], ...]:
+    """Split Docker's ["NAME=value", ...] into (name, value) pairs."""
+    out = []
+    for entry in entries or ():
+        name, _, value = entry.partition("=")
+        out.append((name, value))
+    return tuple(out)
+
+
+def redact_text(text: str) -> str:
+    """Redact token shapes, URL credentials and NAME=value assignments with secret names in free text."""
+    if not text:
+        return text
+    for pattern in _TOKEN_PATTERNS:
+        text = pattern.sub(REDACTED, text)
+    text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
+
+    def _assignment(m: re.Match[str]) -> str:
+        if is_secret_name(m["name"]) and m["value"] not in ("", REDACTED) and not m["value"].startswith("["):
+            return f"{m['name']}{m['sep']}{REDACTED}"
+        return m.group(0)
+
+    return _ASSIGNMENT.sub(_assignment, text)

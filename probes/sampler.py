@@ -1,0 +1,380 @@
+"""One sampling sweep = one immutable Snapshot: engine, cgroups, processes and NVML, joined by host PID."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from . import host as hostfacts
+from .cgroups import (
+    CgroupCounters,
+    CgroupGone,
+    CgroupLocator,
+    cgroup_procs,
+    container_ref_from_cgroup_text,
+    read_counters,
+    read_net_dev,
+)
+from .engine import ContainerCatalog, ContainerMeta, Engine, EngineError
+from .model import (
+    ContainerGpuUse,
+    ContainerSample,
+    EngineStatus,
+    GpuProcess,
+    GpuSample,
+    HostInfo,
+    NvmlStatus,
+    Pressure,
+    ProcessSample,
+    Snapshot,
+)
+from .processes import ProcessTable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    docker_host: str | None = None
+    nvml: bool = True
+    nvml_lib: str | None = None
+    nvml_deadline_s: float = 2.0
+    processes: bool = True
+    watch_events: bool = True
+
+
+@dataclass
+class _Previous:
+    at: float
+    counters: CgroupCounters
+    net: tuple[int, int] | None
+
+
+def _rate(new: int | None, old: int | None, seconds: float) -> float | None:
+    if new is None or old is None or seconds <= 0:
+        return None
+    return max(new - old, 0) / seconds
+
+
+class Sampler:
+    """Holds what a sweep needs from the previous one (counters for rates, caches) and builds snapshots."""
+
+    def __init__(self, options: ProbeOptions | None = None, engine: Engine | None = None):
+        self.options = options or ProbeOptions()
+        self.engine = engine or Engine(self.options.docker_host)
+        self.catalog = ContainerCatalog(self.engine, watch_events=self.options.watch_events)
+        self._locator: CgroupLocator | None = None
+        self._paths: dict[str, tuple[int | None, dict[str, str]]] = {}  # id -> (pid, paths)
+        self._previous: dict[str, _Previous] = {}
+        self._processes = ProcessTable()
+        self._static = hostfacts.static_facts()
+        self._cpu_times: tuple[float, tuple[int, int] | None] | None = None
+        self._last_sweep_at: float | None = None
+        self._nvml = None
+        if self.options.nvml:
+            from .nvml import NvmlProbe, resolve_library_path
+
+            self._nvml = NvmlProbe(resolve_library_path(self.options.nvml_lib), self.options.nvml_deadline_s)
+
+    def close(self) -> None:
+        self.catalog.close()
+        if self._nvml is not None:
+            self._nvml.close()
+
+    # ------------------------------------------------------------------------------------------
+
+    def sweep(self) -> Snapshot:
+        now = time.monotonic()
+        taken_at = time.time()
+        interval = now - self._last_sweep_at if self._last_sweep_at is not None else None
+        self._last_sweep_at = now
+
+        engine_status, metas, info = self._engine_view()
+        if self._nvml is not None:
+            nvml_status, gpus = self._nvml.sample()
+        else:
+            nvml_status, gpus = NvmlStatus("disabled", "NVML disabled by --no-nvml"), ()
+
+        cgroup_version = None
+        if info:
+            try:
+                cgroup_version = int(info.get("CgroupVersion") or 1)
+            except ValueError:
+                cgroup_version = None
+        locator = self._get_locator(cgroup_version)
+
+        containers: list[ContainerSample] = []
+        self._processes.begin_sweep()
+        live_ids = set()
+        for meta in metas:
+            live_ids.add(meta.id)
+            try:
+                containers.append(self._sample_container(meta, locator, now))
+            except CgroupGone:
+                # stopped or removed mid-sweep: drop it from this sweep, the catalog catches up
+                self.catalog.mark_stale()
+                self._paths.pop(meta.id, None)
+                self._previous.pop(meta.id, None)
+        self._processes.end_sweep()
+        for stale in set(self._previous) - live_ids:
+            self._previous.pop(stale, None)
+            self._paths.pop(stale, None)
+
+        gpus, containers = attribute_gpu_processes(gpus, containers, self.catalog)
+        pids = [m.pid for m in metas if m.pid and m.status == "running"][:5]
+        host = self._host_info(engine_status, nvml_status, info, locator, now, pids)
+        return Snapshot(
+            taken_at=taken_at,
+            interval_s=interval,
+            host=host,
+            gpus=tuple(gpus),
+            containers=tuple(sorted(containers, key=lambda c: c.name)),
+        )
+
+    # ------------------------------------------------------------------------------------------
+
+    def _engine_view(self) -> tuple[EngineStatus, list[ContainerMeta], dict | None]:
+        try:
+            metas = self.catalog.containers()
+            info = self.engine.info()
+        except EngineError as err:
+            self.engine.reset()
+            self.catalog.mark_stale()
+            return EngineStatus(err.status, err.message, self.engine.docker_host), [], None
+        except Exception as exc:  # an API error mid-list: keep going without containers this sweep
+            self.catalog.mark_stale()
+            return EngineStatus("error", f"Docker engine error: {exc}", self.engine.docker_host), [], None
+        return EngineStatus("ok", None, self.engine.docker_host), metas, info
+
+    def _get_locator(self, version: int | None) -> CgroupLocator:
+        if self._locator is None or (version is not None and self._locator.version != version):
+            self._locator = CgroupLocator(version)
+        return self._locator
+
+    def _container_paths(self, meta: ContainerMeta, locator: CgroupLocator) -> dict[str, str]:
+        cached = self._paths.get(meta.id)
+        if cached is not None and cached[0] == meta.pid:
+            return cached[1]
+        paths: dict[str, str] = {}
+        if meta.pid:
+            try:
+                paths = locator.paths_for_pid(meta.pid)
+            except CgroupGone:
+                paths = {}
+        if not paths:
+            paths = locator.paths_for_id(meta.id)
+        if not paths:
+            raise CgroupGone(meta.id)
+        self._paths[meta.id] = (meta.pid, paths)
+        return paths
+
+    def _sample_container(self, meta: ContainerMeta, locator: CgroupLocator, now: float) -> ContainerSample:
+        if meta.status not in ("running", "paused", "restarting") or not meta.pid:
+            return _stopped_sample(meta)
+        paths = self._container_paths(meta, locator)
+        counters = read_counters(locator.version, paths)
+        net = read_net_dev(meta.pid)
+        prev = self._previous.get(meta.id)
+        self._previous[meta.id] = _Previous(now, counters, net)
+
+        cpu_percent = io_r = io_w = net_rx = net_tx = None
+        if prev is not None:
+            dt = now - prev.at
+            cpu_rate = _rate(counters.cpu_usage_ns, prev.counters.cpu_usage_ns, dt)
+            cpu_percent = cpu_rate / 1e9 * 100.0 if cpu_rate is not None else None
+            io_r = _rate(counters.io_read_bytes, prev.counters.io_read_bytes, dt)
+            io_w = _rate(counters.io_write_bytes, prev.counters.io_write_bytes, dt)
+            if net is not None and prev.net is not None:
+                net_rx = _rate(net[0], prev.net[0], dt)
+                net_tx = _rate(net[1], prev.net[1], dt)
+
+        cfg = meta.config
+        limit_cores = None
+        if cfg.nano_cpus:
+            limit_cores = cfg.nano_cpus / 1e9
+        elif counters.cpu_quota_cores:
+            limit_cores = counters.cpu_quota_cores
+        limit_percent = cpu_percent / limit_cores if cpu_percent is not None and limit_cores else None
+
+        processes: tuple[ProcessSample, ...] = ()
+        if self.options.processes:
+            processes = self._sample_processes(locator.version, paths, now)
+
+        pressure = None
+        if any(v is not None for v in (counters.psi_cpu, counters.psi_memory, counters.psi_io)):
+            pressure = Pressure(counters.psi_cpu, counters.psi_memory, counters.psi_io)
+        cgroup_path = paths.get("unified") or paths.get("memory") or next(iter(paths.values()), None)
+        return ContainerSample(
+            id=meta.id,
+            name=meta.name,
+            image=meta.image,
+            status=meta.status,
+            pid=meta.pid,
+            cpu_percent=cpu_percent,
+            cpu_limit_cores=limit_cores,
+            cpu_limit_percent=limit_percent,
+            memory_bytes=counters.memory_working_set_bytes,
+            memory_limit_bytes=counters.memory_limit_bytes,
+            memory_cache_bytes=counters.memory_cache_bytes,
+            shm_bytes=counters.memory_shmem_bytes,
+            pids=counters.pids,
+            io_read_bytes=counters.io_read_bytes,
+            io_write_bytes=counters.io_write_bytes,
+            io_read_bytes_per_s=io_r,
+            io_write_bytes_per_s=io_w,
+            net_rx_bytes=net[0] if net else None,
+            net_tx_bytes=net[1] if net else None,
+            net_rx_bytes_per_s=net_rx,
+            net_tx_bytes_per_s=net_tx,
+            oom_kills=counters.oom_kills,
+            cpu_throttled_periods=counters.cpu_throttled_periods,
+            pressure=pressure,
+            cgroup_path=cgroup_path,
+            gpus=(),
+            processes=processes,
+            config=cfg,
+        )
+
+    def _sample_processes(self, version: int, paths: dict[str, str], now: float) -> tuple[ProcessSample, ...]:
+        out = []
+        for pid in cgroup_procs(version, paths):
+            sampled = self._processes.sample(pid, now)
+            if sampled is None:
+                continue  # exited between listing and reading
+            identity, stat, cpu = sampled
+            out.append(
+                ProcessSample(
+                    host_pid=pid,
+                    container_pid=identity.container_pid,
+                    user=identity.user,
+                    cmdline=identity.cmdline,
+                    cpu_percent=cpu,
+                    rss_bytes=stat.rss_bytes,
+                )
+            )
+        return tuple(out)
+
+    def _host_info(self, engine_status: EngineStatus, nvml_status: NvmlStatus, info: dict | None,
+                   locator: CgroupLocator, now: float, container_pids: list[int]) -> HostInfo:
+        info = info or {}
+        iowait = None
+        current = hostfacts.cpu_times()
+        if self._cpu_times is not None and self._cpu_times[1] and current:
+            total = current[0] - self._cpu_times[1][0]
+            if total > 0:
+                iowait = (current[1] - self._cpu_times[1][1]) / total * 100.0
+        self._cpu_times = (now, current)
+        cgroup_version = None
+        if info.get("CgroupVersion"):
+            cgroup_version = int(info["CgroupVersion"])
+        elif not engine_status.ok:
+            cgroup_version = locator.version
+        return HostInfo(
+            hostname=str(self._static["hostname"]),
+            kernel=str(self._static["kernel"]),
+            os_release=self._static["os_release"],  # type: ignore[arg-type]
+            cpu_count=int(self._static["cpu_count"]),  # type: ignore[arg-type]
+            memory_total_bytes=int(self._static["memory_total_bytes"]),  # type: ignore[arg-type]
+            docker_version=self.engine.version if engine_status.ok else None,
+            docker_host=self.engine.docker_host,
+            cgroup_version=cgroup_version,
+            cgroup_driver=info.get("CgroupDriver"),
+            runtimes=tuple(sorted((info.get("Runtimes") or {}).keys())),
+            default_runtime=info.get("DefaultRuntime"),
+            cdi_spec_dirs=tuple(info.get("CDISpecDirs") or ()),
+            engine=engine_status,
+            nvml=nvml_status,
+            pressure=hostfacts.host_pressure(),
+            iowait_percent=iowait,
+            limitations=hostfacts.view_limitations(container_pids),
+        )
+
+
+def _stopped_sample(meta: ContainerMeta) -> ContainerSample:
+    return ContainerSample(
+        id=meta.id, name=meta.name, image=meta.image, status=meta.status, pid=None,
+        cpu_percent=None, cpu_limit_cores=None, cpu_limit_percent=None, memory_bytes=None,
+        memory_limit_bytes=meta.config.memory_limit_bytes, memory_cache_bytes=None, shm_bytes=None, pids=None,
+        io_read_bytes=None, io_write_bytes=None, io_read_bytes_per_s=None, io_write_bytes_per_s=None,
+        net_rx_bytes=None, net_tx_bytes=None, net_rx_bytes_per_s=None, net_tx_bytes_per_s=None,
+        oom_kills=None, cpu_throttled_periods=None, pressure=None, cgroup_path=None, gpus=(), processes=(),
+        config=meta.config,
+    )
+
+
+def _cgroup_ref(pid: int) -> tuple[str, str] | None:
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return container_ref_from_cgroup_text(f.read())
+    except OSError:
+        return None
+
+
+def attribute_gpu_processes(
+    gpus: tuple[GpuSample, ...] | list[GpuSample],
+    containers: list[ContainerSample],
+    catalog: ContainerCatalog | None = None,
+) -> tuple[list[GpuSample], list[ContainerSample]]:
+    """Join NVML's host PIDs to containers: host PID → /proc/<pid>/cgroup → container id → name.
+
+    Returns GPUs whose processes carry container ids and names, and containers carrying their GPU use
+    (per GPU and per process). Processes in containers the engine does not know (podman, Kubernetes) keep
+    the id with the runtime's name; processes in no container stay host processes.
+    """
+    import dataclasses
+
+    by_id = {c.id: c for c in containers}
+    per_container_gpu: dict[str, dict[int, list[GpuProcess]]] = {}
+    per_pid: dict[int, list[tuple[GpuSample, GpuProcess]]] = {}
+    new_gpus: list[GpuSample] = []
+    for gpu in gpus:
+        procs = []
+        for proc in gpu.processes:
+            ref = _cgroup_ref(proc.host_pid)
+            if ref is not None:
+                runtime, cid = ref
+                container = by_id.get(cid)
+                if container is None and catalog is not None:
+                    meta = catalog.get(cid)
+                    name = meta.name if meta else None
+                else:
+                    name = container.name if container else None
+                if name is None:
+                    name = f"{runtime}:{cid[:12]}"
+                proc = dataclasses.replace(proc, container_id=cid, container_name=name, runtime=runtime)
+                per_container_gpu.setdefault(cid, {}).setdefault(gpu.index, []).append(proc)
+                per_pid.setdefault(proc.host_pid, []).append((gpu, proc))
+            procs.append(proc)
+        new_gpus.append(dataclasses.replace(gpu, processes=tuple(procs)))
+
+    new_containers = []
+    for container in containers:
+        uses = per_container_gpu.get(container.id)
+        if not uses:
+            new_containers.append(container)
+            continue
+        gpu_uses = []
+        for gpu in new_gpus:
+            procs = uses.get(gpu.index)
+            if not procs:
+                continue
+            mems = [p.gpu_memory_bytes for p in procs if p.gpu_memory_bytes is not None]
+            sms = [p.sm_percent for p in procs if p.sm_percent is not None]
+            gpu_uses.append(ContainerGpuUse(gpu.index, gpu.uuid, sum(mems) if mems else None,
+                                            sum(sms) if sms else None))
+        processes = []
+        for p in container.processes:
+            entries = per_pid.get(p.host_pid)
+            if entries:
+                mems = [gp.gpu_memory_bytes for _, gp in entries if gp.gpu_memory_bytes is not None]
+                sms = [gp.sm_percent for _, gp in entries if gp.sm_percent is not None]
+                p = dataclasses.replace(
+                    p,
+                    gpu_memory_bytes=sum(mems) if mems else None,
+                    gpu_indices=tuple(sorted({g.index for g, _ in entries})),
+                    sm_percent=sum(sms) if sms else None,
+                )
+            processes.append(p)
+        new_containers.append(dataclasses.replace(container, gpus=tuple(gpu_uses), processes=tuple(processes)))
+    return new_gpus, new_containers

@@ -1,0 +1,133 @@
+"""Shared fixtures: a real Docker engine with offline-built images, containers that clean up after
+themselves, and (from fixtures_nvml) the simulated libnvidia-ml.so.1.
+
+Engine tests skip with a reason when no engine answers, unless MLTOP_REQUIRE_DOCKER=1 (set by .ci/run),
+in which case they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from fixtures_nvml import *  # noqa: E402,F401,F403  (fake NVML fixtures)
+from images import BUSYBOX_IMAGE, PYTHON_IMAGE, ImageBuildError, ensure_images  # noqa: E402
+
+TEST_LABEL = "mltop-test"
+REQUIRE_DOCKER = os.environ.get("MLTOP_REQUIRE_DOCKER") == "1"
+
+
+def _no_engine(reason: str):
+    if REQUIRE_DOCKER:
+        pytest.fail(f"MLTOP_REQUIRE_DOCKER=1 but {reason}", pytrace=False)
+    pytest.skip(f"no Docker engine: {reason} (set MLTOP_REQUIRE_DOCKER=1 to make this a failure)")
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """A docker SDK client for a reachable engine, or skip/fail with the reason."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except Exception as exc:  # engine down, socket missing, permission denied
+        _no_engine(f"{type(exc).__name__}: {exc}")
+    # leftovers of an interrupted earlier run
+    for c in client.containers.list(all=True, filters={"label": TEST_LABEL}):
+        c.remove(force=True)
+    yield client
+    for c in client.containers.list(all=True, filters={"label": TEST_LABEL}):
+        try:
+            c.remove(force=True)
+        except Exception:
+            pass
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def test_images(docker_client):
+    """Build the offline test images once (reused when present)."""
+    try:
+        ensure_images()
+    except ImageBuildError as err:
+        _no_engine(f"test images could not be built: {err}")
+    return {"busybox": BUSYBOX_IMAGE, "python": PYTHON_IMAGE}
+
+
+class ContainerFactory:
+    """Starts labelled test containers and removes them when the test ends."""
+
+    def __init__(self, client, images):
+        self.client = client
+        self.images = images
+        self.created = []
+
+    def run(self, command, image="busybox", name=None, wait_running=True, **kwargs):
+        labels = dict(kwargs.pop("labels", {}) or {})
+        labels[TEST_LABEL] = "1"
+        name = name or f"mltop-test-{uuid.uuid4().hex[:8]}"
+        container = self.client.containers.run(
+            self.images.get(image, image), command, name=name, detach=True, labels=labels, **kwargs
+        )
+        self.created.append(container)
+        if wait_running:
+            wait_for(lambda: _reload(container).status == "running", what=f"{name} running")
+        return container
+
+    def create(self, command, image="busybox", name=None, **kwargs):
+        labels = dict(kwargs.pop("labels", {}) or {})
+        labels[TEST_LABEL] = "1"
+        name = name or f"mltop-test-{uuid.uuid4().hex[:8]}"
+        container = self.client.containers.create(
+            self.images.get(image, image), command, name=name, labels=labels, **kwargs
+        )
+        self.created.append(container)
+        return container
+
+    def cleanup(self):
+        for c in self.created:
+            try:
+                c.remove(force=True)
+            except Exception:
+                pass
+
+
+def _reload(container):
+    container.reload()
+    return container
+
+
+def wait_for(predicate, timeout=20.0, interval=0.1, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception:
+            pass
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def containers(docker_client, test_images):
+    factory = ContainerFactory(docker_client, test_images)
+    yield factory
+    factory.cleanup()
+
+
+@pytest.fixture
+def sampler():
+    """A Sampler on the real engine with NVML off (tests that need GPUs use the fake NVML fixtures)."""
+    from mltop.probes.sampler import ProbeOptions, Sampler
+
+    s = Sampler(ProbeOptions(nvml=False))
+    yield s
+    s.close()

@@ -1,0 +1,1 @@
+"""Show: the Textual dashboard and the command line."""

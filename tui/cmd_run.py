@@ -1,0 +1,8 @@
+"""Placeholder: being written."""
+
+def add_arguments(parser):
+    pass
+
+
+def main(args):
+    raise NotImplementedError
