@@ -1,0 +1,98 @@
+"""The Finding record every check produces, severity order, and how findings become an exit code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+CRITICAL = "critical"
+WARNING = "warning"
+INFO = "info"
+SEVERITIES = (CRITICAL, WARNING, INFO)  # most severe first
+SEVERITY_RANK = {INFO: 0, WARNING: 1, CRITICAL: 2}
+
+# `mltop doctor` exit codes: nothing worse than info, worst is a warning, anything critical.
+EXIT_OK = 0
+EXIT_WARNING = 1
+EXIT_CRITICAL = 2
+
+
+def evidence(fact: str, source: str) -> str:
+    """One evidence line: the exact value read, then where it was read from."""
+    return f"{fact} — {source}"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One diagnosis: a stable `code`, how bad it is, whom it concerns, why we think so and what to do.
+
+    `container` is the container name, or None for the host. `evidence` lines read "value — source"
+    (see `evidence()`); text that came from a container (log lines, State.Error) is quoted verbatim
+    inside them as plain data.
+    """
+
+    code: str
+    severity: str
+    container: str | None
+    title: str
+    evidence: tuple[str, ...]
+    fix: str
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITY_RANK:
+            raise ValueError(f"unknown severity {self.severity!r} (expected one of {SEVERITIES})")
+
+    @property
+    def rank(self) -> int:
+        return SEVERITY_RANK[self.severity]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "severity": self.severity,
+            "container": self.container,
+            "title": self.title,
+            "evidence": list(self.evidence),
+            "fix": self.fix,
+        }
+
+
+def worst_severity(findings: Iterable[Finding]) -> str | None:
+    """The most severe severity among `findings`, or None when there are none."""
+    worst: str | None = None
+    for f in findings:
+        if worst is None or f.rank > SEVERITY_RANK[worst]:
+            worst = f.severity
+    return worst
+
+
+def worst_by_container(findings: Iterable[Finding]) -> dict[str | None, str]:
+    """{container name: its worst severity} for row markers; host findings sit under the key None."""
+    out: dict[str | None, str] = {}
+    for f in findings:
+        current = out.get(f.container)
+        if current is None or f.rank > SEVERITY_RANK[current]:
+            out[f.container] = f.severity
+    return out
+
+
+def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
+    """Host first, then containers with the worst findings first; within a group, most severe first."""
+    findings = list(findings)
+    worst = worst_by_container(findings)
+
+    def key(f: Finding) -> tuple:
+        group_is_container = f.container is not None
+        return (group_is_container, -SEVERITY_RANK[worst[f.container]], f.container or "", -f.rank, f.code)
+
+    return sorted(findings, key=key)
+
+
+def exit_code(findings: Iterable[Finding]) -> int:
+    """0 when nothing is a warning or worse, 1 when the worst is a warning, 2 when anything is critical."""
+    worst = worst_severity(findings)
+    if worst == CRITICAL:
+        return EXIT_CRITICAL
+    if worst == WARNING:
+        return EXIT_WARNING
+    return EXIT_OK

@@ -1,0 +1,162 @@
+"""Build the simulated libnvidia-ml.so.1 and write the scenarios it answers from (format: fakenvml.c)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("fakenvml.c")
+LIBRARY_NAME = "libnvidia-ml.so.1"
+SCENARIO_ENV = "MLTOP_FAKE_NVML_SCENARIO"
+
+# NVML return codes the tests use.
+NOT_SUPPORTED = 3
+NO_PERMISSION = 4
+NOT_FOUND = 6
+DRIVER_NOT_LOADED = 9
+GPU_IS_LOST = 15
+LIB_RM_VERSION_MISMATCH = 18
+UNKNOWN = 999
+
+
+class FakeNvmlBuildError(RuntimeError):
+    pass
+
+
+def build_fake_nvml(out_dir: str | os.PathLike, old_driver: bool = False) -> Path:
+    """Compile fakenvml.c into <out_dir>/libnvidia-ml.so.1; reuse it when source and flags are unchanged."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        raise FakeNvmlBuildError(
+            "gcc is not installed: the NVML tests compile a simulated libnvidia-ml.so.1 "
+            "(tests/fakenvml/fakenvml.c); install gcc (apt-get install gcc) to run them"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    library = out / LIBRARY_NAME
+    command = [gcc, "-shared", "-fPIC", "-O1", "-o", str(library), str(SOURCE), "-lpthread"]
+    if old_driver:
+        command.insert(1, "-DMLTOP_FAKE_OLD_DRIVER")
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(command[1:]).encode()).hexdigest()
+    stamp = out / (LIBRARY_NAME + ".sha256")
+    if library.exists() and stamp.exists() and stamp.read_text() == digest:
+        return library
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise FakeNvmlBuildError(f"building the fake NVML failed:\n{' '.join(command)}\n{result.stderr}")
+    stamp.write_text(digest)
+    return library
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+@dataclass
+class FakeProcess:
+    pid: int
+    type: str = "compute"  # "compute" | "graphics"
+    used_memory: int | None = 1 << 30  # None -> NVML_VALUE_NOT_AVAILABLE
+    sm: int = 0  # % in the newest utilisation sample; 0 = no sample (NVML lists only busy processes)
+    sm_prev: int | None = None  # an older sample, 1 s before the newest
+
+
+@dataclass
+class FakeGpu:
+    uuid: str = "GPU-00000000-0000-0000-0000-000000000000"
+    name: str = "NVIDIA H100 80GB HBM3"
+    util: int = 0
+    mem_util: int = 0
+    mem_total: int = 80 * (1 << 30)
+    mem_used: int = 0
+    temp: int = 35
+    power_mw: int = 70_000
+    power_limit_mw: int = 700_000
+    clocks_event: int = 0x1
+    persistence: bool = True
+    pci: str = "00000000:3B:00.0"
+    lost: bool = False
+    util_ts: int | None = None  # fixed process-sample timestamp (us); None = wall clock at each call
+    processes: list[FakeProcess] = field(default_factory=list)
+
+
+@dataclass
+class Directive:
+    kind: str  # "fail" | "hang"
+    function: str  # exact NVML symbol, e.g. "nvmlDeviceGetPowerUsage"
+    value: float  # return code for fail, seconds for hang
+    gpu: int | None = None
+    times: int | None = None
+
+
+def fail(function: str, code: int, gpu: int | None = None, times: int | None = None) -> Directive:
+    return Directive("fail", function, code, gpu, times)
+
+
+def hang(function: str, seconds: float, gpu: int | None = None, times: int | None = None) -> Directive:
+    return Directive("hang", function, seconds, gpu, times)
+
+
+@dataclass
+class FakeScenario:
+    gpus: list[FakeGpu] = field(default_factory=list)
+    init_error: int = 0
+    driver_version: str = "550.54.15"
+    cuda_version: int = 12040
+    directives: list[Directive] = field(default_factory=list)
+
+    def render(self) -> str:
+        lines = [f"init_error {self.init_error}", f"driver {self.driver_version}", f"cuda {self.cuda_version}"]
+        for index, g in enumerate(self.gpus):
+            words = [
+                "gpu",
+                f"index={index}",
+                f'uuid="{g.uuid}"',
+                f'name="{g.name}"',
+                f"util={g.util}",
+                f"mem_util={g.mem_util}",
+                f"mem_total={g.mem_total}",
+                f"mem_used={g.mem_used}",
+                f"temp={g.temp}",
+                f"power_mw={g.power_mw}",
+                f"power_limit_mw={g.power_limit_mw}",
+                f"clocks_event={g.clocks_event:#x}",
+                f"persistence={int(g.persistence)}",
+                f"pci={g.pci}",
+                f"lost={int(g.lost)}",
+            ]
+            if g.util_ts is not None:
+                words.append(f"util_ts={g.util_ts}")
+            lines.append(" ".join(words))
+            for p in g.processes:
+                mem = "na" if p.used_memory is None else str(p.used_memory)
+                words = ["proc", f"gpu={index}", f"pid={p.pid}", f"type={p.type}", f"mem={mem}", f"sm={p.sm}"]
+                if p.sm_prev is not None:
+                    words.append(f"sm_prev={p.sm_prev}")
+                lines.append(" ".join(words))
+        for d in self.directives:
+            value = int(d.value) if d.kind == "fail" else d.value
+            words = [d.kind, d.function, str(value)]
+            if d.gpu is not None:
+                words.append(f"gpu={d.gpu}")
+            if d.times is not None:
+                words.append(f"times={d.times}")
+            lines.append(" ".join(words))
+        return "\n".join(lines) + "\n"
+
+
+def write_scenario(path: str | os.PathLike, scenario: FakeScenario | None = None, **fields) -> Path:
+    """Write a scenario file: pass a FakeScenario, or its fields as keywords (gpus=[...], init_error=18)."""
+    if scenario is None:
+        scenario = FakeScenario(**fields)
+    elif fields:
+        raise TypeError("pass either a FakeScenario or its fields, not both")
+    target = Path(path)
+    # Write then rename, so a library re-reading at init never sees half a file.
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(scenario.render())
+    tmp.replace(target)
+    return target

@@ -1,0 +1,694 @@
+/*
+ * A simulated libnvidia-ml.so.1 for tests: the real nvidia-ml-py bindings load it through ctypes,
+ * because no GPU is here. It answers from a scenario file, never from hardware.
+ *
+ * Build:  gcc -shared -fPIC -O1 -o libnvidia-ml.so.1 fakenvml.c -lpthread
+ *         add -DMLTOP_FAKE_OLD_DRIVER for an older driver that lacks nvmlDeviceGet*RunningProcesses_v3,
+ *         nvmlDeviceGetCurrentClocksEventReasons (only the older ...ThrottleReasons name),
+ *         nvmlDeviceGetProcessUtilization and nvmlDeviceGetMemoryInfo_v2.
+ *
+ * The scenario file is named by $MLTOP_FAKE_NVML_SCENARIO and is (re)read at every nvmlInit*, so one
+ * process can switch scenarios between nvmlShutdown and the next init. When the variable is unset or the
+ * file cannot be parsed, init fails with NVML_ERROR_UNKNOWN (999) and says why on stderr.
+ *
+ * Scenario format: one directive a line, words separated by blanks, `key=value` words in any order,
+ * values with blanks in double quotes (key="NVIDIA H100 80GB HBM3"), numbers decimal or 0x-hex,
+ * `#` starts a comment line.
+ *
+ *   init_error CODE            nvmlInit* returns CODE (e.g. 18 = LIB_RM_VERSION_MISMATCH, 9 = DRIVER_NOT_LOADED)
+ *   driver VERSION             nvmlSystemGetDriverVersion, e.g. 550.54.15
+ *   cuda N                     nvmlSystemGetCudaDriverVersion(_v2), e.g. 12040
+ *   gpu index=I uuid=S name=S util=% mem_util=% mem_total=B mem_used=B temp=C power_mw=MW
+ *       power_limit_mw=MW clocks_event=MASK persistence=0|1 pci=DDDDDDDD:BB:DD.F
+ *       [lost=1] [util_ts=US]
+ *                              one GPU; devices are numbered in file order (index= must match it).
+ *                              lost=1: every query on it returns GPU_IS_LOST (the handle still resolves).
+ *                              util_ts: the fixed timestamp (us) of its process-utilisation samples;
+ *                              without it, samples are stamped with the wall clock at each call.
+ *   proc gpu=I pid=P type=compute|graphics mem=B|na [sm=%] [sm_prev=%]
+ *                              a process on GPU I. mem=na -> NVML_VALUE_NOT_AVAILABLE. A process with
+ *                              sm>0 has a utilisation sample at the GPU's sample time; sm_prev adds an
+ *                              older sample (1 s earlier) so the reader must keep the newest.
+ *   fail FUNCTION CODE [gpu=I] [times=N]
+ *                              FUNCTION (exact NVML symbol, e.g. nvmlDeviceGetPowerUsage) returns CODE
+ *                              (3 NOT_SUPPORTED, 15 GPU_IS_LOST, ...), for GPU I only when given, for
+ *                              the next N calls only when given.
+ *   hang FUNCTION SECONDS [gpu=I] [times=N]
+ *                              FUNCTION sleeps SECONDS (fractions allowed) before answering normally.
+ *
+ * nvmlDeviceGetProcessUtilization follows NVML: it returns only samples newer than lastSeenTimeStamp, and
+ * NVML_ERROR_NOT_FOUND when there are none; a NULL buffer or a short count gets INSUFFICIENT_SIZE and the
+ * needed count.
+ */
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* --------------------------------------------------------------------------- NVML types */
+
+typedef int nvmlReturn_t;
+enum {
+    NVML_SUCCESS = 0,
+    NVML_ERROR_UNINITIALIZED = 1,
+    NVML_ERROR_INVALID_ARGUMENT = 2,
+    NVML_ERROR_NOT_SUPPORTED = 3,
+    NVML_ERROR_NO_PERMISSION = 4,
+    NVML_ERROR_NOT_FOUND = 6,
+    NVML_ERROR_INSUFFICIENT_SIZE = 7,
+    NVML_ERROR_DRIVER_NOT_LOADED = 9,
+    NVML_ERROR_TIMEOUT = 10,
+    NVML_ERROR_GPU_IS_LOST = 15,
+    NVML_ERROR_LIB_RM_VERSION_MISMATCH = 18,
+    NVML_ERROR_ARGUMENT_VERSION_MISMATCH = 25,
+    NVML_ERROR_UNKNOWN = 999,
+};
+
+typedef struct {
+    unsigned int gpu;
+    unsigned int memory;
+} nvmlUtilization_t;
+
+typedef struct {
+    unsigned long long total;
+    unsigned long long free;
+    unsigned long long used;
+} nvmlMemory_t;
+
+typedef struct {
+    unsigned int version;
+    unsigned long long total;
+    unsigned long long reserved;
+    unsigned long long free;
+    unsigned long long used;
+} nvmlMemory_v2_t;
+#define NVML_MEMORY_V2_VERSION ((unsigned int)(sizeof(nvmlMemory_v2_t) | (2u << 24)))
+
+typedef struct {
+    char busIdLegacy[16];
+    unsigned int domain;
+    unsigned int bus;
+    unsigned int device;
+    unsigned int pciDeviceId;
+    unsigned int pciSubSystemId;
+    char busId[32];
+} nvmlPciInfo_t;
+
+/* nvmlProcessInfo_v2_t and nvmlProcessInfo_t (the _v3 calls) share this layout. */
+typedef struct {
+    unsigned int pid;
+    unsigned long long usedGpuMemory;
+    unsigned int gpuInstanceId;
+    unsigned int computeInstanceId;
+} nvmlProcessInfo_t;
+
+typedef struct {
+    unsigned int pid;
+    unsigned long long timeStamp;
+    unsigned int smUtil;
+    unsigned int memUtil;
+    unsigned int encUtil;
+    unsigned int decUtil;
+} nvmlProcessUtilizationSample_t;
+
+#define NVML_VALUE_NOT_AVAILABLE_ULL (~0ULL)
+
+/* --------------------------------------------------------------------------- scenario state */
+
+#define MAX_GPUS 16
+#define MAX_PROCS 256
+#define MAX_DIRECTIVES 64
+#define STR 128
+
+struct fake_gpu {
+    int index;
+    char uuid[STR];
+    char name[STR];
+    unsigned int util, mem_util;
+    unsigned long long mem_total, mem_used;
+    unsigned int temp, power_mw, power_limit_mw;
+    unsigned long long clocks_event;
+    unsigned int persistence;
+    char pci[STR];
+    int lost;
+    unsigned long long util_ts; /* 0 = wall clock */
+};
+
+struct fake_proc {
+    int gpu;
+    unsigned int pid;
+    int graphics;
+    unsigned long long mem;
+    unsigned int sm, sm_prev;
+    int has_sm_prev;
+};
+
+struct directive {
+    int hang;             /* 0 = fail, 1 = hang */
+    char function[STR];
+    int code;             /* fail */
+    double seconds;       /* hang */
+    int gpu;              /* -1 = any */
+    int times;            /* -1 = always */
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static int init_count;
+static char driver_version[STR];
+static int cuda_version;
+static struct fake_gpu gpus[MAX_GPUS];
+static int gpu_count;
+static struct fake_proc procs[MAX_PROCS];
+static int proc_count;
+static struct directive directives[MAX_DIRECTIVES];
+static int directive_count;
+
+/* --------------------------------------------------------------------------- scenario parsing */
+
+/* Split a line into words; a word may hold "quoted text" (the quotes are dropped). */
+static int split_words(char *line, char **words, int max) {
+    int n = 0;
+    char *p = line;
+    while (*p && n < max) {
+        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++;
+        if (!*p) break;
+        char *out = p;
+        words[n++] = out;
+        int quoted = 0;
+        while (*p && (quoted || (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n'))) {
+            if (*p == '"') {
+                quoted = !quoted;
+                p++;
+                continue;
+            }
+            *out++ = *p++;
+        }
+        if (*p) p++;
+        *out = '\0';
+    }
+    return n;
+}
+
+static unsigned long long number(const char *s, int *ok) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 0);
+    if (errno || end == s || *end) *ok = 0;
+    return v;
+}
+
+static void copy_str(char *dst, const char *src) {
+    snprintf(dst, STR, "%s", src);
+}
+
+static int parse_gpu(char **words, int n, int lineno) {
+    if (gpu_count >= MAX_GPUS) return 0;
+    struct fake_gpu *g = &gpus[gpu_count];
+    memset(g, 0, sizeof *g);
+    g->index = gpu_count;
+    int ok = 1;
+    for (int i = 1; i < n; i++) {
+        char *eq = strchr(words[i], '=');
+        if (!eq) return 0;
+        *eq = '\0';
+        const char *k = words[i], *v = eq + 1;
+        if (!strcmp(k, "index")) {
+            if ((int)number(v, &ok) != gpu_count) {
+                fprintf(stderr, "fakenvml: line %d: gpu index=%s is not its position %d\n", lineno, v, gpu_count);
+                return 0;
+            }
+        } else if (!strcmp(k, "uuid")) copy_str(g->uuid, v);
+        else if (!strcmp(k, "name")) copy_str(g->name, v);
+        else if (!strcmp(k, "util")) g->util = number(v, &ok);
+        else if (!strcmp(k, "mem_util")) g->mem_util = number(v, &ok);
+        else if (!strcmp(k, "mem_total")) g->mem_total = number(v, &ok);
+        else if (!strcmp(k, "mem_used")) g->mem_used = number(v, &ok);
+        else if (!strcmp(k, "temp")) g->temp = number(v, &ok);
+        else if (!strcmp(k, "power_mw")) g->power_mw = number(v, &ok);
+        else if (!strcmp(k, "power_limit_mw")) g->power_limit_mw = number(v, &ok);
+        else if (!strcmp(k, "clocks_event")) g->clocks_event = number(v, &ok);
+        else if (!strcmp(k, "persistence")) g->persistence = number(v, &ok);
+        else if (!strcmp(k, "pci")) copy_str(g->pci, v);
+        else if (!strcmp(k, "lost")) g->lost = number(v, &ok) != 0;
+        else if (!strcmp(k, "util_ts")) g->util_ts = number(v, &ok);
+        else {
+            fprintf(stderr, "fakenvml: line %d: unknown gpu key %s\n", lineno, k);
+            return 0;
+        }
+    }
+    gpu_count++;
+    return ok;
+}
+
+static int parse_proc(char **words, int n, int lineno) {
+    if (proc_count >= MAX_PROCS) return 0;
+    struct fake_proc *p = &procs[proc_count];
+    memset(p, 0, sizeof *p);
+    p->gpu = -1;
+    int ok = 1;
+    for (int i = 1; i < n; i++) {
+        char *eq = strchr(words[i], '=');
+        if (!eq) return 0;
+        *eq = '\0';
+        const char *k = words[i], *v = eq + 1;
+        if (!strcmp(k, "gpu")) p->gpu = number(v, &ok);
+        else if (!strcmp(k, "pid")) p->pid = number(v, &ok);
+        else if (!strcmp(k, "type")) {
+            if (!strcmp(v, "graphics")) p->graphics = 1;
+            else if (strcmp(v, "compute")) ok = 0;
+        } else if (!strcmp(k, "mem")) p->mem = strcmp(v, "na") ? number(v, &ok) : NVML_VALUE_NOT_AVAILABLE_ULL;
+        else if (!strcmp(k, "sm")) p->sm = number(v, &ok);
+        else if (!strcmp(k, "sm_prev")) {
+            p->sm_prev = number(v, &ok);
+            p->has_sm_prev = 1;
+        } else {
+            fprintf(stderr, "fakenvml: line %d: unknown proc key %s\n", lineno, k);
+            return 0;
+        }
+    }
+    if (p->gpu < 0 || p->gpu >= gpu_count) {
+        fprintf(stderr, "fakenvml: line %d: proc names no earlier gpu\n", lineno);
+        return 0;
+    }
+    proc_count++;
+    return ok;
+}
+
+static int parse_directive(char **words, int n, int hang) {
+    if (n < 3 || directive_count >= MAX_DIRECTIVES) return 0;
+    struct directive *d = &directives[directive_count];
+    memset(d, 0, sizeof *d);
+    d->hang = hang;
+    d->gpu = -1;
+    d->times = -1;
+    copy_str(d->function, words[1]);
+    int ok = 1;
+    if (hang) {
+        char *end;
+        d->seconds = strtod(words[2], &end);
+        if (end == words[2] || *end) ok = 0;
+    } else {
+        d->code = number(words[2], &ok);
+    }
+    for (int i = 3; i < n; i++) {
+        char *eq = strchr(words[i], '=');
+        if (!eq) return 0;
+        *eq = '\0';
+        if (!strcmp(words[i], "gpu")) d->gpu = number(eq + 1, &ok);
+        else if (!strcmp(words[i], "times")) d->times = number(eq + 1, &ok);
+        else return 0;
+    }
+    directive_count++;
+    return ok;
+}
+
+/* Returns NVML_SUCCESS or the code init must return. Called with the lock held. */
+static nvmlReturn_t load_scenario(void) {
+    gpu_count = proc_count = directive_count = 0;
+    copy_str(driver_version, "550.54.15");
+    cuda_version = 12040;
+    const char *path = getenv("MLTOP_FAKE_NVML_SCENARIO");
+    if (!path || !*path) {
+        fprintf(stderr, "fakenvml: MLTOP_FAKE_NVML_SCENARIO is not set\n");
+        return NVML_ERROR_UNKNOWN;
+    }
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "fakenvml: cannot open scenario %s: %s\n", path, strerror(errno));
+        return NVML_ERROR_UNKNOWN;
+    }
+    char line[4096];
+    char *words[64];
+    int lineno = 0, init_error = 0, ok = 1;
+    while (ok && fgets(line, sizeof line, f)) {
+        lineno++;
+        int n = split_words(line, words, 64);
+        if (n == 0 || words[0][0] == '#') continue;
+        const char *kind = words[0];
+        if (!strcmp(kind, "init_error") && n == 2) init_error = number(words[1], &ok);
+        else if (!strcmp(kind, "driver") && n == 2) copy_str(driver_version, words[1]);
+        else if (!strcmp(kind, "cuda") && n == 2) cuda_version = number(words[1], &ok);
+        else if (!strcmp(kind, "gpu")) ok = parse_gpu(words, n, lineno);
+        else if (!strcmp(kind, "proc")) ok = parse_proc(words, n, lineno);
+        else if (!strcmp(kind, "fail")) ok = parse_directive(words, n, 0);
+        else if (!strcmp(kind, "hang")) ok = parse_directive(words, n, 1);
+        else ok = 0;
+        if (!ok) fprintf(stderr, "fakenvml: %s:%d: cannot parse this line\n", path, lineno);
+    }
+    fclose(f);
+    if (!ok) return NVML_ERROR_UNKNOWN;
+    return init_error;
+}
+
+/* --------------------------------------------------------------------------- call plumbing */
+
+/* Apply fail/hang directives for this call. Sleeps without the lock held. */
+static nvmlReturn_t directive_for(const char *function, int gpu) {
+    double sleep_s = 0;
+    nvmlReturn_t code = NVML_SUCCESS;
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < directive_count; i++) {
+        struct directive *d = &directives[i];
+        if (strcmp(d->function, function) || d->times == 0) continue;
+        if (d->gpu >= 0 && d->gpu != gpu) continue;
+        if (d->times > 0) d->times--;
+        if (d->hang) sleep_s += d->seconds;
+        else if (code == NVML_SUCCESS) code = d->code;
+    }
+    pthread_mutex_unlock(&lock);
+    if (sleep_s > 0) {
+        struct timespec ts = {(time_t)sleep_s, (long)((sleep_s - (time_t)sleep_s) * 1e9)};
+        while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+        }
+    }
+    return code;
+}
+
+static int initialized(void) {
+    pthread_mutex_lock(&lock);
+    int n = init_count;
+    pthread_mutex_unlock(&lock);
+    return n > 0;
+}
+
+/* Resolve a handle and apply the init check, directives and GPU loss; *g is set on success. */
+static nvmlReturn_t enter_device(const char *function, void *handle, struct fake_gpu **g) {
+    if (!initialized()) return NVML_ERROR_UNINITIALIZED;
+    struct fake_gpu *gpu = handle;
+    if (gpu < gpus || gpu >= gpus + gpu_count) return NVML_ERROR_INVALID_ARGUMENT;
+    nvmlReturn_t r = directive_for(function, gpu->index);
+    if (r != NVML_SUCCESS) return r;
+    if (gpu->lost) return NVML_ERROR_GPU_IS_LOST;
+    *g = gpu;
+    return NVML_SUCCESS;
+}
+
+static nvmlReturn_t enter_system(const char *function) {
+    if (!initialized()) return NVML_ERROR_UNINITIALIZED;
+    return directive_for(function, -1);
+}
+
+static nvmlReturn_t copy_out(char *buf, unsigned int length, const char *value) {
+    if (!buf) return NVML_ERROR_INVALID_ARGUMENT;
+    if (strlen(value) + 1 > length) return NVML_ERROR_INSUFFICIENT_SIZE;
+    strcpy(buf, value);
+    return NVML_SUCCESS;
+}
+
+#define DEVICE_ENTRY(fn)                                   \
+    struct fake_gpu *g;                                    \
+    nvmlReturn_t r_ = enter_device(fn, device, &g);        \
+    if (r_ != NVML_SUCCESS) return r_;
+
+/* --------------------------------------------------------------------------- init and system */
+
+static nvmlReturn_t do_init(const char *function) {
+    pthread_mutex_lock(&lock);
+    nvmlReturn_t r = load_scenario();
+    pthread_mutex_unlock(&lock);
+    if (r != NVML_SUCCESS) return r;
+    r = directive_for(function, -1);
+    if (r != NVML_SUCCESS) return r;
+    pthread_mutex_lock(&lock);
+    init_count++;
+    pthread_mutex_unlock(&lock);
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlInit(void) { return do_init("nvmlInit"); }
+EXPORT nvmlReturn_t nvmlInit_v2(void) { return do_init("nvmlInit_v2"); }
+EXPORT nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
+    (void)flags;
+    return do_init("nvmlInitWithFlags");
+}
+
+EXPORT nvmlReturn_t nvmlShutdown(void) {
+    pthread_mutex_lock(&lock);
+    nvmlReturn_t r = init_count > 0 ? NVML_SUCCESS : NVML_ERROR_UNINITIALIZED;
+    if (init_count > 0) init_count--;
+    pthread_mutex_unlock(&lock);
+    return r;
+}
+
+EXPORT const char *nvmlErrorString(nvmlReturn_t result) {
+    switch (result) {
+    case NVML_SUCCESS: return "Success";
+    case NVML_ERROR_UNINITIALIZED: return "Uninitialized";
+    case NVML_ERROR_INVALID_ARGUMENT: return "Invalid Argument";
+    case NVML_ERROR_NOT_SUPPORTED: return "Not Supported";
+    case NVML_ERROR_NO_PERMISSION: return "Insufficient Permissions";
+    case NVML_ERROR_NOT_FOUND: return "Not Found";
+    case NVML_ERROR_INSUFFICIENT_SIZE: return "Insufficient Size";
+    case NVML_ERROR_DRIVER_NOT_LOADED: return "Driver Not Loaded";
+    case NVML_ERROR_TIMEOUT: return "Timeout";
+    case NVML_ERROR_GPU_IS_LOST: return "GPU is lost";
+    case NVML_ERROR_LIB_RM_VERSION_MISMATCH: return "RM has detected an NVML/RM version mismatch.";
+    case NVML_ERROR_ARGUMENT_VERSION_MISMATCH: return "Argument version mismatch";
+    default: return "Unknown Error";
+    }
+}
+
+EXPORT nvmlReturn_t nvmlSystemGetDriverVersion(char *version, unsigned int length) {
+    nvmlReturn_t r = enter_system("nvmlSystemGetDriverVersion");
+    return r ? r : copy_out(version, length, driver_version);
+}
+
+EXPORT nvmlReturn_t nvmlSystemGetNVMLVersion(char *version, unsigned int length) {
+    nvmlReturn_t r = enter_system("nvmlSystemGetNVMLVersion");
+    char v[STR];
+    snprintf(v, sizeof v, "12.%.100s", driver_version);
+    return r ? r : copy_out(version, length, v);
+}
+
+static nvmlReturn_t cuda_driver_version(const char *function, int *v) {
+    nvmlReturn_t r = enter_system(function);
+    if (r) return r;
+    if (!v) return NVML_ERROR_INVALID_ARGUMENT;
+    *v = cuda_version;
+    return NVML_SUCCESS;
+}
+EXPORT nvmlReturn_t nvmlSystemGetCudaDriverVersion(int *v) { return cuda_driver_version("nvmlSystemGetCudaDriverVersion", v); }
+EXPORT nvmlReturn_t nvmlSystemGetCudaDriverVersion_v2(int *v) { return cuda_driver_version("nvmlSystemGetCudaDriverVersion_v2", v); }
+
+static nvmlReturn_t device_count(const char *function, unsigned int *count) {
+    nvmlReturn_t r = enter_system(function);
+    if (r) return r;
+    if (!count) return NVML_ERROR_INVALID_ARGUMENT;
+    *count = gpu_count;
+    return NVML_SUCCESS;
+}
+EXPORT nvmlReturn_t nvmlDeviceGetCount(unsigned int *count) { return device_count("nvmlDeviceGetCount", count); }
+EXPORT nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *count) { return device_count("nvmlDeviceGetCount_v2", count); }
+
+static nvmlReturn_t handle_by_index(const char *function, unsigned int index, void **device) {
+    if (!initialized()) return NVML_ERROR_UNINITIALIZED;
+    if (!device) return NVML_ERROR_INVALID_ARGUMENT;
+    if (index >= (unsigned int)gpu_count) return NVML_ERROR_INVALID_ARGUMENT;
+    nvmlReturn_t r = directive_for(function, index);
+    if (r) return r;
+    *device = &gpus[index];
+    return NVML_SUCCESS;
+}
+EXPORT nvmlReturn_t nvmlDeviceGetHandleByIndex(unsigned int i, void **d) { return handle_by_index("nvmlDeviceGetHandleByIndex", i, d); }
+EXPORT nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int i, void **d) { return handle_by_index("nvmlDeviceGetHandleByIndex_v2", i, d); }
+
+/* --------------------------------------------------------------------------- device queries */
+
+EXPORT nvmlReturn_t nvmlDeviceGetIndex(void *device, unsigned int *index) {
+    DEVICE_ENTRY("nvmlDeviceGetIndex");
+    if (!index) return NVML_ERROR_INVALID_ARGUMENT;
+    *index = g->index;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetUUID(void *device, char *uuid, unsigned int length) {
+    DEVICE_ENTRY("nvmlDeviceGetUUID");
+    return copy_out(uuid, length, g->uuid);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetName(void *device, char *name, unsigned int length) {
+    DEVICE_ENTRY("nvmlDeviceGetName");
+    return copy_out(name, length, g->name);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetUtilizationRates(void *device, nvmlUtilization_t *u) {
+    DEVICE_ENTRY("nvmlDeviceGetUtilizationRates");
+    if (!u) return NVML_ERROR_INVALID_ARGUMENT;
+    u->gpu = g->util;
+    u->memory = g->mem_util;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo(void *device, nvmlMemory_t *m) {
+    DEVICE_ENTRY("nvmlDeviceGetMemoryInfo");
+    if (!m) return NVML_ERROR_INVALID_ARGUMENT;
+    m->total = g->mem_total;
+    m->used = g->mem_used;
+    m->free = g->mem_total > g->mem_used ? g->mem_total - g->mem_used : 0;
+    return NVML_SUCCESS;
+}
+
+#ifndef MLTOP_FAKE_OLD_DRIVER
+EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(void *device, nvmlMemory_v2_t *m) {
+    DEVICE_ENTRY("nvmlDeviceGetMemoryInfo_v2");
+    if (!m) return NVML_ERROR_INVALID_ARGUMENT;
+    if (m->version != NVML_MEMORY_V2_VERSION) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    m->total = g->mem_total;
+    m->reserved = 0;
+    m->used = g->mem_used;
+    m->free = g->mem_total > g->mem_used ? g->mem_total - g->mem_used : 0;
+    return NVML_SUCCESS;
+}
+#endif
+
+EXPORT nvmlReturn_t nvmlDeviceGetTemperature(void *device, unsigned int sensor, unsigned int *temp) {
+    DEVICE_ENTRY("nvmlDeviceGetTemperature");
+    if (!temp || sensor != 0) return NVML_ERROR_INVALID_ARGUMENT;
+    *temp = g->temp;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetPowerUsage(void *device, unsigned int *power) {
+    DEVICE_ENTRY("nvmlDeviceGetPowerUsage");
+    if (!power) return NVML_ERROR_INVALID_ARGUMENT;
+    *power = g->power_mw;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetEnforcedPowerLimit(void *device, unsigned int *limit) {
+    DEVICE_ENTRY("nvmlDeviceGetEnforcedPowerLimit");
+    if (!limit) return NVML_ERROR_INVALID_ARGUMENT;
+    *limit = g->power_limit_mw;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetPowerManagementLimit(void *device, unsigned int *limit) {
+    DEVICE_ENTRY("nvmlDeviceGetPowerManagementLimit");
+    if (!limit) return NVML_ERROR_INVALID_ARGUMENT;
+    *limit = g->power_limit_mw;
+    return NVML_SUCCESS;
+}
+
+#ifndef MLTOP_FAKE_OLD_DRIVER
+EXPORT nvmlReturn_t nvmlDeviceGetCurrentClocksEventReasons(void *device, unsigned long long *reasons) {
+    DEVICE_ENTRY("nvmlDeviceGetCurrentClocksEventReasons");
+    if (!reasons) return NVML_ERROR_INVALID_ARGUMENT;
+    *reasons = g->clocks_event;
+    return NVML_SUCCESS;
+}
+#endif
+
+EXPORT nvmlReturn_t nvmlDeviceGetCurrentClocksThrottleReasons(void *device, unsigned long long *reasons) {
+    DEVICE_ENTRY("nvmlDeviceGetCurrentClocksThrottleReasons");
+    if (!reasons) return NVML_ERROR_INVALID_ARGUMENT;
+    *reasons = g->clocks_event;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetPersistenceMode(void *device, unsigned int *mode) {
+    DEVICE_ENTRY("nvmlDeviceGetPersistenceMode");
+    if (!mode) return NVML_ERROR_INVALID_ARGUMENT;
+    *mode = g->persistence;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetPciInfo_v3(void *device, nvmlPciInfo_t *pci) {
+    DEVICE_ENTRY("nvmlDeviceGetPciInfo_v3");
+    if (!pci) return NVML_ERROR_INVALID_ARGUMENT;
+    memset(pci, 0, sizeof *pci);
+    unsigned int domain = 0, bus = 0, dev = 0, fn = 0;
+    sscanf(g->pci, "%x:%x:%x.%x", &domain, &bus, &dev, &fn);
+    pci->domain = domain;
+    pci->bus = bus;
+    pci->device = dev;
+    pci->pciDeviceId = 0x233010de;
+    pci->pciSubSystemId = 0x16c110de;
+    snprintf(pci->busId, sizeof pci->busId, "%.31s", g->pci);
+    snprintf(pci->busIdLegacy, sizeof pci->busIdLegacy, "%04x:%02x:%02x.%x", domain & 0xffff, bus, dev, fn);
+    return NVML_SUCCESS;
+}
+
+static nvmlReturn_t running_processes(const char *function, void *device, int graphics, unsigned int *count,
+                                      nvmlProcessInfo_t *infos) {
+    DEVICE_ENTRY(function);
+    if (!count) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned int n = 0;
+    for (int i = 0; i < proc_count; i++)
+        if (procs[i].gpu == g->index && procs[i].graphics == graphics) n++;
+    if (n == 0) {
+        *count = 0;
+        return NVML_SUCCESS;
+    }
+    if (!infos || *count < n) {
+        *count = n;
+        return NVML_ERROR_INSUFFICIENT_SIZE;
+    }
+    unsigned int k = 0;
+    for (int i = 0; i < proc_count; i++) {
+        if (procs[i].gpu != g->index || procs[i].graphics != graphics) continue;
+        infos[k].pid = procs[i].pid;
+        infos[k].usedGpuMemory = procs[i].mem;
+        infos[k].gpuInstanceId = 0xFFFFFFFFu;
+        infos[k].computeInstanceId = 0xFFFFFFFFu;
+        k++;
+    }
+    *count = n;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v2(void *device, unsigned int *count, nvmlProcessInfo_t *infos) {
+    return running_processes("nvmlDeviceGetComputeRunningProcesses_v2", device, 0, count, infos);
+}
+EXPORT nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v2(void *device, unsigned int *count, nvmlProcessInfo_t *infos) {
+    return running_processes("nvmlDeviceGetGraphicsRunningProcesses_v2", device, 1, count, infos);
+}
+#ifndef MLTOP_FAKE_OLD_DRIVER
+EXPORT nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(void *device, unsigned int *count, nvmlProcessInfo_t *infos) {
+    return running_processes("nvmlDeviceGetComputeRunningProcesses_v3", device, 0, count, infos);
+}
+EXPORT nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v3(void *device, unsigned int *count, nvmlProcessInfo_t *infos) {
+    return running_processes("nvmlDeviceGetGraphicsRunningProcesses_v3", device, 1, count, infos);
+}
+
+static unsigned long long wall_clock_us(void) {
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (unsigned long long)tv.tv_sec * 1000000ULL + tv.tv_usec;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(void *device, nvmlProcessUtilizationSample_t *samples,
+                                                    unsigned int *count, unsigned long long lastSeenTimeStamp) {
+    DEVICE_ENTRY("nvmlDeviceGetProcessUtilization");
+    if (!count) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned long long now = g->util_ts ? g->util_ts : wall_clock_us();
+    nvmlProcessUtilizationSample_t found[2 * MAX_PROCS];
+    unsigned int n = 0;
+    for (int i = 0; i < proc_count; i++) {
+        struct fake_proc *p = &procs[i];
+        if (p->gpu != g->index) continue;
+        if (p->has_sm_prev && now > 1000000ULL && now - 1000000ULL > lastSeenTimeStamp) {
+            found[n] = (nvmlProcessUtilizationSample_t){p->pid, now - 1000000ULL, p->sm_prev, 0, 0, 0};
+            n++;
+        }
+        if (p->sm > 0 && now > lastSeenTimeStamp) {
+            found[n] = (nvmlProcessUtilizationSample_t){p->pid, now, p->sm, 0, 0, 0};
+            n++;
+        }
+    }
+    if (n == 0) return NVML_ERROR_NOT_FOUND;
+    if (!samples || *count < n) {
+        *count = n;
+        return NVML_ERROR_INSUFFICIENT_SIZE;
+    }
+    memcpy(samples, found, n * sizeof *samples);
+    *count = n;
+    return NVML_SUCCESS;
+}
+#endif

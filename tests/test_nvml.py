@@ -1,0 +1,293 @@
+"""The NVML probe through the real pynvml bindings, loaded onto the simulated libnvidia-ml.so.1."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from fakenvml import (
+    DRIVER_NOT_LOADED,
+    GPU_IS_LOST,
+    LIB_RM_VERSION_MISMATCH,
+    NO_PERMISSION,
+    NOT_SUPPORTED,
+    UNKNOWN,
+    FakeGpu,
+    FakeProcess,
+    FakeScenario,
+    fail,
+    hang,
+)
+from mltop.probes.nvml import ENV_LIBRARY, NvmlProbe, NvmlState, resolve_library_path
+
+GiB = 1 << 30
+OWN_PID = os.getpid()
+OTHER_PID = 4_000_000  # beyond pid_max: no /proc entry, so no name
+
+
+def _own_comm() -> str:
+    with open(f"/proc/{OWN_PID}/comm") as f:
+        return f.read().strip()
+
+
+def busy_gpu(**overrides) -> FakeGpu:
+    values = dict(
+        uuid="GPU-8f6a1c2e-0000-4000-8000-000000000000",
+        name="NVIDIA H100 80GB HBM3",
+        util=87,
+        mem_util=41,
+        mem_total=80 * GiB,
+        mem_used=61 * GiB,
+        temp=71,
+        power_mw=612_500,
+        power_limit_mw=700_000,
+        clocks_event=0x4 | 0x40,
+        persistence=True,
+        pci="00000000:3B:00.0",
+        processes=[
+            FakeProcess(OWN_PID, "compute", used_memory=40 * GiB, sm=63, sm_prev=12),
+            FakeProcess(OTHER_PID, "compute", used_memory=20 * GiB, sm=0),
+            FakeProcess(OTHER_PID + 1, "graphics", used_memory=None, sm=5),
+        ],
+    )
+    values.update(overrides)
+    return FakeGpu(**values)
+
+
+@pytest.fixture
+def probes():
+    """Make probes that are closed after the test, so pynvml's global state never leaks between tests."""
+    made: list[NvmlProbe] = []
+
+    def make(library_path: str | None, deadline_s: float = 2.0) -> NvmlProbe:
+        probe = NvmlProbe(library_path, deadline_s=deadline_s)
+        made.append(probe)
+        return probe
+
+    yield make
+    for probe in made:
+        probe.close()
+
+
+def test_healthy_gpu_gives_values_throttle_names_and_processes(nvml_scenario, probes):
+    lib = nvml_scenario(FakeScenario(gpus=[busy_gpu()], driver_version="550.54.15", cuda_version=12040))
+    status, gpus = probes(lib).sample()
+
+    assert status.status == NvmlState.OK and status.ok and status.error is None
+    assert (status.driver_version, status.cuda_driver_version) == ("550.54.15", "12.4")
+    assert status.library_path == lib
+    (gpu,) = gpus
+    assert (gpu.index, gpu.uuid, gpu.name) == (0, "GPU-8f6a1c2e-0000-4000-8000-000000000000", "NVIDIA H100 80GB HBM3")
+    assert (gpu.utilization_percent, gpu.memory_utilization_percent) == (87.0, 41.0)
+    assert (gpu.memory_used_bytes, gpu.memory_total_bytes) == (61 * GiB, 80 * GiB)
+    assert gpu.temperature_c == 71.0
+    assert (gpu.power_w, gpu.power_limit_w) == (612.5, 700.0)
+    assert gpu.throttle_reasons == ("sw_power_cap", "hw_thermal_slowdown")
+    assert gpu.persistence_mode is True
+    assert gpu.pci_bus_id == "00000000:3B:00.0"
+    assert gpu.unavailable == {}
+
+    by_pid = {p.host_pid: p for p in gpu.processes}
+    assert set(by_pid) == {OWN_PID, OTHER_PID, OTHER_PID + 1}
+    mine = by_pid[OWN_PID]
+    # The newest utilisation sample wins over the older one (12 %).
+    assert (mine.type, mine.gpu_memory_bytes, mine.sm_percent, mine.name) == ("compute", 40 * GiB, 63.0, _own_comm())
+    # On the GPU but absent from the samples: idle, 0 %. No /proc entry: no name.
+    idle = by_pid[OTHER_PID]
+    assert (idle.sm_percent, idle.name, idle.gpu_memory_bytes) == (0.0, None, 20 * GiB)
+    graphics = by_pid[OTHER_PID + 1]
+    assert (graphics.type, graphics.gpu_memory_bytes, graphics.sm_percent) == ("graphics", None, 5.0)
+    assert all(p.container_id is None and p.container_name is None and p.runtime is None for p in gpu.processes)
+
+
+def test_sm_percent_counts_only_samples_newer_than_the_last_seen(nvml_scenario, probes):
+    # The fake stamps every process sample with this fixed time, as if the processes went idle after it.
+    stamp_us = 1_700_000_000_000_000
+    gpu = busy_gpu(util_ts=stamp_us, processes=[FakeProcess(OWN_PID, sm=55, sm_prev=20)])
+    probe = probes(nvml_scenario(gpus=[gpu]))
+
+    first = probe.sample()[1][0].processes[0]
+    second = probe.sample()[1][0].processes[0]
+
+    assert first.sm_percent == 55.0
+    # NVML answers NOT_FOUND when nothing is newer than the timestamp the probe passes back: idle, 0 %.
+    assert second.sm_percent == 0.0
+
+
+def test_version_mismatch_says_reboot_or_reload(nvml_scenario, probes):
+    lib = nvml_scenario(init_error=LIB_RM_VERSION_MISMATCH, gpus=[busy_gpu()])
+    status, gpus = probes(lib).sample()
+
+    assert status.status == NvmlState.VERSION_MISMATCH and not status.ok
+    assert "the driver was upgraded without a reboot: reboot, or reload the nvidia kernel modules" in status.error
+    assert gpus == ()
+
+
+def test_driver_not_loaded_says_modprobe_or_dkms(nvml_scenario, probes):
+    status, gpus = probes(nvml_scenario(init_error=DRIVER_NOT_LOADED)).sample()
+
+    assert status.status == NvmlState.DRIVER_NOT_LOADED
+    assert "modprobe nvidia" in status.error and "dkms" in status.error
+    assert gpus == ()
+
+
+@pytest.mark.parametrize(
+    ("code", "state", "words"),
+    [
+        (NO_PERMISSION, NvmlState.NO_PERMISSION, "/dev/nvidiactl"),
+        (UNKNOWN, NvmlState.ERROR, "systemctl daemon-reload"),
+    ],
+)
+def test_other_init_failures_are_named(nvml_scenario, probes, code, state, words):
+    status, _ = probes(nvml_scenario(init_error=code)).sample()
+
+    assert status.status == state
+    assert words in status.error
+
+
+def test_missing_library_names_the_path(tmp_path, probes):
+    bogus = str(tmp_path / "nowhere" / "libnvidia-ml.so.1")
+    status, gpus = probes(bogus).sample()
+
+    assert status.status == NvmlState.LIBRARY_NOT_FOUND
+    assert bogus in status.error and "--nvml-lib" in status.error
+    assert gpus == ()
+
+
+def test_old_driver_falls_back_to_v2_calls_and_marks_what_it_lacks(nvml_scenario, probes):
+    lib = nvml_scenario(gpus=[busy_gpu()], old_driver=True)
+    status, (gpu,) = probes(lib).sample()
+
+    assert status.ok
+    # _v3 process calls are missing: the _v2 ones still list processes with their memory.
+    by_pid = {p.host_pid: p for p in gpu.processes}
+    assert by_pid[OWN_PID].gpu_memory_bytes == 40 * GiB and by_pid[OTHER_PID + 1].type == "graphics"
+    # No process utilisation on this driver: SM % unknown, not 0, and said why.
+    assert all(p.sm_percent is None for p in gpu.processes)
+    assert "nvmlDeviceGetProcessUtilization" in gpu.unavailable["sm_percent"]
+    # ClocksEventReasons is missing: the older ThrottleReasons name answers.
+    assert gpu.throttle_reasons == ("sw_power_cap", "hw_thermal_slowdown")
+    # nvmlDeviceGetMemoryInfo_v2 is missing: the first version answers.
+    assert gpu.memory_used_bytes == 61 * GiB
+    assert set(gpu.unavailable) == {"sm_percent"}
+
+
+def test_not_supported_field_alone_is_unavailable(nvml_scenario, probes):
+    lib = nvml_scenario(gpus=[busy_gpu()], directives=[fail("nvmlDeviceGetPowerUsage", NOT_SUPPORTED)])
+    status, (gpu,) = probes(lib).sample()
+
+    assert status.ok
+    assert gpu.power_w is None
+    assert gpu.unavailable == {"power_w": "not supported by this GPU or driver"}
+    assert gpu.power_limit_w == 700.0 and gpu.temperature_c == 71.0 and len(gpu.processes) == 3
+
+
+def test_throttle_reasons_unavailable_under_both_names(nvml_scenario, probes):
+    lib = nvml_scenario(
+        gpus=[busy_gpu()],
+        directives=[
+            fail("nvmlDeviceGetCurrentClocksEventReasons", NOT_SUPPORTED),
+            fail("nvmlDeviceGetCurrentClocksThrottleReasons", NOT_SUPPORTED),
+        ],
+    )
+    _, (gpu,) = probes(lib).sample()
+
+    assert gpu.throttle_reasons == ()
+    assert gpu.unavailable["throttle_reasons"] == "not supported by this GPU or driver"
+
+
+def test_lost_gpu_is_reported_and_the_others_kept(nvml_scenario, probes):
+    healthy = busy_gpu()
+    lost = busy_gpu(uuid="GPU-dead0000-0000-4000-8000-000000000001", pci="00000000:5E:00.0", processes=[])
+    lib = nvml_scenario(gpus=[healthy, lost], directives=[fail("nvmlDeviceGetUtilizationRates", GPU_IS_LOST, gpu=1)])
+    status, gpus = probes(lib).sample()
+
+    assert status.status == NvmlState.GPU_LOST
+    assert "GPU 1" in status.error and lost.uuid in status.error and "Xid 79" in status.error
+    assert len(gpus) == 2
+    assert gpus[0].utilization_percent == 87.0 and gpus[0].unavailable == {} and len(gpus[0].processes) == 3
+    assert gpus[1].uuid == lost.uuid
+    assert gpus[1].utilization_percent is None and gpus[1].memory_used_bytes is None
+    assert "lost" in gpus[1].unavailable["utilization_percent"]
+
+
+def test_hung_driver_call_times_out_without_queueing_and_recovers(nvml_scenario, probes):
+    lib = nvml_scenario(gpus=[busy_gpu()], directives=[hang("nvmlDeviceGetPowerUsage", 1.5, times=1)])
+    probe = probes(lib, deadline_s=0.3)
+
+    started = time.monotonic()
+    status, gpus = probe.sample()
+    took = time.monotonic() - started
+    assert status.status == NvmlState.TIMEOUT and gpus == ()
+    assert "did not answer within 0.3 s" in status.error and "D state" in status.error
+    assert 0.25 <= took < 1.0
+
+    # The call is still stuck: answer at once instead of queueing another sweep behind it.
+    started = time.monotonic()
+    status, _ = probe.sample()
+    assert status.status == NvmlState.TIMEOUT
+    assert time.monotonic() - started < 0.1
+
+    # Once the driver answers, sampling works again.
+    deadline = time.monotonic() + 5
+    while status.status == NvmlState.TIMEOUT and time.monotonic() < deadline:
+        time.sleep(0.1)
+        status, gpus = probe.sample()
+    assert status.ok and gpus[0].power_w == 612.5
+
+
+def test_init_is_retried_with_backoff_and_recovers_when_fixed(nvml_scenario, probes):
+    lib = nvml_scenario(init_error=LIB_RM_VERSION_MISMATCH, gpus=[busy_gpu()])
+    probe = probes(lib)
+    probe.retry_min_s = 0.3
+    assert probe.sample()[0].status == NvmlState.VERSION_MISMATCH
+
+    nvml_scenario(gpus=[busy_gpu()])  # the host was rebooted
+    # Within the backoff the probe does not hammer init: the old answer stands.
+    assert probe.sample()[0].status == NvmlState.VERSION_MISMATCH
+    time.sleep(0.4)
+    status, gpus = probe.sample()
+    assert status.ok and len(gpus) == 1
+
+
+def test_driver_lost_mid_session_reinitialises(nvml_scenario, probes):
+    lib = nvml_scenario(gpus=[busy_gpu()], directives=[fail("nvmlDeviceGetCount_v2", DRIVER_NOT_LOADED)])
+    probe = probes(lib)
+
+    status, gpus = probe.sample()
+    assert status.status == NvmlState.DRIVER_NOT_LOADED and gpus == ()
+    nvml_scenario(gpus=[busy_gpu()])  # `modprobe nvidia`: the fake reads this at the next init only
+    # The session is dropped, so the next sample inits again and answers.
+    status, gpus = probe.sample()
+    assert status.ok and len(gpus) == 1
+
+
+def test_closed_probe_is_disabled_and_frees_pynvml(nvml_scenario, probes):
+    import pynvml
+
+    probe = probes(nvml_scenario(gpus=[busy_gpu()]))
+    assert probe.sample()[0].ok
+    assert pynvml.nvmlLib is not None
+    probe.close()
+
+    assert pynvml.nvmlLib is None  # another probe, another library, starts clean
+    assert probe.sample()[0].status == NvmlState.DISABLED
+
+
+def test_two_libraries_one_after_the_other(nvml_scenario, probes):
+    first = probes(nvml_scenario(gpus=[busy_gpu()], old_driver=True))
+    assert first.sample()[1][0].processes[0].sm_percent is None
+    first.close()
+
+    second = probes(nvml_scenario(gpus=[busy_gpu()]))
+    assert second.sample()[1][0].processes[0].sm_percent == 63.0
+
+
+def test_resolve_library_path_prefers_flag_then_environment(monkeypatch):
+    monkeypatch.setenv(ENV_LIBRARY, "/from/env/libnvidia-ml.so.1")
+    assert resolve_library_path("/from/flag/libnvidia-ml.so.1") == "/from/flag/libnvidia-ml.so.1"
+    assert resolve_library_path(None) == "/from/env/libnvidia-ml.so.1"
+    monkeypatch.delenv(ENV_LIBRARY)
+    assert resolve_library_path(None) is None

@@ -1,0 +1,370 @@
+"""The telemetry probes against a real Docker engine: CPU, memory, I/O, processes, vanishing containers,
+an engine that is down or refuses us."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import wait_for
+from mltop.probes.cgroups import container_ref_from_cgroup_text, detect_cgroup_version
+from mltop.probes.engine import Engine
+from mltop.probes.sampler import ProbeOptions, Sampler
+
+MiB = 1024 * 1024
+
+
+def _two_sweeps(sampler, seconds=1.5):
+    sampler.sweep()
+    time.sleep(seconds)
+    return sampler.sweep()
+
+
+def _find(snapshot, container):
+    found = snapshot.container(container.id)
+    assert found is not None, f"{container.name} missing from snapshot: {[c.name for c in snapshot.containers]}"
+    return found
+
+
+def test_cpu_burner_reads_about_one_core(containers, sampler):
+    burner = containers.run(["sh", "-c", "while :; do :; done"])
+    idle = containers.run(["sleep", "300"])
+    snap = _two_sweeps(sampler, 2.0)
+    busy = _find(snap, burner)
+    # one busy core = 100 %; this machine has 2 cores and the test itself uses some CPU
+    assert 75 <= busy.cpu_percent <= 110, busy.cpu_percent
+    assert busy.cpu_limit_percent is None and busy.cpu_limit_cores is None
+    assert _find(snap, idle).cpu_percent < 5
+
+
+def test_cpu_percent_of_limit(containers, sampler):
+    burner = containers.run(["sh", "-c", "while :; do :; done"], nano_cpus=500_000_000)
+    snap = _two_sweeps(sampler, 2.0)
+    c = _find(snap, burner)
+    assert c.cpu_limit_cores == pytest.approx(0.5)
+    assert 35 <= c.cpu_percent <= 60, c.cpu_percent
+    assert 70 <= c.cpu_limit_percent <= 120, c.cpu_limit_percent
+
+
+def _docker_stats_mem_bytes(name: str) -> float:
+    out = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{json .}}", name],
+                         capture_output=True, text=True, check=True).stdout
+    usage = json.loads(out)["MemUsage"].split("/")[0].strip()
+    units = {"B": 1, "KiB": 1024, "MiB": MiB, "GiB": 1024 * MiB}
+    for unit in sorted(units, key=len, reverse=True):
+        if usage.endswith(unit):
+            return float(usage[: -len(unit)]) * units[unit]
+    raise AssertionError(f"unparsed docker stats memory {usage!r}")
+
+
+def test_memory_matches_docker_stats(containers, sampler):
+    # /dev/shm pages are charged to the container's memory cgroup: a busybox way to hold 120 MiB
+    holder = containers.run(
+        ["sh", "-c", "dd if=/dev/zero of=/dev/shm/hold bs=1M count=120 && sleep 300"],
+        shm_size="256m", mem_limit="512m",
+    )
+    wait_for(lambda: (_find(sampler.sweep(), holder).memory_bytes or 0) > 100 * MiB, what="memory filled")
+    ours = _find(sampler.sweep(), holder)
+    theirs = _docker_stats_mem_bytes(holder.name)
+    assert abs(ours.memory_bytes - theirs) <= 0.10 * theirs, (ours.memory_bytes, theirs)
+    assert ours.memory_limit_bytes == 512 * MiB
+    assert ours.shm_bytes >= 120 * MiB
+
+
+def _docker_block_device() -> str:
+    """The block device under Docker's root directory, e.g. /dev/vda."""
+    root = subprocess.run(["docker", "info", "--format", "{{.DockerRootDir}}"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    dev = os.stat(root).st_dev
+    major, minor = os.major(dev), os.minor(dev)
+    sys_path = f"/sys/dev/block/{major}:{minor}"
+    if os.path.exists(os.path.join(sys_path, "partition")):
+        sys_path = os.path.dirname(os.path.realpath(sys_path))
+    return "/dev/" + os.path.basename(os.path.realpath(sys_path))
+
+
+def test_reader_shows_io_bytes(containers, sampler):
+    device = _docker_block_device()
+    # On cgroup v1 the kernel accounts per-cgroup block I/O only for devices with a throttle rule, so
+    # the reader gets a rule far above what the disk can do (docker stats reads the same counters).
+    reader = containers.run(
+        ["sh", "-c", "dd if=/dev/zero of=/data/f bs=1M count=16 oflag=direct 2>/dev/null; "
+                     "while :; do dd if=/data/f of=/dev/null bs=1M iflag=direct 2>/dev/null; done"],
+        device_read_bps=[{"Path": device, "Rate": 10 * 1024 * MiB}],
+        device_write_bps=[{"Path": device, "Rate": 10 * 1024 * MiB}],
+    )
+    snap = _two_sweeps(sampler, 1.5)
+    c = _find(snap, reader)
+    assert c.io_read_bytes >= 16 * MiB
+    assert c.io_write_bytes >= 16 * MiB
+    assert c.io_read_bytes_per_s > 1 * MiB
+
+
+def test_processes_carry_host_and_container_pids(containers, sampler):
+    c = containers.run(["sh", "-c", "sleep 301 & sleep 302 & wait"])
+    snap = _two_sweeps(sampler, 0.5)
+    sample = _find(snap, c)
+    cmdlines = {p.cmdline: p for p in sample.processes}
+    assert "sleep 301" in cmdlines and "sleep 302" in cmdlines
+    init = [p for p in sample.processes if p.container_pid == 1]
+    assert init and init[0].host_pid == c.attrs["State"]["Pid"]
+    assert all(p.host_pid != p.container_pid for p in sample.processes)
+    assert all(p.user == "root" and p.rss_bytes > 0 and p.cpu_percent is not None for p in sample.processes)
+    assert sample.pids == 3
+
+
+def test_stopped_container_is_listed_with_exit_code(containers, sampler):
+    c = containers.run(["sh", "-c", "exit 3"], wait_running=False)
+    wait_for(lambda: (c.reload() or c.status) == "exited", what="container exited")
+    sample = _find(sampler.sweep(), c)
+    assert sample.status == "exited"
+    assert sample.config.exit_code == 3
+    assert sample.cpu_percent is None and sample.memory_bytes is None  # null, not a made-up zero
+
+
+def test_container_removed_mid_sweep_is_dropped(containers, docker_client):
+    # No event watcher and no re-list: the catalog still believes in the container when its cgroup vanishes.
+    sampler = Sampler(ProbeOptions(nvml=False, watch_events=False))
+    sampler.catalog.relist_s = 3600
+    try:
+        keep = containers.run(["sleep", "300"])
+        doomed = containers.run(["sleep", "300"])
+        assert sampler.sweep().container(doomed.id) is not None
+        doomed.remove(force=True)
+        snap = sampler.sweep()
+        assert snap.container(doomed.id) is None
+        assert snap.container(keep.id) is not None
+    finally:
+        sampler.close()
+
+
+def test_container_removed_between_list_and_inspect(containers, docker_client):
+    sampler = Sampler(ProbeOptions(nvml=False, watch_events=False))
+    keep = containers.run(["sleep", "300"])
+    doomed = containers.run(["sleep", "300"])
+    real_inspect = sampler.engine.inspect
+
+    def inspect_after_removal(container_id):
+        if container_id == doomed.id:
+            docker_client.api.remove_container(doomed.id, force=True)
+        return real_inspect(container_id)
+
+    sampler.engine.inspect = inspect_after_removal
+    try:
+        snap = sampler.sweep()
+        assert snap.host.engine.ok
+        assert snap.container(doomed.id) is None
+        assert snap.container(keep.id) is not None
+    finally:
+        sampler.close()
+
+
+def test_new_container_appears_through_events(containers, sampler):
+    sampler.sweep()
+    sampler.catalog.relist_s = 3600  # only the event watcher can tell the sampler about it
+    c = containers.run(["sleep", "300"])
+    wait_for(lambda: sampler.sweep().container(c.id) is not None, timeout=10, what="container seen via events")
+
+
+# ----------------------------------------------------------------------------- engine down / refused
+
+
+def test_engine_stopped_gives_clear_status(tmp_path):
+    # A socket file nobody listens on: exactly what a stopped dockerd leaves behind.
+    path = tmp_path / "docker.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(path))
+    s.close()
+    sampler = Sampler(ProbeOptions(docker_host=f"unix://{path}", nvml=False))
+    try:
+        snap = sampler.sweep()
+    finally:
+        sampler.close()
+    assert snap.host.engine.status == "unreachable"
+    assert "refused" in snap.host.engine.error and "systemctl start docker" in snap.host.engine.error
+    assert snap.containers == ()
+    assert snap.host.hostname  # the rest of the snapshot is still good
+
+
+def test_snapshot_cli_with_engine_down(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mltop.tui.cli", "snapshot", "--json", "--no-nvml", "--interval", "0.25",
+         "--docker-host", f"unix://{tmp_path}/missing.sock"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 3
+    doc = json.loads(result.stdout)
+    assert doc["host"]["engine"]["status"] == "unreachable"
+    assert "Traceback" not in result.stderr
+    assert "does not exist" in result.stderr
+
+
+def test_socket_permission_denied_names_the_fix(tmp_path):
+    """An unprivileged user against a root-only socket (run in a forked child that drops to nobody)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create a root-only socket and drop privileges in a child")
+    path = tmp_path / "docker.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(1)
+    os.chmod(path, 0o600)
+    os.chmod(tmp_path, 0o755)
+    import docker  # noqa: F401  (loaded before the fork: the child cannot read root's site-packages)
+    import requests  # noqa: F401
+
+    Engine(f"unix://{tmp_path}/warmup.sock").status()  # load the lazy imports while still root
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            status = Engine(f"unix://{path}").status()
+            os.write(write_fd, json.dumps([status.status, status.error]).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    os.waitpid(pid, 0)
+    data = os.read(read_fd, 65536)
+    server.close()
+    status, error = json.loads(data)
+    assert status == "permission_denied"
+    assert "docker group" in error and "usermod -aG docker" in error
+
+
+# ----------------------------------------------------------------------------- parsing and JSON
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("0::/system.slice/docker-" + "a" * 64 + ".scope\n", ("docker", "a" * 64)),
+        ("12:memory:/docker/" + "b" * 64 + "\n11:cpu:/docker/" + "b" * 64 + "\n", ("docker", "b" * 64)),
+        ("0::/machine.slice/libpod-" + "c" * 64 + ".scope/container\n", ("podman", "c" * 64)),
+        ("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234_5678.slice/"
+         "cri-containerd-" + "d" * 64 + ".scope\n", ("kubernetes", "d" * 64)),
+        ("0::/user.slice/user-1000.slice/session-3.scope\n", None),
+    ],
+)
+def test_container_ref_from_cgroup(text, expected):
+    assert container_ref_from_cgroup_text(text) == expected
+
+
+def test_cgroup_v2_files_parse(tmp_path):
+    """cgroup v2 reading, on a directory laid out as the kernel does (this host runs v1)."""
+    from mltop.probes.cgroups import read_counters
+
+    files = {
+        "cpu.stat": "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\nnr_periods 10\n"
+                    "nr_throttled 4\nthrottled_usec 1000\n",
+        "cpu.max": "150000 100000\n",
+        "memory.current": str(300 * MiB) + "\n",
+        "memory.max": "max\n",
+        "memory.stat": f"anon {200 * MiB}\nfile {100 * MiB}\ninactive_file {60 * MiB}\nshmem {5 * MiB}\n",
+        "memory.events": "low 0\nhigh 0\nmax 2\noom 1\noom_kill 1\n",
+        "pids.current": "7\n",
+        "io.stat": "254:0 rbytes=1048576 wbytes=2048 rios=10 wios=1 dbytes=0 dios=0\n"
+                   "8:0 rbytes=1048576 wbytes=0 rios=3 wios=0 dbytes=0 dios=0\n",
+        "io.pressure": "some avg10=21.50 avg60=10.00 avg300=2.00 total=100\n"
+                       "full avg10=1.00 avg60=0.00 avg300=0.00 total=1\n",
+    }
+    for name, content in files.items():
+        (tmp_path / name).write_text(content)
+    c = read_counters(2, {"unified": str(tmp_path)})
+    assert c.cpu_usage_ns == 2_500_000_000 and c.cpu_throttled_periods == 4
+    assert c.cpu_quota_cores == 1.5
+    assert c.memory_working_set_bytes == 240 * MiB and c.memory_limit_bytes is None
+    assert c.oom_kills == 1 and c.pids == 7
+    assert (c.io_read_bytes, c.io_write_bytes) == (2 * 1048576, 2048)
+    assert c.psi_io == 21.5 and c.psi_cpu is None
+
+
+def test_snapshot_json_has_documented_keys(containers):
+    c = containers.run(["sleep", "300"], environment={"HF_TOKEN": "hf_" + "x" * 34, "CUDA_VERSION": "12.4.1"})
+    result = subprocess.run(
+        [sys.executable, "-m", "mltop.tui.cli", "snapshot", "--json", "--interval", "0.5",
+         "--nvml-lib", "/nonexistent/libnvidia-ml.so.1"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["schema_version"] == 1
+    host = doc["host"]
+    for key in ("hostname", "kernel", "docker_version", "cgroup_version", "cgroup_driver", "runtimes", "nvml"):
+        assert key in host
+    assert host["cgroup_version"] == detect_cgroup_version() or host["cgroup_version"] in (1, 2)
+    assert host["nvml"]["status"] == "library_not_found" and host["nvml"]["error"]
+    assert host["nvml"]["driver_version"] is None  # unavailable is null, never a made-up value
+    assert doc["gpus"] == []
+    (ours,) = [x for x in doc["containers"] if x["id"] == c.id]
+    for key in ("id", "name", "image", "status", "cpu_percent", "cpu_limit_percent", "memory_bytes",
+                "memory_limit_bytes", "pids", "io_read_bytes_per_s", "io_write_bytes_per_s", "net_rx_bytes_per_s",
+                "net_tx_bytes_per_s", "oom_kills", "gpus", "processes"):
+        assert key in ours, key
+    assert ours["memory_limit_bytes"] is None
+    assert ours["processes"][0].keys() >= {"host_pid", "container_pid", "user", "cmdline", "cpu_percent",
+                                           "rss_bytes", "gpu_memory_bytes"}
+    assert "hf_" + "x" * 34 not in result.stdout  # secrets are redacted at the source
+    assert ["CUDA_VERSION", "12.4.1"] in ours["config"]["env"]
+
+
+def test_probes_and_diagnostics_do_not_import_textual():
+    code = ("import sys, mltop.probes.sampler, mltop.probes.nvml, mltop.diagnostics, mltop.tui.cli;"
+            "import pkgutil, importlib, mltop.diagnostics as d;"
+            "[importlib.import_module(m.name) for m in pkgutil.walk_packages(d.__path__, 'mltop.diagnostics.')];"
+            "print('textual' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+# ----------------------------------------------------------------------------- GPU attribution
+
+
+def test_gpu_processes_are_attributed_to_their_containers(containers, nvml_scenario):
+    from fakenvml import FakeGpu, FakeProcess
+
+    trainer = containers.run(["sh", "-c", "sleep 400 & wait"], name="mltop-test-trainer")
+    server = containers.run(["sleep", "401"], name="mltop-test-server")
+    worker_pid = [p for p in _child_pids(trainer.attrs["State"]["Pid"])][0]
+    host_pid = os.getpid()  # a GPU process in no container
+    lib = nvml_scenario(gpus=[
+        FakeGpu(uuid="GPU-aaaa", util=87, mem_used=30 << 30, processes=[
+            FakeProcess(pid=worker_pid, used_memory=20 << 30, sm=60),
+            FakeProcess(pid=host_pid, used_memory=1 << 30, sm=5),
+        ]),
+        FakeGpu(uuid="GPU-bbbb", util=40, mem_used=10 << 30, processes=[
+            FakeProcess(pid=server.attrs["State"]["Pid"], used_memory=8 << 30, sm=35),
+            FakeProcess(pid=worker_pid, used_memory=2 << 30, sm=10),
+        ]),
+    ])
+    sampler = Sampler(ProbeOptions(nvml_lib=lib))
+    try:
+        snap = _two_sweeps(sampler, 0.5)
+    finally:
+        sampler.close()
+    assert snap.host.nvml.status == "ok" and snap.host.nvml.cuda_driver_version == "12.4"
+    gpu0 = {p.host_pid: p for p in snap.gpus[0].processes}
+    assert gpu0[worker_pid].container_name == "mltop-test-trainer"
+    assert gpu0[worker_pid].container_id == trainer.id and gpu0[worker_pid].runtime == "docker"
+    assert gpu0[host_pid].container_id is None  # host process
+    assert [p.host_pid for p in snap.host_gpu_processes] == [host_pid]
+
+    t = snap.container(trainer.id)
+    assert [(g.uuid, g.memory_bytes, g.sm_percent) for g in t.gpus] == [
+        ("GPU-aaaa", 20 << 30, 60.0), ("GPU-bbbb", 2 << 30, 10.0)]
+    assert t.gpu_memory_bytes == 22 << 30
+    (worker,) = [p for p in t.processes if p.host_pid == worker_pid]
+    assert worker.gpu_indices == (0, 1) and worker.gpu_memory_bytes == 22 << 30 and worker.sm_percent == 70
+    s = snap.container(server.id)
+    assert [(g.index, g.memory_bytes) for g in s.gpus] == [(1, 8 << 30)]
+
+
+def _child_pids(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(x) for x in f.read().split()]
