@@ -359,10 +359,7 @@ class NvmlProbe:
             return self._session_broken(err.code, err.text), ()
 
         if lost:
-            error = "; ".join(lost) + (
-                ": it has fallen off the bus; check `dmesg` for Xid 79; reset it (`nvidia-smi -r -i N`) "
-                "or reboot the host"
-            )
+            error = "; ".join(lost) + ": check `dmesg` for Xid 79, then reset the GPU or reboot the host"
             return self._status(NvmlState.GPU_LOST, error), tuple(gpus)
         return self._status(NvmlState.OK, None), tuple(gpus)
 
@@ -511,7 +508,10 @@ class NvmlProbe:
             pci = query("pci_bus_id", (pynvml.nvmlDeviceGetPciInfo_v3, (handle,)))
             processes = self._processes(pynvml, handle, uuid, query, unavailable)
         except _GpuLost:
-            reason = f"GPU {index}" + (f" ({uuid})" if uuid else "") + " is lost"
+            reason = (
+                f"GPU {index}" + (f" ({uuid})" if uuid else "")
+                + f" is lost (fallen off the bus; reset: `nvidia-smi -r -i {index}`)"
+            )
             return self._unreachable_gpu(index, uuid, name, "GPU is lost (fallen off the bus)"), reason
 
         sample = GpuSample(

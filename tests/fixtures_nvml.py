@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +17,10 @@ def _build(tmp_path_factory: pytest.TempPathFactory, name: str, old_driver: bool
     try:
         return build_fake_nvml(tmp_path_factory.mktemp(name), old_driver=old_driver)
     except FakeNvmlBuildError as err:
-        pytest.fail(str(err), pytrace=False)
+        # A fresh machine without gcc still runs the rest of the suite; CI (which provisions gcc) fails.
+        if os.environ.get("MLTOP_REQUIRE_DOCKER") == "1":
+            pytest.fail(str(err), pytrace=False)
+        pytest.skip(str(err))
 
 
 @pytest.fixture(scope="session")
