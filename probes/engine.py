@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import threading
 import time
@@ -24,7 +26,32 @@ class EngineError(Exception):
 
 
 def docker_host_in_use(cli_value: str | None = None) -> str:
-    return cli_value or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+    """The endpoint in use: --docker-host, then $DOCKER_HOST, then the current docker context, then the socket."""
+    return cli_value or os.environ.get("DOCKER_HOST") or _context_host() or DEFAULT_DOCKER_HOST
+
+
+def _context_host() -> str | None:
+    """The engine host of the current `docker context` ($DOCKER_CONTEXT or config.json's currentContext).
+
+    Read from the CLI's own files (contexts/meta/<sha256(name)>/meta.json) rather than the SDK's ContextAPI,
+    which ignores $DOCKER_CONFIG when no config.json exists.
+    """
+    config_dir = os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker")
+    name = os.environ.get("DOCKER_CONTEXT")
+    if not name:
+        try:
+            with open(os.path.join(config_dir, "config.json")) as f:
+                name = json.load(f).get("currentContext")
+        except (OSError, ValueError, AttributeError):
+            return None
+    if not name or name == "default":
+        return None
+    meta = os.path.join(config_dir, "contexts", "meta", hashlib.sha256(name.encode()).hexdigest(), "meta.json")
+    try:
+        with open(meta) as f:
+            return json.load(f)["Endpoints"]["docker"]["Host"] or None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def explain_engine_error(exc: BaseException, docker_host: str) -> EngineError:
@@ -162,7 +189,9 @@ class Engine:
 
     def __init__(self, docker_host: str | None = None, timeout_s: float = 10.0):
         self.docker_host = docker_host_in_use(docker_host)
-        self._explicit_host = docker_host
+        # from_env() honours DOCKER_HOST and TLS variables; a --docker-host or a docker context is explicit
+        self._explicit_host = None if (not docker_host and os.environ.get("DOCKER_HOST")) else (
+            docker_host or (self.docker_host if self.docker_host != DEFAULT_DOCKER_HOST else None))
         self._timeout_s = timeout_s
         self._client = None
         self._lock = threading.Lock()

@@ -368,3 +368,19 @@ def test_gpu_processes_are_attributed_to_their_containers(containers, nvml_scena
 def _child_pids(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return [int(x) for x in f.read().split()]
+
+
+def test_docker_context_and_docker_host_are_honoured(tmp_path, monkeypatch):
+    from mltop.probes.engine import docker_host_in_use
+
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    subprocess.run(["docker", "context", "create", "gpubox", "--docker", f"host=unix://{tmp_path}/ctx.sock"],
+                   check=True, capture_output=True, env={**os.environ, "DOCKER_CONFIG": str(tmp_path)})
+    monkeypatch.setenv("DOCKER_CONTEXT", "gpubox")
+    assert docker_host_in_use() == f"unix://{tmp_path}/ctx.sock"
+    status = Engine().status()
+    assert status.docker_host == f"unix://{tmp_path}/ctx.sock" and status.status == "unreachable"
+    monkeypatch.setenv("DOCKER_HOST", "ssh://ml@gpubox")
+    assert docker_host_in_use() == "ssh://ml@gpubox"
+    assert docker_host_in_use("tcp://10.0.0.5:2375") == "tcp://10.0.0.5:2375"

@@ -1,0 +1,78 @@
+"""Numbers as the dashboard shows them: sizes, rates, percentages and text bars."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+MISSING = "–"  # a value the probes could not give (or not yet: rates need two sweeps)
+
+_UNITS = ("B", "K", "M", "G", "T", "P")
+
+
+def size(value: float | None, missing: str = MISSING) -> str:
+    """Binary size in at most five characters: 512B, 8.0K, 123M, 1.5G."""
+    if value is None:
+        return missing
+    amount = float(value)
+    for unit in _UNITS:
+        if abs(amount) < 1024 or unit == _UNITS[-1]:
+            if unit == "B":
+                return f"{amount:.0f}B"
+            return f"{amount:.1f}{unit}" if abs(amount) < 10 else f"{amount:.0f}{unit}"
+        amount /= 1024
+    raise AssertionError("unreachable")
+
+
+def rate(value: float | None, missing: str = MISSING) -> str:
+    """Bytes per second, the unit implied by the column (`I/O R/W`, `NET RX/TX`)."""
+    if value is None:
+        return missing
+    return "0" if value < 1 else size(value)
+
+
+def percent(value: float | None, missing: str = MISSING) -> str:
+    if value is None:
+        return missing
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def used_of(used: float | None, total: float | None) -> str:
+    """"1.2G/4.0G", or just the used amount when there is no limit."""
+    if total is None:
+        return size(used)
+    return f"{size(used)}/{size(total)}"
+
+
+def pair(first: str, second: str) -> str:
+    return f"{first}/{second}"
+
+
+BAR_FULL = "█"
+BAR_PARTS = " ▏▎▍▌▋▊▉"
+BAR_EMPTY = "░"
+
+
+def bar(fraction: float | None, width: int, style: str = "") -> Text:
+    """A horizontal bar `width` cells wide; the empty part stays visible so it reads without colour."""
+    if width <= 0:
+        return Text("")
+    if fraction is None:
+        return Text(MISSING.center(width), style="dim")
+    fraction = min(max(fraction, 0.0), 1.0)
+    eighths = round(fraction * width * 8)
+    full, part = divmod(eighths, 8)
+    filled = BAR_FULL * full + (BAR_PARTS[part] if part and full < width else "")
+    out = Text(filled, style=style)
+    out.append(BAR_EMPTY * (width - len(filled)), style="dim")
+    return out
+
+
+def level_style(fraction: float | None) -> str:
+    """Colour for how close a gauge is to full; words elsewhere carry the meaning without colour."""
+    if fraction is None:
+        return ""
+    if fraction >= 0.9:
+        return "bold red"
+    if fraction >= 0.75:
+        return "yellow"
+    return "green"

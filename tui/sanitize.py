@@ -1,0 +1,49 @@
+"""Make text that comes from containers safe to show: no terminal escapes, no control characters, no markup."""
+
+from __future__ import annotations
+
+import re
+
+from rich.style import Style
+from rich.text import Text
+
+# Terminal escape sequences a log line or label may carry: CSI (colours, cursor moves, screen clears),
+# OSC (window titles, hyperlinks, clipboard writes) ended by BEL or ST, DCS/SOS/PM/APC strings, the
+# 8-bit CSI/OSC forms, and the short two-byte escapes. They are removed, not shown: coloured log output
+# is common and "[32m" noise would hide the text.
+_ESCAPES = re.compile(
+    r"""
+      \x1b\[[0-?]*[ -/]*[@-~]                 # CSI ... final byte
+    | \x9b[0-?]*[ -/]*[@-~]                   # 8-bit CSI
+    | (?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?   # OSC ... BEL | ST
+    | (?:\x1b[PX^_]|[\x90\x98\x9e\x9f])[^\x1b\x9c]*(?:\x1b\\|\x9c)?  # DCS, SOS, PM, APC ... ST
+    | \x1b[ -/]*[0-~]                         # other escapes (charset selection, keypad modes, RIS)
+    | \x1b                                    # a lone ESC
+    """,
+    re.VERBOSE,
+)
+# What is left that a terminal would act on, plus the Unicode bidi controls that can reorder what the
+# reader sees. Tabs are expanded first; everything else becomes a visible replacement character.
+_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+REPLACEMENT = "\ufffd"
+
+
+def printable(value: object) -> str:
+    """The text of `value` with escape sequences removed and control characters replaced."""
+    text = value if isinstance(value, str) else str(value)
+    if text.isprintable():  # the common case: nothing to do
+        return text
+    text = _ESCAPES.sub("", text).expandtabs(4)
+    return _CONTROLS.sub(REPLACEMENT, text)
+
+
+def literal(value: object, style: str | Style = "") -> Text:
+    """A rich Text showing `value` exactly as written: never parsed as markup, never restyling the screen."""
+    return Text(printable(value), style=style, no_wrap=True, end="")
+
+
+def clip(value: str, width: int) -> str:
+    """Shorten `value` to `width` cells with an ellipsis."""
+    if width <= 0:
+        return ""
+    return value if len(value) <= width else value[: max(width - 1, 0)] + "…"
