@@ -20,6 +20,7 @@ from fixtures_nvml import *  # noqa: E402,F401,F403  (fake NVML fixtures)
 from images import BUSYBOX_IMAGE, PYTHON_IMAGE, ImageBuildError, ensure_images  # noqa: E402
 
 TEST_LABEL = "mltop-test"
+SESSION_LABEL = "mltop-test-session"  # the pid of the pytest process that made the container
 REQUIRE_DOCKER = os.environ.get("MLTOP_REQUIRE_DOCKER") == "1"
 
 
@@ -39,11 +40,14 @@ def docker_client():
         client.ping()
     except Exception as exc:  # engine down, socket missing, permission denied
         _no_engine(f"{type(exc).__name__}: {exc}")
-    # leftovers of an interrupted earlier run
+    # Leftovers of an interrupted earlier run: containers whose test session (a pid) is gone. Containers of
+    # another pytest session running at the same time are left alone.
     for c in client.containers.list(all=True, filters={"label": TEST_LABEL}):
-        c.remove(force=True)
+        owner = c.labels.get(SESSION_LABEL, "")
+        if not (owner.isdigit() and os.path.exists(f"/proc/{owner}")):
+            c.remove(force=True)
     yield client
-    for c in client.containers.list(all=True, filters={"label": TEST_LABEL}):
+    for c in client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={os.getpid()}"}):
         try:
             c.remove(force=True)
         except Exception:
@@ -72,6 +76,7 @@ class ContainerFactory:
     def run(self, command, image="busybox", name=None, wait_running=True, **kwargs):
         labels = dict(kwargs.pop("labels", {}) or {})
         labels[TEST_LABEL] = "1"
+        labels[SESSION_LABEL] = str(os.getpid())
         name = name or f"mltop-test-{uuid.uuid4().hex[:8]}"
         container = self.client.containers.run(
             self.images.get(image, image), command, name=name, detach=True, labels=labels, **kwargs
@@ -84,6 +89,7 @@ class ContainerFactory:
     def create(self, command, image="busybox", name=None, **kwargs):
         labels = dict(kwargs.pop("labels", {}) or {})
         labels[TEST_LABEL] = "1"
+        labels[SESSION_LABEL] = str(os.getpid())
         name = name or f"mltop-test-{uuid.uuid4().hex[:8]}"
         container = self.client.containers.create(
             self.images.get(image, image), command, name=name, labels=labels, **kwargs

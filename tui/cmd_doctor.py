@@ -1,8 +1,117 @@
-"""Placeholder: being written."""
+"""`mltop doctor [CONTAINER ...]`: findings by container, most severe first; exit 0 ok, 1 warning, 2 critical."""
 
-def add_arguments(parser):
-    pass
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+
+EXIT_CANNOT_DIAGNOSE = 3  # unknown container or bad combination of options (argparse itself uses 2)
+
+_SEVERITY_LABEL = {"critical": "CRITICAL", "warning": "WARNING", "info": "info"}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def main(args):
-    raise NotImplementedError
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mltop.diagnostics.checks import Thresholds
+
+    parser.add_argument("containers", nargs="*", metavar="CONTAINER",
+                        help="container names or id prefixes to check (default: all, and the host)")
+    parser.add_argument("--json", action="store_true",
+                        help="print {schema_version, findings, checks_skipped} as JSON")
+    parser.add_argument("--io-test", metavar="PATH",
+                        help="time a direct read of PATH inside each named container "
+                             "(dd if=PATH of=/dev/null bs=1M iflag=direct) and report MB/s")
+    parser.add_argument("--io-test-max-mb", type=int, default=256, metavar="MIB",
+                        help="read at most this many MiB in --io-test (default 256)")
+    parser.add_argument("--log-tail", type=int, default=200, metavar="LINES",
+                        help="recent log lines read per container for log-based checks (default 200)")
+    group = parser.add_argument_group("thresholds (heuristics; the evidence names the one that fired)")
+    for name, kind, default, help_text in Thresholds.options():
+        group.add_argument(f"--{name.replace('_', '-')}", dest=f"threshold_{name}", type=kind, default=default,
+                           metavar=kind.__name__.upper(), help=f"{help_text} (default {default})")
+
+
+def thresholds_from_args(args: argparse.Namespace):
+    from mltop.diagnostics.checks import Thresholds
+
+    values = {name: getattr(args, f"threshold_{name}", default) for name, _, default, _ in Thresholds.options()}
+    return Thresholds(**values)
+
+
+def _safe(text: object) -> str:
+    """Container-provided text printed to a terminal: control characters shown escaped, never obeyed."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", str(text))
+
+
+def render_text(result, snapshot) -> str:
+    from mltop.diagnostics.findings import SEVERITY_RANK
+
+    lines = [f"mltop doctor: host {_safe(snapshot.host.hostname)}, engine {_safe(snapshot.host.docker_host)}, "
+             f"{len(result.containers_checked)} container(s) checked"]
+    groups: dict[str | None, list] = {}
+    for f in result.findings:  # already host first, worst containers first, most severe first
+        groups.setdefault(f.container, []).append(f)
+    for container, findings in groups.items():
+        lines.append("")
+        lines.append("host" if container is None else f"container {_safe(container)}")
+        width = max(len(f.code) for f in findings)
+        for f in findings:
+            lines.append(f"  {_SEVERITY_LABEL[f.severity]:<8}  {f.code:<{width}}  {_safe(f.title)}")
+            pad = " " * 12
+            for i, item in enumerate(f.evidence):
+                lines.append(f"{pad}{'evidence: ' if i == 0 else ' ' * 10}{_safe(item)}")
+            lines.append(f"{pad}fix:      {_safe(f.fix)}")
+    clean = [n for n in result.containers_checked if n not in groups]
+    if clean:
+        lines.append("")
+        lines.append(f"no findings: {', '.join(_safe(n) for n in clean)}")
+    if result.checks_skipped:
+        lines.append("")
+        lines.append("checks skipped:")
+        for s in result.checks_skipped:
+            lines.append(f"  {s.check}: {_safe(s.reason)}")
+    counts = {sev: sum(1 for f in result.findings if f.severity == sev) for sev in SEVERITY_RANK}
+    lines.append("")
+    lines.append(f"{counts['critical']} critical, {counts['warning']} warning, {counts['info']} info "
+                 f"-> exit {result.exit_code}")
+    return "\n".join(lines) + "\n"
+
+
+def main(args: argparse.Namespace) -> int:
+    from mltop.diagnostics.doctor import run_doctor
+    from mltop.tui.cli import make_sampler
+
+    if args.io_test and not args.containers:
+        print("mltop doctor: --io-test needs at least one CONTAINER to read in", file=sys.stderr)
+        return EXIT_CANNOT_DIAGNOSE
+    sampler = make_sampler(args)
+    try:
+        # Two sweeps, so that rates are real and counters (throttling, OOM kills) can be seen rising.
+        previous = sampler.sweep()
+        time.sleep(max(args.interval, 0.05))
+        snapshot = sampler.sweep()
+        result = run_doctor(
+            snapshot,
+            sampler.engine,
+            containers=args.containers or None,
+            thresholds=thresholds_from_args(args),
+            io_test=args.io_test,
+            previous=previous,
+            log_tail=args.log_tail,
+            io_test_max_mb=args.io_test_max_mb,
+        )
+    finally:
+        sampler.close()
+    if result.missing and snapshot.host.engine.ok:  # with the engine down, its finding says why
+        names = ", ".join(_safe(m) for m in result.missing)
+        print(f"mltop doctor: no container named or id-prefixed {names}", file=sys.stderr)
+        return EXIT_CANNOT_DIAGNOSE
+    if args.json:
+        json.dump(result.to_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render_text(result, snapshot))
+    return result.exit_code
