@@ -7,11 +7,11 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from .model import ContainerConfig, DeviceRequest, EngineStatus, Mount
-from .redaction import redact_env, redact_text, split_env
+from .redaction import redact_argv, redact_env, redact_text, redact_value, scrub_values, secret_values, split_env
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
@@ -99,6 +99,9 @@ class ContainerMeta:
     pid: int | None
     config: ContainerConfig
     state_key: tuple[Any, ...]  # changes whenever the container's state does, to know when to re-inspect
+    # The container's raw secret values, to scrub from its process command lines and logs. Never shown,
+    # never put in a snapshot.
+    secrets: frozenset[str] = field(default=frozenset(), repr=False)
 
 
 def _none_if_zero(value: Any) -> Any:
@@ -106,8 +109,16 @@ def _none_if_zero(value: Any) -> Any:
 
 
 def config_from_inspect(attrs: dict[str, Any]) -> ContainerConfig:
-    """Parse the ML-relevant part of `docker inspect` output. Environment values are redacted here."""
+    """Parse the ML-relevant part of `docker inspect` output. Secrets are redacted here, at the source:
+    secret-named environment values and labels, token shapes, and the container's own secret values wherever
+    its command line echoes them."""
     cfg = attrs.get("Config") or {}
+    raw_env = split_env(cfg.get("Env"))
+    secrets = secret_values(raw_env)
+
+    def argv(values) -> tuple[str, ...]:
+        return tuple(scrub_values(a, secrets) for a in redact_argv(values or ()))
+
     host = attrs.get("HostConfig") or {}
     state = attrs.get("State") or {}
     requests = []
@@ -137,10 +148,10 @@ def config_from_inspect(attrs: dict[str, Any]) -> ContainerConfig:
     restart_policy = (host.get("RestartPolicy") or {}).get("Name") or None
     running = state.get("Running") or state.get("Restarting")
     return ContainerConfig(
-        command=tuple(cfg.get("Cmd") or ()),
-        entrypoint=tuple(cfg.get("Entrypoint") or ()),
-        env=redact_env(split_env(cfg.get("Env"))),
-        labels={k: redact_text(v) for k, v in (cfg.get("Labels") or {}).items()},
+        command=argv(cfg.get("Cmd")),
+        entrypoint=argv(cfg.get("Entrypoint")),
+        env=redact_env(raw_env),
+        labels={k: scrub_values(redact_value(k, v), secrets) for k, v in (cfg.get("Labels") or {}).items()},
         created=attrs.get("Created"),
         started_at=state.get("StartedAt"),
         finished_at=None if running else state.get("FinishedAt"),
@@ -181,6 +192,7 @@ def meta_from_inspect(attrs: dict[str, Any]) -> ContainerMeta:
         config=config_from_inspect(attrs),
         state_key=(state.get("Status"), state.get("Pid"), state.get("StartedAt"), state.get("FinishedAt"),
                    attrs.get("RestartCount")),
+        secrets=secret_values(split_env((attrs.get("Config") or {}).get("Env"))),
     )
 
 
@@ -287,18 +299,29 @@ class Engine:
     def inspect(self, container_id: str) -> dict[str, Any]:
         return self.call(lambda c: c.api.inspect_container(container_id))
 
+    def container_secrets(self, container_id: str) -> frozenset[str]:
+        """The container's own secret values (from its environment), to scrub from text it prints."""
+        try:
+            env = (self.inspect(container_id).get("Config") or {}).get("Env")
+        except Exception:
+            return frozenset()
+        return secret_values(split_env(env))
+
     def logs(self, container_id: str, tail: int = 200, since: float | None = None,
              timestamps: bool = False) -> list[str]:
-        """The last `tail` log lines (stdout and stderr), decoded leniently and with secrets redacted."""
+        """The last `tail` log lines (stdout and stderr), decoded leniently and with secrets redacted:
+        token shapes, secret assignments, and the container's own secret values even when echoed bare."""
+        secrets = self.container_secrets(container_id)
         raw = self.call(
             lambda c: c.api.logs(container_id, stdout=True, stderr=True, tail=tail, since=since,
                                  timestamps=timestamps)
         )
         text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
-        return [redact_text(line) for line in text.splitlines()]
+        return [scrub_values(redact_text(line), secrets) for line in text.splitlines()]
 
     def follow_logs(self, container_id: str, tail: int = 0) -> Iterator[str]:
         """Stream log lines as they arrive (redacted). Close the generator to stop."""
+        secrets = self.container_secrets(container_id)
         stream = self.call(
             lambda c: c.api.logs(container_id, stdout=True, stderr=True, stream=True, follow=True, tail=tail)
         )
@@ -308,7 +331,7 @@ class Engine:
                 buffer += chunk
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
-                    yield redact_text(line.decode("utf-8", errors="replace"))
+                    yield scrub_values(redact_text(line.decode("utf-8", errors="replace")), secrets)
         finally:
             close = getattr(stream, "close", None)
             if close:

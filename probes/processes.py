@@ -11,6 +11,8 @@ import os
 import pwd
 from dataclasses import dataclass
 
+from .redaction import redact_text, scrub_values
+
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -110,8 +112,12 @@ class ProcessTable:
                 del self._identity[key]
                 self._prev_ticks.pop(key, None)
 
-    def sample(self, pid: int, now: float) -> tuple[ProcessIdentity, ProcessStat, float | None] | None:
-        """(identity, stat, cpu % since the last sweep) or None when the process is gone."""
+    def sample(self, pid: int, now: float, secrets: frozenset[str] = frozenset()
+               ) -> tuple[ProcessIdentity, ProcessStat, float | None] | None:
+        """(identity, stat, cpu % since the last sweep) or None when the process is gone.
+
+        Command lines are redacted once, when the process is first seen (`secrets`: the container's own
+        secret values, scrubbed wherever they appear)."""
         stat = read_stat(pid)
         if stat is None:
             return None
@@ -121,6 +127,8 @@ class ProcessTable:
             identity = read_identity(pid)
             if identity is None:
                 return None
+            identity = ProcessIdentity(identity.container_pid, identity.user,
+                                       scrub_values(redact_text(identity.cmdline), secrets))
             self._identity[key] = identity
         self._seen.add(key)
         prev = self._prev_ticks.get(key)

@@ -54,6 +54,17 @@ _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>
 _ASSIGNMENT = re.compile(r"(?P<name>\b[A-Za-z_][A-Za-z0-9_.\-]*)(?P<sep>=|:\s?)(?P<value>\"[^\"]*\"|'[^']*'|[^\s,;&]+)")
 
 
+# `--api-token VALUE` / `-password VALUE` on command lines: a flag with a secret-looking name, then its value
+_FLAG_VALUE = re.compile(r"(?P<flag>(?<![\w-])--?[A-Za-z][A-Za-z0-9_.\-]*)(?P<sep>\s+)(?P<value>\"[^\"]*\"|'[^']*'|[^\s\-][^\s]*)")
+# "password": "value" in JSON, and 'token': 'value' in Python reprs
+_QUOTED_KEY = re.compile(
+    r"(?P<key>(?P<q>[\"'])(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)(?P=q)\s*:\s*)(?P<value>\"(?:[^\"\\]|\\.)*\"|'[^']*'|[^\s,}\]]+)"
+)
+# Values too short or too common to scrub by value: replacing every "1" or "true" would wreck the text.
+_MIN_SCRUB_LEN = 6
+_NOT_SCRUBBED = {"true", "false", "none", "null", "yes", "no", "changeme", "default", REDACTED.lower()}
+
+
 def is_secret_name(name: str) -> bool:
     upper = name.upper()
     if upper in _NOT_SECRET_NAMES:
@@ -66,6 +77,34 @@ def is_secret_name(name: str) -> bool:
 
 def looks_like_token(value: str) -> bool:
     return any(p.search(value) for p in _TOKEN_PATTERNS) or bool(_URL_CREDENTIALS.search(value))
+
+
+def secret_values(pairs: Iterable[tuple[str, str]]) -> frozenset[str]:
+    """The raw secrets in unredacted (name, value) pairs, to scrub by value from text that echoes them.
+
+    Whole values of secret-named variables, plus token shapes and URL passwords found in any value. Use it
+    on raw inspect data (engine.inspect) right before scrubbing; never keep or show the result.
+    """
+    found: set[str] = set()
+    for name, value in pairs:
+        if not value:
+            continue
+        if is_secret_name(name):
+            found.add(value)
+        for pattern in _TOKEN_PATTERNS:
+            found.update(m.group(0) for m in pattern.finditer(value))
+        found.update(m["pw"] for m in _URL_CREDENTIALS.finditer(value))
+    return frozenset(v for v in found if len(v) >= _MIN_SCRUB_LEN and v.lower() not in _NOT_SCRUBBED)
+
+
+def scrub_values(text: str, values: Iterable[str]) -> str:
+    """Replace every occurrence of each known secret value (longest first) with the redaction marker."""
+    if not text:
+        return text
+    for value in sorted(values, key=len, reverse=True):
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return text
 
 
 def redact_value(name: str, value: str) -> str:
@@ -88,6 +127,19 @@ def split_env(entries: Iterable[str] | None) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def redact_argv(argv: Iterable[str]) -> tuple[str, ...]:
+    """Redact a command given as a list: the value after a secret-named flag (`--hf-token`, VALUE) too."""
+    out: list[str] = []
+    secret_flag = False
+    for arg in argv:
+        if secret_flag and not arg.startswith("-"):
+            out.append(REDACTED)
+        else:
+            out.append(redact_text(arg))
+        secret_flag = arg.startswith("-") and "=" not in arg and is_secret_name(arg.lstrip("-"))
+    return tuple(out)
+
+
 def redact_text(text: str) -> str:
     """Redact token shapes, URL credentials and NAME=value assignments with secret names in free text."""
     if not text:
@@ -101,4 +153,20 @@ def redact_text(text: str) -> str:
             return f"{m['name']}{m['sep']}{REDACTED}"
         return m.group(0)
 
-    return _ASSIGNMENT.sub(_assignment, text)
+    text = _ASSIGNMENT.sub(_assignment, text)
+
+    def _quoted(m: re.Match[str]) -> str:
+        value = m["value"]
+        if is_secret_name(m["name"]) and value.strip("\"'") not in ("", REDACTED):
+            quote = value[0] if value[:1] in ("\"", "'") else ""
+            return f"{m['key']}{quote}{REDACTED}{quote}"
+        return m.group(0)
+
+    text = _QUOTED_KEY.sub(_quoted, text)
+
+    def _flag(m: re.Match[str]) -> str:
+        if is_secret_name(m["flag"].lstrip("-")) and m["value"] != REDACTED:
+            return f"{m['flag']}{m['sep']}{REDACTED}"
+        return m.group(0)
+
+    return _FLAG_VALUE.sub(_flag, text)

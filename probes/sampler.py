@@ -199,7 +199,7 @@ class Sampler:
 
         processes: tuple[ProcessSample, ...] = ()
         if self.options.processes:
-            processes = self._sample_processes(locator.version, paths, now)
+            processes = self._sample_processes(locator.version, paths, now, meta.secrets)
 
         pressure = None
         if any(v is not None for v in (counters.psi_cpu, counters.psi_memory, counters.psi_io)):
@@ -236,10 +236,11 @@ class Sampler:
             config=cfg,
         )
 
-    def _sample_processes(self, version: int, paths: dict[str, str], now: float) -> tuple[ProcessSample, ...]:
+    def _sample_processes(self, version: int, paths: dict[str, str], now: float,
+                          secrets: frozenset[str]) -> tuple[ProcessSample, ...]:
         out = []
         for pid in cgroup_procs(version, paths):
-            sampled = self._processes.sample(pid, now)
+            sampled = self._processes.sample(pid, now, secrets)
             if sampled is None:
                 continue  # exited between listing and reading
             identity, stat, cpu = sampled

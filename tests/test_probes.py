@@ -384,3 +384,22 @@ def test_docker_context_and_docker_host_are_honoured(tmp_path, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "ssh://ml@gpubox")
     assert docker_host_in_use() == "ssh://ml@gpubox"
     assert docker_host_in_use("tcp://10.0.0.5:2375") == "tcp://10.0.0.5:2375"
+
+
+def test_secrets_never_enter_a_snapshot_or_log_lines(containers, sampler):
+    from mltop.probes.model import snapshot_to_json
+
+    secret = "correct-horse-battery-staple"
+    token = "hf_" + "Q" * 34
+    c = containers.run(
+        ["sh", "-c", f"echo starting with {secret} and {token}; exec sleep 303 {secret}"],
+        environment={"DB_PASSWORD": secret, "HF_TOKEN": token, "CUDA_VERSION": "12.4.1"},
+        labels={"hub-token": token, "note": f"pw is {secret}"},
+    )
+    wait_for(lambda: sampler.engine.logs(c.id), what="first log line")
+    snap = _two_sweeps(sampler, 0.3)
+    text = json.dumps(snapshot_to_json(snap))
+    assert c.id in text and "sleep 303" in text and "12.4.1" in text
+    assert secret not in text and token not in text
+    lines = sampler.engine.logs(c.id)
+    assert lines and lines[0].startswith("starting with") and secret not in lines[0] and token not in lines[0]

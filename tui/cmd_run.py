@@ -1,8 +1,94 @@
-"""Placeholder: being written."""
+"""`mltop run nvidia-smi|py-spy|device-check CONTAINER`: one action, its output streamed as it arrives.
 
-def add_arguments(parser):
-    pass
+Exit status: 0 when the action ran (ok), 1 when it failed, timed out or is unavailable in that container,
+3 when the container is unknown or the engine unreachable, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+
+EXIT_OK = 0
+EXIT_ACTION_FAILED = 1
+EXIT_CANNOT_RUN = 3
+EXIT_INTERRUPTED = 130
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def main(args):
-    raise NotImplementedError
+def _safe(text: object) -> str:
+    """Container output printed to a terminal: control characters shown escaped, never obeyed."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", str(text))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mltop.diagnostics.actions import ACTION_NAMES, DEFAULT_TIMEOUT_S
+
+    parser.add_argument("action", choices=ACTION_NAMES,
+                        help="nvidia-smi (inside the container, else the host's view of its GPUs), py-spy (dump "
+                             "the stacks of its busiest Python process), device-check (which device each ML "
+                             "framework in it really uses)")
+    parser.add_argument("container", metavar="CONTAINER", help="container name or id prefix")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON instead of streaming")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="stop the action after this long (defaults: "
+                             + ", ".join(f"{k} {v:g}s" for k, v in DEFAULT_TIMEOUT_S.items()) + ")")
+    parser.add_argument("--pid", type=int, metavar="HOSTPID",
+                        help="py-spy: the host PID of the process to dump (default: the busiest Python process)")
+    parser.add_argument("--all", action="store_true", dest="all_processes",
+                        help="py-spy: dump every Python process of the container")
+
+
+def main(args: argparse.Namespace) -> int:
+    from mltop.diagnostics.actions import OK, PY_SPY, ActionRun
+    from mltop.tui.cli import make_sampler, take_snapshot
+
+    if args.timeout is not None and args.timeout <= 0:
+        print("mltop run: --timeout must be positive", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    sampler = make_sampler(args)
+    try:
+        # py-spy picks the busiest process, which needs CPU rates: two sweeps. The others need one.
+        snapshot = take_snapshot(sampler, args.interval) if args.action == PY_SPY and args.pid is None \
+            else sampler.sweep()
+        if not snapshot.host.engine.ok:
+            print(f"mltop run: {snapshot.host.engine.error}", file=sys.stderr)
+            return EXIT_CANNOT_RUN
+        container = snapshot.container(args.container)
+        if container is None:
+            names = ", ".join(c.name for c in snapshot.containers) or "none"
+            print(f"mltop run: no container named or id-prefixed {_safe(args.container)!r} (containers: "
+                  f"{_safe(names)})", file=sys.stderr)
+            return EXIT_CANNOT_RUN
+
+        def show(line: str) -> None:
+            sys.stdout.write(_safe(line) + "\n")
+            sys.stdout.flush()
+
+        run = ActionRun(args.action, snapshot, container, sampler.engine, timeout_s=args.timeout,
+                        on_line=None if args.json else show, pid=args.pid, all_processes=args.all_processes)
+        run.start()
+        try:
+            while run.wait(0.2) is None:
+                pass
+        except KeyboardInterrupt:
+            run.cancel()
+            run.wait(10)
+        result = run.result
+    finally:
+        sampler.close()
+    if result is None:
+        print("mltop run: the action did not end after being cancelled", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if args.json:
+        json.dump(result.to_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif result.status != OK or result.explanation:
+        print(f"\nmltop run: {args.action} in {_safe(result.container)}: {result.status}"
+              + (f" — {_safe(result.explanation)}" if result.explanation else ""), file=sys.stderr)
+    if result.status == "cancelled":
+        return EXIT_INTERRUPTED
+    return EXIT_OK if result.status == OK else EXIT_ACTION_FAILED

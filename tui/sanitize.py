@@ -23,7 +23,8 @@ _ESCAPES = re.compile(
     re.VERBOSE,
 )
 # What is left that a terminal would act on, plus the Unicode bidi controls that can reorder what the
-# reader sees. Tabs are expanded first; everything else becomes a visible replacement character.
+# reader sees. Tabs are expanded and line breaks (a `python -c` script in a command line, a label
+# written over several lines) become spaces first; everything else becomes a replacement character.
 _CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 REPLACEMENT = "\ufffd"
 
@@ -33,7 +34,7 @@ def printable(value: object) -> str:
     text = value if isinstance(value, str) else str(value)
     if text.isprintable():  # the common case: nothing to do
         return text
-    text = _ESCAPES.sub("", text).expandtabs(4)
+    text = _ESCAPES.sub("", text).expandtabs(4).replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
     return _CONTROLS.sub(REPLACEMENT, text)
 
 

@@ -1,0 +1,208 @@
+"""The report as one self-contained HTML file: inline CSS, no scripts, every value html-escaped."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any, Iterable, Mapping, Sequence
+
+from mltop.probes.redaction import REDACTED
+
+from .report import (
+    GPU_HEADERS,
+    GPU_PROCESS_HEADERS,
+    MOUNT_HEADERS,
+    PROCESS_HEADERS,
+    _iso,
+    action_title,
+    config_rows,
+    counter_rows,
+    gpu_process_rows,
+    gpu_row,
+    history_rows,
+    host_rows,
+    plain,
+    process_rows,
+    summary_line,
+)
+
+CSS = """
+:root { color-scheme: light dark; --fg:#1f2328; --muted:#59636e; --bg:#fff; --panel:#f6f8fa; --line:#d1d9e0;
+  --crit:#cf222e; --warn:#9a6700; --info:#0969da; --ok:#1a7f37; }
+@media (prefers-color-scheme: dark) { :root { --fg:#e6edf3; --muted:#9198a1; --bg:#0d1117; --panel:#151b23;
+  --line:#3d444d; --crit:#ff7b72; --warn:#d29922; --info:#58a6ff; --ok:#3fb950; } }
+* { box-sizing: border-box; }
+body { margin: 0 auto; max-width: 1200px; padding: 24px; font: 14px/1.5 system-ui, -apple-system, "Segoe UI",
+  Helvetica, Arial, sans-serif; color: var(--fg); background: var(--bg); }
+h1 { font-size: 24px; margin: 0 0 4px; } h2 { font-size: 19px; margin-top: 32px; border-bottom: 1px solid var(--line);
+  padding-bottom: 4px; } h3 { font-size: 16px; margin: 24px 0 8px; } h4 { font-size: 14px; margin: 16px 0 6px; }
+.meta, .muted { color: var(--muted); } nav { margin: 12px 0; } nav a { margin-right: 14px; }
+a { color: var(--info); }
+table { border-collapse: collapse; width: 100%; margin: 6px 0 12px; font-size: 13px; }
+th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: left; vertical-align: top;
+  overflow-wrap: anywhere; }
+th { background: var(--panel); font-weight: 600; }
+table.kv th { width: 220px; }
+pre { background: var(--panel); border: 1px solid var(--line); border-radius: 6px; padding: 10px; overflow-x: auto;
+  font: 12px/1.45 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; white-space: pre; max-height: 600px; }
+code { font: 12px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+.badge { display: inline-block; padding: 0 8px; border-radius: 10px; font-size: 12px; font-weight: 600;
+  color: #fff; white-space: nowrap; }
+.critical { background: var(--crit); } .warning { background: var(--warn); } .info { background: var(--info); }
+.ok { background: var(--ok); } .failed, .timeout { background: var(--crit); }
+.unavailable, .cancelled { background: var(--warn); }
+.summary { background: var(--panel); border: 1px solid var(--line); border-radius: 6px; padding: 10px 14px; }
+.container { border: 1px solid var(--line); border-radius: 8px; padding: 4px 16px 12px; margin: 16px 0; }
+.explain { border-left: 4px solid var(--warn); padding: 4px 12px; background: var(--panel); }
+details summary { cursor: pointer; color: var(--info); margin: 6px 0; }
+ul.evidence { margin: 0; padding-left: 18px; }
+.spark { font-family: ui-monospace, monospace; letter-spacing: -1px; }
+"""
+
+
+def _e(value: Any) -> str:
+    return escape(plain(value) if not isinstance(value, str) else (value or "—"), quote=True)
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], code_columns: Sequence[int] = (),
+           css: str = "") -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = []
+    for row in rows:
+        cells = "".join(f"<td><code>{_e(v)}</code></td>" if i in code_columns else f"<td>{_e(v)}</td>"
+                        for i, v in enumerate(row))
+        body.append(f"<tr>{cells}</tr>")
+    cls = f' class="{css}"' if css else ""
+    return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _pairs(rows: Iterable[tuple[str, Any]], code_labels: Sequence[str] = ()) -> str:
+    body = []
+    for label, value in rows:
+        cell = f"<code>{_e(value)}</code>" if label in code_labels and value not in ("—", None) else _e(value)
+        body.append(f"<tr><th>{escape(label)}</th><td>{cell}</td></tr>")
+    return f"<table class=\"kv\"><tbody>{''.join(body)}</tbody></table>"
+
+
+def _badge(kind: Any) -> str:
+    kind = str(kind or "")
+    css = kind if kind in ("critical", "warning", "info", "ok", "failed", "timeout", "unavailable", "cancelled") else ""
+    return f'<span class="badge {css}">{escape(kind)}</span>'
+
+
+def _anchor(prefix: str, value: str) -> str:
+    return prefix + "-" + "".join(ch if ch.isalnum() else "-" for ch in value)[:60]
+
+
+def render_html(report: Mapping[str, Any]) -> str:
+    gen = report["generator"]
+    host = report["host"]
+    parts: list[str] = []
+    add = parts.append
+    add("<!DOCTYPE html>")
+    add('<html lang="en"><head><meta charset="utf-8">')
+    add('<meta name="viewport" content="width=device-width, initial-scale=1">')
+    add(f"<title>mltop report — {_e(host['hostname'])}</title>")
+    add(f"<style>{CSS}</style></head><body>")
+    add(f"<h1>mltop diagnostic report — {_e(host['hostname'])}</h1>")
+    add(f'<div class="meta">Generated {_e(gen["generated_at"])} by mltop {_e(gen["version"])} · snapshot taken '
+        f'{_e(report["snapshot"]["taken_at"])} · report schema {_e(report["schema_version"])} · secrets are '
+        f"replaced by <code>{escape(REDACTED)}</code></div>")
+    add('<nav><a href="#findings">Findings</a><a href="#host">Host</a><a href="#gpus">GPUs</a>'
+        '<a href="#containers">Containers</a><a href="#actions">Actions</a></nav>')
+    add(f'<p class="summary">{_e(summary_line(report))}</p>')
+    if report.get("missing_containers"):
+        add(f"<p><strong>Not found:</strong> {_e(', '.join(report['missing_containers']))}</p>")
+
+    add('<h2 id="findings">Findings</h2>')
+    if report["findings"]:
+        rows = []
+        for f in report["findings"]:
+            evidence = "".join(f"<li>{_e(e)}</li>" for e in f.get("evidence") or [])
+            rows.append(
+                f"<tr><td>{_badge(f.get('severity'))}</td><td>{_e(f.get('container') or 'host')}</td>"
+                f"<td><code>{_e(f.get('code'))}</code></td><td>{_e(f.get('title'))}</td>"
+                f"<td><ul class=\"evidence\">{evidence}</ul></td><td>{_e(f.get('fix'))}</td></tr>"
+            )
+        add("<table><thead><tr><th>Severity</th><th>Container</th><th>Check</th><th>Finding</th><th>Evidence</th>"
+            f"<th>Fix</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+    else:
+        add("<p>No findings.</p>")
+    add("<h3>Checks skipped</h3>")
+    if report["checks_skipped"]:
+        add(_table(["Check", "Container", "Reason"],
+                   [(s["check"], s.get("container") or "host", s.get("reason")) for s in report["checks_skipped"]],
+                   code_columns=(0,)))
+    else:
+        add("<p>None.</p>")
+
+    add('<h2 id="host">Host</h2>')
+    add(_pairs(host_rows(report)))
+    if host.get("limitations"):
+        add("<ul>" + "".join(f"<li>{_e(n)}</li>" for n in host["limitations"]) + "</ul>")
+
+    add('<h2 id="gpus">GPUs</h2>')
+    if report["gpus"]:
+        add(_table(GPU_HEADERS, [gpu_row(g) for g in report["gpus"]], code_columns=(8,)))
+        procs = gpu_process_rows(report)
+        add("<h4>GPU processes (host PIDs, attributed to containers)</h4>")
+        add(_table(GPU_PROCESS_HEADERS, procs) if procs else "<p>None.</p>")
+        for g in report["gpus"]:
+            if g.get("unavailable"):
+                items = "".join(f"<li>{_e(k)}: {_e(v)}</li>" for k, v in g["unavailable"].items())
+                add(f"<p>GPU {_e(g['index'])} fields not available:</p><ul>{items}</ul>")
+    else:
+        nvml = host.get("nvml") or {}
+        add(f"<p>No GPU figures: NVML {_e(nvml.get('status'))}"
+            + (f" — {_e(nvml.get('error'))}" if nvml.get("error") else "") + ".</p>")
+
+    add('<h2 id="containers">Containers</h2>')
+    if report["containers"]:
+        add("<p>" + " · ".join(f'<a href="#{_anchor("c", c["id"])}">{_e(c["name"])}</a>'
+                               for c in report["containers"]) + "</p>")
+    for c in report["containers"]:
+        add(f'<section class="container" id="{_anchor("c", c["id"])}">')
+        add(f"<h3>{_e(c['name'])} <code class=\"muted\">{_e(c['id'][:12])}</code> {_badge(c['status'])}</h3>")
+        add(_pairs(config_rows(c), code_labels=("Image", "Entrypoint", "Command")))
+        add("<h4>Counters</h4>")
+        add(_pairs(counter_rows(c)))
+        hist = history_rows(c.get("history"))
+        if hist:
+            add("<h4>Recent history</h4>")
+            rows = "".join(
+                f"<tr><td>{_e(m)}</td><td>{_e(last)}</td><td>{_e(lo)}</td><td>{_e(hi)}</td>"
+                f'<td class="spark">{_e(spark)}</td></tr>' for m, last, lo, hi, spark in hist)
+            add("<table><thead><tr><th>Metric</th><th>Last</th><th>Min</th><th>Max</th><th>Trend</th></tr></thead>"
+                f"<tbody>{rows}</tbody></table>")
+        mounts = [[m.get("type"), m.get("source"), m.get("destination"), "ro" if m.get("read_only") else "rw"]
+                  for m in c["config"].get("mounts") or []]
+        if mounts:
+            add("<h4>Mounts</h4>")
+            add(_table(MOUNT_HEADERS, mounts, code_columns=(1, 2)))
+        env = c["config"].get("env") or []
+        if env:
+            add("<h4>Environment (redacted)</h4>")
+            add("<pre>" + escape("\n".join(f"{e['name']}={e['value']}" for e in env)) + "</pre>")
+        procs = process_rows(c)
+        if procs:
+            add("<h4>Processes</h4>")
+            add(_table(PROCESS_HEADERS, procs, code_columns=(6,)))
+        tail = c.get("log_tail") or {}
+        if tail.get("lines"):
+            add(f"<details><summary>Log tail (last {len(tail['lines'])} lines)</summary>"
+                f"<pre>{escape(chr(10).join(tail['lines']))}</pre></details>")
+        else:
+            add(f"<p class=\"muted\">Log tail: {_e(tail.get('error') or 'empty')}</p>")
+        add("</section>")
+
+    add('<h2 id="actions">Actions run in this session</h2>')
+    if not report["actions"]:
+        add("<p>None.</p>")
+    for a in report["actions"]:
+        command = " ".join(a.get("command") or [])
+        add(f"<h3>{_badge(a.get('status'))} {_e(action_title(a))}</h3>")
+        add(f"<p class=\"muted\">Command: <code>{_e(command)}</code> · started {_e(_iso(a.get('started_at')))}</p>")
+        if a.get("explanation"):
+            add(f'<p class="explain">{_e(a["explanation"])}</p>')
+        add(f"<details open><summary>Output</summary><pre>{escape(a.get('output') or '(no output)')}</pre></details>")
+    add("</body></html>")
+    return "\n".join(parts) + "\n"

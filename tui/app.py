@@ -1,0 +1,289 @@
+"""MltopApp: samples in a thread worker, keeps the latest snapshot and history, and routes keys to screens.
+
+For the screens of later issues (diagnostics, in-container actions, report) the app exposes:
+
+    app.snapshot                 the latest Snapshot (None before the first sweep)
+    app.sampler                  the Sampler (None until the first sweep started)
+    app.history                  History: recent values per container and GPU
+    app.selected_container_id    the container under the cursor, or the one the open screen is about
+    app.selected_process_pid     the host PID under the cursor in the processes pane
+    app.new_engine()             a fresh probes.engine.Engine on the same endpoint, for a worker of yours
+    app.push_container_screen(kind)
+
+A screen with a `show_snapshot(snapshot)` method is handed every new snapshot while it is on top.
+`push_container_screen(kind)` imports `mltop.tui.<module>` named in CONTAINER_SCREENS on first use and
+pushes `<Class>(kind=kind, container_id=app.selected_container_id)`. Until that module exists, the key
+says which issue brings it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Iterable
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+
+from mltop.probes.model import Snapshot
+
+from .dashboard import DashboardScreen
+from .detail import ContainerDetailScreen
+from .help import HelpScreen
+from .history import History
+from .logs import LogsScreen
+
+HISTORY_SECONDS = 300  # what the graphs cover
+FIRST_RATE_DELAY_S = 0.25  # rates need two sweeps: take the second one soon after the first
+
+
+@dataclass(frozen=True)
+class ContainerScreenSpec:
+    module: str  # under mltop.tui
+    screen_class: str
+    issue: int
+    title: str
+
+
+CONTAINER_SCREENS: dict[str, ContainerScreenSpec] = {
+    "diagnostics": ContainerScreenSpec("screen_diagnostics", "DiagnosticsScreen", 4, "Diagnostics"),
+    "nvidia-smi": ContainerScreenSpec("screen_actions", "ActionScreen", 5, "nvidia-smi in the container"),
+    "py-spy": ContainerScreenSpec("screen_actions", "ActionScreen", 5, "py-spy dump"),
+    "framework": ContainerScreenSpec("screen_actions", "ActionScreen", 5, "Framework device check"),
+    "report": ContainerScreenSpec("screen_report", "ReportScreen", 5, "Incident report"),
+}
+
+
+def _process_age_s() -> float | None:
+    """Seconds since this process started, so "started in" counts the imports too."""
+    try:
+        import psutil
+
+        return time.time() - psutil.Process().create_time()
+    except Exception:
+        return None
+
+
+class MltopApp(App):
+    """The live dashboard."""
+
+    CSS_PATH = "mltop.tcss"
+    TITLE = "mltop"
+
+    BINDINGS = [
+        Binding("q", "quit", "Quit", id="mltop.quit"),
+        Binding("question_mark", "help", "Help", key_display="?", id="mltop.help"),
+        Binding("space", "toggle_pause", "Pause", id="mltop.pause"),
+        Binding("d", "container_screen('diagnostics')", "Diagnose", id="mltop.diagnostics"),
+        Binding("n", "container_screen('nvidia-smi')", "nvidia-smi", show=False, id="mltop.nvidia_smi"),
+        Binding("p", "container_screen('py-spy')", "py-spy", show=False, id="mltop.py_spy"),
+        Binding("f", "container_screen('framework')", "Framework check", show=False, id="mltop.framework"),
+        Binding("r", "container_screen('report')", "Report", show=False, id="mltop.report"),
+    ]
+
+    class Sampled(Message):
+        """A sweep finished (in the sampling thread); handled on the event loop."""
+
+        def __init__(self, snapshot: Snapshot | None, error: str | None, seconds: float):
+            super().__init__()
+            self.snapshot = snapshot
+            self.error = error
+            self.seconds = seconds
+
+    def __init__(self, docker_host: str | None = None, nvml_lib: str | None = None, nvml: bool = True,
+                 interval: float = 1.0, processes: bool = True):
+        self._launch_age_s = _process_age_s()
+        self._created_at = time.perf_counter()
+        super().__init__()
+        from mltop.probes.engine import docker_host_in_use
+
+        self._docker_host_arg = docker_host
+        self.docker_host = docker_host_in_use(docker_host)
+        self.nvml_lib = nvml_lib
+        self.nvml = nvml
+        self.processes = processes
+        self.interval = max(float(interval), 0.25)
+        self.paused = False
+        self.snapshot: Snapshot | None = None
+        self.sampler = None
+        self.history = History(max(int(HISTORY_SECONDS / self.interval), 60))
+        self.notes: tuple[str, ...] = ()  # problems of mltop itself, shown in the header
+        self.sweeps = 0
+        self.last_sweep_s: float | None = None
+        self.first_frame_s: float | None = None  # launch to the first frame with every row filled
+        self._poll_timer = None
+        self._stalled = False
+
+    def get_default_screen(self) -> Screen:
+        return DashboardScreen()
+
+    # -- sampling -------------------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self._sample()
+
+    def on_unmount(self) -> None:
+        if self.sampler is not None:
+            self.sampler.close()
+
+    def _make_sampler(self):
+        from mltop.probes.sampler import ProbeOptions, Sampler
+
+        options = ProbeOptions(docker_host=self._docker_host_arg, nvml=self.nvml, nvml_lib=self.nvml_lib,
+                               processes=self.processes)
+        try:
+            return Sampler(options)
+        except Exception as exc:  # a broken GPU probe must not take the container view with it
+            self.notes = (f"the GPU probe failed to start ({type(exc).__name__}: {exc}); GPUs are not shown",)
+            return Sampler(ProbeOptions(docker_host=self._docker_host_arg, nvml=False,
+                                        processes=self.processes))
+
+    @work(thread=True, exclusive=True, group="sampling", exit_on_error=False)
+    def _sample(self) -> None:
+        started = time.perf_counter()
+        snapshot, error = None, None
+        try:
+            if self.sampler is None:
+                self.sampler = self._make_sampler()
+            snapshot = self.sampler.sweep()
+        except Exception as exc:  # a probe bug: show it and keep polling
+            error = f"sampling failed: {type(exc).__name__}: {exc}"
+        self.post_message(self.Sampled(snapshot, error, time.perf_counter() - started))
+
+    def on_mltop_app_sampled(self, message: Sampled) -> None:
+        self.last_sweep_s = message.seconds
+        if message.snapshot is not None:
+            self.snapshot = message.snapshot
+            self.sweeps += 1
+            self.history.record(message.snapshot)
+        base_notes = tuple(n for n in self.notes if not n.startswith("sampling failed"))
+        self.notes = base_notes + ((message.error,) if message.error else ())
+        self._show(self.snapshot)
+        if self.first_frame_s is None and self._rows_filled():
+            self.call_after_refresh(self._first_full_frame)
+        delay = FIRST_RATE_DELAY_S if self.sweeps == 1 else self.interval
+        self._poll_timer = self.set_timer(delay, self._poll, name="mltop-poll")
+
+    def _poll(self) -> None:
+        # One chain of sweep -> message -> timer -> sweep, so polls never overlap. While paused the chain
+        # stops here, and resuming restarts it.
+        if self.paused:
+            self._stalled = True
+        else:
+            self._sample()
+
+    def _show(self, snapshot: Snapshot | None) -> None:
+        """Hand the snapshot to the screen on top, if it shows snapshots; hidden screens catch up later."""
+        show = getattr(self.screen, "show_snapshot", None)
+        if show is not None:
+            show(snapshot)
+
+    def _rows_filled(self) -> bool:
+        snapshot = self.snapshot
+        if snapshot is None or not isinstance(self.screen, DashboardScreen):
+            return False
+        return all(c.cpu_percent is not None for c in snapshot.containers if c.running)
+
+    def _first_full_frame(self) -> None:
+        if self.first_frame_s is not None:
+            return
+        since_created = time.perf_counter() - self._created_at
+        self.first_frame_s = since_created + (self._launch_age_s or 0.0)
+        self.log.info(
+            f"mltop started in {self.first_frame_s * 1000:.0f} ms "
+            f"(first frame with every row filled; {since_created * 1000:.0f} ms after the app was created)"
+        )
+
+    # -- what screens read ----------------------------------------------------------------------------
+
+    @property
+    def selected_container_id(self) -> str | None:
+        """The container the user is looking at: the open screen's, else the one under the cursor."""
+        for screen in reversed(self.screen_stack):
+            container_id = getattr(screen, "container_id", None)
+            if container_id:
+                return container_id
+            if isinstance(screen, DashboardScreen):
+                return screen.selected_container_id
+        return None
+
+    @property
+    def selected_process_pid(self) -> int | None:
+        for screen in self.screen_stack:
+            if isinstance(screen, DashboardScreen):
+                return screen.selected_process_pid
+        return None
+
+    def new_engine(self):
+        """A separate engine connection for a worker (log reads, actions), so it never waits on sampling."""
+        from mltop.probes.engine import Engine
+
+        return Engine(self._docker_host_arg)
+
+    # -- navigation -----------------------------------------------------------------------------------
+
+    def open_detail(self, container_id: str) -> None:
+        self.push_screen(ContainerDetailScreen(container_id))
+
+    def open_logs(self, container_id: str) -> None:
+        self.push_screen(LogsScreen(container_id))
+
+    def push_container_screen(self, kind: str) -> None:
+        """Open the screen of an action on the selected container (see the module docstring)."""
+        spec = CONTAINER_SCREENS[kind]
+        qualified = f"mltop.tui.{spec.module}"
+        try:
+            module = importlib.import_module(qualified)
+        except ModuleNotFoundError as err:
+            if err.name != qualified:
+                raise
+            self.notify(f"{spec.title} arrives with issue {spec.issue}.", title="Not yet", markup=False)
+            return
+        screen_class = getattr(module, spec.screen_class)
+        self.push_screen(screen_class(kind=kind, container_id=self.selected_container_id))
+
+    def action_container_screen(self, kind: str) -> None:
+        self.push_container_screen(kind)
+
+    def action_toggle_pause(self) -> None:
+        self.paused = not self.paused
+        if not self.paused and self._stalled:
+            self._stalled = False
+            self._sample()
+        self._show(self.snapshot)
+        self.notify("Paused: press space to resume" if self.paused else "Resumed", timeout=2)
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(self.key_help(self.screen)))
+
+    def key_help(self, screen: Screen) -> list[tuple[str, list[tuple[str, str]]]]:
+        """The keys that work on `screen`, this screen's first, then the ones that work everywhere."""
+        here: list[tuple[str, str]] = []
+        everywhere: list[tuple[str, str]] = []
+        for key, node, binding in self._mltop_bindings(screen):
+            row = (binding.key_display or self.get_key_display(binding), binding.description)
+            (everywhere if node is self else here).append(row)
+        return [("This screen", here), ("Everywhere", everywhere)]
+
+    def _mltop_bindings(self, screen: Screen) -> Iterable[tuple[str, object, Binding]]:
+        seen = set()
+        for key, active in screen.active_bindings.items():
+            binding = active.binding
+            if not (binding.id or "").startswith("mltop.") or binding.id in seen:
+                continue
+            seen.add(binding.id)
+            yield key, active.node, binding
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Every mltop key as a command palette entry, plus Textual's own (theme, keys, screenshot)."""
+        for key, node, binding in self._mltop_bindings(screen):
+            shown = binding.key_display or self.get_key_display(binding)
+            yield SystemCommand(binding.description, f"key {shown}", partial(self.run_action, binding.action, node))
+        yield from super().get_system_commands(screen)

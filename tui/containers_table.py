@@ -1,0 +1,123 @@
+"""The containers table: one row per container, its columns, how each sorts, and the text filter."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from rich.text import Text
+from textual.binding import Binding
+
+from mltop.probes.model import ContainerSample, Snapshot
+
+from . import format as fmt
+from .keyed_table import ColumnSpec, KeyedTable
+from .sanitize import literal
+
+COLUMNS = (
+    ColumnSpec("name", "NAME", 12, 0, flexible=True, max_width=28),
+    ColumnSpec("status", "STATUS", 12, 1),
+    ColumnSpec("cpu", "CPU%", 5, 2, "right"),
+    ColumnSpec("mem", "MEM USED/LIM", 12, 3, "right"),
+    ColumnSpec("gpu", "GPU", 4, 4),
+    ColumnSpec("gpu_mem", "GPU MEM", 7, 5, "right"),
+    ColumnSpec("sm", "SM%", 5, 6, "right"),
+    ColumnSpec("image", "IMAGE", 18, 7),
+    ColumnSpec("pids", "PIDS", 5, 8, "right"),
+    ColumnSpec("io", "I/O R/W /s", 11, 9, "right"),
+    ColumnSpec("net", "NET RX/TX /s", 12, 10, "right"),
+)
+LABELS = {spec.key: spec.label for spec in COLUMNS}
+SORT_ORDER = [spec.key for spec in COLUMNS]
+
+_STATUS_RANK = {"running": 0, "restarting": 1, "paused": 2, "created": 3, "exited": 4, "dead": 5}
+
+
+def _sum(*values: float | None) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+# How each column sorts: a value (None sorts last either way) and whether it starts descending.
+SORT_VALUES: dict[str, tuple[Callable[[ContainerSample], Any], bool]] = {
+    "name": (lambda c: c.name.lower(), False),
+    "status": (lambda c: (_STATUS_RANK.get(c.status, 9), c.config.exit_code or 0), False),
+    "cpu": (lambda c: c.cpu_percent, True),
+    "mem": (lambda c: c.memory_bytes, True),
+    "gpu": (lambda c: tuple(g.index for g in c.gpus) or None, False),
+    "gpu_mem": (lambda c: c.gpu_memory_bytes, True),
+    "sm": (lambda c: c.gpu_sm_percent, True),
+    "image": (lambda c: c.image.lower(), False),
+    "pids": (lambda c: c.pids, True),
+    "io": (lambda c: _sum(c.io_read_bytes_per_s, c.io_write_bytes_per_s), True),
+    "net": (lambda c: _sum(c.net_rx_bytes_per_s, c.net_tx_bytes_per_s), True),
+}
+
+
+def status_text(c: ContainerSample) -> str:
+    """"running", or for a stopped container its exit code and whether the OOM killer stopped it."""
+    if c.status in ("exited", "dead"):
+        code = c.config.exit_code
+        text = f"exit {code}" if code is not None else c.status
+        return f"{text} OOM" if c.config.oom_killed else text
+    return c.status
+
+
+def gpu_indices(c: ContainerSample) -> str:
+    if c.gpus:
+        return ",".join(str(g.index) for g in c.gpus)
+    return "req" if c.config.requests_gpus and c.running else ""
+
+
+def container_cells(c: ContainerSample) -> dict[str, Text]:
+    """Every column of one container's row, as Text (container text is never parsed as markup)."""
+    style = "" if c.running else "dim"
+    status_style = style
+    if c.config.oom_killed and not c.running:
+        status_style = "dim bold red"
+    elif c.status == "restarting":
+        status_style = "yellow"
+    values = {
+        "cpu": fmt.percent(c.cpu_percent) if c.running else "",
+        "mem": fmt.used_of(c.memory_bytes, c.memory_limit_bytes) if c.running else "",
+        "gpu": gpu_indices(c),
+        "gpu_mem": fmt.size(c.gpu_memory_bytes, missing="") if c.gpus else "",
+        "sm": fmt.percent(c.gpu_sm_percent, missing="") if c.gpus else "",
+        "pids": str(c.pids) if c.pids is not None else "",
+        "io": fmt.pair(fmt.rate(c.io_read_bytes_per_s), fmt.rate(c.io_write_bytes_per_s)) if c.running else "",
+        "net": fmt.pair(fmt.rate(c.net_rx_bytes_per_s), fmt.rate(c.net_tx_bytes_per_s)) if c.running else "",
+    }
+    cells = {key: Text(value, style=style, no_wrap=True, end="") for key, value in values.items()}
+    cells["name"] = literal(c.name, style)
+    cells["image"] = literal(c.image, style)
+    cells["status"] = Text(status_text(c), style=status_style, no_wrap=True, end="")
+    return cells
+
+
+def matches(c: ContainerSample, needle: str) -> bool:
+    """The filter: a case-insensitive substring of name, image, status or id."""
+    if not needle:
+        return True
+    needle = needle.lower()
+    return any(needle in text.lower() for text in (c.name, c.image, status_text(c), c.id[:12]))
+
+
+def sorted_ids(containers: tuple[ContainerSample, ...] | list[ContainerSample], column: str,
+               reverse: bool) -> list[str]:
+    """Container ids ordered by `column`; `reverse` flips the column's natural direction. Ties by name."""
+    value_of, descending = SORT_VALUES[column]
+    by_name = sorted(containers, key=lambda c: c.name.lower())
+    known = [c for c in by_name if value_of(c) is not None]
+    missing = [c for c in by_name if value_of(c) is None]
+    known.sort(key=value_of, reverse=descending != reverse)
+    return [c.id for c in known + missing]
+
+
+class ContainersTable(KeyedTable):
+    """All containers, keyed by id; enter opens the selected one."""
+
+    COLUMNS = COLUMNS
+    BINDINGS = [Binding("enter", "select_cursor", "Detail", id="mltop.table.detail")]
+
+    def show(self, snapshot: Snapshot, needle: str, sort_column: str, reverse: bool) -> None:
+        shown = [c for c in snapshot.containers if matches(c, needle)]
+        self.sync({c.id: container_cells(c) for c in shown}, sorted_ids(shown, sort_column, reverse))

@@ -1,0 +1,174 @@
+"""The main screen: header, GPU panel, containers table with filter and sort, processes of the selection."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer
+
+from mltop.probes.model import Snapshot
+
+from .containers_table import LABELS, ContainersTable
+from .gpu_panel import GpuPanel
+from .header import StatusHeader
+from .processes_table import ProcessesTable
+from .sanitize import literal
+from .search_box import SearchBox
+
+
+class DashboardScreen(Screen):
+    """Shows each new snapshot while it is the active screen; catches up when it becomes active again."""
+
+    BINDINGS = [
+        Binding("slash", "filter", "Filter", id="mltop.filter"),
+        Binding("s", "sort_next", "Sort", id="mltop.sort"),
+        Binding("S", "sort_reverse", "Reverse", id="mltop.sort_reverse"),
+        Binding("l", "logs", "Logs", id="mltop.logs"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, id="mltop.clear_filter"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sort_column = "name"
+        self.sort_reverse = False
+        self.needle = ""
+
+    def compose(self) -> ComposeResult:
+        yield StatusHeader(id="header")
+        yield GpuPanel(id="gpus")
+        yield SearchBox(placeholder="filter by name, image, status or id (enter keeps, esc clears)",
+                        id="filter")
+        yield ContainersTable(id="containers")
+        yield ProcessesTable(id="processes")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#filter", SearchBox).display = False
+        self.query_one("#gpus", GpuPanel).display = False
+        self.query_one("#processes").border_title = "Processes"
+        self.query_one("#containers", ContainersTable).focus()
+        self.show_snapshot(self.app.snapshot)  # type: ignore[attr-defined]
+
+    def on_screen_resume(self) -> None:
+        self.show_snapshot(self.app.snapshot)  # type: ignore[attr-defined]
+
+    # -- what the app and other screens read ------------------------------------------------------
+
+    @property
+    def table(self) -> ContainersTable:
+        return self.query_one("#containers", ContainersTable)
+
+    @property
+    def selected_container_id(self) -> str | None:
+        return self.table.cursor_key
+
+    @property
+    def selected_process_pid(self) -> int | None:
+        key = self.query_one("#processes", ProcessesTable).cursor_key
+        return int(key) if key else None
+
+    # -- showing ----------------------------------------------------------------------------------
+
+    def show_snapshot(self, snapshot: Snapshot | None) -> None:
+        app = self.app
+        self.query_one(StatusHeader).show(
+            snapshot, app.docker_host, app.interval, app.paused, app.notes  # type: ignore[attr-defined]
+        )
+        if snapshot is None:
+            return
+        self.query_one(GpuPanel).show(snapshot, app.history)  # type: ignore[attr-defined]
+        table = self.table
+        table.show(snapshot, self.needle, self.sort_column, self.sort_reverse)
+        self._title_table(snapshot)
+        self._show_processes()
+
+    def _title_table(self, snapshot: Snapshot) -> None:
+        shown = len(self.table.keys_in_order)
+        title = Text(f"Containers {shown}", end="")
+        if shown != len(snapshot.containers):
+            title.append(f" of {len(snapshot.containers)}")
+        if not snapshot.host.engine.ok:
+            title.append(" · engine down", style="bold red")
+        arrow = "↑" if self.sort_ascending else "↓"
+        title.append(f" · sort {LABELS[self.sort_column]} {arrow}")
+        if self.needle:
+            title.append(" · filter ")
+            title.append_text(literal(self.needle, "reverse"))
+        if getattr(self, "_table_title", None) != title.plain:
+            self._table_title = title.plain
+            self.table.border_title = title
+
+    @property
+    def sort_ascending(self) -> bool:
+        from .containers_table import SORT_VALUES
+
+        return SORT_VALUES[self.sort_column][1] == self.sort_reverse
+
+    def _show_processes(self) -> None:
+        snapshot = self.app.snapshot  # type: ignore[attr-defined]
+        key = self.table.cursor_key
+        container = snapshot.container(key) if snapshot is not None and key else None
+        processes = self.query_one("#processes", ProcessesTable)
+        processes.show(container)
+        title = Text("Processes", end="")
+        if container is not None:
+            title.append(" of ")
+            title.append_text(literal(container.name, "bold"))
+            if not container.processes and container.running:
+                title.append(" · none visible", style="dim")
+        if getattr(self, "_processes_title", None) != title.plain:
+            self._processes_title = title.plain
+            processes.border_title = title
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "containers":
+            self._show_processes()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id == "containers" and event.row_key.value:
+            self.app.open_detail(event.row_key.value)  # type: ignore[attr-defined]
+
+    def _reshow(self) -> None:
+        snapshot = self.app.snapshot  # type: ignore[attr-defined]
+        if snapshot is not None:
+            self.table.show(snapshot, self.needle, self.sort_column, self.sort_reverse)
+            self._title_table(snapshot)
+            self._show_processes()
+
+    # -- actions ----------------------------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        self.query_one("#filter", SearchBox).open()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", SearchBox)
+        if self.needle or box.display:
+            box.action_clear()
+
+    def on_input_changed(self, event: SearchBox.Changed) -> None:
+        event.stop()
+        if event.value != self.needle:
+            self.needle = event.value
+            self._reshow()
+
+    def on_search_box_closed(self, event: SearchBox.Closed) -> None:
+        event.stop()
+        self.table.focus()
+
+    def action_sort_next(self) -> None:
+        columns = self.table.visible_columns or list(LABELS)
+        index = columns.index(self.sort_column) if self.sort_column in columns else -1
+        self.sort_column = columns[(index + 1) % len(columns)]
+        self.sort_reverse = False
+        self._reshow()
+
+    def action_sort_reverse(self) -> None:
+        self.sort_reverse = not self.sort_reverse
+        self._reshow()
+
+    def action_logs(self) -> None:
+        key = self.table.cursor_key
+        if key:
+            self.app.open_logs(key)  # type: ignore[attr-defined]

@@ -1,0 +1,221 @@
+"""Container detail (`enter`): history graphs, the configuration that matters for ML, and the log tail."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from mltop.probes.model import ContainerConfig, ContainerSample, Snapshot
+
+from . import format as fmt
+from .containers_table import status_text
+from .gauges import HistoryGraph
+from .logs import LogPane, LogsScreen
+from .sanitize import literal
+
+
+def _cpu_limit(cfg: ContainerConfig, c: ContainerSample) -> str:
+    parts = []
+    if c.cpu_limit_cores:
+        parts.append(f"{c.cpu_limit_cores:g} CPUs")
+    if cfg.cpuset_cpus:
+        parts.append(f"cpuset {cfg.cpuset_cpus}")
+    return ", ".join(parts) or "none"
+
+
+def _device_requests(cfg: ContainerConfig) -> str:
+    out = []
+    for r in cfg.device_requests:
+        what = "all" if r.count == -1 else (",".join(r.device_ids) or str(r.count))
+        caps = "+".join(",".join(c) for c in r.capabilities)
+        out.append(f"{r.driver or 'nvidia'}: {what}" + (f" [{caps}]" if caps else ""))
+    return "; ".join(out) or "none"
+
+
+def config_text(c: ContainerSample) -> Text:
+    """What `docker inspect` says that matters for ML, one fact a line. All values shown literally."""
+    cfg = c.config
+    out = Text(no_wrap=False, end="")
+
+    def line(label: str, value: object, style: str = "") -> None:
+        if out.plain:
+            out.append("\n")
+        out.append(f"{label:<10}", style="bold")
+        out.append_text(literal(value, style))
+
+    def section(title: str) -> None:
+        out.append("\n\n" if out.plain else "")
+        out.append(title, style="bold underline")
+
+    line("id", c.id)
+    line("image", c.image)
+    status = status_text(c)
+    line("status", status + ("  (killed by the OOM killer)" if cfg.oom_killed else ""),
+         "bold red" if cfg.oom_killed else "")
+    if cfg.error:
+        line("error", cfg.error, "red")
+    line("started", cfg.started_at or "–")
+    if cfg.finished_at:
+        line("finished", cfg.finished_at)
+    line("restarts", f"{cfg.restart_count} (policy {cfg.restart_policy or 'no'})")
+    if cfg.entrypoint:
+        line("entrypoint", " ".join(cfg.entrypoint))
+    line("command", " ".join(cfg.command) or "–")
+
+    section("Limits")
+    line("cpu", _cpu_limit(cfg, c))
+    line("memory", fmt.size(c.memory_limit_bytes or cfg.memory_limit_bytes, missing="none"))
+    for u in cfg.ulimits:
+        line("ulimit", f"{u.get('Name')}={u.get('Soft')}:{u.get('Hard')}")
+    for kind, throttles in cfg.blkio_throttles.items():
+        for t in throttles:
+            line("blkio", f"{kind} {t.get('Path')} {t.get('Rate')}")
+
+    section("GPU and IPC")
+    line("gpus", _device_requests(cfg))
+    line("runtime", cfg.runtime or "default")
+    shm = fmt.size(cfg.shm_size_bytes, missing="default (64M)")
+    if c.shm_bytes is not None:
+        shm += f", {fmt.size(c.shm_bytes)} in use"
+    line("shm", shm)
+    line("ipc", cfg.ipc_mode or "–")
+    line("pid", cfg.pid_mode or "private")
+    line("network", cfg.network_mode or "–")
+    if cfg.privileged:
+        line("privileged", "yes", "bold yellow")
+    if cfg.cap_add:
+        line("cap add", ", ".join(cfg.cap_add))
+
+    section("Mounts")
+    for m in cfg.mounts:
+        line(m.type, f"{m.source} → {m.destination}" + (" (ro)" if m.read_only else ""))
+    if not cfg.mounts:
+        line("", "none")
+
+    section("Environment")
+    for name, value in cfg.env:
+        line("", f"{name}={value}")
+
+    section("Labels")
+    for name, value in sorted(cfg.labels.items()):
+        line("", f"{name}={value}")
+    return out
+
+
+class GraphBox(Vertical):
+    """A labelled history graph."""
+
+    def __init__(self, metric: str):
+        super().__init__(classes="graph-box")
+        self.metric = metric
+
+    def compose(self) -> ComposeResult:
+        yield Static(classes="graph-label")
+        yield HistoryGraph(classes="graph")
+
+    def show(self, label: Text, samples: list[float | None], ceiling: float | None) -> None:
+        label_widget = self.query_one(".graph-label", Static)
+        if getattr(label_widget, "_plain", None) != label.plain:
+            label_widget._plain = label.plain  # type: ignore[attr-defined]
+            label_widget.update(label)
+        self.query_one(HistoryGraph).set_samples(samples, ceiling)
+
+
+class ContainerDetailScreen(Screen):
+    """One container: graphs over the last minutes, its ML-relevant configuration, its log."""
+
+    BINDINGS = [
+        Binding("escape", "back", "Back", id="mltop.detail.back"),
+        Binding("l", "logs", "Full log", id="mltop.detail.logs"),
+        Binding("slash", "search_log", "Search log", id="mltop.detail.search"),
+    ]
+
+    def __init__(self, container_id: str):
+        super().__init__()
+        self.container_id = container_id
+        self._config_signature: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(classes="screen-title")
+        with Grid(id="detail-graphs"):
+            for metric in ("cpu", "memory", "gpu", "gpu_memory"):
+                yield GraphBox(metric)
+        with Horizontal(id="detail-body"):
+            with VerticalScroll(id="detail-config"):
+                yield Static(id="config")
+            yield LogPane(self.container_id, poll_s=getattr(self.app, "interval", 1.0), id="detail-log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.show_snapshot(getattr(self.app, "snapshot", None))
+        self.query_one("#detail-config").focus()
+
+    def on_resize(self) -> None:
+        # Config and log side by side when there is room, stacked on a narrow terminal.
+        self.query_one("#detail-body").set_class(self.size.width < 110, "-stacked")
+
+    def show_snapshot(self, snapshot: Snapshot | None) -> None:
+        container = snapshot.container(self.container_id) if snapshot is not None else None
+        title = Text(no_wrap=True, end="")
+        if container is None:
+            title.append(self.container_id[:12], style="bold")
+            title.append("  gone: the container was removed", style="dim")
+            self.query_one(".screen-title", Static).update(title)
+            return
+        title.append_text(literal(container.name, "bold"))
+        title.append(f"  {container.short_id}  ", style="dim")
+        title.append(status_text(container), style="" if container.running else "bold red")
+        self.query_one(".screen-title", Static).update(title)
+        self._show_graphs(snapshot, container)
+        config = config_text(container)
+        if config.plain != self._config_signature:
+            self._config_signature = config.plain
+            self.query_one("#config", Static).update(config)
+
+    def _show_graphs(self, snapshot: Snapshot, c: ContainerSample) -> None:
+        history = self.app.history  # type: ignore[attr-defined]
+        boxes = {box.metric: box for box in self.query(GraphBox)}
+        cpu_ceiling = max(100.0, (c.cpu_limit_cores or 0) * 100)
+        label = Text(f"CPU {fmt.percent(c.cpu_percent)}%", style="bold", end="")
+        label.append(f"  of {c.cpu_limit_cores:g} CPUs" if c.cpu_limit_cores else "  (100% = one core)",
+                     style="dim")
+        boxes["cpu"].show(label, history.container(c.id, "cpu_percent"), cpu_ceiling)
+
+        label = Text(f"memory {fmt.used_of(c.memory_bytes, c.memory_limit_bytes)}", style="bold", end="")
+        if c.memory_limit_bytes is None:
+            label.append("  no limit", style="dim")
+        boxes["memory"].show(label, history.container(c.id, "memory_bytes"),
+                             float(c.memory_limit_bytes) if c.memory_limit_bytes else None)
+
+        # No GPU on the host and none in use: the GPU graphs would only take room.
+        for metric in ("gpu", "gpu_memory"):
+            boxes[metric].display = bool(snapshot.gpus or c.gpus)
+        gpu_totals = {g.index: g.memory_total_bytes for g in snapshot.gpus}
+        if c.gpus:
+            used = ",".join(str(g.index) for g in c.gpus)
+            sm = fmt.percent(c.gpu_sm_percent)
+            label = Text(f"GPU {used}  SM {sm}%", style="bold", end="")
+        else:
+            label = Text("GPU", style="bold", end="")
+            label.append("  none in use" + ("  (requests GPUs)" if c.config.requests_gpus else ""), style="dim")
+        boxes["gpu"].show(label, history.container(c.id, "gpu_percent"), 100.0)
+
+        total = sum(gpu_totals.get(g.index) or 0 for g in c.gpus) or None
+        label = Text(f"GPU memory {fmt.used_of(c.gpu_memory_bytes, total)}" if c.gpus else "GPU memory",
+                     style="bold", end="")
+        boxes["gpu_memory"].show(label, history.container(c.id, "gpu_memory_bytes"),
+                                 float(total) if total else None)
+
+    def action_back(self) -> None:
+        if not self.query_one(LogPane).clear_search():
+            self.app.pop_screen()
+
+    def action_logs(self) -> None:
+        self.app.push_screen(LogsScreen(self.container_id))
+
+    def action_search_log(self) -> None:
+        self.query_one(LogPane).action_search()
