@@ -389,6 +389,7 @@ class ContainerCatalog:
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, set()
         hints: dict[str, Any] = {}
+        to_inspect: list[str] = []
         for entry in listed:
             cid = entry["Id"]
             # "Status" is "Up 5 minutes" and changes every minute, so only State and Created are compared;
@@ -398,12 +399,25 @@ class ContainerCatalog:
             old = self._metas.get(cid)
             if old is not None and cid not in dirty and self._hints.get(cid) == hint:
                 fresh[cid] = old
-                continue
+            else:
+                to_inspect.append(cid)
+
+        def inspect(cid: str) -> ContainerMeta | None:
             try:
-                meta = meta_from_inspect(self.engine.inspect(cid))
+                return meta_from_inspect(self.engine.inspect(cid))
             except docker.errors.NotFound:
-                continue  # removed between list and inspect
-            fresh[cid] = meta
+                return None  # removed between list and inspect
+
+        if len(to_inspect) > 4:  # a cold start with many containers: inspect in parallel
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=8, thread_name_prefix="mltop-inspect") as pool:
+                metas = list(pool.map(inspect, to_inspect))
+        else:
+            metas = [inspect(cid) for cid in to_inspect]
+        for meta in metas:
+            if meta is not None:
+                fresh[meta.id] = meta
         self._metas = fresh
         self._hints = hints
 

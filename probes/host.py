@@ -74,6 +74,4 @@ def view_limitations(container_pids: list[int]) -> tuple[str, ...]:
             "per-process figures and GPU attribution are unavailable. Run mltop on the host, or in a "
             "container started with --pid=host."
         )
-    if os.geteuid() != 0:
-        notes.append("Not running as root: py-spy cannot attach to container processes owned by other users.")
     return tuple(notes)

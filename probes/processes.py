@@ -26,6 +26,7 @@ class ProcessIdentity:
 
 @dataclass(frozen=True)
 class ProcessStat:
+    comm: bytes  # changes on exec, which keeps PID and start time
     start_ticks: int
     cpu_ticks: int  # utime + stime
     rss_bytes: int
@@ -38,9 +39,11 @@ def read_stat(pid: int) -> ProcessStat | None:
     except OSError:
         return None
     # comm may hold spaces and parentheses: split after the last ")"
-    fields = data[data.rfind(b")") + 2:].split()
+    close = data.rfind(b")")
+    fields = data[close + 2:].split()
     try:
         return ProcessStat(
+            comm=data[data.find(b"(") + 1:close],
             start_ticks=int(fields[19]),
             cpu_ticks=int(fields[11]) + int(fields[12]),
             rss_bytes=int(fields[21]) * _PAGE,
@@ -98,9 +101,9 @@ class ProcessTable:
     """Remembers identities and the previous CPU tick count of each process to compute CPU %."""
 
     def __init__(self) -> None:
-        self._identity: dict[tuple[int, int], ProcessIdentity] = {}
-        self._prev_ticks: dict[tuple[int, int], tuple[float, int]] = {}
-        self._seen: set[tuple[int, int]] = set()
+        self._identity: dict[tuple[int, int, bytes], ProcessIdentity] = {}
+        self._prev_ticks: dict[tuple[int, int, bytes], tuple[float, int]] = {}
+        self._seen: set[tuple[int, int, bytes]] = set()
 
     def begin_sweep(self) -> None:
         self._seen = set()
@@ -121,7 +124,9 @@ class ProcessTable:
         stat = read_stat(pid)
         if stat is None:
             return None
-        key = (pid, stat.start_ticks)
+        # A shell that forks and then execs (`sh -c "... && exec python train.py"`) keeps its PID and start
+        # time: the command name tells the two programs apart.
+        key = (pid, stat.start_ticks, stat.comm)
         identity = self._identity.get(key)
         if identity is None:
             identity = read_identity(pid)

@@ -155,7 +155,7 @@ async def test_table_lists_containers_with_live_values(demo):
         assert quiet["mem"][-1] in "BKMG" and quiet["pids"].isdigit()
         # stopped: dimmed, with the exit code and why
         assert oom["status"] == "exit 137 OOM" and oom["cpu"] == ""
-        cell = dashboard(app).table.get_cell(demo.oom.id, "name")
+        cell = dashboard(app).table.cell(demo.oom.id, "name")
         assert "dim" in str(cell.style)
         # every row of the engine is there
         ids = set(dashboard(app).table.keys_in_order)
@@ -431,8 +431,8 @@ async def test_80x24_keeps_the_columns_that_matter(demo):
         table = dashboard(app).table
         assert table.visible_columns[:4] == ["name", "status", "cpu", "mem"]
         assert "image" not in table.visible_columns and "net" not in table.visible_columns
-        widths = sum(col.get_render_width(table) for col in table.columns.values())
-        assert widths <= 80 - 1, "columns overflow an 80-column terminal"
+        widths = sum(width + 2 for width in table.column_widths.values())
+        assert widths <= table.scrollable_content_region.width, "columns overflow an 80-column terminal"
         assert table.size.height >= 5
 
 

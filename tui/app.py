@@ -22,6 +22,7 @@ import importlib
 import time
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Iterable
 
 from textual import work
@@ -39,7 +40,7 @@ from .history import History
 from .logs import LogsScreen
 
 HISTORY_SECONDS = 300  # what the graphs cover
-FIRST_RATE_DELAY_S = 0.25  # rates need two sweeps: take the second one soon after the first
+FIRST_RATE_DELAY_S = 0.2  # rates need two sweeps: take the second one soon after the first
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def _process_age_s() -> float | None:
 class MltopApp(App):
     """The live dashboard."""
 
-    CSS_PATH = "mltop.tcss"
+    CSS_PATH = Path(__file__).with_name("mltop.tcss")  # absolute, so subclasses elsewhere find it
     TITLE = "mltop"
 
     BINDINGS = [

@@ -116,7 +116,7 @@ class ContainersTable(KeyedTable):
     """All containers, keyed by id; enter opens the selected one."""
 
     COLUMNS = COLUMNS
-    BINDINGS = [Binding("enter", "select_cursor", "Detail", id="mltop.table.detail")]
+    BINDINGS = [Binding("enter", "select", "Detail", id="mltop.table.detail")]
 
     def show(self, snapshot: Snapshot, needle: str, sort_column: str, reverse: bool) -> None:
         shown = [c for c in snapshot.containers if matches(c, needle)]

@@ -6,13 +6,14 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer
+from textual.widgets import Footer
 
 from mltop.probes.model import Snapshot
 
 from .containers_table import LABELS, ContainersTable
 from .gpu_panel import GpuPanel
 from .header import StatusHeader
+from .keyed_table import KeyedTable
 from .processes_table import ProcessesTable
 from .sanitize import literal
 from .search_box import SearchBox
@@ -21,11 +22,14 @@ from .search_box import SearchBox
 class DashboardScreen(Screen):
     """Shows each new snapshot while it is the active screen; catches up when it becomes active again."""
 
+    ALLOW_IN_MAXIMIZED_VIEW = "#header, Footer"  # `g` fills the screen with the GPUs, keeping these
+
     BINDINGS = [
         Binding("slash", "filter", "Filter", id="mltop.filter"),
         Binding("s", "sort_next", "Sort", id="mltop.sort"),
         Binding("S", "sort_reverse", "Reverse", id="mltop.sort_reverse"),
         Binding("l", "logs", "Logs", id="mltop.logs"),
+        Binding("g", "toggle_gpus", "GPUs", id="mltop.gpus"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="mltop.clear_filter"),
     ]
 
@@ -122,13 +126,13 @@ class DashboardScreen(Screen):
             self._processes_title = title.plain
             processes.border_title = title
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.data_table.id == "containers":
+    def on_keyed_table_row_highlighted(self, event: KeyedTable.RowHighlighted) -> None:
+        if event.table.id == "containers":
             self._show_processes()
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        if event.data_table.id == "containers" and event.row_key.value:
-            self.app.open_detail(event.row_key.value)  # type: ignore[attr-defined]
+    def on_keyed_table_row_selected(self, event: KeyedTable.RowSelected) -> None:
+        if event.table.id == "containers":
+            self.app.open_detail(event.key)  # type: ignore[attr-defined]
 
     def _reshow(self) -> None:
         snapshot = self.app.snapshot  # type: ignore[attr-defined]
@@ -167,6 +171,19 @@ class DashboardScreen(Screen):
     def action_sort_reverse(self) -> None:
         self.sort_reverse = not self.sort_reverse
         self._reshow()
+
+    def action_toggle_gpus(self) -> None:
+        panel = self.query_one(GpuPanel)
+        if self.maximized is panel:
+            self.minimize()
+        elif panel.display:
+            self.maximize(panel, container=False)
+        else:
+            self.app.notify("No GPU to show: see the header for why.", timeout=3)
+
+    def watch_maximized(self, maximized) -> None:
+        if maximized is None and self.is_mounted:
+            self.table.focus()  # back from the GPUs full screen (g or escape): keys go to the table again
 
     def action_logs(self) -> None:
         key = self.table.cursor_key

@@ -51,7 +51,6 @@ def config_text(c: ContainerSample) -> Text:
         out.append("\n\n" if out.plain else "")
         out.append(title, style="bold underline")
 
-    line("id", c.id)
     line("image", c.image)
     status = status_text(c)
     line("status", status + ("  (killed by the OOM killer)" if cfg.oom_killed else ""),

@@ -118,6 +118,7 @@ class GpuPanel(VerticalScroll):
     """All GPUs, one card each, keyed by uuid; hidden when there are none."""
 
     can_focus = False
+    ALLOW_MAXIMIZE = True  # `g`: the GPUs full screen, with taller history graphs
 
     def show(self, snapshot: Snapshot, history: History) -> None:
         self.display = bool(snapshot.gpus)

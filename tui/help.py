@@ -11,7 +11,8 @@ from textual.widgets import Static
 
 NAVIGATION = [
     ("↑ ↓ j k", "move the cursor"),
-    ("pgup pgdn home end", "scroll"),
+    ("pgup pgdn", "a page up or down"),
+    ("home end", "first or last row"),
     ("tab", "next pane (table, processes, log)"),
     ("ctrl+p", "command palette: every action by name"),
 ]

@@ -1,0 +1,168 @@
+"""Regenerate screenshots/*.svg from the real app: `python tests/screenshots.py`.
+
+Starts a few demo containers on the local engine (a training job, an inference server, a notebook, a
+job the OOM killer stopped), builds the test suite's simulated libnvidia-ml.so.1 with a scenario whose
+GPU processes are the demo containers' real host PIDs, runs the dashboard headless against both, and
+saves what it shows: the main dashboard, the GPU panel, a container's detail with its graphs, and a
+log. The GPU figures are the simulation's, not a real GPU's. Not a test (pytest does not collect it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+
+__test__ = False
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+from fakenvml import SCENARIO_ENV, FakeGpu, FakeProcess, FakeScenario, build_fake_nvml, write_scenario  # noqa: E402
+
+LABEL = "mltop-screenshots"
+SIZE = (120, 36)
+
+TRAIN_LOG = (
+    "i=0; echo 'loading checkpoint /ckpt/llama-7b (13.5 GB)'; echo 'world size 1, bf16, batch 16'; "
+    "while :; do i=$((i+1)); "
+    "echo \"epoch 3 step $((1200+i)) loss 1.$((90 - i % 40)) lr 3.0e-04 tok/s 3$((i % 9))12 gpu_mem 41.2G\"; "
+    "if [ $((i % 7)) = 0 ]; then echo \"eval step $((1200+i)): val_loss 1.8$((i % 10)) ppl 6.$((i % 9))\"; fi; "
+    "sleep 0.4; done"
+)
+INFER_LOG = (
+    "i=0; while :; do i=$((i+1)); "
+    "echo \"INFO 127.0.0.1 POST /v1/completions 200 $((40 + i % 60)) ms tokens=$((100 + i % 300))\"; "
+    "sleep 0.7; done"
+)
+
+
+def start_demo(client) -> dict:
+    for old in client.containers.list(all=True, filters={"label": LABEL}):
+        old.remove(force=True)
+    busybox, python = "mltop-test/busybox:1", "mltop-test/python:1"
+    labels = {LABEL: "1"}
+    run = client.containers.run
+    demo = {
+        "train": run(busybox, ["sh", "-c", TRAIN_LOG + " & while :; do :; done"], name="demo-train-llama",
+                     detach=True, labels={**labels, "team": "research"}, nano_cpus=800_000_000,
+                     shm_size="16g", ipc_mode="private",
+                     environment={"NCCL_DEBUG": "WARN", "HF_TOKEN": "hf_abcdefghijklmnopqrstuvwxyz123456",
+                                  "CUDA_VISIBLE_DEVICES": "0"}),
+        "infer": run(busybox, ["sh", "-c", INFER_LOG], name="demo-infer-api", detach=True, labels=labels,
+                     mem_limit="2g", nano_cpus=2_000_000_000),
+        "notebook": run(python, ["python3", "-c", "import time; x = bytearray(120 << 20); time.sleep(10**6)"],
+                        name="demo-notebook", detach=True, labels=labels, mem_limit="4g"),
+        "oom": run(python, ["python3", "-c", "b = bytearray(1 << 30)"], name="demo-preprocess", detach=True,
+                   labels=labels, mem_limit="256m", memswap_limit="256m"),
+    }
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for c in demo.values():
+            c.reload()
+        if demo["oom"].status == "exited" and all(demo[k].status == "running" for k in ("train", "infer", "notebook")):
+            return demo
+        time.sleep(0.2)
+    raise RuntimeError("the demo containers did not reach their states")
+
+
+def write_gpu_scenario(path: str, demo: dict) -> None:
+    pid = {name: c.attrs["State"]["Pid"] for name, c in demo.items() if c.status == "running"}
+    write_scenario(path, FakeScenario(gpus=[
+        FakeGpu(uuid="GPU-5a7c1e2b-0000-4000-8000-000000000000", util=87, mem_util=61, mem_used=42 << 30,
+                temp=74, power_mw=512_000, clocks_event=0x4,
+                processes=[FakeProcess(pid["train"], used_memory=41 << 30, sm=84)]),
+        FakeGpu(uuid="GPU-5a7c1e2b-0000-4000-8000-000000000001", util=23, mem_util=9, mem_used=9 << 30,
+                temp=51, power_mw=190_000, pci="00000000:5E:00.0",
+                processes=[FakeProcess(pid["infer"], used_memory=8 << 30, sm=21)]),
+    ]))
+
+
+async def capture(out_dir: str, lib: str, demo: dict, history_s: float) -> list[str]:
+    from mltop.tui.app import MltopApp
+    from mltop.tui.logs import LogPane
+
+    app = MltopApp(nvml_lib=lib, interval=0.5)
+    saved = []
+
+    def save(name: str) -> None:
+        app.save_screenshot(filename=f"{name}.svg", path=out_dir)
+        saved.append(os.path.join(out_dir, f"{name}.svg"))
+
+    async with app.run_test(size=SIZE) as pilot:
+        async def until(predicate, timeout=30.0):
+            deadline = time.monotonic() + timeout
+            while not predicate():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("timed out")
+                await pilot.pause(0.1)
+
+        await until(lambda: app.snapshot is not None and all(
+            app.snapshot.container(c.id) is not None for c in demo.values()))
+        screen = app.screen
+        screen.sort_column = "gpu_mem"
+        await until(lambda: len(app.history.container(demo["train"].id, "cpu_percent")) >= history_s * 2,
+                    timeout=history_s + 30)
+        screen.table.move_to_key(demo["train"].id)
+        await pilot.pause(0.6)
+        if any(not c.name.startswith("demo-") for c in app.snapshot.containers):
+            # a shared engine (tests of another checkout running): show only the demo
+            print("  other containers on this engine: filtering the dashboard to demo-")
+            await pilot.press("slash", *"demo", "minus", "enter")
+            await pilot.pause(0.6)
+        save("dashboard")
+
+        await pilot.press("g")
+        await pilot.pause(0.6)
+        save("gpu-panel")
+        await pilot.press("escape")
+
+        await pilot.press("enter")
+        await until(lambda: len(app.screen.query_one(LogPane).lines) > 5)
+        await pilot.pause(0.6)
+        save("container-detail")
+        await pilot.press("escape")
+
+        await pilot.press("l")
+        await until(lambda: len(app.screen.query_one(LogPane).lines) > 20)
+        await pilot.press("slash", "e", "v", "a", "l", "enter")
+        await pilot.pause(0.6)
+        save("logs")
+    return saved
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=os.path.join(ROOT, "screenshots"))
+    parser.add_argument("--history", type=float, default=30.0, help="seconds of history before capturing")
+    parser.add_argument("--keep", action="store_true", help="leave the demo containers running")
+    args = parser.parse_args()
+
+    import docker
+
+    client = docker.from_env(timeout=60)
+    work = tempfile.mkdtemp(prefix="mltop-screenshots-")
+    lib = str(build_fake_nvml(work))
+    scenario = os.path.join(work, "scenario.txt")
+    os.environ[SCENARIO_ENV] = scenario
+    print("starting the demo containers…", flush=True)
+    demo = start_demo(client)
+    try:
+        write_gpu_scenario(scenario, demo)
+        print(f"running the dashboard for {args.history:g} s of history…", flush=True)
+        saved = asyncio.run(capture(args.out, lib, demo, args.history))
+    finally:
+        if not args.keep:
+            for c in client.containers.list(all=True, filters={"label": LABEL}):
+                c.remove(force=True)
+    for path in saved:
+        print(f"  wrote {os.path.relpath(path, ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
