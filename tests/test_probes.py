@@ -405,3 +405,11 @@ def test_secrets_never_enter_a_snapshot_or_log_lines(containers, sampler):
     assert secret not in text and token not in text
     lines = sampler.engine.logs(c.id)
     assert lines and lines[0].startswith("starting with") and secret not in lines[0] and token not in lines[0]
+
+
+@pytest.mark.parametrize("command", [[], ["snapshot"], ["doctor"], ["report"], ["run"]])
+def test_every_command_has_help(command):
+    result = subprocess.run([sys.executable, "-m", "mltop.tui.cli", *command, "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: mltop") and "Traceback" not in result.stderr

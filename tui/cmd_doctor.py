@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("thresholds (heuristics; the evidence names the one that fired)")
     for name, kind, default, help_text in Thresholds.options():
         group.add_argument(f"--{name.replace('_', '-')}", dest=f"threshold_{name}", type=kind, default=default,
-                           metavar=kind.__name__.upper(), help=f"{help_text} (default {default})")
+                           metavar=kind.__name__.upper(),
+                           help=f"{help_text} (default {default})".replace("%", "%%"))
 
 
 def thresholds_from_args(args: argparse.Namespace):
