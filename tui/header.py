@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 from rich.text import Text
 from textual.widgets import Static
 
@@ -81,6 +83,12 @@ def pack(facts: list[Text], problem_lines: list[Text], width: int) -> Text:
         out.append_text(fact)
         used += fact.cell_len
     for line in problem_lines:
+        # At most two lines per problem, so that a host without a GPU does not lose a third of an 80x24
+        # screen to the NVML explanation (`mltop doctor` and the snapshot carry the full text).
+        wrapped = textwrap.wrap(line.plain, width)
+        if len(wrapped) > 2:
+            line = line.copy()
+            line.truncate(len(" ".join(wrapped[:2])) - 1, overflow="ellipsis")
         out.append("\n")
         out.append_text(line)
     return out
