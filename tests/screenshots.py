@@ -3,8 +3,8 @@
 Starts a few demo containers on the local engine (a training job, an inference server, a notebook, a
 job the OOM killer stopped), builds the test suite's simulated libnvidia-ml.so.1 with a scenario whose
 GPU processes are the demo containers' real host PIDs, runs the dashboard headless against both, and
-saves what it shows: the main dashboard, the GPU panel, a container's detail with its graphs, and a
-log. The GPU figures are the simulation's, not a real GPU's. Not a test (pytest does not collect it).
+saves what it shows: the main dashboard, the GPU panel, a container's detail with its graphs, a log, the
+diagnostics view (`d`) and a py-spy dump (`p`). The GPU figures are the simulation's, not a real GPU's. Not a test (pytest does not collect it).
 """
 
 from __future__ import annotations
@@ -85,6 +85,8 @@ def write_gpu_scenario(path: str, demo: dict) -> None:
 async def capture(out_dir: str, lib: str, demo: dict, history_s: float) -> list[str]:
     from mltop.tui.app import MltopApp
     from mltop.tui.logs import LogPane
+    from mltop.tui.screen_actions import ActionScreen
+    from mltop.tui.screen_diagnostics import DiagnosticsScreen
 
     app = MltopApp(nvml_lib=lib, interval=0.5)
     saved = []
@@ -132,6 +134,22 @@ async def capture(out_dir: str, lib: str, demo: dict, history_s: float) -> list[
         await pilot.press("slash", "e", "v", "a", "l", "enter")
         await pilot.pause(0.6)
         save("logs")
+        await pilot.press("escape", "escape")
+
+        await until(lambda: screen.table.marker(demo["oom"].id) == "critical")  # the background doctor
+        screen.table.move_to_key(demo["oom"].id)
+        await pilot.press("d")
+        await until(lambda: isinstance(app.screen, DiagnosticsScreen) and app.screen.result is not None)
+        await pilot.pause(0.6)
+        save("diagnostics")
+        await pilot.press("escape")
+
+        screen.table.move_to_key(demo["notebook"].id)
+        await pilot.pause(0.3)
+        await pilot.press("p")
+        await until(lambda: isinstance(app.screen, ActionScreen) and app.screen.result is not None)
+        await pilot.pause(0.6)
+        save("action-py-spy")
     return saved
 
 

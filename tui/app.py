@@ -3,6 +3,9 @@
 For the screens of later issues (diagnostics, in-container actions, report) the app exposes:
 
     app.snapshot                 the latest Snapshot (None before the first sweep)
+    app.previous_snapshot        the sweep before it (what `run_doctor(previous=)` wants: rates, rising counters)
+    app.doctor_result            the latest background doctor run over all containers (None before the first)
+    app.action_log               the session's ActionLog: every in-container action run, for `r` reports
     app.sampler                  the Sampler (None until the first sweep started)
     app.history                  History: recent values per container and GPU
     app.selected_container_id    the container under the cursor, or the one the open screen is about
@@ -40,6 +43,12 @@ from .history import History
 from .logs import LogsScreen
 
 HISTORY_SECONDS = 300  # what the graphs cover
+# The background doctor behind the row markers. A run reads every container's log (~7 ms a container,
+# mostly engine requests), so the pause after a run grows with its cost: it takes at most ~1/DOCTOR_COST_SHARE
+# of the time (at 100 containers, a run every ~35 s instead of 10).
+DOCTOR_INTERVAL_S = 10.0
+DOCTOR_FIRST_DELAY_S = 1.0  # after the first full frame, not competing with it
+DOCTOR_COST_SHARE = 50
 FIRST_RATE_DELAY_S = 0.2  # rates need two sweeps: take the second one soon after the first
 
 
@@ -87,6 +96,14 @@ class MltopApp(App):
         Binding("r", "container_screen('report')", "Report", show=False, id="mltop.report"),
     ]
 
+    class Diagnosed(Message):
+        """A background doctor run finished (in its thread); handled on the event loop."""
+
+        def __init__(self, result, seconds: float):
+            super().__init__()
+            self.result = result
+            self.seconds = seconds
+
     class Sampled(Message):
         """A sweep finished (in the sampling thread); handled on the event loop."""
 
@@ -111,7 +128,16 @@ class MltopApp(App):
         self.interval = max(float(interval), 0.25)
         self.paused = False
         self.snapshot: Snapshot | None = None
+        self.previous_snapshot: Snapshot | None = None
         self.sampler = None
+        from mltop.diagnostics.actions import ActionLog
+
+        self.action_log = ActionLog()
+        self.doctor_result = None  # diagnostics.doctor.DoctorResult
+        self.finding_severities: dict[str | None, str] = {}  # its worst_by_container(), for the row markers
+        self._doctor_engine = None
+        self._doctor_judged: Snapshot | None = None
+        self._doctor_armed = False
         self.history = History(max(int(HISTORY_SECONDS / self.interval), 60))
         self.notes: tuple[str, ...] = ()  # problems of mltop itself, shown in the header
         self.sweeps = 0
@@ -131,6 +157,8 @@ class MltopApp(App):
     def on_unmount(self) -> None:
         if self.sampler is not None:
             self.sampler.close()
+        if self._doctor_engine is not None:
+            self._doctor_engine.reset()
 
     def _make_sampler(self):
         from mltop.probes.sampler import ProbeOptions, Sampler
@@ -159,7 +187,7 @@ class MltopApp(App):
     def on_mltop_app_sampled(self, message: Sampled) -> None:
         self.last_sweep_s = message.seconds
         if message.snapshot is not None:
-            self.snapshot = message.snapshot
+            self.previous_snapshot, self.snapshot = self.snapshot, message.snapshot
             self.sweeps += 1
             self.history.record(message.snapshot)
         base_notes = tuple(n for n in self.notes if not n.startswith("sampling failed"))
@@ -169,6 +197,45 @@ class MltopApp(App):
             self.call_after_refresh(self._first_full_frame)
         delay = FIRST_RATE_DELAY_S if self.sweeps == 1 else self.interval
         self._poll_timer = self.set_timer(delay, self._poll, name="mltop-poll")
+        if not self._doctor_armed and self.sweeps >= 2:
+            self._doctor_armed = True
+            self.set_timer(DOCTOR_FIRST_DELAY_S, self._doctor_poll, name="mltop-doctor")
+
+    # -- the background doctor (row markers) ------------------------------------------------------------
+
+    def _doctor_poll(self) -> None:
+        # Its own chain, like sampling: run -> message -> timer. Nothing new to judge while paused or while
+        # the engine gives no new snapshot.
+        snapshot = self.snapshot
+        if self.paused or snapshot is None or snapshot is self._doctor_judged:
+            self.set_timer(DOCTOR_INTERVAL_S, self._doctor_poll, name="mltop-doctor")
+        else:
+            self._doctor_judged = snapshot
+            self._diagnose(snapshot, self.previous_snapshot)
+
+    @work(thread=True, exclusive=True, group="doctor", exit_on_error=False)
+    def _diagnose(self, snapshot: Snapshot, previous: Snapshot | None) -> None:
+        from mltop.diagnostics.doctor import run_doctor
+
+        started = time.perf_counter()
+        result = None
+        try:
+            if self._doctor_engine is None:
+                self._doctor_engine = self.new_engine()
+            result = run_doctor(snapshot, self._doctor_engine, previous=previous)
+        except Exception as exc:  # run_doctor does not raise; an engine that cannot be made might
+            self.log.error(f"background doctor failed: {type(exc).__name__}: {exc}")
+        self.post_message(self.Diagnosed(result, time.perf_counter() - started))
+
+    def on_mltop_app_diagnosed(self, message: Diagnosed) -> None:
+        if message.result is not None:
+            self.doctor_result = message.result
+            self.finding_severities = message.result.worst_by_container()
+            show = getattr(self.screen, "show_findings", None)
+            if show is not None:
+                show()
+        delay = max(DOCTOR_INTERVAL_S, message.seconds * DOCTOR_COST_SHARE)
+        self.set_timer(delay, self._doctor_poll, name="mltop-doctor")
 
     def _poll(self) -> None:
         # One chain of sweep -> message -> timer -> sweep, so polls never overlap. While paused the chain

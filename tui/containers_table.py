@@ -1,11 +1,15 @@
-"""The containers table: one row per container, its columns, how each sorts, and the text filter."""
+"""The containers table: one row per container, its columns, how each sorts, the text filter, and the
+marker of the worst doctor finding in each row's left margin."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
+from textual.strip import Strip
 
 from mltop.probes.model import ContainerSample, Snapshot
 
@@ -28,6 +32,13 @@ COLUMNS = (
 )
 LABELS = {spec.key: spec.label for spec in COLUMNS}
 SORT_ORDER = [spec.key for spec in COLUMNS]
+
+# The worst finding of a container, drawn in the blank cell left of its name (no column is given up for it).
+# Info findings are not marked: a marker asks the user to press `d`.
+MARKERS: dict[str, tuple[str, Style]] = {
+    "critical": ("✖", Style(color="red", bold=True)),
+    "warning": ("!", Style(color="yellow", bold=True)),
+}
 
 _STATUS_RANK = {"running": 0, "restarting": 1, "paused": 2, "created": 3, "exited": 4, "dead": 5}
 
@@ -113,11 +124,44 @@ def sorted_ids(containers: tuple[ContainerSample, ...] | list[ContainerSample], 
 
 
 class ContainersTable(KeyedTable):
-    """All containers, keyed by id; enter opens the selected one."""
+    """All containers, keyed by id; enter opens the selected one; a marker left of the name for findings."""
 
     COLUMNS = COLUMNS
     BINDINGS = [Binding("enter", "select", "Detail", id="mltop.table.detail")]
 
-    def show(self, snapshot: Snapshot, needle: str, sort_column: str, reverse: bool) -> None:
+    def __init__(self, *, id: str | None = None, classes: str | None = None):
+        super().__init__(id=id, classes=classes)
+        self._marks: dict[str, str] = {}  # row key -> severity shown by its marker
+
+    def show(self, snapshot: Snapshot, needle: str, sort_column: str, reverse: bool,
+             severities: Mapping[str | None, str] | None = None) -> None:
+        """`severities`: {container name: worst severity} from the doctor (worst_by_container)."""
         shown = [c for c in snapshot.containers if matches(c, needle)]
         self.sync({c.id: container_cells(c) for c in shown}, sorted_ids(shown, sort_column, reverse))
+        severities = severities or {}
+        marks = {c.id: severities[c.name] for c in shown if severities.get(c.name) in MARKERS}
+        if marks != self._marks:
+            changed = {key for key in marks.keys() | self._marks.keys() if marks.get(key) != self._marks.get(key)}
+            self._marks = marks
+            index = {key: i for i, key in enumerate(self._order)}
+            for key in changed & index.keys():
+                self.refresh_line(index[key] + 1)
+
+    def marker(self, row_key: str) -> str | None:
+        """The severity marked on a row (critical or warning), or None."""
+        return self._marks.get(row_key)
+
+    def render_line(self, y: int) -> Strip:
+        # The marker replaces the first column's left padding cell on top of the cached row strip, so a
+        # marker that changes never re-renders the row's cells.
+        strip = super().render_line(y)
+        index = int(self.scroll_y) + y - 1
+        if y == 0 or not self._marks or index >= len(self._order):
+            return strip
+        severity = self._marks.get(self._order[index])
+        if severity is None or strip.cell_length < 2:
+            return strip
+        glyph, style = MARKERS[severity]
+        first = next(iter(strip), None)
+        base = first.style if first is not None and first.style is not None else Style()
+        return Strip.join([Strip([Segment(glyph, base + style)], 1), strip.crop(1, strip.cell_length)])

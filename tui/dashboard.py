@@ -10,7 +10,7 @@ from textual.widgets import Footer
 
 from mltop.probes.model import Snapshot
 
-from .containers_table import LABELS, ContainersTable
+from .containers_table import LABELS, MARKERS, ContainersTable
 from .gpu_panel import GpuPanel
 from .header import StatusHeader
 from .keyed_table import KeyedTable
@@ -84,9 +84,16 @@ class DashboardScreen(Screen):
             return
         self.query_one(GpuPanel).show(snapshot, app.history)  # type: ignore[attr-defined]
         table = self.table
-        table.show(snapshot, self.needle, self.sort_column, self.sort_reverse)
+        table.show(snapshot, self.needle, self.sort_column, self.sort_reverse, self._severities())
         self._title_table(snapshot)
         self._show_processes()
+
+    def show_findings(self) -> None:
+        """The background doctor finished: update the row markers."""
+        self._reshow()
+
+    def _severities(self) -> dict[str | None, str]:
+        return getattr(self.app, "finding_severities", {})
 
     def _title_table(self, snapshot: Snapshot) -> None:
         shown = len(self.table.keys_in_order)
@@ -100,6 +107,11 @@ class DashboardScreen(Screen):
         if self.needle:
             title.append(" · filter ")
             title.append_text(literal(self.needle, "reverse"))
+        marked = [self.table.marker(key) for key in self.table.keys_in_order]
+        for severity, (glyph, style) in MARKERS.items():
+            if severity in marked:
+                title.append(" · ")
+                title.append(f"{glyph} {marked.count(severity)} {severity}", style=style)
         if getattr(self, "_table_title", None) != title.plain:
             self._table_title = title.plain
             self.table.border_title = title
@@ -137,7 +149,7 @@ class DashboardScreen(Screen):
     def _reshow(self) -> None:
         snapshot = self.app.snapshot  # type: ignore[attr-defined]
         if snapshot is not None:
-            self.table.show(snapshot, self.needle, self.sort_column, self.sort_reverse)
+            self.table.show(snapshot, self.needle, self.sort_column, self.sort_reverse, self._severities())
             self._title_table(snapshot)
             self._show_processes()
 

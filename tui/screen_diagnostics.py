@@ -1,0 +1,209 @@
+"""Diagnostics (`d`): the doctor's findings for the selected container (or the host and every container)."""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from .sanitize import literal
+
+SEVERITY_LOOK = {  # label, glyph, style; the glyphs match the containers table's row markers
+    "critical": ("CRITICAL", "✖", "bold red"),
+    "warning": ("WARNING", "!", "bold yellow"),
+    "info": ("info", "·", "bold blue"),
+}
+
+
+def finding_widget(finding) -> Vertical:
+    """One finding: severity, code and title; then its evidence lines; then the fix. All text literal."""
+    label, glyph, style = SEVERITY_LOOK.get(finding.severity, (finding.severity, "?", "bold"))
+    head = Text(no_wrap=False, end="")
+    head.append(f"{glyph} {label:<8} ", style=style)
+    head.append(finding.code, style="bold")
+    head.append("  ")
+    head.append_text(_wrapping(finding.title))
+    evidence = Text(no_wrap=False, end="")
+    for i, line in enumerate(finding.evidence):
+        if i:
+            evidence.append("\n")
+        evidence.append_text(_wrapping(line))
+    fix = Text("fix  ", style="bold green", no_wrap=False, end="")
+    fix.append_text(_wrapping(finding.fix))
+    return Vertical(
+        Static(head, classes="finding-head"),
+        Static(evidence, classes="finding-evidence"),
+        Static(fix, classes="finding-fix"),
+        classes=f"finding -{finding.severity}",
+    )
+
+
+def _wrapping(value: object, style: str = "") -> Text:
+    text = literal(value, style)
+    text.no_wrap = False
+    return text
+
+
+class DiagnosticsScreen(Screen):
+    """Runs the doctor in a thread worker when opened and on `r`; shows findings most severe first."""
+
+    BINDINGS = [
+        Binding("escape", "back", "Back", id="mltop.diagnostics.back"),
+        Binding("r", "refresh", "Re-run", id="mltop.diagnostics.refresh"),
+        Binding("d", "refresh", "Re-run", show=False, id="mltop.diagnostics.again"),
+    ]
+
+    class Diagnosed(Message):
+        def __init__(self, result, snapshot, seconds: float, error: str | None = None):
+            super().__init__()
+            self.result = result
+            self.snapshot = snapshot
+            self.seconds = seconds
+            self.error = error
+
+    def __init__(self, kind: str = "diagnostics", container_id: str | None = None):
+        super().__init__()
+        self.kind = kind
+        self.container_id = container_id
+        self.result = None  # the latest DoctorResult shown
+        self.running = False
+        self._engine = None
+        self._finished_at: float | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(classes="screen-title", id="diag-title")
+        yield Static(id="diag-status")
+        yield VerticalScroll(id="diag-body")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._show_title()
+        self.query_one("#diag-body").focus()
+        self.action_refresh()
+
+    def on_unmount(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.reset()
+
+    # -- running (thread) -----------------------------------------------------------------------------
+
+    def action_refresh(self) -> None:
+        snapshot = getattr(self.app, "snapshot", None)
+        if snapshot is None:
+            self._status(Text("No snapshot yet: the first sweep has not finished. Press r in a moment.",
+                              style="yellow"))
+            return
+        if self.running:  # one run at a time: a thread cannot be stopped, and the engine is not shared
+            return
+        self.running = True
+        self._status(Text("running the checks…", style="bold"))
+        self._diagnose(snapshot, getattr(self.app, "previous_snapshot", None))
+
+    @work(thread=True, exclusive=True, group="diagnostics", exit_on_error=False)
+    def _diagnose(self, snapshot, previous) -> None:
+        from mltop.diagnostics.doctor import run_doctor
+
+        started = time.perf_counter()
+        result, error = None, None
+        try:
+            if self._engine is None:
+                self._engine = self.app.new_engine()  # type: ignore[attr-defined]
+            containers = [self.container_id] if self.container_id else None
+            result = run_doctor(snapshot, self._engine, containers=containers, previous=previous)
+        except Exception as exc:  # run_doctor never raises; making the engine client might
+            error = f"the doctor could not run: {type(exc).__name__}: {exc}"
+        self.post_message(self.Diagnosed(result, snapshot, time.perf_counter() - started, error))
+
+    def on_diagnostics_screen_diagnosed(self, message: Diagnosed) -> None:
+        message.stop()
+        self.running = False
+        if message.result is None:
+            self._status(literal(message.error or "the doctor gave no result", "bold red"))
+            return
+        self.result = message.result
+        self._finished_at = time.time()
+        self._show_title(message.snapshot)
+        self._show_result(message.result, message.seconds)
+
+    # -- showing --------------------------------------------------------------------------------------
+
+    def _container_name(self, snapshot=None) -> str | None:
+        snapshot = snapshot or getattr(self.app, "snapshot", None)
+        container = snapshot.container(self.container_id) if snapshot and self.container_id else None
+        return container.name if container is not None else None
+
+    def _show_title(self, snapshot=None) -> None:
+        title = Text("Diagnostics · ", style="bold", no_wrap=True, end="")
+        if self.container_id is None:
+            title.append("the host and all containers")
+        else:
+            name = self._container_name(snapshot)
+            title.append_text(literal(name or self.container_id[:12], "bold"))
+            title.append("  and the host", style="dim")
+        self.query_one("#diag-title", Static).update(title)
+
+    def _status(self, text: Text) -> None:
+        self.query_one("#diag-status", Static).update(text)
+
+    def _show_result(self, result, seconds: float) -> None:
+        counts = {s: sum(1 for f in result.findings if f.severity == s) for s in SEVERITY_LOOK}
+        status = Text(no_wrap=True, end="")
+        for severity in ("critical", "warning", "info"):
+            label, glyph, style = SEVERITY_LOOK[severity]
+            status.append(f"{glyph} {counts[severity]} {severity}", style=style if counts[severity] else "dim")
+            status.append("  ")
+        checked = len(result.containers_checked)
+        status.append(f"│ {checked} container{'s' if checked != 1 else ''} · {seconds:.1f} s · "
+                      f"{time.strftime('%H:%M:%S', time.localtime(self._finished_at))}", style="dim")
+        self._status(status)
+
+        body = self.query_one("#diag-body", VerticalScroll)
+        body.remove_children()
+        widgets = []
+        if result.missing:
+            widgets.append(Static(Text("This container is no longer in the snapshot: it was removed. "
+                                       "Go back and pick another.", style="yellow"), classes="diag-note"))
+        groups: dict[str | None, list] = {}
+        for f in result.findings:  # host first, then the worst containers; most severe first in each
+            groups.setdefault(f.container, []).append(f)
+        if self.container_id is not None:  # the container the user asked about first, then the host
+            groups = dict(sorted(groups.items(), key=lambda item: item[0] is None))
+        for container, findings in groups.items():
+            heading = Text("Host", style="bold underline", end="") if container is None else literal(
+                container, "bold underline")
+            widgets.append(Static(heading, classes="diag-group"))
+            widgets.extend(finding_widget(f) for f in findings)
+        clean = [n for n in result.containers_checked if n not in groups]
+        if clean:
+            note = Text("No findings: ", style="green", no_wrap=False, end="")
+            note.append_text(_wrapping(", ".join(clean)))
+            widgets.append(Static(note, classes="diag-note"))
+        if result.checks_skipped:
+            widgets.append(Static(Text("Checks skipped", style="bold underline", end=""), classes="diag-group"))
+            skipped = Text(no_wrap=False, end="")
+            for i, s in enumerate(result.checks_skipped):
+                if i:
+                    skipped.append("\n")
+                skipped.append(f"{s.check}: ", style="bold")
+                skipped.append_text(_wrapping(s.reason))
+            widgets.append(Static(skipped, classes="diag-skipped"))
+        body.mount_all(widgets)
+        body.scroll_home(animate=False)
+
+    @property
+    def findings_text(self) -> str:
+        """Everything the body shows, as plain text (what a user reads; used by tests)."""
+        return "\n".join(str(static.render()) for static in self.query_one("#diag-body").query(Static))
+
+    # -- keys -----------------------------------------------------------------------------------------
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
