@@ -209,6 +209,7 @@ class Engine:
         self._lock = threading.Lock()
         self._info: dict[str, Any] | None = None
         self._version: str | None = None
+        self._secrets: dict[str, frozenset[str]] = {}
 
     # -- connection -----------------------------------------------------------------------------
 
@@ -300,12 +301,20 @@ class Engine:
         return self.call(lambda c: c.api.inspect_container(container_id))
 
     def container_secrets(self, container_id: str) -> frozenset[str]:
-        """The container's own secret values (from its environment), to scrub from text it prints."""
+        """The container's own secret values (from its environment), to scrub from text it prints.
+
+        A container's environment never changes, so this is one inspect per container per session."""
+        cached = self._secrets.get(container_id)
+        if cached is not None:
+            return cached
         try:
             env = (self.inspect(container_id).get("Config") or {}).get("Env")
         except Exception:
             return frozenset()
-        return secret_values(split_env(env))
+        if len(self._secrets) > 4096:
+            self._secrets.clear()
+        self._secrets[container_id] = secrets = secret_values(split_env(env))
+        return secrets
 
     def logs(self, container_id: str, tail: int = 200, since: float | None = None,
              timestamps: bool = False) -> list[str]:

@@ -92,7 +92,9 @@ def fault_run(docker_client, test_images, fake_nvml_lib, tmp_path_factory):
 
     try:
         # OOM: /dev/shm pages are charged to the memory cgroup, so dd into a big shm under a 64 MiB limit.
-        hog = start("oom-hog", ["sh", "-c", "dd if=/dev/zero of=/dev/shm/x bs=1M count=256"], wait_running=False,
+        # dd is a child (as a DataLoader worker would be), so the engine sees the OOM event before the exit.
+        hog = start("oom-hog", ["sh", "-c", "dd if=/dev/zero of=/dev/shm/x bs=1M count=256; rm -f /dev/shm/x; "
+                                            "sleep 1; exit 137"], wait_running=False,
                     mem_limit="64m", memswap_limit="64m", shm_size="512m")
         # A writer filling Docker's default 64 MiB /dev/shm.
         start("shm-writer", ["sh", "-c", "dd if=/dev/zero of=/dev/shm/fill bs=1M count=100; exec sleep 300"])

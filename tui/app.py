@@ -14,9 +14,9 @@ For the screens of later issues (diagnostics, in-container actions, report) the 
     app.push_container_screen(kind)
 
 A screen with a `show_snapshot(snapshot)` method is handed every new snapshot while it is on top.
-`push_container_screen(kind)` imports `mltop.tui.<module>` named in CONTAINER_SCREENS on first use and
-pushes `<Class>(kind=kind, container_id=app.selected_container_id)`. Until that module exists, the key
-says which issue brings it.
+`push_container_screen(kind)` imports `mltop.tui.<module>` named in CONTAINER_SCREENS on first use (so the
+diagnostics and action code loads only when a key asks for it) and pushes
+`<Class>(kind=kind, container_id=app.selected_container_id)`, replacing an action screen already on top.
 """
 
 from __future__ import annotations
@@ -56,16 +56,15 @@ FIRST_RATE_DELAY_S = 0.2  # rates need two sweeps: take the second one soon afte
 class ContainerScreenSpec:
     module: str  # under mltop.tui
     screen_class: str
-    issue: int
     title: str
 
 
 CONTAINER_SCREENS: dict[str, ContainerScreenSpec] = {
-    "diagnostics": ContainerScreenSpec("screen_diagnostics", "DiagnosticsScreen", 4, "Diagnostics"),
-    "nvidia-smi": ContainerScreenSpec("screen_actions", "ActionScreen", 5, "nvidia-smi in the container"),
-    "py-spy": ContainerScreenSpec("screen_actions", "ActionScreen", 5, "py-spy dump"),
-    "framework": ContainerScreenSpec("screen_actions", "ActionScreen", 5, "Framework device check"),
-    "report": ContainerScreenSpec("screen_report", "ReportScreen", 5, "Incident report"),
+    "diagnostics": ContainerScreenSpec("screen_diagnostics", "DiagnosticsScreen", "Diagnostics"),
+    "nvidia-smi": ContainerScreenSpec("screen_actions", "ActionScreen", "nvidia-smi in the container"),
+    "py-spy": ContainerScreenSpec("screen_actions", "ActionScreen", "py-spy dump"),
+    "framework": ContainerScreenSpec("screen_actions", "ActionScreen", "Framework device check"),
+    "report": ContainerScreenSpec("screen_report", "ReportScreen", "Incident report"),
 }
 
 
@@ -304,15 +303,10 @@ class MltopApp(App):
     def push_container_screen(self, kind: str) -> None:
         """Open the screen of an action on the selected container (see the module docstring)."""
         spec = CONTAINER_SCREENS[kind]
-        qualified = f"mltop.tui.{spec.module}"
-        try:
-            module = importlib.import_module(qualified)
-        except ModuleNotFoundError as err:
-            if err.name != qualified:
-                raise
-            self.notify(f"{spec.title} arrives with issue {spec.issue}.", title="Not yet", markup=False)
-            return
-        screen_class = getattr(module, spec.screen_class)
+        screen_class = getattr(importlib.import_module(f"mltop.tui.{spec.module}"), spec.screen_class)
+        if getattr(self.screen, "kind", None) in CONTAINER_SCREENS:
+            # `p` pressed on an nvidia-smi panel switches to py-spy instead of stacking panels
+            self.pop_screen()
         self.push_screen(screen_class(kind=kind, container_id=self.selected_container_id))
 
     def action_container_screen(self, kind: str) -> None:

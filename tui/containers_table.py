@@ -18,7 +18,7 @@ from .keyed_table import ColumnSpec, KeyedTable
 from .sanitize import literal
 
 COLUMNS = (
-    ColumnSpec("name", "NAME", 12, 0, flexible=True, max_width=28),
+    ColumnSpec("name", "NAME", 18, 0, flexible=True, max_width=32),
     ColumnSpec("status", "STATUS", 12, 1),
     ColumnSpec("cpu", "CPU%", 5, 2, "right"),
     ColumnSpec("mem", "MEM USED/LIM", 12, 3, "right"),
@@ -30,6 +30,7 @@ COLUMNS = (
     ColumnSpec("io", "I/O R/W /s", 11, 9, "right"),
     ColumnSpec("net", "NET RX/TX /s", 12, 10, "right"),
 )
+GPU_COLUMNS = frozenset({"gpu", "gpu_mem", "sm"})  # left out on a host with no GPU and no GPU requests
 LABELS = {spec.key: spec.label for spec in COLUMNS}
 SORT_ORDER = [spec.key for spec in COLUMNS]
 
@@ -137,6 +138,8 @@ class ContainersTable(KeyedTable):
              severities: Mapping[str | None, str] | None = None) -> None:
         """`severities`: {container name: worst severity} from the doctor (worst_by_container)."""
         shown = [c for c in snapshot.containers if matches(c, needle)]
+        no_gpus = not snapshot.gpus and not any(c.config.requests_gpus for c in snapshot.containers)
+        self.hide_columns(GPU_COLUMNS if no_gpus else frozenset())
         self.sync({c.id: container_cells(c) for c in shown}, sorted_ids(shown, sort_column, reverse))
         severities = severities or {}
         marks = {c.id: severities[c.name] for c in shown if severities.get(c.name) in MARKERS}

@@ -125,6 +125,7 @@ class KeyedTable(ScrollView, can_focus=True):
     def __init__(self, *, id: str | None = None, classes: str | None = None):
         super().__init__(id=id, classes=classes)
         self._plan: list[tuple[ColumnSpec, int]] = []
+        self._hidden: frozenset[str] = frozenset()
         self._source: dict[str, Mapping[str, Text]] = {}  # every column of every shown row, as given
         self._cells: dict[str, dict[str, Text]] = {}  # the visible columns, fitted to their widths
         self._versions: dict[str, int] = {}  # bumped when a row's cells change: part of its strip's key
@@ -292,9 +293,20 @@ class KeyedTable(ScrollView, can_focus=True):
     # -- fitting the width ----------------------------------------------------------------------
 
     def _plan_for(self, width: int) -> list[tuple[ColumnSpec, int]]:
-        return plan_columns(self.COLUMNS, width - 1 if width else 200)  # one cell spare at the right
+        specs = [spec for spec in self.COLUMNS if spec.key not in self._hidden]
+        return plan_columns(specs, width - 1 if width else 200)  # one cell spare at the right
+
+    def hide_columns(self, keys: frozenset[str]) -> None:
+        """Leave these columns out (e.g. the GPU columns on a host without GPUs), giving their width back."""
+        if keys != self._hidden:
+            self._hidden = keys
+            if self._plan:
+                self._replan()
 
     def on_resize(self, event: Resize) -> None:
+        self._replan()
+
+    def _replan(self) -> None:
         width = self.scrollable_content_region.width
         plan = self._plan_for(width)
         self.virtual_size = Size(width, len(self._order) + 1)
