@@ -87,8 +87,8 @@ class MltopApp(App):
     BINDINGS = [
         Binding("q", "quit", "Quit", id="mltop.quit"),
         Binding("question_mark", "help", "Help", key_display="?", id="mltop.help"),
-        Binding("space", "toggle_pause", "Pause", id="mltop.pause"),
         Binding("d", "container_screen('diagnostics')", "Diagnose", id="mltop.diagnostics"),
+        Binding("space", "toggle_pause", "Pause", id="mltop.pause"),
         Binding("n", "container_screen('nvidia-smi')", "nvidia-smi", show=False, id="mltop.nvidia_smi"),
         Binding("p", "container_screen('py-spy')", "py-spy", show=False, id="mltop.py_spy"),
         Binding("f", "container_screen('framework')", "Framework check", show=False, id="mltop.framework"),

@@ -27,9 +27,9 @@ class DashboardScreen(Screen):
     BINDINGS = [
         Binding("slash", "filter", "Filter", id="mltop.filter"),
         Binding("s", "sort_next", "Sort", id="mltop.sort"),
-        Binding("S", "sort_reverse", "Reverse", id="mltop.sort_reverse"),
+        Binding("S", "sort_reverse", "Reverse", show=False, id="mltop.sort_reverse"),
         Binding("l", "logs", "Logs", id="mltop.logs"),
-        Binding("g", "toggle_gpus", "GPUs", id="mltop.gpus"),
+        Binding("g", "toggle_gpus", "GPUs", show=False, id="mltop.gpus"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="mltop.clear_filter"),
     ]
 
