@@ -620,7 +620,7 @@ def check_host_oom(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     elif cfg.exit_code == 137 and c.status == "exited":
         hits = _matches(ctx.log_lines(c), _OOM_LOG, keep=2)
         if hits and limit:
-            ev = [evidence(f"ExitCode 137 (SIGKILL), State.OOMKilled false", _cfg_source(c)), limit_ev]
+            ev = [evidence("ExitCode 137 (SIGKILL), State.OOMKilled false", _cfg_source(c)), limit_ev]
             ev += _log_evidence(ctx, c, hits)
             out.append(Finding("oom.killed", WARNING, c.name,
                                "The container died of SIGKILL with out-of-memory messages in its log",

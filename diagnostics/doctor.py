@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from mltop.probes.model import SCHEMA_VERSION, ContainerSample, Snapshot
+from mltop.probes.model import SCHEMA_VERSION, Snapshot
 
 from .checks import CONTAINER_CHECKS, HOST_CHECKS, CheckContext, CheckSkipped, HostProbe, Thresholds
 from .findings import Finding, exit_code, sort_findings, worst_by_container
@@ -71,20 +71,6 @@ class _Skips:
         return tuple(out)
 
 
-def _select(snapshot: Snapshot, keys: Iterable[str] | None) -> tuple[tuple[ContainerSample, ...], tuple[str, ...]]:
-    if keys is None:
-        return snapshot.containers, ()
-    chosen: list[ContainerSample] = []
-    missing: list[str] = []
-    for key in keys:
-        c = snapshot.container(key)
-        if c is None:
-            missing.append(key)
-        elif c not in chosen:
-            chosen.append(c)
-    return tuple(chosen), tuple(missing)
-
-
 def run_doctor(
     snapshot: Snapshot,
     engine,
@@ -105,7 +91,7 @@ def run_doctor(
     same sampler, lets checks see counters rise. Safe to call from a worker thread; never raises for a
     failing check or source: those land in `checks_skipped` with the reason.
     """
-    selected, missing = _select(snapshot, containers)
+    selected, missing = snapshot.select(containers)
     skips = _Skips()
     host = host or HostProbe()
     engine_ok = engine is not None and snapshot.host.engine.ok

@@ -211,17 +211,7 @@ def build_report(
         findings = getattr(doctor_result, "findings", findings)
         checks_skipped = getattr(doctor_result, "checks_skipped", checks_skipped)
 
-    selected: list[ContainerSample] = []
-    missing: list[str] = []
-    if containers:
-        for key in containers:
-            match = snapshot.container(key)
-            if match is None:
-                missing.append(key)
-            elif match not in selected:
-                selected.append(match)
-    else:
-        selected = list(snapshot.containers)
+    selected, missing = snapshot.select(containers)
     selected_ids = {c.id for c in selected}
     selected_names = {c.name for c in selected}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 SCHEMA_VERSION = 1
 
@@ -271,6 +271,21 @@ class Snapshot:
                 return c
         matches = [c for c in self.containers if c.id.startswith(key)]
         return matches[0] if len(matches) == 1 else None
+
+    def select(self, keys: Iterable[str] | None) -> tuple[tuple[ContainerSample, ...], tuple[str, ...]]:
+        """(containers matching the names / ids / id prefixes, in that order without repeats; the keys that
+        match none). All containers when `keys` is None or empty."""
+        if not keys:
+            return self.containers, ()
+        chosen: list[ContainerSample] = []
+        missing: list[str] = []
+        for key in keys:
+            match = self.container(key)
+            if match is None:
+                missing.append(key)
+            elif match not in chosen:
+                chosen.append(match)
+        return tuple(chosen), tuple(missing)
 
     @property
     def host_gpu_processes(self) -> tuple[GpuProcess, ...]:

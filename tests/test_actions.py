@@ -4,12 +4,10 @@ build of PyTorch, nvidia-smi's fallback to the host's (simulated) NVML view, tim
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import os
 import shlex
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile

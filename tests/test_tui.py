@@ -7,13 +7,12 @@ import select
 import socket
 import socketserver
 import threading
-import time
 import types
 import uuid
 
 import pytest
 
-from conftest import wait_for
+from conftest import ContainerFactory, wait_for
 from fakenvml import FakeGpu, FakeProcess, FakeScenario
 
 from mltop.tui import app as app_module
@@ -34,44 +33,11 @@ SIZE = (140, 40)
 # --------------------------------------------------------------------------- containers
 
 
-class _OwnContainers:
-    """Containers of this module, labelled with their own label rather than conftest's `mltop-test`:
-    conftest removes every `mltop-test` container when a session starts or ends, so another pytest
-    session running beside this one (another checkout, a CI job on the same engine) would take these
-    away mid-test."""
-
-    LABEL = "mltop-tui-test"
-
-    def __init__(self, client, images):
-        self.client, self.images = client, images
-        self.created = []
-        stale = time.time() - 3600  # leftovers of an interrupted run, never a live neighbour's
-        for c in client.containers.list(all=True, filters={"label": self.LABEL}):
-            if c.attrs.get("Created", "") < time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stale)):
-                c.remove(force=True)
-
-    def run(self, command, image="busybox", name=None, wait_running=True, **kwargs):
-        labels = {**(kwargs.pop("labels", None) or {}), self.LABEL: PREFIX}
-        container = self.client.containers.run(self.images.get(image, image), command, name=name,
-                                               detach=True, labels=labels, **kwargs)
-        self.created.append(container)
-        if wait_running:
-            wait_for(lambda: (container.reload() or container.status) == "running", what=f"{name} running")
-        return container
-
-    def cleanup(self):
-        for c in self.created:
-            try:
-                c.remove(force=True)
-            except Exception:
-                pass
-
-
 @pytest.fixture(scope="module")
 def demo(docker_client, test_images):
     """Three containers for the whole module: a busy one (30 % of a CPU), a quiet one with hostile text
     in its label, environment and log, and one the OOM killer stopped."""
-    factory = _OwnContainers(docker_client, test_images)
+    factory = ContainerFactory(docker_client, test_images)
     busy = factory.run("sh -c 'while :; do :; done'", name=f"{PREFIX}-busy", nano_cpus=300_000_000)
     quiet = factory.run(
         ["sh", "-c", f"i=0; while :; do i=$((i+1)); printf '{HOSTILE_LOG}\\n'; printf 'needle %s\\n' $i; sleep 0.3; done"],
