@@ -58,6 +58,13 @@ def explain_engine_error(exc: BaseException, docker_host: str) -> EngineError:
     """Turn a connection failure into a status and an actionable message."""
     text = f"{exc!r} {exc}"
     socket_path = docker_host[len("unix://"):] if docker_host.startswith("unix://") else None
+    if docker_host.startswith("ssh://"):
+        return EngineError(
+            "unreachable",
+            f"Could not reach the engine over SSH at {docker_host}: check that `{_ssh_command(docker_host)} "
+            "docker info` works without a password prompt (mltop uses your ssh client, its config and agent). "
+            f"({str(exc).strip()[:160]})",
+        )
     if "Permission denied" in text or "PermissionError" in text or "Errno 13" in text:
         where = socket_path or docker_host
         return EngineError(
@@ -79,13 +86,16 @@ def explain_engine_error(exc: BaseException, docker_host: str) -> EngineError:
         )
     if "timed out" in text.lower() or "timeout" in text.lower():
         return EngineError("unreachable", f"The Docker engine at {docker_host} did not answer in time.")
-    if docker_host.startswith("ssh://") and ("ssh" in text.lower()):
-        return EngineError(
-            "unreachable",
-            f"Could not reach the engine over SSH at {docker_host}: check that `ssh {docker_host[6:]} docker info` "
-            f"works without a password prompt. ({str(exc).strip()[:200]})",
-        )
     return EngineError("error", f"Docker engine at {docker_host}: {str(exc).strip()[:300] or type(exc).__name__}")
+
+
+def _ssh_command(docker_host: str) -> str:
+    """`ssh [-p PORT] [user@]host` for an ssh:// engine URL."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(docker_host)
+    target = f"{url.username}@{url.hostname}" if url.username else (url.hostname or "")
+    return f"ssh -p {url.port} {target}" if url.port else f"ssh {target}"
 
 
 @dataclass(frozen=True)
@@ -224,6 +234,8 @@ class Engine:
     def _connect(self):
         import docker  # heavy import: only when we really talk to the engine
 
+        if self.docker_host.startswith("ssh://"):
+            self._check_ssh()
         try:
             if self._explicit_host:
                 client = docker.DockerClient(
@@ -239,6 +251,22 @@ class Engine:
         except Exception as exc:  # docker raises DockerException, requests errors, OSError...
             raise explain_engine_error(exc, self.docker_host) from None
         return client
+
+    def _check_ssh(self) -> None:
+        """Try the SSH hop ourselves first, with its output captured: the SDK's ssh child writes its errors
+        straight to the terminal, which would scribble over the dashboard."""
+        import subprocess
+
+        command = _ssh_command(self.docker_host).split() + ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+                                                            "docker", "version", "--format", "{{.Server.Version}}"]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=self._timeout_s,
+                                    stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise explain_engine_error(exc, self.docker_host) from None
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+            raise explain_engine_error(ConnectionError(last), self.docker_host)
 
     def reset(self) -> None:
         """Forget the connection so the next call reconnects (after an engine restart)."""

@@ -65,10 +65,17 @@ def static_facts() -> dict[str, object]:
     }
 
 
-def view_limitations(container_pids: list[int]) -> tuple[str, ...]:
+def view_limitations(container_pids: list[int], docker_host: str = "unix://") -> tuple[str, ...]:
     """What keeps mltop from seeing everything, in words (e.g. running in a container without --pid=host)."""
     notes = []
-    if container_pids and not any(os.path.exists(f"/proc/{pid}") for pid in container_pids):
+    hidden = bool(container_pids) and not any(os.path.exists(f"/proc/{pid}") for pid in container_pids)
+    if hidden and not docker_host.startswith(("unix://", "npipe://")):
+        notes.append(
+            f"The engine at {docker_host} runs on another machine: CPU, memory, I/O, processes and GPU use are "
+            "read from the host's own cgroups, /proc and NVML, so only the engine's view is shown. Run mltop "
+            "on that host for live figures (e.g. `ssh -t HOST mltop`)."
+        )
+    elif hidden:
         notes.append(
             "The containers' processes are not visible from here (mltop runs in another PID namespace): "
             "per-process figures and GPU attribution are unavailable. Run mltop on the host, or in a "

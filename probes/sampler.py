@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -171,7 +172,12 @@ class Sampler:
 
     def _sample_container(self, meta: ContainerMeta, locator: CgroupLocator, now: float) -> ContainerSample:
         if meta.status not in ("running", "paused", "restarting") or not meta.pid:
-            return _stopped_sample(meta)
+            return _unmeasured_sample(meta)
+        if meta.id not in self._paths and not os.path.exists(f"/proc/{meta.pid}"):
+            # Never measured and its PID is not ours to see: a remote engine (ssh://, tcp://) or mltop in
+            # another PID namespace. Show it with what the engine says; the header says why the rest is
+            # missing. (A container measured before whose PID vanished was removed: it is dropped.)
+            return _unmeasured_sample(meta)
         paths = self._container_paths(meta, locator)
         counters = read_counters(locator.version, paths)
         net = read_net_dev(meta.pid)
@@ -288,13 +294,14 @@ class Sampler:
             nvml=nvml_status,
             pressure=hostfacts.host_pressure(),
             iowait_percent=iowait,
-            limitations=hostfacts.view_limitations(container_pids),
+            limitations=hostfacts.view_limitations(container_pids, self.engine.docker_host),
         )
 
 
-def _stopped_sample(meta: ContainerMeta) -> ContainerSample:
+def _unmeasured_sample(meta: ContainerMeta) -> ContainerSample:
+    """A container with what the engine says and null counters: stopped, or not measurable from here."""
     return ContainerSample(
-        id=meta.id, name=meta.name, image=meta.image, status=meta.status, pid=None,
+        id=meta.id, name=meta.name, image=meta.image, status=meta.status, pid=meta.pid,
         cpu_percent=None, cpu_limit_cores=None, cpu_limit_percent=None, memory_bytes=None,
         memory_limit_bytes=meta.config.memory_limit_bytes, memory_cache_bytes=None, shm_bytes=None, pids=None,
         io_read_bytes=None, io_write_bytes=None, io_read_bytes_per_s=None, io_write_bytes_per_s=None,

@@ -413,3 +413,43 @@ def test_every_command_has_help(command):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: mltop") and "Traceback" not in result.stderr
+
+
+def test_ssh_engine_that_cannot_be_reached_names_the_check():
+    import shutil
+
+    if shutil.which("ssh") is None:
+        pytest.skip("no ssh client on this machine: ssh:// engines use it")
+    status = Engine("ssh://nobody@127.0.0.1:1").status()
+    assert status.status == "unreachable"
+    assert "ssh -p 1 nobody@127.0.0.1 docker info" in status.error
+
+
+def test_container_whose_pid_is_not_visible_is_kept_with_null_counters(containers):
+    """As with a remote engine, or mltop in its own PID namespace: the engine's view stays, counters are null."""
+    c = containers.run(["sleep", "300"])
+    sampler = Sampler(ProbeOptions(nvml=False))
+    real_inspect = sampler.engine.inspect
+
+    def inspect_from_elsewhere(container_id):
+        attrs = real_inspect(container_id)
+        if container_id == c.id:
+            attrs["State"]["Pid"] = 4_194_999  # above pid_max: no such process here
+        return attrs
+
+    sampler.engine.inspect = inspect_from_elsewhere
+    try:
+        snap = _two_sweeps(sampler, 0.3)
+    finally:
+        sampler.close()
+    sample = _find(snap, c)
+    assert sample.status == "running" and sample.config.command == ("sleep", "300")
+    assert sample.cpu_percent is None and sample.memory_bytes is None and sample.processes == ()
+    assert any("not visible from here" in note for note in snap.host.limitations)
+
+
+def test_remote_engine_limitation_is_explained():
+    from mltop.probes.host import view_limitations
+
+    (note,) = view_limitations([4_194_999], "ssh://ml@gpu-box")
+    assert "ssh://ml@gpu-box runs on another machine" in note and "ssh -t HOST mltop" in note
