@@ -399,6 +399,9 @@ async def test_80x24_keeps_the_columns_that_matter(demo):
         # no GPU on this host and no container asking for one: the GPU columns give their width back
         assert not {"gpu", "gpu_mem", "sm"} & set(table.visible_columns)
         assert "net" not in table.visible_columns and table.column_widths["name"] >= 18
+        processes = dashboard(app).query_one("#processes")
+        await until(pilot, lambda: processes.visible_columns, what="the processes pane laid out")
+        assert "command" in processes.visible_columns and "gpu_mem" not in processes.visible_columns
         widths = sum(width + 2 for width in table.column_widths.values())
         assert widths <= table.scrollable_content_region.width, "columns overflow an 80-column terminal"
         assert table.size.height >= 5

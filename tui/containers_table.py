@@ -65,6 +65,11 @@ SORT_VALUES: dict[str, tuple[Callable[[ContainerSample], Any], bool]] = {
 }
 
 
+def shows_gpus(snapshot: Snapshot) -> bool:
+    """Whether GPU columns mean anything: the host has GPUs, or a container asks for them."""
+    return bool(snapshot.gpus) or any(c.config.requests_gpus for c in snapshot.containers)
+
+
 def status_text(c: ContainerSample) -> str:
     """"running", or for a stopped container its exit code and whether the OOM killer stopped it."""
     if c.status in ("exited", "dead"):
@@ -138,8 +143,7 @@ class ContainersTable(KeyedTable):
              severities: Mapping[str | None, str] | None = None) -> None:
         """`severities`: {container name: worst severity} from the doctor (worst_by_container)."""
         shown = [c for c in snapshot.containers if matches(c, needle)]
-        no_gpus = not snapshot.gpus and not any(c.config.requests_gpus for c in snapshot.containers)
-        self.hide_columns(GPU_COLUMNS if no_gpus else frozenset())
+        self.hide_columns(frozenset() if shows_gpus(snapshot) else GPU_COLUMNS)
         self.sync({c.id: container_cells(c) for c in shown}, sorted_ids(shown, sort_column, reverse))
         severities = severities or {}
         marks = {c.id: severities[c.name] for c in shown if severities.get(c.name) in MARKERS}

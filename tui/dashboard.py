@@ -10,7 +10,7 @@ from textual.widgets import Footer
 
 from mltop.probes.model import Snapshot
 
-from .containers_table import LABELS, MARKERS, ContainersTable
+from .containers_table import LABELS, MARKERS, ContainersTable, shows_gpus
 from .gpu_panel import GpuPanel
 from .header import StatusHeader
 from .keyed_table import KeyedTable
@@ -127,7 +127,7 @@ class DashboardScreen(Screen):
         key = self.table.cursor_key
         container = snapshot.container(key) if snapshot is not None and key else None
         processes = self.query_one("#processes", ProcessesTable)
-        processes.show(container)
+        processes.show(container, gpu_columns=snapshot is not None and shows_gpus(snapshot))
         title = Text("Processes", end="")
         if container is not None:
             title.append(" of ")

@@ -21,6 +21,7 @@ COLUMNS = (
     ColumnSpec("sm", "SM%", 4, 7, "right"),
     ColumnSpec("command", "COMMAND", 16, 0, flexible=True),
 )
+GPU_COLUMNS = frozenset({"gpu", "gpu_mem", "sm"})
 
 
 def process_cells(p: ProcessSample) -> dict[str, Text]:
@@ -44,7 +45,9 @@ class ProcessesTable(KeyedTable):
 
     COLUMNS = COLUMNS
 
-    def show(self, container: ContainerSample | None) -> None:
+    def show(self, container: ContainerSample | None, gpu_columns: bool = True) -> None:
+        """`gpu_columns`: False on a host without GPUs, so the command gets their width."""
+        self.hide_columns(frozenset() if gpu_columns else GPU_COLUMNS)
         processes = container.processes if container is not None else ()
         ordered = sorted(
             processes,
