@@ -75,7 +75,9 @@ def config_text(c: ContainerSample) -> Text:
             line("blkio", f"{kind} {t.get('Path')} {t.get('Rate')}")
 
     section("GPU and IPC")
-    line("gpus", _device_requests(cfg))
+    line("requests", _device_requests(cfg))
+    if c.gpus:  # what NVML says its processes use, whatever was requested
+        line("in use", ", ".join(f"GPU {g.index} {fmt.size(g.memory_bytes, missing='?')}" for g in c.gpus))
     line("runtime", cfg.runtime or "default")
     shm = fmt.size(cfg.shm_size_bytes, missing="default (64M)")
     if c.shm_bytes is not None:
