@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass, field, fields
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from mltop.probes.model import ContainerSample, GpuSample, Snapshot
 
@@ -156,6 +156,8 @@ class CheckContext:
     log_tail: int = 200
     previous: Snapshot | None = None  # an earlier sweep, for counters that rise
     read_tests: Mapping[str, ReadTestResult] = field(default_factory=dict)  # container id -> result
+    # container id -> the device check's data["frameworks"] (module -> what the container's Python found)
+    frameworks: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
     _cgroups: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def log_lines(self, c: ContainerSample) -> tuple[str, ...]:
@@ -176,6 +178,14 @@ class CheckContext:
         if c.id not in self._cgroups:
             self._cgroups[c.id] = self.host.cgroup_dirs(c, self.snapshot.host.cgroup_version)
         return self._cgroups[c.id]
+
+    def imported_frameworks(self, c: ContainerSample) -> list[tuple[str, Mapping[str, Any]]]:
+        """(module, result) for each framework the device check imported in `c`; empty when none ran."""
+        found = self.frameworks.get(c.id) or {}
+        return [(module, fw) for module, fw in found.items() if isinstance(fw, Mapping) and fw.get("imported")]
+
+    def framework_source(self, c: ContainerSample) -> str:
+        return f"mltop run device-check {c.name}"
 
     def gpu(self, index: int) -> GpuSample | None:
         for g in self.snapshot.gpus:
@@ -468,17 +478,45 @@ _NO_GPU_LOG = re.compile(
     r"cudaErrorNoDevice|CUDA_ERROR_NO_DEVICE", re.IGNORECASE)
 
 
+_FRAMEWORK_GPU_NOTE = re.compile(r"cuda|gpu|nvidia|driver|device", re.IGNORECASE)
+
+
+def _framework_gpu_evidence(ctx: CheckContext, c: ContainerSample) -> tuple[list[str], bool]:
+    """(evidence of CUDA builds that find no GPU, whether any framework does find one), from the device check.
+
+    A CPU-only build (built_with_cuda None) is no sign of a GPU workload: it could not use one anyway.
+    """
+    ev: list[str] = []
+    sees_gpu = False
+    source = ctx.framework_source(c)
+    for module, fw in ctx.imported_frameworks(c):
+        if fw.get("gpu_available"):
+            sees_gpu = True
+        elif fw.get("built_with_cuda") and fw.get("gpu_available") is False:
+            ev.append(evidence(f"{module} {fw.get('version')} built with CUDA {fw.get('built_with_cuda')} finds no "
+                               f"GPU (device count {fw.get('device_count')})", source))
+            notes = [n for n in [*(fw.get("errors") or ()), *(fw.get("warnings") or ())]
+                     if _FRAMEWORK_GPU_NOTE.search(str(n))]
+            ev += [evidence(f"{module} said {_line(str(n))!r}", source) for n in notes[:2]]
+    return ev, sees_gpu
+
+
 def check_gpu_visible(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
-    """gpu.not_visible: a GPU workload without GPUs (no request, NVIDIA_VISIBLE_DEVICES void/none/empty)."""
+    """gpu.not_visible: a GPU workload without GPUs (no request, NVIDIA_VISIBLE_DEVICES void/none/empty), or a
+    CUDA build of a framework that finds no GPU (from the device check)."""
     cfg = c.config
     signs = looks_like_gpu_workload(c)
     log_hits = _matches(ctx.log_lines(c), _NO_GPU_LOG)
+    framework_ev, framework_sees_gpu = _framework_gpu_evidence(ctx, c)
+    if framework_sees_gpu and not framework_ev:
+        log_hits = []  # the container's own framework found a GPU just now: older log lines are outvoted
+    has_gpus = cfg.requests_gpus or framework_sees_gpu  # a GPU passed as a device node has no request
     visible = cfg.env_value("NVIDIA_VISIBLE_DEVICES")
     ev: list[str] = []
     title = None
-    if not cfg.requests_gpus and (signs or log_hits):
+    if not has_gpus and (signs or log_hits or framework_ev):
         title = "Looks like a GPU workload but has no GPU assigned"
-        ev += signs
+        ev += signs + framework_ev
         ev.append(evidence("HostConfig.DeviceRequests empty and Runtime "
                            f"{cfg.runtime or 'default'} (no --gpus)", _cfg_source(c)))
     elif cfg.requests_gpus and not cfg.device_requests and visible is not None and \
@@ -486,8 +524,11 @@ def check_gpu_visible(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
         # With --runtime=nvidia the variable decides which GPUs are injected.
         title = f"NVIDIA_VISIBLE_DEVICES={visible!r} hides every GPU from the container"
         ev.append(evidence(f"Config.Env NVIDIA_VISIBLE_DEVICES={visible!r}", _cfg_source(c)))
-    elif cfg.requests_gpus and log_hits:
-        title = "The container asks for GPUs but its framework finds none"
+        ev += framework_ev
+    elif has_gpus and (log_hits or framework_ev):
+        title = ("The container asks for GPUs but its framework finds none" if cfg.requests_gpus else
+                 "A framework finds no GPU although another one in the container does")
+        ev += framework_ev
     if title is None:
         return _check_cuda_visible_devices(c)
     ev += _log_evidence(ctx, c, log_hits)
@@ -535,9 +576,40 @@ _TOO_OLD_LOG = re.compile(
 _UNSATISFIED = re.compile(r"unsatisfied condition: cuda\s*>=\s*([\d.]+)")
 
 
+def _cuda_needs(ctx: CheckContext, c: ContainerSample) -> tuple[cuda_compat.CudaNeed | None, str, list[str]]:
+    """(the newest CUDA the container needs, who needs it, evidence of each need).
+
+    need = max(image CUDA, framework CUDA): the image's env says what its toolkit wants, and pip wheels bring
+    their own CUDA runtime, which the device check reads from each imported framework (`built_with_cuda`).
+    """
+    candidates: list[tuple[cuda_compat.Version, str, str]] = []  # (version, who, where it was read)
+    ev: list[str] = []
+    image = cuda_compat.cuda_need(c.config.env_value)
+    if image is not None:
+        candidates.append((image.version, "The image", image.source))
+        ev.append(evidence(f"needs CUDA {cuda_compat.format_version(image.version)}: {image.source}",
+                           _cfg_source(c)))
+    for module, fw in ctx.imported_frameworks(c):
+        built = cuda_compat.parse_version(fw.get("built_with_cuda"))
+        if built is None:
+            continue  # a CPU-only build needs no driver
+        who = f"{module} {fw.get('version')}"
+        source = f"{who} built with CUDA {fw.get('built_with_cuda')}"
+        candidates.append((built, who, source))
+        ev.append(evidence(f"needs CUDA {cuda_compat.format_version(built)}: {source}", ctx.framework_source(c)))
+    if not candidates:
+        return None, "The image", ev
+    version, who, source = max(candidates, key=lambda n: cuda_compat.cuda_major_minor(n[0]))  # ties: the image
+    if image is not None and who == "The image":
+        return image, who, ev
+    # A wheel newer than the image: the image's forward-compatibility exceptions (cuda-compat) cover only its
+    # own CUDA, so none apply.
+    return cuda_compat.CudaNeed(version, source), who, ev
+
+
 def check_cuda_version(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
-    """driver.cuda_too_new: the image needs a newer CUDA than the host driver supports."""
-    need = cuda_compat.cuda_need(c.config.env_value)
+    """driver.cuda_too_new: the image or a framework in it needs a newer CUDA than the host driver supports."""
+    need, who, need_ev = _cuda_needs(ctx, c)
     error = c.config.error or ""
     start_refused = _UNSATISFIED.search(error)
     log_hits = _matches(ctx.log_lines(c), _TOO_OLD_LOG)
@@ -546,9 +618,7 @@ def check_cuda_version(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     nvml = ctx.snapshot.host.nvml
     host_cuda = cuda_compat.parse_version(nvml.cuda_driver_version) if nvml.ok else None
     host_driver = cuda_compat.parse_version(nvml.driver_version) if nvml.ok else None
-    ev: list[str] = []
-    if need is not None:
-        ev.append(evidence(f"needs CUDA {cuda_compat.format_version(need.version)}: {need.source}", _cfg_source(c)))
+    ev: list[str] = list(need_ev)
     if host_cuda is not None:
         ev.append(evidence(f"host driver {nvml.driver_version} supports CUDA up to {nvml.cuda_driver_version}",
                            "NVML nvmlSystemGetDriverVersion / nvmlSystemGetCudaDriverVersion_v2"))
@@ -580,7 +650,7 @@ def check_cuda_version(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     host_txt = f"the host's CUDA {nvml.cuda_driver_version}" if host_cuda else "the host driver"
     return [Finding(
         "driver.cuda_too_new", verdict.severity, c.name,
-        f"The image needs CUDA {wanted}, newer than {host_txt}", tuple(ev),
+        f"{who} needs CUDA {wanted}, newer than {host_txt}", tuple(ev),
         f"Upgrade the host driver to {driver}, or use an image/wheel built for CUDA "
         f"{nvml.cuda_driver_version or 'the host supports'}",
     )]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
-from mltop.probes.model import SCHEMA_VERSION, Snapshot
+from mltop.probes.model import SCHEMA_VERSION, ContainerSample, Snapshot
 
 from .checks import CONTAINER_CHECKS, HOST_CHECKS, CheckContext, CheckSkipped, HostProbe, Thresholds
 from .findings import Finding, exit_code, sort_findings, worst_by_container
@@ -14,7 +14,7 @@ from .read_test import ReadTestResult, timed_direct_read
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DoctorResult", "SkippedCheck", "run_doctor", "worst_by_container"]
+__all__ = ["DoctorResult", "SkippedCheck", "latest_device_check", "run_doctor", "worst_by_container"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,67 @@ class _Skips:
         return tuple(out)
 
 
+FRAMEWORK_CHECK = "framework_check"  # how a device check that could not run shows in checks_skipped
+FRAMEWORK_CHECK_TIMEOUT_S = 180.0  # the device check imports every framework, each in its own child
+
+
+def latest_device_check(action_log, container: ContainerSample):
+    """The newest device-check result for `container` (by id: a name may belong to an earlier container)
+    that finished and carries the frameworks' findings; None when there is none.
+
+    `action_log` is an ActionLog or a sequence of ActionResults, oldest first.
+    """
+    from .actions import DEVICE_CHECK, OK
+
+    results = action_log.results() if hasattr(action_log, "results") else tuple(action_log or ())
+    for result in reversed(results):
+        if result.container_id == container.id and result.action == DEVICE_CHECK and result.status == OK and \
+                isinstance(result.data.get("frameworks"), Mapping):
+            return result
+    return None
+
+
+def _framework_results(snapshot: Snapshot, selected: Iterable[ContainerSample], engine, skips: _Skips,
+                       action_log, run_missing: bool, timeout_s: float) -> dict[str, Mapping[str, Any]]:
+    """container id -> the device check's `frameworks`, from `action_log`, or run now when `run_missing`."""
+    out: dict[str, Mapping[str, Any]] = {}
+    if action_log is None and not run_missing:
+        return out
+    for c in selected:
+        try:
+            result = latest_device_check(action_log, c)
+        except Exception as exc:  # a foreign object passed as the log: judge without it
+            skips.add(FRAMEWORK_CHECK, f"could not read the action log: {type(exc).__name__}: {exc}", c.name)
+            result = None
+        if result is None and run_missing:
+            result = _run_device_check(snapshot, c, engine, skips, action_log, timeout_s)
+        if result is not None:
+            out[c.id] = result.data["frameworks"]
+    return out
+
+
+def _run_device_check(snapshot: Snapshot, c: ContainerSample, engine, skips: _Skips, action_log,
+                      timeout_s: float):
+    from .actions import DEVICE_CHECK, OK, ActionRun
+
+    if not c.running:
+        skips.add(FRAMEWORK_CHECK, "the container is not running", c.name)
+        return None
+    if engine is None:
+        skips.add(FRAMEWORK_CHECK, "the Docker engine is not reachable", c.name)
+        return None
+    try:
+        result = ActionRun(DEVICE_CHECK, snapshot, c, engine, timeout_s=timeout_s, log=action_log).run()
+    except Exception as exc:  # ActionRun.run does not raise; a bad argument to it might
+        skips.add(FRAMEWORK_CHECK, f"the device check could not start: {type(exc).__name__}: {exc}", c.name)
+        return None
+    if result.status == OK and isinstance(result.data.get("frameworks"), Mapping):
+        return result
+    skips.add(FRAMEWORK_CHECK, f"the device check ended {result.status}: "
+                               f"{result.explanation or 'no explanation given'}", c.name)
+    return None
+
+
 def run_doctor(
     snapshot: Snapshot,
     engine,
@@ -83,12 +144,19 @@ def run_doctor(
     log_tail: int = 200,
     io_test_max_mb: int = 256,
     io_test_timeout_s: float = 30.0,
+    action_log=None,
+    framework_check: bool = False,
+    framework_check_timeout_s: float = FRAMEWORK_CHECK_TIMEOUT_S,
 ) -> DoctorResult:
     """Diagnose the host and the containers of `snapshot` (all, or those named/id-prefixed in `containers`).
 
     `engine` (probes.engine.Engine, or None) supplies recent logs (`log_tail` lines per container) and runs
     the `io_test` read (a path inside the containers) by docker exec. `previous`, an earlier snapshot of the
-    same sampler, lets checks see counters rise. Safe to call from a worker thread; never raises for a
+    same sampler, lets checks see counters rise. `action_log` (an ActionLog, or ActionResults) lends the checks
+    what the newest successful device check of each container found (its frameworks' CUDA builds and whether
+    they see a GPU); with `framework_check` the device check runs first (by docker exec, up to
+    `framework_check_timeout_s` each) in every selected running container that has none yet, and its results
+    join `action_log` when one is given. Safe to call from a worker thread; never raises for a
     failing check or source: those land in `checks_skipped` with the reason.
     """
     selected, missing = snapshot.select(containers)
@@ -119,8 +187,11 @@ def run_doctor(
                 except Exception as exc:
                     skips.add("io.read_test", f"docker exec failed: {type(exc).__name__}: {exc}", c.name)
 
+    frameworks = _framework_results(snapshot, selected, engine if engine_ok else None, skips, action_log,
+                                    framework_check, framework_check_timeout_s)
+
     ctx = CheckContext(snapshot=snapshot, containers=selected, logs=logs, host=host, thresholds=thresholds,
-                       log_tail=log_tail, previous=previous, read_tests=read_tests)
+                       log_tail=log_tail, previous=previous, read_tests=read_tests, frameworks=frameworks)
     findings: list[Finding] = []
     for name, check in HOST_CHECKS:
         try:

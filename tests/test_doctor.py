@@ -21,10 +21,13 @@ from conftest import ContainerFactory, wait_for
 from fakenvml import SCENARIO_ENV, FakeGpu, FakeProcess, FakeScenario, write_scenario
 
 from mltop.diagnostics import cuda_compat
+from mltop.diagnostics.actions import OK, ActionLog, ActionRun
 from mltop.diagnostics.checks import HostProbe, Thresholds, parse_cuda_oom
 from mltop.diagnostics.doctor import run_doctor
 from mltop.diagnostics.findings import Finding, exit_code, sort_findings, worst_by_container
+from mltop.probes.model import DeviceRequest
 from mltop.probes.sampler import ProbeOptions, Sampler
+from test_actions import _torch_container, cpu_torch  # noqa: F401  (the CPU build of PyTorch, a fixture)
 
 GIB = 1 << 30
 REPO = Path(__file__).resolve().parents[1]
@@ -429,6 +432,176 @@ def test_cli_io_test_measures_throttled_read(fault_run):
     assert any("iflag=direct" in e for e in slow[0]["evidence"])
     fast = [f for f in doc["findings"] if f["container"] == fault_run.names["healthy"]]
     assert [f["code"] for f in fast] == ["io.read_test"] and fast[0]["severity"] == "info"
+
+
+# --------------------------------------------------------------------------- what the framework device check found
+
+# A stand-in for a CUDA 13.0 wheel of PyTorch in a container given no GPU: exactly what device_check.py's
+# check_torch touches, and the warning real PyTorch gives when it finds no driver.
+FAKE_TORCH = {
+    "torch/version.py": '__version__ = "2.9.0"\ncuda = "13.0"\nhip = None\n',
+    "torch/__init__.py": '''"""Not PyTorch: a CUDA 13.0 build's answers, without a GPU."""
+import warnings
+from types import SimpleNamespace
+
+from . import version
+
+__version__ = version.__version__
+
+
+def _is_available():
+    warnings.warn("CUDA initialization: Found no NVIDIA driver on your system. Please check that you have an "
+                  "NVIDIA GPU and installed a driver from http://www.nvidia.com/Download/index.aspx")
+    return False
+
+
+cuda = SimpleNamespace(is_available=_is_available, device_count=lambda: 0)
+backends = SimpleNamespace(cudnn=SimpleNamespace(version=lambda: 91002))
+
+
+class _Tensor(object):
+    def __init__(self, values, device):
+        self.values, self.device = list(values), device
+
+    def __mul__(self, k):
+        return _Tensor([v * k for v in self.values], self.device)
+
+    def sum(self):
+        return _Tensor([sum(self.values)], self.device)
+
+    def item(self):
+        return self.values[0]
+
+
+def ones(n, device="cpu"):
+    return _Tensor([1.0] * n, device)
+''',
+}
+FAKE_TORCH_IN_CONTAINER = "/opt/mltop-fake-torch"
+
+
+@pytest.fixture
+def cuda13_torch_container(containers, tmp_path):
+    """A python container whose PyTorch (on PYTHONPATH, mounted read-only) says: built with CUDA 13.0, no GPU."""
+    root = tmp_path / "fake-torch"
+    for rel, text in FAKE_TORCH.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return containers.run(["sleep", "300"], image="python",
+                          volumes={str(root): {"bind": FAKE_TORCH_IN_CONTAINER, "mode": "ro"}},
+                          environment={"PYTHONPATH": FAKE_TORCH_IN_CONTAINER})
+
+
+def _with_gpu_request(snapshot, container_id):
+    """The snapshot with one container as if started with `--gpus all` (this host has no toolkit to start it)."""
+    gpus = DeviceRequest(driver="", count=-1, device_ids=(), capabilities=(("gpu",),))
+    changed = tuple(dataclasses.replace(c, config=dataclasses.replace(c.config, device_requests=(gpus,)))
+                    if c.id == container_id else c for c in snapshot.containers)
+    return dataclasses.replace(snapshot, containers=changed)
+
+
+def test_cpu_torch_build_is_no_gpu_workload(containers, cpu_torch, nvml_scenario):
+    c = _torch_container(containers, cpu_torch)
+    lib = nvml_scenario()  # driver 550.54.15, CUDA 12.4
+    log = ActionLog()
+    sampler = Sampler(ProbeOptions(nvml=True, nvml_lib=lib))
+    try:
+        result = run_doctor(sampler.sweep(), sampler.engine, containers=[c.name], action_log=log,
+                            framework_check=True)
+    finally:
+        sampler.close()
+    check = log.latest("device-check", c.name)  # run by the doctor, kept in the log it was given
+    assert check is not None and check.status == OK, check
+    torch = check.data["frameworks"]["torch"]
+    assert torch["imported"] is True and torch["built_with_cuda"] is None and torch["gpu_available"] is False
+    assert not by_code(result, c.name, "gpu.not_visible")
+    assert not by_code(result, c.name, "driver.cuda_too_new")
+    assert worst_by_container(result.findings).get(c.name) is None, result.findings
+    assert not [s for s in result.checks_skipped if s.check == "framework_check"], result.checks_skipped
+
+
+def test_framework_built_with_newer_cuda_that_finds_no_gpu(cuda13_torch_container, nvml_scenario):
+    c = cuda13_torch_container
+    lib = nvml_scenario()  # driver 550.54.15, CUDA 12.4
+    sampler = Sampler(ProbeOptions(nvml=True, nvml_lib=lib))
+    try:
+        snapshot = sampler.sweep()
+        log = ActionLog()
+        check = ActionRun("device-check", snapshot, c.id, sampler.engine, log=log).run()
+        without = run_doctor(snapshot, sampler.engine, containers=[c.name])
+        result = run_doctor(snapshot, sampler.engine, containers=[c.name], action_log=log)
+    finally:
+        sampler.close()
+    assert check.status == OK, (check.explanation, check.output)
+    torch = check.data["frameworks"]["torch"]
+    assert (torch["version"], torch["built_with_cuda"], torch["gpu_available"]) == ("2.9.0", "13.0", False)
+    # The image says nothing about CUDA: only the device check tells.
+    assert not by_code(without, c.name, "driver.cuda_too_new") and not by_code(without, c.name, "gpu.not_visible")
+
+    too_new = one(result, c.name, "driver.cuda_too_new")
+    assert too_new.severity == "critical"
+    assert too_new.title == "torch 2.9.0 needs CUDA 13.0, newer than the host's CUDA 12.4"
+    text = evidence_text(too_new)
+    assert f"needs CUDA 13.0: torch 2.9.0 built with CUDA 13.0 — mltop run device-check {c.name}" in text
+    assert "host driver 550.54.15 supports CUDA up to 12.4" in text
+    assert "CUDA 13.0 needs driver >= 580.65.06" in text and "580.65.06" in too_new.fix
+
+    hidden = one(result, c.name, "gpu.not_visible")
+    assert hidden.severity == "warning" and hidden.title == "Looks like a GPU workload but has no GPU assigned"
+    text = evidence_text(hidden)
+    assert f"torch 2.9.0 built with CUDA 13.0 finds no GPU (device count 0) — mltop run device-check {c.name}" in text
+    assert "Found no NVIDIA driver on your system" in text  # what the framework itself said
+    assert "--gpus all" in hidden.fix
+
+    # The same container started with --gpus: its framework still finds none.
+    asked = run_doctor(_with_gpu_request(snapshot, c.id), None, containers=[c.name], action_log=log)
+    assert one(asked, c.name, "gpu.not_visible").title == "The container asks for GPUs but its framework finds none"
+
+    # Within the host's major version: a warning, with the minimum driver for that minor.
+    newer_minor = dataclasses.replace(check, data={**check.data, "frameworks": {
+        **check.data["frameworks"], "torch": {**torch, "built_with_cuda": "12.6"}}})
+    minor = one(run_doctor(snapshot, None, containers=[c.name], action_log=[newer_minor]), c.name,
+                "driver.cuda_too_new")
+    assert minor.severity == "warning" and "CUDA 12.6 needs driver >= 560.28.03" in evidence_text(minor)
+
+
+def test_newest_successful_device_check_counts(cuda13_torch_container, nvml_scenario):
+    c = cuda13_torch_container
+    sampler = Sampler(ProbeOptions(nvml=True, nvml_lib=nvml_scenario()))
+    try:
+        snapshot = sampler.sweep()
+        log = ActionLog()
+        ok = ActionRun("device-check", snapshot, c.id, sampler.engine, log=log).run()
+        timed_out = ActionRun("device-check", snapshot, c.id, sampler.engine, log=log, timeout_s=0.01).run()
+        result = run_doctor(snapshot, sampler.engine, containers=[c.name], action_log=log)
+    finally:
+        sampler.close()
+    assert ok.status == OK and timed_out.status != OK and log.latest("device-check", c.name) is timed_out
+    assert one(result, c.name, "driver.cuda_too_new").severity == "critical"  # from the earlier, good run
+
+
+def test_cli_framework_check_feeds_the_findings(cuda13_torch_container, containers, nvml_scenario):
+    c = cuda13_torch_container
+    no_python = containers.run(["sleep", "300"])  # busybox: the check cannot run there
+    nvml = ["--nvml-lib", nvml_scenario()]
+    plain = _mltop("doctor", "--interval", "0.25", "--json", *nvml, c.name)
+    assert plain.returncode == 0, plain.stdout + plain.stderr  # the image alone shows nothing wrong
+
+    r = _mltop("doctor", "--interval", "0.25", "--json", "--framework-check", *nvml, c.name, no_python.name,
+               timeout=300)
+    assert r.returncode == 2, r.stdout + r.stderr
+    doc = json.loads(r.stdout)
+    found = {(f["code"], f["severity"]) for f in doc["findings"] if f["container"] == c.name}
+    assert found == {("driver.cuda_too_new", "critical"), ("gpu.not_visible", "warning")}, doc["findings"]
+    too_new = next(f for f in doc["findings"] if f["code"] == "driver.cuda_too_new")
+    assert any("torch 2.9.0 built with CUDA 13.0" in e for e in too_new["evidence"])
+    assert not [f for f in doc["findings"] if f["container"] == no_python.name]
+    skipped = [s["reason"] for s in doc["checks_skipped"] if s["check"] == "framework_check"]
+    assert len(skipped) == 1 and "unavailable" in skipped[0] and f"No Python in {no_python.name}" in skipped[0]
+
+    assert "--framework-check" in _mltop("doctor", "--help").stdout
 
 
 # --------------------------------------------------------------------------- pure parts

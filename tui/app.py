@@ -5,7 +5,7 @@ For the screens of later issues (diagnostics, in-container actions, report) the 
     app.snapshot                 the latest Snapshot (None before the first sweep)
     app.previous_snapshot        the sweep before it (what `run_doctor(previous=)` wants: rates, rising counters)
     app.doctor_result            the latest background doctor run over all containers (None before the first)
-    app.action_log               the session's ActionLog: every in-container action run, for `r` reports
+    app.action_log               the session's ActionLog: every in-container action run, for `r` reports and the doctor
     app.sampler                  the Sampler (None until the first sweep started)
     app.history                  History: recent values per container and GPU
     app.selected_container_id    the container under the cursor, or the one the open screen is about
@@ -221,7 +221,8 @@ class MltopApp(App):
         try:
             if self._doctor_engine is None:
                 self._doctor_engine = self.new_engine()
-            result = run_doctor(snapshot, self._doctor_engine, previous=previous)
+            # Device checks the user ran (`f`) feed the findings; the background never starts one itself.
+            result = run_doctor(snapshot, self._doctor_engine, previous=previous, action_log=self.action_log)
         except Exception as exc:  # run_doctor does not raise; an engine that cannot be made might
             self.log.error(f"background doctor failed: {type(exc).__name__}: {exc}")
         self.post_message(self.Diagnosed(result, time.perf_counter() - started))

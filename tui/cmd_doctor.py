@@ -26,6 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(dd if=PATH of=/dev/null bs=1M iflag=direct) and report MB/s")
     parser.add_argument("--io-test-max-mb", type=int, default=256, metavar="MIB",
                         help="read at most this many MiB in --io-test (default 256)")
+    parser.add_argument("--framework-check", action="store_true",
+                        help="first run the framework device check (as `mltop run device-check`) in each "
+                             "running container diagnosed: the container's own Python imports PyTorch, "
+                             "TensorFlow, JAX and CuPy and says which CUDA each was built with and whether it "
+                             "sees a GPU, so driver.cuda_too_new and gpu.not_visible judge the frameworks too, "
+                             "not only the image (seconds to minutes per container; a check that cannot run is "
+                             "listed under checks skipped)")
     parser.add_argument("--log-tail", type=int, default=200, metavar="LINES",
                         help="recent log lines read per container for log-based checks (default 200)")
     group = parser.add_argument_group("thresholds (heuristics; the evidence names the one that fired)")
@@ -103,6 +110,7 @@ def main(args: argparse.Namespace) -> int:
             previous=previous,
             log_tail=args.log_tail,
             io_test_max_mb=args.io_test_max_mb,
+            framework_check=args.framework_check,
         )
     finally:
         sampler.close()

@@ -117,7 +117,9 @@ class DiagnosticsScreen(Screen):
             if self._engine is None:
                 self._engine = self.app.new_engine()  # type: ignore[attr-defined]
             containers = [self.container_id] if self.container_id else None
-            result = run_doctor(snapshot, self._engine, containers=containers, previous=previous)
+            # A device check the user ran (`f`) feeds the findings; none is started from here.
+            result = run_doctor(snapshot, self._engine, containers=containers, previous=previous,
+                                action_log=getattr(self.app, "action_log", None))
         except Exception as exc:  # run_doctor never raises; making the engine client might
             error = f"the doctor could not run: {type(exc).__name__}: {exc}"
         self.post_message(self.Diagnosed(result, snapshot, time.perf_counter() - started, error))
