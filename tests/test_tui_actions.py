@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from conftest import wait_for
+from test_doctor import cuda13_torch_container  # noqa: F401  (fixture)
 from test_tui import dashboard, make_app, until
 
 from mltop.tui.dashboard import DashboardScreen
@@ -206,3 +207,31 @@ async def test_action_without_a_selected_container_says_so():
         assert screen.status == "unavailable" and "No container is selected" in screen.explanation_text
         await pilot.press("escape")
         assert isinstance(app.screen, DashboardScreen)
+
+
+async def test_framework_check_feeds_the_diagnosis(cuda13_torch_container, nvml_scenario):
+    """`f` runs the device check; `d` then judges with it: torch built for CUDA 13.0 on a CUDA 12.4 driver."""
+    from fakenvml import FakeGpu
+
+    c = cuda13_torch_container
+    lib = nvml_scenario(gpus=[FakeGpu()], driver_version="550.54.15", cuda_version=12040)
+    app = make_app(nvml=True, nvml_lib=lib)
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, app, c)
+        await pilot.press("d")
+        screen = app.screen
+        await until(pilot, lambda: screen.result is not None, what="the doctor without a device check")
+        assert not [f for f in screen.result.findings if f.container == c.name and f.severity != "info"]
+        await pilot.press("escape")
+
+        action = await open_action(pilot, app, "f")
+        await until(pilot, lambda: action.result is not None, timeout=60, what="the device check")
+        assert action.result.status == "ok", action.result
+        await pilot.press("escape")
+        await pilot.press("d")
+        screen = app.screen
+        await until(pilot, lambda: screen.result is not None, what="the doctor with the device check")
+        mine = {f.code: f for f in screen.result.findings if f.container == c.name}
+        assert mine["driver.cuda_too_new"].severity == "critical"
+        assert "torch" in mine["driver.cuda_too_new"].title and "13.0" in mine["driver.cuda_too_new"].title
+        assert "gpu.not_visible" in mine
