@@ -455,3 +455,12 @@ async def test_help_palette_and_action_keys(demo, monkeypatch):
         await pilot.press("r")
         assert isinstance(app.screen, FakeReportScreen)
         assert app.screen.kind == "report" and app.screen.container_id == demo.quiet.id
+
+
+def test_cli_output_shows_terminal_controls_as_inert_text():
+    from mltop.tui.sanitize import escaped
+
+    hostile = "loss 0.1\x1b[2J\x1b]0;pwned\x07 \u202eevil\tok"
+    shown = escaped(hostile)
+    assert "\x1b" not in shown and "\x07" not in shown and "\u202e" not in shown
+    assert shown == r"loss 0.1\x1b[2J\x1b]0;pwned\x07 \u202eevil" + "\tok"

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
+
+from .sanitize import escaped
 
 EXIT_CANNOT_DIAGNOSE = 3  # unknown container or bad combination of options (argparse itself uses 2)
 
 _SEVERITY_LABEL = {"critical": "CRITICAL", "warning": "WARNING", "info": "info"}
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,38 +49,35 @@ def thresholds_from_args(args: argparse.Namespace):
     return Thresholds(**values)
 
 
-def _safe(text: object) -> str:
-    """Container-provided text printed to a terminal: control characters shown escaped, never obeyed."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", str(text))
 
 
 def render_text(result, snapshot) -> str:
     from mltop.diagnostics.findings import SEVERITY_RANK
 
-    lines = [f"mltop doctor: host {_safe(snapshot.host.hostname)}, engine {_safe(snapshot.host.docker_host)}, "
+    lines = [f"mltop doctor: host {escaped(snapshot.host.hostname)}, engine {escaped(snapshot.host.docker_host)}, "
              f"{len(result.containers_checked)} container(s) checked"]
     groups: dict[str | None, list] = {}
     for f in result.findings:  # already host first, worst containers first, most severe first
         groups.setdefault(f.container, []).append(f)
     for container, findings in groups.items():
         lines.append("")
-        lines.append("host" if container is None else f"container {_safe(container)}")
+        lines.append("host" if container is None else f"container {escaped(container)}")
         width = max(len(f.code) for f in findings)
         for f in findings:
-            lines.append(f"  {_SEVERITY_LABEL[f.severity]:<8}  {f.code:<{width}}  {_safe(f.title)}")
+            lines.append(f"  {_SEVERITY_LABEL[f.severity]:<8}  {f.code:<{width}}  {escaped(f.title)}")
             pad = " " * 12
             for i, item in enumerate(f.evidence):
-                lines.append(f"{pad}{'evidence: ' if i == 0 else ' ' * 10}{_safe(item)}")
-            lines.append(f"{pad}fix:      {_safe(f.fix)}")
+                lines.append(f"{pad}{'evidence: ' if i == 0 else ' ' * 10}{escaped(item)}")
+            lines.append(f"{pad}fix:      {escaped(f.fix)}")
     clean = [n for n in result.containers_checked if n not in groups]
     if clean:
         lines.append("")
-        lines.append(f"no findings: {', '.join(_safe(n) for n in clean)}")
+        lines.append(f"no findings: {', '.join(escaped(n) for n in clean)}")
     if result.checks_skipped:
         lines.append("")
         lines.append("checks skipped:")
         for s in result.checks_skipped:
-            lines.append(f"  {s.check}: {_safe(s.reason)}")
+            lines.append(f"  {s.check}: {escaped(s.reason)}")
     counts = {sev: sum(1 for f in result.findings if f.severity == sev) for sev in SEVERITY_RANK}
     lines.append("")
     lines.append(f"{counts['critical']} critical, {counts['warning']} warning, {counts['info']} info "
@@ -115,7 +112,7 @@ def main(args: argparse.Namespace) -> int:
     finally:
         sampler.close()
     if result.missing and snapshot.host.engine.ok:  # with the engine down, its finding says why
-        names = ", ".join(_safe(m) for m in result.missing)
+        names = ", ".join(escaped(m) for m in result.missing)
         print(f"mltop doctor: no container named or id-prefixed {names}", file=sys.stderr)
         return EXIT_CANNOT_DIAGNOSE
     if args.json:

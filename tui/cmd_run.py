@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
+
+from .sanitize import escaped
 
 EXIT_OK = 0
 EXIT_ACTION_FAILED = 1
 EXIT_CANNOT_RUN = 3
 EXIT_INTERRUPTED = 130
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def _safe(text: object) -> str:
-    """Container output printed to a terminal: control characters shown escaped, never obeyed."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", str(text))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,12 +57,12 @@ def main(args: argparse.Namespace) -> int:
         container = snapshot.container(args.container)
         if container is None:
             names = ", ".join(c.name for c in snapshot.containers) or "none"
-            print(f"mltop run: no container named or id-prefixed {_safe(args.container)!r} (containers: "
-                  f"{_safe(names)})", file=sys.stderr)
+            print(f"mltop run: no container named or id-prefixed {escaped(args.container)!r} (containers: "
+                  f"{escaped(names)})", file=sys.stderr)
             return EXIT_CANNOT_RUN
 
         def show(line: str) -> None:
-            sys.stdout.write(_safe(line) + "\n")
+            sys.stdout.write(escaped(line) + "\n")
             sys.stdout.flush()
 
         run = ActionRun(args.action, snapshot, container, sampler.engine, timeout_s=args.timeout,
@@ -87,8 +84,8 @@ def main(args: argparse.Namespace) -> int:
         json.dump(result.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
     elif result.status != OK or result.explanation:
-        print(f"\nmltop run: {args.action} in {_safe(result.container)}: {result.status}"
-              + (f" — {_safe(result.explanation)}" if result.explanation else ""), file=sys.stderr)
+        print(f"\nmltop run: {args.action} in {escaped(result.container)}: {result.status}"
+              + (f" — {escaped(result.explanation)}" if result.explanation else ""), file=sys.stderr)
     if result.status == "cancelled":
         return EXIT_INTERRUPTED
     return EXIT_OK if result.status == OK else EXIT_ACTION_FAILED

@@ -29,6 +29,19 @@ _CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
 REPLACEMENT = "\ufffd"
 
 
+# For plain terminal output (the CLI): controls other than tab and newline, and the bidi controls.
+_CLI_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def escaped(value: object) -> str:
+    """Container text for a plain terminal (`mltop doctor`, `mltop run`): control characters and escape
+    sequences shown as inert `\\x1b` / `\\u202e` text, never obeyed; tabs and newlines kept."""
+    return _CLI_CONTROLS.sub(
+        lambda m: f"\\x{ord(m.group(0)):02x}" if ord(m.group(0)) < 0x100 else f"\\u{ord(m.group(0)):04x}",
+        str(value),
+    )
+
+
 def printable(value: object) -> str:
     """The text of `value` with escape sequences removed and control characters replaced."""
     text = value if isinstance(value, str) else str(value)
