@@ -387,6 +387,24 @@ async def test_gpu_panel_and_columns_with_simulated_gpu(demo, nvml_scenario):
                     what="the GPU process in the processes pane")
 
 
+async def test_eight_gpus_at_80x24_take_one_line_each(nvml_scenario):
+    lib = nvml_scenario(FakeScenario(gpus=[
+        FakeGpu(uuid=f"GPU-{i}", util=10 * i, clocks_event=0x40 if i == 7 else 0x1) for i in range(8)]))
+    app = make_app(nvml=True, nvml_lib=lib)
+    async with app.run_test(size=(80, 24)) as pilot:
+        panel = app.screen.query_one(GpuPanel)
+        await until(pilot, lambda: len(panel.query(GpuCard)) == 8, what="eight GPU cards")
+        await pilot.pause()
+        assert panel.has_class("-compact")
+        assert panel.size.height == 9  # the border and 8 one-line cards: every GPU in sight
+        cards = list(panel.query(GpuCard))
+        assert all(card.size.height == 1 for card in cards)
+        assert str(cards[7].query_one(".gpu-title").render()).endswith("⚠")  # the throttling stays visible
+        await pilot.press("g")  # full screen: two lines a GPU again
+        await pilot.pause()
+        assert not panel.has_class("-compact")
+
+
 # --------------------------------------------------------------------------- keys and small terminals
 
 

@@ -194,6 +194,8 @@ class DashboardScreen(Screen):
             self.app.notify("No GPU to show: see the header for why.", timeout=3)
 
     def watch_maximized(self, maximized) -> None:
+        if self.is_mounted:
+            self.query_one(GpuPanel).fit()  # two lines a GPU when maximized, maybe one when not
         if maximized is None and self.is_mounted:
             self.table.focus()  # back from the GPUs full screen (g or escape): keys go to the table again
 

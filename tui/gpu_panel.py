@@ -43,6 +43,9 @@ def gpu_title(gpu: GpuSample) -> Text:
         power = f" {gpu.power_w:.0f}"
         power += f"/{gpu.power_limit_w:.0f}W" if gpu.power_limit_w else "W"
         out.append(power)
+    if bad_throttle_reasons(gpu):
+        # the reasons are spelled out on the card's second line; this mark survives the one-line layout
+        out.append(" ⚠", style="bold red")
     return out
 
 
@@ -115,13 +118,28 @@ def _update_static(widget: Static, content: Text) -> None:
 
 
 class GpuPanel(VerticalScroll):
-    """All GPUs, one card each, keyed by uuid; hidden when there are none."""
+    """All GPUs, one card each, keyed by uuid; hidden when there are none.
+
+    When two lines a GPU do not fit in the panel's share of the screen (8 GPUs at 80x24), each card keeps
+    its first line only: name, temperature, power, bad throttling and the meters. `g` shows them in full.
+    """
 
     can_focus = False
     ALLOW_MAXIMIZE = True  # `g`: the GPUs full screen, with taller history graphs
+    SHARE = 0.4  # of the screen's height, as max-height in mltop.tcss
+    _count = 0
+
+    def on_resize(self) -> None:
+        self.fit()
+
+    def fit(self) -> None:
+        rows = int(self.screen.size.height * self.SHARE) - 1  # the border line
+        self.set_class(self._count * 2 > rows and not self.has_class("-maximized"), "-compact")
 
     def show(self, snapshot: Snapshot, history: History) -> None:
         self.display = bool(snapshot.gpus)
+        self._count = len(snapshot.gpus)
+        self.fit()
         cards = {card.uuid: card for card in self.query(GpuCard)}
         wanted = [g.uuid for g in snapshot.gpus]
         for uuid, card in cards.items():
