@@ -399,7 +399,8 @@ async def test_eight_gpus_at_80x24_take_one_line_each(nvml_scenario):
         assert panel.size.height == 8  # 8 one-line cards, every GPU in sight (the border is outside)
         cards = list(panel.query(GpuCard))
         assert all(card.size.height == 1 for card in cards)
-        assert str(cards[7].query_one(".gpu-title").render()).endswith("⚠")  # the throttling stays visible
+        title = cards[7].query_one(".gpu-title")
+        await until(pilot, lambda: str(title.render()).endswith("⚠"), what="throttling marked on one line")
         await pilot.press("g")  # full screen: two lines a GPU again
         await pilot.pause()
         assert not panel.has_class("-compact")
