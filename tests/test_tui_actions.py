@@ -235,3 +235,16 @@ async def test_framework_check_feeds_the_diagnosis(cuda13_torch_container, nvml_
         assert mine["driver.cuda_too_new"].severity == "critical"
         assert "torch" in mine["driver.cuda_too_new"].title and "13.0" in mine["driver.cuda_too_new"].title
         assert "gpu.not_visible" in mine
+
+
+async def test_a_key_typed_after_q_does_not_break_the_exit(containers):
+    """Over SSH keys arrive typed ahead: `q` then `n` pushed a screen into an exiting app (a traceback)."""
+    containers.run(["sleep", "300"])
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.snapshot is not None, what="the first sweep")
+        app.exit()
+        app.push_container_screen("nvidia-smi")
+        await pilot.pause(0.3)
+        assert not any(isinstance(s, ActionScreen) for s in app.screen_stack)
+    assert app.return_code == 0

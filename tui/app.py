@@ -295,6 +295,13 @@ class MltopApp(App):
 
     # -- navigation -----------------------------------------------------------------------------------
 
+    def push_screen(self, screen, *args, **kwargs):
+        # A key pressed right after `q` (typed ahead over SSH) would push a screen into an app that is
+        # shutting down; its on_mount then finds no children and the exit prints a traceback.
+        if getattr(self, "_exit", False):
+            return None
+        return super().push_screen(screen, *args, **kwargs)
+
     def open_detail(self, container_id: str) -> None:
         self.push_screen(ContainerDetailScreen(container_id))
 
