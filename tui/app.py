@@ -6,7 +6,9 @@ For the screens of later issues (diagnostics, in-container actions, report) the 
     app.previous_snapshot        the sweep before it (what `run_doctor(previous=)` wants: rates, rising counters)
     app.doctor_result            the latest background doctor run over all containers (None before the first)
     app.action_log               the session's ActionLog: every in-container action run, for `r` reports and the doctor
-    app.sampler                  the Sampler (None until the first sweep started)
+    app.source                   where snapshots come from (probes.source.SnapshotSource): the live sampler by
+                                 default, built snapshots in tests, a recording in replay
+    app.sampler                  the live Sampler (None until the first sweep started, or when the source is not live)
     app.history                  History: recent values per container and GPU
     app.selected_container_id    the container under the cursor, or the one the open screen is about
     app.selected_process_pid     the host PID under the cursor in the processes pane
@@ -113,7 +115,7 @@ class MltopApp(App):
             self.seconds = seconds
 
     def __init__(self, docker_host: str | None = None, nvml_lib: str | None = None, nvml: bool = True,
-                 interval: float = 1.0, processes: bool = True):
+                 interval: float = 1.0, processes: bool = True, source=None):
         self._launch_age_s = _process_age_s()
         self._created_at = time.perf_counter()
         super().__init__()
@@ -128,7 +130,9 @@ class MltopApp(App):
         self.paused = False
         self.snapshot: Snapshot | None = None
         self.previous_snapshot: Snapshot | None = None
-        self.sampler = None
+        from mltop.probes.source import LiveSource
+
+        self.source = source if source is not None else LiveSource(self._make_sampler)
         from mltop.diagnostics.actions import ActionLog
 
         self.action_log = ActionLog()
@@ -153,9 +157,12 @@ class MltopApp(App):
     def on_mount(self) -> None:
         self._sample()
 
+    @property
+    def sampler(self):
+        return getattr(self.source, "sampler", None)
+
     def on_unmount(self) -> None:
-        if self.sampler is not None:
-            self.sampler.close()
+        self.source.close()
         if self._doctor_engine is not None:
             self._doctor_engine.reset()
 
@@ -176,9 +183,7 @@ class MltopApp(App):
         started = time.perf_counter()
         snapshot, error = None, None
         try:
-            if self.sampler is None:
-                self.sampler = self._make_sampler()
-            snapshot = self.sampler.sweep()
+            snapshot = self.source.latest()
         except Exception as exc:  # a probe bug: show it and keep polling
             error = f"sampling failed: {type(exc).__name__}: {exc}"
         self.post_message(self.Sampled(snapshot, error, time.perf_counter() - started))
