@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import threading
-import time
 from dataclasses import dataclass
+
+from mltop.probes.redaction import redact_text
+
+from .actions.runner import StepControl, exec_in_container
 
 MIB = 1 << 20
 
@@ -48,52 +48,33 @@ def read_command(path: str, max_mb: int, direct: bool = True) -> list[str]:
     return argv
 
 
-def _exec(api, container_id: str, argv: list[str], timeout_s: float) -> tuple[int | None, str, float, bool]:
-    """Run argv in the container; (exit code, output, wall seconds, timed out). Kills the exec on timeout."""
-    exec_id = api.exec_create(container_id, argv, stdout=True, stderr=True)["Id"]
-    box: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            box["output"] = api.exec_start(exec_id)
-        except Exception as exc:  # the engine dropped the stream: report it as the output
-            box["error"] = exc
-
-    started = time.monotonic()
-    worker = threading.Thread(target=run, name="mltop-read-test", daemon=True)
-    worker.start()
-    worker.join(timeout_s)
-    wall = time.monotonic() - started
-    if worker.is_alive():
-        try:
-            pid = api.exec_inspect(exec_id).get("Pid")
-            if pid:
-                os.kill(int(pid), signal.SIGKILL)  # host PID: only reachable when mltop runs on the host
-        except Exception:
-            pass
-        return None, "", wall, True
-    raw = box.get("output", b"")
-    output = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
-    if "error" in box:
-        output += f"\n{box['error']}"
-    code = api.exec_inspect(exec_id).get("ExitCode")
-    return code, output.strip(), wall, False
+def _exec(engine, container_id: str, argv: list[str], timeout_s: float) -> tuple[int | None, str, float, bool]:
+    """Run argv in the container; (exit code, output, wall seconds, timed out). Ended on timeout by the
+    action runner, which signals only a PID that /proc shows is this container's on a local engine."""
+    outcome = exec_in_container(engine, container_id, argv, StepControl.within(timeout_s, redact=redact_text))
+    if outcome.timed_out:
+        return None, "", outcome.wall_s, True
+    if outcome.error and outcome.exit_code is None and not outcome.text:
+        raise RuntimeError(outcome.error)  # the exec could not start: the doctor lists the check as skipped
+    output = outcome.text
+    if outcome.error:
+        output += f"\n{outcome.error}"
+    return outcome.exit_code, output.strip(), outcome.wall_s, False
 
 
 def timed_direct_read(engine, container_id: str, path: str, max_mb: int = 256,
                       timeout_s: float = 30.0) -> ReadTestResult:
     """Read up to `max_mb` MiB of `path` with O_DIRECT inside the container and time it."""
-    api = engine.client.api
     # What an exec costs by itself (create, start, stream): taken off the wall time when dd gives none.
-    _, _, overhead, _ = _exec(api, container_id, ["dd", "if=/dev/null", "of=/dev/null"], timeout_s)
+    _, _, overhead, _ = _exec(engine, container_id, ["dd", "if=/dev/null", "of=/dev/null"], timeout_s)
     direct = True
     argv = read_command(path, max_mb, direct)
-    code, output, wall, timed_out = _exec(api, container_id, argv, timeout_s)
+    code, output, wall, timed_out = _exec(engine, container_id, argv, timeout_s)
     if not timed_out and code != 0 and "Invalid argument" in output:
         # The filesystem refuses O_DIRECT (tmpfs, some overlay setups): read through the page cache instead.
         direct = False
         argv = read_command(path, max_mb, direct)
-        code, output, wall, timed_out = _exec(api, container_id, argv, timeout_s)
+        code, output, wall, timed_out = _exec(engine, container_id, argv, timeout_s)
     if timed_out:
         return ReadTestResult(path, tuple(argv), False, None, wall, None, direct, True, None, "",
                               "exec wall time", f"the read did not finish within {timeout_s:g} s")
@@ -113,15 +94,15 @@ def timed_direct_read(engine, container_id: str, path: str, max_mb: int = 256,
         partial = int(records.group(2)) if records else 0
         bytes_read = full * MIB
         if partial:
-            size = _file_size(api, container_id, path, timeout_s)
+            size = _file_size(engine, container_id, path, timeout_s)
             if size is not None:
                 bytes_read = min(size, max_mb * MIB)
     rate = bytes_read / seconds / 1e6 if bytes_read is not None and seconds > 0 else None
     return ReadTestResult(path, tuple(argv), True, bytes_read, seconds, rate, direct, False, code, output, timing)
 
 
-def _file_size(api, container_id: str, path: str, timeout_s: float) -> int | None:
-    code, output, _, timed_out = _exec(api, container_id, ["stat", "-L", "-c", "%s", path], timeout_s)
+def _file_size(engine, container_id: str, path: str, timeout_s: float) -> int | None:
+    code, output, _, timed_out = _exec(engine, container_id, ["stat", "-L", "-c", "%s", path], timeout_s)
     if timed_out or code != 0:
         return None
     try:

@@ -340,6 +340,16 @@ def read_net_dev(pid: int) -> tuple[int, int] | None:
     return rx, tx
 
 
+def container_ref_of_pid(pid: int) -> tuple[str, str] | None:
+    """(runtime, container id) of host PID `pid` from /proc/<pid>/cgroup; None for a host process or a PID
+    this process cannot see (gone, or another PID namespace's number)."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return container_ref_from_cgroup_text(f.read())
+    except OSError:
+        return None
+
+
 def container_ref_from_cgroup_text(text: str) -> tuple[str, str] | None:
     """(runtime, container id) from the text of /proc/<pid>/cgroup, or None for a host process.
 

@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from .model import ContainerConfig, DeviceRequest, EngineStatus, Mount
-from .redaction import redact_argv, redact_env, redact_text, redact_value, scrub_values, secret_values, split_env
+from .redaction import (
+    SECRETS_UNREADABLE,
+    ContainerSecrets,
+    redact_argv,
+    redact_env,
+    redact_value,
+    scrub_values,
+    secret_values,
+    split_env,
+)
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
@@ -23,6 +35,13 @@ class EngineError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class SecretsUnreadable(EngineError):
+    """A container's environment could not be read, so text it prints cannot be scrubbed of its secrets."""
+
+    def __init__(self, reason: str | None):
+        super().__init__("secrets_unreadable", f"{SECRETS_UNREADABLE} ({reason or 'no reason given'})")
 
 
 def docker_host_in_use(cli_value: str | None = None) -> str:
@@ -219,7 +238,7 @@ class Engine:
         self._lock = threading.Lock()
         self._info: dict[str, Any] | None = None
         self._version: str | None = None
-        self._secrets: dict[str, frozenset[str]] = {}
+        self._secrets: dict[str, ContainerSecrets] = {}
 
     # -- connection -----------------------------------------------------------------------------
 
@@ -328,8 +347,9 @@ class Engine:
     def inspect(self, container_id: str) -> dict[str, Any]:
         return self.call(lambda c: c.api.inspect_container(container_id))
 
-    def container_secrets(self, container_id: str) -> frozenset[str]:
-        """The container's own secret values (from its environment), to scrub from text it prints.
+    def container_secrets(self, container_id: str) -> ContainerSecrets:
+        """The container's own secret values (from its environment), to scrub from text it prints; when the
+        environment cannot be read, a ContainerSecrets that says so (`known` is False): fail closed.
 
         A container's environment never changes, so this is one inspect per container per session."""
         cached = self._secrets.get(container_id)
@@ -337,42 +357,30 @@ class Engine:
             return cached
         try:
             env = (self.inspect(container_id).get("Config") or {}).get("Env")
-        except Exception:
-            return frozenset()
+        except Exception as exc:
+            log.warning("cannot read the environment of %s: its secrets are unknown", container_id[:12],
+                        exc_info=True)
+            return ContainerSecrets(error=getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
         if len(self._secrets) > 4096:
             self._secrets.clear()
-        self._secrets[container_id] = secrets = secret_values(split_env(env))
+        self._secrets[container_id] = secrets = ContainerSecrets.from_env(env)
         return secrets
 
     def logs(self, container_id: str, tail: int = 200, since: float | None = None,
              timestamps: bool = False) -> list[str]:
         """The last `tail` log lines (stdout and stderr), decoded leniently and with secrets redacted:
-        token shapes, secret assignments, and the container's own secret values even when echoed bare."""
+        token shapes, secret assignments, and the container's own secret values even when echoed bare.
+
+        Raises SecretsUnreadable (an EngineError) when the container's secrets cannot be read."""
         secrets = self.container_secrets(container_id)
+        if not secrets.known:
+            raise SecretsUnreadable(secrets.error)
         raw = self.call(
             lambda c: c.api.logs(container_id, stdout=True, stderr=True, tail=tail, since=since,
                                  timestamps=timestamps)
         )
         text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
-        return [scrub_values(redact_text(line), secrets) for line in text.splitlines()]
-
-    def follow_logs(self, container_id: str, tail: int = 0) -> Iterator[str]:
-        """Stream log lines as they arrive (redacted). Close the generator to stop."""
-        secrets = self.container_secrets(container_id)
-        stream = self.call(
-            lambda c: c.api.logs(container_id, stdout=True, stderr=True, stream=True, follow=True, tail=tail)
-        )
-        buffer = b""
-        try:
-            for chunk in stream:
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    yield scrub_values(redact_text(line.decode("utf-8", errors="replace")), secrets)
-        finally:
-            close = getattr(stream, "close", None)
-            if close:
-                close()
+        return [secrets.scrub(line) for line in text.splitlines()]
 
 
 class ContainerCatalog:

@@ -7,9 +7,13 @@ report or JSON document downstream can hold an unredacted secret.
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
 
 REDACTED = "[REDACTED]"
+# What stands in for container text when its secrets could not be read: without them a secret echoed bare
+# (a token printed by itself) cannot be recognised, so the text is withheld rather than shown unscrubbed.
+SECRETS_UNREADABLE = "not shown: secrets could not be read"
 
 # Name parts that mark an environment variable as secret. Matched on word boundaries of the upper-cased
 # name split at "_", "-" and ".", plus a few whole-name patterns (e.g. AWS_SECRET_ACCESS_KEY, HF_TOKEN).
@@ -105,6 +109,37 @@ def scrub_values(text: str, values: Iterable[str]) -> str:
         if value in text:
             text = text.replace(value, REDACTED)
     return text
+
+
+@dataclass(frozen=True)
+class ContainerSecrets:
+    """A container's raw secret values, or why they are unknown. Never shown, never kept beyond one use."""
+
+    values: frozenset[str] = frozenset()
+    error: str | None = None  # why the environment could not be read; None when it was
+
+    @property
+    def known(self) -> bool:
+        return self.error is None
+
+    @classmethod
+    def from_env(cls, entries: Iterable[str] | None) -> "ContainerSecrets":
+        return cls(secret_values(split_env(entries)))
+
+    def scrub(self, text: str) -> str:
+        """Token shapes and secret assignments, then this container's own values wherever they appear."""
+        return scrub_values(redact_text(text), self.values)
+
+
+def redact_tree(value: Any, redact: Callable[[str], str], *, keys: bool = False) -> Any:
+    """Every string in nested mappings and sequences through `redact` (mapping keys too when `keys`)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {(redact(str(k)) if keys else k): redact_tree(v, redact, keys=keys) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_tree(v, redact, keys=keys) for v in value]
+    return value
 
 
 def redact_value(name: str, value: str) -> str:

@@ -13,7 +13,7 @@ from .cgroups import (
     CgroupGone,
     CgroupLocator,
     cgroup_procs,
-    container_ref_from_cgroup_text,
+    container_ref_of_pid,
     read_counters,
     read_net_dev,
 )
@@ -82,6 +82,12 @@ class Sampler:
         self.catalog.close()
         if self._nvml is not None:
             self._nvml.close()
+
+    def sweep_pair(self, interval: float) -> tuple[Snapshot, Snapshot]:
+        """Two sweeps `interval` apart, (earlier, later): rates (CPU %, I/O) need two, and so do rising counters."""
+        previous = self.sweep()
+        time.sleep(max(interval, 0.05))
+        return previous, self.sweep()
 
     # ------------------------------------------------------------------------------------------
 
@@ -311,12 +317,6 @@ def _unmeasured_sample(meta: ContainerMeta) -> ContainerSample:
     )
 
 
-def _cgroup_ref(pid: int) -> tuple[str, str] | None:
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            return container_ref_from_cgroup_text(f.read())
-    except OSError:
-        return None
 
 
 def attribute_gpu_processes(
@@ -339,7 +339,7 @@ def attribute_gpu_processes(
     for gpu in gpus:
         procs = []
         for proc in gpu.processes:
-            ref = _cgroup_ref(proc.host_pid)
+            ref = container_ref_of_pid(proc.host_pid)
             if ref is not None:
                 runtime, cid = ref
                 container = by_id.get(cid)

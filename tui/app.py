@@ -36,6 +36,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 
+from mltop.diagnostics.actions.registry import ACTIONS
 from mltop.probes.model import Snapshot
 
 from .dashboard import DashboardScreen
@@ -63,9 +64,7 @@ class ContainerScreenSpec:
 
 CONTAINER_SCREENS: dict[str, ContainerScreenSpec] = {
     "diagnostics": ContainerScreenSpec("screen_diagnostics", "DiagnosticsScreen", "Diagnostics"),
-    "nvidia-smi": ContainerScreenSpec("screen_actions", "ActionScreen", "nvidia-smi in the container"),
-    "py-spy": ContainerScreenSpec("screen_actions", "ActionScreen", "py-spy dump"),
-    "framework": ContainerScreenSpec("screen_actions", "ActionScreen", "Framework device check"),
+    **{a.name: ContainerScreenSpec("screen_actions", "ActionScreen", a.title) for a in ACTIONS},
     "report": ContainerScreenSpec("screen_report", "ReportScreen", "Incident report"),
 }
 
@@ -91,9 +90,8 @@ class MltopApp(App):
         Binding("question_mark", "help", "Help", key_display="?", id="mltop.help"),
         Binding("d", "container_screen('diagnostics')", "Diagnose", id="mltop.diagnostics"),
         Binding("space", "toggle_pause", "Pause", id="mltop.pause"),
-        Binding("n", "container_screen('nvidia-smi')", "nvidia-smi", show=False, id="mltop.nvidia_smi"),
-        Binding("p", "container_screen('py-spy')", "py-spy", show=False, id="mltop.py_spy"),
-        Binding("f", "container_screen('framework')", "Framework check", show=False, id="mltop.framework"),
+        *(Binding(a.key, f"container_screen('{a.name}')", a.key_help, show=False, id=f"mltop.{a.name}")
+          for a in ACTIONS),
         Binding("r", "container_screen('report')", "Report", show=False, id="mltop.report"),
     ]
 

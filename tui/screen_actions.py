@@ -21,11 +21,10 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, RichLog, Static
 
+from mltop.diagnostics.actions.registry import action_named
+
 from .sanitize import literal, printable
 
-# The app's key kinds and the actions they run.
-ACTIONS = {"nvidia-smi": "nvidia-smi", "py-spy": "py-spy", "framework": "device-check"}
-TITLES = {"nvidia-smi": "nvidia-smi", "py-spy": "py-spy dump", "device-check": "Framework device check"}
 STATUS_STYLE = {"running": "bold", "ok": "bold green", "failed": "bold red", "timeout": "bold red",
                 "cancelled": "bold yellow", "unavailable": "bold yellow"}
 KEEP_LINES = 20_000
@@ -77,7 +76,7 @@ class ActionScreen(Screen):
     def __init__(self, kind: str = "nvidia-smi", container_id: str | None = None):
         super().__init__()
         self.kind = kind
-        self.action = ACTIONS[kind]
+        self.action = action_named(kind).name  # the screen's kind is the action's name (registry.py)
         self.container_id = container_id
         self.container_name: str | None = None
         self.runner = None  # the diagnostics.actions.ActionRun
@@ -188,7 +187,7 @@ class ActionScreen(Screen):
     # -- showing --------------------------------------------------------------------------------------
 
     def _show_title(self) -> None:
-        title = Text(f"{TITLES[self.action]} · ", style="bold", no_wrap=True, end="")
+        title = Text(f"{action_named(self.action).title} · ", style="bold", no_wrap=True, end="")
         if self.container_name is not None:
             title.append_text(literal(self.container_name, "bold"))
         else:

@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from mltop.probes.model import ContainerSample, GpuSample, Snapshot, to_jsonable
-from mltop.probes.redaction import REDACTED, redact_argv, redact_text, redact_value, scrub_values
+from mltop.probes.redaction import (
+    REDACTED,
+    SECRETS_UNREADABLE,
+    redact_argv,
+    redact_text,
+    redact_tree,
+    redact_value,
+    scrub_values,
+)
 
 REPORT_SCHEMA_VERSION = 1
 FORMATS = ("json", "md", "html")
@@ -275,28 +283,27 @@ def build_report(
         },
     }
     known = set(secrets)
+    unreadable = []
     if engine is not None:
-        from .actions import container_secret_values
-
         for c in selected:
-            known |= container_secret_values(engine, c.id)
+            found = engine.container_secrets(c.id)
+            known |= found.values
+            if not found.known:
+                unreadable.append(c.name)
+    if unreadable:
+        # Fail closed: their logs are already withheld (engine.logs refuses); whatever else they printed is
+        # scrubbed with every pattern mltop has, and the reader is told their bare values could not be.
+        doc["redaction"]["secrets_unreadable"] = unreadable
+        doc["redaction"]["note"] += (f" The environment of {', '.join(unreadable)} could not be read: its logs "
+                                     f"are {SECRETS_UNREADABLE}, and a secret it printed bare, in no known "
+                                     "shape, may not be recognised.")
     return redact_document(doc, known)
 
 
 def redact_document(value: Any, secrets: Iterable[str] = ()) -> Any:
     """Defence in depth: redact token shapes in every string (keys too) and scrub known secret values."""
     secrets = frozenset(secrets)
-
-    def walk(v: Any) -> Any:
-        if isinstance(v, str):
-            return scrub_values(redact_text(v), secrets)
-        if isinstance(v, Mapping):
-            return {walk(str(k)): walk(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [walk(x) for x in v]
-        return v
-
-    return walk(value)
+    return redact_tree(value, lambda text: scrub_values(redact_text(text), secrets), keys=True)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -307,7 +314,7 @@ def render_json(report: Mapping[str, Any]) -> str:
 
 
 def render_html(report: Mapping[str, Any]) -> str:
-    from .report_html import render_html as _render
+    from .html import render_html as _render
 
     return _render(report)
 

@@ -7,7 +7,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from mltop.probes.redaction import REDACTED
 
-from .report import (
+from .document import (
     GPU_HEADERS,
     GPU_PROCESS_HEADERS,
     MOUNT_HEADERS,

@@ -1,19 +1,47 @@
-"""The `mltop` command line: the dashboard by default, and headless subcommands for scripts."""
+"""The `mltop` command line: the dashboard by default, and headless subcommands for scripts.
+
+Each subcommand is a module with `add_arguments(parser)` and `main(args) -> int`, registered in
+SUBCOMMANDS by a factory that imports it only when that command's options are built or it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from importlib import metadata
+from types import ModuleType
+from typing import Callable
 
-SUBCOMMANDS = {
-    # name: (module under mltop.tui, help)
-    "snapshot": (None, "print one snapshot (two sweeps --interval apart, so rates are real)"),
-    "doctor": ("cmd_doctor", "diagnose containers and the host; exit 0 ok, 1 warning, 2 critical"),
-    "report": ("cmd_report", "write a diagnostic report (json, md or html)"),
-    "run": ("cmd_run", "run an action in a container: nvidia-smi, py-spy or device-check"),
+from .common import add_common, make_sampler
+from .logging_setup import configure_logging
+
+
+def _snapshot() -> ModuleType:
+    from . import snapshot
+    return snapshot
+
+
+def _doctor() -> ModuleType:
+    from . import doctor
+    return doctor
+
+
+def _report() -> ModuleType:
+    from . import report
+    return report
+
+
+def _run() -> ModuleType:
+    from . import run
+    return run
+
+
+# name: (factory returning a module with add_arguments(parser) and main(args), help)
+SUBCOMMANDS: dict[str, tuple[Callable[[], ModuleType], str]] = {
+    "snapshot": (_snapshot, "print one snapshot (two sweeps --interval apart, so rates are real)"),
+    "doctor": (_doctor, "diagnose containers and the host; exit 0 ok, 1 warning, 2 critical"),
+    "report": (_report, "write a diagnostic report (json, md or html)"),
+    "run": (_run, "run an action in a container: nvidia-smi, py-spy or device-check"),
 }
 
 
@@ -24,21 +52,6 @@ def version() -> str:
         return "0+unknown"
 
 
-def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
-    """Options accepted before or after the subcommand (`mltop --docker-host X doctor` and the reverse)."""
-    default = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
-    parser.add_argument("--docker-host", metavar="URL", default=default(None),
-                        help="Docker engine endpoint (default: $DOCKER_HOST or unix:///var/run/docker.sock; "
-                             "ssh://user@host works)")
-    parser.add_argument("--nvml-lib", metavar="PATH", default=default(None),
-                        help="alternate libnvidia-ml.so.1 (default: $MLTOP_NVML_LIB, then the system's; "
-                             "WSL keeps it in /usr/lib/wsl/lib)")
-    parser.add_argument("--no-nvml", action="store_true", default=default(False),
-                        help="do not load NVML at all")
-    parser.add_argument("--interval", type=float, metavar="SECONDS", default=default(1.0),
-                        help="refresh / sampling interval in seconds (default 1, minimum 0.25)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mltop",
@@ -46,51 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "With no subcommand, opens the live dashboard.",
     )
     parser.add_argument("--version", action="version", version=f"mltop {version()}")
-    _add_common(parser, suppress=False)
+    add_common(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_text) in SUBCOMMANDS.items():
+    for name, (factory, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        _add_common(p, suppress=True)
-        if module is None:
-            p.add_argument("--json", action="store_true", help="print JSON (the only format for now)")
-        else:
-            _command_module(module).add_arguments(p)
+        add_common(p, suppress=True)
+        factory().add_arguments(p)
     return parser
-
-
-def _command_module(name: str):
-    import importlib
-
-    return importlib.import_module(f"mltop.tui.{name}")
-
-
-def make_sampler(args: argparse.Namespace):
-    from mltop.probes.sampler import ProbeOptions, Sampler
-
-    return Sampler(ProbeOptions(docker_host=args.docker_host, nvml=not args.no_nvml, nvml_lib=args.nvml_lib))
-
-
-def take_snapshot(sampler, interval: float):
-    """Two sweeps `interval` apart, so that rates (CPU %, I/O, network) are real."""
-    sampler.sweep()
-    time.sleep(max(interval, 0.05))
-    return sampler.sweep()
-
-
-def cmd_snapshot(args: argparse.Namespace) -> int:
-    from mltop.probes.model import snapshot_to_json
-
-    sampler = make_sampler(args)
-    try:
-        snapshot = take_snapshot(sampler, args.interval)
-    finally:
-        sampler.close()
-    json.dump(snapshot_to_json(snapshot), sys.stdout, indent=2)
-    sys.stdout.write("\n")
-    if not snapshot.host.engine.ok:
-        print(f"mltop: {snapshot.host.engine.error}", file=sys.stderr)
-        return 3
-    return 0
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -111,17 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.interval < 0.25:
         parser.error("--interval must be at least 0.25 seconds")
+    configure_logging(args.log_file, to_stderr=args.command is not None)
     try:
         if args.command is None:
             return cmd_dashboard(args)
-        if args.command == "snapshot":
-            return cmd_snapshot(args)
-        return int(_command_module(SUBCOMMANDS[args.command][0]).main(args) or 0)
+        return int(SUBCOMMANDS[args.command][0]().main(args) or 0)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `mltop snapshot --json | head`
         return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = ["SUBCOMMANDS", "build_parser", "main", "make_sampler", "version"]

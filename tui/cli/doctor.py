@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
-from .sanitize import escaped
+from ..sanitize import escaped
+from .common import make_sampler
 
 EXIT_CANNOT_DIAGNOSE = 3  # unknown container or bad combination of options (argparse itself uses 2)
 
@@ -87,7 +87,6 @@ def render_text(result, snapshot) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from mltop.diagnostics.doctor import run_doctor
-    from mltop.tui.cli import make_sampler
 
     if args.io_test and not args.containers:
         print("mltop doctor: --io-test needs at least one CONTAINER to read in", file=sys.stderr)
@@ -95,9 +94,7 @@ def main(args: argparse.Namespace) -> int:
     sampler = make_sampler(args)
     try:
         # Two sweeps, so that rates are real and counters (throttling, OOM kills) can be seen rising.
-        previous = sampler.sweep()
-        time.sleep(max(args.interval, 0.05))
-        snapshot = sampler.sweep()
+        previous, snapshot = sampler.sweep_pair(args.interval)
         result = run_doctor(
             snapshot,
             sampler.engine,

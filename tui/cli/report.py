@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
+
+from .common import make_sampler
 
 EXIT_OK = 0
 EXIT_CANNOT_WRITE = 3
@@ -24,7 +25,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from mltop.diagnostics.report import build_report, format_for_path, write_report
-    from mltop.tui.cli import make_sampler
 
     try:
         fmt = format_for_path(args.output, args.format)
@@ -35,9 +35,7 @@ def main(args: argparse.Namespace) -> int:
     findings: tuple = ()
     skipped: list = []
     try:
-        previous = sampler.sweep()
-        time.sleep(max(args.interval, 0.05))
-        snapshot = sampler.sweep()
+        previous, snapshot = sampler.sweep_pair(args.interval)
         if args.no_doctor:
             skipped.append(("doctor", "left out with --no-doctor"))
         else:

@@ -10,7 +10,8 @@ import argparse
 import json
 import sys
 
-from .sanitize import escaped
+from ..sanitize import escaped
+from .common import make_sampler
 
 EXIT_OK = 0
 EXIT_ACTION_FAILED = 1
@@ -18,21 +19,16 @@ EXIT_CANNOT_RUN = 3
 EXIT_INTERRUPTED = 130
 
 
-
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from mltop.diagnostics.actions import ACTION_NAMES, DEFAULT_TIMEOUT_S
+    from mltop.diagnostics.actions import ACTIONS
 
-    parser.add_argument("action", choices=ACTION_NAMES,
-                        help="nvidia-smi (inside the container, else the host's view of its GPUs), py-spy (dump "
-                             "the stacks of its busiest Python process), device-check (which device each ML "
-                             "framework in it really uses)")
+    parser.add_argument("action", choices=[a.name for a in ACTIONS],
+                        help="; ".join(f"{a.name}: {a.summary}" for a in ACTIONS))
     parser.add_argument("container", metavar="CONTAINER", help="container name or id prefix")
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead of streaming")
     parser.add_argument("--timeout", type=float, metavar="SECONDS",
                         help="stop the action after this long (defaults: "
-                             + ", ".join(f"{k} {v:g}s" for k, v in DEFAULT_TIMEOUT_S.items()) + ")")
+                             + ", ".join(f"{a.name} {a.timeout_s:g}s" for a in ACTIONS) + ")")
     parser.add_argument("--pid", type=int, metavar="HOSTPID",
                         help="py-spy: the host PID of the process to dump (default: the busiest Python process)")
     parser.add_argument("--all", action="store_true", dest="all_processes",
@@ -41,7 +37,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from mltop.diagnostics.actions import OK, PY_SPY, ActionRun
-    from mltop.tui.cli import make_sampler, take_snapshot
 
     if args.timeout is not None and args.timeout <= 0:
         print("mltop run: --timeout must be positive", file=sys.stderr)
@@ -49,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
     sampler = make_sampler(args)
     try:
         # py-spy picks the busiest process, which needs CPU rates: two sweeps. The others need one.
-        snapshot = take_snapshot(sampler, args.interval) if args.action == PY_SPY and args.pid is None \
+        snapshot = sampler.sweep_pair(args.interval)[1] if args.action == PY_SPY and args.pid is None \
             else sampler.sweep()
         if not snapshot.host.engine.ok:
             print(f"mltop run: {snapshot.host.engine.error}", file=sys.stderr)

@@ -1,0 +1,256 @@
+"""The one runner for commands mltop starts: in a container (docker exec) or on the host; stream, time out, cancel.
+
+Ending an in-container process is the dangerous part. The engine reports an exec's PID in *its* host's PID
+namespace; a signal sent to that number here hits whatever local process has it. So a PID is signalled only
+when the engine is local (unix://, npipe://) and /proc/<pid>/cgroup, read here, names that very container.
+With a remote engine (ssh://, tcp://) or a PID we cannot see, nothing is signalled: the step says the
+process may still run, and the exec's stream is closed so mltop stops waiting for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from mltop.probes.cgroups import container_ref_of_pid
+
+log = logging.getLogger(__name__)
+
+_NOT_FOUND = re.compile(r"executable file not found|no such file or directory|not found in \$PATH", re.I)
+_EOF = object()
+_LOCAL_SCHEMES = ("unix://", "npipe://", "fd://")
+
+
+@dataclass
+class StepOutcome:
+    """What one command did: exit code, captured stdout (when asked), how it ended."""
+
+    exit_code: int | None = None
+    stdout: str = ""
+    text: str = ""  # everything it printed (redacted), including captured stdout
+    timed_out: bool = False
+    cancelled: bool = False
+    not_found: bool = False  # the executable is not in the container
+    error: str | None = None  # it could not be started at all (engine error, OSError)
+    still_running: bool = False  # cancelled or timed out but we could not end it (remote engine)
+    wall_s: float = 0.0  # from start to the end of its output
+
+    @property
+    def interrupted(self) -> bool:
+        return self.timed_out or self.cancelled
+
+
+@dataclass
+class StepControl:
+    """When a step must stop (a deadline, a cancel flag) and what happens to each line it prints."""
+
+    deadline: float  # time.monotonic() value
+    cancel: threading.Event = field(default_factory=threading.Event)
+    emit: Callable[[str], None] | None = None  # lines not captured; None: only kept in StepOutcome.text
+    redact: Callable[[str], str] = lambda text: text
+
+    @classmethod
+    def within(cls, timeout_s: float, **kwargs: Any) -> "StepControl":
+        return cls(deadline=time.monotonic() + timeout_s, **kwargs)
+
+
+def engine_is_local(engine: Any) -> bool:
+    """Whether the engine's PIDs are this host's: a local socket, not ssh:// or tcp://."""
+    host = str(getattr(engine, "docker_host", "") or "")
+    return host.startswith(_LOCAL_SCHEMES) or "://" not in host and host.startswith("/")
+
+
+def end_container_process(engine: Any, pid: int, container_id: str) -> bool:
+    """SIGKILL host PID `pid` (its process group when it leads one) only when it is that container's.
+
+    True when it was signalled or had already ended; False when mltop may not or cannot end it.
+    """
+    if pid <= 0:
+        return True  # the engine reports 0 once the process has ended
+    if not engine_is_local(engine):
+        log.info("not signalling PID %s: engine %s is not local, the PID is another host's", pid,
+                 getattr(engine, "docker_host", "?"))
+        return False
+    ref = container_ref_of_pid(pid)
+    if ref is None or ref[1] != container_id:
+        log.warning("not signalling PID %s: /proc/%s/cgroup does not name container %s (it names %s)",
+                    pid, pid, container_id[:12], ref[1][:12] if ref else "no container")
+        return False
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except OSError as exc:
+        log.warning("could not end PID %s of container %s: %s", pid, container_id[:12], exc)
+        return False
+    return True
+
+
+def _end_exec(engine: Any, exec_id: str, container_id: str) -> bool:
+    try:
+        pid = int(engine.client.api.exec_inspect(exec_id).get("Pid") or 0)
+    except Exception:
+        log.warning("could not inspect exec %s to end it", exec_id[:12], exc_info=True)
+        return False
+    return end_container_process(engine, pid, container_id)
+
+
+def _exec_exit_code(engine: Any, exec_id: str) -> int | None:
+    for _ in range(20):
+        try:
+            info = engine.client.api.exec_inspect(exec_id)
+        except Exception:
+            log.debug("exec_inspect %s failed", exec_id[:12], exc_info=True)
+            return None
+        if not info.get("Running"):
+            return info.get("ExitCode")
+        time.sleep(0.05)
+    return None
+
+
+def exec_in_container(engine: Any, container_id: str, argv: Sequence[str], control: StepControl, *,
+                      capture_stdout: bool = False) -> StepOutcome:
+    """`docker exec` argv in the container, streaming its output (stdout captured when asked)."""
+    started = time.monotonic()
+    try:
+        exec_id = engine.call(
+            lambda c: c.api.exec_create(container_id, list(argv), stdout=True, stderr=True, tty=False)
+        )["Id"]
+        stream = engine.call(lambda c: c.api.exec_start(exec_id, stream=True, demux=True))
+    except Exception as exc:
+        text = str(getattr(exc, "message", None) or getattr(exc, "explanation", None) or exc)
+        log.info("docker exec %s in %s failed: %s", argv[:1], container_id[:12], text)
+        return StepOutcome(error=control.redact(text), not_found=bool(_NOT_FOUND.search(text)))
+
+    def chunks() -> Iterator[tuple[int, bytes]]:
+        for out, err in stream:
+            if out:
+                yield 1, out
+            if err:
+                yield 2, err
+
+    def stop() -> bool:
+        ended = _end_exec(engine, exec_id, container_id)
+        try:
+            stream.close()
+        except Exception:
+            log.debug("closing the exec stream failed", exc_info=True)
+        return ended
+
+    outcome = _pump(chunks, stop, control, capture_stdout)
+    outcome.wall_s = time.monotonic() - started
+    outcome.exit_code = _exec_exit_code(engine, exec_id)
+    if outcome.exit_code in (126, 127) and _NOT_FOUND.search(outcome.text):
+        outcome.not_found = True
+    return outcome
+
+
+def run_on_host(argv: Sequence[str], control: StepControl, env: Mapping[str, str] | None = None) -> StepOutcome:
+    """A host subprocess (argv) in its own session, stdout and stderr merged, streamed line by line."""
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None, start_new_session=True,
+        )
+    except OSError as exc:
+        return StepOutcome(error=f"{argv[0]}: {exc.strerror or exc}", not_found=isinstance(exc, FileNotFoundError))
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+
+    def chunks() -> Iterator[tuple[int, bytes]]:
+        while True:
+            data = os.read(fd, 65536)
+            if not data:
+                return
+            yield 1, data
+
+    def stop() -> bool:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # our own child's session: always ours to end
+        except OSError:
+            pass  # it ended on its own meanwhile
+        return True
+
+    try:
+        outcome = _pump(chunks, stop, control, capture_stdout=False)
+    finally:
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            stop()
+            proc.wait()
+        proc.stdout.close()
+    outcome.wall_s = time.monotonic() - started
+    outcome.exit_code = proc.returncode
+    return outcome
+
+
+def _pump(chunks: Callable[[], Iterator[tuple[int, bytes]]], stop: Callable[[], bool], control: StepControl,
+          capture_stdout: bool) -> StepOutcome:
+    """Read chunks on a reader thread; turn them into lines here, watching for cancel and the deadline."""
+    q: queue.Queue = queue.Queue()
+
+    def reader() -> None:
+        try:
+            for item in chunks():
+                q.put(item)
+        except Exception as exc:  # the stream was closed under us, or the engine went away
+            q.put(("error", exc))
+        finally:
+            q.put(_EOF)
+
+    threading.Thread(target=reader, name="mltop-step-reader", daemon=True).start()
+    outcome = StepOutcome()
+    buffers = {1: b"", 2: b""}
+    captured: list[str] = []
+    text: list[str] = []
+    stopping_since: float | None = None
+
+    def take(stream: int, line_bytes: bytes) -> None:
+        line = line_bytes.decode("utf-8", errors="replace").rstrip("\r")
+        if capture_stdout and stream == 1:
+            captured.append(line)
+        elif control.emit is not None:
+            control.emit(line)
+        text.append(control.redact(line))
+
+    while True:
+        if stopping_since is None and (control.cancel.is_set() or time.monotonic() >= control.deadline):
+            outcome.cancelled = control.cancel.is_set()
+            outcome.timed_out = not outcome.cancelled
+            outcome.still_running = not stop()
+            stopping_since = time.monotonic()
+        try:
+            item = q.get(timeout=0.05)
+        except queue.Empty:
+            if stopping_since is not None and time.monotonic() - stopping_since > 3.0:
+                break  # the reader is stuck on a stream we could not close; leave it behind
+            continue
+        if item is _EOF:
+            break
+        stream, data = item
+        if stream == "error":
+            if stopping_since is None:
+                log.info("the output stream ended with an error: %r", data)
+                outcome.error = control.redact(f"{type(data).__name__}: {data}")
+            continue
+        buffers[stream] += data
+        while b"\n" in buffers[stream]:
+            line, buffers[stream] = buffers[stream].split(b"\n", 1)
+            take(stream, line)
+    for stream, rest in buffers.items():
+        if rest:
+            take(stream, rest)
+    outcome.stdout = "\n".join(captured)
+    outcome.text = "\n".join(text)
+    return outcome

@@ -1,0 +1,29 @@
+"""What every headless command shares: the engine/NVML options and a sampler built from them."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """Options accepted before or after the subcommand (`mltop --docker-host X doctor` and the reverse)."""
+    default = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
+    parser.add_argument("--docker-host", metavar="URL", default=default(None),
+                        help="Docker engine endpoint (default: $DOCKER_HOST or unix:///var/run/docker.sock; "
+                             "ssh://user@host works)")
+    parser.add_argument("--nvml-lib", metavar="PATH", default=default(None),
+                        help="alternate libnvidia-ml.so.1 (default: $MLTOP_NVML_LIB, then the system's; "
+                             "WSL keeps it in /usr/lib/wsl/lib)")
+    parser.add_argument("--no-nvml", action="store_true", default=default(False),
+                        help="do not load NVML at all")
+    parser.add_argument("--interval", type=float, metavar="SECONDS", default=default(1.0),
+                        help="refresh / sampling interval in seconds (default 1, minimum 0.25)")
+    parser.add_argument("--log-file", metavar="PATH", default=default(None),
+                        help="write mltop's own log here (default: $MLTOP_LOG_FILE; level from $MLTOP_LOG, "
+                             "e.g. MLTOP_LOG=debug)")
+
+
+def make_sampler(args: argparse.Namespace):
+    from mltop.probes.sampler import ProbeOptions, Sampler
+
+    return Sampler(ProbeOptions(docker_host=args.docker_host, nvml=not args.no_nvml, nvml_lib=args.nvml_lib))

@@ -1,0 +1,55 @@
+"""Where mltop's own log goes: `--log-file PATH` (or $MLTOP_LOG_FILE), at the level $MLTOP_LOG names.
+
+Every module logs to `logging.getLogger(__name__)` under the `mltop` logger; soft failures (a probe that
+cannot read a file, an engine hiccup) are logged with their exception and the program carries on.
+Without a file, headless commands print warnings to stderr; the dashboard keeps the terminal clean and
+logs nowhere (its screen owns the terminal).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(threadName)s]: %(message)s"
+
+
+def log_level(value: str | None) -> int | None:
+    """The level $MLTOP_LOG names (debug, info, warning, error), or None when unset or unknown."""
+    if not value:
+        return None
+    level = logging.getLevelName(value.strip().upper())
+    return level if isinstance(level, int) else None
+
+
+def configure_logging(log_file: str | None, *, to_stderr: bool) -> logging.Handler | None:
+    """Send the `mltop` logger to the file, else to stderr when `to_stderr`, else nowhere. Returns the handler."""
+    logger = logging.getLogger("mltop")
+    level = log_level(os.environ.get("MLTOP_LOG"))
+    path = log_file or os.environ.get("MLTOP_LOG_FILE") or None
+    handler: logging.Handler | None
+    if path:
+        handler = logging.FileHandler(path, encoding="utf-8")
+    elif to_stderr:
+        handler = logging.StreamHandler()
+    else:
+        handler = None
+    for old in [h for h in logger.handlers if getattr(h, "_mltop", False)]:
+        logger.removeHandler(old)
+        old.close()
+    logger.setLevel(level if level is not None else logging.WARNING)
+    if handler is None:
+        logger.addHandler(_quiet())
+        logger.propagate = False
+        return None
+    handler.setFormatter(logging.Formatter(_FORMAT))
+    handler._mltop = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.propagate = False
+    return handler
+
+
+def _quiet() -> logging.Handler:
+    handler = logging.NullHandler()
+    handler._mltop = True  # type: ignore[attr-defined]
+    return handler
