@@ -101,6 +101,7 @@ def _framework_results(snapshot: Snapshot, selected: Iterable[ContainerSample], 
         try:
             result = latest_device_check(action_log, c)
         except Exception as exc:  # a foreign object passed as the log: judge without it
+            log.warning("could not read the action log", exc_info=True)
             skips.add(FRAMEWORK_CHECK, f"could not read the action log: {type(exc).__name__}: {exc}", c.name)
             result = None
         if result is None and run_missing:
@@ -123,6 +124,7 @@ def _run_device_check(snapshot: Snapshot, c: ContainerSample, engine, skips: _Sk
     try:
         result = ActionRun(DEVICE_CHECK, snapshot, c, engine, timeout_s=timeout_s, log=action_log).run()
     except Exception as exc:  # ActionRun.run does not raise; a bad argument to it might
+        log.warning("the device check could not start in %s", c.name, exc_info=True)
         skips.add(FRAMEWORK_CHECK, f"the device check could not start: {type(exc).__name__}: {exc}", c.name)
         return None
     if result.status == OK and isinstance(result.data.get("frameworks"), Mapping):
@@ -172,6 +174,7 @@ def run_doctor(
         try:
             logs[c.id] = tuple(engine.logs(c.id, tail=log_tail))
         except Exception as exc:  # removed meanwhile, engine hiccup: judge without its logs
+            log.info("could not read the logs of %s", c.name, exc_info=True)
             skips.add("logs", f"could not read the logs: {type(exc).__name__}: {exc}", c.name)
 
     read_tests: dict[str, ReadTestResult] = {}
@@ -185,6 +188,7 @@ def run_doctor(
                 try:
                     read_tests[c.id] = timed_direct_read(engine, c.id, io_test, io_test_max_mb, io_test_timeout_s)
                 except Exception as exc:
+                    log.info("the read test could not run in %s", c.name, exc_info=True)
                     skips.add("io.read_test", f"docker exec failed: {type(exc).__name__}: {exc}", c.name)
 
     frameworks = _framework_results(snapshot, selected, engine if engine_ok else None, skips, action_log,

@@ -294,7 +294,7 @@ class Engine:
                 try:
                     self._client.close()
                 except Exception:
-                    pass
+                    log.debug("closing the engine client failed", exc_info=True)
             self._client = None
             self._info = None
 
@@ -304,6 +304,7 @@ class Engine:
         except EngineError as err:
             return EngineStatus(err.status, err.message, self.docker_host)
         except Exception as exc:
+            log.debug("engine ping failed", exc_info=True)
             self.reset()
             err = explain_engine_error(exc, self.docker_host)
             return EngineStatus(err.status, err.message, self.docker_host)
@@ -405,6 +406,7 @@ class ContainerCatalog:
         self._watcher: threading.Thread | None = None
         self._events_stream = None
         self._closed = False
+        self.watch_error: str | None = None  # why the events watcher last died; None once events flow again
 
     def mark_stale(self) -> None:
         self._stale.set()
@@ -484,6 +486,7 @@ class ContainerCatalog:
             for event in stream:
                 if self._closed:
                     break
+                self.watch_error = None
                 action = str(event.get("Action") or event.get("status") or "")
                 # exec_* and health checks do not change what we show; everything else might
                 if not action.startswith(("exec_", "health_status", "top")):
@@ -492,8 +495,11 @@ class ContainerCatalog:
                         with self._dirty_lock:
                             self._dirty.add(cid)
                     self._stale.set()
-        except Exception:
-            pass  # the next sweep notices the dead watcher and relists + restarts it
+        except Exception as exc:
+            if not self._closed:  # closing the stream ends the loop with an error too
+                # The next sweep notices the dead watcher, relists and restarts it; the header says why.
+                log.warning("the Docker events watcher failed", exc_info=True)
+                self.watch_error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         finally:
             self._stale.set()
 
@@ -504,4 +510,4 @@ class ContainerCatalog:
             try:
                 stream.close()
             except Exception:
-                pass
+                log.debug("closing the events stream failed", exc_info=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import queue
 import threading
@@ -12,6 +13,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable
 
 from .model import GpuProcess, GpuSample, NvmlStatus
+
+log = logging.getLogger(__name__)
 
 ENV_LIBRARY = "MLTOP_NVML_LIB"
 DEFAULT_LIBRARY = "libnvidia-ml.so.1"
@@ -272,6 +275,7 @@ class NvmlProbe:
         try:
             return self._sample()
         except Exception as err:  # never raise into the sampler
+            log.warning("NVML probe failed", exc_info=True)
             return self._status(NvmlState.ERROR, f"NVML probe failed: {err!r}"), ()
 
     def close(self) -> None:
@@ -287,7 +291,7 @@ class NvmlProbe:
             try:
                 done.result(timeout=self.deadline_s)
             except Exception:
-                pass
+                log.debug("NVML shutdown did not finish cleanly", exc_info=True)
         # When stuck, the sweep sees _closed after the driver call returns and stops (_Abandoned); the
         # NVML session is left as it is rather than shut down behind a newer probe's back.
         worker.stop()
@@ -438,7 +442,7 @@ class NvmlProbe:
             try:
                 pynvml.nvmlShutdown()
             except Exception:
-                pass
+                log.debug("nvmlShutdown failed", exc_info=True)
         with pynvml.libLoadLock:
             if _loaded_library is not None and _loaded_library == self._library_in_use:
                 pynvml.nvmlLib = None

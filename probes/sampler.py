@@ -141,15 +141,23 @@ class Sampler:
 
     # ------------------------------------------------------------------------------------------
 
+    def _watch_limitations(self, engine_status: EngineStatus) -> tuple[str, ...]:
+        error = self.catalog.watch_error
+        if error is None or not engine_status.ok:
+            return ()  # with the engine down its own error says it all
+        return (f"Docker events watcher failed ({error}): containers are re-listed every sweep",)
+
     def _engine_view(self) -> tuple[EngineStatus, list[ContainerMeta], dict | None]:
         try:
             metas = self.catalog.containers()
             info = self.engine.info()
         except EngineError as err:
+            log.info("engine %s: %s", err.status, err.message)
             self.engine.reset()
             self.catalog.mark_stale()
             return EngineStatus(err.status, err.message, self.engine.docker_host), [], None
         except Exception as exc:  # an API error mid-list: keep going without containers this sweep
+            log.warning("listing containers failed", exc_info=True)
             self.catalog.mark_stale()
             return EngineStatus("error", f"Docker engine error: {exc}", self.engine.docker_host), [], None
         return EngineStatus("ok", None, self.engine.docker_host), metas, info
@@ -300,7 +308,8 @@ class Sampler:
             nvml=nvml_status,
             pressure=hostfacts.host_pressure(),
             iowait_percent=iowait,
-            limitations=hostfacts.view_limitations(container_pids, self.engine.docker_host),
+            limitations=hostfacts.view_limitations(container_pids, self.engine.docker_host)
+            + self._watch_limitations(engine_status),
         )
 
 

@@ -24,6 +24,7 @@ diagnostics and action code loads only when a key asks for it) and pushes
 from __future__ import annotations
 
 import importlib
+import logging
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -44,6 +45,8 @@ from .detail import ContainerDetailScreen
 from .help import HelpScreen
 from .history import History
 from .logs import LogsScreen
+
+log = logging.getLogger(__name__)
 
 HISTORY_SECONDS = 300  # what the graphs cover
 # The background doctor behind the row markers. A run reads every container's log (~7 ms a container,
@@ -76,6 +79,7 @@ def _process_age_s() -> float | None:
 
         return time.time() - psutil.Process().create_time()
     except Exception:
+        log.debug("process start time unknown", exc_info=True)
         return None
 
 
@@ -172,6 +176,7 @@ class MltopApp(App):
         try:
             return Sampler(options)
         except Exception as exc:  # a broken GPU probe must not take the container view with it
+            log.warning("the GPU probe failed to start", exc_info=True)
             self.notes = (f"the GPU probe failed to start ({type(exc).__name__}: {exc}); GPUs are not shown",)
             return Sampler(ProbeOptions(docker_host=self._docker_host_arg, nvml=False,
                                         processes=self.processes))
@@ -183,6 +188,7 @@ class MltopApp(App):
         try:
             snapshot = self.source.latest()
         except Exception as exc:  # a probe bug: show it and keep polling
+            log.warning("sampling failed", exc_info=True)
             error = f"sampling failed: {type(exc).__name__}: {exc}"
         self.post_message(self.Sampled(snapshot, error, time.perf_counter() - started))
 
@@ -226,8 +232,8 @@ class MltopApp(App):
                 self._doctor_engine = self.new_engine()
             # Device checks the user ran (`f`) feed the findings; the background never starts one itself.
             result = run_doctor(snapshot, self._doctor_engine, previous=previous, action_log=self.action_log)
-        except Exception as exc:  # run_doctor does not raise; an engine that cannot be made might
-            self.log.error(f"background doctor failed: {type(exc).__name__}: {exc}")
+        except Exception:  # run_doctor does not raise; an engine that cannot be made might
+            log.warning("background doctor failed", exc_info=True)
         self.post_message(self.Diagnosed(result, time.perf_counter() - started))
 
     def on_mltop_app_diagnosed(self, message: Diagnosed) -> None:

@@ -7,6 +7,7 @@ request, it stops the moment the pane goes away, and it survives an engine resta
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,6 +23,8 @@ from textual.widgets import Footer, RichLog, Static
 
 from .sanitize import literal
 from .search_box import SearchBox
+
+log = logging.getLogger(__name__)
 
 TAIL_LINES = 500
 KEEP_LINES = 5000
@@ -124,6 +127,7 @@ class LogPane(Vertical):
         except EngineError as err:
             self.post_message(self.Fetched([], err.message, first))
         except Exception as exc:  # the container was removed, an API error: say so, keep the pane
+            log.info("log read failed", exc_info=True)
             self.post_message(self.Fetched([], f"{type(exc).__name__}: {exc}", first))
 
     def on_log_pane_fetched(self, message: Fetched) -> None:

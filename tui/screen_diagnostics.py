@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from rich.text import Text
@@ -14,6 +15,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from .sanitize import literal
+
+log = logging.getLogger(__name__)
 
 SEVERITY_LOOK = {  # label, glyph, style; the glyphs match the containers table's row markers
     "critical": ("CRITICAL", "✖", "bold red"),
@@ -121,6 +124,7 @@ class DiagnosticsScreen(Screen):
             result = run_doctor(snapshot, self._engine, containers=containers, previous=previous,
                                 action_log=getattr(self.app, "action_log", None))
         except Exception as exc:  # run_doctor never raises; making the engine client might
+            log.warning("the doctor could not run", exc_info=True)
             error = f"the doctor could not run: {type(exc).__name__}: {exc}"
         self.post_message(self.Diagnosed(result, snapshot, time.perf_counter() - started, error))
 

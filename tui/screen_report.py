@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from rich.text import Text
@@ -14,6 +15,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from .sanitize import literal
+
+log = logging.getLogger(__name__)
 
 REPORT_FORMAT = "md"  # pastes cleanly into a ticket; `mltop report -o x.html` writes the others
 
@@ -77,6 +80,7 @@ class ReportScreen(ModalScreen[None]):
                 except OSError as err:
                     error = f"cannot write {folder / name}: {err.strerror or err}"
         except Exception as exc:  # a bug in building the report must reach the user, not kill the worker
+            log.exception("the report could not be built")
             error = f"the report could not be built: {type(exc).__name__}: {exc}"
         finally:
             engine.reset()

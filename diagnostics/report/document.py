@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import tempfile
 import time
@@ -29,6 +30,8 @@ from mltop.probes.redaction import (
     redact_value,
     scrub_values,
 )
+
+log = logging.getLogger(__name__)
 
 REPORT_SCHEMA_VERSION = 1
 FORMATS = ("json", "md", "html")
@@ -54,6 +57,7 @@ def _mltop_version() -> str:
 
         return metadata.version("mltop")
     except Exception:
+        log.debug("mltop's version is unknown", exc_info=True)
         return "0+unknown"
 
 
@@ -157,6 +161,7 @@ def _log_tail(engine: Any, container: ContainerSample, lines: int) -> dict[str, 
     try:
         return {"lines": list(engine.logs(container.id, tail=lines)), "error": None}
     except Exception as exc:  # engine down, container removed, logging driver without read support
+        log.info("report: logs of %s unavailable", container.name, exc_info=True)
         message = getattr(exc, "message", None) or str(exc)
         return {"lines": [], "error": f"logs unavailable: {message}"}
 

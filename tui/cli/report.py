@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from .common import make_sampler
+
+log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_CANNOT_WRITE = 3
@@ -46,6 +49,7 @@ def main(args: argparse.Namespace) -> int:
                                     previous=previous)
                 findings, skipped = result.findings, list(result.checks_skipped)
             except Exception as exc:  # the report is most needed when something is broken: write it anyway
+                log.exception("the doctor failed; the report is written without it")
                 skipped.append(("doctor", f"the doctor failed: {type(exc).__name__}: {exc}"))
         report = build_report(snapshot, sampler.engine, findings, skipped, None,
                               containers=args.containers or None, history=[previous, snapshot],

@@ -1,0 +1,69 @@
+"""Errors never vanish: soft failures are logged with their exception, to --log-file at $MLTOP_LOG's level,
+and a dead Docker events watcher is surfaced in the snapshot (the header shows host limitations)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from mltop.probes.engine import ContainerCatalog
+from mltop.probes.model import EngineStatus
+from mltop.probes.sampler import Sampler
+
+
+def test_log_file_gets_the_engine_error_at_the_level_mltop_log_names(tmp_path):
+    log_file = tmp_path / "mltop.log"
+    env = {**os.environ, "MLTOP_LOG": "info"}
+    env.pop("MLTOP_LOG_FILE", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "mltop.tui.cli", "--log-file", str(log_file), "snapshot", "--json", "--no-nvml",
+         "--docker-host", "unix:///nonexistent/docker.sock", "--interval", "0.25"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert done.returncode == 3, done.stderr
+    text = log_file.read_text()
+    assert "INFO mltop.probes.sampler" in text and "unix:///nonexistent/docker.sock" in text
+    assert "INFO" not in done.stderr  # the file took it, not the terminal
+
+
+def test_without_mltop_log_info_is_not_written(tmp_path):
+    log_file = tmp_path / "mltop.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("MLTOP_LOG", "MLTOP_LOG_FILE")}
+    subprocess.run(
+        [sys.executable, "-m", "mltop.tui.cli", "--log-file", str(log_file), "snapshot", "--json", "--no-nvml",
+         "--docker-host", "unix:///nonexistent/docker.sock", "--interval", "0.25"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert "INFO" not in log_file.read_text()  # warnings and worse only, by default
+
+
+class _FailingEvents:
+    """An engine whose listing works and whose events stream breaks at once."""
+
+    docker_host = "unix:///var/run/docker.sock"
+
+    def list_containers(self):
+        return []
+
+    def call(self, fn):
+        raise ConnectionError("events stream reset by peer")
+
+
+def test_a_dead_events_watcher_is_surfaced_as_a_limitation(caplog):
+    catalog = ContainerCatalog(_FailingEvents())  # type: ignore[arg-type]
+    with caplog.at_level("WARNING", logger="mltop.probes.engine"):
+        catalog.containers()
+        deadline = time.monotonic() + 5
+        while catalog.watch_error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert catalog.watch_error == "ConnectionError: events stream reset by peer"
+    assert any(r.exc_info and "events watcher failed" in r.getMessage() for r in caplog.records)
+
+    sampler = Sampler.__new__(Sampler)  # only the catalog is needed to word the limitation
+    sampler.catalog = catalog
+    (note,) = sampler._watch_limitations(EngineStatus("ok", None, "unix:///var/run/docker.sock"))
+    assert "events watcher failed (ConnectionError: events stream reset by peer)" in note
+    assert sampler._watch_limitations(EngineStatus("unreachable", "down", "x")) == ()
+    catalog.close()
