@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from mltop.probes.model import ContainerSample, GpuSample, Snapshot
+from mltop.probes.units import binary_size
 
 from . import cuda_compat
 from .findings import CRITICAL, INFO, WARNING, Finding, evidence
@@ -197,16 +198,8 @@ class CheckContext:
 # --------------------------------------------------------------------------- small helpers
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
 def _bytes(n: int | float) -> str:
-    return f"{int(n)} bytes ({_human(n)})"
+    return f"{int(n)} bytes ({binary_size(n)})"
 
 
 def _line(text: str, limit: int = 400) -> str:
@@ -885,12 +878,12 @@ def check_shm(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     fix = "Run with `--ipc=host` or `--shm-size=8g` (NCCL: `--shm-size=1g --ulimit memlock=-1`)"
     if pressure:
         return [Finding("shm.too_small", WARNING, c.name,
-                        f"/dev/shm is only {_human(size)} and the workload runs out of it", tuple(ev), fix)]
+                        f"/dev/shm is only {binary_size(size)} and the workload runs out of it", tuple(ev), fix)]
     signs = _ml_signs(c)
     if not signs:
         return []
     return [Finding("shm.too_small", INFO, c.name,
-                    f"/dev/shm is only {_human(size)}: PyTorch DataLoader workers and NCCL often need more",
+                    f"/dev/shm is only {binary_size(size)}: PyTorch DataLoader workers and NCCL often need more",
                     tuple(ev + signs), fix)]
 
 

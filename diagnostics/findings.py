@@ -10,6 +10,18 @@ WARNING = "warning"
 INFO = "info"
 SEVERITIES = (CRITICAL, WARNING, INFO)  # most severe first
 SEVERITY_RANK = {INFO: 0, WARNING: 1, CRITICAL: 2}
+SEVERITY_LABEL = {CRITICAL: "CRITICAL", WARNING: "WARNING", INFO: "info"}  # shouted when it needs acting on
+
+
+def severity_order(severity: str | None) -> int:
+    """Sort key, most severe first; an unknown severity sorts last."""
+    return -SEVERITY_RANK.get(severity, -1) if severity is not None else 1
+
+
+def count_by_severity(severities: Iterable[str | None]) -> dict[str, int]:
+    """{critical: n, warning: n, info: n}, most severe first."""
+    listed = list(severities)
+    return {s: listed.count(s) for s in SEVERITIES}
 
 # `mltop doctor` exit codes: nothing worse than info, worst is a warning, anything critical.
 EXIT_OK = 0

@@ -32,13 +32,11 @@ COLUMNS = (
 )
 GPU_COLUMNS = frozenset({"gpu", "gpu_mem", "sm"})  # left out on a host with no GPU and no GPU requests
 LABELS = {spec.key: spec.label for spec in COLUMNS}
-SORT_ORDER = [spec.key for spec in COLUMNS]
 
 # The worst finding of a container, drawn in the blank cell left of its name (no column is given up for it).
 # Info findings are not marked: a marker asks the user to press `d`.
 MARKERS: dict[str, tuple[str, Style]] = {
-    "critical": ("✖", Style(color="red", bold=True)),
-    "warning": ("!", Style(color="yellow", bold=True)),
+    severity: (glyph, Style.parse(style)) for severity, (glyph, style) in fmt.SEVERITY_GLYPH.items() if severity != "info"
 }
 
 _STATUS_RANK = {"running": 0, "restarting": 1, "paused": 2, "created": 3, "exited": 4, "dead": 5}

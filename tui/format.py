@@ -4,23 +4,17 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from mltop.probes.units import binary_size
+
 MISSING = "–"  # a value the probes could not give (or not yet: rates need two sweeps)
 
-_UNITS = ("B", "K", "M", "G", "T", "P")
-
+# How a severity looks on screen: glyph and style. The containers table marks rows with the same glyphs
+# the diagnostics screen puts before each finding. (Labels and order: diagnostics.findings.)
+SEVERITY_GLYPH = {"critical": ("✖", "bold red"), "warning": ("!", "bold yellow"), "info": ("·", "bold blue")}
 
 def size(value: float | None, missing: str = MISSING) -> str:
     """Binary size in at most five characters: 512B, 8.0K, 123M, 1.5G."""
-    if value is None:
-        return missing
-    amount = float(value)
-    for unit in _UNITS:
-        if abs(amount) < 1024 or unit == _UNITS[-1]:
-            if unit == "B":
-                return f"{amount:.0f}B"
-            return f"{amount:.1f}{unit}" if abs(amount) < 10 else f"{amount:.0f}{unit}"
-        amount /= 1024
-    raise AssertionError("unreachable")
+    return missing if value is None else binary_size(value, compact=True)
 
 
 def rate(value: float | None, missing: str = MISSING) -> str:

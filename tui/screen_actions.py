@@ -23,6 +23,7 @@ from textual.widgets import Footer, RichLog, Static
 
 from mltop.diagnostics.actions.registry import action_named
 
+from .output_files import write_here_else_home
 from .sanitize import literal, printable
 
 STATUS_STYLE = {"running": "bold", "ok": "bold green", "failed": "bold red", "timeout": "bold red",
@@ -38,16 +39,12 @@ def output_file_name(action: str, container: str, when: float) -> str:
 
 def write_output(text: str, name: str) -> Path:
     """Write `text` to `name` in the current directory, or in the home directory when that fails."""
-    last_error: OSError | None = None
-    for folder in (Path.cwd(), Path.home()):
-        path = folder / name
-        try:
-            path.write_text(text, encoding="utf-8")
-            return path.resolve()
-        except OSError as err:
-            last_error = err
-    assert last_error is not None
-    raise last_error
+
+    def write(path: Path) -> Path:
+        path.write_text(text, encoding="utf-8")
+        return path.resolve()
+
+    return write_here_else_home(name, write)
 
 
 class ActionScreen(Screen):

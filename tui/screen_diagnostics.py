@@ -14,15 +14,14 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from mltop.diagnostics.findings import SEVERITIES, SEVERITY_LABEL
+
+from .format import SEVERITY_GLYPH
 from .sanitize import literal
 
 log = logging.getLogger(__name__)
 
-SEVERITY_LOOK = {  # label, glyph, style; the glyphs match the containers table's row markers
-    "critical": ("CRITICAL", "✖", "bold red"),
-    "warning": ("WARNING", "!", "bold yellow"),
-    "info": ("info", "·", "bold blue"),
-}
+SEVERITY_LOOK = {s: (SEVERITY_LABEL[s], *SEVERITY_GLYPH[s]) for s in SEVERITIES}  # label, glyph, style
 
 
 def finding_widget(finding) -> Vertical:
@@ -162,7 +161,7 @@ class DiagnosticsScreen(Screen):
     def _show_result(self, result, seconds: float) -> None:
         counts = {s: sum(1 for f in result.findings if f.severity == s) for s in SEVERITY_LOOK}
         status = Text(no_wrap=True, end="")
-        for severity in ("critical", "warning", "info"):
+        for severity in SEVERITIES:
             label, glyph, style = SEVERITY_LOOK[severity]
             status.append(f"{glyph} {counts[severity]} {severity}", style=style if counts[severity] else "dim")
             status.append("  ")

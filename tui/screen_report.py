@@ -14,6 +14,7 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from .output_files import write_here_else_home
 from .sanitize import literal
 
 log = logging.getLogger(__name__)
@@ -72,13 +73,10 @@ class ReportScreen(ModalScreen[None]):
             summary = (f"{len(report.get('containers', ()))} containers, {len(doctor.findings)} findings, "
                        f"{len(report.get('actions', ()))} actions of this session")
             name = default_report_path(".", REPORT_FORMAT).name
-            for folder in (Path.cwd(), Path.home()):  # a read-only working directory: the home directory
-                try:
-                    path = write_report(folder / name, REPORT_FORMAT, report=report)
-                    error = None
-                    break
-                except OSError as err:
-                    error = f"cannot write {folder / name}: {err.strerror or err}"
+            try:
+                path = write_here_else_home(name, lambda target: write_report(target, REPORT_FORMAT, report=report))
+            except OSError as err:
+                error = f"cannot write {err.filename or name}: {err.strerror or err}"
         except Exception as exc:  # a bug in building the report must reach the user, not kill the worker
             log.exception("the report could not be built")
             error = f"the report could not be built: {type(exc).__name__}: {exc}"

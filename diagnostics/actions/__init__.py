@@ -18,14 +18,14 @@ from .device_check import DEVICE_CHECK_LABEL, device_check_source, summarize_dev
 from .nvidia_smi import container_gpus, explain_missing_nvidia_smi, explain_nvidia_smi_failure, host_gpu_view
 from .py_spy import PtraceFacts, explain_py_spy_failure, find_py_spy, ptrace_facts, python_processes
 from .registry import ACTION_NAMES, ACTIONS, DEVICE_CHECK, NVIDIA_SMI, PY_SPY, Action, action_named
-from .results import CANCELLED, FAILED, OK, STATUSES, TIMEOUT, UNAVAILABLE, ActionLog, ActionResult
-from .run import ActionRun, run_action
+from .results import CANCELLED, FAILED, OK, TIMEOUT, UNAVAILABLE, ActionLog, ActionResult
+from .run import ActionRun
 from .runner import StepOutcome
 
 __all__ = [
     "ACTIONS", "ACTION_NAMES", "Action", "ActionLog", "ActionResult", "ActionRun", "CANCELLED", "DEVICE_CHECK",
-    "DEVICE_CHECK_LABEL", "FAILED", "NVIDIA_SMI", "OK", "PY_SPY", "PtraceFacts", "REDACTED", "STATUSES",
+    "DEVICE_CHECK_LABEL", "FAILED", "NVIDIA_SMI", "OK", "PY_SPY", "PtraceFacts", "REDACTED",
     "StepOutcome", "TIMEOUT", "UNAVAILABLE", "action_named", "container_gpus", "device_check_source",
     "explain_missing_nvidia_smi", "explain_nvidia_smi_failure", "explain_py_spy_failure", "find_py_spy",
-    "host_gpu_view", "ptrace_facts", "python_processes", "run_action", "summarize_device_check",
+    "host_gpu_view", "ptrace_facts", "python_processes", "summarize_device_check",
 ]

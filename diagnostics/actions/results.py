@@ -15,7 +15,6 @@ FAILED = "failed"
 TIMEOUT = "timeout"
 CANCELLED = "cancelled"
 UNAVAILABLE = "unavailable"
-STATUSES = (OK, FAILED, TIMEOUT, CANCELLED, UNAVAILABLE)
 
 # (status, explanation, exit code, data): what an action's run function returns
 ActionOutcome = tuple[str, "str | None", "int | None", dict]

@@ -194,9 +194,6 @@ class ActionRun:
             except Exception:
                 log.warning("the %s viewer failed on a line; the run goes on", self.action, exc_info=True)
 
-    def remaining_s(self) -> float:
-        return self._deadline - time.monotonic()
-
     def _control(self) -> StepControl:
         return StepControl(deadline=self._deadline, cancel=self._cancel, emit=self.emit, redact=self._redact)
 
@@ -212,9 +209,3 @@ class ActionRun:
         """A host subprocess (argv), stdout and stderr merged, streamed line by line."""
         self._command = tuple(argv)
         return runner.run_on_host(argv, self._control(), env=env)
-
-
-def run_action(action: str, snapshot: Snapshot, container: ContainerSample | str, engine: Any,
-               **kwargs: Any) -> ActionResult:
-    """Run one action to its end in this thread (see ActionRun for the keyword arguments)."""
-    return ActionRun(action, snapshot, container, engine, **kwargs).run()

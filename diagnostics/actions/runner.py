@@ -43,10 +43,6 @@ class StepOutcome:
     still_running: bool = False  # cancelled or timed out but we could not end it (remote engine)
     wall_s: float = 0.0  # from start to the end of its output
 
-    @property
-    def interrupted(self) -> bool:
-        return self.timed_out or self.cancelled
-
 
 @dataclass
 class StepControl:

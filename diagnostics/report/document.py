@@ -30,6 +30,9 @@ from mltop.probes.redaction import (
     redact_value,
     scrub_values,
 )
+from mltop.probes.units import binary_size
+
+from ..findings import SEVERITIES, count_by_severity, severity_order
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +199,6 @@ def _skipped(item: Any) -> dict[str, Any]:
     return {"check": str(item), "container": None, "reason": None}
 
 
-_SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
-
-
 def build_report(
     snapshot: Snapshot,
     engine: Any = None,
@@ -231,7 +231,7 @@ def build_report(
     finding_docs = [_finding(f) for f in findings]
     if containers:
         finding_docs = [f for f in finding_docs if f.get("container") in (None, *selected_names)]
-    finding_docs.sort(key=lambda f: (f.get("container") is not None, _SEVERITY_ORDER.get(f.get("severity"), 3),
+    finding_docs.sort(key=lambda f: (f.get("container") is not None, severity_order(f.get("severity")),
                                      f.get("container") or "", f.get("code") or ""))
     skipped_docs = [_skipped(s) for s in checks_skipped]
     if containers:
@@ -264,8 +264,8 @@ def build_report(
             "log_tail": _log_tail(engine, c, log_lines),
         })
 
-    counts = {s: sum(1 for f in finding_docs if f.get("severity") == s) for s in ("critical", "warning", "info")}
-    worst = next((s for s in ("critical", "warning", "info") if counts[s]), None)
+    counts = count_by_severity(f.get("severity") for f in finding_docs)
+    worst = next((s for s in SEVERITIES if counts[s]), None)
     doc = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "generator": {"name": "mltop", "version": _mltop_version(),
@@ -394,14 +394,7 @@ def _umask() -> int:
 
 
 def human_bytes(value: Any) -> str:
-    if value is None:
-        return "—"
-    value = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
+    return "—" if value is None else binary_size(value)
 
 
 def human_rate(value: Any) -> str:

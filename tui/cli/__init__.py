@@ -7,7 +7,6 @@ SUBCOMMANDS by a factory that imports it only when that command's options are bu
 from __future__ import annotations
 
 import argparse
-import sys
 from importlib import metadata
 from types import ModuleType
 from typing import Callable

@@ -11,9 +11,6 @@ from .common import make_sampler
 
 EXIT_CANNOT_DIAGNOSE = 3  # unknown container or bad combination of options (argparse itself uses 2)
 
-_SEVERITY_LABEL = {"critical": "CRITICAL", "warning": "WARNING", "info": "info"}
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from mltop.diagnostics.checks import Thresholds
 
@@ -52,7 +49,7 @@ def thresholds_from_args(args: argparse.Namespace):
 
 
 def render_text(result, snapshot) -> str:
-    from mltop.diagnostics.findings import SEVERITY_RANK
+    from mltop.diagnostics.findings import SEVERITY_LABEL, count_by_severity
 
     lines = [f"mltop doctor: host {escaped(snapshot.host.hostname)}, engine {escaped(snapshot.host.docker_host)}, "
              f"{len(result.containers_checked)} container(s) checked"]
@@ -64,7 +61,7 @@ def render_text(result, snapshot) -> str:
         lines.append("host" if container is None else f"container {escaped(container)}")
         width = max(len(f.code) for f in findings)
         for f in findings:
-            lines.append(f"  {_SEVERITY_LABEL[f.severity]:<8}  {f.code:<{width}}  {escaped(f.title)}")
+            lines.append(f"  {SEVERITY_LABEL[f.severity]:<8}  {f.code:<{width}}  {escaped(f.title)}")
             pad = " " * 12
             for i, item in enumerate(f.evidence):
                 lines.append(f"{pad}{'evidence: ' if i == 0 else ' ' * 10}{escaped(item)}")
@@ -78,7 +75,7 @@ def render_text(result, snapshot) -> str:
         lines.append("checks skipped:")
         for s in result.checks_skipped:
             lines.append(f"  {s.check}: {escaped(s.reason)}")
-    counts = {sev: sum(1 for f in result.findings if f.severity == sev) for sev in SEVERITY_RANK}
+    counts = count_by_severity(f.severity for f in result.findings)
     lines.append("")
     lines.append(f"{counts['critical']} critical, {counts['warning']} warning, {counts['info']} info "
                  f"-> exit {result.exit_code}")
