@@ -13,6 +13,7 @@ import pytest
 
 from conftest import wait_for
 from mltop.diagnostics.actions import ActionLog, ActionRun
+from mltop.diagnostics.doctor import DoctorResult, SkippedCheck
 from mltop.diagnostics.findings import Finding
 from mltop.diagnostics.report import (
     REPORT_SCHEMA_VERSION,
@@ -27,6 +28,14 @@ from mltop.diagnostics.report import (
 from mltop.probes.redaction import REDACTED
 from mltop.probes.sampler import ProbeOptions, Sampler
 from mltop.tui import cli
+from mltop.tui.history import History
+
+
+def _history(*snapshots):
+    history = History(len(snapshots))
+    for snap in snapshots:
+        history.record(snap)
+    return history
 
 
 def _sweeps(sampler, seconds=0.5):
@@ -99,7 +108,7 @@ def test_reports_in_every_format_hold_no_secret(leaky_container, sampler, tmp_pa
     doctor = run_doctor(snap, sampler.engine, previous=previous)
 
     paths = {fmt: write_report(tmp_path / f"report.{fmt}", None, snapshot=snap, engine=sampler.engine,
-                               doctor_result=doctor, action_log=log, history=[previous, snap])
+                               doctor=doctor, actions=log, history=_history(previous, snap))
              for fmt in ("json", "md", "html")}
     for fmt, path in paths.items():
         text = path.read_text(encoding="utf-8")
@@ -148,8 +157,9 @@ def test_json_report_holds_the_documented_sections(containers, sampler):
     previous, snap = _sweeps(sampler)
     finding = Finding("shm.too_small", "warning", c.name, "shm is small", ("ShmSize 64 MiB — docker inspect",), "--shm-size=8g")
     host_finding = Finding("driver.old", "critical", None, "driver too old", ("550 — NVML",), "upgrade")
-    doc = build_report(snap, sampler.engine, [finding, host_finding], [("gpu.health", "NVML unavailable")], None,
-                       containers=[c.name, "no-such-container"], history=[previous, snap])
+    doctor = DoctorResult((finding, host_finding), (SkippedCheck("gpu.health", "NVML unavailable"),))
+    doc = build_report(snap, sampler.engine, doctor, history=_history(previous, snap),
+                       containers=[c.name, "no-such-container"])
     assert doc["schema_version"] == REPORT_SCHEMA_VERSION
     assert set(doc) >= {"generator", "snapshot", "summary", "host", "gpus", "containers", "findings",
                         "checks_skipped", "actions", "redaction"}
@@ -177,7 +187,7 @@ def test_markdown_and_html_keep_container_text_inert(containers, sampler):
     _, snap = _sweeps(sampler, 0.1)
     finding = Finding("log.error", "warning", c.name, "odd <b>log</b> | line",
                       ("'<script>alert(1)</script> | x' — logs",), "fix `it`")
-    doc = build_report(snap, sampler.engine, [finding], [], None, containers=[c.id])
+    doc = build_report(snap, sampler.engine, DoctorResult((finding,), ()), containers=[c.id])
 
     md = render_markdown(doc)
     # the log tail's fence is longer than any backtick run in the log, so a ``` line cannot close it

@@ -194,7 +194,7 @@ def test_a_report_says_which_containers_secrets_were_unreadable():
     api = _Api(pid=0, inspect_error=OSError("connection reset"))
     engine = FakeEngine("unix:///var/run/docker.sock", api)
     snap = snapshot(containers=[container("trainer", id=CONTAINER_ID)])
-    report = build_report(snap, engine, (), (), None, log_lines=10)
+    report = build_report(snap, engine, log_lines=10)
     assert report["redaction"]["secrets_unreadable"] == ["trainer"]
     (doc,) = report["containers"]
     assert doc["log_tail"]["lines"] == [] and SECRETS_UNREADABLE in doc["log_tail"]["error"]

@@ -68,8 +68,7 @@ class ReportScreen(ModalScreen[None]):
             doctor = run_doctor(snapshot, engine, previous=previous)  # never raises
             # History: its lists are copied with list(deque), which holds the GIL, so reading while the
             # event loop records is safe.
-            report = build_report(snapshot, engine, doctor_result=doctor, action_log=app.action_log,  # type: ignore[attr-defined]
-                                  history=app.history)  # type: ignore[attr-defined]
+            report = build_report(snapshot, engine, doctor, app.action_log, app.history)  # type: ignore[attr-defined]
             summary = (f"{len(report.get('containers', ()))} containers, {len(doctor.findings)} findings, "
                        f"{len(report.get('actions', ()))} actions of this session")
             name = default_report_path(".", REPORT_FORMAT).name

@@ -1,20 +1,22 @@
-"""Incident reports: a redacted JSON document (document.py) rendered as Markdown or HTML from its rows."""
+"""Incident reports: a redacted document (document.py) rendered as Markdown (markdown.py) or HTML (html.py),
+both from the rows in rows.py and nothing else."""
 
 from .document import (
     FORMATS,
     REPORT_SCHEMA_VERSION,
+    HistoryView,
     build_report,
     default_report_path,
     format_for_path,
     redact_document,
     render,
-    render_html,
     render_json,
-    render_markdown,
     write_report,
 )
+from .html import render_html
+from .markdown import render_markdown
 
 __all__ = [
-    "FORMATS", "REPORT_SCHEMA_VERSION", "build_report", "default_report_path", "format_for_path",
+    "FORMATS", "REPORT_SCHEMA_VERSION", "HistoryView", "build_report", "default_report_path", "format_for_path",
     "redact_document", "render", "render_html", "render_json", "render_markdown", "write_report",
 ]

@@ -10,7 +10,6 @@ echoed), so a report can be attached to a ticket.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -18,7 +17,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
 
 from mltop.probes.model import ContainerSample, GpuSample, Snapshot, to_jsonable
 from mltop.probes.redaction import (
@@ -30,9 +29,17 @@ from mltop.probes.redaction import (
     redact_value,
     scrub_values,
 )
-from mltop.probes.units import binary_size
 
 from ..findings import SEVERITIES, count_by_severity, severity_order
+from .html import render_html
+from .markdown import render_markdown
+from .rows import iso_time
+
+if TYPE_CHECKING:
+    from mltop.probes.engine import Engine
+
+    from ..actions import ActionLog
+    from ..doctor import DoctorResult
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +53,6 @@ GPU_HISTORY_METRICS = ("utilization_percent", "memory_used_bytes")
 
 
 # --------------------------------------------------------------------------- building the document
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
 
 
 def _mltop_version() -> str:
@@ -130,27 +131,23 @@ def _counters(c: ContainerSample) -> dict[str, Any]:
     }
 
 
-def _history_for(history: Any, container: ContainerSample) -> dict[str, list] | None:
-    """Recent values per metric from whatever the caller keeps: the TUI's History (`.container(id,
-    metric)`), a {container id or name: {metric: values}} mapping, or a sequence of snapshots."""
+class HistoryView(Protocol):
+    """Recent values per container and per GPU, oldest first (the dashboard's History)."""
+
+    def container(self, container_id: str, metric: str) -> list[float | None]: ...
+
+    def gpu(self, uuid: str, metric: str) -> list[float | None]: ...
+
+
+def _history_for(history: HistoryView | None, container: ContainerSample) -> dict[str, list] | None:
     if history is None:
         return None
-    if hasattr(history, "container") and callable(history.container):
-        series = {m: list(history.container(container.id, m)) for m in CONTAINER_HISTORY_METRICS}
-    elif isinstance(history, Mapping):
-        raw = history.get(container.id) or history.get(container.name)
-        series = {str(k): list(v) for k, v in (raw or {}).items()}
-    else:
-        series = {m: [] for m in ("cpu_percent", "memory_bytes", "gpu_sm_percent", "gpu_memory_bytes")}
-        for snap in history:
-            match = snap.container(container.id) if isinstance(snap, Snapshot) else None
-            for metric in series:
-                series[metric].append(getattr(match, metric, None) if match else None)
+    series = {m: list(history.container(container.id, m)) for m in CONTAINER_HISTORY_METRICS}
     return {m: v for m, v in series.items() if any(x is not None for x in v)} or None
 
 
-def _gpu_history(history: Any, gpu: GpuSample) -> dict[str, list] | None:
-    if history is None or not (hasattr(history, "gpu") and callable(history.gpu)):
+def _gpu_history(history: HistoryView | None, gpu: GpuSample) -> dict[str, list] | None:
+    if history is None:
         return None
     series = {m: list(history.gpu(gpu.uuid, m)) for m in GPU_HISTORY_METRICS}
     return {m: v for m, v in series.items() if any(x is not None for x in v)} or None
@@ -169,75 +166,40 @@ def _log_tail(engine: Any, container: ContainerSample, lines: int) -> dict[str, 
         return {"lines": [], "error": f"logs unavailable: {message}"}
 
 
-def _finding(item: Any) -> dict[str, Any]:
-    if hasattr(item, "to_json"):
-        return dict(item.to_json())
-    if isinstance(item, Mapping):
-        return dict(item)
-    if dataclasses.is_dataclass(item):
-        return to_jsonable(item)
-    return {"code": "unknown", "severity": "info", "container": None, "title": str(item), "evidence": [], "fix": ""}
-
-
-def _skipped(item: Any) -> dict[str, Any]:
-    """A skipped check as {"check", "container", "reason"}, whatever shape the doctor hands over."""
-    if isinstance(item, str):
-        name, _, reason = item.partition(":")
-        return {"check": name.strip(), "container": None, "reason": reason.strip() or None}
-    if isinstance(item, (tuple, list)):
-        if len(item) == 3:
-            return {"check": str(item[0]), "container": item[1], "reason": str(item[2])}
-        if len(item) == 2:
-            return {"check": str(item[0]), "container": None, "reason": str(item[1])}
-    if hasattr(item, "to_json"):
-        item = item.to_json()
-    elif dataclasses.is_dataclass(item):
-        item = to_jsonable(item)
-    if isinstance(item, Mapping):
-        check = item.get("check") or item.get("name") or item.get("code") or "?"
-        return {"check": str(check), "container": item.get("container"), "reason": item.get("reason")}
-    return {"check": str(item), "container": None, "reason": None}
-
-
 def build_report(
     snapshot: Snapshot,
-    engine: Any = None,
-    findings: Iterable[Any] = (),
-    checks_skipped: Iterable[Any] = (),
-    action_log: Any = None,
-    containers: Sequence[str] | None = None,
-    history: Any = None,
+    engine: Engine | None = None,
+    doctor: DoctorResult | None = None,
+    actions: ActionLog | None = None,
+    history: HistoryView | None = None,
     *,
-    doctor_result: Any = None,
+    containers: Sequence[str] | None = None,
     log_lines: int = DEFAULT_LOG_LINES,
     secrets: Iterable[str] = (),
     generated_at: float | None = None,
 ) -> dict[str, Any]:
     """The report document (JSON-ready, every string redacted).
 
-    `containers` limits it to those names / ids / id prefixes (all containers when None; an unknown one is
-    listed under "missing_containers"). `doctor_result` (anything with `.findings` and `.checks_skipped`)
-    stands in for the two lists. `action_log` is an ActionLog or a sequence of ActionResults. `secrets`
+    `doctor` supplies the findings and the checks skipped (none when None), `actions` the session's action
+    results, `history` recent values per container and GPU. `containers` limits it to those names / ids /
+    id prefixes (all containers when None; an unknown one is listed under "missing_containers"). `secrets`
     adds raw values to scrub; the containers' own secret environment values are read from the engine.
     """
-    if doctor_result is not None:
-        findings = getattr(doctor_result, "findings", findings)
-        checks_skipped = getattr(doctor_result, "checks_skipped", checks_skipped)
-
     selected, missing = snapshot.select(containers)
     selected_ids = {c.id for c in selected}
     selected_names = {c.name for c in selected}
 
-    finding_docs = [_finding(f) for f in findings]
+    finding_docs = [dict(f.to_json()) for f in (doctor.findings if doctor is not None else ())]
     if containers:
         finding_docs = [f for f in finding_docs if f.get("container") in (None, *selected_names)]
     finding_docs.sort(key=lambda f: (f.get("container") is not None, severity_order(f.get("severity")),
                                      f.get("container") or "", f.get("code") or ""))
-    skipped_docs = [_skipped(s) for s in checks_skipped]
+    skipped_docs = [{"check": s.check, "container": None, "reason": s.reason}
+                    for s in (doctor.checks_skipped if doctor is not None else ())]
     if containers:
         skipped_docs = [s for s in skipped_docs if s.get("container") in (None, *selected_names)]
 
-    results = list(action_log.results() if hasattr(action_log, "results") else (action_log or ()))
+    results = list(actions.results()) if actions is not None else []
     if containers:
         results = [r for r in results if r.container_id in selected_ids or r.container in selected_names]
 
@@ -269,8 +231,8 @@ def build_report(
     doc = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "generator": {"name": "mltop", "version": _mltop_version(),
-                      "generated_at": _iso(generated_at if generated_at is not None else time.time())},
-        "snapshot": {"taken_at": _iso(snapshot.taken_at), "interval_s": snapshot.interval_s,
+                      "generated_at": iso_time(generated_at if generated_at is not None else time.time())},
+        "snapshot": {"taken_at": iso_time(snapshot.taken_at), "interval_s": snapshot.interval_s,
                      "schema_version": snapshot.schema_version},
         "summary": {"containers": len(container_docs), "gpus": len(snapshot.gpus), "findings": counts,
                     "worst": worst, "checks_skipped": len(skipped_docs), "actions": len(results)},
@@ -318,10 +280,7 @@ def render_json(report: Mapping[str, Any]) -> str:
     return json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n"
 
 
-def render_html(report: Mapping[str, Any]) -> str:
-    from .html import render_html as _render
 
-    return _render(report)
 
 
 
@@ -388,401 +347,3 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-# --------------------------------------------------------------------------- shared by the renderers
-
-
-def human_bytes(value: Any) -> str:
-    return "—" if value is None else binary_size(value)
-
-
-def human_rate(value: Any) -> str:
-    return "—" if value is None else f"{human_bytes(value)}/s"
-
-
-def human_percent(value: Any) -> str:
-    return "—" if value is None else f"{float(value):.1f}%"
-
-
-def plain(value: Any) -> str:
-    if value is None or value == "" or value == [] or value == {}:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(plain(v) for v in value)
-    return str(value)
-
-
-_SPARKS = "▁▂▃▄▅▆▇█"
-
-
-def sparkline(values: Sequence[Any]) -> str:
-    known = [float(v) for v in values if v is not None]
-    if not known:
-        return ""
-    low, high = min(known), max(known)
-    span = (high - low) or 1.0
-    return "".join(" " if v is None else _SPARKS[int((float(v) - low) / span * (len(_SPARKS) - 1))] for v in values)
-
-
-def history_rows(history: Mapping[str, Sequence[Any]] | None) -> list[tuple[str, str, str, str, str]]:
-    """(metric, last, min, max, sparkline) per metric, values in human units."""
-    rows = []
-    for metric, values in (history or {}).items():
-        known = [v for v in values if v is not None]
-        if not known:
-            continue
-        fmt = human_bytes if metric.endswith("bytes") else human_percent
-        rows.append((metric, fmt(known[-1]), fmt(min(known)), fmt(max(known)), sparkline(values[-60:])))
-    return rows
-
-
-def config_rows(c: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The ML-relevant configuration as (label, value) pairs, in reading order."""
-    cfg = c["config"]
-    requests = []
-    for r in cfg.get("device_requests") or []:
-        caps = " | ".join(",".join(group) for group in r.get("capabilities") or [])
-        count = "all" if r.get("count") == -1 else r.get("count")
-        ids = ",".join(r.get("device_ids") or [])
-        requests.append(f"driver={r.get('driver') or 'default'} count={count}"
-                        + (f" ids={ids}" if ids else "") + (f" caps={caps}" if caps else ""))
-    cpus = None
-    if cfg.get("nano_cpus"):
-        cpus = f"{cfg['nano_cpus'] / 1e9:g} CPUs"
-    elif cfg.get("cpu_quota") and cfg.get("cpu_period"):
-        cpus = f"{cfg['cpu_quota'] / cfg['cpu_period']:g} CPUs (quota)"
-    restart = f"{cfg.get('restart_count', 0)}" + (f" (policy {cfg['restart_policy']})" if cfg.get("restart_policy") else "")
-    state = c["status"]
-    if cfg.get("exit_code") is not None:
-        state += f", exit code {cfg['exit_code']}"
-    if cfg.get("oom_killed"):
-        state += ", OOM-killed"
-    rows = [
-        ("Image", c["image"]),
-        ("State", state),
-        ("Started / finished", f"{plain(cfg.get('started_at'))} / {plain(cfg.get('finished_at'))}"),
-        ("Error", plain(cfg.get("error"))),
-        ("Entrypoint", plain(" ".join(cfg.get("entrypoint") or []))),
-        ("Command", plain(" ".join(cfg.get("command") or []))),
-        ("Restarts", restart),
-        ("Runtime", plain(cfg.get("runtime"))),
-        ("GPU device requests", "; ".join(requests) or "none"),
-        ("Requests GPUs", plain(cfg.get("requests_gpus"))),
-        ("GPUs in use", plain(c.get("gpu_indices"))),
-        ("Memory limit", human_bytes(cfg.get("memory_limit_bytes")) if cfg.get("memory_limit_bytes") else "unlimited"),
-        ("CPU limit", cpus or "unlimited"),
-        ("cpuset", plain(cfg.get("cpuset_cpus"))),
-        ("shm size", human_bytes(cfg.get("shm_size_bytes")) if cfg.get("shm_size_bytes") else "default (64 MiB)"),
-        ("IPC mode", plain(cfg.get("ipc_mode"))),
-        ("PID mode", plain(cfg.get("pid_mode"))),
-        ("Network mode", plain(cfg.get("network_mode"))),
-        ("Privileged", plain(cfg.get("privileged"))),
-        ("Added capabilities", plain(cfg.get("cap_add"))),
-        ("ulimits", plain([f"{u.get('Name')}={u.get('Soft')}:{u.get('Hard')}" for u in cfg.get("ulimits") or []])),
-        ("Block I/O throttles", plain([f"{k} {t.get('Path')}={t.get('Rate')}" for k, ts in
-                                       (cfg.get("blkio_throttles") or {}).items() for t in ts])),
-    ]
-    return rows
-
-
-def counter_rows(c: Mapping[str, Any]) -> list[tuple[str, str]]:
-    k = c["counters"]
-    limit = human_bytes(k.get("memory_limit_bytes")) if k.get("memory_limit_bytes") else "no limit"
-    pressure = k.get("pressure_some_avg10") or {}
-    return [
-        ("CPU", human_percent(k.get("cpu_percent")) + (f" of {k['cpu_limit_cores']:g} cores allowed"
-                                                        if k.get("cpu_limit_cores") else "")),
-        ("Memory (working set)", f"{human_bytes(k.get('memory_bytes'))} / {limit}"),
-        ("Page cache", human_bytes(k.get("memory_cache_bytes"))),
-        ("shm in use", human_bytes(k.get("shm_bytes"))),
-        ("PIDs", plain(k.get("pids"))),
-        ("Disk read / write", f"{human_rate(k.get('io_read_bytes_per_s'))} / {human_rate(k.get('io_write_bytes_per_s'))}"),
-        ("Network rx / tx", f"{human_rate(k.get('net_rx_bytes_per_s'))} / {human_rate(k.get('net_tx_bytes_per_s'))}"),
-        ("OOM kills (cgroup)", plain(k.get("oom_kills"))),
-        ("CPU throttled periods", plain(k.get("cpu_throttled_periods"))),
-        ("Pressure some avg10 cpu/mem/io", " / ".join(human_percent(pressure.get(r)) for r in ("cpu", "memory", "io"))
-         if pressure else "—"),
-        ("GPU memory / SM", f"{human_bytes(k.get('gpu_memory_bytes'))} / {human_percent(k.get('gpu_sm_percent'))}"),
-    ]
-
-
-def host_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
-    h = report["host"]
-    engine = h["engine"]
-    nvml = h["nvml"] or {}
-    nvml_text = nvml.get("status", "?") + (f": {nvml['error']}" if nvml.get("error") else "")
-    if nvml.get("library_path"):
-        nvml_text += f" ({nvml['library_path']})"
-    cgroup = (f"v{h['cgroup_version']}" if h.get("cgroup_version") else "?") + f", driver {plain(h.get('cgroup_driver'))}"
-    return [
-        ("Hostname", h["hostname"]),
-        ("OS", plain(h.get("os"))),
-        ("Kernel", h["kernel"]),
-        ("CPUs / memory", f"{h['cpu_count']} / {human_bytes(h['memory_total_bytes'])}"),
-        ("Docker engine", f"{plain(engine.get('version'))} at {h['docker_host']} — {engine['status']}"
-         + (f": {engine['error']}" if engine.get("error") else "")),
-        ("Runtimes", plain(h.get("runtimes")) + (f" (default {h['default_runtime']})" if h.get("default_runtime") else "")),
-        ("cgroup", cgroup),
-        ("CDI spec dirs", plain(h.get("cdi_spec_dirs"))),
-        ("NVML", nvml_text),
-        ("NVIDIA driver", plain(h.get("driver_version"))),
-        ("CUDA (driver)", plain(h.get("cuda_driver_version"))),
-        ("Host pressure some avg10", plain([f"{k} {v:.1f}%" for k, v in (h.get("pressure_some_avg10") or {}).items()])),
-        ("iowait", human_percent(h.get("iowait_percent"))),
-    ]
-
-
-def gpu_row(g: Mapping[str, Any]) -> list[str]:
-    power = "—"
-    if g.get("power_w") is not None or g.get("power_limit_w") is not None:
-        pw = "?" if g.get("power_w") is None else f"{g['power_w']:.0f}"
-        lim = "?" if g.get("power_limit_w") is None else f"{g['power_limit_w']:.0f}"
-        power = f"{pw} / {lim} W"
-    return [
-        str(g["index"]), g["name"], g.get("pci_bus_id") or "—", human_percent(g.get("utilization_percent")),
-        f"{human_bytes(g.get('memory_used_bytes'))} / {human_bytes(g.get('memory_total_bytes'))}",
-        "—" if g.get("temperature_c") is None else f"{g['temperature_c']:.0f} °C", power,
-        plain(g.get("throttle_reasons")), g["uuid"],
-    ]
-
-
-GPU_HEADERS = ["GPU", "Name", "Bus", "Util", "Memory", "Temp", "Power", "Throttle", "UUID"]
-GPU_PROCESS_HEADERS = ["GPU", "Host PID", "Container", "Type", "GPU memory", "SM", "Process"]
-
-
-def gpu_process_rows(report: Mapping[str, Any]) -> list[list[str]]:
-    rows = []
-    for g in report["gpus"]:
-        for p in g.get("processes") or []:
-            owner = p.get("container_name") or ("host" if not p.get("container_id") else p["container_id"][:12])
-            rows.append([str(g["index"]), str(p["host_pid"]), owner, p.get("type") or "?",
-                         human_bytes(p.get("gpu_memory_bytes")), human_percent(p.get("sm_percent")),
-                         plain(p.get("name"))])
-    return rows
-
-
-PROCESS_HEADERS = ["Host PID", "Ctr PID", "User", "CPU", "RSS", "GPU mem", "Command"]
-
-
-def process_rows(c: Mapping[str, Any], limit: int = 30) -> list[list[str]]:
-    procs = sorted(c.get("processes") or [], key=lambda p: -(p.get("cpu_percent") or 0))
-    return [[str(p["host_pid"]), plain(p.get("container_pid")), plain(p.get("user")),
-             human_percent(p.get("cpu_percent")), human_bytes(p.get("rss_bytes")),
-             human_bytes(p.get("gpu_memory_bytes")) if p.get("gpu_memory_bytes") else "—",
-             " ".join(str(p.get("cmdline") or "").split())[:200]] for p in procs[:limit]]
-
-
-MOUNT_HEADERS = ["Type", "Source", "Destination", "Mode"]
-
-
-def mount_rows(c: Mapping[str, Any]) -> list[list[str]]:
-    return [[m.get("type") or "?", m.get("source") or "—", m.get("destination") or "?",
-             "ro" if m.get("read_only") else "rw"] for m in c["config"].get("mounts") or []]
-
-
-def action_title(a: Mapping[str, Any]) -> str:
-    code = "" if a.get("exit_code") is None else f", exit {a['exit_code']}"
-    return f"{a['action']} in {a['container']} — {a['status']}{code}, {a.get('duration_s', 0):.1f} s"
-
-
-def summary_line(report: Mapping[str, Any]) -> str:
-    s = report["summary"]
-    f = s["findings"]
-    return (f"{f['critical']} critical, {f['warning']} warning, {f['info']} info finding(s) across "
-            f"{s['containers']} container(s) and {s['gpus']} GPU(s); {s['checks_skipped']} check(s) skipped; "
-            f"{s['actions']} action(s) run.")
-
-
-# --------------------------------------------------------------------------- Markdown
-
-
-_MD_ESCAPES = str.maketrans({"\\": "\\\\", "|": "\\|", "*": "\\*", "`": "\\`", "[": "\\[", "]": "\\]",
-                             "<": "&lt;", ">": "&gt;", "#": "\\#", "~": "\\~"})
-
-
-def md_text(value: Any) -> str:
-    """Text from containers as inert Markdown: no markup, no HTML, no table breaks."""
-    text = plain(value) if not isinstance(value, str) else (value or "—")
-    return " ".join(text.translate(_MD_ESCAPES).splitlines()) if "\n" in text else text.translate(_MD_ESCAPES)
-
-
-def _longest_backtick_run(text: str) -> int:
-    longest = count = 0
-    for ch in text:
-        count = count + 1 if ch == "`" else 0
-        longest = max(longest, count)
-    return longest
-
-
-def md_code(value: Any) -> str:
-    """An inline code span that survives backticks inside and stays inside a table cell."""
-    text = " ".join(str(value).split()) if value not in (None, "") else ""
-    if not text:
-        return "—"
-    fence = "`" * (_longest_backtick_run(text) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    escaped = text.replace("|", "\\|")
-    return fence + pad + escaped + pad + fence
-
-
-def md_fence(text: str, info: str = "text") -> str:
-    """A fenced block longer than any backtick run inside, so log lines cannot end it early."""
-    fence = "`" * max(3, _longest_backtick_run(text) + 1)
-    return f"{fence}{info}\n{text}\n{fence}"
-
-
-def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], code_columns: Sequence[int] = ()) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    for row in rows:
-        cells = [md_code(v) if i in code_columns else md_text(v) for i, v in enumerate(row)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def md_pairs(rows: Iterable[tuple[str, Any]], code_labels: Sequence[str] = ()) -> str:
-    out = ["| | |", "|---|---|"]
-    for label, value in rows:
-        cell = md_code(value) if label in code_labels and value not in ("—", None) else md_text(value)
-        out.append(f"| **{label}** | {cell} |")
-    return "\n".join(out)
-
-
-_BADGE = {"critical": "🔴 critical", "warning": "🟠 warning", "info": "🔵 info"}
-
-
-def render_markdown(report: Mapping[str, Any]) -> str:
-    """Markdown that pastes cleanly into a GitHub or Jira ticket: tables, and fenced logs and outputs."""
-    gen = report["generator"]
-    out: list[str] = []
-    add = out.append
-    add(f"# mltop diagnostic report — {md_text(report['host']['hostname'])}")
-    add("")
-    add(f"Generated {gen['generated_at']} by mltop {md_text(gen['version'])} · snapshot taken "
-        f"{report['snapshot']['taken_at']} · report schema {report['schema_version']}  ")
-    add(f"Secrets are replaced by `{REDACTED}`.")
-    add("")
-    add(f"**Summary:** {summary_line(report)}")
-    if report.get("missing_containers"):
-        add("")
-        add("**Not found:** " + ", ".join(md_code(m) for m in report["missing_containers"]))
-
-    add("")
-    add("## Findings")
-    add("")
-    if report["findings"]:
-        rows = []
-        for f in report["findings"]:
-            evidence = "<br>".join(md_text(e) for e in f.get("evidence") or []) or "—"
-            rows.append((_BADGE.get(f.get("severity"), f.get("severity")), f.get("container") or "host",
-                         f.get("code"), f.get("title"), evidence, f.get("fix")))
-        lines = ["| Severity | Container | Check | Finding | Evidence | Fix |", "|---|---|---|---|---|---|"]
-        for sev, ctr, code, title, ev, fix in rows:
-            lines.append(f"| {sev} | {md_text(ctr)} | {md_code(code)} | {md_text(title)} | {ev} | {md_text(fix)} |")
-        add("\n".join(lines))
-    else:
-        add("No findings.")
-    add("")
-    add("### Checks skipped")
-    add("")
-    if report["checks_skipped"]:
-        add(md_table(["Check", "Container", "Reason"],
-                     [(s["check"], s.get("container") or "host", s.get("reason")) for s in report["checks_skipped"]],
-                     code_columns=(0,)))
-    else:
-        add("None.")
-
-    add("")
-    add("## Host")
-    add("")
-    add(md_pairs(host_rows(report)))
-    if report["host"].get("limitations"):
-        add("")
-        for note in report["host"]["limitations"]:
-            add(f"- {md_text(note)}")
-
-    add("")
-    add("## GPUs")
-    add("")
-    if report["gpus"]:
-        add(md_table(GPU_HEADERS, [gpu_row(g) for g in report["gpus"]], code_columns=(8,)))
-        procs = gpu_process_rows(report)
-        add("")
-        add("**GPU processes** (host PIDs, attributed to containers)")
-        add("")
-        add(md_table(GPU_PROCESS_HEADERS, procs) if procs else "None.")
-        for g in report["gpus"]:
-            if g.get("unavailable"):
-                add("")
-                add(f"GPU {g['index']} fields not available: "
-                    + "; ".join(f"{md_text(k)}: {md_text(v)}" for k, v in g["unavailable"].items()))
-    else:
-        nvml = report["host"]["nvml"] or {}
-        add(f"No GPU figures: NVML {md_text(nvml.get('status'))}"
-            + (f" — {md_text(nvml.get('error'))}" if nvml.get("error") else "") + ".")
-
-    add("")
-    add("## Containers")
-    for c in report["containers"]:
-        add("")
-        add(f"### {md_text(c['name'])} ({md_code(c['id'][:12])}) — {md_text(c['status'])}")
-        add("")
-        add(md_pairs(config_rows(c), code_labels=("Image", "Entrypoint", "Command")))
-        add("")
-        add("**Counters**")
-        add("")
-        add(md_pairs(counter_rows(c)))
-        hist = history_rows(c.get("history"))
-        if hist:
-            add("")
-            add("**Recent history**")
-            add("")
-            add(md_table(["Metric", "Last", "Min", "Max", "Trend"], hist, code_columns=(4,)))
-        mounts = mount_rows(c)
-        if mounts:
-            add("")
-            add("**Mounts**")
-            add("")
-            add(md_table(MOUNT_HEADERS, mounts, code_columns=(1, 2)))
-        env = c["config"].get("env") or []
-        if env:
-            add("")
-            add("**Environment** (redacted)")
-            add("")
-            add(md_fence("\n".join(f"{e['name']}={e['value']}" for e in env), "ini"))
-        procs = process_rows(c)
-        if procs:
-            add("")
-            add("**Processes**")
-            add("")
-            add(md_table(PROCESS_HEADERS, procs, code_columns=(6,)))
-        tail = c.get("log_tail") or {}
-        add("")
-        if tail.get("lines"):
-            add(f"<details><summary>Log tail (last {len(tail['lines'])} lines)</summary>")
-            add("")
-            add(md_fence("\n".join(tail["lines"])))
-            add("")
-            add("</details>")
-        else:
-            add(f"Log tail: {md_text(tail.get('error') or 'empty')}")
-
-    add("")
-    add("## Actions run in this session")
-    add("")
-    if not report["actions"]:
-        add("None.")
-    for a in report["actions"]:
-        add(f"### {md_text(action_title(a))}")
-        add("")
-        add(f"Command: {md_code(' '.join(a.get('command') or [])) if a.get('command') else '—'} · started "
-            f"{_iso(a.get('started_at'))}")
-        if a.get("explanation"):
-            add("")
-            add(f"> {md_text(a['explanation'])}")
-        add("")
-        add(md_fence(a.get("output") or "(no output)"))
-        add("")
-    return "\n".join(out).rstrip() + "\n"

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from html import escape
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from mltop.probes.redaction import REDACTED
 
-from .document import (
+from .rows import (
     GPU_HEADERS,
     GPU_PROCESS_HEADERS,
     MOUNT_HEADERS,
     PROCESS_HEADERS,
-    _iso,
     action_title,
     config_rows,
     counter_rows,
@@ -20,6 +19,8 @@ from .document import (
     gpu_row,
     history_rows,
     host_rows,
+    iso_time,
+    mount_rows,
     plain,
     process_rows,
     summary_line,
@@ -93,11 +94,20 @@ def _anchor(prefix: str, value: str) -> str:
     return prefix + "-" + "".join(ch if ch.isalnum() else "-" for ch in value)[:60]
 
 
+Add = Callable[[str], None]
+
+
 def render_html(report: Mapping[str, Any]) -> str:
+    """The whole report, section by section, as one page."""
+    parts: list[str] = []
+    for section in SECTIONS:
+        section(report, parts.append)
+    return "\n".join(parts) + "\n"
+
+
+def _head(report: Mapping[str, Any], add: Add) -> None:
     gen = report["generator"]
     host = report["host"]
-    parts: list[str] = []
-    add = parts.append
     add("<!DOCTYPE html>")
     add('<html lang="en"><head><meta charset="utf-8">')
     add('<meta name="viewport" content="width=device-width, initial-scale=1">')
@@ -113,6 +123,8 @@ def render_html(report: Mapping[str, Any]) -> str:
     if report.get("missing_containers"):
         add(f"<p><strong>Not found:</strong> {_e(', '.join(report['missing_containers']))}</p>")
 
+
+def _findings(report: Mapping[str, Any], add: Add) -> None:
     add('<h2 id="findings">Findings</h2>')
     if report["findings"]:
         rows = []
@@ -135,74 +147,88 @@ def render_html(report: Mapping[str, Any]) -> str:
     else:
         add("<p>None.</p>")
 
+
+def _host(report: Mapping[str, Any], add: Add) -> None:
+    host = report["host"]
     add('<h2 id="host">Host</h2>')
     add(_pairs(host_rows(report)))
     if host.get("limitations"):
         add("<ul>" + "".join(f"<li>{_e(n)}</li>" for n in host["limitations"]) + "</ul>")
 
+
+def _gpus(report: Mapping[str, Any], add: Add) -> None:
     add('<h2 id="gpus">GPUs</h2>')
-    if report["gpus"]:
-        add(_table(GPU_HEADERS, [gpu_row(g) for g in report["gpus"]], code_columns=(8,)))
-        procs = gpu_process_rows(report)
-        add("<h4>GPU processes (host PIDs, attributed to containers)</h4>")
-        add(_table(GPU_PROCESS_HEADERS, procs) if procs else "<p>None.</p>")
-        for g in report["gpus"]:
-            if g.get("unavailable"):
-                items = "".join(f"<li>{_e(k)}: {_e(v)}</li>" for k, v in g["unavailable"].items())
-                add(f"<p>GPU {_e(g['index'])} fields not available:</p><ul>{items}</ul>")
-    else:
-        nvml = host.get("nvml") or {}
+    if not report["gpus"]:
+        nvml = report["host"].get("nvml") or {}
         add(f"<p>No GPU figures: NVML {_e(nvml.get('status'))}"
             + (f" — {_e(nvml.get('error'))}" if nvml.get("error") else "") + ".</p>")
+        return
+    add(_table(GPU_HEADERS, [gpu_row(g) for g in report["gpus"]], code_columns=(8,)))
+    procs = gpu_process_rows(report)
+    add("<h4>GPU processes (host PIDs, attributed to containers)</h4>")
+    add(_table(GPU_PROCESS_HEADERS, procs) if procs else "<p>None.</p>")
+    for g in report["gpus"]:
+        if g.get("unavailable"):
+            items = "".join(f"<li>{_e(k)}: {_e(v)}</li>" for k, v in g["unavailable"].items())
+            add(f"<p>GPU {_e(g['index'])} fields not available:</p><ul>{items}</ul>")
 
+
+def _containers(report: Mapping[str, Any], add: Add) -> None:
     add('<h2 id="containers">Containers</h2>')
     if report["containers"]:
         add("<p>" + " · ".join(f'<a href="#{_anchor("c", c["id"])}">{_e(c["name"])}</a>'
                                for c in report["containers"]) + "</p>")
     for c in report["containers"]:
-        add(f'<section class="container" id="{_anchor("c", c["id"])}">')
-        add(f"<h3>{_e(c['name'])} <code class=\"muted\">{_e(c['id'][:12])}</code> {_badge(c['status'])}</h3>")
-        add(_pairs(config_rows(c), code_labels=("Image", "Entrypoint", "Command")))
-        add("<h4>Counters</h4>")
-        add(_pairs(counter_rows(c)))
-        hist = history_rows(c.get("history"))
-        if hist:
-            add("<h4>Recent history</h4>")
-            rows = "".join(
-                f"<tr><td>{_e(m)}</td><td>{_e(last)}</td><td>{_e(lo)}</td><td>{_e(hi)}</td>"
-                f'<td class="spark">{_e(spark)}</td></tr>' for m, last, lo, hi, spark in hist)
-            add("<table><thead><tr><th>Metric</th><th>Last</th><th>Min</th><th>Max</th><th>Trend</th></tr></thead>"
-                f"<tbody>{rows}</tbody></table>")
-        mounts = [[m.get("type"), m.get("source"), m.get("destination"), "ro" if m.get("read_only") else "rw"]
-                  for m in c["config"].get("mounts") or []]
-        if mounts:
-            add("<h4>Mounts</h4>")
-            add(_table(MOUNT_HEADERS, mounts, code_columns=(1, 2)))
-        env = c["config"].get("env") or []
-        if env:
-            add("<h4>Environment (redacted)</h4>")
-            add("<pre>" + escape("\n".join(f"{e['name']}={e['value']}" for e in env)) + "</pre>")
-        procs = process_rows(c)
-        if procs:
-            add("<h4>Processes</h4>")
-            add(_table(PROCESS_HEADERS, procs, code_columns=(6,)))
-        tail = c.get("log_tail") or {}
-        if tail.get("lines"):
-            add(f"<details><summary>Log tail (last {len(tail['lines'])} lines)</summary>"
-                f"<pre>{escape(chr(10).join(tail['lines']))}</pre></details>")
-        else:
-            add(f"<p class=\"muted\">Log tail: {_e(tail.get('error') or 'empty')}</p>")
-        add("</section>")
+        _container(c, add)
 
+
+def _container(c: Mapping[str, Any], add: Add) -> None:
+    add(f'<section class="container" id="{_anchor("c", c["id"])}">')
+    add(f"<h3>{_e(c['name'])} <code class=\"muted\">{_e(c['id'][:12])}</code> {_badge(c['status'])}</h3>")
+    add(_pairs(config_rows(c), code_labels=("Image", "Entrypoint", "Command")))
+    add("<h4>Counters</h4>")
+    add(_pairs(counter_rows(c)))
+    hist = history_rows(c.get("history"))
+    if hist:
+        add("<h4>Recent history</h4>")
+        rows = "".join(
+            f"<tr><td>{_e(m)}</td><td>{_e(last)}</td><td>{_e(lo)}</td><td>{_e(hi)}</td>"
+            f'<td class="spark">{_e(spark)}</td></tr>' for m, last, lo, hi, spark in hist)
+        add("<table><thead><tr><th>Metric</th><th>Last</th><th>Min</th><th>Max</th><th>Trend</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>")
+    mounts = mount_rows(c)
+    if mounts:
+        add("<h4>Mounts</h4>")
+        add(_table(MOUNT_HEADERS, mounts, code_columns=(1, 2)))
+    env = c["config"].get("env") or []
+    if env:
+        add("<h4>Environment (redacted)</h4>")
+        add("<pre>" + escape("\n".join(f"{e['name']}={e['value']}" for e in env)) + "</pre>")
+    procs = process_rows(c)
+    if procs:
+        add("<h4>Processes</h4>")
+        add(_table(PROCESS_HEADERS, procs, code_columns=(6,)))
+    tail = c.get("log_tail") or {}
+    if tail.get("lines"):
+        add(f"<details><summary>Log tail (last {len(tail['lines'])} lines)</summary>"
+            f"<pre>{escape(chr(10).join(tail['lines']))}</pre></details>")
+    else:
+        add(f"<p class=\"muted\">Log tail: {_e(tail.get('error') or 'empty')}</p>")
+    add("</section>")
+
+
+def _actions(report: Mapping[str, Any], add: Add) -> None:
     add('<h2 id="actions">Actions run in this session</h2>')
     if not report["actions"]:
         add("<p>None.</p>")
     for a in report["actions"]:
         command = " ".join(a.get("command") or [])
         add(f"<h3>{_badge(a.get('status'))} {_e(action_title(a))}</h3>")
-        add(f"<p class=\"muted\">Command: <code>{_e(command)}</code> · started {_e(_iso(a.get('started_at')))}</p>")
+        add(f"<p class=\"muted\">Command: <code>{_e(command)}</code> · started {_e(iso_time(a.get('started_at')))}</p>")
         if a.get("explanation"):
             add(f'<p class="explain">{_e(a["explanation"])}</p>')
         add(f"<details open><summary>Output</summary><pre>{escape(a.get('output') or '(no output)')}</pre></details>")
     add("</body></html>")
-    return "\n".join(parts) + "\n"
+
+
+SECTIONS: tuple[Callable[[Mapping[str, Any], Add], None], ...] = (_head, _findings, _host, _gpus, _containers, _actions)

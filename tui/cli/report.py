@@ -34,26 +34,26 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"mltop report: {err}", file=sys.stderr)
         return EXIT_CANNOT_WRITE
+    from mltop.diagnostics.doctor import DoctorResult, SkippedCheck, run_doctor
+    from mltop.tui.history import History
+
     sampler = make_sampler(args)
-    findings: tuple = ()
-    skipped: list = []
     try:
         previous, snapshot = sampler.sweep_pair(args.interval)
         if args.no_doctor:
-            skipped.append(("doctor", "left out with --no-doctor"))
+            doctor = DoctorResult((), (SkippedCheck("doctor", "left out with --no-doctor"),))
         else:
             try:
-                from mltop.diagnostics.doctor import run_doctor
-
-                result = run_doctor(snapshot, sampler.engine, containers=args.containers or None,
+                doctor = run_doctor(snapshot, sampler.engine, containers=args.containers or None,
                                     previous=previous)
-                findings, skipped = result.findings, list(result.checks_skipped)
             except Exception as exc:  # the report is most needed when something is broken: write it anyway
                 log.exception("the doctor failed; the report is written without it")
-                skipped.append(("doctor", f"the doctor failed: {type(exc).__name__}: {exc}"))
-        report = build_report(snapshot, sampler.engine, findings, skipped, None,
-                              containers=args.containers or None, history=[previous, snapshot],
-                              log_lines=args.log_lines)
+                doctor = DoctorResult((), (SkippedCheck("doctor", f"the doctor failed: {type(exc).__name__}: {exc}"),))
+        history = History(2)  # the two sweeps: the same series, under the same names, as the dashboard's report
+        history.record(previous)
+        history.record(snapshot)
+        report = build_report(snapshot, sampler.engine, doctor, None, history,
+                              containers=args.containers or None, log_lines=args.log_lines)
     finally:
         sampler.close()
     try:
