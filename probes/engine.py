@@ -360,7 +360,7 @@ class Engine:
             env = (self.inspect(container_id).get("Config") or {}).get("Env")
         except Exception as exc:
             log.warning("cannot read the environment of %s: its secrets are unknown", container_id[:12],
-                        exc_info=True)
+                        exc_info=not isinstance(exc, EngineError))  # an unreachable engine needs no traceback
             return ContainerSecrets(error=getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
         if len(self._secrets) > 4096:
             self._secrets.clear()

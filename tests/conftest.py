@@ -17,6 +17,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from fixtures_nvml import *  # noqa: E402,F401,F403  (fake NVML fixtures)
+from fixtures_torch import cpu_torch, cuda13_torch_container  # noqa: E402,F401  (PyTorch in containers)
 from images import BUSYBOX_IMAGE, PYTHON_IMAGE, ImageBuildError, ensure_images  # noqa: E402
 
 TEST_LABEL = "mltop-test"
@@ -45,7 +46,10 @@ def docker_client():
     for c in client.containers.list(all=True, filters={"label": TEST_LABEL}):
         owner = c.labels.get(SESSION_LABEL, "")
         if not (owner.isdigit() and os.path.exists(f"/proc/{owner}")):
-            c.remove(force=True)
+            try:
+                c.remove(force=True)
+            except docker.errors.NotFound:
+                pass  # another test session cleaned it up at the same moment
     yield client
     for c in client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={os.getpid()}"}):
         try:

@@ -8,17 +8,15 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
-from conftest import REQUIRE_DOCKER, wait_for
+from conftest import wait_for
+from fixtures_torch import TORCH_VERSION, torch_container
 from mltop.diagnostics.actions import (
     CANCELLED,
     FAILED,
@@ -36,11 +34,6 @@ from mltop.probes.model import DeviceRequest
 from mltop.probes.redaction import REDACTED
 from mltop.probes.sampler import ProbeOptions, Sampler
 
-TORCH_VERSION = "2.13.0"
-TORCH_DIR = Path(os.environ.get("MLTOP_TEST_TORCH_DIR", "/var/cache/mltop-test/torch"))
-TORCH_IN_CONTAINER = "/opt/mltop-torch"
-LIBSTDCXX_CANDIDATES = ("/usr/lib/x86_64-linux-gnu/libstdc++.so.6", "/usr/lib/aarch64-linux-gnu/libstdc++.so.6",
-                        "/usr/lib64/libstdc++.so.6", "/usr/lib/libstdc++.so.6")
 
 
 def _snapshot(sampler, seconds=0.0):
@@ -182,58 +175,8 @@ def test_py_spy_permission_refusal_says_exactly_what_is_missing(containers, samp
 # ----------------------------------------------------------------------------- device check
 
 
-def _libstdcxx() -> str | None:
-    for path in LIBSTDCXX_CANDIDATES:
-        if os.path.exists(path):
-            return os.path.realpath(path)
-    return None
-
-
-@pytest.fixture(scope="session")
-def cpu_torch() -> Path:
-    """The CPU build of PyTorch, installed once into a cache outside the repository.
-
-    Provisioning command (what this fixture runs when the cache is empty):
-        python3 -m pip install --target /var/cache/mltop-test/torch torch==2.13.0
-    """
-    marker = TORCH_DIR / "torch" / "version.py"
-    if marker.exists() and f"__version__ = '{TORCH_VERSION}" in marker.read_text():
-        return TORCH_DIR
-    staging = Path(f"{TORCH_DIR}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(staging),
-               f"torch=={TORCH_VERSION}"]
-    try:
-        staging.parent.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        done = None
-        reason = str(exc)
-    if done is None or done.returncode != 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        reason = reason if done is None else done.stderr.strip()[-600:]
-        message = f"could not install the CPU build of torch ({' '.join(command)}): {reason}"
-        if REQUIRE_DOCKER:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    try:
-        staging.rename(TORCH_DIR)
-    except OSError:  # another session finished first
-        shutil.rmtree(staging, ignore_errors=True)
-    return TORCH_DIR
-
-
-def _torch_container(containers, cpu_torch, **kwargs):
-    volumes = {str(cpu_torch): {"bind": TORCH_IN_CONTAINER, "mode": "ro"}}
-    lib = _libstdcxx()
-    if lib:  # the test image is a minimal Debian without libstdc++, which the torch wheel links against
-        volumes[lib] = {"bind": "/usr/lib/x86_64-linux-gnu/libstdc++.so.6", "mode": "ro"}
-    return containers.run(["sleep", "600"], image="python", volumes=volumes,
-                          environment={"PYTHONPATH": TORCH_IN_CONTAINER}, **kwargs)
-
-
 def test_device_check_with_cpu_torch_reports_version_and_no_gpu(containers, sampler, cpu_torch):
-    c = _torch_container(containers, cpu_torch)
+    c = torch_container(containers, cpu_torch)
     result, lines = _run("device-check", _snapshot(sampler), c, sampler.engine)
     assert result.status == OK, (result.explanation, result.output)
     assert result.command == ("python3", "-c", "<mltop device_check.py>")

@@ -27,7 +27,7 @@ from mltop.diagnostics.doctor import run_doctor
 from mltop.diagnostics.findings import Finding, exit_code, sort_findings, worst_by_container
 from mltop.probes.model import DeviceRequest
 from mltop.probes.sampler import ProbeOptions, Sampler
-from test_actions import _torch_container, cpu_torch  # noqa: F401  (the CPU build of PyTorch, a fixture)
+from fixtures_torch import torch_container
 
 GIB = 1 << 30
 REPO = Path(__file__).resolve().parents[1]
@@ -436,64 +436,6 @@ def test_cli_io_test_measures_throttled_read(fault_run):
 
 # --------------------------------------------------------------------------- what the framework device check found
 
-# A stand-in for a CUDA 13.0 wheel of PyTorch in a container given no GPU: exactly what device_check.py's
-# check_torch touches, and the warning real PyTorch gives when it finds no driver.
-FAKE_TORCH = {
-    "torch/version.py": '__version__ = "2.9.0"\ncuda = "13.0"\nhip = None\n',
-    "torch/__init__.py": '''"""Not PyTorch: a CUDA 13.0 build's answers, without a GPU."""
-import warnings
-from types import SimpleNamespace
-
-from . import version
-
-__version__ = version.__version__
-
-
-def _is_available():
-    warnings.warn("CUDA initialization: Found no NVIDIA driver on your system. Please check that you have an "
-                  "NVIDIA GPU and installed a driver from http://www.nvidia.com/Download/index.aspx")
-    return False
-
-
-cuda = SimpleNamespace(is_available=_is_available, device_count=lambda: 0)
-backends = SimpleNamespace(cudnn=SimpleNamespace(version=lambda: 91002))
-
-
-class _Tensor(object):
-    def __init__(self, values, device):
-        self.values, self.device = list(values), device
-
-    def __mul__(self, k):
-        return _Tensor([v * k for v in self.values], self.device)
-
-    def sum(self):
-        return _Tensor([sum(self.values)], self.device)
-
-    def item(self):
-        return self.values[0]
-
-
-def ones(n, device="cpu"):
-    return _Tensor([1.0] * n, device)
-''',
-}
-FAKE_TORCH_IN_CONTAINER = "/opt/mltop-fake-torch"
-
-
-@pytest.fixture
-def cuda13_torch_container(containers, tmp_path):
-    """A python container whose PyTorch (on PYTHONPATH, mounted read-only) says: built with CUDA 13.0, no GPU."""
-    root = tmp_path / "fake-torch"
-    for rel, text in FAKE_TORCH.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    for path in [root, *root.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return containers.run(["sleep", "300"], image="python",
-                          volumes={str(root): {"bind": FAKE_TORCH_IN_CONTAINER, "mode": "ro"}},
-                          environment={"PYTHONPATH": FAKE_TORCH_IN_CONTAINER})
-
-
 def _with_gpu_request(snapshot, container_id):
     """The snapshot with one container as if started with `--gpus all` (this host has no toolkit to start it)."""
     gpus = DeviceRequest(driver="", count=-1, device_ids=(), capabilities=(("gpu",),))
@@ -503,7 +445,7 @@ def _with_gpu_request(snapshot, container_id):
 
 
 def test_cpu_torch_build_is_no_gpu_workload(containers, cpu_torch, nvml_scenario):
-    c = _torch_container(containers, cpu_torch)
+    c = torch_container(containers, cpu_torch)
     lib = nvml_scenario()  # driver 550.54.15, CUDA 12.4
     log = ActionLog()
     sampler = Sampler(ProbeOptions(nvml=True, nvml_lib=lib))
@@ -639,9 +581,3 @@ def test_thresholds_are_options_and_named():
     t = Thresholds(memory_near_limit=0.8)
     assert t.named("memory_near_limit") == "threshold memory_near_limit=0.8 (--memory-near-limit)"
     assert {name for name, *_ in Thresholds.options()} >= {"memory_near_limit", "shm_near_full", "io_min_read_mb_s"}
-
-
-def test_diagnostics_do_not_import_textual():
-    code = ("import sys, mltop.diagnostics.doctor, mltop.diagnostics.checks, mltop.diagnostics.cuda_compat; "
-            "sys.exit(1 if 'textual' in sys.modules else 0)")
-    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0

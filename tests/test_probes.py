@@ -315,15 +315,6 @@ def test_snapshot_json_has_documented_keys(containers):
     assert ["CUDA_VERSION", "12.4.1"] in ours["config"]["env"]
 
 
-def test_probes_and_diagnostics_do_not_import_textual():
-    code = ("import sys, mltop.probes.sampler, mltop.probes.nvml, mltop.diagnostics, mltop.tui.cli;"
-            "import pkgutil, importlib, mltop.diagnostics as d;"
-            "[importlib.import_module(m.name) for m in pkgutil.walk_packages(d.__path__, 'mltop.diagnostics.')];"
-            "print('textual' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False"
-
-
 # ----------------------------------------------------------------------------- GPU attribution
 
 

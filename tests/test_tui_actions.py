@@ -9,7 +9,6 @@ import uuid
 import pytest
 
 from conftest import wait_for
-from test_doctor import cuda13_torch_container  # noqa: F401  (fixture)
 from test_tui import dashboard, make_app, until
 
 from mltop.tui.dashboard import DashboardScreen
