@@ -137,13 +137,14 @@ def _none_if_zero(value: Any) -> Any:
     return value or None
 
 
-def config_from_inspect(attrs: dict[str, Any]) -> ContainerConfig:
+def config_from_inspect(attrs: dict[str, Any], secrets: frozenset[str] | None = None) -> ContainerConfig:
     """Parse the ML-relevant part of `docker inspect` output. Secrets are redacted here, at the source:
     secret-named environment values and labels, token shapes, and the container's own secret values wherever
-    its command line echoes them."""
+    its command line echoes them (`secrets`: those values, when the caller has already read them)."""
     cfg = attrs.get("Config") or {}
     raw_env = split_env(cfg.get("Env"))
-    secrets = secret_values(raw_env)
+    if secrets is None:
+        secrets = secret_values(raw_env)
 
     def argv(values) -> tuple[str, ...]:
         return tuple(scrub_values(a, secrets) for a in redact_argv(values or ()))
@@ -212,16 +213,17 @@ def meta_from_inspect(attrs: dict[str, Any]) -> ContainerMeta:
     state = attrs.get("State") or {}
     name = (attrs.get("Name") or "").lstrip("/") or attrs["Id"][:12]
     pid = state.get("Pid") or None
+    secrets = ContainerSecrets.from_env((attrs.get("Config") or {}).get("Env")).values
     return ContainerMeta(
         id=attrs["Id"],
         name=name,
         image=(attrs.get("Config") or {}).get("Image") or attrs.get("Image", ""),
         status=state.get("Status") or "unknown",
         pid=pid,
-        config=config_from_inspect(attrs),
+        config=config_from_inspect(attrs, secrets),
         state_key=(state.get("Status"), state.get("Pid"), state.get("StartedAt"), state.get("FinishedAt"),
                    attrs.get("RestartCount")),
-        secrets=secret_values(split_env((attrs.get("Config") or {}).get("Env"))),
+        secrets=secrets,
     )
 
 

@@ -1,12 +1,15 @@
 """The `mltop` command line: the dashboard by default, and headless subcommands for scripts.
 
 Each subcommand is a module with `add_arguments(parser)` and `main(args) -> int`, registered in
-SUBCOMMANDS by a factory that imports it only when that command's options are built or it runs.
+SUBCOMMANDS by a factory that imports it only when that command's options are built or it runs. A command
+is one line there: the commands of this package have a factory below; a module elsewhere in mltop.tui
+(tui/cmd_<name>.py) is registered with `_elsewhere_in_tui("cmd_<name>")`.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 from importlib import metadata
 from types import ModuleType
 from typing import Callable
@@ -33,6 +36,11 @@ def _report() -> ModuleType:
 def _run() -> ModuleType:
     from . import run
     return run
+
+
+def _elsewhere_in_tui(module: str) -> Callable[[], ModuleType]:
+    """The factory of a command module outside this package: mltop.tui.<module>, imported when used."""
+    return lambda: importlib.import_module(f"mltop.tui.{module}")
 
 
 # name: (factory returning a module with add_arguments(parser) and main(args), help)
