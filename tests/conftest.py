@@ -8,6 +8,7 @@ in which case they fail.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import time
 import uuid
@@ -141,3 +142,25 @@ def sampler():
     s = Sampler(ProbeOptions(nvml=False))
     yield s
     s.close()
+
+
+async def until(pilot, predicate, timeout: float = 15.0, what: str = "condition"):
+    """Let a Textual app run until `predicate()` holds (sampling happens in its thread worker meanwhile)."""
+    loop_time = 0.0
+    while loop_time < timeout:
+        try:
+            if predicate():
+                return
+        except Exception:
+            pass
+        await pilot.pause(0.05)
+        loop_time += 0.05
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def fake_nvidia_smi(containers, script: str, **kwargs):
+    """A container whose nvidia-smi is a shell script (no GPU here): the exec path is the real one."""
+    install = f"printf '%s\\n' '#!/bin/sh' {shlex.quote(script)} > /bin/nvidia-smi && chmod +x /bin/nvidia-smi"
+    c = containers.run(["sh", "-c", f"{install} && touch /tmp/ready && exec sleep 600"], **kwargs)
+    wait_for(lambda: c.exec_run(["test", "-e", "/tmp/ready"]).exit_code == 0, what="fake nvidia-smi")
+    return c

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shlex
 import shutil
 import tempfile
 import threading
@@ -15,7 +14,7 @@ import uuid
 
 import pytest
 
-from conftest import wait_for
+from conftest import fake_nvidia_smi, wait_for
 from fixtures_torch import TORCH_VERSION, torch_container
 from mltop.diagnostics.actions import (
     CANCELLED,
@@ -262,20 +261,12 @@ def test_nvidia_smi_fallback_without_nvml_says_so(containers, sampler):
     assert "NVML view is not available either" in result.output
 
 
-def _fake_nvidia_smi(containers, script: str, **kwargs):
-    """A container whose nvidia-smi is a shell script (no GPU here): the exec path is the real one."""
-    install = f"printf '%s\\n' '#!/bin/sh' {shlex.quote(script)} > /bin/nvidia-smi && chmod +x /bin/nvidia-smi"
-    c = containers.run(["sh", "-c", f"{install} && touch /tmp/ready && exec sleep 600"], **kwargs)
-    wait_for(lambda: c.exec_run(["test", "-e", "/tmp/ready"]).exit_code == 0, what="fake nvidia-smi")
-    return c
-
-
 def _commands(container) -> list[str]:
     return [p[-1] for p in container.top()["Processes"]]
 
 
 def test_nvidia_smi_output_streams_when_present(containers, sampler):
-    c = _fake_nvidia_smi(containers, "echo 'NVIDIA-SMI 550.54.15   Driver Version: 550.54.15   CUDA Version: 12.4'; "
+    c = fake_nvidia_smi(containers, "echo 'NVIDIA-SMI 550.54.15   Driver Version: 550.54.15   CUDA Version: 12.4'; "
                                      "sleep 0.3; echo '|   0  NVIDIA H100 80GB HBM3   On |'")
     result, lines = _run("nvidia-smi", _snapshot(sampler), c, sampler.engine)
     assert result.status == OK and result.exit_code == 0 and result.explanation is None
@@ -284,7 +275,7 @@ def test_nvidia_smi_output_streams_when_present(containers, sampler):
 
 
 def test_nvidia_smi_failure_is_explained(containers, sampler):
-    c = _fake_nvidia_smi(containers, "echo 'Failed to initialize NVML: Unknown Error'; exit 255")
+    c = fake_nvidia_smi(containers, "echo 'Failed to initialize NVML: Unknown Error'; exit 255")
     result, _ = _run("nvidia-smi", _snapshot(sampler), c, sampler.engine)
     assert result.status == FAILED and result.exit_code == 255
     assert "daemon-reload" in result.explanation
@@ -292,7 +283,7 @@ def test_nvidia_smi_failure_is_explained(containers, sampler):
 
 
 def test_lines_arrive_while_the_command_runs_and_timeout_ends_it(containers, sampler):
-    c = _fake_nvidia_smi(containers, "echo started; sleep 600")
+    c = fake_nvidia_smi(containers, "echo started; sleep 600")
     arrived = []
     t0 = time.monotonic()
     run = ActionRun("nvidia-smi", _snapshot(sampler), c.id, sampler.engine, timeout_s=2.0,
@@ -306,7 +297,7 @@ def test_lines_arrive_while_the_command_runs_and_timeout_ends_it(containers, sam
 
 
 def test_cancel_from_another_thread_stops_the_run(containers, sampler):
-    c = _fake_nvidia_smi(containers, "echo started; sleep 600")
+    c = fake_nvidia_smi(containers, "echo started; sleep 600")
     started = threading.Event()
     log = ActionLog()
     run = ActionRun("nvidia-smi", _snapshot(sampler), c.id, sampler.engine, timeout_s=60,
@@ -324,7 +315,7 @@ def test_cancel_from_another_thread_stops_the_run(containers, sampler):
 def test_action_output_is_redacted_including_bare_secret_values(containers, sampler):
     secret = uuid.uuid4().hex + "Zq/9"  # no token shape at all: only its name says it is secret
     hf = "hf_" + uuid.uuid4().hex + "abcdef"
-    c = _fake_nvidia_smi(containers, 'echo "key=$AWS_SECRET_ACCESS_KEY"; echo "$AWS_SECRET_ACCESS_KEY"; '
+    c = fake_nvidia_smi(containers, 'echo "key=$AWS_SECRET_ACCESS_KEY"; echo "$AWS_SECRET_ACCESS_KEY"; '
                                      'echo "token $HF_TOKEN"',
                          environment={"AWS_SECRET_ACCESS_KEY": secret, "HF_TOKEN": hf})
     result, lines = _run("nvidia-smi", _snapshot(sampler), c, sampler.engine)
@@ -381,6 +372,6 @@ def test_mltop_run_streams_prints_json_and_exits_by_status(containers, capsys):
     assert cli.main(["--no-nvml", "run", "nvidia-smi", "no-such-container-xyz"]) == 3
     assert "no container named or id-prefixed 'no-such-container-xyz'" in capsys.readouterr().err
 
-    smi = _fake_nvidia_smi(containers, "echo 'Driver Version: 550.54.15'; printf 'bell\\007\\n'")
+    smi = fake_nvidia_smi(containers, "echo 'Driver Version: 550.54.15'; printf 'bell\\007\\n'")
     assert cli.main(["--no-nvml", "run", "nvidia-smi", smi.name, "--timeout", "20"]) == 0
     assert capsys.readouterr().out == "Driver Version: 550.54.15\nbell\\x07\n"  # control characters shown, not obeyed

@@ -3,6 +3,7 @@ and a dead Docker events watcher is surfaced in the snapshot (the header shows h
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -51,15 +52,31 @@ class _FailingEvents:
         raise ConnectionError("events stream reset by peer")
 
 
-def test_a_dead_events_watcher_is_surfaced_as_a_limitation(caplog):
-    catalog = ContainerCatalog(_FailingEvents())  # type: ignore[arg-type]
-    with caplog.at_level("WARNING", logger="mltop.probes.engine"):
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def test_a_dead_events_watcher_is_surfaced_as_a_limitation():
+    # A handler on the module's own logger: in-process CLI runs may have configured the `mltop` logger
+    # not to propagate, which pytest's caplog (on the root logger) relies on.
+    records = _Records()
+    logger = logging.getLogger("mltop.probes.engine")
+    logger.addHandler(records)
+    try:
+        catalog = ContainerCatalog(_FailingEvents())  # type: ignore[arg-type]
         catalog.containers()
         deadline = time.monotonic() + 5
         while catalog.watch_error is None and time.monotonic() < deadline:
             time.sleep(0.01)
+    finally:
+        logger.removeHandler(records)
     assert catalog.watch_error == "ConnectionError: events stream reset by peer"
-    assert any(r.exc_info and "events watcher failed" in r.getMessage() for r in caplog.records)
+    assert any(r.exc_info and "events watcher failed" in r.getMessage() for r in records.records)
 
     sampler = Sampler.__new__(Sampler)  # only the catalog is needed to word the limitation
     sampler.catalog = catalog

@@ -296,3 +296,23 @@ def test_format_is_taken_from_the_extension_unless_given():
 def test_default_report_path_names_host_and_time(tmp_path):
     path = default_report_path(tmp_path, "md", hostname="gpu box/1", now=0)
     assert path == tmp_path / "mltop-report-gpu-box-1-19700101-000000.md"
+
+
+def test_report_from_a_built_snapshot_needs_no_engine():
+    from builders import container, gpu_workload, snapshot
+
+    trainer, gpu0 = gpu_workload("trainer")
+    etl = container("etl")
+    findings = (Finding("oom.killed", "critical", "etl", "killed", ("OOMKilled true — inspect",), "more memory"),
+                Finding("driver.old", "warning", None, "old driver", ("550 — NVML",), "upgrade"))
+    doctor = DoctorResult(findings, (SkippedCheck("logs", "no engine"),))
+    doc = build_report(snapshot([trainer, etl], [gpu0]), None, doctor, ActionLog(), containers=["etl"])
+    assert [c["name"] for c in doc["containers"]] == ["etl"]
+    assert [(f["code"], f["container"]) for f in doc["findings"]] == [("driver.old", None), ("oom.killed", "etl")]
+    assert doc["summary"]["findings"] == {"critical": 1, "warning": 1, "info": 0}
+    assert doc["summary"]["worst"] == "critical"
+    assert doc["checks_skipped"] == [{"check": "logs", "container": None, "reason": "no engine"}]
+    assert doc["containers"][0]["log_tail"]["error"].startswith("no engine connection")
+    md, html = render_markdown(doc), render_html(doc)
+    for text in (md, html):
+        assert "oom.killed" in text and "driver.old" in text and "trainer" in text  # trainer's GPU process row

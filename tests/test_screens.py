@@ -9,8 +9,8 @@ After an intended change of look, regenerate the baselines and review the diff:
 
 from __future__ import annotations
 
-import pytest
 from builders import GIB, container, gpu, gpu_workload, process, snapshot
+from conftest import until
 
 from mltop.probes.source import StaticSource
 from mltop.tui.app import MltopApp
@@ -39,16 +39,6 @@ def scene():
 
 def make_app(snapshots=None, interval: float = 1.0) -> MltopApp:
     return MltopApp(source=StaticSource(snapshots or scene()), docker_host=NO_ENGINE, nvml=False, interval=interval)
-
-
-async def until(pilot, predicate, timeout: float = 10.0, what: str = "condition"):
-    waited = 0.0
-    while waited < timeout:
-        if predicate():
-            return
-        await pilot.pause(0.05)
-        waited += 0.05
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def names_in_table(app: MltopApp) -> list[str]:

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from conftest import ContainerFactory, wait_for
+from conftest import ContainerFactory, until, wait_for
 from fakenvml import FakeGpu, FakeProcess, FakeScenario
 
 from mltop.tui import app as app_module
@@ -60,20 +60,6 @@ def make_app(**kwargs) -> MltopApp:
     kwargs.setdefault("nvml", False)
     kwargs.setdefault("interval", 0.5)
     return MltopApp(**kwargs)
-
-
-async def until(pilot, predicate, timeout: float = 15.0, what: str = "condition"):
-    """Let the app run until `predicate()` holds (sampling happens in its thread worker meanwhile)."""
-    loop_time = 0.0
-    while loop_time < timeout:
-        try:
-            if predicate():
-                return
-        except Exception:
-            pass
-        await pilot.pause(0.05)
-        loop_time += 0.05
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def dashboard(app: MltopApp) -> DashboardScreen:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shlex
 import time
 import uuid
 
 import pytest
 
-from conftest import wait_for
-from test_tui import dashboard, make_app, until
+from conftest import fake_nvidia_smi, until, wait_for
+from test_tui import dashboard, make_app
 
 from mltop.tui.dashboard import DashboardScreen
 from mltop.tui.screen_actions import ActionScreen
@@ -47,14 +46,6 @@ def rendered_row(table, key: str) -> str:
     """The table's line for a row as drawn, marker included."""
     y = table.keys_in_order.index(key) + 1 - int(table.scroll_y)
     return table.render_line(y).text
-
-
-def _fake_nvidia_smi(containers, script: str, **kwargs):
-    """A container whose nvidia-smi is a shell script: the exec path is the real one, no GPU needed."""
-    install = f"printf '%s\\n' '#!/bin/sh' {shlex.quote(script)} > /bin/nvidia-smi && chmod +x /bin/nvidia-smi"
-    c = containers.run(["sh", "-c", f"{install} && touch /tmp/ready && exec sleep 600"], **kwargs)
-    wait_for(lambda: c.exec_run(["test", "-e", "/tmp/ready"]).exit_code == 0, what="fake nvidia-smi")
-    return c
 
 
 # --------------------------------------------------------------------------- diagnostics and markers
@@ -171,7 +162,7 @@ async def test_framework_check_without_python_and_nvidia_smi_fallback(containers
 
 async def test_cancel_a_long_action_and_output_shows_literally(containers):
     hostile = r"[/bold] started [bold red]x[/] \033[2J\033]0;pwned\007 end"
-    c = _fake_nvidia_smi(containers, f"printf '{hostile}\\n'; sleep 600")
+    c = fake_nvidia_smi(containers, f"printf '{hostile}\\n'; sleep 600")
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await select(pilot, app, c)

@@ -12,6 +12,7 @@ from .rows import (
     GPU_PROCESS_HEADERS,
     MOUNT_HEADERS,
     PROCESS_HEADERS,
+    SKIPPED_HEADERS,
     action_title,
     config_rows,
     counter_rows,
@@ -21,8 +22,10 @@ from .rows import (
     host_rows,
     iso_time,
     mount_rows,
+    no_gpu_line,
     plain,
     process_rows,
+    skipped_rows,
     summary_line,
 )
 
@@ -141,9 +144,7 @@ def _findings(report: Mapping[str, Any], add: Add) -> None:
         add("<p>No findings.</p>")
     add("<h3>Checks skipped</h3>")
     if report["checks_skipped"]:
-        add(_table(["Check", "Container", "Reason"],
-                   [(s["check"], s.get("container") or "host", s.get("reason")) for s in report["checks_skipped"]],
-                   code_columns=(0,)))
+        add(_table(SKIPPED_HEADERS, skipped_rows(report), code_columns=(0,)))
     else:
         add("<p>None.</p>")
 
@@ -159,9 +160,7 @@ def _host(report: Mapping[str, Any], add: Add) -> None:
 def _gpus(report: Mapping[str, Any], add: Add) -> None:
     add('<h2 id="gpus">GPUs</h2>')
     if not report["gpus"]:
-        nvml = report["host"].get("nvml") or {}
-        add(f"<p>No GPU figures: NVML {_e(nvml.get('status'))}"
-            + (f" — {_e(nvml.get('error'))}" if nvml.get("error") else "") + ".</p>")
+        add(f"<p>{_e(no_gpu_line(report))}</p>")
         return
     add(_table(GPU_HEADERS, [gpu_row(g) for g in report["gpus"]], code_columns=(8,)))
     procs = gpu_process_rows(report)

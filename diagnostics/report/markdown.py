@@ -11,6 +11,7 @@ from .rows import (
     GPU_PROCESS_HEADERS,
     MOUNT_HEADERS,
     PROCESS_HEADERS,
+    SKIPPED_HEADERS,
     action_title,
     config_rows,
     counter_rows,
@@ -20,8 +21,10 @@ from .rows import (
     host_rows,
     iso_time,
     mount_rows,
+    no_gpu_line,
     plain,
     process_rows,
+    skipped_rows,
     summary_line,
 )
 
@@ -123,9 +126,7 @@ def _findings(report: Mapping[str, Any], add: Add) -> None:
     add("### Checks skipped")
     add("")
     if report["checks_skipped"]:
-        add(md_table(["Check", "Container", "Reason"],
-                     [(s["check"], s.get("container") or "host", s.get("reason")) for s in report["checks_skipped"]],
-                     code_columns=(0,)))
+        add(md_table(SKIPPED_HEADERS, skipped_rows(report), code_columns=(0,)))
     else:
         add("None.")
 
@@ -146,9 +147,7 @@ def _gpus(report: Mapping[str, Any], add: Add) -> None:
     add("## GPUs")
     add("")
     if not report["gpus"]:
-        nvml = report["host"]["nvml"] or {}
-        add(f"No GPU figures: NVML {md_text(nvml.get('status'))}"
-            + (f" — {md_text(nvml.get('error'))}" if nvml.get("error") else "") + ".")
+        add(md_text(no_gpu_line(report)))
         return
     add(md_table(GPU_HEADERS, [gpu_row(g) for g in report["gpus"]], code_columns=(8,)))
     procs = gpu_process_rows(report)

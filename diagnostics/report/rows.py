@@ -196,6 +196,19 @@ def process_rows(c: Mapping[str, Any], limit: int = 30) -> list[list[str]]:
              " ".join(str(p.get("cmdline") or "").split())[:200]] for p in procs[:limit]]
 
 
+SKIPPED_HEADERS = ["Check", "Container", "Reason"]
+
+
+def skipped_rows(report: Mapping[str, Any]) -> list[tuple[Any, Any, Any]]:
+    return [(s["check"], s.get("container") or "host", s.get("reason")) for s in report["checks_skipped"]]
+
+
+def no_gpu_line(report: Mapping[str, Any]) -> str:
+    """Why a report has no GPU figures, in NVML's words."""
+    nvml = report["host"].get("nvml") or {}
+    return f"No GPU figures: NVML {plain(nvml.get('status'))}" + (f" — {nvml['error']}" if nvml.get("error") else "") + "."
+
+
 MOUNT_HEADERS = ["Type", "Source", "Destination", "Mode"]
 
 

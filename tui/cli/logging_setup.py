@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s [%(threadName)s]: %(message)s"
 
@@ -31,7 +32,7 @@ def configure_logging(log_file: str | None, *, to_stderr: bool) -> logging.Handl
     if path:
         handler = logging.FileHandler(path, encoding="utf-8")
     elif to_stderr:
-        handler = logging.StreamHandler()
+        handler = _Stderr()
     else:
         handler = None
     for old in [h for h in logger.handlers if getattr(h, "_mltop", False)]:
@@ -47,6 +48,18 @@ def configure_logging(log_file: str | None, *, to_stderr: bool) -> logging.Handl
     logger.addHandler(handler)
     logger.propagate = False
     return handler
+
+
+class _Stderr(logging.StreamHandler):
+    """Whatever sys.stderr is when a record is written (as logging.lastResort does), not the one at setup."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 def _quiet() -> logging.Handler:
