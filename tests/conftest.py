@@ -44,11 +44,13 @@ def docker_client():
         _no_engine(f"{type(exc).__name__}: {exc}")
     # Leftovers of an interrupted earlier run: containers whose test session (a pid) is gone. Containers of
     # another pytest session running at the same time are left alone.
-    for c in client.containers.list(all=True, filters={"label": TEST_LABEL}):
-        owner = c.labels.get(SESSION_LABEL, "")
+    # The low-level list: the SDK's containers.list() inspects each one and fails when another session
+    # removes one in between.
+    for c in client.api.containers(all=True, filters={"label": TEST_LABEL}):
+        owner = (c.get("Labels") or {}).get(SESSION_LABEL, "")
         if not (owner.isdigit() and os.path.exists(f"/proc/{owner}")):
             try:
-                c.remove(force=True)
+                client.api.remove_container(c["Id"], force=True)
             except docker.errors.NotFound:
                 pass  # another test session cleaned it up at the same moment
     yield client

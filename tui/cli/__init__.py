@@ -75,19 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_dashboard(args: argparse.Namespace) -> int:
-    from mltop.tui.app import MltopApp
-
-    app = MltopApp(
-        docker_host=args.docker_host,
-        nvml_lib=args.nvml_lib,
-        nvml=not args.no_nvml,
-        interval=args.interval,
-    )
-    app.run()
-    return app.return_code or 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -96,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_file, to_stderr=args.command is not None)
     try:
         if args.command is None:
-            return cmd_dashboard(args)
+            from . import dashboard
+
+            return dashboard.main(args)
         return int(SUBCOMMANDS[args.command][0]().main(args) or 0)
     except KeyboardInterrupt:
         return 130
