@@ -287,10 +287,6 @@ class Snapshot:
                 chosen.append(match)
         return tuple(chosen), tuple(missing)
 
-    @property
-    def host_gpu_processes(self) -> tuple[GpuProcess, ...]:
-        return tuple(p for g in self.gpus for p in g.processes if p.container_id is None)
-
 
 def to_jsonable(value: Any) -> Any:
     """Turn snapshot records into JSON-ready dicts and lists (tuples become lists)."""

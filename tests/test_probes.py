@@ -345,7 +345,7 @@ def test_gpu_processes_are_attributed_to_their_containers(containers, nvml_scena
     assert gpu0[worker_pid].container_name == "mltop-test-trainer"
     assert gpu0[worker_pid].container_id == trainer.id and gpu0[worker_pid].runtime == "docker"
     assert gpu0[host_pid].container_id is None  # host process
-    assert [p.host_pid for p in snap.host_gpu_processes] == [host_pid]
+    assert [p.host_pid for g in snap.gpus for p in g.processes if p.container_id is None] == [host_pid]
 
     t = snap.container(trainer.id)
     assert [(g.uuid, g.memory_bytes, g.sm_percent) for g in t.gpus] == [
