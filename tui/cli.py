@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "doctor": ("cmd_doctor", "diagnose containers and the host; exit 0 ok, 1 warning, 2 critical"),
     "report": ("cmd_report", "write a diagnostic report (json, md or html)"),
     "run": ("cmd_run", "run an action in a container: nvidia-smi, py-spy or device-check"),
+    "serve": ("serve.command", "serve /metrics for Prometheus, /snapshot.json, /findings.json, /healthz"),
 }
 
 

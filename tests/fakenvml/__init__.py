@@ -80,6 +80,8 @@ class FakeGpu:
     pci: str = "00000000:3B:00.0"
     lost: bool = False
     util_ts: int | None = None  # fixed process-sample timestamp (us); None = wall clock at each call
+    sm_clock: int = 1980  # MHz
+    mem_clock: int = 2619  # MHz
     processes: list[FakeProcess] = field(default_factory=list)
 
 
@@ -127,6 +129,8 @@ class FakeScenario:
                 f"persistence={int(g.persistence)}",
                 f"pci={g.pci}",
                 f"lost={int(g.lost)}",
+                f"sm_clock={g.sm_clock}",
+                f"mem_clock={g.mem_clock}",
             ]
             if g.util_ts is not None:
                 words.append(f"util_ts={g.util_ts}")

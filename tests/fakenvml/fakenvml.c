@@ -20,7 +20,7 @@
  *   cuda N                     nvmlSystemGetCudaDriverVersion(_v2), e.g. 12040
  *   gpu index=I uuid=S name=S util=% mem_util=% mem_total=B mem_used=B temp=C power_mw=MW
  *       power_limit_mw=MW clocks_event=MASK persistence=0|1 pci=DDDDDDDD:BB:DD.F
- *       [lost=1] [util_ts=US]
+ *       [lost=1] [util_ts=US] [sm_clock=MHZ] [mem_clock=MHZ]
  *                              one GPU; devices are numbered in file order (index= must match it).
  *                              lost=1: every query on it returns GPU_IS_LOST (the handle still resolves).
  *                              util_ts: the fixed timestamp (us) of its process-utilisation samples;
@@ -139,6 +139,7 @@ struct fake_gpu {
     char pci[STR];
     int lost;
     unsigned long long util_ts; /* 0 = wall clock */
+    unsigned int sm_clock, mem_clock; /* MHz, nvmlDeviceGetClockInfo */
 };
 
 struct fake_proc {
@@ -238,6 +239,8 @@ static int parse_gpu(char **words, int n, int lineno) {
         else if (!strcmp(k, "pci")) copy_str(g->pci, v);
         else if (!strcmp(k, "lost")) g->lost = number(v, &ok) != 0;
         else if (!strcmp(k, "util_ts")) g->util_ts = number(v, &ok);
+        else if (!strcmp(k, "sm_clock")) g->sm_clock = number(v, &ok);
+        else if (!strcmp(k, "mem_clock")) g->mem_clock = number(v, &ok);
         else {
             fprintf(stderr, "fakenvml: line %d: unknown gpu key %s\n", lineno, k);
             return 0;
@@ -589,6 +592,14 @@ EXPORT nvmlReturn_t nvmlDeviceGetCurrentClocksThrottleReasons(void *device, unsi
     DEVICE_ENTRY("nvmlDeviceGetCurrentClocksThrottleReasons");
     if (!reasons) return NVML_ERROR_INVALID_ARGUMENT;
     *reasons = g->clocks_event;
+    return NVML_SUCCESS;
+}
+
+/* clock type 1 = NVML_CLOCK_SM, 2 = NVML_CLOCK_MEM (0 graphics answers like SM) */
+EXPORT nvmlReturn_t nvmlDeviceGetClockInfo(void *device, unsigned int type, unsigned int *clock) {
+    DEVICE_ENTRY("nvmlDeviceGetClockInfo");
+    if (!clock || type > 2) return NVML_ERROR_INVALID_ARGUMENT;
+    *clock = type == 2 ? g->mem_clock : g->sm_clock;
     return NVML_SUCCESS;
 }
 
