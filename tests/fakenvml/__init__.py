@@ -92,14 +92,17 @@ class Directive:
     value: float  # return code for fail, seconds for hang
     gpu: int | None = None
     times: int | None = None
+    after: int | None = None  # let this many matching calls through first
 
 
-def fail(function: str, code: int, gpu: int | None = None, times: int | None = None) -> Directive:
-    return Directive("fail", function, code, gpu, times)
+def fail(function: str, code: int, gpu: int | None = None, times: int | None = None,
+         after: int | None = None) -> Directive:
+    return Directive("fail", function, code, gpu, times, after)
 
 
-def hang(function: str, seconds: float, gpu: int | None = None, times: int | None = None) -> Directive:
-    return Directive("hang", function, seconds, gpu, times)
+def hang(function: str, seconds: float, gpu: int | None = None, times: int | None = None,
+         after: int | None = None) -> Directive:
+    return Directive("hang", function, seconds, gpu, times, after)
 
 
 @dataclass
@@ -148,6 +151,8 @@ class FakeScenario:
                 words.append(f"gpu={d.gpu}")
             if d.times is not None:
                 words.append(f"times={d.times}")
+            if d.after is not None:
+                words.append(f"after={d.after}")
             lines.append(" ".join(words))
         return "\n".join(lines) + "\n"
 

@@ -35,6 +35,8 @@
  *                              the next N calls only when given.
  *   hang FUNCTION SECONDS [gpu=I] [times=N]
  *                              FUNCTION sleeps SECONDS (fractions allowed) before answering normally.
+ *   fail and hang also take [after=K]: the first K matching calls answer normally (a driver that works,
+ *                              then hangs).
  *
  * nvmlDeviceGetProcessUtilization follows NVML: it returns only samples newer than lastSeenTimeStamp, and
  * NVML_ERROR_NOT_FOUND when there are none; a NULL buffer or a short count gets INSUFFICIENT_SIZE and the
@@ -158,6 +160,7 @@ struct directive {
     double seconds;       /* hang */
     int gpu;              /* -1 = any */
     int times;            /* -1 = always */
+    int after;            /* matching calls to let through first */
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -306,6 +309,7 @@ static int parse_directive(char **words, int n, int hang) {
         *eq = '\0';
         if (!strcmp(words[i], "gpu")) d->gpu = number(eq + 1, &ok);
         else if (!strcmp(words[i], "times")) d->times = number(eq + 1, &ok);
+        else if (!strcmp(words[i], "after")) d->after = number(eq + 1, &ok);
         else return 0;
     }
     directive_count++;
@@ -361,6 +365,10 @@ static nvmlReturn_t directive_for(const char *function, int gpu) {
         struct directive *d = &directives[i];
         if (strcmp(d->function, function) || d->times == 0) continue;
         if (d->gpu >= 0 && d->gpu != gpu) continue;
+        if (d->after > 0) {
+            d->after--;
+            continue;
+        }
         if (d->times > 0) d->times--;
         if (d->hang) sleep_s += d->seconds;
         else if (code == NVML_SUCCESS) code = d->code;

@@ -86,11 +86,11 @@ def main(args: argparse.Namespace) -> int:
 
     from .http import PooledHTTPServer, make_handler
     from .loop import SweepLoop
-    from .metrics import build_registry
+    from .metrics import Exposition
 
     holder: dict[str, SweepLoop] = {}
-    registry, sweep_hist = build_registry(lambda: holder["loop"].state, version())
-    handler = make_handler(lambda: holder["loop"].state, registry, args.interval)
+    exposition = Exposition(lambda: holder["loop"].state, version())
+    handler = make_handler(lambda: holder["loop"].state, exposition.render, args.interval)
     try:
         server = PooledHTTPServer((host, port), handler)
     except OSError as err:
@@ -99,8 +99,9 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_CANNOT_LISTEN
 
     loop = SweepLoop(LiveSource(lambda: make_sampler(args)), args.interval, args.doctor_interval,
-                     on_sweep_seconds=sweep_hist.observe)
+                     on_sweep_seconds=exposition.sweep_seconds.observe)
     holder["loop"] = loop
+    loop.add_listener(lambda snapshot, doctor: exposition.refresh())  # render in the sweep thread, not a scrape
     if not is_loopback(host):
         print(f"mltop serve: listening on {args.listen}, reachable from other hosts: the endpoints have no "
               "authentication (container names and images are visible); restrict it with a firewall",

@@ -12,8 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Callable
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .loop import ServeState
 
@@ -33,8 +32,9 @@ class PooledHTTPServer(HTTPServer):
     def __init__(self, address: tuple[str, int], handler, workers: int = WORKERS):
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.address_family = family
-        super().__init__(address, handler)
+        # Before binding: a failed bind calls server_close(), which shuts the pool down.
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mltop-serve-http")
+        super().__init__(address, handler)
 
     def process_request(self, request, client_address):
         self._pool.submit(self._handle, request, client_address)
@@ -72,7 +72,8 @@ def health(state: ServeState, interval: float, now: float | None = None) -> tupl
     return 200, f"ok: last sweep {age:.1f} s ago"
 
 
-def make_handler(state: Callable[[], ServeState], registry: CollectorRegistry, interval: float):
+def make_handler(state: Callable[[], ServeState], metrics: Callable[[], bytes], interval: float):
+    """`metrics` renders /metrics (metrics.Exposition.render)."""
     from mltop.probes.model import snapshot_to_json
 
     class Handler(BaseHTTPRequestHandler):
@@ -82,8 +83,8 @@ def make_handler(state: Callable[[], ServeState], registry: CollectorRegistry, i
         def do_GET(self):  # noqa: N802 (the http.server API)
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                encoder, content_type = choose_encoder(self.headers.get("Accept"))
-                self._send(200, encoder(registry), content_type)
+                # Text format 0.0.4 only: the cached snapshot part and the live self part concatenate.
+                self._send(200, metrics(), CONTENT_TYPE_LATEST)
             elif path == "/snapshot.json":
                 current = state()
                 if current.snapshot is None:

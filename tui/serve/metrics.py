@@ -8,10 +8,11 @@ Labels carry names, ids and images only: never environment values, commands or l
 from __future__ import annotations
 
 import platform
+import threading
 import time
 from typing import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from mltop.probes.model import ContainerSample, GpuSample
@@ -83,16 +84,9 @@ class SnapshotCollector:
                                  labels=["status"])
         nvml.add_metric([snapshot.host.nvml.status], 1.0 if snapshot.host.nvml.ok else 0.0)
         yield nvml
-        age = GaugeMetricFamily("mltop_last_sweep_age_seconds", "Seconds since the last published sweep.")
-        age.add_metric([], max(time.monotonic() - state.swept_at, 0.0) if state.swept_at is not None else 0.0)
-        yield age
         last = GaugeMetricFamily("mltop_last_sweep_timestamp_seconds", "Unix time the last snapshot was taken.")
         last.add_metric([], snapshot.taken_at)
         yield last
-        if state.doctor_at is not None:
-            doc = GaugeMetricFamily("mltop_doctor_age_seconds", "Seconds since the last doctor run finished.")
-            doc.add_metric([], max(time.monotonic() - state.doctor_at, 0.0))
-            yield doc
 
 
 def gpu_families(gpus: tuple[GpuSample, ...], hostname: str) -> Iterator[Metric]:
@@ -229,12 +223,63 @@ class BuildInfoCollector:
         yield info
 
 
-def build_registry(state: Callable[[], ServeState], version: str) -> tuple[CollectorRegistry, Histogram]:
-    """The registry /metrics serves, and the sweep-duration histogram the loop observes into."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(state))
-    registry.register(BuildInfoCollector(version))
-    ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
-    sweep = Histogram("mltop_sweep_duration_seconds", "Time one sampling sweep took.", registry=registry,
-                      buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
-    return registry, sweep
+class Exposition:
+    """The /metrics text: the snapshot's families rendered once per published state (in the sweep thread, by
+    `refresh`, or by the first scrape that finds them stale) followed by the agent's own few families
+    rendered at each scrape. A scrape of 200 containers then costs a bytes copy, not a render."""
+
+    def __init__(self, state: Callable[[], ServeState], version: str):
+        self._state = state
+        self.self_registry = CollectorRegistry(auto_describe=False)
+        self.self_registry.register(BuildInfoCollector(version))
+        self.self_registry.register(_AgeCollector(state))
+        ProcessCollector(registry=self.self_registry)  # process_cpu_seconds_total, process_resident_memory_bytes
+        self.sweep_seconds = Histogram("mltop_sweep_duration_seconds", "Time one sampling sweep took.",
+                                       registry=self.self_registry,
+                                       buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+        self._lock = threading.Lock()
+        self._cached: tuple[ServeState | None, bytes] = (None, b"")
+
+    def refresh(self) -> bytes:
+        state = self._state()
+        cached_state, text = self._cached
+        if cached_state is state:
+            return text
+        with self._lock:
+            if self._cached[0] is not state:
+                self._cached = (state, generate_latest(_Pinned(state)))
+            return self._cached[1]
+
+    def render(self) -> bytes:
+        return self.refresh() + generate_latest(self.self_registry)
+
+
+class _Pinned:
+    """A registry view whose collectors read one given state (so the cache matches what it was built from)."""
+
+    def __init__(self, state: ServeState):
+        self._state = state
+
+    def collect(self) -> Iterator[Metric]:
+        yield from SnapshotCollector(lambda: self._state).collect()
+
+
+class _AgeCollector:
+    """How old the published data is: changes at every scrape, so it is not part of the cached text."""
+
+    def __init__(self, state: Callable[[], ServeState]):
+        self._state = state
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._state()
+        now = time.monotonic()
+        age = GaugeMetricFamily("mltop_last_sweep_age_seconds", "Seconds since the last published sweep.")
+        age.add_metric([], max(now - state.swept_at, 0.0) if state.swept_at is not None else 0.0)
+        yield age
+        if state.doctor_at is not None:
+            doc = GaugeMetricFamily("mltop_doctor_age_seconds", "Seconds since the last doctor run finished.")
+            doc.add_metric([], max(now - state.doctor_at, 0.0))
+            yield doc
