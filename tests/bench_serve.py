@@ -55,6 +55,10 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of steady state measured")
     parser.add_argument("--scrapes", type=int, default=50)
+    parser.add_argument("--doctor-interval", type=float, default=0.0,
+                        help="doctor interval of the measured serve (default 0: off; its cost is measured apart)")
+    parser.add_argument("--amortize-doctor", type=float, default=300.0,
+                        help="doctor interval to spread one measured doctor run over (serve's default)")
     args = parser.parse_args()
     ensure_images([BUSYBOX_IMAGE])
     client = docker.from_env(timeout=120)
@@ -73,7 +77,8 @@ def main() -> None:
             FakeGpu(uuid="GPU-00000000-0000-0000-0000-000000000001", pci="00000000:3C:00.0", mem_used=30 * GIB,
                     processes=[FakeProcess(pids[2], 15 * GIB, sm=40), FakeProcess(pids[3], 14 * GIB, sm=20)]),
         ]))
-        serve = ServeProcess("--interval", str(args.interval), "--nvml-lib", str(lib),
+        serve = ServeProcess("--interval", str(args.interval), "--doctor-interval", str(args.doctor_interval),
+                             "--nvml-lib", str(lib),
                              env={"MLTOP_FAKE_NVML_SCENARIO": str(scenario)})
         serve.wait_healthy(timeout=120)
         prefix = f"mltop-bench-serve-{os.getpid()}-"
@@ -94,12 +99,36 @@ def main() -> None:
         mine = [line for line in text.splitlines() if f'"{prefix}' in line]
         per_container = sum(len(line) + 1 for line in mine) / args.n
 
+        # One doctor run, as serve's doctor thread does it, timed in this process (CPU seconds).
+        from mltop.diagnostics.doctor import run_doctor
+        from mltop.probes.sampler import ProbeOptions, Sampler
+
+        sampler = Sampler(ProbeOptions(nvml=False))
+        previous = sampler.sweep()
+        snapshot = sampler.sweep()
+        c0 = time.process_time()
+        run_doctor(snapshot, sampler.engine, previous=previous)
+        doctor_cpu = time.process_time() - c0
+        sampler.close()
+
         start = time.perf_counter()
         subprocess.run(["docker", "stats", "--no-stream"], capture_output=True, check=True, timeout=600)
         docker_stats = time.perf_counter() - start
 
-        print(f"  mltop serve --interval {args.interval:g}, doctor every 60 s, {args.n} containers, 2 simulated GPUs:")
+        print(f"  mltop serve --interval {args.interval:g} --doctor-interval {args.doctor_interval:g}, {args.n} containers, "
+              f"2 simulated GPUs ({len(client.containers.list())} running on the host in all):")
         print(f"  steady CPU over {args.duration:.0f} s:     {steady_cpu:6.2f} % of one core (goal <= 1 %)")
+        doctor_share = doctor_cpu / args.amortize_doctor * 100
+        on_host = len(snapshot.containers)  # serve measures every container on the host, not only ours
+        per_container_ms = steady_cpu / 100 * args.interval / on_host * 1e3
+        doctor_per_container_ms = doctor_cpu / on_host * 1e3
+        projected = (per_container_ms * args.n / 1e3 / args.interval + doctor_per_container_ms * args.n / 1e3
+                     / args.amortize_doctor) * 100
+        print(f"  one doctor run:               {doctor_cpu:6.2f} s CPU for {len(snapshot.containers)} containers = "
+              f"{doctor_share:.2f} % of one core every {args.amortize_doctor:g} s; total "
+              f"{steady_cpu + doctor_share:.2f} %")
+        print(f"  per container: {per_container_ms:.3f} ms CPU per sweep, {doctor_per_container_ms:.1f} ms per doctor run; "
+              f"projected for a host with exactly {args.n}: {projected:.2f} % of one core")
         print(f"  RSS:                          {rss / 2**20:6.1f} MiB (goal <= 80 MB)")
         print(f"  /metrics scrape, client-side: {statistics.median(times) * 1e3:6.1f} ms median of {args.scrapes}, "
               f"{max(times) * 1e3:.1f} ms max (goal <= 20 ms)")
