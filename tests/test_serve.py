@@ -443,7 +443,9 @@ def test_hung_nvml_scrapes_answer_fast_with_last_values(nvml_scenario):
     # The first 3 utilisation reads answer; then every read hangs 30 s (past the probe's 2 s deadline).
     lib = nvml_scenario(FakeScenario(gpus=[FakeGpu(mem_used=20 * GIB)],
                                      directives=[hang("nvmlDeviceGetUtilizationRates", 30, after=3)]))
-    serve = ServeProcess("--interval", "0.5", "--doctor-interval", "0", "--nvml-lib", lib)
+    # No engine (nothing listens there): this test is about NVML alone, whatever state the shared engine is in.
+    serve = ServeProcess("--interval", "0.5", "--doctor-interval", "0", "--nvml-lib", lib,
+                         "--docker-host", "unix:///nonexistent/mltop-test-docker.sock")
     try:
         serve.wait_healthy()
         m = wait_until(lambda: (lambda m: m if m["mltop_nvml_up"][0][1] == 0 else None)(serve.metrics()),
