@@ -19,7 +19,7 @@ import pytest
 
 import builders as b
 from fakenvml import FakeGpu, FakeProcess, FakeScenario, hang, write_scenario
-from serve_helpers import (PrometheusServer, ServeProcess, free_port, http_get, parse_exposition, wait_until)
+from serve_helpers import PrometheusServer, ServeProcess, parse_exposition, wait_until
 
 GIB = 1 << 30
 MIB = 1 << 20
