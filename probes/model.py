@@ -99,6 +99,8 @@ class GpuSample:
     pci_bus_id: str | None = None
     # field name -> reason, for the fields NVML could not give (e.g. {"power_w": "not supported"})
     unavailable: Mapping[str, str] = field(default_factory=dict)
+    sm_clock_mhz: int | None = None  # current SM clock
+    mem_clock_mhz: int | None = None  # current memory clock
 
 
 # --------------------------------------------------------------------------- containers
@@ -233,6 +235,7 @@ class ContainerSample:
     gpus: tuple[ContainerGpuUse, ...]
     processes: tuple[ProcessSample, ...]
     config: ContainerConfig
+    cpu_usage_seconds: float | None = None  # cumulative CPU time of the cgroup (a counter, for exporters)
 
     @property
     def short_id(self) -> str:

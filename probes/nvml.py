@@ -510,6 +510,8 @@ class NvmlProbe:
             )
             persistence = query("persistence_mode", (pynvml.nvmlDeviceGetPersistenceMode, (handle,)))
             pci = query("pci_bus_id", (pynvml.nvmlDeviceGetPciInfo_v3, (handle,)))
+            sm_clock = query("sm_clock_mhz", (pynvml.nvmlDeviceGetClockInfo, (handle, pynvml.NVML_CLOCK_SM)))
+            mem_clock = query("mem_clock_mhz", (pynvml.nvmlDeviceGetClockInfo, (handle, pynvml.NVML_CLOCK_MEM)))
             processes = self._processes(pynvml, handle, uuid, query, unavailable)
         except _GpuLost:
             reason = (
@@ -534,6 +536,8 @@ class NvmlProbe:
             processes=processes,
             pci_bus_id=_text(pci.busId) if pci is not None else None,
             unavailable=dict(unavailable),
+            sm_clock_mhz=int(sm_clock) if sm_clock is not None else None,
+            mem_clock_mhz=int(mem_clock) if mem_clock is not None else None,
         )
         return sample, None
 

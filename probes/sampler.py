@@ -254,6 +254,7 @@ class Sampler:
             gpus=(),
             processes=processes,
             config=cfg,
+            cpu_usage_seconds=counters.cpu_usage_ns / 1e9 if counters.cpu_usage_ns is not None else None,
         )
 
     def _sample_processes(self, version: int, paths: dict[str, str], now: float,

@@ -80,6 +80,8 @@ class FakeGpu:
     pci: str = "00000000:3B:00.0"
     lost: bool = False
     util_ts: int | None = None  # fixed process-sample timestamp (us); None = wall clock at each call
+    sm_clock: int = 1980  # MHz
+    mem_clock: int = 2619  # MHz
     processes: list[FakeProcess] = field(default_factory=list)
 
 
@@ -90,14 +92,17 @@ class Directive:
     value: float  # return code for fail, seconds for hang
     gpu: int | None = None
     times: int | None = None
+    after: int | None = None  # let this many matching calls through first
 
 
-def fail(function: str, code: int, gpu: int | None = None, times: int | None = None) -> Directive:
-    return Directive("fail", function, code, gpu, times)
+def fail(function: str, code: int, gpu: int | None = None, times: int | None = None,
+         after: int | None = None) -> Directive:
+    return Directive("fail", function, code, gpu, times, after)
 
 
-def hang(function: str, seconds: float, gpu: int | None = None, times: int | None = None) -> Directive:
-    return Directive("hang", function, seconds, gpu, times)
+def hang(function: str, seconds: float, gpu: int | None = None, times: int | None = None,
+         after: int | None = None) -> Directive:
+    return Directive("hang", function, seconds, gpu, times, after)
 
 
 @dataclass
@@ -127,6 +132,8 @@ class FakeScenario:
                 f"persistence={int(g.persistence)}",
                 f"pci={g.pci}",
                 f"lost={int(g.lost)}",
+                f"sm_clock={g.sm_clock}",
+                f"mem_clock={g.mem_clock}",
             ]
             if g.util_ts is not None:
                 words.append(f"util_ts={g.util_ts}")
@@ -144,6 +151,8 @@ class FakeScenario:
                 words.append(f"gpu={d.gpu}")
             if d.times is not None:
                 words.append(f"times={d.times}")
+            if d.after is not None:
+                words.append(f"after={d.after}")
             lines.append(" ".join(words))
         return "\n".join(lines) + "\n"
 

@@ -20,7 +20,7 @@
  *   cuda N                     nvmlSystemGetCudaDriverVersion(_v2), e.g. 12040
  *   gpu index=I uuid=S name=S util=% mem_util=% mem_total=B mem_used=B temp=C power_mw=MW
  *       power_limit_mw=MW clocks_event=MASK persistence=0|1 pci=DDDDDDDD:BB:DD.F
- *       [lost=1] [util_ts=US]
+ *       [lost=1] [util_ts=US] [sm_clock=MHZ] [mem_clock=MHZ]
  *                              one GPU; devices are numbered in file order (index= must match it).
  *                              lost=1: every query on it returns GPU_IS_LOST (the handle still resolves).
  *                              util_ts: the fixed timestamp (us) of its process-utilisation samples;
@@ -35,6 +35,8 @@
  *                              the next N calls only when given.
  *   hang FUNCTION SECONDS [gpu=I] [times=N]
  *                              FUNCTION sleeps SECONDS (fractions allowed) before answering normally.
+ *   fail and hang also take [after=K]: the first K matching calls answer normally (a driver that works,
+ *                              then hangs).
  *
  * nvmlDeviceGetProcessUtilization follows NVML: it returns only samples newer than lastSeenTimeStamp, and
  * NVML_ERROR_NOT_FOUND when there are none; a NULL buffer or a short count gets INSUFFICIENT_SIZE and the
@@ -139,6 +141,7 @@ struct fake_gpu {
     char pci[STR];
     int lost;
     unsigned long long util_ts; /* 0 = wall clock */
+    unsigned int sm_clock, mem_clock; /* MHz, nvmlDeviceGetClockInfo */
 };
 
 struct fake_proc {
@@ -157,6 +160,7 @@ struct directive {
     double seconds;       /* hang */
     int gpu;              /* -1 = any */
     int times;            /* -1 = always */
+    int after;            /* matching calls to let through first */
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -238,6 +242,8 @@ static int parse_gpu(char **words, int n, int lineno) {
         else if (!strcmp(k, "pci")) copy_str(g->pci, v);
         else if (!strcmp(k, "lost")) g->lost = number(v, &ok) != 0;
         else if (!strcmp(k, "util_ts")) g->util_ts = number(v, &ok);
+        else if (!strcmp(k, "sm_clock")) g->sm_clock = number(v, &ok);
+        else if (!strcmp(k, "mem_clock")) g->mem_clock = number(v, &ok);
         else {
             fprintf(stderr, "fakenvml: line %d: unknown gpu key %s\n", lineno, k);
             return 0;
@@ -303,6 +309,7 @@ static int parse_directive(char **words, int n, int hang) {
         *eq = '\0';
         if (!strcmp(words[i], "gpu")) d->gpu = number(eq + 1, &ok);
         else if (!strcmp(words[i], "times")) d->times = number(eq + 1, &ok);
+        else if (!strcmp(words[i], "after")) d->after = number(eq + 1, &ok);
         else return 0;
     }
     directive_count++;
@@ -358,6 +365,10 @@ static nvmlReturn_t directive_for(const char *function, int gpu) {
         struct directive *d = &directives[i];
         if (strcmp(d->function, function) || d->times == 0) continue;
         if (d->gpu >= 0 && d->gpu != gpu) continue;
+        if (d->after > 0) {
+            d->after--;
+            continue;
+        }
         if (d->times > 0) d->times--;
         if (d->hang) sleep_s += d->seconds;
         else if (code == NVML_SUCCESS) code = d->code;
@@ -589,6 +600,14 @@ EXPORT nvmlReturn_t nvmlDeviceGetCurrentClocksThrottleReasons(void *device, unsi
     DEVICE_ENTRY("nvmlDeviceGetCurrentClocksThrottleReasons");
     if (!reasons) return NVML_ERROR_INVALID_ARGUMENT;
     *reasons = g->clocks_event;
+    return NVML_SUCCESS;
+}
+
+/* clock type 1 = NVML_CLOCK_SM, 2 = NVML_CLOCK_MEM (0 graphics answers like SM) */
+EXPORT nvmlReturn_t nvmlDeviceGetClockInfo(void *device, unsigned int type, unsigned int *clock) {
+    DEVICE_ENTRY("nvmlDeviceGetClockInfo");
+    if (!clock || type > 2) return NVML_ERROR_INVALID_ARGUMENT;
+    *clock = type == 2 ? g->mem_clock : g->sm_clock;
     return NVML_SUCCESS;
 }
 

@@ -49,6 +49,8 @@ SUBCOMMANDS: dict[str, tuple[Callable[[], ModuleType], str]] = {
     "doctor": (_doctor, "diagnose containers and the host; exit 0 ok, 1 warning, 2 critical"),
     "report": (_report, "write a diagnostic report (json, md or html)"),
     "run": (_run, "run an action in a container: nvidia-smi, py-spy or device-check"),
+    "serve": (_elsewhere_in_tui("serve.command"),
+              "serve /metrics for Prometheus, /snapshot.json, /findings.json, /healthz"),
 }
 
 

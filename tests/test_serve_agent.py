@@ -1,0 +1,79 @@
+"""The agent image: built from the repo's Dockerfile over the offline Python test image, run with the documented
+mounts (--pid=host, the cgroup tree and the engine socket read-only), scraped from the host."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fakenvml import FakeGpu, FakeProcess, FakeScenario, write_scenario
+from serve_helpers import REPO, free_port, http_get, parse_exposition, wait_until
+
+GIB = 1 << 30
+
+
+@pytest.fixture(scope="module")
+def agent_image(docker_client, test_images, tmp_path_factory):
+    """Build context = the Dockerfile + scripts/vendor_agent.py's tree, as the README says; removed after."""
+    context = tmp_path_factory.mktemp("agent-context")
+    shutil.copy(REPO / "Dockerfile", context / "Dockerfile")
+    vendored = subprocess.run([sys.executable, str(REPO / "scripts" / "vendor_agent.py"),
+                               str(context / "build" / "agent-vendor")], capture_output=True, text=True)
+    assert vendored.returncode == 0, vendored.stderr
+    tag = f"mltop-test/agent:{os.getpid()}"
+    build = subprocess.run(["docker", "build", "-q", "--build-arg", f"BASE_IMAGE={test_images['python']}",
+                            "-t", tag, str(context)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    yield tag
+    try:
+        docker_client.images.remove(tag, force=True)
+    except Exception:
+        pass
+
+
+def test_agent_container_attributes_gpu_memory_and_reads_cgroups(docker_client, containers, agent_image,
+                                                                  fake_nvml_lib, tmp_path):
+    holder = containers.run(["sleep", "300"], name=f"mltop-agent-gpu-{os.getpid()}")
+    holder_pid = docker_client.containers.get(holder.id).attrs["State"]["Pid"]
+    scenario = tmp_path / "scenario.txt"
+    write_scenario(scenario, FakeScenario(gpus=[
+        FakeGpu(mem_used=9 * GIB, processes=[FakeProcess(holder_pid, used_memory=5 * GIB, sm=25)]),
+        FakeGpu(uuid="GPU-00000000-0000-0000-0000-000000000001", pci="00000000:3C:00.0"),
+    ]))
+    port = free_port()
+    # As documented, less `--gpus all`: this host has no NVIDIA runtime, so the simulated library is
+    # mounted instead and named with --nvml-lib.
+    agent = containers.run(
+        ["--interval", "1", "--doctor-interval", "0", "--nvml-lib", "/opt/fakenvml/libnvidia-ml.so.1"],
+        image=agent_image, name=f"mltop-agent-{os.getpid()}", pid_mode="host",
+        ports={"10140/tcp": ("127.0.0.1", port)},
+        volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"},
+                 "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "ro"},
+                 str(Path(fake_nvml_lib).parent): {"bind": "/opt/fakenvml", "mode": "ro"},
+                 str(tmp_path): {"bind": "/opt/fakenvml-scenario", "mode": "ro"}},
+        environment={"MLTOP_FAKE_NVML_SCENARIO": "/opt/fakenvml-scenario/scenario.txt"},
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def scraped():
+        if docker_client.containers.get(agent.id).status != "running":
+            raise AssertionError(f"the agent exited: {agent.logs().decode(errors='replace')}")
+        code, body = http_get(url + "/metrics", timeout=2)
+        m = parse_exposition(body.decode()) if code == 200 else {}
+        names = {labels.get("name") for labels, _ in m.get("container_cpu_usage_seconds_total", [])}
+        return m if holder.name in names and m.get("mltop_container_gpu_memory_bytes") else None
+
+    m = wait_until(scraped, 60, "the agent's /metrics to list the holder with its GPU memory")
+    (labels, value), = m["mltop_container_gpu_memory_bytes"]
+    assert labels["container"] == holder.name and labels["container_id"] == holder.id and value == 5 * GIB
+    cpu = [v for l, v in m["container_cpu_usage_seconds_total"] if l["name"] == holder.name]
+    wss = [v for l, v in m["container_memory_working_set_bytes"] if l["name"] == holder.name]
+    assert cpu and cpu[0] > 0 and wss and wss[0] > 0  # cgroup counters read from inside the agent
+    assert [v for l, v in m["DCGM_FI_DEV_FB_USED"] if l["gpu"] == "0"] == [9 * 1024]
+    assert [v for _, v in m["mltop_engine_up"]] == [1.0] and [v for _, v in m["mltop_nvml_up"]] == [1.0]
+    assert http_get(url + "/healthz")[0] == 200

@@ -1,0 +1,127 @@
+"""`mltop serve`: sample every --interval, diagnose every --doctor-interval, serve /metrics and JSON over HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import ipaddress
+import logging
+import signal
+import sys
+import threading
+import time
+from importlib import resources
+
+DEFAULT_PORT = 10140  # see README "mltop serve": Prometheus' 9100-9999 exporter range is fully allocated
+DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
+DEFAULT_INTERVAL = 5.0
+DEFAULT_DOCTOR_INTERVAL = 300.0  # a doctor run reads every container's logs: ~6 ms of CPU each
+EXIT_CANNOT_LISTEN = 2
+
+ASSETS = {
+    "alert_rules": "alert-rules.yml",
+    "scrape_config": "scrape-config.yml",
+    "systemd_unit": "mltop-serve.service",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # The global --interval defaults to 1 s for the dashboard; an agent samples less often.
+    for action in parser._actions:
+        if action.dest == "interval":
+            action.default = DEFAULT_INTERVAL
+            action.help = f"seconds between sweeps (default {DEFAULT_INTERVAL:g}; give it after `serve`)"
+    parser.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
+                        help=f"address to serve on (default {DEFAULT_LISTEN}; a non-loopback address is "
+                             "reachable from other hosts and says so at start)")
+    parser.add_argument("--doctor-interval", type=float, default=DEFAULT_DOCTOR_INTERVAL, metavar="SECONDS",
+                        help=f"seconds between doctor runs for mltop_finding (default {DEFAULT_DOCTOR_INTERVAL:g}; "
+                             "0 turns the doctor off)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--print-alert-rules", action="store_true",
+                       help="print the shipped Prometheus alert rules and exit")
+    group.add_argument("--print-scrape-config", action="store_true",
+                       help="print an example Prometheus scrape config and exit")
+    group.add_argument("--print-systemd-unit", action="store_true",
+                       help="print a systemd unit that runs `mltop serve` and exit")
+
+
+def asset_text(key: str) -> str:
+    return resources.files("mltop.tui.serve").joinpath("assets", ASSETS[key]).read_text()
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--listen {value!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main(args: argparse.Namespace) -> int:
+    for flag, key in (("print_alert_rules", "alert_rules"), ("print_scrape_config", "scrape_config"),
+                      ("print_systemd_unit", "systemd_unit")):
+        if getattr(args, flag, False):
+            sys.stdout.write(asset_text(key))
+            return 0
+    started = time.monotonic()
+    logging.basicConfig(level=logging.WARNING, format="mltop serve: %(levelname)s %(name)s: %(message)s")
+    try:
+        host, port = parse_listen(args.listen)
+    except ValueError as err:
+        print(f"mltop serve: {err}", file=sys.stderr)
+        return EXIT_CANNOT_LISTEN
+
+    from mltop.probes.source import LiveSource
+    from mltop.tui.cli import make_sampler, version
+
+    from .http import PooledHTTPServer, make_handler
+    from .loop import SweepLoop
+    from .metrics import Exposition
+
+    holder: dict[str, SweepLoop] = {}
+    exposition = Exposition(lambda: holder["loop"].state, version())
+    handler = make_handler(lambda: holder["loop"].state, exposition.render, args.interval)
+    try:
+        server = PooledHTTPServer((host, port), handler)
+    except OSError as err:
+        why = "address already in use" if err.errno == errno.EADDRINUSE else (err.strerror or str(err))
+        print(f"mltop serve: cannot listen on {args.listen}: {why}", file=sys.stderr)
+        return EXIT_CANNOT_LISTEN
+
+    loop = SweepLoop(LiveSource(lambda: make_sampler(args)), args.interval, args.doctor_interval,
+                     on_sweep_seconds=exposition.sweep_seconds.observe)
+    holder["loop"] = loop
+    loop.add_listener(lambda snapshot, doctor: exposition.refresh())  # render in the sweep thread, not a scrape
+    if not is_loopback(host):
+        print(f"mltop serve: listening on {args.listen}, reachable from other hosts: the endpoints have no "
+              "authentication (container names and images are visible); restrict it with a firewall",
+              file=sys.stderr)
+    loop.start()
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    bound = server.server_address
+    print(f"mltop serve: serving http://{args.listen.rpartition(':')[0] or bound[0]}:{bound[1]}/metrics "
+          f"(sweep every {args.interval:g} s, doctor every {args.doctor_interval:g} s); "
+          f"started in {(time.monotonic() - started) * 1000:.0f} ms", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+        loop.stop()
+    return 0

@@ -1,0 +1,285 @@
+"""Prometheus collectors that read only the loop's last published state: a scrape never touches the engine,
+cgroups or NVML. Names follow dcgm-exporter (GPUs) and cAdvisor (containers) so their dashboards and alert
+rules work unchanged; what neither has (GPU use by container, findings) is prefixed `mltop_`.
+
+Labels carry names, ids and images only: never environment values, commands or log text.
+"""
+
+from __future__ import annotations
+
+import platform
+import threading
+import time
+from typing import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from mltop.probes.model import ContainerSample, GpuSample
+
+from .loop import ServeState
+
+MIB = 1 << 20
+SEVERITIES = ("critical", "warning", "info")
+
+# dcgm-exporter's label set for device metrics (etc/default-counters.csv fields; labels from its collector).
+DCGM_LABELS = ["gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname"]
+CONTAINER_LABELS = ["id", "image", "name"]  # cAdvisor's
+GPU_BY_CONTAINER_LABELS = ["container", "container_id", "image", "gpu", "UUID"]
+
+# (name, help, GpuSample -> value or None); all gauges, in dcgm-exporter's units.
+DCGM_GAUGES: tuple[tuple[str, str, Callable[[GpuSample], float | None]], ...] = (
+    ("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", lambda g: g.utilization_percent),
+    ("DCGM_FI_DEV_MEM_COPY_UTIL", "Memory utilization (in %).", lambda g: g.memory_utilization_percent),
+    ("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).",
+     lambda g: g.memory_used_bytes // MIB if g.memory_used_bytes is not None else None),
+    ("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).",
+     lambda g: max(g.memory_total_bytes - g.memory_used_bytes, 0) // MIB
+     if g.memory_total_bytes is not None and g.memory_used_bytes is not None else None),
+    ("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).", lambda g: g.temperature_c),
+    ("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", lambda g: g.power_w),
+    ("DCGM_FI_DEV_SM_CLOCK", "SM clock frequency (in MHz).", lambda g: getattr(g, "sm_clock_mhz", None)),
+    ("DCGM_FI_DEV_MEM_CLOCK", "Memory clock frequency (in MHz).", lambda g: getattr(g, "mem_clock_mhz", None)),
+)
+
+
+def cgroup_id(c: ContainerSample) -> str:
+    """cAdvisor's `id` label: the cgroup path below the hierarchy root (`/docker/<id>` with cgroupfs)."""
+    path = c.cgroup_path or ""
+    if path.startswith("/sys/fs/cgroup/"):
+        rest = path[len("/sys/fs/cgroup/"):]
+        # v1: /sys/fs/cgroup/<controller>/docker/<id>; v2 (unified): /sys/fs/cgroup/system.slice/...
+        head, _, tail = rest.partition("/")
+        if "," in head or head in ("memory", "cpu", "cpuacct", "blkio", "pids", "systemd", "unified"):
+            return "/" + tail
+        return "/" + rest
+    return path or f"/docker/{c.id}"
+
+
+class SnapshotCollector:
+    """GPU, GPU-by-container, container and finding families from the last published state."""
+
+    def __init__(self, state: Callable[[], ServeState]):
+        self._state = state
+
+    def describe(self) -> list[Metric]:
+        return []  # unchecked: the families depend on what the snapshot holds
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._state()
+        snapshot = state.snapshot
+        if snapshot is None:
+            return
+        hostname = snapshot.host.hostname
+        yield from gpu_families(state.gpus_to_serve(), hostname)
+        yield from gpu_by_container_families(snapshot.containers, state.gpus_to_serve())
+        yield from container_families(snapshot.containers, snapshot.taken_at)
+        yield from finding_families(state.doctor)
+
+        engine = GaugeMetricFamily("mltop_engine_up", "1 when the Docker engine answered the last sweep.",
+                                   labels=["status"])
+        engine.add_metric([snapshot.host.engine.status], 1.0 if snapshot.host.engine.ok else 0.0)
+        yield engine
+        nvml = GaugeMetricFamily("mltop_nvml_up", "1 when NVML answered the last sweep; the status says why not.",
+                                 labels=["status"])
+        nvml.add_metric([snapshot.host.nvml.status], 1.0 if snapshot.host.nvml.ok else 0.0)
+        yield nvml
+        last = GaugeMetricFamily("mltop_last_sweep_timestamp_seconds", "Unix time the last snapshot was taken.")
+        last.add_metric([], snapshot.taken_at)
+        yield last
+
+
+def gpu_families(gpus: tuple[GpuSample, ...], hostname: str) -> Iterator[Metric]:
+    for name, help_text, value in DCGM_GAUGES:
+        family = GaugeMetricFamily(name, help_text, labels=DCGM_LABELS)
+        for g in gpus:
+            v = value(g)
+            if v is not None:
+                family.add_metric(_dcgm_labels(g, hostname), float(v))
+        yield family
+
+
+def _dcgm_labels(g: GpuSample, hostname: str) -> list[str]:
+    return [str(g.index), g.uuid, g.pci_bus_id or "", f"nvidia{g.index}", g.name, hostname]
+
+
+def gpu_by_container_families(containers: tuple[ContainerSample, ...],
+                              gpus: tuple[GpuSample, ...]) -> Iterator[Metric]:
+    memory = GaugeMetricFamily("mltop_container_gpu_memory_bytes",
+                               "GPU memory held by the container's processes on one GPU (NVML, by host PID).",
+                               labels=GPU_BY_CONTAINER_LABELS)
+    sm = GaugeMetricFamily("mltop_container_gpu_sm_utilization_percent",
+                           "SM utilisation of the container's processes on one GPU (NVML process samples, in %).",
+                           labels=GPU_BY_CONTAINER_LABELS)
+    procs = GaugeMetricFamily("mltop_container_gpu_processes",
+                              "Processes of the container that NVML lists on one GPU.",
+                              labels=GPU_BY_CONTAINER_LABELS)
+    images = {c.id: c.image for c in containers}
+    # From the GPUs' process lists (so a container the engine does not list, e.g. podman, still counts).
+    per: dict[tuple[str, int], list] = {}
+    names: dict[str, str] = {}
+    uuids = {g.index: g.uuid for g in gpus}
+    for g in gpus:
+        for p in g.processes:
+            if p.container_id is not None:
+                per.setdefault((p.container_id, g.index), []).append(p)
+                names[p.container_id] = p.container_name or p.container_id[:12]
+    for (cid, index), plist in sorted(per.items(), key=lambda kv: (names[kv[0][0]], kv[0][1])):
+        labels = [names[cid], cid, images.get(cid, ""), str(index), uuids[index]]
+        procs.add_metric(labels, float(len(plist)))
+        mems = [p.gpu_memory_bytes for p in plist if p.gpu_memory_bytes is not None]
+        if mems:
+            memory.add_metric(labels, float(sum(mems)))
+        sms = [p.sm_percent for p in plist if p.sm_percent is not None]
+        if sms:
+            sm.add_metric(labels, float(sum(sms)))
+    yield memory
+    yield sm
+    yield procs
+
+    host_procs = GaugeMetricFamily("mltop_host_gpu_processes",
+                                   "GPU processes in no container (host processes), per GPU.", labels=["gpu", "UUID"])
+    host_memory = GaugeMetricFamily("mltop_host_gpu_memory_bytes",
+                                    "GPU memory held by processes in no container, per GPU.", labels=["gpu", "UUID"])
+    for g in gpus:
+        host = [p for p in g.processes if p.container_id is None]
+        host_procs.add_metric([str(g.index), g.uuid], float(len(host)))
+        mems = [p.gpu_memory_bytes for p in host if p.gpu_memory_bytes is not None]
+        host_memory.add_metric([str(g.index), g.uuid], float(sum(mems)))
+    yield host_procs
+    yield host_memory
+
+
+def container_families(containers: tuple[ContainerSample, ...], taken_at: float) -> Iterator[Metric]:
+    def gauge(name, help_text):
+        return GaugeMetricFamily(name, help_text, labels=CONTAINER_LABELS)
+
+    def counter(name, help_text):
+        return CounterMetricFamily(name, help_text, labels=CONTAINER_LABELS)
+
+    cpu = counter("container_cpu_usage_seconds", "Cumulative CPU time consumed, in seconds.")
+    wss = gauge("container_memory_working_set_bytes", "Current working set (usage - inactive_file), in bytes.")
+    usage = gauge("container_memory_usage_bytes", "Current memory usage including cache, in bytes.")
+    limit = gauge("container_spec_memory_limit_bytes", "Memory limit of the container, in bytes (0: none).")
+    reads = counter("container_fs_reads_bytes", "Cumulative bytes read from block devices.")
+    writes = counter("container_fs_writes_bytes", "Cumulative bytes written to block devices.")
+    rx = counter("container_network_receive_bytes", "Cumulative bytes received on the container's network.")
+    tx = counter("container_network_transmit_bytes", "Cumulative bytes sent on the container's network.")
+    oom = counter("container_oom_events", "OOM kills inside the container's memory cgroup.")
+    seen = gauge("container_last_seen", "Last time the container was seen by the exporter (unix time).")
+    for c in containers:
+        if c.memory_bytes is None and c.cpu_usage_seconds is None:
+            continue  # not running, or not measurable from here (remote engine, other PID namespace)
+        labels = [cgroup_id(c), c.image, c.name]
+        _add(cpu, labels, c.cpu_usage_seconds)
+        _add(wss, labels, c.memory_bytes)
+        if c.memory_bytes is not None:
+            _add(usage, labels, c.memory_bytes + (c.memory_cache_bytes or 0))
+        limit.add_metric(labels, float(c.memory_limit_bytes or 0))
+        _add(reads, labels, c.io_read_bytes)
+        _add(writes, labels, c.io_write_bytes)
+        _add(rx, labels, c.net_rx_bytes)
+        _add(tx, labels, c.net_tx_bytes)
+        _add(oom, labels, c.oom_kills)
+        seen.add_metric(labels, taken_at)
+    yield from (cpu, wss, usage, limit, reads, writes, rx, tx, oom, seen)
+
+
+def _add(family, labels: list[str], value) -> None:
+    if value is not None:
+        family.add_metric(labels, float(value))
+
+
+def finding_families(doctor) -> Iterator[Metric]:
+    finding = GaugeMetricFamily("mltop_finding", "1 for every active doctor finding (host findings: container=\"\").",
+                                labels=["code", "severity", "container"])
+    totals = GaugeMetricFamily("mltop_findings", "Active doctor findings by severity.", labels=["severity"])
+    counts = dict.fromkeys(SEVERITIES, 0)
+    seen: set[tuple[str, str, str]] = set()
+    for f in (doctor.findings if doctor is not None else ()):
+        key = (f.code, f.severity, f.container or "")
+        counts[f.severity] = counts.get(f.severity, 0) + 1
+        if key not in seen:  # one series per (code, severity, container), however many findings share it
+            seen.add(key)
+            finding.add_metric(list(key), 1.0)
+    for severity, n in counts.items():
+        totals.add_metric([severity], float(n))
+    yield finding
+    if doctor is not None:
+        yield totals
+
+
+class BuildInfoCollector:
+    def __init__(self, version: str):
+        self._labels = [version, platform.python_version()]
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily("mltop_build_info", "mltop's version, as labels; the value is 1.",
+                                 labels=["version", "pythonversion"])
+        info.add_metric(self._labels, 1.0)
+        yield info
+
+
+class Exposition:
+    """The /metrics text: the snapshot's families rendered once per published state (in the sweep thread, by
+    `refresh`, or by the first scrape that finds them stale) followed by the agent's own few families
+    rendered at each scrape. A scrape of 200 containers then costs a bytes copy, not a render."""
+
+    def __init__(self, state: Callable[[], ServeState], version: str):
+        self._state = state
+        self.self_registry = CollectorRegistry(auto_describe=False)
+        self.self_registry.register(BuildInfoCollector(version))
+        self.self_registry.register(_AgeCollector(state))
+        ProcessCollector(registry=self.self_registry)  # process_cpu_seconds_total, process_resident_memory_bytes
+        self.sweep_seconds = Histogram("mltop_sweep_duration_seconds", "Time one sampling sweep took.",
+                                       registry=self.self_registry,
+                                       buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+        self._lock = threading.Lock()
+        self._cached: tuple[ServeState | None, bytes] = (None, b"")
+
+    def refresh(self) -> bytes:
+        state = self._state()
+        cached_state, text = self._cached
+        if cached_state is state:
+            return text
+        with self._lock:
+            if self._cached[0] is not state:
+                self._cached = (state, generate_latest(_Pinned(state)))
+            return self._cached[1]
+
+    def render(self) -> bytes:
+        return self.refresh() + generate_latest(self.self_registry)
+
+
+class _Pinned:
+    """A registry view whose collectors read one given state (so the cache matches what it was built from)."""
+
+    def __init__(self, state: ServeState):
+        self._state = state
+
+    def collect(self) -> Iterator[Metric]:
+        yield from SnapshotCollector(lambda: self._state).collect()
+
+
+class _AgeCollector:
+    """How old the published data is: changes at every scrape, so it is not part of the cached text."""
+
+    def __init__(self, state: Callable[[], ServeState]):
+        self._state = state
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._state()
+        now = time.monotonic()
+        age = GaugeMetricFamily("mltop_last_sweep_age_seconds", "Seconds since the last published sweep.")
+        age.add_metric([], max(now - state.swept_at, 0.0) if state.swept_at is not None else 0.0)
+        yield age
+        if state.doctor_at is not None:
+            doc = GaugeMetricFamily("mltop_doctor_age_seconds", "Seconds since the last doctor run finished.")
+            doc.add_metric([], max(now - state.doctor_at, 0.0))
+            yield doc
