@@ -27,6 +27,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from mltop.probes.model import ContainerSample, GpuSample, HostInfo, ProcessSample, Snapshot
 from mltop.probes.redaction import REDACTED, redact_text, scrub_values, secret_values, split_env
 
+from .one_line import one_line
+
 NVIDIA_SMI = "nvidia-smi"
 PY_SPY = "py-spy"
 DEVICE_CHECK = "device-check"
@@ -736,7 +738,7 @@ def host_gpu_view(snapshot: Snapshot, container: ContainerSample) -> str:
             proc_rows.append([str(g.index), str(p.host_pid),
                               str(sample.container_pid) if sample and sample.container_pid else "?",
                               "C" if p.type == "compute" else "G", _mib(p.gpu_memory_bytes),
-                              _num(p.sm_percent, "%"), name[:60]])
+                              _num(p.sm_percent, "%"), one_line(name, 60)])
     lines.append(f"Processes of {container.name} on these GPUs:")
     if proc_rows:
         lines += _table(["GPU", "Host PID", "Ctr PID", "Type", "GPU Memory", "SM", "Process"], proc_rows,

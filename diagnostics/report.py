@@ -22,6 +22,8 @@ from typing import Any, Iterable, Mapping, Sequence
 from mltop.probes.model import ContainerSample, GpuSample, Snapshot, to_jsonable
 from mltop.probes.redaction import REDACTED, redact_argv, redact_text, redact_value, scrub_values
 
+from .one_line import one_line
+
 REPORT_SCHEMA_VERSION = 1
 FORMATS = ("json", "md", "html")
 _EXTENSIONS = {".json": "json", ".md": "md", ".markdown": "md", ".html": "html", ".htm": "html"}
@@ -460,8 +462,8 @@ def config_rows(c: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("State", state),
         ("Started / finished", f"{plain(cfg.get('started_at'))} / {plain(cfg.get('finished_at'))}"),
         ("Error", plain(cfg.get("error"))),
-        ("Entrypoint", plain(" ".join(cfg.get("entrypoint") or []))),
-        ("Command", plain(" ".join(cfg.get("command") or []))),
+        ("Entrypoint", one_line(plain(" ".join(cfg.get("entrypoint") or [])))),
+        ("Command", one_line(plain(" ".join(cfg.get("command") or [])))),
         ("Restarts", restart),
         ("Runtime", plain(cfg.get("runtime"))),
         ("GPU device requests", "; ".join(requests) or "none"),
@@ -555,7 +557,7 @@ def gpu_process_rows(report: Mapping[str, Any]) -> list[list[str]]:
             owner = p.get("container_name") or ("host" if not p.get("container_id") else p["container_id"][:12])
             rows.append([str(g["index"]), str(p["host_pid"]), owner, p.get("type") or "?",
                          human_bytes(p.get("gpu_memory_bytes")), human_percent(p.get("sm_percent")),
-                         plain(p.get("name"))])
+                         one_line(plain(p.get("name")), 200)])
     return rows
 
 
@@ -567,7 +569,7 @@ def process_rows(c: Mapping[str, Any], limit: int = 30) -> list[list[str]]:
     return [[str(p["host_pid"]), plain(p.get("container_pid")), plain(p.get("user")),
              human_percent(p.get("cpu_percent")), human_bytes(p.get("rss_bytes")),
              human_bytes(p.get("gpu_memory_bytes")) if p.get("gpu_memory_bytes") else "—",
-             " ".join(str(p.get("cmdline") or "").split())[:200]] for p in procs[:limit]]
+             one_line(p.get("cmdline") or "", 200)] for p in procs[:limit]]
 
 
 MOUNT_HEADERS = ["Type", "Source", "Destination", "Mode"]
@@ -772,7 +774,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     for a in report["actions"]:
         add(f"### {md_text(action_title(a))}")
         add("")
-        add(f"Command: {md_code(' '.join(a.get('command') or [])) if a.get('command') else '—'} · started "
+        add(f"Command: {md_code(one_line(' '.join(a.get('command') or []))) if a.get('command') else '—'} · started "
             f"{_iso(a.get('started_at'))}")
         if a.get("explanation"):
             add("")

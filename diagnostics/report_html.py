@@ -7,6 +7,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from mltop.probes.redaction import REDACTED
 
+from .one_line import one_line
 from .report import (
     GPU_HEADERS,
     GPU_PROCESS_HEADERS,
@@ -198,7 +199,7 @@ def render_html(report: Mapping[str, Any]) -> str:
     if not report["actions"]:
         add("<p>None.</p>")
     for a in report["actions"]:
-        command = " ".join(a.get("command") or [])
+        command = one_line(" ".join(a.get("command") or []))
         add(f"<h3>{_badge(a.get('status'))} {_e(action_title(a))}</h3>")
         add(f"<p class=\"muted\">Command: <code>{_e(command)}</code> · started {_e(_iso(a.get('started_at')))}</p>")
         if a.get("explanation"):

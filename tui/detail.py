@@ -15,7 +15,7 @@ from . import format as fmt
 from .containers_table import status_text
 from .gauges import HistoryGraph
 from .logs import LogPane, LogsScreen
-from .sanitize import literal
+from .sanitize import literal, one_line
 
 
 def _cpu_limit(cfg: ContainerConfig, c: ContainerSample) -> str:
@@ -62,8 +62,8 @@ def config_text(c: ContainerSample) -> Text:
         line("finished", cfg.finished_at)
     line("restarts", f"{cfg.restart_count} (policy {cfg.restart_policy or 'no'})")
     if cfg.entrypoint:
-        line("entrypoint", " ".join(cfg.entrypoint))
-    line("command", " ".join(cfg.command) or "–")
+        line("entrypoint", one_line(" ".join(cfg.entrypoint)))
+    line("command", one_line(" ".join(cfg.command)) or "–")
 
     section("Limits")
     line("cpu", _cpu_limit(cfg, c))

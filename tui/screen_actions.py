@@ -21,7 +21,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, RichLog, Static
 
-from .sanitize import literal, printable
+from .sanitize import literal, one_line, printable
 
 # The app's key kinds and the actions they run.
 ACTIONS = {"nvidia-smi": "nvidia-smi", "py-spy": "py-spy", "framework": "device-check"}
@@ -219,7 +219,7 @@ class ActionScreen(Screen):
             status.append_text(literal(str(self.written_to), "bold"))
         if result is not None and result.command:
             status.append(" · ")
-            status.append_text(literal(" ".join(result.command), "dim"))
+            status.append_text(literal(one_line(" ".join(result.command)), "dim"))
         self.query_one("#action-status", Static).update(status)
 
     @property
@@ -254,7 +254,7 @@ class ActionScreen(Screen):
                 f"status: {self.status}" + (f" in {result.duration_s:.1f} s, exit {result.exit_code}"
                                             if result is not None else " (still running)")]
         if result is not None and result.command:
-            head.append("command: " + " ".join(result.command))
+            head.append("command: " + one_line(" ".join(result.command)))
         if result is not None and result.explanation:
             head.append("explanation: " + result.explanation)
         output = result.output if result is not None else "\n".join(self.lines)  # both redacted
