@@ -33,7 +33,7 @@ def split_panes(height: int, container_rows: int, process_rows: int) -> tuple[in
         containers = container_need
     else:
         containers = height - min(process_need, process_share)
-    containers = max(containers, min(CONTAINERS_MIN, height - PROCESSES_MIN))
+    containers = max(containers, min(CONTAINERS_MIN, height))  # the selection stays in sight
     return containers, max(height - containers, 0)
 
 
