@@ -55,7 +55,9 @@ def start_demo(client) -> dict:
                                   "CUDA_VISIBLE_DEVICES": "0"}),
         "infer": run(busybox, ["sh", "-c", INFER_LOG], name="demo-infer-api", detach=True, labels=labels,
                      mem_limit="2g", nano_cpus=2_000_000_000),
-        "notebook": run(python, ["python3", "-c", "import time; x = bytearray(120 << 20); time.sleep(10**6)"],
+        # a script over several lines, as `python3 -c` often gets: the tables show it on one line (↵)
+        "notebook": run(python, ["python3", "-c", "import time\nx = bytearray(120 << 20)\nwhile True:\n"
+                                                  "    time.sleep(60)"],
                         name="demo-notebook", detach=True, labels=labels, mem_limit="4g"),
         "oom": run(python, ["python3", "-c", "b = bytearray(1 << 30)"], name="demo-preprocess", detach=True,
                    labels=labels, mem_limit="256m", memswap_limit="256m"),
