@@ -842,7 +842,7 @@ def explain_py_spy_failure(output: str, facts: PtraceFacts, exit_code: int | Non
 def _process_line(p: ProcessSample) -> str:
     cpu = "?" if p.cpu_percent is None else f"{p.cpu_percent:.0f}%"
     inner = f", PID {p.container_pid} in the container" if p.container_pid else ""
-    return f"host PID {p.host_pid}{inner}, CPU {cpu}: {' '.join(p.cmdline.split())[:160]}"
+    return f"host PID {p.host_pid}{inner}, CPU {cpu}: {one_line(p.cmdline, 160)}"
 
 
 def _py_spy(run: ActionRun) -> ActionOutcome:
@@ -867,7 +867,7 @@ def _py_spy(run: ActionRun) -> ActionOutcome:
         raise _Finished(UNAVAILABLE, f"mltop sees no processes of {container.name}, so there is nothing to attach "
                                      f"to. {limits}".strip(), data=data)
     elif not candidates:
-        seen = "; ".join(p.cmdline[:80] for p in container.processes[:5])
+        seen = "; ".join(one_line(p.cmdline, 80) for p in container.processes[:5])
         raise _Finished(UNAVAILABLE, f"{container.name} runs no Python process (its processes: {seen}). Pick "
                                      "one by host PID with --pid if Python runs under another name.", data=data)
     else:

@@ -147,3 +147,15 @@ def test_markdown_and_html_reports_show_commands_on_one_line():
     html = render_html(doc)
     cells = re.findall(r"<td><code>(python3 -c [^<]*)</code></td>", html)
     assert cells and all("\n" not in cell and "↵while True:↵" in cell for cell in cells)
+
+
+def test_py_spy_panel_header_shows_the_command_on_one_line(containers, sampler):
+    from mltop.diagnostics.actions import ActionRun
+
+    c = containers.run(["python3", "-c", SCRIPT], image="python")
+    sampler.sweep()
+    time.sleep(0.3)
+    lines: list[str] = []
+    result = ActionRun("py-spy", sampler.sweep(), c.id, sampler.engine, on_line=lines.append).run()
+    assert result.status == "ok", result.explanation
+    assert lines[0].startswith("== py-spy dump of host PID") and "python3 -c import time↵while True:↵" in lines[0]

@@ -161,11 +161,13 @@ class ContainerDetailScreen(Screen):
         title = Text(no_wrap=True, end="")
         if container is None:
             title.append(self.container_id[:12], style="bold")
-            title.append("  gone: the container was removed", style="dim")
+            title.append("  ").append("gone: the container was removed", style="dim")
             self.query_one(".screen-title", Static).update(title)
             return
         title.append_text(literal(container.name, "bold"))
-        title.append(f"  {container.short_id}  ", style="dim")
+        # Spaces between styled runs go in plain runs of their own: a styled run that begins with spaces loses
+        # them in some SVG renderers (rsvg drew `memory 640Kno limit`).
+        title.append("  ").append(container.short_id, style="dim").append("  ")
         title.append(status_text(container), style="" if container.running else "bold red")
         self.query_one(".screen-title", Static).update(title)
         self._show_graphs(snapshot, container)
@@ -182,12 +184,12 @@ class ContainerDetailScreen(Screen):
         cpu_samples = history.container(c.id, "cpu_percent")
         cpu_ceiling = max(100.0, (c.cpu_limit_cores or 0) * 100, *(s for s in cpu_samples if s is not None))
         label = Text(f"CPU {fmt.percent(c.cpu_percent)}%", style="bold", end="")
-        label.append(f"  of {c.cpu_limit_cores:g} CPUs" if c.cpu_limit_cores else "  no limit", style="dim")
+        label.append("  ").append(f"of {c.cpu_limit_cores:g} CPUs" if c.cpu_limit_cores else "no limit", style="dim")
         boxes["cpu"].show(label, cpu_samples, cpu_ceiling, _percent_scale, **span)
 
         label = Text(f"memory {fmt.used_of(c.memory_bytes, c.memory_limit_bytes)}", style="bold", end="")
         if c.memory_limit_bytes is None:
-            label.append("  no limit", style="dim")
+            label.append("  ").append("no limit", style="dim")
         boxes["memory"].show(label, history.container(c.id, "memory_bytes"),
                              float(c.memory_limit_bytes) if c.memory_limit_bytes else None, _size_scale, **span)
 
@@ -201,7 +203,8 @@ class ContainerDetailScreen(Screen):
             label = Text(f"GPU {used}  SM {sm}%", style="bold", end="")
         else:
             label = Text("GPU", style="bold", end="")
-            label.append("  none in use" + ("  (requests GPUs)" if c.config.requests_gpus else ""), style="dim")
+            label.append("  ").append("none in use" + ("  (requests GPUs)" if c.config.requests_gpus else ""),
+                                      style="dim")
         boxes["gpu"].show(label, history.container(c.id, "gpu_percent"), 100.0, _percent_scale, **span)
 
         total = sum(gpu_totals.get(g.index) or 0 for g in c.gpus) or None

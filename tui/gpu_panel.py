@@ -65,7 +65,7 @@ def gpu_users(gpu: GpuSample) -> Text:
     for name, memory in sorted(per_container.items(), key=lambda kv: -kv[1]):
         part = literal(name)
         if memory:
-            part.append(f" {fmt.size(memory)}", style="dim")
+            part.append(" ").append(fmt.size(memory), style="dim")
         parts.append(part)
     if host_pids:
         parts.append(Text("host pid " + ",".join(str(p) for p in host_pids[:3]), style="dim"))
@@ -73,7 +73,7 @@ def gpu_users(gpu: GpuSample) -> Text:
         parts.append(Text("idle", style="dim"))
     out.append_text(Text(", ").join(parts))
     if "processes" in gpu.unavailable:
-        out.append(f" processes: {gpu.unavailable['processes']}", style="dim")
+        out.append(" ").append(f"processes: {gpu.unavailable['processes']}", style="dim")
     return out
 
 
