@@ -67,7 +67,7 @@ ul.evidence { margin: 0; padding-left: 18px; }
   table { font-size: 10px; } code, pre { font-size: 9.5px; }
   pre { white-space: pre-wrap; overflow-wrap: anywhere; max-height: none; overflow: visible; }
   nav { display: none; }
-  h2, h3, h4 { break-after: avoid; } .badge { break-inside: avoid; }
+  h2, h3, h4, summary { break-after: avoid; } .badge { break-inside: avoid; }
   td.text { min-width: 7em; }
   .container { break-inside: auto; }
   .badge { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
