@@ -111,6 +111,25 @@ async def test_gpu_full_screen_gives_each_gpu_an_equal_share(size):
         assert all(card.outer_size.height <= 2 for card in panel.query(GpuCard))  # back to two lines a GPU
 
 
+@pytest.mark.parametrize("size, count", [((80, 24), 8), ((200, 60), 3), ((200, 60), 8)])
+async def test_gpu_full_screen_shares_fill_or_scroll(size, count):
+    gpus = [gpu_workload(f"job-{i}", i, pid=4000 + i) for i in range(count)]
+    app = MltopApp(source=StaticSource(_snapshots([c for c, _ in gpus], [g for _, g in gpus])), interval=0.5)
+    async with app.run_test(size=size) as pilot:
+        await _settle(pilot, app)
+        panel = app.screen.query_one(GpuPanel)
+        await until(pilot, lambda: len(panel.query(GpuCard)) == count, what="the GPU cards")
+        await pilot.press("g")
+        await pilot.pause(0.3)
+        heights = [card.outer_size.height for card in panel.query(GpuCard)]
+        room = panel.scrollable_content_region.height
+        if room >= count * GpuPanel.FULL_SCREEN_MIN:
+            assert sum(heights) == room and max(heights) - min(heights) <= 1  # the whole height, shared
+        else:
+            assert heights == [GpuPanel.FULL_SCREEN_MIN] * count  # each readable; the panel scrolls
+            assert panel.max_scroll_y > 0
+
+
 # --------------------------------------------------------------------------- container detail
 
 

@@ -131,14 +131,29 @@ class GpuPanel(VerticalScroll):
     can_focus = False
     ALLOW_MAXIMIZE = True  # `g`: the GPUs full screen, with taller history graphs
     SHARE = 0.4  # of the screen's height, as max-height in mltop.tcss
+    FULL_SCREEN_MIN = 5  # lines a GPU in the full screen: title, caption, two graph lines, a gap; else it scrolls
     _count = 0
 
     def on_resize(self) -> None:
         self.fit()
 
     def fit(self) -> None:
+        maximized = self.has_class("-maximized")
         rows = int(self.screen.size.height * self.SHARE) - 1  # the border line
-        self.set_class(self._count * 2 > rows and not self.has_class("-maximized"), "-compact")
+        self.set_class(self._count * 2 > rows and not maximized, "-compact")
+        # Full screen: each GPU an equal share of the height, the first ones a line more when it does not
+        # divide. Set here rather than as `1fr` in the stylesheet, which gives every card the whole height
+        # once the cards' minimum no longer fits.
+        cards = list(self.query(GpuCard))
+        height = self.scrollable_content_region.height
+        for i, card in enumerate(cards):
+            share = None  # the stylesheet's two lines
+            if maximized and height > 0:
+                base, extra = divmod(height, len(cards))
+                share = max(base + (1 if i < extra else 0), self.FULL_SCREEN_MIN)
+            if getattr(card, "_share", None) != share:
+                card._share = share  # type: ignore[attr-defined]
+                card.styles.height = share
 
     def show(self, snapshot: Snapshot, history: History, interval_s: float | None = None) -> None:
         self.display = bool(snapshot.gpus)
