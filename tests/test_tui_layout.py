@@ -8,7 +8,7 @@ import io
 import pytest
 from rich.console import Console
 
-from builders import GIB, MIB, container, gpu_workload, process, replace, snapshot
+from builders import GIB, container, gpu_workload, process, replace, snapshot
 from test_tui import until
 
 from mltop.probes.source import StaticSource
