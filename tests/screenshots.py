@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import html
 import os
+import re
 import sys
 import tempfile
 import time
@@ -55,7 +57,9 @@ def start_demo(client) -> dict:
                                   "CUDA_VISIBLE_DEVICES": "0"}),
         "infer": run(busybox, ["sh", "-c", INFER_LOG], name="demo-infer-api", detach=True, labels=labels,
                      mem_limit="2g", nano_cpus=2_000_000_000),
-        "notebook": run(python, ["python3", "-c", "import time; x = bytearray(120 << 20); time.sleep(10**6)"],
+        # a script over several lines, as `python3 -c` often gets: the tables show it on one line (↵)
+        "notebook": run(python, ["python3", "-c", "import time\nx = bytearray(120 << 20)\nwhile True:\n"
+                                                  "    time.sleep(60)"],
                         name="demo-notebook", detach=True, labels=labels, mem_limit="4g"),
         "oom": run(python, ["python3", "-c", "b = bytearray(1 << 30)"], name="demo-preprocess", detach=True,
                    labels=labels, mem_limit="256m", memswap_limit="256m"),
@@ -82,6 +86,22 @@ def write_gpu_scenario(path: str, demo: dict) -> None:
     ]))
 
 
+# A run of text that begins with spaces: some SVG renderers (rsvg-convert, image viewers built on it) drop the
+# leading spaces of a <text> element and draw `memory 640K  no limit` as `memory 640Kno limit`.
+_LEADING_SPACES = re.compile(r'(<text [^>]*?x=")([\d.]+)("[^>]*?textLength=")([\d.]+)("[^>]*>)((?:&#160;)+)([^<]+)</text>')
+
+
+def keep_leading_spaces(svg: str) -> str:
+    """Start each such run at its first visible character instead: the same picture in every renderer."""
+    def move(m: re.Match) -> str:
+        spaces = m.group(6).count("&#160;")
+        cell = float(m.group(4)) / (spaces + len(html.unescape(m.group(7))))
+        x, length = float(m.group(2)) + spaces * cell, float(m.group(4)) - spaces * cell
+        return f"{m.group(1)}{x:g}{m.group(3)}{length:g}{m.group(5)}{m.group(7)}</text>"
+
+    return _LEADING_SPACES.sub(move, svg)
+
+
 async def capture(out_dir: str, lib: str, demo: dict, history_s: float) -> list[str]:
     from mltop.tui.app import MltopApp
     from mltop.tui.logs import LogPane
@@ -92,8 +112,10 @@ async def capture(out_dir: str, lib: str, demo: dict, history_s: float) -> list[
     saved = []
 
     def save(name: str) -> None:
-        app.save_screenshot(filename=f"{name}.svg", path=out_dir)
-        saved.append(os.path.join(out_dir, f"{name}.svg"))
+        path = os.path.join(out_dir, f"{name}.svg")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(keep_leading_spaces(app.export_screenshot()))
+        saved.append(path)
 
     async with app.run_test(size=SIZE) as pilot:
         async def until(predicate, timeout=30.0):

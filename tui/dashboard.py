@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Footer
 
@@ -17,6 +18,35 @@ from .keyed_table import KeyedTable
 from .processes_table import ProcessesTable
 from .sanitize import literal
 from .search_box import SearchBox
+
+
+def split_panes(height: int, container_rows: int, process_rows: int) -> tuple[int, int]:
+    """Heights of the containers and processes panes sharing `height` lines, so that neither leaves a gap.
+
+    Each pane needs its rows plus two lines (the border with its title, the column headers). A short
+    containers table takes just its rows and the processes pane the rest; a long one leaves the processes
+    pane what its rows need, up to its usual share (30 %, at most 12 lines), and scrolls.
+    """
+    container_need, process_need = container_rows + 2, process_rows + 2
+    process_share = max(PROCESSES_MIN, min(PROCESSES_MAX, int(height * 0.3)))
+    if container_need + min(process_need, process_share) <= height:
+        containers = container_need
+    else:
+        containers = height - min(process_need, process_share)
+    containers = max(containers, min(CONTAINERS_MIN, height))  # the selection stays in sight
+    return containers, max(height - containers, 0)
+
+
+CONTAINERS_MIN = 3  # the border, the column headers and one row
+PROCESSES_MIN = 4
+PROCESSES_MAX = 12
+
+
+class Panes(Vertical):
+    """The containers and processes panes, sized together by the dashboard whenever their room changes."""
+
+    def on_resize(self) -> None:
+        self.screen.fit_panes()  # type: ignore[attr-defined]
 
 
 class DashboardScreen(Screen):
@@ -44,8 +74,9 @@ class DashboardScreen(Screen):
         yield GpuPanel(id="gpus")
         yield SearchBox(placeholder="filter by name, image, status or id (enter keeps, esc clears)",
                         id="filter")
-        yield ContainersTable(id="containers")
-        yield ProcessesTable(id="processes")
+        with Panes(id="panes"):
+            yield ContainersTable(id="containers")
+            yield ProcessesTable(id="processes")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -82,11 +113,24 @@ class DashboardScreen(Screen):
         )
         if snapshot is None:
             return
-        self.query_one(GpuPanel).show(snapshot, app.history)  # type: ignore[attr-defined]
+        self.query_one(GpuPanel).show(snapshot, app.history, app.interval)  # type: ignore[attr-defined]
         table = self.table
         table.show(snapshot, self.needle, self.sort_column, self.sort_reverse, self._severities())
         self._title_table(snapshot)
         self._show_processes()
+        self.fit_panes()
+
+    def fit_panes(self) -> None:
+        """Give the panes' shared height to whichever has rows to show (see `split_panes`)."""
+        height = self.query_one("#panes").size.height
+        if not height:
+            return
+        processes = self.query_one("#processes", ProcessesTable)
+        heights = split_panes(height, len(self.table.keys_in_order), len(processes.keys_in_order))
+        if heights != getattr(self, "_pane_heights", None):
+            self._pane_heights = heights
+            self.table.styles.height = heights[0]
+            processes.styles.height = heights[1]
 
     def show_findings(self) -> None:
         """The background doctor finished: update the row markers."""
@@ -141,6 +185,7 @@ class DashboardScreen(Screen):
     def on_keyed_table_row_highlighted(self, event: KeyedTable.RowHighlighted) -> None:
         if event.table.id == "containers":
             self._show_processes()
+            self.fit_panes()
 
     def on_keyed_table_row_selected(self, event: KeyedTable.RowSelected) -> None:
         if event.table.id == "containers":
@@ -152,6 +197,7 @@ class DashboardScreen(Screen):
             self.table.show(snapshot, self.needle, self.sort_column, self.sort_reverse, self._severities())
             self._title_table(snapshot)
             self._show_processes()
+            self.fit_panes()
 
     # -- actions ----------------------------------------------------------------------------------
 

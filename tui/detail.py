@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
@@ -13,9 +13,9 @@ from mltop.probes.model import ContainerConfig, ContainerSample, Snapshot
 
 from . import format as fmt
 from .containers_table import status_text
-from .gauges import HistoryGraph
+from .gauges import LabelledGraph
 from .logs import LogPane, LogsScreen
-from .sanitize import literal
+from .sanitize import literal, one_line
 
 
 def _cpu_limit(cfg: ContainerConfig, c: ContainerSample) -> str:
@@ -62,8 +62,8 @@ def config_text(c: ContainerSample) -> Text:
         line("finished", cfg.finished_at)
     line("restarts", f"{cfg.restart_count} (policy {cfg.restart_policy or 'no'})")
     if cfg.entrypoint:
-        line("entrypoint", " ".join(cfg.entrypoint))
-    line("command", " ".join(cfg.command) or "–")
+        line("entrypoint", one_line(" ".join(cfg.entrypoint)))
+    line("command", one_line(" ".join(cfg.command)) or "–")
 
     section("Limits")
     line("cpu", _cpu_limit(cfg, c))
@@ -107,23 +107,20 @@ def config_text(c: ContainerSample) -> Text:
     return out
 
 
-class GraphBox(Vertical):
-    """A labelled history graph."""
+def _percent_scale(ceiling: float) -> str:
+    return f"{ceiling:.0f}%"
+
+
+def _size_scale(ceiling: float) -> str:
+    return fmt.size(ceiling)
+
+
+class GraphBox(LabelledGraph):
+    """One metric's history graph, its caption saying the current value, the scale and the time span."""
 
     def __init__(self, metric: str):
         super().__init__(classes="graph-box")
         self.metric = metric
-
-    def compose(self) -> ComposeResult:
-        yield Static(classes="graph-label")
-        yield HistoryGraph(classes="graph")
-
-    def show(self, label: Text, samples: list[float | None], ceiling: float | None) -> None:
-        label_widget = self.query_one(".graph-label", Static)
-        if getattr(label_widget, "_plain", None) != label.plain:
-            label_widget._plain = label.plain  # type: ignore[attr-defined]
-            label_widget.update(label)
-        self.query_one(HistoryGraph).set_samples(samples, ceiling)
 
 
 class ContainerDetailScreen(Screen):
@@ -164,11 +161,13 @@ class ContainerDetailScreen(Screen):
         title = Text(no_wrap=True, end="")
         if container is None:
             title.append(self.container_id[:12], style="bold")
-            title.append("  gone: the container was removed", style="dim")
+            title.append("  ").append("gone: the container was removed", style="dim")
             self.query_one(".screen-title", Static).update(title)
             return
         title.append_text(literal(container.name, "bold"))
-        title.append(f"  {container.short_id}  ", style="dim")
+        # Spaces between styled runs go in plain runs of their own: a styled run that begins with spaces loses
+        # them in some SVG renderers (rsvg drew `memory 640Kno limit`).
+        title.append("  ").append(container.short_id, style="dim").append("  ")
         title.append(status_text(container), style="" if container.running else "bold red")
         self.query_one(".screen-title", Static).update(title)
         self._show_graphs(snapshot, container)
@@ -179,18 +178,20 @@ class ContainerDetailScreen(Screen):
 
     def _show_graphs(self, snapshot: Snapshot, c: ContainerSample) -> None:
         history = self.app.history  # type: ignore[attr-defined]
+        span = dict(interval_s=getattr(self.app, "interval", None), capacity=history.length)
         boxes = {box.metric: box for box in self.query(GraphBox)}
-        cpu_ceiling = max(100.0, (c.cpu_limit_cores or 0) * 100)
+        # 100% is one core (as `docker stats` counts); without a limit the scale grows to the busiest sample.
+        cpu_samples = history.container(c.id, "cpu_percent")
+        cpu_ceiling = max(100.0, (c.cpu_limit_cores or 0) * 100, *(s for s in cpu_samples if s is not None))
         label = Text(f"CPU {fmt.percent(c.cpu_percent)}%", style="bold", end="")
-        label.append(f"  of {c.cpu_limit_cores:g} CPUs" if c.cpu_limit_cores else "  (100% = one core)",
-                     style="dim")
-        boxes["cpu"].show(label, history.container(c.id, "cpu_percent"), cpu_ceiling)
+        label.append("  ").append(f"of {c.cpu_limit_cores:g} CPUs" if c.cpu_limit_cores else "no limit", style="dim")
+        boxes["cpu"].show(label, cpu_samples, cpu_ceiling, _percent_scale, **span)
 
         label = Text(f"memory {fmt.used_of(c.memory_bytes, c.memory_limit_bytes)}", style="bold", end="")
         if c.memory_limit_bytes is None:
-            label.append("  no limit", style="dim")
+            label.append("  ").append("no limit", style="dim")
         boxes["memory"].show(label, history.container(c.id, "memory_bytes"),
-                             float(c.memory_limit_bytes) if c.memory_limit_bytes else None)
+                             float(c.memory_limit_bytes) if c.memory_limit_bytes else None, _size_scale, **span)
 
         # No GPU on the host and none in use: the GPU graphs would only take room.
         for metric in ("gpu", "gpu_memory"):
@@ -202,14 +203,15 @@ class ContainerDetailScreen(Screen):
             label = Text(f"GPU {used}  SM {sm}%", style="bold", end="")
         else:
             label = Text("GPU", style="bold", end="")
-            label.append("  none in use" + ("  (requests GPUs)" if c.config.requests_gpus else ""), style="dim")
-        boxes["gpu"].show(label, history.container(c.id, "gpu_percent"), 100.0)
+            label.append("  ").append("none in use" + ("  (requests GPUs)" if c.config.requests_gpus else ""),
+                                      style="dim")
+        boxes["gpu"].show(label, history.container(c.id, "gpu_percent"), 100.0, _percent_scale, **span)
 
         total = sum(gpu_totals.get(g.index) or 0 for g in c.gpus) or None
         label = Text(f"GPU memory {fmt.used_of(c.gpu_memory_bytes, total)}" if c.gpus else "GPU memory",
                      style="bold", end="")
         boxes["gpu_memory"].show(label, history.container(c.id, "gpu_memory_bytes"),
-                                 float(total) if total else None)
+                                 float(total) if total else None, _size_scale, **span)
 
     def action_back(self) -> None:
         if not self.query_one(LogPane).clear_search():

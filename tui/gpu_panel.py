@@ -11,7 +11,7 @@ from textual.widgets import Static
 from mltop.probes.model import GpuSample, Snapshot
 
 from . import format as fmt
-from .gauges import HistoryGraph, Meter
+from .gauges import LabelledGraph, Meter
 from .history import History
 from .sanitize import literal
 
@@ -65,7 +65,7 @@ def gpu_users(gpu: GpuSample) -> Text:
     for name, memory in sorted(per_container.items(), key=lambda kv: -kv[1]):
         part = literal(name)
         if memory:
-            part.append(f" {fmt.size(memory)}", style="dim")
+            part.append(" ").append(fmt.size(memory), style="dim")
         parts.append(part)
     if host_pids:
         parts.append(Text("host pid " + ",".join(str(p) for p in host_pids[:3]), style="dim"))
@@ -73,12 +73,15 @@ def gpu_users(gpu: GpuSample) -> Text:
         parts.append(Text("idle", style="dim"))
     out.append_text(Text(", ").join(parts))
     if "processes" in gpu.unavailable:
-        out.append(f" processes: {gpu.unavailable['processes']}", style="dim")
+        out.append(" ").append(f"processes: {gpu.unavailable['processes']}", style="dim")
     return out
 
 
 class GpuCard(Grid):
-    """One GPU in two lines: name/temperature/power with meters, then users with the history graphs."""
+    """One GPU in two lines: name/temperature/power with meters, then users with the history graphs.
+
+    In the GPUs full screen (`g`) each card takes an equal share of the height and its graphs grow to
+    fill it, each under a caption with its scale and time span."""
 
     def __init__(self, gpu: GpuSample):
         super().__init__(classes="gpu-card")
@@ -89,10 +92,10 @@ class GpuCard(Grid):
         yield Meter("util", classes="gpu-util")
         yield Meter("mem", classes="gpu-mem")
         yield Static(classes="gpu-users")
-        yield HistoryGraph(classes="gpu-util-history")
-        yield HistoryGraph(classes="gpu-mem-history")
+        yield LabelledGraph(classes="gpu-util-history")
+        yield LabelledGraph(classes="gpu-mem-history")
 
-    def show(self, gpu: GpuSample, history: History) -> None:
+    def show(self, gpu: GpuSample, history: History, interval_s: float | None = None) -> None:
         _update_static(self.query_one(".gpu-title", Static), gpu_title(gpu))
         _update_static(self.query_one(".gpu-users", Static), gpu_users(gpu))
         util = gpu.utilization_percent
@@ -103,12 +106,13 @@ class GpuCard(Grid):
         self.query_one(".gpu-mem", Meter).set_value(
             used / total if used is not None and total else None, fmt.used_of(used, total)
         )
-        self.query_one(".gpu-util-history", HistoryGraph).set_samples(
-            history.gpu(gpu.uuid, "utilization_percent"), 100.0
-        )
-        self.query_one(".gpu-mem-history", HistoryGraph).set_samples(
-            history.gpu(gpu.uuid, "memory_used_bytes"), float(total) if total else None
-        )
+        span = dict(interval_s=interval_s, capacity=history.length)
+        self.query_one(".gpu-util-history", LabelledGraph).show(
+            Text("util", end=""), history.gpu(gpu.uuid, "utilization_percent"), 100.0,
+            lambda top: f"{top:.0f}%", **span)
+        self.query_one(".gpu-mem-history", LabelledGraph).show(
+            Text("mem used", end=""), history.gpu(gpu.uuid, "memory_used_bytes"),
+            float(total) if total else None, fmt.size, **span)
 
 
 def _update_static(widget: Static, content: Text) -> None:
@@ -127,16 +131,31 @@ class GpuPanel(VerticalScroll):
     can_focus = False
     ALLOW_MAXIMIZE = True  # `g`: the GPUs full screen, with taller history graphs
     SHARE = 0.4  # of the screen's height, as max-height in mltop.tcss
+    FULL_SCREEN_MIN = 5  # lines a GPU in the full screen: title, caption, two graph lines, a gap; else it scrolls
     _count = 0
 
     def on_resize(self) -> None:
         self.fit()
 
     def fit(self) -> None:
+        maximized = self.has_class("-maximized")
         rows = int(self.screen.size.height * self.SHARE) - 1  # the border line
-        self.set_class(self._count * 2 > rows and not self.has_class("-maximized"), "-compact")
+        self.set_class(self._count * 2 > rows and not maximized, "-compact")
+        # Full screen: each GPU an equal share of the height, the first ones a line more when it does not
+        # divide. Set here rather than as `1fr` in the stylesheet, which gives every card the whole height
+        # once the cards' minimum no longer fits.
+        cards = list(self.query(GpuCard))
+        height = self.scrollable_content_region.height
+        for i, card in enumerate(cards):
+            share = None  # the stylesheet's two lines
+            if maximized and height > 0:
+                base, extra = divmod(height, len(cards))
+                share = max(base + (1 if i < extra else 0), self.FULL_SCREEN_MIN)
+            if getattr(card, "_share", None) != share:
+                card._share = share  # type: ignore[attr-defined]
+                card.styles.height = share
 
-    def show(self, snapshot: Snapshot, history: History) -> None:
+    def show(self, snapshot: Snapshot, history: History, interval_s: float | None = None) -> None:
         self.display = bool(snapshot.gpus)
         self._count = len(snapshot.gpus)
         self.fit()
@@ -154,6 +173,6 @@ class GpuPanel(VerticalScroll):
                 card = GpuCard(gpu)
                 self.mount(card)
                 # its children exist once mounted; show it then
-                self.call_after_refresh(card.show, gpu, history)
+                self.call_after_refresh(card.show, gpu, history, interval_s)
             else:
-                card.show(gpu, history)
+                card.show(gpu, history, interval_s)

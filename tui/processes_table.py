@@ -8,7 +8,7 @@ from mltop.probes.model import ContainerSample, ProcessSample
 
 from . import format as fmt
 from .keyed_table import ColumnSpec, KeyedTable
-from .sanitize import literal
+from .sanitize import literal, one_line
 
 COLUMNS = (
     ColumnSpec("pid", "PID", 7, 0, "right"),
@@ -36,7 +36,7 @@ def process_cells(p: ProcessSample) -> dict[str, Text]:
     }
     cells = {key: Text(value, no_wrap=True, end="") for key, value in values.items()}
     cells["user"] = literal(p.user or fmt.MISSING)
-    cells["command"] = literal(p.cmdline)
+    cells["command"] = literal(one_line(p.cmdline))  # the column cuts it with …
     return cells
 
 

@@ -7,6 +7,8 @@ import re
 from rich.style import Style
 from rich.text import Text
 
+from mltop.diagnostics.one_line import one_line  # noqa: F401  (the tui's tables use it from here)
+
 # Terminal escape sequences a log line or label may carry: CSI (colours, cursor moves, screen clears),
 # OSC (window titles, hyperlinks, clipboard writes) ended by BEL or ST, DCS/SOS/PM/APC strings, the
 # 8-bit CSI/OSC forms, and the short two-byte escapes. They are removed, not shown: coloured log output

@@ -24,7 +24,7 @@ from textual.widgets import Footer, RichLog, Static
 from mltop.diagnostics.actions.registry import action_named
 
 from .output_files import write_here_else_home
-from .sanitize import literal, printable
+from .sanitize import literal, one_line, printable
 
 STATUS_STYLE = {"running": "bold", "ok": "bold green", "failed": "bold red", "timeout": "bold red",
                 "cancelled": "bold yellow", "unavailable": "bold yellow"}
@@ -215,7 +215,7 @@ class ActionScreen(Screen):
             status.append_text(literal(str(self.written_to), "bold"))
         if result is not None and result.command:
             status.append(" · ")
-            status.append_text(literal(" ".join(result.command), "dim"))
+            status.append_text(literal(one_line(" ".join(result.command)), "dim"))
         self.query_one("#action-status", Static).update(status)
 
     @property
@@ -250,7 +250,7 @@ class ActionScreen(Screen):
                 f"status: {self.status}" + (f" in {result.duration_s:.1f} s, exit {result.exit_code}"
                                             if result is not None else " (still running)")]
         if result is not None and result.command:
-            head.append("command: " + " ".join(result.command))
+            head.append("command: " + one_line(" ".join(result.command)))
         if result is not None and result.explanation:
             head.append("explanation: " + result.explanation)
         output = result.output if result is not None else "\n".join(self.lines)  # both redacted

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from mltop.probes.model import ContainerSample, GpuSample, HostInfo, Snapshot
 
+from ..one_line import one_line
 from .results import FAILED, OK, UNAVAILABLE, ActionOutcome, Finished, end_if_interrupted, require_running
 
 if TYPE_CHECKING:
@@ -202,7 +203,7 @@ def host_gpu_view(snapshot: Snapshot, container: ContainerSample) -> str:
             proc_rows.append([str(g.index), str(p.host_pid),
                               str(sample.container_pid) if sample and sample.container_pid else "?",
                               "C" if p.type == "compute" else "G", _mib(p.gpu_memory_bytes),
-                              _num(p.sm_percent, "%"), name[:60]])
+                              _num(p.sm_percent, "%"), one_line(name, 60)])
     lines.append(f"Processes of {container.name} on these GPUs:")
     if proc_rows:
         lines += _table(["GPU", "Host PID", "Ctr PID", "Type", "GPU Memory", "SM", "Process"], proc_rows,

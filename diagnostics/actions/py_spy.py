@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from mltop.probes.model import ContainerSample, ProcessSample
 
+from ..one_line import one_line
 from .results import FAILED, OK, UNAVAILABLE, ActionOutcome, Finished, end_if_interrupted, require_running
 
 if TYPE_CHECKING:
@@ -103,7 +104,7 @@ def explain_py_spy_failure(output: str, facts: PtraceFacts, exit_code: int | Non
 def _process_line(p: ProcessSample) -> str:
     cpu = "?" if p.cpu_percent is None else f"{p.cpu_percent:.0f}%"
     inner = f", PID {p.container_pid} in the container" if p.container_pid else ""
-    return f"host PID {p.host_pid}{inner}, CPU {cpu}: {' '.join(p.cmdline.split())[:160]}"
+    return f"host PID {p.host_pid}{inner}, CPU {cpu}: {one_line(p.cmdline, 160)}"
 
 
 def run_py_spy(run: "ActionRun") -> ActionOutcome:
@@ -128,7 +129,7 @@ def run_py_spy(run: "ActionRun") -> ActionOutcome:
         raise Finished(UNAVAILABLE, f"mltop sees no processes of {container.name}, so there is nothing to attach "
                                      f"to. {limits}".strip(), data=data)
     elif not candidates:
-        seen = "; ".join(p.cmdline[:80] for p in container.processes[:5])
+        seen = "; ".join(one_line(p.cmdline, 80) for p in container.processes[:5])
         raise Finished(UNAVAILABLE, f"{container.name} runs no Python process (its processes: {seen}). Pick "
                                      "one by host PID with --pid if Python runs under another name.", data=data)
     else:

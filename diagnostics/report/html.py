@@ -7,6 +7,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from mltop.probes.redaction import REDACTED
 
+from ..one_line import one_line
 from .rows import (
     GPU_HEADERS,
     GPU_PROCESS_HEADERS,
@@ -43,9 +44,13 @@ h1 { font-size: 24px; margin: 0 0 4px; } h2 { font-size: 19px; margin-top: 32px;
 a { color: var(--info); }
 table { border-collapse: collapse; width: 100%; margin: 6px 0 12px; font-size: 13px; }
 th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: left; vertical-align: top;
-  overflow-wrap: anywhere; }
-th { background: var(--panel); font-weight: 600; }
-table.kv th { width: 220px; }
+  overflow-wrap: break-word; }
+th { background: var(--panel); font-weight: 600; white-space: nowrap; }
+/* names, check codes, ids and figures never break inside a word (`acc-noto|olkit`, `toolk|it.mi|ssing`) */
+td.name, td.code, td.num { white-space: nowrap; word-break: keep-all; overflow-wrap: normal; }
+/* free text and long paths wrap, at a word if they can, anywhere if they must, so the page keeps its width */
+td.text { overflow-wrap: anywhere; min-width: 12em; }
+table.kv th { width: 220px; white-space: normal; } table.kv td { overflow-wrap: anywhere; }
 pre { background: var(--panel); border: 1px solid var(--line); border-radius: 6px; padding: 10px; overflow-x: auto;
   font: 12px/1.45 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; white-space: pre; max-height: 600px; }
 code { font: 12px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
@@ -60,6 +65,19 @@ code { font: 12px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
 details summary { cursor: pointer; color: var(--info); margin: 6px 0; }
 ul.evidence { margin: 0; padding-left: 18px; }
 .spark { font-family: ui-monospace, monospace; letter-spacing: -1px; }
+@media print {
+  :root { color-scheme: light; --fg:#000; --muted:#444; --bg:#fff; --panel:#f3f3f3; --line:#bbb; }
+  body { max-width: none; padding: 0; font-size: 11px; }
+  table { font-size: 10px; } code, pre { font-size: 9.5px; }
+  pre { white-space: pre-wrap; overflow-wrap: anywhere; max-height: none; overflow: visible; }
+  nav { display: none; }
+  h2, h3, h4, summary { break-after: avoid; } .badge { break-inside: avoid; }
+  td.text { min-width: 7em; }
+  .container { break-inside: auto; }
+  .badge { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+  a { color: inherit; text-decoration: none; }
+}
+@page { margin: 12mm; }
 """
 
 
@@ -68,13 +86,17 @@ def _e(value: Any) -> str:
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], code_columns: Sequence[int] = (),
-           css: str = "") -> str:
+           css: str = "", kinds: Mapping[int, str] | None = None) -> str:
+    """`kinds`: a cell class per column: `name`, `code` and `num` never break, `text` wraps anywhere."""
+    kinds = kinds or {}
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = []
     for row in rows:
-        cells = "".join(f"<td><code>{_e(v)}</code></td>" if i in code_columns else f"<td>{_e(v)}</td>"
-                        for i, v in enumerate(row))
-        body.append(f"<tr>{cells}</tr>")
+        cells = []
+        for i, v in enumerate(row):
+            cls = f' class="{kinds[i]}"' if i in kinds else ""
+            cells.append(f"<td{cls}><code>{_e(v)}</code></td>" if i in code_columns else f"<td{cls}>{_e(v)}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
     cls = f' class="{css}"' if css else ""
     return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -134,9 +156,9 @@ def _findings(report: Mapping[str, Any], add: Add) -> None:
         for f in report["findings"]:
             evidence = "".join(f"<li>{_e(e)}</li>" for e in f.get("evidence") or [])
             rows.append(
-                f"<tr><td>{_badge(f.get('severity'))}</td><td>{_e(f.get('container') or 'host')}</td>"
-                f"<td><code>{_e(f.get('code'))}</code></td><td>{_e(f.get('title'))}</td>"
-                f"<td><ul class=\"evidence\">{evidence}</ul></td><td>{_e(f.get('fix'))}</td></tr>"
+                f"<tr><td>{_badge(f.get('severity'))}</td><td class=\"name\">{_e(f.get('container') or 'host')}</td>"
+                f"<td class=\"code\"><code>{_e(f.get('code'))}</code></td><td class=\"text\">{_e(f.get('title'))}</td>"
+                f"<td class=\"text\"><ul class=\"evidence\">{evidence}</ul></td><td class=\"text\">{_e(f.get('fix'))}</td></tr>"
             )
         add("<table><thead><tr><th>Severity</th><th>Container</th><th>Check</th><th>Finding</th><th>Evidence</th>"
             f"<th>Fix</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
@@ -144,7 +166,7 @@ def _findings(report: Mapping[str, Any], add: Add) -> None:
         add("<p>No findings.</p>")
     add("<h3>Checks skipped</h3>")
     if report["checks_skipped"]:
-        add(_table(SKIPPED_HEADERS, skipped_rows(report), code_columns=(0,)))
+        add(_table(SKIPPED_HEADERS, skipped_rows(report), code_columns=(0,), kinds={0: "code", 1: "name", 2: "text"}))
     else:
         add("<p>None.</p>")
 
@@ -162,10 +184,12 @@ def _gpus(report: Mapping[str, Any], add: Add) -> None:
     if not report["gpus"]:
         add(f"<p>{_e(no_gpu_line(report))}</p>")
         return
-    add(_table(GPU_HEADERS, [gpu_row(g) for g in report["gpus"]], code_columns=(8,)))
+    add(_table(GPU_HEADERS, [gpu_row(g) for g in report["gpus"]], code_columns=(8,),
+               kinds={0: "num", 2: "code", 3: "num", 4: "num", 5: "num", 6: "num", 8: "code"}))
     procs = gpu_process_rows(report)
     add("<h4>GPU processes (host PIDs, attributed to containers)</h4>")
-    add(_table(GPU_PROCESS_HEADERS, procs) if procs else "<p>None.</p>")
+    add(_table(GPU_PROCESS_HEADERS, procs, kinds={0: "num", 1: "num", 2: "name", 4: "num", 5: "num", 6: "text"})
+        if procs else "<p>None.</p>")
     for g in report["gpus"]:
         if g.get("unavailable"):
             items = "".join(f"<li>{_e(k)}: {_e(v)}</li>" for k, v in g["unavailable"].items())
@@ -198,7 +222,7 @@ def _container(c: Mapping[str, Any], add: Add) -> None:
     mounts = mount_rows(c)
     if mounts:
         add("<h4>Mounts</h4>")
-        add(_table(MOUNT_HEADERS, mounts, code_columns=(1, 2)))
+        add(_table(MOUNT_HEADERS, mounts, code_columns=(1, 2), kinds={1: "text", 2: "text"}))
     env = c["config"].get("env") or []
     if env:
         add("<h4>Environment (redacted)</h4>")
@@ -206,7 +230,8 @@ def _container(c: Mapping[str, Any], add: Add) -> None:
     procs = process_rows(c)
     if procs:
         add("<h4>Processes</h4>")
-        add(_table(PROCESS_HEADERS, procs, code_columns=(6,)))
+        add(_table(PROCESS_HEADERS, procs, code_columns=(6,),
+                   kinds={0: "num", 1: "num", 2: "name", 3: "num", 4: "num", 5: "num", 6: "text"}))
     tail = c.get("log_tail") or {}
     if tail.get("lines"):
         add(f"<details><summary>Log tail (last {len(tail['lines'])} lines)</summary>"
@@ -221,7 +246,7 @@ def _actions(report: Mapping[str, Any], add: Add) -> None:
     if not report["actions"]:
         add("<p>None.</p>")
     for a in report["actions"]:
-        command = " ".join(a.get("command") or [])
+        command = one_line(" ".join(a.get("command") or []))
         add(f"<h3>{_badge(a.get('status'))} {_e(action_title(a))}</h3>")
         add(f"<p class=\"muted\">Command: <code>{_e(command)}</code> · started {_e(iso_time(a.get('started_at')))}</p>")
         if a.get("explanation"):

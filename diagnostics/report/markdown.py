@@ -6,6 +6,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from mltop.probes.redaction import REDACTED
 
+from ..one_line import one_line
 from .rows import (
     GPU_HEADERS,
     GPU_PROCESS_HEADERS,
@@ -218,7 +219,7 @@ def _actions(report: Mapping[str, Any], add: Add) -> None:
     for a in report["actions"]:
         add(f"### {md_text(action_title(a))}")
         add("")
-        add(f"Command: {md_code(' '.join(a.get('command') or [])) if a.get('command') else '—'} · started "
+        add(f"Command: {md_code(one_line(' '.join(a.get('command') or []))) if a.get('command') else '—'} · started "
             f"{iso_time(a.get('started_at'))}")
         if a.get("explanation"):
             add("")

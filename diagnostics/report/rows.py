@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
+from ..one_line import one_line
 from mltop.probes.units import binary_size
 
 
@@ -86,8 +87,8 @@ def config_rows(c: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("State", state),
         ("Started / finished", f"{plain(cfg.get('started_at'))} / {plain(cfg.get('finished_at'))}"),
         ("Error", plain(cfg.get("error"))),
-        ("Entrypoint", plain(" ".join(cfg.get("entrypoint") or []))),
-        ("Command", plain(" ".join(cfg.get("command") or []))),
+        ("Entrypoint", one_line(plain(" ".join(cfg.get("entrypoint") or [])))),
+        ("Command", one_line(plain(" ".join(cfg.get("command") or [])))),
         ("Restarts", restart),
         ("Runtime", plain(cfg.get("runtime"))),
         ("GPU device requests", "; ".join(requests) or "none"),
@@ -181,7 +182,7 @@ def gpu_process_rows(report: Mapping[str, Any]) -> list[list[str]]:
             owner = p.get("container_name") or ("host" if not p.get("container_id") else p["container_id"][:12])
             rows.append([str(g["index"]), str(p["host_pid"]), owner, p.get("type") or "?",
                          human_bytes(p.get("gpu_memory_bytes")), human_percent(p.get("sm_percent")),
-                         plain(p.get("name"))])
+                         one_line(plain(p.get("name")), 200)])
     return rows
 
 
@@ -193,7 +194,7 @@ def process_rows(c: Mapping[str, Any], limit: int = 30) -> list[list[str]]:
     return [[str(p["host_pid"]), plain(p.get("container_pid")), plain(p.get("user")),
              human_percent(p.get("cpu_percent")), human_bytes(p.get("rss_bytes")),
              human_bytes(p.get("gpu_memory_bytes")) if p.get("gpu_memory_bytes") else "—",
-             " ".join(str(p.get("cmdline") or "").split())[:200]] for p in procs[:limit]]
+             one_line(p.get("cmdline") or "", 200)] for p in procs[:limit]]
 
 
 SKIPPED_HEADERS = ["Check", "Container", "Reason"]
