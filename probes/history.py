@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Deque
 
-from mltop.probes.model import Snapshot
+from .model import Snapshot
 
 # Metrics kept per container and per GPU; a value is None where the snapshot had none (a gap in the graph).
 CONTAINER_METRICS = ("cpu_percent", "memory_bytes", "gpu_percent", "gpu_memory_bytes")

@@ -41,7 +41,7 @@ from mltop.probes.model import Snapshot
 from .dashboard import DashboardScreen
 from .detail import ContainerDetailScreen
 from .help import HelpScreen
-from .history import History
+from mltop.probes.history import History
 from .logs import LogsScreen
 
 HISTORY_SECONDS = 300  # what the graphs cover

@@ -12,7 +12,7 @@ from mltop.probes.model import GpuSample, Snapshot
 
 from . import format as fmt
 from .gauges import HistoryGraph, Meter
-from .history import History
+from mltop.probes.history import History
 from .sanitize import literal
 
 # Clock-event reasons that mean the GPU is slowed by something wrong (heat, power brake, an external
