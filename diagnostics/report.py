@@ -27,8 +27,8 @@ FORMATS = ("json", "md", "html")
 _EXTENSIONS = {".json": "json", ".md": "md", ".markdown": "md", ".html": "html", ".htm": "html"}
 DEFAULT_LOG_LINES = 100
 
-CONTAINER_HISTORY_METRICS = ("cpu_percent", "memory_bytes", "gpu_percent", "gpu_memory_bytes")
-GPU_HISTORY_METRICS = ("utilization_percent", "memory_used_bytes")
+from mltop.probes.history import CONTAINER_METRICS as CONTAINER_HISTORY_METRICS  # noqa: E402  one set of names
+from mltop.probes.history import GPU_METRICS as GPU_HISTORY_METRICS  # noqa: E402
 
 
 # --------------------------------------------------------------------------- building the document
@@ -125,12 +125,11 @@ def _history_for(history: Any, container: ContainerSample) -> dict[str, list] | 
     elif isinstance(history, Mapping):
         raw = history.get(container.id) or history.get(container.name)
         series = {str(k): list(v) for k, v in (raw or {}).items()}
-    else:
-        series = {m: [] for m in ("cpu_percent", "memory_bytes", "gpu_sm_percent", "gpu_memory_bytes")}
-        for snap in history:
-            match = snap.container(container.id) if isinstance(snap, Snapshot) else None
-            for metric in series:
-                series[metric].append(getattr(match, metric, None) if match else None)
+    else:  # a sequence of snapshots: the same series, by the same names, as the dashboard's History
+        from mltop.probes.history import History
+
+        recorded = History.from_snapshots(s for s in history if isinstance(s, Snapshot))
+        series = {m: recorded.container(container.id, m) for m in CONTAINER_HISTORY_METRICS}
     return {m: v for m, v in series.items() if any(x is not None for x in v)} or None
 
 

@@ -1,0 +1,90 @@
+"""Retention: thin older sweeps to a coarser resolution, drop what is older than the retention or over the
+size limit (oldest first), like RRD tools do; freed pages go back to the file system."""
+
+from __future__ import annotations
+
+import sqlite3
+
+# (age in seconds, keep one sweep per this many seconds): past an hour one a minute, past a day one per 10 min.
+TIERS = ((3600, 60), (86400, 600))
+
+
+def used_bytes(db: sqlite3.Connection) -> int:
+    page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    free = db.execute("PRAGMA freelist_count").fetchone()[0]
+    return (pages - free) * page_size
+
+
+def thin(db: sqlite3.Connection, now_ms: int) -> int:
+    """Keep the first sweep of every step in each tier; returns how many sweeps were removed."""
+    removed = 0
+    for age_s, step_s in TIERS:
+        cutoff = now_ms - age_s * 1000
+        step_ms = step_s * 1000
+        cur = db.execute(
+            "DELETE FROM sweeps WHERE t < ? AND step_s < ? AND t NOT IN "
+            "(SELECT MIN(t) FROM sweeps WHERE t < ? GROUP BY t / ?)",
+            (cutoff, step_s, cutoff, step_ms))
+        removed += cur.rowcount
+        db.execute("UPDATE sweeps SET step_s = ? WHERE t < ? AND step_s < ?", (step_s, cutoff, step_s))
+    return removed
+
+
+def trim_to_size(db: sqlite3.Connection, max_bytes: int) -> int:
+    """Drop the oldest sweeps (and events older than what is left) until the data fits in max_bytes."""
+    removed = 0
+    for _ in range(64):
+        used = used_bytes(db)
+        if used <= max_bytes:
+            break
+        count = db.execute("SELECT COUNT(*) FROM sweeps").fetchone()[0]
+        if count <= 1:
+            break
+        # Estimate how many sweeps hold the excess, plus a margin so this rarely loops.
+        share = (used - max_bytes) / used
+        drop = max(1, min(count - 1, int(count * share * 1.1) + 1))
+        border = db.execute("SELECT t FROM sweeps ORDER BY t LIMIT 1 OFFSET ?", (drop,)).fetchone()[0]
+        removed += db.execute("DELETE FROM sweeps WHERE t < ?", (border,)).rowcount
+        db.execute("DELETE FROM events WHERE t < ?", (border,))
+        db.execute("PRAGMA incremental_vacuum")
+    return removed
+
+
+def enforce(db: sqlite3.Connection, retention_s: float, max_bytes: int, last_seen: dict[int, int],
+            now_ms: int | None = None) -> int:
+    """One retention pass (the writer thread runs it between sweeps); returns how many interned containers
+    were dropped, so the writer forgets them too."""
+    import time
+
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    oldest_kept = now_ms - int(retention_s * 1000)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("DELETE FROM sweeps WHERE t < ?", (oldest_kept,))
+        db.execute("DELETE FROM events WHERE t < ?", (oldest_kept,))
+        thin(db, now_ms)
+        if last_seen:
+            db.executemany("UPDATE containers SET last_t = ? WHERE cid = ? AND last_t < ?",
+                           [(t, cid, t) for cid, t in last_seen.items()])
+            last_seen.clear()
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    # Outside a transaction: incremental_vacuum and the size trim commit as they go.
+    db.execute("PRAGMA incremental_vacuum")
+    if used_bytes(db) > max_bytes:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            trim_to_size(db, max_bytes)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("PRAGMA incremental_vacuum")
+    # Names of containers no sweep refers to any more.
+    first = db.execute("SELECT MIN(t) FROM sweeps").fetchone()[0]
+    if first is None:
+        return 0
+    return db.execute("DELETE FROM containers WHERE last_t < ?", (first,)).rowcount
