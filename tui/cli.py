@@ -14,6 +14,8 @@ SUBCOMMANDS = {
     "doctor": ("cmd_doctor", "diagnose containers and the host; exit 0 ok, 1 warning, 2 critical"),
     "report": ("cmd_report", "write a diagnostic report (json, md or html)"),
     "run": ("cmd_run", "run an action in a container: nvidia-smi, py-spy or device-check"),
+    "events": ("cmd_events", "print the recorded event timeline (engine, GPU, findings)"),
+    "replay": ("cmd_replay", "open the dashboard on a recording: step and jump through time"),
 }
 
 
@@ -47,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mltop {version()}")
     _add_common(parser, suppress=False)
+    from mltop.tui.recording_options import add_record_arguments
+
+    add_record_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -94,6 +99,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
+    from mltop.probes.recording import default_history_path as default_record_path
     from mltop.tui.app import MltopApp
 
     app = MltopApp(
@@ -101,6 +107,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         nvml_lib=args.nvml_lib,
         nvml=not args.no_nvml,
         interval=args.interval,
+        record=None if args.no_record else (args.record or default_record_path()),
     )
     app.run()
     return app.return_code or 0

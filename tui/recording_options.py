@@ -1,0 +1,31 @@
+"""The recorder's command-line options, shared by the dashboard and `mltop serve`:
+--record PATH, --no-record, --retention 7d, --max-size 500MB."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_record_arguments(parser: argparse.ArgumentParser, retention: bool = False) -> None:
+    parser.add_argument("--record", metavar="PATH",
+                        help="record sweeps and events into this SQLite file (default: "
+                             "/var/lib/mltop/history.db as root, else $XDG_STATE_HOME/mltop/history.db)")
+    parser.add_argument("--no-record", action="store_true", help="do not record")
+    if retention:
+        parser.add_argument("--retention", default="7d", metavar="AGE",
+                            help="keep recorded history this long (default 7d; 90m, 12h, 2w)")
+        parser.add_argument("--max-size", default="500MB", metavar="SIZE",
+                            help="keep the recording under this size, oldest dropped first (default 500MB)")
+
+
+def recorder_from_args(args: argparse.Namespace, docker_host: str | None = None):
+    """A started Recorder per the options, or None with --no-record. Raises RecorderLocked (say it and exit,
+    or go on without recording) and ValueError for a bad --retention / --max-size."""
+    from mltop.probes.recording import Recorder, parse_duration, parse_size
+
+    if getattr(args, "no_record", False):
+        return None
+    retention_s = parse_duration(getattr(args, "retention", "7d"))
+    max_bytes = parse_size(getattr(args, "max_size", "500MB"))
+    return Recorder(args.record, retention_s=retention_s, max_bytes=max_bytes,
+                    docker_host=docker_host).start()
