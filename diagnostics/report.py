@@ -330,7 +330,13 @@ def format_for_path(path: str | os.PathLike, format: str | None = None) -> str:
 def render(report: Mapping[str, Any], format: str) -> str:
     """The report as text in `format` ("json", "md" or "html")."""
     renderers = {"json": render_json, "md": render_markdown, "html": render_html}
-    return renderers[format_for_path("", format)](report)
+    fmt = format_for_path("", format)
+    text = renderers[fmt](report)
+    if report.get("history_window"):  # recorded history (report_history.add_history)
+        from .report_history import append_to_rendered
+
+        text = append_to_rendered(text, report, fmt)
+    return text
 
 
 def write_report(path: str | os.PathLike, format: str | None = None, report: Mapping[str, Any] | None = None,

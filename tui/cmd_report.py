@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-lines", type=int, default=100, metavar="LINES",
                         help="log lines per container in the report (default 100; 0 for none)")
     parser.add_argument("--no-doctor", action="store_true", help="leave the doctor's findings out")
+    from .report_options import add_since_arguments
+
+    add_since_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -54,6 +57,12 @@ def main(args: argparse.Namespace) -> int:
                               log_lines=args.log_lines)
     finally:
         sampler.close()
+    if getattr(args, "since", None):
+        from .report_options import add_recorded_history
+
+        report, problem = add_recorded_history(report, args)
+        if problem:
+            print(f"mltop report: {problem} (the report has no history)", file=sys.stderr)
     try:
         path = write_report(args.output, fmt, report=report)
     except OSError as err:
