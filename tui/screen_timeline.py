@@ -92,9 +92,8 @@ class TimelineScreen(Screen):
             self._title(Text("No recording: start mltop without --no-record (or `mltop serve`) to keep events",
                              style="yellow"))
             return
-        until = None if getattr(self.app, "source").live else self.app.source.last_time  # type: ignore[attr-defined]
         try:
-            self.events = store.events(until=until, newest_first=True, limit=TIMELINE_LIMIT)
+            self.events = store.events(newest_first=True, limit=TIMELINE_LIMIT)
         except Exception as exc:
             self._title(literal(f"cannot read the recording: {exc}", "bold red"))
             return
@@ -132,6 +131,10 @@ class TimelineScreen(Screen):
 
     def on_search_box_closed(self, message: SearchBox.Closed) -> None:
         self.query_one(DataTable).focus()
+
+    def on_data_table_row_selected(self, message: DataTable.RowSelected) -> None:
+        message.stop()  # the table takes enter for itself
+        self.action_open()
 
     def action_filter(self) -> None:
         self.query_one("#timeline-filter", SearchBox).open()
@@ -253,13 +256,14 @@ def container_events_text(app, container_id: str, snapshot) -> Text | None:
     store = getattr(app, "recording_store", None)
     if store is None:
         return None
-    until = None if app.source.live else snapshot.taken_at
+    until = None if app.source.live else app.source.horizon  # events up to the next sweep
     try:
         events = store.events(until=until, container=container_id, newest_first=True, limit=DETAIL_EVENTS)
     except Exception:
         return None
     title = Text("Events", style="bold", end="")
-    title.append(f"  newest first{' up to the time shown' if until else ''} · e: all events", style="dim")
+    title.append(f"  newest first{' up to the time shown' if not app.source.live else ''} · e: all events",
+                 style="dim")
     if not events:
         title.append("\nnone recorded", style="dim")
         return title

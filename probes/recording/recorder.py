@@ -87,12 +87,14 @@ def _describe_db_error(exc: BaseException, path: str) -> str:
 
 class Recorder:
     def __init__(self, path: str | None = None, retention_s: float = DEFAULT_RETENTION_S,
-                 max_bytes: int = DEFAULT_MAX_BYTES, docker_host: str | None = None, watch_engine: bool = True):
+                 max_bytes: int = DEFAULT_MAX_BYTES, docker_host: str | None = None, watch_engine: bool = True,
+                 retention_every_s: float = RETENTION_EVERY_S):
         self.path = os.path.abspath(path or default_history_path())
         self.retention_s = retention_s
         self.max_bytes = max_bytes
         self.docker_host = docker_host
         self.watch_engine = watch_engine
+        self.retention_every_s = retention_every_s
         self._queue: queue.Queue = queue.Queue(maxsize=_QUEUE_LIMIT)
         self._thread: threading.Thread | None = None
         self._lock_fd: int | None = None
@@ -227,6 +229,11 @@ class Recorder:
             except queue.Full:
                 pass
 
+    def enforce_retention(self, now_ms: int | None = None, timeout: float = 60.0) -> None:
+        """Run retention now (as if the time were `now_ms`), in the writer thread, and wait for it."""
+        self._put(("retention", now_ms or 0))
+        self.flush(timeout)
+
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything handed over so far is written (tests, shutdown)."""
         done = threading.Event()
@@ -275,6 +282,7 @@ class Recorder:
         events: list[Event] = []
         sweep = None
         waiters = []
+        forced_retention = None
         for item in items:
             kind = item[0]
             if kind == "sweep":
@@ -285,6 +293,8 @@ class Recorder:
                 events.extend(self._finding_changes(item[1], item[2]))
             elif kind == "flush":
                 waiters.append(item[1])
+            elif kind == "retention":
+                forced_retention = item[1]
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -303,15 +313,19 @@ class Recorder:
                           e.title, json.dumps(e.detail) if e.detail else None) for e in events])
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLITE_FULL may have rolled it back already
+                    db.execute("ROLLBACK")
                 raise
             if sweep is not None:
                 self._sweeps += 1
-            self._status = RecorderStatus("recording", self.path, sweeps=self._sweeps, last_write_t=time.time())
+            if sweep is not None or events:  # a write went through: any earlier error is over
+                self._status = RecorderStatus("recording", self.path, sweeps=self._sweeps,
+                                              last_write_t=time.time())
             now = time.monotonic()
-            if now - self._last_retention >= RETENTION_EVERY_S:
+            if forced_retention is not None or now - self._last_retention >= self.retention_every_s:
                 self._last_retention = now
-                if retention.enforce(db, self.retention_s, self.max_bytes, self._last_seen):
+                if retention.enforce(db, self.retention_s, self.max_bytes, self._last_seen,
+                                     now_ms=forced_retention or None, keep=set(self._containers.values())):
                     self._load_interned()
         except sqlite3.Error as exc:
             # Interned rows written in the failed transaction are gone: forget them so they are rewritten.

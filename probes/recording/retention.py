@@ -16,6 +16,11 @@ def used_bytes(db: sqlite3.Connection) -> int:
     return (pages - free) * page_size
 
 
+def _release_free_pages(db: sqlite3.Connection) -> None:
+    # The pragma frees one page per step and Python's execute() steps once; executescript steps to the end.
+    db.executescript("PRAGMA incremental_vacuum;")
+
+
 def thin(db: sqlite3.Connection, now_ms: int) -> int:
     """Keep the first sweep of every step in each tier; returns how many sweeps were removed."""
     removed = 0
@@ -47,12 +52,11 @@ def trim_to_size(db: sqlite3.Connection, max_bytes: int) -> int:
         border = db.execute("SELECT t FROM sweeps ORDER BY t LIMIT 1 OFFSET ?", (drop,)).fetchone()[0]
         removed += db.execute("DELETE FROM sweeps WHERE t < ?", (border,)).rowcount
         db.execute("DELETE FROM events WHERE t < ?", (border,))
-        db.execute("PRAGMA incremental_vacuum")
     return removed
 
 
 def enforce(db: sqlite3.Connection, retention_s: float, max_bytes: int, last_seen: dict[int, int],
-            now_ms: int | None = None) -> int:
+            now_ms: int | None = None, keep: set[int] | None = None) -> int:
     """One retention pass (the writer thread runs it between sweeps); returns how many interned containers
     were dropped, so the writer forgets them too."""
     import time
@@ -70,21 +74,31 @@ def enforce(db: sqlite3.Connection, retention_s: float, max_bytes: int, last_see
             last_seen.clear()
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         raise
     # Outside a transaction: incremental_vacuum and the size trim commit as they go.
-    db.execute("PRAGMA incremental_vacuum")
+    _release_free_pages(db)
     if used_bytes(db) > max_bytes:
         db.execute("BEGIN IMMEDIATE")
         try:
             trim_to_size(db, max_bytes)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
-        db.execute("PRAGMA incremental_vacuum")
+        _release_free_pages(db)
     # Names of containers no sweep refers to any more.
     first = db.execute("SELECT MIN(t) FROM sweeps").fetchone()[0]
-    if first is None:
-        return 0
-    return db.execute("DELETE FROM containers WHERE last_t < ?", (first,)).rowcount
+    dropped = 0
+    if first is not None:
+        # `keep`: every container this recorder has written, whatever last_t says (it is written lazily).
+        stale = [cid for (cid,) in db.execute("SELECT cid FROM containers WHERE last_t < ?", (first,))
+                 if cid not in (keep or ())]
+        db.executemany("DELETE FROM containers WHERE cid = ?", [(cid,) for cid in stale])
+        dropped = len(stale)
+    # Copy the WAL into the file and empty it, so the freed pages really leave the disk (a reader holding
+    # an old snapshot makes this a no-op until next time).
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return dropped

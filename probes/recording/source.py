@@ -254,6 +254,13 @@ class RecordingSource:
         return self.store.times[self.cursor] / 1000.0
 
     @property
+    def horizon(self) -> float | None:
+        """The end of the time the cursor's sweep stands for: just before the next sweep (None: the last)."""
+        if self.cursor + 1 >= len(self.store.times):
+            return None
+        return (self.store.times[self.cursor + 1] - 1) / 1000.0
+
+    @property
     def first_time(self) -> float:
         return self.store.times[0] / 1000.0
 
