@@ -252,3 +252,131 @@ def test_report_since_carries_the_timeline_and_the_curve(tmp_path):
     md = render(report, "md")
     assert "### Timeline (" in md and "exit code 137" in md
     assert json.loads(render(report, "json"))["containers"][0]["recorded"]["t"][0] == pytest.approx(T0)
+
+
+# --------------------------------------------------------------------------- the real engine
+
+# Grows 4 MiB every 50 ms until the 48 MiB limit stops it: a memory curve that leads to the OOM kill.
+GROW = "import time\nb = []\nwhile True:\n    b.append(bytearray(4 << 20))\n    time.sleep(0.05)\n"
+
+
+def _engine_events(store, name):
+    return [e for e in store.events() if e.source == "engine" and e.container == name]
+
+
+def test_engine_events_carry_times_and_exit_codes(tmp_path, containers):
+    path = str(tmp_path / "h.db")
+    rec = Recorder(path).start()
+    try:
+        time.sleep(0.5)  # the watcher connected
+        started = time.time()
+        oom = containers.run(["python3", "-c", GROW], image="python", name=f"{PREFIX}-oom", mem_limit="48m",
+                             memswap_limit="48m", wait_running=False)
+        loop = containers.run(["sh", "-c", "sleep 0.3; exit 3"], name=f"{PREFIX}-loop", wait_running=False,
+                              restart_policy={"Name": "always"})
+        manual = containers.run(["sleep", "600"], name=f"{PREFIX}-manual")
+        stop_at = time.time()
+        manual.stop(timeout=1)
+        stopped = time.time()
+        wait_for(lambda: (oom.reload() or oom.status) == "exited", what="the OOM kill")
+        wait_for(lambda: (loop.reload() or loop.attrs["RestartCount"]) >= 2, what="two restarts")
+        time.sleep(1.0)  # the events reach the writer
+        rec.flush()
+        store = RecordingStore(path)
+
+        kinds = [e.kind for e in _engine_events(store, oom.name)]
+        assert "oom" in kinds and "die" in kinds
+        die = next(e for e in _engine_events(store, oom.name) if e.kind == "die")
+        assert die.detail["exit_code"] == 137
+        assert started - 1 <= die.t <= time.time()
+        assert die.container_id == oom.id
+
+        loop_dies = [e for e in _engine_events(store, loop.name) if e.kind == "die"]
+        assert len(loop_dies) >= 2 and all(e.detail["exit_code"] == 3 for e in loop_dies)
+        assert sum(e.kind == "start" for e in _engine_events(store, loop.name)) >= 3  # the restarts
+
+        manual_events = _engine_events(store, manual.name)
+        assert [e.kind for e in manual_events if e.kind in ("kill", "die", "stop")][-1] == "stop"
+        manual_die = next(e for e in manual_events if e.kind == "die")
+        assert manual_die.detail["exit_code"] in (137, 143)  # SIGTERM obeyed, or SIGKILL after the timeout
+        assert stop_at - 0.5 <= manual_die.t <= stopped + 0.5
+        kill = next(e for e in manual_events if e.kind == "kill")
+        assert kill.detail["signal"] == 15
+    finally:
+        rec.close()
+
+
+KILL_SCRIPT = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from builders import container, snapshot
+from mltop.probes.recording import Recorder
+rec = Recorder({path!r}, watch_engine=False).start()
+t = 1795900000.0
+i = 0
+while True:
+    rec.record(snapshot([container("c%d" % k, cpu_percent=float(i)) for k in range(50)], taken_at=t + i))
+    i += 1
+    if i == 20:
+        rec.flush()
+        print("recording", flush=True)
+    time.sleep(0.005)
+"""
+
+
+def test_kill_9_during_recording_leaves_a_replayable_file(tmp_path):
+    path = str(tmp_path / "h.db")
+    script = KILL_SCRIPT.format(tests=os.path.dirname(__file__), path=path)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "recording"
+        time.sleep(0.7)  # writing all the while
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    source = RecordingSource(path)
+    assert len(source.store.times) >= 20
+    last = source.latest()
+    assert len(last.containers) == 50
+    assert last.containers[0].cpu_percent == len(source.store.times) - 1  # the newest sweep is whole
+    # The lock died with the process: a new recorder takes the file.
+    Recorder(path, watch_engine=False).start().close()
+
+
+def test_report_since_carries_the_oom_event_and_the_memory_curve(tmp_path, containers):
+    from mltop.probes.sampler import ProbeOptions, Sampler
+    from mltop.tui.cli import main
+
+    path = str(tmp_path / "h.db")
+    rec = Recorder(path).start()
+    sampler = Sampler(ProbeOptions(nvml=False))
+    try:
+        time.sleep(0.5)
+        oom = containers.run(["python3", "-c", GROW], image="python", name=f"{PREFIX}-curve", mem_limit="48m",
+                             memswap_limit="48m", wait_running=False)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            rec.record(sampler.sweep())
+            if (oom.reload() or oom.status) == "exited":
+                break
+            time.sleep(0.1)
+        rec.record(sampler.sweep())
+        time.sleep(1.0)
+        rec.flush()
+    finally:
+        sampler.close()
+        rec.close()
+    out = tmp_path / "report.json"
+    assert main(["report", oom.name, "--since", "5m", "--record", path, "-o", str(out), "--no-doctor",
+                 "--log-lines", "0"]) == 0
+    doc = json.loads(out.read_text())
+    assert any(e["kind"] == "oom" and e["container"] == oom.name for e in doc["timeline"])
+    curve = [v for v in doc["containers"][0]["recorded"]["memory_bytes"] if v]
+    assert len(curve) >= 3
+    assert max(curve) >= 30 * MIB and curve[0] < max(curve)  # it climbed towards the 48 MiB limit
+    html = tmp_path / "report.html"
+    assert main(["report", oom.name, "--since", "5m", "--record", path, "-o", str(html), "--no-doctor",
+                 "--log-lines", "0"]) == 0
+    assert "<polyline" in html.read_text() and "oom" in html.read_text()
