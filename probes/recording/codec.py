@@ -37,29 +37,52 @@ MIB = 1 << 20
 STATUSES = ("running", "exited", "created", "paused", "restarting", "dead", "removing", "unknown")
 _STATUS_CODE = {s: i for i, s in enumerate(STATUSES)}
 
-# (column, how to read it from a ContainerSample, scale): stored = round(value / scale)
+# (ContainerSample field, scale): stored = round(value / scale); scale RATE: 3 significant digits, see _rate.
+RATE = 0.0
 COLUMNS: tuple[tuple[str, float], ...] = (
     ("cpu_percent", 0.01),
     ("memory_bytes", KIB),
     ("memory_limit_bytes", KIB),
-    ("io_read_bytes_per_s", 1),
-    ("io_write_bytes_per_s", 1),
-    ("net_rx_bytes_per_s", 1),
-    ("net_tx_bytes_per_s", 1),
+    ("io_read_bytes_per_s", RATE),
+    ("io_write_bytes_per_s", RATE),
+    ("net_rx_bytes_per_s", RATE),
+    ("net_tx_bytes_per_s", RATE),
     ("pids", 1),
     ("oom_kills", 1),
 )
+_MANTISSA_BITS = 10  # rates keep ~3 significant digits: what the dashboard shows, and it compresses
 
 
 def _enc(value: float | None, scale: float) -> int:
     if value is None:
         return NONE
+    if scale == RATE:
+        return _rate(value)
     v = int(round(value / scale))
     return 0 if v < 0 else (_MAX if v > _MAX else v)
 
 
+def _rate(value: float) -> int:
+    """A rate as exponent << 10 | mantissa (value ~ mantissa * 2**exponent, mantissa < 1024)."""
+    v = int(round(value))
+    if v <= 0:
+        return 0
+    exponent = max(0, v.bit_length() - _MANTISSA_BITS)
+    mantissa = (v + (1 << exponent >> 1)) >> exponent if exponent else v
+    if mantissa >> _MANTISSA_BITS:  # rounding carried into a new bit
+        exponent += 1
+        mantissa >>= 1
+    return exponent << _MANTISSA_BITS | mantissa
+
+
+def _unrate(code: int) -> float:
+    return float((code & ((1 << _MANTISSA_BITS) - 1)) << (code >> _MANTISSA_BITS))
+
+
 def _dec(value: int, scale: float) -> float | None:
-    return None if value == NONE else value * scale
+    if value == NONE:
+        return None
+    return _unrate(value) if scale == RATE else value * scale
 
 
 def pack_containers(containers: Sequence[ContainerSample], cids: Sequence[int]) -> bytes:
@@ -98,7 +121,10 @@ def unpack_containers(blob: bytes) -> ContainerColumns:
     values = {}
     for i, (name, scale) in enumerate(COLUMNS):
         start = (2 + i) * n
-        values[name] = tuple(None if v == NONE else v * scale for v in ints[start:start + n])
+        if scale == RATE:
+            values[name] = tuple(None if v == NONE else _unrate(v) for v in ints[start:start + n])
+        else:
+            values[name] = tuple(None if v == NONE else v * scale for v in ints[start:start + n])
     base = n * (2 + len(COLUMNS))
     uses = tuple(
         (ints[base + 4 * k], ints[base + 4 * k + 1], _dec(ints[base + 4 * k + 2], MIB),
