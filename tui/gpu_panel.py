@@ -155,5 +155,7 @@ class GpuPanel(VerticalScroll):
                 self.mount(card)
                 # its children exist once mounted; show it then
                 self.call_after_refresh(card.show, gpu, history)
+            elif not card.children:  # mounted by the previous show, not composed yet (replay shows fast)
+                self.call_after_refresh(card.show, gpu, history)
             else:
                 card.show(gpu, history)
