@@ -114,9 +114,6 @@ def main() -> None:
           f"events and interned names included)")
     day = used / sweeps * (86400 / 5) * (100 / n)
     print(f"24 h at 5 s, 100 containers, as sampled: {day / 1e6:.0f} MB")
-    rec.enforce_retention(int((start + sweeps * interval) * 1000))
-    thinned = retention.used_bytes(rec._db)
-    print(f"  after thinning (older than 1 h: one sweep a minute): {thinned / 1e6:.1f} MB")
     rec.close()
 
     # Replay: first frame and a one-minute jump, the data side as the app does it.
@@ -132,10 +129,13 @@ def main() -> None:
         source.close()
         return elapsed
 
+    print(f"replay of the recording as sampled ({sweeps} sweeps):")
+    data = sorted(data_first_frame() for _ in range(3))
     print(f"replay first frame (data: open, snapshot, {HISTORY_SECONDS} s of graphs, findings): "
-          f"{data_first_frame() * 1000:.0f} ms")
+          f"median of 3 {data[1] * 1000:.0f} ms")
+    frames = sorted(asyncio.run(app_first_frame(path)) for _ in range(3))
     print(f"replay first frame (the dashboard under Textual's headless pilot, until REPLAY shows): "
-          f"{asyncio.run(app_first_frame(path)) * 1000:.0f} ms (goal <= 1 s)")
+          f"median of 3 {frames[1] * 1000:.0f} ms, worst {frames[-1] * 1000:.0f} ms (goal <= 1 s)")
     source = RecordingSource(path)
     source.seek(source.first_time + (source.last_time - source.first_time) / 2)
     jumps = []
@@ -149,6 +149,12 @@ def main() -> None:
     jumps.sort()
     print(f"replay one-minute jump (snapshot + graphs + findings): median {jumps[10] * 1000:.1f} ms, "
           f"worst {jumps[-1] * 1000:.1f} ms (goal <= 100 ms)")
+    source.close()
+    rec = Recorder(path, watch_engine=False, retention_every_s=float("inf")).start()
+    rec.enforce_retention(int((start + sweeps * interval) * 1000))
+    print(f"after retention's thinning (older than 1 h: one sweep a minute; older than a day: one per 10 min): "
+          f"{retention.used_bytes(rec._db) / 1e6:.1f} MB")
+    rec.close()
     print(f"file: {os.path.getsize(path) / 1e6:.1f} MB at {path}")
     print("(measured on a shared 2-core machine with other work running: figures are noisy)")
 

@@ -148,6 +148,21 @@ class ReplayMixin:
                 return None
         return self._recording_store
 
+    def add_recorded_history(self, report: dict) -> dict:
+        """`r` while live: the recorded timeline and figures of the last minutes, when this dashboard records
+        (called from the report's worker thread)."""
+        store = self.recording_store
+        if store is None:
+            return report
+        from mltop.diagnostics.report_history import REPORT_WINDOW_S, add_history
+
+        try:
+            now = time.time()
+            return add_history(report, store, now - REPORT_WINDOW_S, now)
+        except Exception as exc:  # a report without history beats no report
+            self.log.warning(f"recorded history left out of the report: {exc}")  # type: ignore[attr-defined]
+            return report
+
     def stop_recorder(self) -> None:
         if self.recorder is not None:
             self.recorder.close()

@@ -66,6 +66,7 @@ class ReportScreen(ModalScreen[None]):
             # event loop records is safe.
             report = build_report(snapshot, engine, doctor_result=doctor, action_log=app.action_log,  # type: ignore[attr-defined]
                                   history=app.history)  # type: ignore[attr-defined]
+            report = app.add_recorded_history(report)  # type: ignore[attr-defined]  (the timeline, if recording)
             summary = (f"{len(report.get('containers', ()))} containers, {len(doctor.findings)} findings, "
                        f"{len(report.get('actions', ()))} actions of this session")
             name = default_report_path(".", REPORT_FORMAT).name

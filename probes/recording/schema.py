@@ -34,6 +34,8 @@ CREATE TABLE sweeps(
     gpus BLOB,                      -- zlib(JSON), null without GPUs
     containers BLOB NOT NULL        -- zlib(column-major uint32 arrays), see codec.py
 );
+-- The times alone, in a few pages: listing them must not read every sweep's blob.
+CREATE INDEX sweeps_by_t ON sweeps(t);
 CREATE TABLE events(
     eid INTEGER PRIMARY KEY,
     t INTEGER NOT NULL,

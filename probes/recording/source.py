@@ -15,6 +15,9 @@ from . import codec
 from .schema import connect_reader
 
 
+DECODED_CACHE = 1000  # decoded sweeps kept for graphs: a 5-minute window at 1 s, three times over
+
+
 @dataclass(frozen=True)
 class RecordedEvent:
     t: float
@@ -67,6 +70,7 @@ class RecordingStore:
         self._gpu_docs: dict[int, dict] = {}
         self._interned: dict[int, codec.Interned] = {}
         self.times: list[int] = []
+        self._decoded_cache: dict[int, tuple[list, codec.ContainerColumns]] = {}
         self.refresh()
 
     def close(self) -> None:
@@ -75,9 +79,10 @@ class RecordingStore:
     def refresh(self) -> None:
         """Pick up sweeps and names written since the last call."""
         last = self.times[-1] if self.times else -1
-        self.times.extend(t for (t,) in self.db.execute("SELECT t FROM sweeps WHERE t > ? ORDER BY t", (last,)))
+        self.times.extend(t for (t,) in self.db.execute(
+            "SELECT t FROM sweeps INDEXED BY sweeps_by_t WHERE t > ? ORDER BY t", (last,)))
         if self.times and self.times[0] < (self.db.execute("SELECT MIN(t) FROM sweeps").fetchone()[0] or 0):
-            self.times = [t for (t,) in self.db.execute("SELECT t FROM sweeps ORDER BY t")]
+            self.times = [t for (t,) in self.db.execute("SELECT t FROM sweeps INDEXED BY sweeps_by_t ORDER BY t")]
         known = max(self._interned, default=0)
         for cid, cid_text, name, image, config in self.db.execute(
                 "SELECT cid, id, name, image, config FROM containers WHERE cid > ?", (known,)):
@@ -129,12 +134,10 @@ class RecordingStore:
         times: list[float] = []
         containers: dict[str, dict[str, list]] = {}
         gpus: dict[str, dict[str, list]] = {}
-        rows = self.db.execute("SELECT t, gpus, containers FROM sweeps WHERE t >= ? AND t <= ? ORDER BY t",
-                               (int(t0 * 1000), int(t1 * 1000))).fetchall()
-        for n, (t, gpus_blob, blob) in enumerate(rows):
+        for n, (t, gpu_rows, cols) in enumerate(self._decoded(t0, t1)):
             times.append(t / 1000.0)
             gpu_util: dict[int, float | None] = {}
-            for gid, util, _mu, used_mib, *_ in codec.unpack_gpus(gpus_blob):
+            for gid, util, _mu, used_mib, *_ in gpu_rows:
                 static = self._gpu_docs.get(gid)
                 if static is None:
                     continue
@@ -143,7 +146,6 @@ class RecordingStore:
                                                      "memory_used_bytes": [None] * n})
                 s["utilization_percent"].append(util)
                 s["memory_used_bytes"].append(None if used_mib is None else used_mib * codec.MIB)
-            cols = codec.unpack_containers(blob)
             uses: dict[int, list] = {}
             for position, index, memory, sm in cols.gpu_uses:
                 uses.setdefault(position, []).append((index, memory, sm))
@@ -171,6 +173,23 @@ class RecordingStore:
                         if len(values) < n + 1:
                             values.append(None)
         return times, containers, gpus
+
+    def _decoded(self, t0: float, t1: float) -> list[tuple[int, list, codec.ContainerColumns]]:
+        """(t, GPU rows, container columns) of the sweeps in [t0, t1]; decoded sweeps are kept, so moving a
+        minute through a replay decodes one minute, not the whole graph window again."""
+        lo, hi = int(t0 * 1000), int(t1 * 1000)
+        i, j = bisect.bisect_left(self.times, lo), bisect.bisect_right(self.times, hi)
+        wanted = self.times[i:j]
+        missing = [t for t in wanted if t not in self._decoded_cache]
+        if missing:
+            for t, gpus_blob, blob in self.db.execute(
+                    "SELECT t, gpus, containers FROM sweeps WHERE t >= ? AND t <= ?", (missing[0], missing[-1])):
+                if t in self._decoded_cache:
+                    continue
+                self._decoded_cache[t] = (codec.unpack_gpus(gpus_blob), codec.unpack_containers(blob))
+            while len(self._decoded_cache) > DECODED_CACHE:
+                self._decoded_cache.pop(next(iter(self._decoded_cache)))  # the oldest decoded first
+        return [(t, *self._decoded_cache[t]) for t in wanted if t in self._decoded_cache]
 
     # -- events -----------------------------------------------------------------------------------
 
