@@ -380,3 +380,61 @@ def test_report_since_carries_the_oom_event_and_the_memory_curve(tmp_path, conta
     assert main(["report", oom.name, "--since", "5m", "--record", path, "-o", str(html), "--no-doctor",
                  "--log-lines", "0"]) == 0
     assert "<polyline" in html.read_text() and "oom" in html.read_text()
+
+
+def test_recording_and_history_do_not_import_textual():
+    code = ("import sys, mltop.probes.recording, mltop.probes.history, mltop.diagnostics.report_history;"
+            "import mltop.probes.recording.retention, mltop.probes.recording.codec;"
+            "print('textual' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_events_command_prints_and_filters(tmp_path, capsys):
+    from mltop.tui.cli import main
+
+    path = str(tmp_path / "h.db")
+    rec = Recorder(path, watch_engine=False).start()
+    now = time.time()
+    rec.add_event(Event(now - 60, "engine", "die", container_id=container_id("a"), container="a",
+                        detail={"exit_code": 3}))
+    rec.add_event(Event(now - 30, "engine", "oom", container_id=container_id("[bold]b"), container="[bold]b"))
+    rec.add_event(Event(now - 3 * 3600, "engine", "start", container_id=container_id("a"), container="a"))
+    rec.flush()
+    rec.close()
+    assert main(["events", "--record", path, "--since", "2h"]) == 0
+    out = capsys.readouterr().out
+    assert "exit code 3" in out and "[bold]b" in out and " start " not in out
+    assert main(["events", "--record", path, "--since", "1d", "--container", "a", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [e["kind"] for e in doc] == ["start", "die"]
+    assert main(["events", "--record", str(tmp_path / "none.db")]) == 3
+
+
+async def test_dashboard_graphs_reach_back_and_a_held_file_is_a_header_note(tmp_path):
+    from mltop.probes.source import StaticSource
+    from mltop.tui.app import MltopApp
+    from mltop.tui.header import StatusHeader
+    from test_tui import until
+
+    path = str(tmp_path / "h.db")
+    now = time.time()
+    synthetic(path, sweeps=20, step_s=5.0, start=now - 100).close()
+    holder = Recorder(path, watch_engine=False).start()  # another mltop records into the file
+    try:
+        live = snapshot([container("trainer", cpu_percent=99.0)], taken_at=now)
+        app = MltopApp(nvml=False, source=StaticSource([live]), record=path)
+        async with app.run_test(size=(140, 40)) as pilot:
+            await until(pilot, lambda: "not recording" in app.screen.query_one(StatusHeader).plain,
+                        what="the header note")
+            assert "already recording into" in app.screen.query_one(StatusHeader).plain
+            series = app.history.container(container_id("trainer"), "cpu_percent")
+            assert series[:3] == [0.0, 1.0, 2.0] and series[-1] == 99.0  # the recording, then live
+    finally:
+        holder.close()
+    app = MltopApp(nvml=False, source=StaticSource([live]), record=path)
+    async with app.run_test(size=(140, 40)) as pilot:  # the file is free: this dashboard records
+        await until(pilot, lambda: app.sweeps >= 3, what="three sweeps")
+        assert app.recorder is not None and app.recorder.status.ok
+        app.recorder.flush()
+        assert RecordingStore(path).times[-1] == int(now * 1000)
