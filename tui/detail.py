@@ -153,6 +153,8 @@ class ContainerDetailScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        if not getattr(getattr(self.app, "source", None), "live", True):  # replay: logs are not recorded
+            self.query_one(LogPane).border_title = "log as it is now (logs are not recorded)"
         self.show_snapshot(getattr(self.app, "snapshot", None))
         self.query_one("#detail-config").focus()
 
