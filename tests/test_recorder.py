@@ -138,9 +138,17 @@ def test_retention_thins_then_trims_to_the_size_limit(tmp_path):
     # Older than an hour: one sweep a minute.
     rec.enforce_retention(now_ms)
     times = [t for (t,) in db.execute("SELECT t FROM sweeps ORDER BY t")]
-    old = [t for t in times if t < now_ms - 3600_000]
+    edge = (now_ms - 3600_000) // 60_000 * 60_000  # tiers cut on whole minutes
+    old = [t for t in times if t < edge]
     minutes = [t // 60_000 for t in old]
     assert old and len(minutes) == len(set(minutes))  # at most one sweep in each minute
+    # Consolidated, not just dropped: the minute's peak memory and mean CPU (the trainer climbs steadily).
+    store = RecordingStore(path)
+    first = store.snapshot(old[1]).container("trainer")
+    raw = [T0 + i * 5 for i in range(2000) if (T0 + i * 5) * 1000 // 60_000 == old[1] // 60_000]
+    assert first.memory_bytes == pytest.approx(4 * GIB * (round((raw[-1] - T0) / 5) + 1) / 2000, rel=1e-3)
+    assert first.cpu_percent == pytest.approx(sum((t - T0) / 5 for t in raw) / len(raw), abs=0.01)
+    store.close()
     recent = [t for t in times if t >= now_ms - 3600_000]
     assert len(recent) >= 700  # the last hour untouched
     # Then the size: under the limit, the newest kept.

@@ -22,17 +22,30 @@ def _release_free_pages(db: sqlite3.Connection) -> None:
 
 
 def thin(db: sqlite3.Connection, now_ms: int) -> int:
-    """Keep the first sweep of every step in each tier; returns how many sweeps were removed."""
+    """Consolidate each bucket of step_s seconds older than its tier into one sweep (see consolidate.py);
+    returns how many sweeps were removed. Cut-offs fall on bucket edges, so a bucket is consolidated whole,
+    once per tier."""
+    from . import codec
+    from .consolidate import merge_containers, merge_gpus
+
     removed = 0
     for age_s, step_s in TIERS:
-        cutoff = now_ms - age_s * 1000
         step_ms = step_s * 1000
-        cur = db.execute(
-            "DELETE FROM sweeps WHERE t < ? AND step_s < ? AND t NOT IN "
-            "(SELECT MIN(t) FROM sweeps WHERE t < ? GROUP BY t / ?)",
-            (cutoff, step_s, cutoff, step_ms))
-        removed += cur.rowcount
-        db.execute("UPDATE sweeps SET step_s = ? WHERE t < ? AND step_s < ?", (step_s, cutoff, step_s))
+        cutoff = (now_ms - age_s * 1000) // step_ms * step_ms
+        rows = db.execute("SELECT t, gpus, containers FROM sweeps WHERE t < ? AND step_s < ? ORDER BY t",
+                          (cutoff, step_s)).fetchall()
+        buckets: dict[int, list] = {}
+        for row in rows:
+            buckets.setdefault(row[0] // step_ms, []).append(row)
+        for group in buckets.values():
+            first = group[0][0]
+            if len(group) > 1:
+                blob = merge_containers([codec.unpack_containers(r[2]) for r in group])
+                gpus = merge_gpus([codec.unpack_gpus(r[1]) for r in group])
+                db.execute("UPDATE sweeps SET containers = ?, gpus = ? WHERE t = ?", (blob, gpus, first))
+                db.executemany("DELETE FROM sweeps WHERE t = ?", [(r[0],) for r in group[1:]])
+                removed += len(group) - 1
+            db.execute("UPDATE sweeps SET step_s = ? WHERE t = ?", (step_s, first))
     return removed
 
 
