@@ -42,10 +42,13 @@ def docker_client():
         _no_engine(f"{type(exc).__name__}: {exc}")
     # Leftovers of an interrupted earlier run: containers whose test session (a pid) is gone. Containers of
     # another pytest session running at the same time are left alone.
-    for c in client.containers.list(all=True, filters={"label": TEST_LABEL}):
+    for c in client.containers.list(all=True, filters={"label": TEST_LABEL}, ignore_removed=True):
         owner = c.labels.get(SESSION_LABEL, "")
         if not (owner.isdigit() and os.path.exists(f"/proc/{owner}")):
-            c.remove(force=True)
+            try:
+                c.remove(force=True)
+            except docker.errors.NotFound:  # removed meanwhile by its own session
+                pass
     yield client
     for c in client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={os.getpid()}"}):
         try:
