@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from mltop.probes.recording import RecordingStore, default_history_path, parse_when
 
-    path = args.record_path or default_history_path()
+    path = args.record_path or getattr(args, "record", None) or default_history_path()
     try:
         since = parse_when(args.since)
         until = parse_when(args.until) if args.until else None

@@ -6,11 +6,15 @@ from __future__ import annotations
 import argparse
 
 
-def add_record_arguments(parser: argparse.ArgumentParser, retention: bool = False) -> None:
-    parser.add_argument("--record", metavar="PATH",
+def add_record_arguments(parser: argparse.ArgumentParser, retention: bool = False, suppress: bool = False) -> None:
+    """`suppress`: for a subcommand's parser, so that `mltop --record X serve` keeps X (the top-level parser
+    has these options too and a subparser's defaults would overwrite them)."""
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--record", metavar="PATH", default=default,
                         help="record sweeps and events into this SQLite file (default: "
                              "/var/lib/mltop/history.db as root, else $XDG_STATE_HOME/mltop/history.db)")
-    parser.add_argument("--no-record", action="store_true", help="do not record")
+    parser.add_argument("--no-record", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                        help="do not record")
     if retention:
         parser.add_argument("--retention", default="7d", metavar="AGE",
                             help="keep recorded history this long (default 7d; 90m, 12h, 2w)")

@@ -19,7 +19,7 @@ def add_recorded_history(report: dict, args: argparse.Namespace) -> tuple[dict, 
     from mltop.diagnostics.report_history import add_history
     from mltop.probes.recording import RecordingStore, default_history_path, parse_when
 
-    path = args.record_path or default_history_path()
+    path = args.record_path or getattr(args, "record", None) or default_history_path()
     try:
         since = parse_when(args.since)
         store = RecordingStore(path)
