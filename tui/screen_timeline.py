@@ -258,7 +258,9 @@ def container_events_text(app, container_id: str, snapshot) -> Text | None:
         return None
     until = None if app.source.live else app.source.horizon  # events up to the next sweep
     try:
-        events = store.events(until=until, container=container_id, newest_first=True, limit=DETAIL_EVENTS)
+        shown = snapshot.container(container_id) if snapshot is not None else None
+        events = store.events(until=until, container=container_id, newest_first=True, limit=DETAIL_EVENTS,
+                              container_name=shown.name if shown else None)
     except Exception:
         return None
     title = Text("Events", style="bold", end="")

@@ -194,7 +194,10 @@ class RecordingStore:
     # -- events -----------------------------------------------------------------------------------
 
     def events(self, since: float | None = None, until: float | None = None, container: str | None = None,
-               limit: int | None = None, newest_first: bool = False) -> list[RecordedEvent]:
+               limit: int | None = None, newest_first: bool = False,
+               container_name: str | None = None) -> list[RecordedEvent]:
+        """Events in [since, until]; `container` matches a name, an id or an id prefix; `container_name`
+        adds the events recorded by name only (findings) of the container `container` names by id."""
         sql = "SELECT t, source, kind, container_id, container, severity, code, title, detail FROM events WHERE 1"
         args: list[Any] = []
         if since is not None:
@@ -204,8 +207,8 @@ class RecordingStore:
             sql += " AND t <= ?"
             args.append(int(until * 1000))
         if container:
-            sql += " AND (container = ? OR container_id = ? OR container_id LIKE ?)"
-            args += [container, container, container + "%"]
+            sql += " AND (container = ? OR container_id = ? OR container_id LIKE ? OR container = ?)"
+            args += [container, container, container + "%", container_name or container]
         sql += " ORDER BY t DESC, eid DESC" if newest_first else " ORDER BY t, eid"
         if limit:
             sql += f" LIMIT {int(limit)}"
