@@ -442,3 +442,39 @@ async def test_dashboard_graphs_reach_back_and_a_held_file_is_a_header_note(tmp_
         assert app.recorder is not None and app.recorder.status.ok
         app.recorder.flush()
         assert RecordingStore(path).times[-1] == int(now * 1000)
+
+
+def test_serve_wiring_records_from_a_sweep_loop_and_refuses_a_held_file(tmp_path):
+    import argparse
+
+    from mltop.tui.recording_options import add_record_arguments, attach_recorder, recorder_health
+
+    class Loop:  # the shape of serve's SweepLoop: listeners called with (snapshot, doctor result or None)
+        def __init__(self):
+            self.listeners = []
+
+        def add_listener(self, listener):
+            self.listeners.append(listener)
+
+    parser = argparse.ArgumentParser()
+    add_record_arguments(parser, retention=True)
+    path = str(tmp_path / "h.db")
+    args = parser.parse_args(["--record", path, "--retention", "2d", "--max-size", "100MB"])
+    loop = Loop()
+    recorder, problem = attach_recorder(loop, args)
+    try:
+        assert problem is None and (recorder.retention_s, recorder.max_bytes) == (2 * 86400, 100_000_000)
+        shm = Finding("shm.too_small", "warning", "a", "small", (), "fix")
+        for listener in loop.listeners:
+            listener(snapshot([container("a")], taken_at=T0), type("Result", (), {"findings": (shm,)})())
+        recorder.flush()
+        assert recorder_health(recorder) is None
+        store = RecordingStore(path)
+        assert len(store.times) == 1 and [e.code for e in store.events() if e.source == "finding"] == [
+            "shm.too_small"]
+        second, problem = attach_recorder(Loop(), args)
+        assert second is None and "already recording into" in problem
+    finally:
+        recorder.close()
+    args = parser.parse_args(["--no-record"])
+    assert attach_recorder(Loop(), args) == (None, None)

@@ -33,3 +33,35 @@ def recorder_from_args(args: argparse.Namespace, docker_host: str | None = None)
     max_bytes = parse_size(getattr(args, "max_size", "500MB"))
     return Recorder(args.record, retention_s=retention_s, max_bytes=max_bytes,
                     docker_host=docker_host).start()
+
+
+def attach_recorder(loop, args: argparse.Namespace, prog: str = "mltop serve"):
+    """For `mltop serve`: start the recorder per the options and register it on the sweep loop
+    (`loop.add_listener`). Returns (recorder or None, exit message or None): a file another mltop records
+    into, or a bad --retention / --max-size, is a message to print before exiting 2; a read-only path or
+    full disk is only a warning (printed here) and serving goes on."""
+    import sys
+
+    from mltop.probes.recording import RecorderLocked
+
+    try:
+        recorder = recorder_from_args(args, getattr(args, "docker_host", None))
+    except RecorderLocked as err:
+        return None, f"{prog}: {err}"
+    except ValueError as err:
+        return None, f"{prog}: {err}"
+    if recorder is None:
+        return None, None
+    if not recorder.status.ok:
+        print(f"{prog}: {recorder.status.message}; serving without recording", file=sys.stderr)
+    else:
+        print(f"{prog}: recording into {recorder.path}", file=sys.stderr)
+    recorder.attach(loop)
+    return recorder, None
+
+
+def recorder_health(recorder) -> str | None:
+    """A line for /healthz and the log when the recorder has a problem (None when it records or is off)."""
+    if recorder is None or recorder.status.ok:
+        return None
+    return f"recorder: {recorder.status.message or recorder.status.state}"
