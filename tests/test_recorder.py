@@ -478,3 +478,18 @@ def test_serve_wiring_records_from_a_sweep_loop_and_refuses_a_held_file(tmp_path
         recorder.close()
     args = parser.parse_args(["--no-record"])
     assert attach_recorder(Loop(), args) == (None, None)
+
+
+def test_replay_command_opens_at_a_time_and_explains_a_missing_file(tmp_path):
+    from mltop.tui.cmd_replay import open_source
+
+    path = str(tmp_path / "h.db")
+    synthetic(path, sweeps=30).close()
+    source, error = open_source(path, "1m")  # a minute before the end of the recording
+    assert error is None and source.time == pytest.approx(T0 + 29 * 5 - 60)
+    source, error = open_source(path, str(T0 + 12))
+    assert source.time == pytest.approx(T0 + 10)
+    source, error = open_source(str(tmp_path / "none.db"), None)
+    assert source is None and "no recording at" in error
+    source, error = open_source(path, "not a time")
+    assert source is None and "not a time" in error
