@@ -112,6 +112,22 @@ def main() -> None:
           f"({cpu / sweeps * 1000:.2f} ms per sweep of {n}; goal <= 0.3 ms per container)")
     print(f"disk:                 {used / (sweeps * n):.1f} bytes per container per sweep (goal <= 40; GPUs, "
           f"events and interned names included)")
+    # Bytes written per sweep: each commit appends whole pages to the WAL (checkpoints copy them once more).
+    wal_path = os.path.join(tempfile.mkdtemp(prefix="mltop-bench-wal-"), "history.db")
+    wal_rec = Recorder(wal_path, watch_engine=False, retention_every_s=float("inf")).start()
+    rng, base = random.Random(7), make_fleet(n)
+    state = [[100.0, 2 * GIB, 1e6, 1e5] for _ in base]
+    for k in range(20):
+        wal_rec.record(sweep_at(base, rng, state, start + k * interval))
+    wal_rec.flush()
+    before = os.path.getsize(wal_path + "-wal")
+    for k in range(20, 220):
+        wal_rec.record(sweep_at(base, rng, state, start + k * interval))
+    wal_rec.flush()
+    per_sweep = (os.path.getsize(wal_path + "-wal") - before) / 200
+    wal_rec.close()
+    print(f"written to the WAL:   {per_sweep / 1000:.0f} kB per sweep of {n} "
+          f"({per_sweep * 86400 / 5 / 1e9:.2f} GB a day at 5 s, before checkpoints copy it into the file)")
     day = used / sweeps * (86400 / 5) * (100 / n)
     print(f"24 h at 5 s, 100 containers, as sampled: {day / 1e6:.0f} MB")
     rec.close()
