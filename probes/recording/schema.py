@@ -68,11 +68,11 @@ def connect_writer(path: str) -> sqlite3.Connection:
         db.close()
         raise SchemaTooNew(f"{path} has schema version {version}; this mltop reads up to {SCHEMA_VERSION}")
     if version == 0:
-        # Before any table exists: lets retention hand freed pages back to the file system.
-        # A sweep of 100 containers is a ~2.5 kB row: 4 kB pages would hold one each and waste a third;
-        # larger pages waste less but every commit rewrites whole pages into the WAL (8 kB: ~25 kB a sweep).
-        # (page_size first: it only applies before anything is written.)
+        # Both only apply before anything is written. A sweep of 100 containers is a ~2.5 kB row: 4 kB pages
+        # would hold one each and waste a third; larger pages waste less, but every commit rewrites whole
+        # pages into the WAL (8 kB pages: ~25 kB a sweep).
         db.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        # Lets retention hand freed pages back to the file system.
         db.execute("PRAGMA auto_vacuum=INCREMENTAL")
     db.execute("PRAGMA journal_mode=WAL")
     # NORMAL in WAL: a killed process loses nothing committed; a power cut may lose the last transactions.
