@@ -10,6 +10,8 @@ For the screens of later issues (diagnostics, in-container actions, report) the 
                                  default, built snapshots in tests, a recording in replay
     app.sampler                  the live Sampler (None until the first sweep started, or when the source is not live)
     app.history                  History: recent values per container and GPU
+    app.recorder                 the flight recorder of this dashboard (probes.recording.Recorder), None when not
+                                 recording; app.recording_store reads its file (or the replayed one): events
     app.selected_container_id    the container under the cursor, or the one the open screen is about
     app.selected_process_pid     the host PID under the cursor in the processes pane
     app.new_engine()             a fresh probes.engine.Engine on the same endpoint, for a worker of yours
