@@ -154,6 +154,8 @@ def main() -> None:
           f"median of 3 {frames[1] * 1000:.0f} ms, worst {frames[-1] * 1000:.0f} ms (goal <= 1 s)")
     source = RecordingSource(path)
     source.seek(source.first_time + (source.last_time - source.first_time) / 2)
+    source.latest()  # what replay shows before the first key: the sweep and its graphs' window
+    source.store.series(source.time - HISTORY_SECONDS, source.time - 0.0005)
     jumps = []
     for _ in range(20):
         t0 = time.perf_counter()
