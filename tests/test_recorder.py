@@ -493,3 +493,11 @@ def test_replay_command_opens_at_a_time_and_explains_a_missing_file(tmp_path):
     assert source is None and "no recording at" in error
     source, error = open_source(path, "not a time")
     assert source is None and "not a time" in error
+
+
+@pytest.mark.parametrize("command", [["events"], ["replay"]])
+def test_recorder_commands_have_help(command):
+    result = subprocess.run([sys.executable, "-m", "mltop.tui.cli", *command, "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: mltop") and "--since" in result.stdout or "--at" in result.stdout
