@@ -502,3 +502,21 @@ def test_recorder_commands_have_help(command):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: mltop")
     assert ("--since" if command == ["events"] else "--at") in result.stdout
+
+
+async def test_replay_report_key_writes_the_time_shown_with_its_events(tmp_path, monkeypatch):
+    from mltop.tui.app import MltopApp
+    from mltop.tui.screen_timeline import RecordedReportScreen
+    from test_tui import until
+
+    path = str(tmp_path / "h.db")
+    synthetic(path, sweeps=60).close()
+    monkeypatch.chdir(tmp_path)
+    app = MltopApp(nvml=False, source=RecordingSource(path, at=T0 + 290))
+    async with app.run_test(size=(140, 40)) as pilot:
+        await until(pilot, lambda: app.snapshot is not None, what="first frame")
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, RecordedReportScreen) and app.screen.path is not None,
+                    what="the report written")
+        text = app.screen.path.read_text()
+    assert "### Timeline (" in text and "exit code 137" in text and "trainer: recorded figures" in text
