@@ -342,35 +342,26 @@ class Recorder:
         hid = self._hosts.get(host)
         if hid is None:
             hid = self._hosts[host] = db.execute("INSERT INTO hosts(doc) VALUES (?)", (host,)).lastrowid
-        new_rows = []
         cids = []
         cid_of: dict[str, int] = {}
-        next_cid = max(self._containers.values(), default=0) + 1
         for c in snapshot.containers:
             config = self._config_doc(c.config)
             key = (c.id, c.name, c.image, config)
             cid = self._containers.get(key)
-            if cid is None:
-                cid = self._containers[key] = next_cid
-                next_cid += 1
-                new_rows.append((cid, c.id, c.name, c.image, config, t, t))
+            if cid is None:  # new, or changed (renamed, re-inspected): rare, so one insert each for its id
+                cid = self._containers[key] = db.execute(
+                    "INSERT INTO containers(id, name, image, config, first_t, last_t) VALUES (?,?,?,?,?,?)",
+                    (c.id, c.name, c.image, config, t, t)).lastrowid
             cids.append(cid)
             cid_of[c.id] = cid
             self._last_seen[cid] = t
-        if new_rows:
-            db.executemany("INSERT INTO containers(cid, id, name, image, config, first_t, last_t) "
-                           "VALUES (?,?,?,?,?,?,?)", new_rows)
         gpu_rows = []
-        new_gpus = []
         for g in snapshot.gpus:
             doc = codec.gpu_static_doc(g)
             gid = self._gpu_ids.get(doc)
             if gid is None:
-                gid = self._gpu_ids[doc] = max(self._gpu_ids.values(), default=0) + 1
-                new_gpus.append((gid, doc))
+                gid = self._gpu_ids[doc] = db.execute("INSERT INTO gpu_info(doc) VALUES (?)", (doc,)).lastrowid
             gpu_rows.append(codec.gpu_row(g, gid, cid_of))
-        if new_gpus:
-            db.executemany("INSERT INTO gpu_info(gid, doc) VALUES (?,?)", new_gpus)
         interval = None if snapshot.interval_s is None else int(snapshot.interval_s * 1000)
         db.execute("INSERT OR REPLACE INTO sweeps(t, interval_ms, hid, step_s, host_load, gpus, containers) "
                    "VALUES (?,?,?,0,?,?,?)",

@@ -13,10 +13,11 @@ PAGE_SIZE = 8192
 # interned in `containers` (one row per distinct version of a container's identity and config), GPUs' fixed
 # facts in `gpu_info`, host facts in `hosts`; a sweep refers to them by small integers inside its packed blob.
 _V1 = """
-CREATE TABLE hosts(hid INTEGER PRIMARY KEY, doc TEXT NOT NULL);
-CREATE TABLE gpu_info(gid INTEGER PRIMARY KEY, doc TEXT NOT NULL);
+-- AUTOINCREMENT: an id is never reused after retention drops its row, so a reader's cache stays right.
+CREATE TABLE hosts(hid INTEGER PRIMARY KEY AUTOINCREMENT, doc TEXT NOT NULL);
+CREATE TABLE gpu_info(gid INTEGER PRIMARY KEY AUTOINCREMENT, doc TEXT NOT NULL);
 CREATE TABLE containers(
-    cid INTEGER PRIMARY KEY,
+    cid INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL,
     name TEXT NOT NULL,
     image TEXT NOT NULL,
