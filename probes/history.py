@@ -89,6 +89,17 @@ class History:
             for key, series in source.items():
                 target[key] = {m: deque(series.get(m, ()), maxlen=self.length) for m in metrics}
 
+    def prepend(self, containers: Mapping[str, Mapping[str, Sequence[float | None]]],
+                gpus: Mapping[str, Mapping[str, Sequence[float | None]]]) -> None:
+        """Put older values (a recording's) before what was recorded here, for the keys still shown."""
+        for target, source, metrics in ((self._containers, containers, CONTAINER_METRICS),
+                                        (self._gpus, gpus, GPU_METRICS)):
+            for key, series in target.items():
+                older = source.get(key)
+                if older:
+                    for m in metrics:
+                        series[m] = deque([*older.get(m, ()), *series[m]], maxlen=self.length)
+
     def container(self, container_id: str, metric: str) -> list[float | None]:
         series = self._containers.get(container_id)
         return list(series[metric]) if series else []

@@ -432,8 +432,9 @@ async def test_dashboard_graphs_reach_back_and_a_held_file_is_a_header_note(tmp_
             await until(pilot, lambda: "not recording" in app.screen.query_one(StatusHeader).plain,
                         what="the header note")
             assert "already recording into" in app.screen.query_one(StatusHeader).plain
-            series = app.history.container(container_id("trainer"), "cpu_percent")
-            assert series[:3] == [0.0, 1.0, 2.0] and series[-1] == 99.0  # the recording, then live
+            await until(pilot, lambda: app.history.container(container_id("trainer"), "cpu_percent")[:3] == [
+                0.0, 1.0, 2.0], what="the recorded values before the live ones")
+            assert app.history.container(container_id("trainer"), "cpu_percent")[-1] == 99.0
     finally:
         holder.close()
     app = MltopApp(nvml=False, source=StaticSource([live]), record=path)

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import ModalScreen
@@ -111,18 +112,27 @@ class ReplayMixin:
         self._seed_from(path)
 
     def _seed_from(self, path: str) -> None:
+        self._seed_worker(path, time.time())
+
+    @work(thread=True, group="history-seed", exit_on_error=False)
+    def _seed_worker(self, path: str, until: float) -> None:
+        """Read the graphs' window before `until` from the recording in a thread, then put it before what
+        the dashboard sampled meanwhile (the first frame does not wait for it)."""
         from mltop.probes.recording import RecordingStore
+
+        from .app import HISTORY_SECONDS
 
         try:
             store = RecordingStore(path)
-            now = time.time()
-            from .app import HISTORY_SECONDS
-
-            _, containers, gpus = store.series(now - HISTORY_SECONDS, now)
-            self.history.seed(containers, gpus)  # type: ignore[attr-defined]
-            self._recording_store = store
+            _, containers, gpus = store.series(until - HISTORY_SECONDS, until)
         except Exception as exc:  # an unreadable file: graphs start empty, as before
             self.log.warning(f"could not read the recording {path}: {exc}")  # type: ignore[attr-defined]
+            return
+        self._recording_store = store
+        try:
+            self.call_from_thread(self.history.prepend, containers, gpus)  # type: ignore[attr-defined]
+        except RuntimeError:  # the app is shutting down
+            pass
 
     recorder_note: str | None = None
 
