@@ -10,6 +10,8 @@ For the screens of later issues (diagnostics, in-container actions, report) the 
                                  default, built snapshots in tests, a recording in replay
     app.sampler                  the live Sampler (None until the first sweep started, or when the source is not live)
     app.history                  History: recent values per container and GPU
+    app.recorder                 the flight recorder of this dashboard (probes.recording.Recorder), None when not
+                                 recording; app.recording_store reads its file (or the replayed one): events
     app.selected_container_id    the container under the cursor, or the one the open screen is about
     app.selected_process_pid     the host PID under the cursor in the processes pane
     app.new_engine()             a fresh probes.engine.Engine on the same endpoint, for a worker of yours
@@ -43,8 +45,9 @@ from mltop.probes.model import Snapshot
 from .dashboard import DashboardScreen
 from .detail import ContainerDetailScreen
 from .help import HelpScreen
-from .history import History
+from mltop.probes.history import History
 from .logs import LogsScreen
+from .replay import REPLAY_BINDINGS, TIMELINE_BINDING, ReplayMixin
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +86,7 @@ def _process_age_s() -> float | None:
         return None
 
 
-class MltopApp(App):
+class MltopApp(ReplayMixin, App):
     """The live dashboard."""
 
     CSS_PATH = Path(__file__).with_name("mltop.tcss")  # absolute, so subclasses elsewhere find it
@@ -97,6 +100,8 @@ class MltopApp(App):
         *(Binding(a.key, f"container_screen('{a.name}')", a.key_help, show=False, id=f"mltop.{a.name}")
           for a in ACTIONS),
         Binding("r", "container_screen('report')", "Report", show=False, id="mltop.report"),
+        TIMELINE_BINDING,
+        *REPLAY_BINDINGS,
     ]
 
     class Diagnosed(Message):
@@ -117,7 +122,7 @@ class MltopApp(App):
             self.seconds = seconds
 
     def __init__(self, docker_host: str | None = None, nvml_lib: str | None = None, nvml: bool = True,
-                 interval: float = 1.0, processes: bool = True, source=None):
+                 interval: float = 1.0, processes: bool = True, source=None, record: str | None = None):
         self._launch_age_s = _process_age_s()
         self._created_at = time.perf_counter()
         super().__init__()
@@ -149,7 +154,11 @@ class MltopApp(App):
         self.last_sweep_s: float | None = None
         self.first_frame_s: float | None = None  # launch to the first frame with every row filled
         self._poll_timer = None
+        self._rec_notes: tuple[str, ...] = ()
         self._stalled = False
+        self._record_path = record  # the flight recorder's file while live (None: not recording)
+        if not self.source.live:
+            self.paused = True  # a replay starts still: space plays
 
     def get_default_screen(self) -> Screen:
         return DashboardScreen()
@@ -157,6 +166,7 @@ class MltopApp(App):
     # -- sampling -------------------------------------------------------------------------------------
 
     def on_mount(self) -> None:
+        self.start_recorder(self._record_path)
         self._sample()
 
     @property
@@ -164,6 +174,7 @@ class MltopApp(App):
         return getattr(self.source, "sampler", None)
 
     def on_unmount(self) -> None:
+        self.stop_recorder()
         self.source.close()
         if self._doctor_engine is not None:
             self._doctor_engine.reset()
@@ -187,6 +198,8 @@ class MltopApp(App):
         snapshot, error = None, None
         try:
             snapshot = self.source.latest()
+            if not self.source.live:
+                self.replay_prepare()
         except Exception as exc:  # a probe bug: show it and keep polling
             log.warning("sampling failed", exc_info=True)
             error = f"sampling failed: {type(exc).__name__}: {exc}"
@@ -197,15 +210,22 @@ class MltopApp(App):
         if message.snapshot is not None:
             self.previous_snapshot, self.snapshot = self.snapshot, message.snapshot
             self.sweeps += 1
+            if not self.source.live:
+                self.replay_apply()
+            elif self.recorder is not None:
+                self.recorder.record(message.snapshot)
             self.history.record(message.snapshot)
-        base_notes = tuple(n for n in self.notes if not n.startswith("sampling failed"))
-        self.notes = base_notes + ((message.error,) if message.error else ())
+        base_notes = tuple(n for n in self.notes if not n.startswith("sampling failed") and n not in self._rec_notes)
+        self._rec_notes = self.recorder_notes()
+        self.notes = base_notes + self._rec_notes + ((message.error,) if message.error else ())
         self._show(self.snapshot)
         if self.first_frame_s is None and self._rows_filled():
             self.call_after_refresh(self._first_full_frame)
-        delay = FIRST_RATE_DELAY_S if self.sweeps == 1 else self.interval
+        delay = FIRST_RATE_DELAY_S if self.sweeps == 1 and self.source.live else self.interval
+        if self._poll_timer is not None:
+            self._poll_timer.stop()  # a replay key sampled out of turn: keep one chain
         self._poll_timer = self.set_timer(delay, self._poll, name="mltop-poll")
-        if not self._doctor_armed and self.sweeps >= 2:
+        if not self._doctor_armed and self.sweeps >= 2 and self.source.live:
             self._doctor_armed = True
             self.set_timer(DOCTOR_FIRST_DELAY_S, self._doctor_poll, name="mltop-doctor")
 
@@ -240,6 +260,8 @@ class MltopApp(App):
         if message.result is not None:
             self.doctor_result = message.result
             self.finding_severities = message.result.worst_by_container()
+            if self.recorder is not None:
+                self.recorder.record_findings(message.result.findings)
             show = getattr(self.screen, "show_findings", None)
             if show is not None:
                 show()
@@ -252,6 +274,8 @@ class MltopApp(App):
         if self.paused:
             self._stalled = True
         else:
+            if not self.source.live:
+                self.source.step(1)  # playing; at the end it shows the last sweep until more are recorded
             self._sample()
 
     def _show(self, snapshot: Snapshot | None) -> None:
@@ -319,6 +343,13 @@ class MltopApp(App):
 
     def push_container_screen(self, kind: str) -> None:
         """Open the screen of an action on the selected container (see the module docstring)."""
+        if self.replay_refuses(kind):
+            return
+        if not self.source.live and kind in ("diagnostics", "report"):
+            from .screen_timeline import recorded_screen
+
+            self.push_screen(recorded_screen(kind, self.selected_container_id))
+            return
         spec = CONTAINER_SCREENS[kind]
         screen_class = getattr(importlib.import_module(f"mltop.tui.{spec.module}"), spec.screen_class)
         if getattr(self.screen, "kind", None) in CONTAINER_SCREENS:
@@ -335,6 +366,9 @@ class MltopApp(App):
             self._stalled = False
             self._sample()
         self._show(self.snapshot)
+        if not self.source.live:
+            self.notify("Paused" if self.paused else "Playing: one sweep a refresh", timeout=2)
+            return
         self.notify("Paused: press space to resume" if self.paused else "Resumed", timeout=2)
 
     def action_help(self) -> None:
@@ -356,6 +390,8 @@ class MltopApp(App):
         for key, active in screen.active_bindings.items():
             binding = active.binding
             if not (binding.id or "").startswith("mltop.") or binding.id in seen:
+                continue
+            if binding.id.startswith("mltop.replay.") and self.source.live:
                 continue
             seen.add(binding.id)
             yield key, active.node, binding

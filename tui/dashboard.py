@@ -109,7 +109,8 @@ class DashboardScreen(Screen):
     def show_snapshot(self, snapshot: Snapshot | None) -> None:
         app = self.app
         self.query_one(StatusHeader).show(
-            snapshot, app.docker_host, app.interval, app.paused, app.notes  # type: ignore[attr-defined]
+            snapshot, app.docker_host, app.interval, app.paused, app.notes,  # type: ignore[attr-defined]
+            replay=not app.source.live,  # type: ignore[attr-defined]
         )
         if snapshot is None:
             return

@@ -142,6 +142,7 @@ class ContainerDetailScreen(Screen):
         with Grid(id="detail-graphs"):
             for metric in ("cpu", "memory", "gpu", "gpu_memory"):
                 yield GraphBox(metric)
+        yield Static(id="detail-events")  # the recorded events of this container, when there is a recording
         with Horizontal(id="detail-body"):
             with VerticalScroll(id="detail-config"):
                 yield Static(id="config")
@@ -149,6 +150,8 @@ class ContainerDetailScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        if not getattr(getattr(self.app, "source", None), "live", True):  # replay: logs are not recorded
+            self.query_one(LogPane).border_title = "log as it is now (logs are not recorded)"
         self.show_snapshot(getattr(self.app, "snapshot", None))
         self.query_one("#detail-config").focus()
 
@@ -171,6 +174,7 @@ class ContainerDetailScreen(Screen):
         title.append(status_text(container), style="" if container.running else "bold red")
         self.query_one(".screen-title", Static).update(title)
         self._show_graphs(snapshot, container)
+        self._show_events(snapshot)
         config = config_text(container)
         if config.plain != self._config_signature:
             self._config_signature = config.plain
@@ -212,6 +216,16 @@ class ContainerDetailScreen(Screen):
                      style="bold", end="")
         boxes["gpu_memory"].show(label, history.container(c.id, "gpu_memory_bytes"),
                                  float(total) if total else None, _size_scale, **span)
+
+    def _show_events(self, snapshot: Snapshot) -> None:
+        from .screen_timeline import container_events_text
+
+        text = container_events_text(self.app, self.container_id, snapshot)
+        widget = self.query_one("#detail-events", Static)
+        widget.display = text is not None
+        if text is not None and text.plain != getattr(widget, "_plain", None):
+            widget._plain = text.plain  # type: ignore[attr-defined]
+            widget.update(text)
 
     def action_back(self) -> None:
         if not self.query_one(LogPane).clear_search():

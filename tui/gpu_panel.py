@@ -11,8 +11,9 @@ from textual.widgets import Static
 from mltop.probes.model import GpuSample, Snapshot
 
 from . import format as fmt
+from mltop.probes.history import History
+
 from .gauges import LabelledGraph, Meter
-from .history import History
 from .sanitize import literal
 
 # Clock-event reasons that mean the GPU is slowed by something wrong (heat, power brake, an external
@@ -96,6 +97,11 @@ class GpuCard(Grid):
         yield LabelledGraph(classes="gpu-mem-history")
 
     def show(self, gpu: GpuSample, history: History, interval_s: float | None = None) -> None:
+        if not self.children:
+            # Mounted but not composed yet: the second sweep comes 0.2 s after the first, which on a busy
+            # host can be before the card's children exist. Show it once they do.
+            self.call_after_refresh(self.show, gpu, history, interval_s)
+            return
         _update_static(self.query_one(".gpu-title", Static), gpu_title(gpu))
         _update_static(self.query_one(".gpu-users", Static), gpu_users(gpu))
         util = gpu.utilization_percent

@@ -32,9 +32,13 @@ def problems(snapshot: Snapshot, extra: tuple[str, ...] = ()) -> list[tuple[str,
 
 
 def header_parts(snapshot: Snapshot | None, docker_host: str, interval: float, paused: bool,
-                 extra: tuple[str, ...] = ()) -> tuple[list[Text], list[Text]]:
+                 extra: tuple[str, ...] = (), replay: bool = False) -> tuple[list[Text], list[Text]]:
     """The facts of the first line(s), each kept whole when wrapping, and one line per problem."""
     facts: list[Text] = [Text("mltop", style="bold")]
+    if replay and snapshot is not None:  # recorded data: say so, and when it is from
+        from .replay import replay_time_text
+
+        facts.append(Text(f"REPLAY {replay_time_text(snapshot.taken_at)}", style="bold reverse magenta"))
     if paused:
         facts.append(Text("PAUSED", style="bold reverse"))
     if snapshot is None:
@@ -98,8 +102,8 @@ class StatusHeader(Static):
     """Repaints only when its text changes, so a still dashboard sends nothing."""
 
     def show(self, snapshot: Snapshot | None, docker_host: str, interval: float, paused: bool,
-             extra: tuple[str, ...] = ()) -> None:
-        self._parts = header_parts(snapshot, docker_host, interval, paused, extra)
+             extra: tuple[str, ...] = (), replay: bool = False) -> None:
+        self._parts = header_parts(snapshot, docker_host, interval, paused, extra, replay)
         self._repack()
 
     def on_resize(self) -> None:

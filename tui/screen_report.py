@@ -69,6 +69,7 @@ class ReportScreen(ModalScreen[None]):
             # History: its lists are copied with list(deque), which holds the GIL, so reading while the
             # event loop records is safe.
             report = build_report(snapshot, engine, doctor, app.action_log, app.history)  # type: ignore[attr-defined]
+            report = app.add_recorded_history(report)  # type: ignore[attr-defined]  (the timeline, if recording)
             summary = (f"{len(report.get('containers', ()))} containers, {len(doctor.findings)} findings, "
                        f"{len(report.get('actions', ()))} actions of this session")
             name = default_report_path(".", REPORT_FORMAT).name

@@ -48,8 +48,8 @@ FORMATS = ("json", "md", "html")
 _EXTENSIONS = {".json": "json", ".md": "md", ".markdown": "md", ".html": "html", ".htm": "html"}
 DEFAULT_LOG_LINES = 100
 
-CONTAINER_HISTORY_METRICS = ("cpu_percent", "memory_bytes", "gpu_percent", "gpu_memory_bytes")
-GPU_HISTORY_METRICS = ("utilization_percent", "memory_used_bytes")
+from mltop.probes.history import CONTAINER_METRICS as CONTAINER_HISTORY_METRICS  # noqa: E402  one set of names
+from mltop.probes.history import GPU_METRICS as GPU_HISTORY_METRICS  # noqa: E402
 
 
 # --------------------------------------------------------------------------- building the document
@@ -302,7 +302,13 @@ def format_for_path(path: str | os.PathLike, format: str | None = None) -> str:
 def render(report: Mapping[str, Any], format: str) -> str:
     """The report as text in `format` ("json", "md" or "html")."""
     renderers = {"json": render_json, "md": render_markdown, "html": render_html}
-    return renderers[format_for_path("", format)](report)
+    fmt = format_for_path("", format)
+    text = renderers[fmt](report)
+    if report.get("history_window"):  # recorded history (report_history.add_history)
+        from ..report_history import append_to_rendered
+
+        text = append_to_rendered(text, report, fmt)
+    return text
 
 
 def write_report(path: str | os.PathLike, format: str | None = None, report: Mapping[str, Any] | None = None,

@@ -49,6 +49,8 @@ SUBCOMMANDS: dict[str, tuple[Callable[[], ModuleType], str]] = {
     "doctor": (_doctor, "diagnose containers and the host; exit 0 ok, 1 warning, 2 critical"),
     "report": (_report, "write a diagnostic report (json, md or html)"),
     "run": (_run, "run an action in a container: nvidia-smi, py-spy or device-check"),
+    "events": (_elsewhere_in_tui("cmd_events"), "print the recorded event timeline (engine, GPU, findings)"),
+    "replay": (_elsewhere_in_tui("cmd_replay"), "open the dashboard on a recording: step and jump through time"),
     "serve": (_elsewhere_in_tui("serve.command"),
               "serve /metrics for Prometheus, /snapshot.json, /findings.json, /healthz"),
 }
@@ -69,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mltop {version()}")
     add_common(parser, suppress=False)
+    from mltop.tui.recording_options import add_record_arguments
+
+    add_record_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (factory, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

@@ -6,6 +6,7 @@ import argparse
 
 
 def main(args: argparse.Namespace) -> int:
+    from mltop.probes.recording import default_history_path as default_record_path
     from mltop.tui.app import MltopApp
 
     app = MltopApp(
@@ -13,6 +14,7 @@ def main(args: argparse.Namespace) -> int:
         nvml_lib=args.nvml_lib,
         nvml=not args.no_nvml,
         interval=args.interval,
+        record=None if args.no_record else (args.record or default_record_path()),
     )
     app.run()
     return app.return_code or 0

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-lines", type=int, default=100, metavar="LINES",
                         help="log lines per container in the report (default 100; 0 for none)")
     parser.add_argument("--no-doctor", action="store_true", help="leave the doctor's findings out")
+    from mltop.tui.report_options import add_since_arguments
+
+    add_since_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -35,7 +38,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"mltop report: {err}", file=sys.stderr)
         return EXIT_CANNOT_WRITE
     from mltop.diagnostics.doctor import DoctorResult, SkippedCheck, run_doctor
-    from mltop.tui.history import History
+    from mltop.probes.history import History
 
     sampler = make_sampler(args)
     try:
@@ -56,6 +59,12 @@ def main(args: argparse.Namespace) -> int:
                               containers=args.containers or None, log_lines=args.log_lines)
     finally:
         sampler.close()
+    if getattr(args, "since", None):
+        from mltop.tui.report_options import add_recorded_history
+
+        report, problem = add_recorded_history(report, args)
+        if problem:
+            print(f"mltop report: {problem} (the report has no history)", file=sys.stderr)
     try:
         path = write_report(args.output, fmt, report=report)
     except OSError as err:

@@ -1,0 +1,305 @@
+"""Pack one sweep into compact rows, and rebuild Snapshots from them.
+
+A sweep's containers are one zlib-compressed blob of column-major little-endian uint32 arrays: similar
+numbers sit next to each other (all CPU figures, then all memory figures...), which compresses far better
+than one record per container. Values are scaled integers; NONE marks a value the snapshot did not have.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from ..model import (
+    ContainerConfig,
+    ContainerGpuUse,
+    ContainerSample,
+    DeviceRequest,
+    EngineStatus,
+    GpuProcess,
+    GpuSample,
+    HostInfo,
+    Mount,
+    NvmlStatus,
+    Pressure,
+    Snapshot,
+    to_jsonable,
+)
+
+NONE = 0xFFFFFFFF
+_MAX = NONE - 1
+KIB = 1024
+MIB = 1 << 20
+
+STATUSES = ("running", "exited", "created", "paused", "restarting", "dead", "removing", "unknown")
+_STATUS_CODE = {s: i for i, s in enumerate(STATUSES)}
+
+# (ContainerSample field, scale): stored = round(value / scale); scale RATE: 3 significant digits, see _rate.
+RATE = 0.0
+COLUMNS: tuple[tuple[str, float], ...] = (
+    ("cpu_percent", 0.01),
+    ("memory_bytes", KIB),
+    ("memory_limit_bytes", KIB),
+    ("io_read_bytes_per_s", RATE),
+    ("io_write_bytes_per_s", RATE),
+    ("net_rx_bytes_per_s", RATE),
+    ("net_tx_bytes_per_s", RATE),
+    ("pids", 1),
+    ("oom_kills", 1),
+)
+_MANTISSA_BITS = 10  # rates keep ~3 significant digits: what the dashboard shows, and it compresses
+
+
+def _enc(value: float | None, scale: float) -> int:
+    if value is None:
+        return NONE
+    if scale == RATE:
+        return _rate(value)
+    v = int(round(value / scale))
+    return 0 if v < 0 else (_MAX if v > _MAX else v)
+
+
+def _rate(value: float) -> int:
+    """A rate as exponent << 10 | mantissa (value ~ mantissa * 2**exponent, mantissa < 1024)."""
+    v = int(round(value))
+    if v <= 0:
+        return 0
+    exponent = max(0, v.bit_length() - _MANTISSA_BITS)
+    mantissa = (v + (1 << exponent >> 1)) >> exponent if exponent else v
+    if mantissa >> _MANTISSA_BITS:  # rounding carried into a new bit
+        exponent += 1
+        mantissa >>= 1
+    return exponent << _MANTISSA_BITS | mantissa
+
+
+def _unrate(code: int) -> float:
+    return float((code & ((1 << _MANTISSA_BITS) - 1)) << (code >> _MANTISSA_BITS))
+
+
+def _dec(value: int, scale: float) -> float | None:
+    if value == NONE:
+        return None
+    return _unrate(value) if scale == RATE else value * scale
+
+
+def pack_containers(containers: Sequence[ContainerSample], cids: Sequence[int]) -> bytes:
+    """The container blob: n, m, cids, statuses, one array per COLUMNS entry, then m GPU uses
+    (container position, GPU index, memory MiB, SM %·100)."""
+    n = len(containers)
+    columns: list[int] = list(cids)
+    columns.extend(_STATUS_CODE.get(c.status, len(STATUSES) - 1) for c in containers)
+    for name, scale in COLUMNS:
+        columns.extend(_enc(getattr(c, name), scale) for c in containers)
+    uses: list[int] = []
+    for position, c in enumerate(containers):
+        for g in c.gpus:
+            uses.extend((position, g.index, _enc(g.memory_bytes, MIB), _enc(g.sm_percent, 0.01)))
+    m = len(uses) // 4
+    raw = struct.pack(f"<II{len(columns)}I{len(uses)}I", n, m, *columns, *uses)
+    return zlib.compress(raw, 6)
+
+
+@dataclass(frozen=True)
+class ContainerColumns:
+    """A decoded container blob: per container its intern id, status and figures (scaled back)."""
+
+    cids: tuple[int, ...]
+    statuses: tuple[str, ...]
+    values: dict[str, tuple[float | None, ...]]
+    gpu_uses: tuple[tuple[int, int, float | None, float | None], ...]  # (position, index, bytes, sm %)
+
+
+def unpack_containers(blob: bytes) -> ContainerColumns:
+    raw = zlib.decompress(blob)
+    n, m = struct.unpack_from("<II", raw)
+    ints = struct.unpack_from(f"<{n * (2 + len(COLUMNS)) + 4 * m}I", raw, 8)
+    cids = ints[:n]
+    statuses = tuple(STATUSES[min(s, len(STATUSES) - 1)] for s in ints[n:2 * n])
+    values = {}
+    for i, (name, scale) in enumerate(COLUMNS):
+        start = (2 + i) * n
+        if scale == RATE:
+            values[name] = tuple(None if v == NONE else _unrate(v) for v in ints[start:start + n])
+        else:
+            values[name] = tuple(None if v == NONE else v * scale for v in ints[start:start + n])
+    base = n * (2 + len(COLUMNS))
+    uses = tuple(
+        (ints[base + 4 * k], ints[base + 4 * k + 1], _dec(ints[base + 4 * k + 2], MIB),
+         _dec(ints[base + 4 * k + 3], 0.01))
+        for k in range(m)
+    )
+    return ContainerColumns(tuple(cids), statuses, values, uses)
+
+
+# --------------------------------------------------------------------------- GPUs and host
+
+GPU_STATIC = ("index", "uuid", "name", "memory_total_bytes", "power_limit_w", "persistence_mode", "pci_bus_id")
+
+
+def gpu_static_doc(g: GpuSample) -> str:
+    doc = {k: getattr(g, k) for k in GPU_STATIC}
+    doc["unavailable"] = dict(g.unavailable)
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+def gpu_row(g: GpuSample, gid: int, cid_of: Mapping[str, int]) -> list[Any]:
+    """One GPU's varying figures: [gid, util, mem util, mem used MiB, temp, power, throttles, processes]."""
+    procs = [[p.host_pid, p.type[:1], _mib(p.gpu_memory_bytes), p.sm_percent, p.name,
+              cid_of.get(p.container_id) if p.container_id else None] for p in g.processes]
+    return [gid, g.utilization_percent, g.memory_utilization_percent, _mib(g.memory_used_bytes),
+            g.temperature_c, g.power_w, list(g.throttle_reasons), procs]
+
+
+def _mib(value: int | None) -> float | None:
+    return None if value is None else round(value / MIB, 1)
+
+
+def pack_gpus(rows: list[list[Any]]) -> bytes | None:
+    if not rows:
+        return None
+    return zlib.compress(json.dumps(rows, separators=(",", ":")).encode(), 6)
+
+
+def unpack_gpus(blob: bytes | None) -> list[list[Any]]:
+    return json.loads(zlib.decompress(blob)) if blob else []
+
+
+def host_doc(h: HostInfo) -> str:
+    """The host facts that rarely change (load figures go per sweep), interned."""
+    doc = to_jsonable(h)
+    doc.pop("pressure", None)
+    doc.pop("iowait_percent", None)
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+def host_load(h: HostInfo) -> str | None:
+    p = h.pressure or {}
+    values = [h.iowait_percent, p.get("cpu"), p.get("memory"), p.get("io")]
+    if all(v is None for v in values):
+        return None
+    return json.dumps([None if v is None else round(float(v), 2) for v in values], separators=(",", ":"))
+
+
+def config_doc(c: ContainerConfig) -> str:
+    return json.dumps(to_jsonable(c), sort_keys=True, separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------- rebuilding records
+
+
+def host_from_doc(doc: str, load: str | None) -> HostInfo:
+    d = json.loads(doc)
+    d["engine"] = EngineStatus(**d["engine"])
+    d["nvml"] = NvmlStatus(**d["nvml"])
+    d["runtimes"] = tuple(d.get("runtimes") or ())
+    d["cdi_spec_dirs"] = tuple(d.get("cdi_spec_dirs") or ())
+    d["limitations"] = tuple(d.get("limitations") or ())
+    pressure: dict[str, float] = {}
+    iowait = None
+    if load:
+        iowait, *psi = json.loads(load)
+        pressure = {k: v for k, v in zip(("cpu", "memory", "io"), psi) if v is not None}
+    return HostInfo(**d, pressure=pressure, iowait_percent=iowait)
+
+
+def config_from_doc(doc: str) -> ContainerConfig:
+    d = json.loads(doc)
+    d["device_requests"] = tuple(
+        DeviceRequest(driver=r["driver"], count=r["count"], device_ids=tuple(r["device_ids"]),
+                      capabilities=tuple(tuple(c) for c in r["capabilities"]))
+        for r in d.get("device_requests") or ())
+    d["mounts"] = tuple(Mount(**m) for m in d.get("mounts") or ())
+    for key in ("command", "entrypoint", "cap_add", "ulimits"):
+        d[key] = tuple(d.get(key) or ())
+    d["env"] = tuple(tuple(pair) for pair in d.get("env") or ())
+    d["blkio_throttles"] = {k: tuple(v) for k, v in (d.get("blkio_throttles") or {}).items()}
+    return ContainerConfig(**d)
+
+
+@dataclass(frozen=True)
+class Interned:
+    """One row of the containers table."""
+
+    id: str
+    name: str
+    image: str
+    config: ContainerConfig
+
+
+def _limit_cores(cfg: ContainerConfig) -> float | None:
+    if cfg.nano_cpus:
+        return cfg.nano_cpus / 1e9
+    if cfg.cpu_quota and cfg.cpu_period:
+        return cfg.cpu_quota / cfg.cpu_period
+    return None
+
+
+def build_containers(cols: ContainerColumns, interned: Mapping[int, Interned],
+                     gpu_uuids: Mapping[int, str]) -> tuple[ContainerSample, ...]:
+    uses: dict[int, list[ContainerGpuUse]] = {}
+    for position, index, memory, sm in cols.gpu_uses:
+        uses.setdefault(position, []).append(
+            ContainerGpuUse(index=index, uuid=gpu_uuids.get(index, ""),
+                            memory_bytes=None if memory is None else int(memory),
+                            sm_percent=sm))
+    out = []
+    v = cols.values
+    for i, cid in enumerate(cols.cids):
+        who = interned.get(cid)
+        if who is None:
+            continue
+        cfg = who.config
+        cores = _limit_cores(cfg)
+        cpu = v["cpu_percent"][i]
+        mem = v["memory_bytes"][i]
+        limit = v["memory_limit_bytes"][i]
+
+        def as_int(x: float | None) -> int | None:
+            return None if x is None else int(x)
+
+        out.append(ContainerSample(
+            id=who.id, name=who.name, image=who.image, status=cols.statuses[i], pid=None,
+            cpu_percent=cpu, cpu_limit_cores=cores,
+            cpu_limit_percent=(cpu / cores if cpu is not None and cores else None),
+            memory_bytes=as_int(mem), memory_limit_bytes=as_int(limit), memory_cache_bytes=None,
+            shm_bytes=None, pids=as_int(v["pids"][i]), io_read_bytes=None, io_write_bytes=None,
+            io_read_bytes_per_s=v["io_read_bytes_per_s"][i], io_write_bytes_per_s=v["io_write_bytes_per_s"][i],
+            net_rx_bytes=None, net_tx_bytes=None,
+            net_rx_bytes_per_s=v["net_rx_bytes_per_s"][i], net_tx_bytes_per_s=v["net_tx_bytes_per_s"][i],
+            oom_kills=as_int(v["oom_kills"][i]), cpu_throttled_periods=None, pressure=None, cgroup_path=None,
+            gpus=tuple(uses.get(i, ())), processes=(), config=cfg,
+        ))
+    return tuple(sorted(out, key=lambda c: c.name))
+
+
+def build_gpus(rows: list[list[Any]], gpu_docs: Mapping[int, dict], interned: Mapping[int, Interned]
+               ) -> tuple[GpuSample, ...]:
+    out = []
+    for gid, util, mem_util, used_mib, temp, power, throttles, procs in rows:
+        static = gpu_docs[gid]
+        processes = []
+        for pid, kind, mem_mib, sm, name, cid in procs:
+            who = interned.get(cid) if cid is not None else None
+            processes.append(GpuProcess(
+                host_pid=pid, type="graphics" if kind == "g" else "compute",
+                gpu_memory_bytes=None if mem_mib is None else int(mem_mib * MIB), sm_percent=sm, name=name,
+                container_id=who.id if who else None, container_name=who.name if who else None,
+                runtime="docker" if who else None))
+        out.append(GpuSample(
+            index=static["index"], uuid=static["uuid"], name=static["name"], utilization_percent=util,
+            memory_utilization_percent=mem_util,
+            memory_used_bytes=None if used_mib is None else int(used_mib * MIB),
+            memory_total_bytes=static["memory_total_bytes"], temperature_c=temp, power_w=power,
+            power_limit_w=static["power_limit_w"], throttle_reasons=tuple(throttles),
+            persistence_mode=static["persistence_mode"], processes=tuple(processes),
+            pci_bus_id=static["pci_bus_id"], unavailable=static.get("unavailable") or {}))
+    return tuple(out)
+
+
+def build_snapshot(t_ms: int, interval_ms: int | None, host: HostInfo, gpus: tuple[GpuSample, ...],
+                   containers: tuple[ContainerSample, ...]) -> Snapshot:
+    return Snapshot(taken_at=t_ms / 1000.0, interval_s=None if interval_ms is None else interval_ms / 1000.0,
+                    host=host, gpus=gpus, containers=containers)

@@ -1,0 +1,79 @@
+"""Consolidating several sweeps into one, as RRD tools do when they thin old data: averages for CPU and
+rates, the peak for memory (the peak before an OOM kill is what matters), the last state and counters."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import Any, Sequence
+
+from . import codec
+
+# Columns whose bucket value is the peak rather than the mean; the rest of the gauges are averaged.
+PEAK = {"memory_bytes"}
+LAST = {"memory_limit_bytes", "pids", "oom_kills"}
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def merge_containers(sweeps: Sequence[codec.ContainerColumns]) -> bytes:
+    """One container blob standing for `sweeps` (oldest first): every container seen in any of them."""
+    order: list[int] = []
+    seen: dict[int, dict[str, list]] = {}
+    status: dict[int, str] = {}
+    gpu: dict[tuple[int, int], list[tuple[float | None, float | None]]] = {}
+    for cols in sweeps:
+        for i, cid in enumerate(cols.cids):
+            acc = seen.get(cid)
+            if acc is None:
+                acc = seen[cid] = {name: [] for name, _ in codec.COLUMNS}
+                order.append(cid)
+            status[cid] = cols.statuses[i]
+            for name, _ in codec.COLUMNS:
+                value = cols.values[name][i]
+                if value is not None:
+                    acc[name].append(value)
+        for position, index, memory, sm in cols.gpu_uses:
+            gpu.setdefault((cols.cids[position], index), []).append((memory, sm))
+    columns: list[int] = list(order)
+    columns.extend(codec._STATUS_CODE.get(status[cid], len(codec.STATUSES) - 1) for cid in order)
+    for name, scale in codec.COLUMNS:
+        for cid in order:
+            values = seen[cid][name]
+            if name in PEAK:
+                value = max(values) if values else None
+            elif name in LAST:
+                value = values[-1] if values else None
+            else:
+                value = _mean(values)
+            columns.append(codec._enc(value, scale))
+    position_of = {cid: k for k, cid in enumerate(order)}
+    uses: list[int] = []
+    for (cid, index), samples in gpu.items():
+        memories = [m for m, _ in samples if m is not None]
+        sms = [s for _, s in samples if s is not None]
+        uses.extend((position_of[cid], index, codec._enc(max(memories) if memories else None, codec.MIB),
+                     codec._enc(_mean(sms), 0.01)))
+    raw = struct.pack(f"<II{len(columns)}I{len(uses)}I", len(order), len(uses) // 4, *columns, *uses)
+    return zlib.compress(raw, 6)
+
+
+def merge_gpus(sweeps: Sequence[list[list[Any]]]) -> bytes | None:
+    """One GPU blob for `sweeps`: mean utilisation, temperature and power, peak memory, the last processes."""
+    by_gid: dict[int, list[list[Any]]] = {}
+    for rows in sweeps:
+        for row in rows:
+            by_gid.setdefault(row[0], []).append(row)
+    merged = []
+    for gid, rows in by_gid.items():
+        def mean(k: int) -> float | None:
+            known = [r[k] for r in rows if r[k] is not None]
+            return round(sum(known) / len(known), 1) if known else None
+
+        used = [r[3] for r in rows if r[3] is not None]
+        last = rows[-1]
+        merged.append([gid, mean(1), mean(2), max(used) if used else None, mean(4), mean(5),
+                       sorted({t for r in rows for t in r[6]}), last[7]])
+    return codec.pack_gpus(merged)
