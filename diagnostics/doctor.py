@@ -8,7 +8,9 @@ from typing import Any, Iterable, Mapping
 
 from mltop.probes.model import SCHEMA_VERSION, ContainerSample, Snapshot
 
-from .checks import CONTAINER_CHECKS, HOST_CHECKS, CheckContext, CheckSkipped, HostProbe, Thresholds
+from mltop.probes.host_facts import ContainerFacts, HostFacts, HostProbe
+
+from .checks import CheckContext, CheckSkipped, Thresholds, base as registry
 from .findings import Finding, exit_code, sort_findings, worst_by_container
 from .read_test import ReadTestResult, timed_direct_read
 
@@ -141,6 +143,8 @@ def run_doctor(
     *,
     previous: Snapshot | None = None,
     host: HostProbe | None = None,
+    host_facts: HostFacts | None = None,
+    container_facts: Mapping[str, ContainerFacts] | None = None,
     log_tail: int = 200,
     io_test_max_mb: int = 256,
     io_test_timeout_s: float = 30.0,
@@ -156,12 +160,23 @@ def run_doctor(
     what the newest successful device check of each container found (its frameworks' CUDA builds and whether
     they see a GPU); with `framework_check` the device check runs first (by docker exec, up to
     `framework_check_timeout_s` each) in every selected running container that has none yet, and its results
-    join `action_log` when one is given. Safe to call from a worker thread; never raises for a
+    join `action_log` when one is given. `host` senses what the snapshot does not carry (toolkit binaries,
+    CDI specs, cgroup limit files); `host_facts` / `container_facts` (by container id) replace that sensing,
+    for tests that build their own. Safe to call from a worker thread; never raises for a
     failing check or source: those land in `checks_skipped` with the reason.
     """
     selected, missing = snapshot.select(containers)
     skips = _Skips()
     host = host or HostProbe()
+    if host_facts is None:
+        host_facts = host.host_facts(snapshot.host.cdi_spec_dirs, snapshot.host.nvml.library_path)
+    if container_facts is None:
+        container_facts = {}
+        for c in selected:
+            try:
+                container_facts[c.id] = host.container_facts(c, snapshot.host.cgroup_version)
+            except Exception as exc:  # a container that went away between the sweep and now
+                log.debug("cgroup facts of %s unreadable: %s", c.name, exc)
     engine_ok = engine is not None and snapshot.host.engine.ok
 
     logs: dict[str, tuple[str, ...]] = {}
@@ -190,10 +205,11 @@ def run_doctor(
     frameworks = _framework_results(snapshot, selected, engine if engine_ok else None, skips, action_log,
                                     framework_check, framework_check_timeout_s)
 
-    ctx = CheckContext(snapshot=snapshot, containers=selected, logs=logs, host=host, thresholds=thresholds,
-                       log_tail=log_tail, previous=previous, read_tests=read_tests, frameworks=frameworks)
+    ctx = CheckContext(snapshot=snapshot, containers=selected, logs=logs, host=host_facts, thresholds=thresholds,
+                       log_tail=log_tail, previous=previous, read_tests=read_tests, frameworks=frameworks,
+                       container_facts=container_facts)
     findings: list[Finding] = []
-    for name, check in HOST_CHECKS:
+    for name, check in registry.HOST_CHECKS:
         try:
             findings += check(ctx)
         except CheckSkipped as skipped:
@@ -202,7 +218,7 @@ def run_doctor(
             log.exception("check %s failed", name)
             skips.add(name, f"the check failed: {type(exc).__name__}: {exc}")
     for c in selected:
-        for name, check in CONTAINER_CHECKS:
+        for name, check in registry.CONTAINER_CHECKS:
             try:
                 findings += check(ctx, c)
             except CheckSkipped as skipped:

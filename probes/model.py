@@ -113,6 +113,15 @@ class DeviceRequest:
 
 
 @dataclass(frozen=True)
+class DeviceMapping:
+    """One `--device` entry (HostConfig.Devices): a host device node passed into the container."""
+
+    path_on_host: str
+    path_in_container: str
+    permissions: str = "rwm"
+
+
+@dataclass(frozen=True)
 class Mount:
     type: str  # "bind" | "volume" | "tmpfs" | ...
     source: str
@@ -153,6 +162,7 @@ class ContainerConfig:
     # HostConfig.BlkioDeviceReadBps etc: [{"Path": "/dev/vda", "Rate": 1048576}, ...]
     blkio_throttles: Mapping[str, tuple[Mapping[str, Any], ...]]
     ulimits: tuple[Mapping[str, Any], ...]
+    devices: tuple[DeviceMapping, ...] = ()  # HostConfig.Devices (--device)
 
     def env_value(self, name: str) -> str | None:
         for key, value in self.env:
@@ -171,6 +181,22 @@ class ContainerConfig:
             if request.driver == "cdi" and any("nvidia.com/gpu" in d for d in request.device_ids):
                 return True
         return False
+
+    @property
+    def nvidia_device_nodes(self) -> tuple[str, ...]:
+        """The /dev/nvidia* nodes passed with --device (as the container sees them)."""
+        return tuple(d.path_in_container for d in self.devices
+                     if d.path_in_container.startswith("/dev/nvidia") or d.path_on_host.startswith("/dev/nvidia"))
+
+    def memlock_limit(self) -> int | None:
+        """The memlock ulimit's soft value from --ulimit (-1 = unlimited); None when not set here."""
+        for u in self.ulimits:
+            if str(u.get("Name", "")).lower() == "memlock":
+                try:
+                    return int(u.get("Soft", u.get("Hard")))
+                except (TypeError, ValueError):
+                    return None
+        return None
 
 
 @dataclass(frozen=True)
@@ -286,6 +312,44 @@ class Snapshot:
             elif match not in chosen:
                 chosen.append(match)
         return tuple(chosen), tuple(missing)
+
+    # One place for "uses a GPU" and "has GPUs", so no finding contradicts what the same snapshot shows.
+
+    def gpu_processes_of(self, c: ContainerSample) -> tuple[GpuProcess, ...]:
+        """The NVML processes attributed to container `c`, on every GPU."""
+        return tuple(p for g in self.gpus for p in g.processes if p.container_id == c.id)
+
+    def uses_gpu(self, c: ContainerSample) -> bool:
+        """NVML lists any of the container's processes on a GPU (whatever its configuration says)."""
+        return bool(c.gpus) or bool(self.gpu_processes_of(c))
+
+    def gpu_access(self, c: ContainerSample) -> tuple[str, ...]:
+        """How the container reaches GPUs by its configuration, in words; empty when it asks for none.
+
+        A device request (--gpus, CDI), the nvidia runtime (its own, or the engine's default runtime),
+        /dev/nvidia* nodes passed with --device, or --privileged (every host device node).
+        """
+        cfg = c.config
+        out = []
+        if any(r.driver in ("", "nvidia") and any("gpu" in caps for caps in r.capabilities)
+               for r in cfg.device_requests):
+            out.append("HostConfig.DeviceRequests asks for GPUs (--gpus)")
+        if any(r.driver == "cdi" and any("nvidia.com/gpu" in d for d in r.device_ids) for r in cfg.device_requests):
+            out.append("HostConfig.DeviceRequests names CDI devices nvidia.com/gpu")
+        runtime = cfg.runtime or self.host.default_runtime
+        if runtime and runtime.startswith("nvidia"):
+            how = "HostConfig.Runtime" if cfg.runtime else "the engine's default runtime"
+            out.append(f"{how} {runtime}")
+        nodes = cfg.nvidia_device_nodes
+        if nodes:
+            out.append(f"HostConfig.Devices passes {', '.join(nodes)}")
+        if cfg.privileged:
+            out.append("HostConfig.Privileged true (every host device node, /dev/nvidia* included)")
+        return tuple(out)
+
+    def has_gpus(self, c: ContainerSample) -> bool:
+        """The container can reach GPUs: by configuration, or because NVML shows it on one."""
+        return bool(self.gpu_access(c)) or self.uses_gpu(c)
 
     @property
     def host_gpu_processes(self) -> tuple[GpuProcess, ...]:
