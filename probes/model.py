@@ -82,6 +82,17 @@ class GpuProcess:
 
 
 @dataclass(frozen=True)
+class XidEvent:
+    """One Xid error the driver reported for a GPU, kept with when it happened."""
+
+    xid: int
+    time: float  # unix time
+    source: str  # "NVML events" | "/dev/kmsg" (the kernel log, for Xids from before mltop started)
+    pci_bus_id: str | None = None
+    text: str | None = None  # the kernel log line, verbatim
+
+
+@dataclass(frozen=True)
 class GpuSample:
     index: int
     uuid: str
@@ -99,6 +110,34 @@ class GpuSample:
     pci_bus_id: str | None = None
     # field name -> reason, for the fields NVML could not give (e.g. {"power_w": "not supported"})
     unavailable: Mapping[str, str] = field(default_factory=dict)
+    # Health (None where NVML cannot say; the reason is in `unavailable`).
+    sm_clock_mhz: int | None = None
+    sm_clock_max_mhz: int | None = None
+    memory_clock_mhz: int | None = None
+    memory_clock_max_mhz: int | None = None
+    performance_state: int | None = None  # 0 (fastest) .. 15
+    fan_percent: float | None = None
+    ecc_enabled: bool | None = None
+    ecc_volatile_corrected: int | None = None  # since the last driver load
+    ecc_volatile_uncorrected: int | None = None
+    ecc_aggregate_corrected: int | None = None  # over the GPU's life
+    ecc_aggregate_uncorrected: int | None = None
+    retired_pages_pending: bool | None = None  # a page retirement waits for the next reset/reboot
+    remapped_rows_correctable: int | None = None
+    remapped_rows_uncorrectable: int | None = None
+    remapped_rows_pending: bool | None = None  # a row remap waits for the next reset
+    remapped_rows_failed: bool | None = None  # a remap failed: the GPU needs service
+    pcie_generation: int | None = None
+    pcie_generation_max: int | None = None
+    pcie_width: int | None = None
+    pcie_width_max: int | None = None
+    pcie_tx_bytes_per_s: float | None = None
+    pcie_rx_bytes_per_s: float | None = None
+    encoder_percent: float | None = None
+    decoder_percent: float | None = None
+    compute_mode: str | None = None  # "default" | "exclusive_thread" | "prohibited" | "exclusive_process"
+    mig_enabled: bool | None = None
+    xid_events: tuple[XidEvent, ...] = ()  # oldest first
 
 
 # --------------------------------------------------------------------------- containers

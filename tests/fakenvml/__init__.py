@@ -64,16 +64,38 @@ class FakeProcess:
     sm_prev: int | None = None  # an older sample, 1 s before the newest
 
 
+# The health keys fakenvml.c knows; a key left out makes its NVML call answer NOT_SUPPORTED.
+HEALTH_KEYS = (
+    "sm_clock", "sm_clock_max", "mem_clock", "mem_clock_max", "pstate", "fan", "ecc_mode",
+    "ecc_vol_corr", "ecc_vol_unc", "ecc_agg_corr", "ecc_agg_unc", "retired_pending", "remap_corr",
+    "remap_unc", "remap_pending", "remap_failed", "pcie_gen", "pcie_gen_max", "pcie_width",
+    "pcie_width_max", "pcie_tx_kbs", "pcie_rx_kbs", "enc", "dec", "compute_mode", "mig_mode",
+)
+
+# A healthy H100 for scenarios that want every health call answered.
+HEALTHY = dict(sm_clock=1980, sm_clock_max=1980, mem_clock=2619, mem_clock_max=2619, pstate=0, fan=40,
+               ecc_mode=1, ecc_vol_corr=0, ecc_vol_unc=0, ecc_agg_corr=0, ecc_agg_unc=0, retired_pending=0,
+               remap_corr=0, remap_unc=0, remap_pending=0, remap_failed=0, pcie_gen=5, pcie_gen_max=5,
+               pcie_width=16, pcie_width_max=16, pcie_tx_kbs=1_000_000, pcie_rx_kbs=2_000_000, enc=0, dec=0,
+               compute_mode=0, mig_mode=0)
+
+
+def _series(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(int(v)) for v in value)
+    return str(int(value))
+
+
 @dataclass
 class FakeGpu:
     uuid: str = "GPU-00000000-0000-0000-0000-000000000000"
     name: str = "NVIDIA H100 80GB HBM3"
-    util: int = 0
-    mem_util: int = 0
+    util: int | list[int] = 0
+    mem_util: int | list[int] = 0
     mem_total: int = 80 * (1 << 30)
-    mem_used: int = 0
-    temp: int = 35
-    power_mw: int = 70_000
+    mem_used: int | list[int] = 0
+    temp: int | list[int] = 35
+    power_mw: int | list[int] = 70_000
     power_limit_mw: int = 700_000
     clocks_event: int = 0x1
     persistence: bool = True
@@ -81,6 +103,18 @@ class FakeGpu:
     lost: bool = False
     util_ts: int | None = None  # fixed process-sample timestamp (us); None = wall clock at each call
     processes: list[FakeProcess] = field(default_factory=list)
+    # HEALTH_KEYS -> value or sequence; a healthy GPU by default, {} for one that supports none of them.
+    health: dict[str, int | list[int]] = field(default_factory=lambda: dict(HEALTHY))
+    step_ms: int | None = None  # how long each item of a sequence lasts (default 1000)
+
+
+@dataclass
+class FakeXid:
+    """An Xid the library delivers once through nvmlEventSetWait, `at` seconds after nvmlInit or later."""
+
+    gpu: int
+    code: int
+    at: float = 0.0
 
 
 @dataclass
@@ -107,6 +141,7 @@ class FakeScenario:
     driver_version: str = "550.54.15"
     cuda_version: int = 12040
     directives: list[Directive] = field(default_factory=list)
+    xids: list[FakeXid] = field(default_factory=list)
 
     def render(self) -> str:
         lines = [f"init_error {self.init_error}", f"driver {self.driver_version}", f"cuda {self.cuda_version}"]
@@ -116,12 +151,12 @@ class FakeScenario:
                 f"index={index}",
                 f'uuid="{g.uuid}"',
                 f'name="{g.name}"',
-                f"util={g.util}",
-                f"mem_util={g.mem_util}",
+                f"util={_series(g.util)}",
+                f"mem_util={_series(g.mem_util)}",
                 f"mem_total={g.mem_total}",
-                f"mem_used={g.mem_used}",
-                f"temp={g.temp}",
-                f"power_mw={g.power_mw}",
+                f"mem_used={_series(g.mem_used)}",
+                f"temp={_series(g.temp)}",
+                f"power_mw={_series(g.power_mw)}",
                 f"power_limit_mw={g.power_limit_mw}",
                 f"clocks_event={g.clocks_event:#x}",
                 f"persistence={int(g.persistence)}",
@@ -130,6 +165,12 @@ class FakeScenario:
             ]
             if g.util_ts is not None:
                 words.append(f"util_ts={g.util_ts}")
+            if g.step_ms is not None:
+                words.append(f"step_ms={g.step_ms}")
+            for key, value in g.health.items():
+                if key not in HEALTH_KEYS:
+                    raise ValueError(f"unknown fake NVML health key {key!r} (known: {', '.join(HEALTH_KEYS)})")
+                words.append(f"{key}={_series(value)}")
             lines.append(" ".join(words))
             for p in g.processes:
                 mem = "na" if p.used_memory is None else str(p.used_memory)
@@ -137,6 +178,8 @@ class FakeScenario:
                 if p.sm_prev is not None:
                     words.append(f"sm_prev={p.sm_prev}")
                 lines.append(" ".join(words))
+        for x in self.xids:
+            lines.append(f"xid gpu={x.gpu} code={x.code} at={x.at}")
         for d in self.directives:
             value = int(d.value) if d.kind == "fail" else d.value
             words = [d.kind, d.function, str(value)]

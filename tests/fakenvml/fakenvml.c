@@ -29,6 +29,21 @@
  *                              a process on GPU I. mem=na -> NVML_VALUE_NOT_AVAILABLE. A process with
  *                              sm>0 has a utilisation sample at the GPU's sample time; sm_prev adds an
  *                              older sample (1 s earlier) so the reader must keep the newest.
+ *       [step_ms=MS] [HEALTH=V ...]
+ *                              HEALTH keys (absent: the call returns NOT_SUPPORTED, as on GPUs without it):
+ *                              sm_clock sm_clock_max mem_clock mem_clock_max (MHz), pstate (0-15), fan (%),
+ *                              ecc_mode (0|1), ecc_vol_corr ecc_vol_unc ecc_agg_corr ecc_agg_unc (counts),
+ *                              retired_pending (0|1), remap_corr remap_unc remap_pending remap_failed,
+ *                              pcie_gen pcie_gen_max pcie_width pcie_width_max, pcie_tx_kbs pcie_rx_kbs,
+ *                              enc dec (%), compute_mode (0 default, 2 prohibited, 3 exclusive process),
+ *                              mig_mode (0|1).
+ *                              Sequences: util, mem_util, mem_used, temp, power_mw and every HEALTH key take
+ *                              a comma list (util=10,60,95): the value in force is item
+ *                              (ms since nvmlInit / step_ms) modulo its length, so values change over time.
+ *   xid gpu=I code=N [at=SECONDS]
+ *                              a queued Xid event: nvmlEventSetWait* delivers it once, on a set that
+ *                              registered nvmlEventTypeXidCriticalError for GPU I, at least SECONDS after
+ *                              nvmlInit.
  *   fail FUNCTION CODE [gpu=I] [times=N]
  *                              FUNCTION (exact NVML symbol, e.g. nvmlDeviceGetPowerUsage) returns CODE
  *                              (3 NOT_SUPPORTED, 15 GPU_IS_LOST, ...), for GPU I only when given, for
@@ -125,7 +140,37 @@ typedef struct {
 #define MAX_GPUS 16
 #define MAX_PROCS 256
 #define MAX_DIRECTIVES 64
+#define MAX_SEQ 32
+#define MAX_XIDS 64
 #define STR 128
+
+/* A value that may change over time: item (ms since init / step) modulo n. n == 0: not set. */
+struct seq {
+    int n;
+    unsigned long long v[MAX_SEQ];
+};
+
+enum health_field {
+    HF_SM_CLOCK, HF_SM_CLOCK_MAX, HF_MEM_CLOCK, HF_MEM_CLOCK_MAX, HF_PSTATE, HF_FAN, HF_ECC_MODE,
+    HF_ECC_VOL_CORR, HF_ECC_VOL_UNC, HF_ECC_AGG_CORR, HF_ECC_AGG_UNC, HF_RETIRED_PENDING, HF_REMAP_CORR,
+    HF_REMAP_UNC, HF_REMAP_PENDING, HF_REMAP_FAILED, HF_PCIE_GEN, HF_PCIE_GEN_MAX, HF_PCIE_WIDTH,
+    HF_PCIE_WIDTH_MAX, HF_PCIE_TX_KBS, HF_PCIE_RX_KBS, HF_ENC, HF_DEC, HF_COMPUTE_MODE, HF_MIG_MODE, HF_COUNT
+};
+static const char *health_names[HF_COUNT] = {
+    "sm_clock", "sm_clock_max", "mem_clock", "mem_clock_max", "pstate", "fan", "ecc_mode",
+    "ecc_vol_corr", "ecc_vol_unc", "ecc_agg_corr", "ecc_agg_unc", "retired_pending", "remap_corr",
+    "remap_unc", "remap_pending", "remap_failed", "pcie_gen", "pcie_gen_max", "pcie_width",
+    "pcie_width_max", "pcie_tx_kbs", "pcie_rx_kbs", "enc", "dec", "compute_mode", "mig_mode",
+};
+
+typedef struct {
+    void *device;
+    unsigned long long eventType;
+    unsigned long long eventData;
+    unsigned int gpuInstanceId;
+    unsigned int computeInstanceId;
+} nvmlEventData_t;
+#define NVML_EVENT_TYPE_XID 0x8ULL
 
 struct fake_gpu {
     int index;
@@ -139,6 +184,17 @@ struct fake_gpu {
     char pci[STR];
     int lost;
     unsigned long long util_ts; /* 0 = wall clock */
+    unsigned long long step_ms;
+    struct seq util_s, mem_util_s, mem_used_s, temp_s, power_s; /* n == 0: the plain value above */
+    struct seq health[HF_COUNT];
+    unsigned long long events; /* event types registered on the (one) event set */
+};
+
+struct xid_event {
+    int gpu;
+    unsigned long long code;
+    double at_s;
+    int delivered;
 };
 
 struct fake_proc {
@@ -169,6 +225,23 @@ static struct fake_proc procs[MAX_PROCS];
 static int proc_count;
 static struct directive directives[MAX_DIRECTIVES];
 static int directive_count;
+static struct xid_event xids[MAX_XIDS];
+static int xid_count;
+static struct timeval init_time;
+static int event_set_token;
+
+static unsigned long long ms_since_init(void) {
+    struct timeval now;
+    gettimeofday(&now, NULL);
+    long long ms = (now.tv_sec - init_time.tv_sec) * 1000LL + (now.tv_usec - init_time.tv_usec) / 1000;
+    return ms < 0 ? 0 : (unsigned long long)ms;
+}
+
+static unsigned long long seq_value(const struct fake_gpu *g, const struct seq *s, unsigned long long plain) {
+    if (s->n == 0) return plain;
+    unsigned long long step = g->step_ms ? g->step_ms : 1000;
+    return s->v[(ms_since_init() / step) % s->n];
+}
 
 /* --------------------------------------------------------------------------- scenario parsing */
 
@@ -204,6 +277,22 @@ static unsigned long long number(const char *s, int *ok) {
     return v;
 }
 
+/* "10,60,95" -> a sequence; a single number -> a sequence of one. */
+static int parse_seq(const char *v, struct seq *s, int *ok) {
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", v);
+    s->n = 0;
+    for (char *save = NULL, *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        if (s->n >= MAX_SEQ) {
+            *ok = 0;
+            break;
+        }
+        s->v[s->n++] = number(item, ok);
+    }
+    if (s->n == 0) *ok = 0;
+    return s->n;
+}
+
 static void copy_str(char *dst, const char *src) {
     snprintf(dst, STR, "%s", src);
 }
@@ -226,12 +315,13 @@ static int parse_gpu(char **words, int n, int lineno) {
             }
         } else if (!strcmp(k, "uuid")) copy_str(g->uuid, v);
         else if (!strcmp(k, "name")) copy_str(g->name, v);
-        else if (!strcmp(k, "util")) g->util = number(v, &ok);
-        else if (!strcmp(k, "mem_util")) g->mem_util = number(v, &ok);
+        else if (!strcmp(k, "util")) { parse_seq(v, &g->util_s, &ok); g->util = g->util_s.v[0]; }
+        else if (!strcmp(k, "mem_util")) { parse_seq(v, &g->mem_util_s, &ok); g->mem_util = g->mem_util_s.v[0]; }
         else if (!strcmp(k, "mem_total")) g->mem_total = number(v, &ok);
-        else if (!strcmp(k, "mem_used")) g->mem_used = number(v, &ok);
-        else if (!strcmp(k, "temp")) g->temp = number(v, &ok);
-        else if (!strcmp(k, "power_mw")) g->power_mw = number(v, &ok);
+        else if (!strcmp(k, "mem_used")) { parse_seq(v, &g->mem_used_s, &ok); g->mem_used = g->mem_used_s.v[0]; }
+        else if (!strcmp(k, "temp")) { parse_seq(v, &g->temp_s, &ok); g->temp = g->temp_s.v[0]; }
+        else if (!strcmp(k, "power_mw")) { parse_seq(v, &g->power_s, &ok); g->power_mw = g->power_s.v[0]; }
+        else if (!strcmp(k, "step_ms")) g->step_ms = number(v, &ok);
         else if (!strcmp(k, "power_limit_mw")) g->power_limit_mw = number(v, &ok);
         else if (!strcmp(k, "clocks_event")) g->clocks_event = number(v, &ok);
         else if (!strcmp(k, "persistence")) g->persistence = number(v, &ok);
@@ -239,8 +329,17 @@ static int parse_gpu(char **words, int n, int lineno) {
         else if (!strcmp(k, "lost")) g->lost = number(v, &ok) != 0;
         else if (!strcmp(k, "util_ts")) g->util_ts = number(v, &ok);
         else {
-            fprintf(stderr, "fakenvml: line %d: unknown gpu key %s\n", lineno, k);
-            return 0;
+            int known = 0;
+            for (int f = 0; f < HF_COUNT; f++) {
+                if (!strcmp(k, health_names[f])) {
+                    parse_seq(v, &g->health[f], &ok);
+                    known = 1;
+                }
+            }
+            if (!known) {
+                fprintf(stderr, "fakenvml: line %d: unknown gpu key %s\n", lineno, k);
+                return 0;
+            }
         }
     }
     gpu_count++;
@@ -281,6 +380,30 @@ static int parse_proc(char **words, int n, int lineno) {
     return ok;
 }
 
+static int parse_xid(char **words, int n, int lineno) {
+    if (xid_count >= MAX_XIDS) return 0;
+    struct xid_event *x = &xids[xid_count];
+    memset(x, 0, sizeof *x);
+    x->gpu = -1;
+    int ok = 1;
+    for (int i = 1; i < n; i++) {
+        char *eq = strchr(words[i], '=');
+        if (!eq) return 0;
+        *eq = '\0';
+        const char *k = words[i], *v = eq + 1;
+        if (!strcmp(k, "gpu")) x->gpu = number(v, &ok);
+        else if (!strcmp(k, "code")) x->code = number(v, &ok);
+        else if (!strcmp(k, "at")) x->at_s = strtod(v, NULL);
+        else {
+            fprintf(stderr, "fakenvml: line %d: unknown xid key %s\n", lineno, k);
+            return 0;
+        }
+    }
+    if (x->gpu < 0 || x->gpu >= gpu_count) return 0;
+    xid_count++;
+    return ok;
+}
+
 static int parse_directive(char **words, int n, int hang) {
     if (n < 3 || directive_count >= MAX_DIRECTIVES) return 0;
     struct directive *d = &directives[directive_count];
@@ -311,7 +434,8 @@ static int parse_directive(char **words, int n, int hang) {
 
 /* Returns NVML_SUCCESS or the code init must return. Called with the lock held. */
 static nvmlReturn_t load_scenario(void) {
-    gpu_count = proc_count = directive_count = 0;
+    gpu_count = proc_count = directive_count = xid_count = 0;
+    gettimeofday(&init_time, NULL);
     copy_str(driver_version, "550.54.15");
     cuda_version = 12040;
     const char *path = getenv("MLTOP_FAKE_NVML_SCENARIO");
@@ -337,6 +461,7 @@ static nvmlReturn_t load_scenario(void) {
         else if (!strcmp(kind, "cuda") && n == 2) cuda_version = number(words[1], &ok);
         else if (!strcmp(kind, "gpu")) ok = parse_gpu(words, n, lineno);
         else if (!strcmp(kind, "proc")) ok = parse_proc(words, n, lineno);
+        else if (!strcmp(kind, "xid")) ok = parse_xid(words, n, lineno);
         else if (!strcmp(kind, "fail")) ok = parse_directive(words, n, 0);
         else if (!strcmp(kind, "hang")) ok = parse_directive(words, n, 1);
         else ok = 0;
@@ -521,17 +646,18 @@ EXPORT nvmlReturn_t nvmlDeviceGetName(void *device, char *name, unsigned int len
 EXPORT nvmlReturn_t nvmlDeviceGetUtilizationRates(void *device, nvmlUtilization_t *u) {
     DEVICE_ENTRY("nvmlDeviceGetUtilizationRates");
     if (!u) return NVML_ERROR_INVALID_ARGUMENT;
-    u->gpu = g->util;
-    u->memory = g->mem_util;
+    u->gpu = seq_value(g, &g->util_s, g->util);
+    u->memory = seq_value(g, &g->mem_util_s, g->mem_util);
     return NVML_SUCCESS;
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo(void *device, nvmlMemory_t *m) {
     DEVICE_ENTRY("nvmlDeviceGetMemoryInfo");
     if (!m) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned long long used = seq_value(g, &g->mem_used_s, g->mem_used);
     m->total = g->mem_total;
-    m->used = g->mem_used;
-    m->free = g->mem_total > g->mem_used ? g->mem_total - g->mem_used : 0;
+    m->used = used;
+    m->free = g->mem_total > used ? g->mem_total - used : 0;
     return NVML_SUCCESS;
 }
 
@@ -542,8 +668,9 @@ EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(void *device, nvmlMemory_v2_t *m)
     if (m->version != NVML_MEMORY_V2_VERSION) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
     m->total = g->mem_total;
     m->reserved = 0;
-    m->used = g->mem_used;
-    m->free = g->mem_total > g->mem_used ? g->mem_total - g->mem_used : 0;
+    unsigned long long used = seq_value(g, &g->mem_used_s, g->mem_used);
+    m->used = used;
+    m->free = g->mem_total > used ? g->mem_total - used : 0;
     return NVML_SUCCESS;
 }
 #endif
@@ -551,14 +678,14 @@ EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(void *device, nvmlMemory_v2_t *m)
 EXPORT nvmlReturn_t nvmlDeviceGetTemperature(void *device, unsigned int sensor, unsigned int *temp) {
     DEVICE_ENTRY("nvmlDeviceGetTemperature");
     if (!temp || sensor != 0) return NVML_ERROR_INVALID_ARGUMENT;
-    *temp = g->temp;
+    *temp = seq_value(g, &g->temp_s, g->temp);
     return NVML_SUCCESS;
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetPowerUsage(void *device, unsigned int *power) {
     DEVICE_ENTRY("nvmlDeviceGetPowerUsage");
     if (!power) return NVML_ERROR_INVALID_ARGUMENT;
-    *power = g->power_mw;
+    *power = seq_value(g, &g->power_s, g->power_mw);
     return NVML_SUCCESS;
 }
 
@@ -692,3 +819,191 @@ EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(void *device, nvmlProcessUti
     return NVML_SUCCESS;
 }
 #endif
+
+/* --------------------------------------------------------------------------- health */
+
+/* The value of a health field now, or NOT_SUPPORTED when the scenario does not set it. */
+static nvmlReturn_t health(struct fake_gpu *g, int field, unsigned long long *out) {
+    if (g->health[field].n == 0) return NVML_ERROR_NOT_SUPPORTED;
+    *out = seq_value(g, &g->health[field], 0);
+    return NVML_SUCCESS;
+}
+
+#define HEALTH_UINT(fn, field)                                         \
+    EXPORT nvmlReturn_t fn(void *device, unsigned int *value) {        \
+        DEVICE_ENTRY(#fn);                                             \
+        if (!value) return NVML_ERROR_INVALID_ARGUMENT;                \
+        unsigned long long v;                                          \
+        nvmlReturn_t r = health(g, field, &v);                         \
+        if (r == NVML_SUCCESS) *value = (unsigned int)v;               \
+        return r;                                                      \
+    }
+
+HEALTH_UINT(nvmlDeviceGetPerformanceState, HF_PSTATE)
+HEALTH_UINT(nvmlDeviceGetFanSpeed, HF_FAN)
+HEALTH_UINT(nvmlDeviceGetRetiredPagesPendingStatus, HF_RETIRED_PENDING)
+HEALTH_UINT(nvmlDeviceGetCurrPcieLinkGeneration, HF_PCIE_GEN)
+HEALTH_UINT(nvmlDeviceGetMaxPcieLinkGeneration, HF_PCIE_GEN_MAX)
+HEALTH_UINT(nvmlDeviceGetCurrPcieLinkWidth, HF_PCIE_WIDTH)
+HEALTH_UINT(nvmlDeviceGetMaxPcieLinkWidth, HF_PCIE_WIDTH_MAX)
+HEALTH_UINT(nvmlDeviceGetComputeMode, HF_COMPUTE_MODE)
+
+static nvmlReturn_t clock_of(const char *function, void *device, unsigned int type, unsigned int *clock, int max) {
+    DEVICE_ENTRY(function);
+    if (!clock) return NVML_ERROR_INVALID_ARGUMENT;
+    int field;
+    if (type == 1) field = max ? HF_SM_CLOCK_MAX : HF_SM_CLOCK; /* NVML_CLOCK_SM */
+    else if (type == 2) field = max ? HF_MEM_CLOCK_MAX : HF_MEM_CLOCK; /* NVML_CLOCK_MEM */
+    else return NVML_ERROR_NOT_SUPPORTED;
+    unsigned long long v;
+    nvmlReturn_t r = health(g, field, &v);
+    if (r == NVML_SUCCESS) *clock = (unsigned int)v;
+    return r;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetClockInfo(void *device, unsigned int type, unsigned int *clock) {
+    return clock_of("nvmlDeviceGetClockInfo", device, type, clock, 0);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMaxClockInfo(void *device, unsigned int type, unsigned int *clock) {
+    return clock_of("nvmlDeviceGetMaxClockInfo", device, type, clock, 1);
+}
+
+static nvmlReturn_t mode_pair(struct fake_gpu *g, int field, unsigned int *current, unsigned int *pending) {
+    if (!current || !pending) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned long long v;
+    nvmlReturn_t r = health(g, field, &v);
+    if (r == NVML_SUCCESS) *current = *pending = (unsigned int)v;
+    return r;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetEccMode(void *device, unsigned int *current, unsigned int *pending) {
+    DEVICE_ENTRY("nvmlDeviceGetEccMode");
+    return mode_pair(g, HF_ECC_MODE, current, pending);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMigMode(void *device, unsigned int *current, unsigned int *pending) {
+    DEVICE_ENTRY("nvmlDeviceGetMigMode");
+    return mode_pair(g, HF_MIG_MODE, current, pending);
+}
+
+/* errorType 0 corrected, 1 uncorrected; counterType 0 volatile, 1 aggregate (nvml.h). */
+EXPORT nvmlReturn_t nvmlDeviceGetTotalEccErrors(void *device, unsigned int errorType, unsigned int counterType,
+                                                unsigned long long *count) {
+    DEVICE_ENTRY("nvmlDeviceGetTotalEccErrors");
+    if (!count || errorType > 1 || counterType > 1) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned long long mode;
+    if (health(g, HF_ECC_MODE, &mode) != NVML_SUCCESS || !mode) return NVML_ERROR_NOT_SUPPORTED;
+    static const int fields[2][2] = {{HF_ECC_VOL_CORR, HF_ECC_AGG_CORR}, {HF_ECC_VOL_UNC, HF_ECC_AGG_UNC}};
+    unsigned long long v;
+    nvmlReturn_t r = health(g, fields[errorType][counterType], &v);
+    *count = r == NVML_SUCCESS ? v : 0;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetRemappedRows(void *device, unsigned int *corr, unsigned int *unc,
+                                              unsigned int *pending, unsigned int *failed) {
+    DEVICE_ENTRY("nvmlDeviceGetRemappedRows");
+    if (!corr || !unc || !pending || !failed) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned long long v[4];
+    const int fields[4] = {HF_REMAP_CORR, HF_REMAP_UNC, HF_REMAP_PENDING, HF_REMAP_FAILED};
+    int any = 0;
+    for (int i = 0; i < 4; i++) {
+        v[i] = 0;
+        if (health(g, fields[i], &v[i]) == NVML_SUCCESS) any = 1;
+    }
+    if (!any) return NVML_ERROR_NOT_SUPPORTED;
+    *corr = v[0];
+    *unc = v[1];
+    *pending = v[2];
+    *failed = v[3];
+    return NVML_SUCCESS;
+}
+
+/* counter 0 TX, 1 RX, in KB/s. */
+EXPORT nvmlReturn_t nvmlDeviceGetPcieThroughput(void *device, unsigned int counter, unsigned int *value) {
+    DEVICE_ENTRY("nvmlDeviceGetPcieThroughput");
+    if (!value || counter > 1) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned long long v;
+    nvmlReturn_t r = health(g, counter == 0 ? HF_PCIE_TX_KBS : HF_PCIE_RX_KBS, &v);
+    if (r == NVML_SUCCESS) *value = (unsigned int)v;
+    return r;
+}
+
+static nvmlReturn_t codec(struct fake_gpu *g, int field, unsigned int *util, unsigned int *period) {
+    if (!util || !period) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned long long v;
+    nvmlReturn_t r = health(g, field, &v);
+    if (r == NVML_SUCCESS) {
+        *util = (unsigned int)v;
+        *period = 1000000;
+    }
+    return r;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetEncoderUtilization(void *device, unsigned int *util, unsigned int *period) {
+    DEVICE_ENTRY("nvmlDeviceGetEncoderUtilization");
+    return codec(g, HF_ENC, util, period);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetDecoderUtilization(void *device, unsigned int *util, unsigned int *period) {
+    DEVICE_ENTRY("nvmlDeviceGetDecoderUtilization");
+    return codec(g, HF_DEC, util, period);
+}
+
+/* --------------------------------------------------------------------------- events (Xid) */
+
+EXPORT nvmlReturn_t nvmlEventSetCreate(void **set) {
+    nvmlReturn_t r = enter_system("nvmlEventSetCreate");
+    if (r != NVML_SUCCESS) return r;
+    if (!set) return NVML_ERROR_INVALID_ARGUMENT;
+    *set = &event_set_token;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceRegisterEvents(void *device, unsigned long long types, void *set) {
+    DEVICE_ENTRY("nvmlDeviceRegisterEvents");
+    if (set != &event_set_token) return NVML_ERROR_INVALID_ARGUMENT;
+    pthread_mutex_lock(&lock);
+    g->events |= types;
+    pthread_mutex_unlock(&lock);
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlEventSetWait_v2(void *set, nvmlEventData_t *data, unsigned int timeoutms) {
+    nvmlReturn_t r = enter_system("nvmlEventSetWait_v2");
+    if (r != NVML_SUCCESS) return r;
+    if (set != &event_set_token || !data) return NVML_ERROR_INVALID_ARGUMENT;
+    double elapsed_s = ms_since_init() / 1000.0;
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < xid_count; i++) {
+        struct xid_event *x = &xids[i];
+        if (x->delivered || x->at_s > elapsed_s || !(gpus[x->gpu].events & NVML_EVENT_TYPE_XID)) continue;
+        x->delivered = 1;
+        data->device = &gpus[x->gpu];
+        data->eventType = NVML_EVENT_TYPE_XID;
+        data->eventData = x->code;
+        data->gpuInstanceId = data->computeInstanceId = 0xFFFFFFFFu;
+        pthread_mutex_unlock(&lock);
+        return NVML_SUCCESS;
+    }
+    pthread_mutex_unlock(&lock);
+    if (timeoutms) {
+        struct timespec ts = {timeoutms / 1000, (long)(timeoutms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+        }
+    }
+    return NVML_ERROR_TIMEOUT;
+}
+
+EXPORT nvmlReturn_t nvmlEventSetWait(void *set, nvmlEventData_t *data, unsigned int timeoutms) {
+    return nvmlEventSetWait_v2(set, data, timeoutms);
+}
+
+EXPORT nvmlReturn_t nvmlEventSetFree(void *set) {
+    if (set != &event_set_token) return NVML_ERROR_INVALID_ARGUMENT;
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < gpu_count; i++) gpus[i].events = 0;
+    pthread_mutex_unlock(&lock);
+    return NVML_SUCCESS;
+}
