@@ -55,6 +55,8 @@ class ContainerFacts:
     pids_failed_forks: int = 0  # pids.events "max": forks refused so far
     cpu_stat_file: str | None = None
     cpu_stat: Mapping[str, int] = field(default_factory=dict)  # nr_periods, nr_throttled, ...
+    memlock_soft_bytes: int | None = None  # the init process's RLIMIT_MEMLOCK; -1 = unlimited; None = unknown
+    limits_file: str | None = None
 
 
 class HostProbe:
@@ -158,7 +160,11 @@ class HostProbe:
                 key, _, value = line.partition(" ")
                 if value.strip().isdigit():
                     cpu_stat[key] = int(value)
+        limits_file = f"/proc/{container.pid}/limits" if container.pid else None
+        memlock = _memlock(read_text(limits_file)) if limits_file else None
         return ContainerFacts(
+            limits_file=limits_file if memlock is not None else None,
+            memlock_soft_bytes=memlock,
             cgroup_dirs=dirs,
             read_throttles=tuple(self._read_throttles(dirs)),
             pids_dir=pids_dir,
@@ -187,6 +193,15 @@ class HostProbe:
                     if len(parts) == 2:
                         out.append(ReadThrottle(self.block_device(parts[0]), kind, parts[1], path))
         return out
+
+
+def _memlock(limits: str | None) -> int | None:
+    """The soft "Max locked memory" of a /proc/PID/limits text; -1 for unlimited."""
+    for line in (limits or "").splitlines():
+        if line.startswith("Max locked memory"):
+            soft = line[len("Max locked memory"):].split()[0]
+            return -1 if soft == "unlimited" else int(soft) if soft.isdigit() else None
+    return None
 
 
 def read_text(path: str) -> str | None:

@@ -46,8 +46,11 @@ class Thresholds:
     pids_near_max: float = _threshold(0.90, "pids.current / pids.max at or above which pids.near_max fires")
     io_psi_some_avg10: float = _threshold(20.0, "I/O pressure (PSI some avg10, %) at or above which reads are stalled")
     host_iowait_percent: float = _threshold(20.0, "host iowait % at or above which reads are stalled (no cgroup PSI)")
-    io_throttle_reached: float = _threshold(0.8, "read rate / read throttle at or above which the throttle binds")
+    io_throttle_reached: float = _threshold(0.5, "read rate / read throttle at or above which it binds (rates jitter)")
     io_min_read_mb_s: float = _threshold(100.0, "read throughput (MB/s) below which reads are slow")
+    xid_recent_s: float = _threshold(3600.0, "seconds within which an Xid is a warning (older ones are info)")
+    pcie_busy_util_percent: float = _threshold(10.0, "GPU utilisation % from which a trained-down PCIe link counts")
+    orphaned_memory_bytes: int = _threshold(1 << 30, "GPU memory held by no listed process from which it is orphaned")
     gpu_idle_util_percent: float = _threshold(1.0, "GPU utilisation % at or below which a GPU counts as idle")
 
     def named(self, name: str) -> str:

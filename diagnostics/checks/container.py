@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from mltop.probes.model import ContainerSample
 
 from ..findings import INFO, WARNING, Finding, evidence
-from .base import CheckContext, _cfg_source, _log_evidence, container_check
+from .base import CheckContext, CheckSkipped, _cfg_source, _log_evidence, _matches, container_check
 
 
 # --------------------------------------------------------------------------- processes, restarts, CPU
@@ -78,3 +80,55 @@ def check_pids(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
                     "(`OMP_NUM_THREADS`); errors look like \"can't start new thread\"")]
 
 
+
+
+def gpu_count_of(ctx: CheckContext, c: ContainerSample) -> tuple[int, str]:
+    """(how many GPUs the container has, how we know): NVML use first, then its device requests."""
+    used = {u.index for u in c.gpus} | {g.index for g in ctx.gpus_of(c)}
+    if len(used) >= 2:
+        return len(used), f"NVML shows it on GPUs {', '.join(str(i) for i in sorted(used))}"
+    for r in c.config.device_requests:
+        if r.device_ids:
+            return len(r.device_ids), f"HostConfig.DeviceRequests DeviceIDs {list(r.device_ids)}"
+        if r.count == -1:
+            return len(ctx.snapshot.gpus), f"HostConfig.DeviceRequests Count -1 (all {len(ctx.snapshot.gpus)} GPUs)"
+        if r.count > 0:
+            return r.count, f"HostConfig.DeviceRequests Count {r.count}"
+    nodes = [n for n in c.config.nvidia_device_nodes if n[len("/dev/nvidia"):].isdigit()]
+    if nodes:
+        return len(nodes), f"HostConfig.Devices {', '.join(nodes)}"
+    return len(used), "NVML processes joined to containers"
+
+
+_MEMLOCK_LOG = re.compile(r"ibv_reg_mr|Cannot allocate memory.*(NCCL|ibv)|NCCL.*(memlock|locked memory)|"
+                          r"NET/IB : .*(failed|error)", re.IGNORECASE)
+
+
+@container_check("nccl.memlock")
+def check_memlock(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
+    """nccl.memlock: a multi-GPU container whose locked-memory limit (`ulimit -l`) is not unlimited."""
+    if not c.running:
+        return []
+    count, how = gpu_count_of(ctx, c)
+    if count < 2:
+        return []
+    facts = ctx.facts(c)
+    configured = c.config.memlock_limit()
+    soft = facts.memlock_soft_bytes if facts.memlock_soft_bytes is not None else configured
+    if soft is None:
+        raise CheckSkipped(f"the locked-memory limit of {c.name} is unknown (its /proc/PID/limits is not readable)")
+    if soft == -1:
+        return []
+    ev = [evidence(f"{count} GPUs: {how}", _cfg_source(c))]
+    if facts.memlock_soft_bytes is not None:
+        ev.append(evidence(f"Max locked memory {soft} bytes (soft)", facts.limits_file or "/proc/PID/limits"))
+    else:
+        ev.append(evidence(f"HostConfig.Ulimits memlock soft {soft}", _cfg_source(c)))
+    hits = _matches(ctx.log_lines(c), _MEMLOCK_LOG)
+    ev += _log_evidence(ctx, c, hits)
+    return [Finding(
+        "nccl.memlock", WARNING if hits else INFO, c.name,
+        f"Uses {count} GPUs with locked memory limited to {soft // 1024} KiB: NCCL over InfiniBand/RDMA needs "
+        "it unlimited", tuple(ev),
+        "Run with `--ulimit memlock=-1` (and `--ulimit stack=67108864`), or set `default-ulimits` in daemon.json",
+    )]

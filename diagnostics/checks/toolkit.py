@@ -7,7 +7,7 @@ import re
 from mltop.probes.model import ContainerSample
 
 from ..findings import CRITICAL, WARNING, Finding, evidence
-from .base import CheckContext, _cfg_source, container_check, host_check
+from .base import CheckContext, _cfg_source, _log_evidence, _matches, container_check, host_check
 
 
 def toolkit_injected(ctx: CheckContext, c: ContainerSample) -> bool:
@@ -119,3 +119,39 @@ def check_toolkit(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     )]
 
 
+
+
+_NVML_LOST = re.compile(r"Failed to initialize NVML: Unknown Error", re.IGNORECASE)
+
+
+@container_check("nvml.lost_in_container")
+def check_nvml_lost(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
+    """nvml.lost_in_container: "Failed to initialize NVML: Unknown Error" inside a container that had its GPUs
+    (device access lost after a systemd `daemon-reload` under the systemd cgroup driver / cgroup v2)."""
+    hits = _matches(ctx.log_lines(c), _NVML_LOST)
+    framework_notes = []
+    for module, fw in ctx.imported_frameworks(c):
+        for note in [*(fw.get("errors") or ()), *(fw.get("warnings") or ())]:
+            if _NVML_LOST.search(str(note)):
+                framework_notes.append(evidence(f"{module} said {str(note)[:300]!r}", ctx.framework_source(c)))
+    if not hits and not framework_notes:
+        return []
+    if not ctx.snapshot.gpu_access(c):
+        return []  # it never had GPUs: gpu.not_visible speaks for it
+    host = ctx.snapshot.host
+    ev = _log_evidence(ctx, c, hits) + framework_notes
+    ev += ctx.gpu_access_evidence(c)
+    ev.append(evidence(f"CgroupDriver {host.cgroup_driver}, cgroup v{host.cgroup_version}", "docker info"))
+    links = ctx.host.nvidia_char_links
+    ev.append(evidence(f"{ctx.host.dev_char_dir}: " + ("absent" if links is None else
+                                                       f"{len(links)} 195:* entries"), "host filesystem"))
+    if host.nvml.ok:
+        ev.append(evidence(f"the host's NVML answers ({len(ctx.snapshot.gpus)} GPU(s))", "NVML on the host"))
+    return [Finding(
+        "nvml.lost_in_container", WARNING, c.name,
+        "The container lost access to its GPUs (NVML: Unknown Error) while the host still sees them",
+        tuple(ev),
+        f"Recreate the container (`docker restart {c.name}` is not enough with --gpus under systemd: "
+        "`docker rm -f` and run again); prevent it with `sudo nvidia-ctk system create-dev-char-symlinks "
+        "--create-all`, or start GPU containers through CDI (`--device nvidia.com/gpu=all`)",
+    )]
