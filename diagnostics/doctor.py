@@ -134,6 +134,37 @@ def _run_device_check(snapshot: Snapshot, c: ContainerSample, engine, skips: _Sk
     return None
 
 
+def _run_checks(ctx: CheckContext, skips: _Skips) -> list[Finding]:
+    """Every registered check over ctx's host and containers; a check that fails lands in `skips`."""
+    findings: list[Finding] = []
+    for name, check in registry.HOST_CHECKS:
+        try:
+            findings += check(ctx)
+        except CheckSkipped as skipped:
+            skips.add(name, str(skipped))
+        except Exception as exc:
+            log.exception("check %s failed", name)
+            skips.add(name, f"the check failed: {type(exc).__name__}: {exc}")
+    for c in ctx.containers:
+        for name, check in registry.CONTAINER_CHECKS:
+            try:
+                findings += check(ctx, c)
+            except CheckSkipped as skipped:
+                skips.add(name, str(skipped), c.name)
+            except Exception as exc:
+                log.exception("check %s failed for %s", name, c.name)
+                skips.add(name, f"the check failed: {type(exc).__name__}: {exc}", c.name)
+    return findings
+
+
+def judge(ctx: CheckContext) -> DoctorResult:
+    """Run every check over a context built by hand (tests, replays): no logs, exec or sensing of its own."""
+    skips = _Skips()
+    findings = _run_checks(ctx, skips)
+    return DoctorResult(findings=tuple(sort_findings(findings)), checks_skipped=skips.result(),
+                        containers_checked=tuple(c.name for c in ctx.containers))
+
+
 def run_doctor(
     snapshot: Snapshot,
     engine,
@@ -208,24 +239,7 @@ def run_doctor(
     ctx = CheckContext(snapshot=snapshot, containers=selected, logs=logs, host=host_facts, thresholds=thresholds,
                        log_tail=log_tail, previous=previous, read_tests=read_tests, frameworks=frameworks,
                        container_facts=container_facts)
-    findings: list[Finding] = []
-    for name, check in registry.HOST_CHECKS:
-        try:
-            findings += check(ctx)
-        except CheckSkipped as skipped:
-            skips.add(name, str(skipped))
-        except Exception as exc:
-            log.exception("check %s failed", name)
-            skips.add(name, f"the check failed: {type(exc).__name__}: {exc}")
-    for c in selected:
-        for name, check in registry.CONTAINER_CHECKS:
-            try:
-                findings += check(ctx, c)
-            except CheckSkipped as skipped:
-                skips.add(name, str(skipped), c.name)
-            except Exception as exc:
-                log.exception("check %s failed for %s", name, c.name)
-                skips.add(name, f"the check failed: {type(exc).__name__}: {exc}", c.name)
+    findings = _run_checks(ctx, skips)
     return DoctorResult(
         findings=tuple(sort_findings(findings)),
         checks_skipped=skips.result(),

@@ -137,7 +137,9 @@ def check_xid(ctx: CheckContext) -> list[Finding]:
             out.append(Finding(
                 "gpu.xid", _xid_severity(xid, recent), None,
                 f"GPU {g.index}: Xid {xid}, {meaning} ({who})" + (f"; affects {', '.join(users)}" if users else ""),
-                tuple(ev), action.replace(" N`", f" {g.index}`"),
+                tuple(ev), action.replace(" N`", f" {g.index}`") + (
+                    f" (`sudo nvidia-smi -r -i {g.index}` resets GPU {g.index} once no process uses it)"
+                    if kind == "hardware" and " -r -i" not in action else ""),
             ))
     return out
 

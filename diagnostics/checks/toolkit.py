@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from mltop.probes.host_facts import TOOLKIT_BINARIES
 from mltop.probes.model import ContainerSample
 
 from ..findings import CRITICAL, WARNING, Finding, evidence
@@ -62,7 +63,7 @@ def check_toolkit(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     host = ctx.snapshot.host
     runtimes = host.runtimes
     has_runtime = "nvidia" in runtimes
-    binaries = dict(ctx.host.toolkit_binaries)
+    binaries = {name: ctx.host.toolkit_binaries.get(name) for name in TOOLKIT_BINARIES}
     specs, cdi_dirs = list(ctx.host.cdi_gpu_specs), list(ctx.host.cdi_dirs)
     wants_runtime = c.config.runtime == "nvidia"
     wants_cdi = any(r.driver == "cdi" for r in c.config.device_requests)
