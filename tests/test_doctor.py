@@ -645,3 +645,9 @@ def test_diagnostics_do_not_import_textual():
     code = ("import sys, mltop.diagnostics.doctor, mltop.diagnostics.checks, mltop.diagnostics.cuda_compat; "
             "sys.exit(1 if 'textual' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+def test_no_finding_contradicts_its_snapshot(fault_run):
+    from consistency import contradictions
+
+    assert contradictions(fault_run.snapshot, fault_run.result.findings) == []
