@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -16,7 +18,19 @@ from .read_test import ReadTestResult, timed_direct_read
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DoctorResult", "SkippedCheck", "latest_device_check", "run_doctor", "worst_by_container"]
+__all__ = ["BackgroundDeviceChecks", "DoctorResult", "SkippedCheck", "judge", "latest_device_check", "no_exec_reason",
+           "run_doctor", "worst_by_container"]
+
+NO_EXEC_ENV = "MLTOP_NO_EXEC"  # the configuration key: MLTOP_NO_EXEC=1 forbids every docker exec, like --no-exec
+
+
+def no_exec_reason(no_exec: bool = False) -> str | None:
+    """Why mltop may not exec into containers (--no-exec, or MLTOP_NO_EXEC=1), or None when it may."""
+    if no_exec:
+        return "--no-exec forbids docker exec into containers"
+    if os.environ.get(NO_EXEC_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
+        return f"{NO_EXEC_ENV}={os.environ[NO_EXEC_ENV]} forbids docker exec into containers"
+    return None
 
 
 @dataclass(frozen=True)
@@ -182,6 +196,7 @@ def run_doctor(
     action_log=None,
     framework_check: bool = False,
     framework_check_timeout_s: float = FRAMEWORK_CHECK_TIMEOUT_S,
+    no_exec: bool = False,
 ) -> DoctorResult:
     """Diagnose the host and the containers of `snapshot` (all, or those named/id-prefixed in `containers`).
 
@@ -191,7 +206,8 @@ def run_doctor(
     what the newest successful device check of each container found (its frameworks' CUDA builds and whether
     they see a GPU); with `framework_check` the device check runs first (by docker exec, up to
     `framework_check_timeout_s` each) in every selected running container that has none yet, and its results
-    join `action_log` when one is given. `host` senses what the snapshot does not carry (toolkit binaries,
+    join `action_log` when one is given. With `no_exec` (or MLTOP_NO_EXEC=1) nothing is exec'd: the read test
+    and the device check are listed under checks_skipped with the reason. `host` senses what the snapshot does not carry (toolkit binaries,
     CDI specs, cgroup limit files); `host_facts` / `container_facts` (by container id) replace that sensing,
     for tests that build their own. Safe to call from a worker thread; never raises for a
     failing check or source: those land in `checks_skipped` with the reason.
@@ -220,6 +236,17 @@ def run_doctor(
         except Exception as exc:  # removed meanwhile, engine hiccup: judge without its logs
             skips.add("logs", f"could not read the logs: {type(exc).__name__}: {exc}", c.name)
 
+    forbidden = no_exec_reason(no_exec)
+    if forbidden and io_test:
+        skips.add("io.read_test", forbidden)
+        io_test = None
+    if forbidden and framework_check:
+        skips.add(FRAMEWORK_CHECK, forbidden + " (the device check runs in the container)")
+        framework_check = False
+    elif forbidden:
+        skips.add("exec", forbidden + ": the device check and the read test did not run; checks judged the "
+                            "image, logs and NVML only")
+
     read_tests: dict[str, ReadTestResult] = {}
     if io_test:
         for c in selected:
@@ -246,3 +273,58 @@ def run_doctor(
         containers_checked=tuple(c.name for c in selected),
         missing=missing,
     )
+
+
+class BackgroundDeviceChecks:
+    """The device-placement check without a key press: once per container start (id, StartedAt) in running
+    containers that look like GPU workloads, at most one at a time, on the caller's worker thread.
+
+    Its results join `action_log`, where the doctor finds them (latest_device_check), so driver.cuda_too_new
+    and gpu.not_visible see the CUDA that pip wheels bring. Under --no-exec / MLTOP_NO_EXEC it runs nothing.
+    """
+
+    def __init__(self, action_log, timeout_s: float = FRAMEWORK_CHECK_TIMEOUT_S, no_exec: bool = False):
+        self.action_log = action_log
+        self.timeout_s = timeout_s
+        self.forbidden = no_exec_reason(no_exec)
+        self.outcomes: dict[tuple[str, str | None], str] = {}  # (id, StartedAt) -> status, for each start tried
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(c: ContainerSample) -> tuple[str, str | None]:
+        return (c.id, c.config.started_at)
+
+    def due(self, snapshot: Snapshot) -> list[ContainerSample]:
+        """Running GPU-looking containers whose current start has not been checked yet."""
+        from .checks import looks_like_gpu_workload
+
+        if self.forbidden:
+            return []
+        return [c for c in snapshot.containers
+                if c.running and self.key(c) not in self.outcomes
+                and (snapshot.has_gpus(c) or looks_like_gpu_workload(c))]
+
+    def run_one(self, snapshot: Snapshot, engine):
+        """Check the first due container; None when none is due or another check is running. Blocks while the
+        check runs (up to timeout_s): call it from a worker thread, never the UI thread."""
+        if not self._lock.acquire(blocking=False):
+            return None  # one at a time
+        try:
+            due = self.due(snapshot)
+            if not due or engine is None:
+                return None
+            c = due[0]
+            self.outcomes[self.key(c)] = "running"
+            from .actions import DEVICE_CHECK, ActionRun
+
+            try:
+                result = ActionRun(DEVICE_CHECK, snapshot, c, engine, timeout_s=self.timeout_s,
+                                   log=self.action_log).run()
+            except Exception as exc:  # a bad argument; ActionRun.run itself does not raise
+                log.warning("background device check of %s could not start: %s", c.name, exc)
+                self.outcomes[self.key(c)] = "error"
+                return None
+            self.outcomes[self.key(c)] = result.status
+            return result
+        finally:
+            self._lock.release()

@@ -202,3 +202,62 @@ def test_health_reaches_snapshot_json(gpu_run):
     g1 = doc["gpus"][1]
     assert g1["ecc_volatile_uncorrected"] == 2 and g1["pcie_generation"] == 3 and g1["pcie_generation_max"] == 5
     assert doc["gpus"][0]["xid_events"][0]["xid"] == 79
+
+
+# --------------------------------------------------------------------------- the device check in the background
+
+
+def test_background_device_check_once_per_container_start(containers, sampler):
+    from mltop.diagnostics.actions import ActionLog
+    from mltop.diagnostics.doctor import BackgroundDeviceChecks, latest_device_check
+
+    gpuish = containers.run(["python3", "-c", "import time; time.sleep(300)"], image="python",
+                            environment=CUDA_ENV)
+    plain = containers.run(["sleep", "300"])
+    log = ActionLog()
+    checks = BackgroundDeviceChecks(log, timeout_s=60)
+    snap = sampler.sweep()
+    due = [c.name for c in checks.due(snap)]
+    assert gpuish.name in due and plain.name not in due
+
+    while checks.due(snap):  # other test sessions' GPU-looking containers may be due too
+        assert checks.run_one(snap, sampler.engine) is not None
+    mine = snap.container(gpuish.id)
+    assert checks.outcomes[checks.key(mine)] == "ok"
+    assert latest_device_check(log, mine) is not None  # the doctor will read it from the log
+    assert checks.run_one(snap, sampler.engine) is None  # cached: nothing runs again for this start
+
+    gpuish.restart(timeout=1)
+    wait_for(lambda: sampler.sweep().container(gpuish.id).config.started_at != mine.config.started_at,
+             what="a new start")
+    assert gpuish.name in [c.name for c in checks.due(sampler.sweep())]  # a new start is due again
+
+
+def test_background_device_check_runs_one_at_a_time(containers, sampler):
+    from mltop.diagnostics.actions import ActionLog
+    from mltop.diagnostics.doctor import BackgroundDeviceChecks
+
+    containers.run(["python3", "-c", "import time; time.sleep(300)"], image="python", environment=CUDA_ENV)
+    checks = BackgroundDeviceChecks(ActionLog(), timeout_s=60)
+    snap = sampler.sweep()
+    with checks._lock:  # as if another worker's check were running
+        assert checks.run_one(snap, sampler.engine) is None
+    assert checks.due(snap)
+
+
+def test_no_exec_forbids_every_exec_and_says_what_was_skipped(containers, sampler, monkeypatch):
+    from mltop.diagnostics.actions import ActionLog
+    from mltop.diagnostics.doctor import BackgroundDeviceChecks, run_doctor
+
+    c = containers.run(["python3", "-c", "import time; time.sleep(300)"], image="python", environment=CUDA_ENV)
+    snap = sampler.sweep()
+    log = ActionLog()
+    result = run_doctor(snap, sampler.engine, containers=[c.name], io_test="/etc/hostname", framework_check=True,
+                        action_log=log, no_exec=True)
+    skipped = {s.check: s.reason for s in result.checks_skipped}
+    assert "--no-exec" in skipped["io.read_test"] and "--no-exec" in skipped["framework_check"]
+    assert log.results() == () or not list(log.results())  # nothing was exec'd
+    monkeypatch.setenv("MLTOP_NO_EXEC", "1")
+    result = run_doctor(snap, sampler.engine, containers=[c.name])
+    assert any(s.check == "exec" and "MLTOP_NO_EXEC=1" in s.reason for s in result.checks_skipped)
+    assert BackgroundDeviceChecks(log).due(snap) == []

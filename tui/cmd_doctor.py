@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "sees a GPU, so driver.cuda_too_new and gpu.not_visible judge the frameworks too, "
                              "not only the image (seconds to minutes per container; a check that cannot run is "
                              "listed under checks skipped)")
+    parser.add_argument("--no-exec", action="store_true",
+                        help="never docker exec into a container (also: MLTOP_NO_EXEC=1): --io-test and "
+                             "--framework-check are skipped and listed under checks skipped")
     parser.add_argument("--log-tail", type=int, default=200, metavar="LINES",
                         help="recent log lines read per container for log-based checks (default 200)")
     group = parser.add_argument_group("thresholds (heuristics; the evidence names the one that fired)")
@@ -108,6 +111,7 @@ def main(args: argparse.Namespace) -> int:
             log_tail=args.log_tail,
             io_test_max_mb=args.io_test_max_mb,
             framework_check=args.framework_check,
+            no_exec=getattr(args, "no_exec", False),
         )
     finally:
         sampler.close()
