@@ -15,6 +15,7 @@ from mltop.probes.host_facts import ContainerFacts, HostFacts, HostProbe
 from .checks import CheckContext, CheckSkipped, Thresholds, base as registry
 from .findings import Finding, exit_code, sort_findings, worst_by_container
 from .read_test import ReadTestResult, timed_direct_read
+from .workload import WorkloadThresholds
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,7 @@ def run_doctor(
     framework_check: bool = False,
     framework_check_timeout_s: float = FRAMEWORK_CHECK_TIMEOUT_S,
     no_exec: bool = False,
+    workload_thresholds: WorkloadThresholds | None = None,
 ) -> DoctorResult:
     """Diagnose the host and the containers of `snapshot` (all, or those named/id-prefixed in `containers`).
 
@@ -265,7 +267,8 @@ def run_doctor(
 
     ctx = CheckContext(snapshot=snapshot, containers=selected, logs=logs, host=host_facts, thresholds=thresholds,
                        log_tail=log_tail, previous=previous, read_tests=read_tests, frameworks=frameworks,
-                       container_facts=container_facts)
+                       container_facts=container_facts,
+                       workload_thresholds=workload_thresholds or WorkloadThresholds())
     findings = _run_checks(ctx, skips)
     return DoctorResult(
         findings=tuple(sort_findings(findings)),

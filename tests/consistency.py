@@ -140,6 +140,7 @@ CLAIMS: dict[str, Claim] = {
     "container.restart_loop": _needs(lambda s, c: c.config.restart_count >= T.restart_loop_count
                                      or c.status == "restarting", "restarts"),
     "container.crashed": _needs(lambda s, c: c.status == "exited", "an exited container"),
+    "perf.input_bound": _needs(lambda s, c: c.running and s.uses_gpu(c), "a running container on a GPU"),
     "pids.near_max": _needs(lambda s, c: c.running, "a running container"),
     "cpu.throttled": _needs(lambda s, c: c.running, "a running container"),
 }

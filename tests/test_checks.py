@@ -418,3 +418,42 @@ def test_a_healthy_gpu_job_yields_nothing_worse_than_info():
 
 
 _unused: Callable = config, process  # noqa: F841  (re-exported helpers kept importable for new cases)
+
+
+# --------------------------------------------------------------------------- why is my training slow?
+
+
+def test_workload_classification_each_kind():
+    from mltop.diagnostics.workload import classify
+    from mltop.probes.model import Pressure
+
+    def job(sm, **over):
+        return container("job", gpus=(gpu_use(0, 8 * GIB, sm),), **over)
+
+    assert classify(job(85.0)).kind == "gpu"
+    quota = classify(job(20.0, cpu_limit_cores=4.0, cpu_limit_percent=98.0, cpu_percent=392.0))
+    assert quota.kind == "input-cpu" and any("cpu_quota_share=0.9" in r for r in quota.reasons)
+    loaders = job(20.0, processes=(process(101, container_pid=1, cpu_percent=40.0),
+                                   process(102, container_pid=7, cpu_percent=99.0),
+                                   process(103, container_pid=8, cpu_percent=98.0)))
+    assert classify(loaders).kind == "input-cpu"
+    io = classify(job(10.0, pressure=Pressure(cpu=1.0, memory=0.0, io=55.0), io_read_bytes_per_s=3e6))
+    assert io.kind == "input-io" and any("io_psi_percent=20.0" in r for r in io.reasons)
+    mem = classify(job(10.0, memory_bytes=int(7.8 * GIB), memory_limit_bytes=8 * GIB))
+    assert mem.kind == "memory"
+    idle = classify(job(0.0, cpu_percent=0.5, processes=(process(1, cpu_percent=0.5),)))
+    assert idle.kind == "idle"
+    assert classify(container("cpu-only")) is None  # no GPU: nothing to classify
+    # Underused with no reason the snapshot shows: say nothing rather than guess.
+    assert classify(job(30.0, cpu_percent=60.0, processes=(process(1, cpu_percent=60.0),))) is None
+
+
+def test_input_bound_finding_and_gpu_bound_lookalike():
+    slow = container("slow", gpus=(gpu_use(0, 8 * GIB, 15.0),), cpu_limit_cores=2.0, cpu_limit_percent=99.0)
+    g = gpu(0, utilization_percent=15.0, memory_used_bytes=8 * GIB + 512 * MIB,
+            processes=(gpu_process(4242, 8 * GIB, 15.0, container=slow),))
+    f = find(run(snapshot([slow], [g])), "perf.input_bound", "slow")
+    assert "input-cpu" in f.title and "num_workers" in f.fix
+    fast = replace(slow, gpus=(gpu_use(0, 8 * GIB, 90.0),))  # at its quota, but the GPU is busy: GPU-bound
+    g2 = replace(g, utilization_percent=90.0, processes=(gpu_process(4242, 8 * GIB, 90.0, container=fast),))
+    assert "perf.input_bound" not in codes(run(snapshot([fast], [g2])))

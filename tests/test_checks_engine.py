@@ -77,6 +77,7 @@ def gpu_run(docker_client, test_images, fake_nvml_lib, tmp_path_factory):
         # (`--ulimit memlock=-1` is refused by this nested engine: the unlimited lookalike is a unit test.)
         start("single", ["sleep", "300"], environment=CUDA_ENV)
 
+
         def pid(role):
             if role not in names:
                 return 4_000_001  # a PID no process has: the driver lists a process mltop cannot attribute
@@ -261,3 +262,38 @@ def test_no_exec_forbids_every_exec_and_says_what_was_skipped(containers, sample
     result = run_doctor(snap, sampler.engine, containers=[c.name])
     assert any(s.check == "exec" and "MLTOP_NO_EXEC=1" in s.reason for s in result.checks_skipped)
     assert BackgroundDeviceChecks(log).due(snap) == []
+
+
+
+def test_input_bound_at_its_cpu_quota(containers, fake_nvml_lib, tmp_path, monkeypatch):
+    """A pipeline pinned at a 0.1-CPU quota while its GPU process shows 5 % SM."""
+    from mltop.diagnostics.workload import classify
+
+    c = containers.run(["sh", "-c", "while :; do :; done"], environment=CUDA_ENV, nano_cpus=100_000_000)
+    pid = c.attrs["State"]["Pid"] or __import__("docker").from_env().containers.get(c.id).attrs["State"]["Pid"]
+    write_scenario(tmp_path / "s.txt", FakeScenario(gpus=[FakeGpu(util=5, mem_used=2 * GIB, processes=[
+        FakeProcess(pid, used_memory=1 * GIB, sm=5)])]))
+    monkeypatch.setenv(SCENARIO_ENV, str(tmp_path / "s.txt"))
+    sampler = Sampler(ProbeOptions(nvml=True, nvml_lib=str(fake_nvml_lib)))
+    try:
+        previous = snap = sampler.sweep()
+        seen = []
+        for _ in range(15):  # on a loaded host the loop may not even get its 0.1 CPU: wait for a sweep where it does
+            time.sleep(0.5)
+            previous, snap = snap, sampler.sweep()
+            me = snap.container(c.id)
+            seen.append(me.cpu_limit_percent)
+            before = previous.container(c.id)
+            if me.cpu_throttled_periods and before.cpu_throttled_periods is not None and \
+                    me.cpu_throttled_periods > before.cpu_throttled_periods:
+                break
+        else:
+            pytest.skip(f"the host is too loaded for the loop to reach its quota (% of limit seen: {seen})")
+        w = classify(me, snap, previous=previous)
+        assert w.kind == "input-cpu", (w, seen)
+        result = run_doctor(snap, sampler.engine, containers=[c.name], previous=previous)
+        f = next(f for f in result.findings if f.code == "perf.input_bound")
+        assert "input-cpu" in f.title and "--cpus" in f.fix
+        assert contradictions(snap, result.findings) == []
+    finally:
+        sampler.close()

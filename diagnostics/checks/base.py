@@ -17,6 +17,7 @@ from mltop.probes.model import ContainerSample, GpuSample, Snapshot
 
 from ..findings import Finding, evidence
 from ..read_test import ReadTestResult
+from ..workload import WorkloadThresholds
 
 
 MIB = 1 << 20
@@ -79,7 +80,7 @@ class CheckContext:
     # container id -> the device check's data["frameworks"] (module -> what the container's Python found)
     frameworks: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
     container_facts: Mapping[str, ContainerFacts] = field(default_factory=dict)  # container id -> cgroup files
-    skipped_exec: str | None = None  # why checks that exec into containers did not (e.g. --no-exec)
+    workload_thresholds: WorkloadThresholds = field(default_factory=WorkloadThresholds)
 
     def log_lines(self, c: ContainerSample) -> tuple[str, ...]:
         return self.logs.get(c.id, ())

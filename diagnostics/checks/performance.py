@@ -5,6 +5,7 @@ from __future__ import annotations
 from mltop.probes.model import ContainerSample
 
 from ..findings import INFO, WARNING, Finding, evidence
+from ..workload import INPUT_CPU, INPUT_IO, classify
 from .base import CheckContext, _bytes, _cfg_source, container_check
 
 
@@ -73,3 +74,27 @@ def check_gpu_idle(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
                     "check again with `mltop` over a minute")]
 
 
+
+
+_INPUT_FIX = {
+    INPUT_CPU: "Give the input pipeline more CPU: raise `--cpus` (or remove the quota), add DataLoader workers "
+               "(`num_workers`) up to the cores you have, `pin_memory=True`, move decoding/augmentation to the GPU "
+               "(DALI) or preprocess offline",
+    INPUT_IO: "Feed the GPU faster: a faster volume (local NVMe), stage shards locally, sharded formats "
+              "(WebDataset/TFRecord), more DataLoader workers with `prefetch_factor`, `pin_memory=True`",
+}
+
+
+@container_check("perf.input_bound")
+def check_input_bound(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
+    """perf.input_bound: the GPU mostly waits for input (CPU quota or busy loader workers, or stalled reads)."""
+    w = classify(c, ctx.snapshot, ctx.workload_thresholds, previous=ctx.previous)
+    if w is None or w.kind not in (INPUT_CPU, INPUT_IO):
+        return []
+    what = "CPU" if w.kind == INPUT_CPU else "reads"
+    ev = [evidence(r, "mltop workload classification (one sweep)") for r in w.reasons]
+    ev += [evidence(f"GPU {u.index} ({u.uuid}) SM {u.sm_percent if u.sm_percent is not None else '?'}%, "
+                    f"{_bytes(u.memory_bytes or 0)} held", "NVML per-process samples") for u in c.gpus]
+    return [Finding("perf.input_bound", WARNING, c.name,
+                    f"Input-bound ({w.kind}): the GPU waits for the data pipeline's {what}", tuple(ev),
+                    _INPUT_FIX[w.kind])]
