@@ -40,14 +40,16 @@ def docker_client():
         client.ping()
     except Exception as exc:  # engine down, socket missing, permission denied
         _no_engine(f"{type(exc).__name__}: {exc}")
-    # Leftovers of an interrupted earlier run: containers whose test session (a pid) is gone. Containers of
+    # ignore_removed: a container listed but gone by the time it is inspected (another session removing it,
+    # or an engine under load) must not fail every test. Leftovers of an interrupted earlier run: containers whose test session (a pid) is gone. Containers of
     # another pytest session running at the same time are left alone.
-    for c in client.containers.list(all=True, filters={"label": TEST_LABEL}):
+    for c in client.containers.list(all=True, filters={"label": TEST_LABEL}, ignore_removed=True):
         owner = c.labels.get(SESSION_LABEL, "")
         if not (owner.isdigit() and os.path.exists(f"/proc/{owner}")):
             c.remove(force=True)
     yield client
-    for c in client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={os.getpid()}"}):
+    mine = {"label": f"{SESSION_LABEL}={os.getpid()}"}
+    for c in client.containers.list(all=True, filters=mine, ignore_removed=True):
         try:
             c.remove(force=True)
         except Exception:
