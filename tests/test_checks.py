@@ -6,11 +6,11 @@ The engine-backed reproductions (test_doctor.py, test_checks_engine.py) stay; th
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
-from builders import GIB, MIB, config, container, gpu, gpu_process, gpu_request, gpu_use, gpu_workload, host
+from builders import GIB, MIB, container, gpu, gpu_process, gpu_request, gpu_use, gpu_workload, host
 from builders import process, replace, snapshot
 from mltop.diagnostics.checks import CONTAINER_CHECKS, HOST_CHECKS, CheckContext, Thresholds
 from mltop.diagnostics.doctor import judge
@@ -416,8 +416,6 @@ def test_a_healthy_gpu_job_yields_nothing_worse_than_info():
     assert [(f.code, f.title) for f in result.findings if f.severity != "info"] == []
     assert not result.checks_skipped, result.checks_skipped
 
-
-_unused: Callable = config, process  # noqa: F841  (re-exported helpers kept importable for new cases)
 
 
 # --------------------------------------------------------------------------- why is my training slow?
