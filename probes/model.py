@@ -93,6 +93,20 @@ class XidEvent:
 
 
 @dataclass(frozen=True)
+class MigDevice:
+    """One MIG instance of a GPU. Its processes are also on the parent GPU's list (by host PID), where they
+    are attributed to containers like any other: `GpuSample.mig_processes(mig)` gives them back."""
+
+    index: int  # the slot on its GPU
+    uuid: str  # "MIG-..."
+    gpu_instance_id: int | None
+    compute_instance_id: int | None
+    memory_used_bytes: int | None
+    memory_total_bytes: int | None
+    host_pids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class GpuSample:
     index: int
     uuid: str
@@ -137,7 +151,12 @@ class GpuSample:
     decoder_percent: float | None = None
     compute_mode: str | None = None  # "default" | "exclusive_thread" | "prohibited" | "exclusive_process"
     mig_enabled: bool | None = None
+    mig_devices: tuple[MigDevice, ...] = ()
     xid_events: tuple[XidEvent, ...] = ()  # oldest first
+
+    def mig_processes(self, mig: MigDevice) -> tuple[GpuProcess, ...]:
+        """The processes on one MIG device, as attributed on this GPU."""
+        return tuple(p for p in self.processes if p.host_pid in mig.host_pids)
 
 
 # --------------------------------------------------------------------------- containers

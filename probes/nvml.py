@@ -13,7 +13,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable
 
 from .kmsg import KmsgReader, normalise_pci
-from .model import GpuProcess, GpuSample, NvmlStatus, XidEvent
+from .model import GpuProcess, GpuSample, MigDevice, NvmlStatus, XidEvent
 
 ENV_LIBRARY = "MLTOP_NVML_LIB"
 DEFAULT_LIBRARY = "libnvidia-ml.so.1"
@@ -665,7 +665,40 @@ class NvmlProbe:
         out["compute_mode"] = COMPUTE_MODES.get(mode, f"mode {mode}") if mode is not None else None
         mig = get("mig_enabled", pynvml.nvmlDeviceGetMigMode)
         out["mig_enabled"] = bool(mig[0]) if mig is not None else None
+        if out["mig_enabled"]:
+            out["mig_devices"] = NvmlProbe._mig_devices(pynvml, handle, query)
         return out
+
+    @staticmethod
+    def _mig_devices(pynvml: Any, handle: Any, query: Callable[..., Any]) -> tuple[MigDevice, ...]:
+        """Each MIG device of a GPU with its memory and the host PIDs NVML lists on it."""
+        count = query("mig_devices", (pynvml.nvmlDeviceGetMaxMigDeviceCount, (handle,))) or 0
+        out = []
+        for slot in range(count):
+            try:
+                mig = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+            except pynvml.NVMLError:
+                continue  # an empty slot answers NOT_FOUND
+
+            def soft(fn: Callable[..., Any], *args: Any) -> Any:
+                try:
+                    return fn(mig, *args)
+                except pynvml.NVMLError:
+                    return None
+
+            memory = soft(pynvml.nvmlDeviceGetMemoryInfo)
+            pids: list[int] = []
+            for fn in (pynvml.nvmlDeviceGetComputeRunningProcesses, pynvml.nvmlDeviceGetGraphicsRunningProcesses):
+                pids += [int(p.pid) for p in soft(fn) or () if int(p.pid) not in pids]
+            out.append(MigDevice(
+                index=slot, uuid=_text(soft(pynvml.nvmlDeviceGetUUID) or ""),
+                gpu_instance_id=soft(pynvml.nvmlDeviceGetGpuInstanceId),
+                compute_instance_id=soft(pynvml.nvmlDeviceGetComputeInstanceId),
+                memory_used_bytes=int(memory.used) if memory is not None else None,
+                memory_total_bytes=int(memory.total) if memory is not None else None,
+                host_pids=tuple(pids),
+            ))
+        return tuple(out)
 
     @staticmethod
     def _unreachable_gpu(index: int, uuid: str, name: str, reason: str) -> GpuSample:

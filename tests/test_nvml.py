@@ -17,6 +17,7 @@ from fakenvml import (
     FakeGpu,
     FakeProcess,
     FakeScenario,
+    FakeMig,
     FakeXid,
     fail,
     hang,
@@ -375,3 +376,26 @@ def test_xids_from_the_kernel_log_match_a_gpu_by_pci_id(nvml_scenario, probes, t
         f.write("4,103,3000000,-;NVRM: Xid (PCI:0000:3b:00.0): 94, pid=1234, Contained ECC error\n")
     _, (gpu,) = probe.sample()
     assert [e.xid for e in gpu.xid_events] == [79, 94]  # only new records read, the old one kept once
+
+
+def test_mig_devices_with_their_memory_and_processes(nvml_scenario, probes):
+    gpu = busy_gpu(health={"mig_mode": 1}, processes=[
+        FakeProcess(OWN_PID, "compute", used_memory=5 * GiB, sm=0, mig=0),
+        FakeProcess(OTHER_PID, "compute", used_memory=2 * GiB, sm=0, mig=2),
+    ])
+    migs = [FakeMig(0, 0, "MIG-aaaaaaaa-0000-0000-0000-000000000000", mem_total=10 * GiB, mem_used=5 * GiB, gi=1),
+            FakeMig(0, 2, "MIG-bbbbbbbb-0000-0000-0000-000000000000", mem_total=20 * GiB, mem_used=2 * GiB, gi=3)]
+    lib = nvml_scenario(FakeScenario(gpus=[gpu], migs=migs))
+    _, (g,) = probes(lib).sample()
+    assert g.mig_enabled is True
+    assert [(m.index, m.uuid[:12], m.gpu_instance_id, m.memory_used_bytes, m.memory_total_bytes, m.host_pids)
+            for m in g.mig_devices] == [(0, "MIG-aaaaaaaa", 1, 5 * GiB, 10 * GiB, (OWN_PID,)),
+                                        (2, "MIG-bbbbbbbb", 3, 2 * GiB, 20 * GiB, (OTHER_PID,))]
+    # Their processes are on the parent GPU's list too, where the sampler attributes them to containers.
+    assert [p.host_pid for p in g.mig_processes(g.mig_devices[0])] == [OWN_PID]
+
+
+def test_no_mig_devices_when_mig_is_off(nvml_scenario, probes):
+    lib = nvml_scenario(FakeScenario(gpus=[busy_gpu()]))
+    _, (g,) = probes(lib).sample()
+    assert g.mig_enabled is False and g.mig_devices == ()

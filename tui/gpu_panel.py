@@ -68,6 +68,8 @@ def gpu_title(gpu: GpuSample) -> Text:
         power = f" {gpu.power_w:.0f}"
         power += f"/{gpu.power_limit_w:.0f}W" if gpu.power_limit_w else "W"
         out.append(power)
+    if gpu.mig_devices:
+        out.append(f" MIG×{len(gpu.mig_devices)}", style="dim")
     if bad_throttle_reasons(gpu):
         # the reasons are spelled out on the card's second line; this mark survives the one-line layout
         out.append(" ⚠", style="bold red")

@@ -62,6 +62,7 @@ class FakeProcess:
     used_memory: int | None = 1 << 30  # None -> NVML_VALUE_NOT_AVAILABLE
     sm: int = 0  # % in the newest utilisation sample; 0 = no sample (NVML lists only busy processes)
     sm_prev: int | None = None  # an older sample, 1 s before the newest
+    mig: int | None = None  # the MIG device (slot) of its GPU it runs on
 
 
 # The health keys fakenvml.c knows; a key left out makes its NVML call answer NOT_SUPPORTED.
@@ -109,6 +110,19 @@ class FakeGpu:
 
 
 @dataclass
+class FakeMig:
+    """A MIG device in slot `index` of GPU `gpu` (give that GPU health mig_mode=1)."""
+
+    gpu: int
+    index: int
+    uuid: str
+    mem_total: int = 10 * (1 << 30)
+    mem_used: int = 0
+    gi: int = 1
+    ci: int = 0
+
+
+@dataclass
 class FakeXid:
     """An Xid the library delivers once through nvmlEventSetWait, `at` seconds after nvmlInit or later."""
 
@@ -142,6 +156,7 @@ class FakeScenario:
     cuda_version: int = 12040
     directives: list[Directive] = field(default_factory=list)
     xids: list[FakeXid] = field(default_factory=list)
+    migs: list[FakeMig] = field(default_factory=list)
 
     def render(self) -> str:
         lines = [f"init_error {self.init_error}", f"driver {self.driver_version}", f"cuda {self.cuda_version}"]
@@ -177,7 +192,12 @@ class FakeScenario:
                 words = ["proc", f"gpu={index}", f"pid={p.pid}", f"type={p.type}", f"mem={mem}", f"sm={p.sm}"]
                 if p.sm_prev is not None:
                     words.append(f"sm_prev={p.sm_prev}")
+                if p.mig is not None:
+                    words.append(f"mig={p.mig}")
                 lines.append(" ".join(words))
+        for m in self.migs:
+            lines.append(f'mig gpu={m.gpu} index={m.index} uuid="{m.uuid}" mem_total={m.mem_total} '
+                         f"mem_used={m.mem_used} gi={m.gi} ci={m.ci}")
         for x in self.xids:
             lines.append(f"xid gpu={x.gpu} code={x.code} at={x.at}")
         for d in self.directives:

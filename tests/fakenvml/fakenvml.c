@@ -40,6 +40,12 @@
  *                              Sequences: util, mem_util, mem_used, temp, power_mw and every HEALTH key take
  *                              a comma list (util=10,60,95): the value in force is item
  *                              (ms since nvmlInit / step_ms) modulo its length, so values change over time.
+ *   mig gpu=I index=J uuid=S mem_total=B mem_used=B gi=N ci=N
+ *                              a MIG device in slot J of GPU I (set mig_mode=1 on the GPU): its handle answers
+ *                              nvmlDeviceGetUUID, nvmlDeviceGetMemoryInfo(_v2), nvmlDeviceGetGpuInstanceId,
+ *                              nvmlDeviceGetComputeInstanceId and the running-process calls (procs with mig=J).
+ *                              nvmlDeviceGetMaxMigDeviceCount says 7; an empty slot is NOT_FOUND.
+ *   proc ... [mig=J]           the process runs on MIG device J of its GPU (also listed on the GPU itself).
  *   xid gpu=I code=N [at=SECONDS]
  *                              a queued Xid event: nvmlEventSetWait* delivers it once, on a set that
  *                              registered nvmlEventTypeXidCriticalError for GPU I, at least SECONDS after
@@ -197,7 +203,15 @@ struct xid_event {
     int delivered;
 };
 
+struct fake_mig {
+    int gpu, index;
+    char uuid[STR];
+    unsigned long long mem_total, mem_used;
+    unsigned int gi, ci;
+};
+
 struct fake_proc {
+    int mig; /* -1: none */
     int gpu;
     unsigned int pid;
     int graphics;
@@ -225,6 +239,8 @@ static struct fake_proc procs[MAX_PROCS];
 static int proc_count;
 static struct directive directives[MAX_DIRECTIVES];
 static int directive_count;
+static struct fake_mig migs[MAX_GPUS * 7];
+static int mig_count;
 static struct xid_event xids[MAX_XIDS];
 static int xid_count;
 static struct timeval init_time;
@@ -351,6 +367,7 @@ static int parse_proc(char **words, int n, int lineno) {
     struct fake_proc *p = &procs[proc_count];
     memset(p, 0, sizeof *p);
     p->gpu = -1;
+    p->mig = -1;
     int ok = 1;
     for (int i = 1; i < n; i++) {
         char *eq = strchr(words[i], '=');
@@ -364,6 +381,7 @@ static int parse_proc(char **words, int n, int lineno) {
             else if (strcmp(v, "compute")) ok = 0;
         } else if (!strcmp(k, "mem")) p->mem = strcmp(v, "na") ? number(v, &ok) : NVML_VALUE_NOT_AVAILABLE_ULL;
         else if (!strcmp(k, "sm")) p->sm = number(v, &ok);
+        else if (!strcmp(k, "mig")) p->mig = number(v, &ok);
         else if (!strcmp(k, "sm_prev")) {
             p->sm_prev = number(v, &ok);
             p->has_sm_prev = 1;
@@ -377,6 +395,34 @@ static int parse_proc(char **words, int n, int lineno) {
         return 0;
     }
     proc_count++;
+    return ok;
+}
+
+static int parse_mig(char **words, int n, int lineno) {
+    if (mig_count >= MAX_GPUS * 7) return 0;
+    struct fake_mig *m = &migs[mig_count];
+    memset(m, 0, sizeof *m);
+    m->gpu = m->index = -1;
+    int ok = 1;
+    for (int i = 1; i < n; i++) {
+        char *eq = strchr(words[i], '=');
+        if (!eq) return 0;
+        *eq = '\0';
+        const char *k = words[i], *v = eq + 1;
+        if (!strcmp(k, "gpu")) m->gpu = number(v, &ok);
+        else if (!strcmp(k, "index")) m->index = number(v, &ok);
+        else if (!strcmp(k, "uuid")) copy_str(m->uuid, v);
+        else if (!strcmp(k, "mem_total")) m->mem_total = number(v, &ok);
+        else if (!strcmp(k, "mem_used")) m->mem_used = number(v, &ok);
+        else if (!strcmp(k, "gi")) m->gi = number(v, &ok);
+        else if (!strcmp(k, "ci")) m->ci = number(v, &ok);
+        else {
+            fprintf(stderr, "fakenvml: line %d: unknown mig key %s\n", lineno, k);
+            return 0;
+        }
+    }
+    if (m->gpu < 0 || m->gpu >= gpu_count || m->index < 0 || m->index >= 7) return 0;
+    mig_count++;
     return ok;
 }
 
@@ -434,7 +480,7 @@ static int parse_directive(char **words, int n, int hang) {
 
 /* Returns NVML_SUCCESS or the code init must return. Called with the lock held. */
 static nvmlReturn_t load_scenario(void) {
-    gpu_count = proc_count = directive_count = xid_count = 0;
+    gpu_count = proc_count = directive_count = xid_count = mig_count = 0;
     gettimeofday(&init_time, NULL);
     copy_str(driver_version, "550.54.15");
     cuda_version = 12040;
@@ -462,6 +508,7 @@ static nvmlReturn_t load_scenario(void) {
         else if (!strcmp(kind, "gpu")) ok = parse_gpu(words, n, lineno);
         else if (!strcmp(kind, "proc")) ok = parse_proc(words, n, lineno);
         else if (!strcmp(kind, "xid")) ok = parse_xid(words, n, lineno);
+        else if (!strcmp(kind, "mig")) ok = parse_mig(words, n, lineno);
         else if (!strcmp(kind, "fail")) ok = parse_directive(words, n, 0);
         else if (!strcmp(kind, "hang")) ok = parse_directive(words, n, 1);
         else ok = 0;
@@ -633,7 +680,13 @@ EXPORT nvmlReturn_t nvmlDeviceGetIndex(void *device, unsigned int *index) {
     return NVML_SUCCESS;
 }
 
+static struct fake_mig *as_mig(void *device) {
+    struct fake_mig *m = device;
+    return (m >= migs && m < migs + mig_count) ? m : NULL;
+}
+
 EXPORT nvmlReturn_t nvmlDeviceGetUUID(void *device, char *uuid, unsigned int length) {
+    if (as_mig(device)) return initialized() ? copy_out(uuid, length, as_mig(device)->uuid) : NVML_ERROR_UNINITIALIZED;
     DEVICE_ENTRY("nvmlDeviceGetUUID");
     return copy_out(uuid, length, g->uuid);
 }
@@ -652,6 +705,13 @@ EXPORT nvmlReturn_t nvmlDeviceGetUtilizationRates(void *device, nvmlUtilization_
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo(void *device, nvmlMemory_t *m) {
+    struct fake_mig *mig = as_mig(device);
+    if (mig && m) {
+        m->total = mig->mem_total;
+        m->used = mig->mem_used;
+        m->free = mig->mem_total > mig->mem_used ? mig->mem_total - mig->mem_used : 0;
+        return NVML_SUCCESS;
+    }
     DEVICE_ENTRY("nvmlDeviceGetMemoryInfo");
     if (!m) return NVML_ERROR_INVALID_ARGUMENT;
     unsigned long long used = seq_value(g, &g->mem_used_s, g->mem_used);
@@ -663,6 +723,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo(void *device, nvmlMemory_t *m) {
 
 #ifndef MLTOP_FAKE_OLD_DRIVER
 EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(void *device, nvmlMemory_v2_t *m) {
+    if (as_mig(device)) return NVML_ERROR_NOT_SUPPORTED; /* callers fall back to nvmlDeviceGetMemoryInfo */
     DEVICE_ENTRY("nvmlDeviceGetMemoryInfo_v2");
     if (!m) return NVML_ERROR_INVALID_ARGUMENT;
     if (m->version != NVML_MEMORY_V2_VERSION) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
@@ -742,13 +803,24 @@ EXPORT nvmlReturn_t nvmlDeviceGetPciInfo_v3(void *device, nvmlPciInfo_t *pci) {
     return NVML_SUCCESS;
 }
 
+static int proc_on(const struct fake_proc *p, int gpu, const struct fake_mig *mig, int graphics) {
+    if (p->graphics != graphics) return 0;
+    if (mig) return p->gpu == mig->gpu && p->mig == mig->index;
+    return p->gpu == gpu;
+}
+
 static nvmlReturn_t running_processes(const char *function, void *device, int graphics, unsigned int *count,
                                       nvmlProcessInfo_t *infos) {
-    DEVICE_ENTRY(function);
+    struct fake_mig *mig = as_mig(device);
+    struct fake_gpu *g = mig ? &gpus[mig->gpu] : NULL;
+    if (!mig) {
+        nvmlReturn_t r_ = enter_device(function, device, &g);
+        if (r_ != NVML_SUCCESS) return r_;
+    }
     if (!count) return NVML_ERROR_INVALID_ARGUMENT;
     unsigned int n = 0;
     for (int i = 0; i < proc_count; i++)
-        if (procs[i].gpu == g->index && procs[i].graphics == graphics) n++;
+        if (proc_on(&procs[i], g->index, mig, graphics)) n++;
     if (n == 0) {
         *count = 0;
         return NVML_SUCCESS;
@@ -759,11 +831,17 @@ static nvmlReturn_t running_processes(const char *function, void *device, int gr
     }
     unsigned int k = 0;
     for (int i = 0; i < proc_count; i++) {
-        if (procs[i].gpu != g->index || procs[i].graphics != graphics) continue;
+        if (!proc_on(&procs[i], g->index, mig, graphics)) continue;
         infos[k].pid = procs[i].pid;
         infos[k].usedGpuMemory = procs[i].mem;
         infos[k].gpuInstanceId = 0xFFFFFFFFu;
         infos[k].computeInstanceId = 0xFFFFFFFFu;
+        for (int j = 0; j < mig_count; j++) {
+            if (procs[i].mig >= 0 && migs[j].gpu == procs[i].gpu && migs[j].index == procs[i].mig) {
+                infos[k].gpuInstanceId = migs[j].gi;
+                infos[k].computeInstanceId = migs[j].ci;
+            }
+        }
         k++;
     }
     *count = n;
@@ -1005,5 +1083,42 @@ EXPORT nvmlReturn_t nvmlEventSetFree(void *set) {
     pthread_mutex_lock(&lock);
     for (int i = 0; i < gpu_count; i++) gpus[i].events = 0;
     pthread_mutex_unlock(&lock);
+    return NVML_SUCCESS;
+}
+
+/* --------------------------------------------------------------------------- MIG */
+
+EXPORT nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(void *device, unsigned int *count) {
+    DEVICE_ENTRY("nvmlDeviceGetMaxMigDeviceCount");
+    if (!count) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned long long mode;
+    if (health(g, HF_MIG_MODE, &mode) != NVML_SUCCESS) return NVML_ERROR_NOT_SUPPORTED;
+    *count = 7;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(void *device, unsigned int index, void **mig) {
+    DEVICE_ENTRY("nvmlDeviceGetMigDeviceHandleByIndex");
+    if (!mig) return NVML_ERROR_INVALID_ARGUMENT;
+    for (int i = 0; i < mig_count; i++) {
+        if (migs[i].gpu == g->index && migs[i].index == (int)index) {
+            *mig = &migs[i];
+            return NVML_SUCCESS;
+        }
+    }
+    return NVML_ERROR_NOT_FOUND;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetGpuInstanceId(void *device, unsigned int *id) {
+    struct fake_mig *m = as_mig(device);
+    if (!m || !id) return NVML_ERROR_INVALID_ARGUMENT;
+    *id = m->gi;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetComputeInstanceId(void *device, unsigned int *id) {
+    struct fake_mig *m = as_mig(device);
+    if (!m || !id) return NVML_ERROR_INVALID_ARGUMENT;
+    *id = m->ci;
     return NVML_SUCCESS;
 }
