@@ -256,6 +256,8 @@ def check_orphaned_memory(ctx: CheckContext) -> list[Finding]:
     """gpu.memory_orphaned: GPU memory no process NVML names holds, or held by a process of a stopped container."""
     t = ctx.thresholds
     snap = ctx.snapshot
+    if not snap.gpus:
+        return []
     if snap.host.limitations:
         raise CheckSkipped("mltop cannot see every process here (" + snap.host.limitations[0][:80] + "…)")
     by_id = {c.id: c for c in snap.containers}
