@@ -64,10 +64,14 @@ class KmsgReader:
     """Reads new kernel log records at each poll(): all of them the first time, then only what is new."""
 
     def __init__(self, path: str | None = None):
+        self.unavailable: str | None = None  # why earlier Xids cannot be read; None when they can (or are off)
         if path is None:
-            path = os.environ.get(ENV_KMSG, DEFAULT_KMSG if os.geteuid() == 0 else "")
+            path = os.environ.get(ENV_KMSG)
+            if path is None:
+                path = DEFAULT_KMSG if os.geteuid() == 0 else ""
+                if not path:
+                    self.unavailable = "Xids from before mltop started are in the kernel log, read only as root"
         self.path = path
-        self.unavailable: str | None = None if path else "the kernel log is read only as root (/dev/kmsg)"
         self._fd: int | None = None
         self._offset = 0  # for a regular file standing in for /dev/kmsg
         self._is_device = False

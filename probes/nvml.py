@@ -421,14 +421,18 @@ class NvmlProbe:
                             for _, _, e in self._xids)
             if not duplicate:
                 self._remember(None, kx.pci, XidEvent(kx.xid, kx.time, "/dev/kmsg", kx.pci, kx.text))
-        if not self._xids:
+        missing = self._kmsg.unavailable
+        if not self._xids and not missing:
             return gpus
         out = []
         for g in gpus:
             pci = normalise_pci(g.pci_bus_id)
             mine = tuple(sorted((e for uuid, p, e in self._xids if (uuid and uuid == g.uuid) or (p and p == pci)),
                                 key=lambda e: e.time))
-            out.append(dataclasses.replace(g, xid_events=mine) if mine else g)
+            changes: dict[str, Any] = {"xid_events": mine} if mine else {}
+            if missing:
+                changes["unavailable"] = {**g.unavailable, "xid_events": missing}
+            out.append(dataclasses.replace(g, **changes) if changes else g)
         return out
 
     def _session_broken(self, code: int | None, text: str) -> NvmlStatus:

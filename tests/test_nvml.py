@@ -399,3 +399,9 @@ def test_no_mig_devices_when_mig_is_off(nvml_scenario, probes):
     lib = nvml_scenario(FakeScenario(gpus=[busy_gpu()]))
     _, (g,) = probes(lib).sample()
     assert g.mig_enabled is False and g.mig_devices == ()
+
+
+def test_unreadable_kernel_log_is_said_not_hidden(nvml_scenario, probes, tmp_path):
+    lib = nvml_scenario(FakeScenario(gpus=[busy_gpu()]))
+    _, (gpu,) = probes(lib, kmsg_path=str(tmp_path / "no-such-kmsg")).sample()
+    assert "cannot read" in gpu.unavailable["xid_events"] and gpu.utilization_percent == 87.0
