@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from mltop.probes.model import SCHEMA_VERSION, ContainerSample, Snapshot
 
-from .checks import CONTAINER_CHECKS, HOST_CHECKS, CheckContext, CheckSkipped, HostProbe, Thresholds
+from mltop.probes.host_facts import ContainerFacts, HostFacts, HostProbe
+
+from .checks import CheckContext, CheckSkipped, Thresholds, base as registry
 from .findings import Finding, exit_code, sort_findings, worst_by_container
 from .read_test import ReadTestResult, timed_direct_read
+from .workload import WorkloadThresholds
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DoctorResult", "SkippedCheck", "latest_device_check", "run_doctor", "worst_by_container"]
+__all__ = ["BackgroundDeviceChecks", "DoctorResult", "SkippedCheck", "judge", "latest_device_check", "no_exec_reason",
+           "run_doctor", "worst_by_container"]
+
+NO_EXEC_ENV = "MLTOP_NO_EXEC"  # the configuration key: MLTOP_NO_EXEC=1 forbids every docker exec, like --no-exec
+
+
+def no_exec_reason(no_exec: bool = False) -> str | None:
+    """Why mltop may not exec into containers (--no-exec, or MLTOP_NO_EXEC=1), or None when it may."""
+    if no_exec:
+        return "--no-exec forbids docker exec into containers"
+    if os.environ.get(NO_EXEC_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
+        return f"{NO_EXEC_ENV}={os.environ[NO_EXEC_ENV]} forbids docker exec into containers"
+    return None
 
 
 @dataclass(frozen=True)
@@ -134,6 +151,37 @@ def _run_device_check(snapshot: Snapshot, c: ContainerSample, engine, skips: _Sk
     return None
 
 
+def _run_checks(ctx: CheckContext, skips: _Skips) -> list[Finding]:
+    """Every registered check over ctx's host and containers; a check that fails lands in `skips`."""
+    findings: list[Finding] = []
+    for name, check in registry.HOST_CHECKS:
+        try:
+            findings += check(ctx)
+        except CheckSkipped as skipped:
+            skips.add(name, str(skipped))
+        except Exception as exc:
+            log.exception("check %s failed", name)
+            skips.add(name, f"the check failed: {type(exc).__name__}: {exc}")
+    for c in ctx.containers:
+        for name, check in registry.CONTAINER_CHECKS:
+            try:
+                findings += check(ctx, c)
+            except CheckSkipped as skipped:
+                skips.add(name, str(skipped), c.name)
+            except Exception as exc:
+                log.exception("check %s failed for %s", name, c.name)
+                skips.add(name, f"the check failed: {type(exc).__name__}: {exc}", c.name)
+    return findings
+
+
+def judge(ctx: CheckContext) -> DoctorResult:
+    """Run every check over a context built by hand (tests, replays): no logs, exec or sensing of its own."""
+    skips = _Skips()
+    findings = _run_checks(ctx, skips)
+    return DoctorResult(findings=tuple(sort_findings(findings)), checks_skipped=skips.result(),
+                        containers_checked=tuple(c.name for c in ctx.containers))
+
+
 def run_doctor(
     snapshot: Snapshot,
     engine,
@@ -143,12 +191,16 @@ def run_doctor(
     *,
     previous: Snapshot | None = None,
     host: HostProbe | None = None,
+    host_facts: HostFacts | None = None,
+    container_facts: Mapping[str, ContainerFacts] | None = None,
     log_tail: int = 200,
     io_test_max_mb: int = 256,
     io_test_timeout_s: float = 30.0,
     action_log=None,
     framework_check: bool = False,
     framework_check_timeout_s: float = FRAMEWORK_CHECK_TIMEOUT_S,
+    no_exec: bool = False,
+    workload_thresholds: WorkloadThresholds | None = None,
 ) -> DoctorResult:
     """Diagnose the host and the containers of `snapshot` (all, or those named/id-prefixed in `containers`).
 
@@ -158,12 +210,24 @@ def run_doctor(
     what the newest successful device check of each container found (its frameworks' CUDA builds and whether
     they see a GPU); with `framework_check` the device check runs first (by docker exec, up to
     `framework_check_timeout_s` each) in every selected running container that has none yet, and its results
-    join `action_log` when one is given. Safe to call from a worker thread; never raises for a
+    join `action_log` when one is given. With `no_exec` (or MLTOP_NO_EXEC=1) nothing is exec'd: the read test
+    and the device check are listed under checks_skipped with the reason. `host` senses what the snapshot does not carry (toolkit binaries,
+    CDI specs, cgroup limit files); `host_facts` / `container_facts` (by container id) replace that sensing,
+    for tests that build their own. Safe to call from a worker thread; never raises for a
     failing check or source: those land in `checks_skipped` with the reason.
     """
     selected, missing = snapshot.select(containers)
     skips = _Skips()
     host = host or HostProbe()
+    if host_facts is None:
+        host_facts = host.host_facts(snapshot.host.cdi_spec_dirs, snapshot.host.nvml.library_path)
+    if container_facts is None:
+        container_facts = {}
+        for c in selected:
+            try:
+                container_facts[c.id] = host.container_facts(c, snapshot.host.cgroup_version)
+            except Exception as exc:  # a container that went away between the sweep and now
+                log.debug("cgroup facts of %s unreadable: %s", c.name, exc)
     engine_ok = engine is not None and snapshot.host.engine.ok
 
     logs: dict[str, tuple[str, ...]] = {}
@@ -176,6 +240,17 @@ def run_doctor(
         except Exception as exc:  # removed meanwhile, engine hiccup: judge without its logs
             log.info("could not read the logs of %s", c.name, exc_info=True)
             skips.add("logs", f"could not read the logs: {type(exc).__name__}: {exc}", c.name)
+
+    forbidden = no_exec_reason(no_exec)
+    if forbidden and io_test:
+        skips.add("io.read_test", forbidden)
+        io_test = None
+    if forbidden and framework_check:
+        skips.add(FRAMEWORK_CHECK, forbidden + " (the device check runs in the container)")
+        framework_check = False
+    elif forbidden:
+        skips.add("exec", forbidden + ": the device check and the read test did not run; checks judged the "
+                            "image, logs and NVML only")
 
     read_tests: dict[str, ReadTestResult] = {}
     if io_test:
@@ -194,29 +269,69 @@ def run_doctor(
     frameworks = _framework_results(snapshot, selected, engine if engine_ok else None, skips, action_log,
                                     framework_check, framework_check_timeout_s)
 
-    ctx = CheckContext(snapshot=snapshot, containers=selected, logs=logs, host=host, thresholds=thresholds,
-                       log_tail=log_tail, previous=previous, read_tests=read_tests, frameworks=frameworks)
-    findings: list[Finding] = []
-    for name, check in HOST_CHECKS:
-        try:
-            findings += check(ctx)
-        except CheckSkipped as skipped:
-            skips.add(name, str(skipped))
-        except Exception as exc:
-            log.exception("check %s failed", name)
-            skips.add(name, f"the check failed: {type(exc).__name__}: {exc}")
-    for c in selected:
-        for name, check in CONTAINER_CHECKS:
-            try:
-                findings += check(ctx, c)
-            except CheckSkipped as skipped:
-                skips.add(name, str(skipped), c.name)
-            except Exception as exc:
-                log.exception("check %s failed for %s", name, c.name)
-                skips.add(name, f"the check failed: {type(exc).__name__}: {exc}", c.name)
+    ctx = CheckContext(snapshot=snapshot, containers=selected, logs=logs, host=host_facts, thresholds=thresholds,
+                       log_tail=log_tail, previous=previous, read_tests=read_tests, frameworks=frameworks,
+                       container_facts=container_facts,
+                       workload_thresholds=workload_thresholds or WorkloadThresholds())
+    findings = _run_checks(ctx, skips)
     return DoctorResult(
         findings=tuple(sort_findings(findings)),
         checks_skipped=skips.result(),
         containers_checked=tuple(c.name for c in selected),
         missing=missing,
     )
+
+
+class BackgroundDeviceChecks:
+    """The device-placement check without a key press: once per container start (id, StartedAt) in running
+    containers that look like GPU workloads, at most one at a time, on the caller's worker thread.
+
+    Its results join `action_log`, where the doctor finds them (latest_device_check), so driver.cuda_too_new
+    and gpu.not_visible see the CUDA that pip wheels bring. Under --no-exec / MLTOP_NO_EXEC it runs nothing.
+    """
+
+    def __init__(self, action_log, timeout_s: float = FRAMEWORK_CHECK_TIMEOUT_S, no_exec: bool = False):
+        self.action_log = action_log
+        self.timeout_s = timeout_s
+        self.forbidden = no_exec_reason(no_exec)
+        self.outcomes: dict[tuple[str, str | None], str] = {}  # (id, StartedAt) -> status, for each start tried
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(c: ContainerSample) -> tuple[str, str | None]:
+        return (c.id, c.config.started_at)
+
+    def due(self, snapshot: Snapshot) -> list[ContainerSample]:
+        """Running GPU-looking containers whose current start has not been checked yet."""
+        from .checks import looks_like_gpu_workload
+
+        if self.forbidden:
+            return []
+        return [c for c in snapshot.containers
+                if c.running and self.key(c) not in self.outcomes
+                and (snapshot.has_gpus(c) or looks_like_gpu_workload(c))]
+
+    def run_one(self, snapshot: Snapshot, engine):
+        """Check the first due container; None when none is due or another check is running. Blocks while the
+        check runs (up to timeout_s): call it from a worker thread, never the UI thread."""
+        if not self._lock.acquire(blocking=False):
+            return None  # one at a time
+        try:
+            due = self.due(snapshot)
+            if not due or engine is None:
+                return None
+            c = due[0]
+            self.outcomes[self.key(c)] = "running"
+            from .actions import DEVICE_CHECK, ActionRun
+
+            try:
+                result = ActionRun(DEVICE_CHECK, snapshot, c, engine, timeout_s=self.timeout_s,
+                                   log=self.action_log).run()
+            except Exception as exc:  # a bad argument; ActionRun.run itself does not raise
+                log.warning("background device check of %s could not start: %s", c.name, exc)
+                self.outcomes[self.key(c)] = "error"
+                return None
+            self.outcomes[self.key(c)] = result.status
+            return result
+        finally:
+            self._lock.release()

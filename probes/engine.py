@@ -11,12 +11,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .model import ContainerConfig, DeviceRequest, EngineStatus, Mount
+from .model import ContainerConfig, DeviceMapping, DeviceRequest, EngineStatus, Mount
 from .redaction import (
     SECRETS_UNREADABLE,
     ContainerSecrets,
     redact_argv,
     redact_env,
+    redact_text,
     redact_value,
     scrub_values,
     secret_values,
@@ -206,6 +207,14 @@ def config_from_inspect(attrs: dict[str, Any], secrets: frozenset[str] | None = 
         mounts=mounts,
         blkio_throttles=throttles,
         ulimits=tuple(host.get("Ulimits") or ()),
+        devices=tuple(
+            DeviceMapping(
+                path_on_host=d.get("PathOnHost") or "",
+                path_in_container=d.get("PathInContainer") or d.get("PathOnHost") or "",
+                permissions=d.get("CgroupPermissions") or "rwm",
+            )
+            for d in host.get("Devices") or ()
+        ),
     )
 
 

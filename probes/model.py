@@ -82,6 +82,31 @@ class GpuProcess:
 
 
 @dataclass(frozen=True)
+class XidEvent:
+    """One Xid error the driver reported for a GPU, kept with when it happened."""
+
+    xid: int
+    time: float  # unix time
+    source: str  # "NVML events" | "/dev/kmsg" (the kernel log, for Xids from before mltop started)
+    pci_bus_id: str | None = None
+    text: str | None = None  # the kernel log line, verbatim
+
+
+@dataclass(frozen=True)
+class MigDevice:
+    """One MIG instance of a GPU. Its processes are also on the parent GPU's list (by host PID), where they
+    are attributed to containers like any other: `GpuSample.mig_processes(mig)` gives them back."""
+
+    index: int  # the slot on its GPU
+    uuid: str  # "MIG-..."
+    gpu_instance_id: int | None
+    compute_instance_id: int | None
+    memory_used_bytes: int | None
+    memory_total_bytes: int | None
+    host_pids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class GpuSample:
     index: int
     uuid: str
@@ -99,8 +124,39 @@ class GpuSample:
     pci_bus_id: str | None = None
     # field name -> reason, for the fields NVML could not give (e.g. {"power_w": "not supported"})
     unavailable: Mapping[str, str] = field(default_factory=dict)
-    sm_clock_mhz: int | None = None  # current SM clock
-    mem_clock_mhz: int | None = None  # current memory clock
+    # Health (None where NVML cannot say; the reason is in `unavailable`).
+    sm_clock_mhz: int | None = None
+    sm_clock_max_mhz: int | None = None
+    memory_clock_mhz: int | None = None
+    memory_clock_max_mhz: int | None = None
+    performance_state: int | None = None  # 0 (fastest) .. 15
+    fan_percent: float | None = None
+    ecc_enabled: bool | None = None
+    ecc_volatile_corrected: int | None = None  # since the last driver load
+    ecc_volatile_uncorrected: int | None = None
+    ecc_aggregate_corrected: int | None = None  # over the GPU's life
+    ecc_aggregate_uncorrected: int | None = None
+    retired_pages_pending: bool | None = None  # a page retirement waits for the next reset/reboot
+    remapped_rows_correctable: int | None = None
+    remapped_rows_uncorrectable: int | None = None
+    remapped_rows_pending: bool | None = None  # a row remap waits for the next reset
+    remapped_rows_failed: bool | None = None  # a remap failed: the GPU needs service
+    pcie_generation: int | None = None
+    pcie_generation_max: int | None = None
+    pcie_width: int | None = None
+    pcie_width_max: int | None = None
+    pcie_tx_bytes_per_s: float | None = None
+    pcie_rx_bytes_per_s: float | None = None
+    encoder_percent: float | None = None
+    decoder_percent: float | None = None
+    compute_mode: str | None = None  # "default" | "exclusive_thread" | "prohibited" | "exclusive_process"
+    mig_enabled: bool | None = None
+    mig_devices: tuple[MigDevice, ...] = ()
+    xid_events: tuple[XidEvent, ...] = ()  # oldest first
+
+    def mig_processes(self, mig: MigDevice) -> tuple[GpuProcess, ...]:
+        """The processes on one MIG device, as attributed on this GPU."""
+        return tuple(p for p in self.processes if p.host_pid in mig.host_pids)
 
 
 # --------------------------------------------------------------------------- containers
@@ -112,6 +168,15 @@ class DeviceRequest:
     count: int  # -1 = all
     device_ids: tuple[str, ...]
     capabilities: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class DeviceMapping:
+    """One `--device` entry (HostConfig.Devices): a host device node passed into the container."""
+
+    path_on_host: str
+    path_in_container: str
+    permissions: str = "rwm"
 
 
 @dataclass(frozen=True)
@@ -155,6 +220,7 @@ class ContainerConfig:
     # HostConfig.BlkioDeviceReadBps etc: [{"Path": "/dev/vda", "Rate": 1048576}, ...]
     blkio_throttles: Mapping[str, tuple[Mapping[str, Any], ...]]
     ulimits: tuple[Mapping[str, Any], ...]
+    devices: tuple[DeviceMapping, ...] = ()  # HostConfig.Devices (--device)
 
     def env_value(self, name: str) -> str | None:
         for key, value in self.env:
@@ -173,6 +239,22 @@ class ContainerConfig:
             if request.driver == "cdi" and any("nvidia.com/gpu" in d for d in request.device_ids):
                 return True
         return False
+
+    @property
+    def nvidia_device_nodes(self) -> tuple[str, ...]:
+        """The /dev/nvidia* nodes passed with --device (as the container sees them)."""
+        return tuple(d.path_in_container for d in self.devices
+                     if d.path_in_container.startswith("/dev/nvidia") or d.path_on_host.startswith("/dev/nvidia"))
+
+    def memlock_limit(self) -> int | None:
+        """The memlock ulimit's soft value from --ulimit (-1 = unlimited); None when not set here."""
+        for u in self.ulimits:
+            if str(u.get("Name", "")).lower() == "memlock":
+                try:
+                    return int(u.get("Soft", u.get("Hard")))
+                except (TypeError, ValueError):
+                    return None
+        return None
 
 
 @dataclass(frozen=True)
@@ -289,6 +371,48 @@ class Snapshot:
             elif match not in chosen:
                 chosen.append(match)
         return tuple(chosen), tuple(missing)
+
+    # One place for "uses a GPU" and "has GPUs", so no finding contradicts what the same snapshot shows.
+
+    def gpu_processes_of(self, c: ContainerSample) -> tuple[GpuProcess, ...]:
+        """The NVML processes attributed to container `c`, on every GPU."""
+        return tuple(p for g in self.gpus for p in g.processes if p.container_id == c.id)
+
+    def uses_gpu(self, c: ContainerSample) -> bool:
+        """NVML lists any of the container's processes on a GPU (whatever its configuration says)."""
+        return bool(c.gpus) or bool(self.gpu_processes_of(c))
+
+    def gpu_access(self, c: ContainerSample) -> tuple[str, ...]:
+        """How the container reaches GPUs by its configuration, in words; empty when it asks for none.
+
+        A device request (--gpus, CDI), the nvidia runtime (its own, or the engine's default runtime),
+        /dev/nvidia* nodes passed with --device, or --privileged (every host device node).
+        """
+        cfg = c.config
+        out = []
+        if any(r.driver in ("", "nvidia") and any("gpu" in caps for caps in r.capabilities)
+               for r in cfg.device_requests):
+            out.append("HostConfig.DeviceRequests asks for GPUs (--gpus)")
+        if any(r.driver == "cdi" and any("nvidia.com/gpu" in d for d in r.device_ids) for r in cfg.device_requests):
+            out.append("HostConfig.DeviceRequests names CDI devices nvidia.com/gpu")
+        runtime = cfg.runtime or self.host.default_runtime
+        if runtime and runtime.startswith("nvidia"):
+            how = "HostConfig.Runtime" if cfg.runtime else "the engine's default runtime"
+            out.append(f"{how} {runtime}")
+        nodes = cfg.nvidia_device_nodes
+        if nodes:
+            out.append(f"HostConfig.Devices passes {', '.join(nodes)}")
+        if cfg.privileged:
+            out.append("HostConfig.Privileged true (every host device node, /dev/nvidia* included)")
+        return tuple(out)
+
+    def has_gpus(self, c: ContainerSample) -> bool:
+        """The container can reach GPUs: by configuration, or because NVML shows it on one."""
+        return bool(self.gpu_access(c)) or self.uses_gpu(c)
+
+    @property
+    def host_gpu_processes(self) -> tuple[GpuProcess, ...]:
+        return tuple(p for g in self.gpus for p in g.processes if p.container_id is None)
 
 
 def to_jsonable(value: Any) -> Any:

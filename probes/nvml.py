@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import logging
 import os
 import queue
@@ -12,7 +13,8 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable
 
-from .model import GpuProcess, GpuSample, NvmlStatus
+from .kmsg import KmsgReader, normalise_pci
+from .model import GpuProcess, GpuSample, MigDevice, NvmlStatus, XidEvent
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,11 @@ _GPU_FIELDS = (
     "pci_bus_id",
     "processes",
 )
+
+COMPUTE_MODES = {0: "default", 1: "exclusive_thread", 2: "prohibited", 3: "exclusive_process"}
+XID_EVENT_TYPE = 0x8  # nvmlEventTypeXidCriticalError
+XID_KEEP = 256  # Xid events kept per probe (oldest dropped)
+XID_DEDUP_S = 5.0  # a kernel-log Xid this close to an NVML event of the same code and GPU is the same one
 
 # Which library pynvml's global `nvmlLib` was loaded from by us; guarded by pynvml.libLoadLock.
 _loaded_library: str | None = None
@@ -252,9 +259,12 @@ class NvmlProbe:
     retry_min_s = 1.0
     retry_max_s = 10.0
 
-    def __init__(self, library_path: str | None = None, deadline_s: float = 2.0):
+    def __init__(self, library_path: str | None = None, deadline_s: float = 2.0, kmsg_path: str | None = None):
+        """`kmsg_path`: the kernel log to read earlier Xids from (None: /dev/kmsg as root, or $MLTOP_KMSG;
+        "": none)."""
         self.library_path = library_path
         self.deadline_s = deadline_s
+        self._kmsg = KmsgReader(kmsg_path)
         self._worker: _NvmlWorker | None = None
         self._pending: Future | None = None  # the sweep still running after its deadline passed
         self._closed = False
@@ -268,6 +278,8 @@ class NvmlProbe:
         self._retry_at = 0.0
         self._last_seen_us: dict[str, int] = {}  # newest process-utilisation timestamp per GPU uuid
         self._identity: dict[int, tuple[str, str]] = {}  # index -> (uuid, name), for GPUs later lost
+        self._event_set: Any = None  # NVML event set registered for Xid events; None when unsupported
+        self._xids: list[tuple[str | None, str | None, XidEvent]] = []  # (uuid, pci, event), oldest first
 
     # ----------------------------------------------------------------- public
 
@@ -282,6 +294,7 @@ class NvmlProbe:
         if self._closed:
             return
         self._closed = True
+        self._kmsg.close()
         worker, self._worker = self._worker, None
         if worker is None:
             return
@@ -362,10 +375,69 @@ class NvmlProbe:
         except _SessionBroken as err:
             return self._session_broken(err.code, err.text), ()
 
+        gpus = self._with_xids(pynvml, gpus)
         if lost:
             error = "; ".join(lost) + ": check `dmesg` for Xid 79, then reset the GPU or reboot the host"
             return self._status(NvmlState.GPU_LOST, error), tuple(gpus)
         return self._status(NvmlState.OK, None), tuple(gpus)
+
+    # ----------------------------------------------------------------- Xid events
+
+    def _register_xid_events(self, pynvml: Any) -> None:
+        """Ask NVML for Xid events on every GPU; without them, only the kernel log tells of Xids."""
+        try:
+            event_set = self._call(pynvml.nvmlEventSetCreate)
+            for index in range(self._call(pynvml.nvmlDeviceGetCount)):
+                handle = self._call(pynvml.nvmlDeviceGetHandleByIndex, index)
+                try:
+                    self._call(pynvml.nvmlDeviceRegisterEvents, handle, XID_EVENT_TYPE, event_set)
+                except pynvml.NVMLError:
+                    continue  # this GPU cannot report Xid events (e.g. not supported on it)
+            self._event_set = event_set
+        except pynvml.NVMLError:
+            self._event_set = None
+
+    def _drain_xid_events(self, pynvml: Any) -> None:
+        if self._event_set is None:
+            return
+        for _ in range(64):  # bounded: a storm of events must not hold the sweep
+            try:
+                data = self._call(pynvml.nvmlEventSetWait_v2, self._event_set, 0)
+            except pynvml.NVMLError:
+                return  # TIMEOUT: nothing (more) queued
+            if not (data.eventType & XID_EVENT_TYPE):
+                continue
+            try:
+                uuid = _text(self._call(pynvml.nvmlDeviceGetUUID, data.device))
+            except pynvml.NVMLError:
+                uuid = None
+            self._remember(uuid, None, XidEvent(int(data.eventData), time.time(), "NVML events"))
+
+    def _remember(self, uuid: str | None, pci: str | None, event: XidEvent) -> None:
+        self._xids.append((uuid, pci, event))
+        del self._xids[:-XID_KEEP]
+
+    def _with_xids(self, pynvml: Any, gpus: list[GpuSample]) -> list[GpuSample]:
+        """The GPUs with the Xid events seen so far (NVML events and kernel log), matched by uuid or PCI id."""
+        self._drain_xid_events(pynvml)
+        for kx in self._kmsg.poll():
+            duplicate = any(e.xid == kx.xid and abs(e.time - kx.time) < XID_DEDUP_S and e.source == "NVML events"
+                            for _, _, e in self._xids)
+            if not duplicate:
+                self._remember(None, kx.pci, XidEvent(kx.xid, kx.time, "/dev/kmsg", kx.pci, kx.text))
+        missing = self._kmsg.unavailable
+        if not self._xids and not missing:
+            return gpus
+        out = []
+        for g in gpus:
+            pci = normalise_pci(g.pci_bus_id)
+            mine = tuple(sorted((e for uuid, p, e in self._xids if (uuid and uuid == g.uuid) or (p and p == pci)),
+                                key=lambda e: e.time))
+            changes: dict[str, Any] = {"xid_events": mine} if mine else {}
+            if missing:
+                changes["unavailable"] = {**g.unavailable, "xid_events": missing}
+            out.append(dataclasses.replace(g, **changes) if changes else g)
+        return out
 
     def _session_broken(self, code: int | None, text: str) -> NvmlStatus:
         state, message = _status_for_code(code, text, self.library_path, self.deadline_s)
@@ -397,6 +469,7 @@ class NvmlProbe:
                 break
             except pynvml.NVMLError:
                 continue
+        self._register_xid_events(pynvml)
 
     def _load_library(self, pynvml: Any) -> str:
         """Point pynvml at the library to use (pynvml itself only loads when its nvmlLib is None)."""
@@ -439,6 +512,12 @@ class NvmlProbe:
 
         if self._initialized:
             self._initialized = False
+            if self._event_set is not None:
+                try:
+                    pynvml.nvmlEventSetFree(self._event_set)
+                except Exception:
+                    pass
+                self._event_set = None
             try:
                 pynvml.nvmlShutdown()
             except Exception:
@@ -510,9 +589,8 @@ class NvmlProbe:
             )
             persistence = query("persistence_mode", (pynvml.nvmlDeviceGetPersistenceMode, (handle,)))
             pci = query("pci_bus_id", (pynvml.nvmlDeviceGetPciInfo_v3, (handle,)))
-            sm_clock = query("sm_clock_mhz", (pynvml.nvmlDeviceGetClockInfo, (handle, pynvml.NVML_CLOCK_SM)))
-            mem_clock = query("mem_clock_mhz", (pynvml.nvmlDeviceGetClockInfo, (handle, pynvml.NVML_CLOCK_MEM)))
             processes = self._processes(pynvml, handle, uuid, query, unavailable)
+            health = self._health(pynvml, handle, query)
         except _GpuLost:
             reason = (
                 f"GPU {index}" + (f" ({uuid})" if uuid else "")
@@ -536,10 +614,99 @@ class NvmlProbe:
             processes=processes,
             pci_bus_id=_text(pci.busId) if pci is not None else None,
             unavailable=dict(unavailable),
-            sm_clock_mhz=int(sm_clock) if sm_clock is not None else None,
-            mem_clock_mhz=int(mem_clock) if mem_clock is not None else None,
+            **health,
         )
         return sample, None
+
+    @staticmethod
+    def _health(pynvml: Any, handle: Any, query: Callable[..., Any]) -> dict[str, Any]:
+        """Clocks, P-state, fan, ECC, retired pages, row remapping, PCIe, codecs, compute and MIG mode.
+
+        Each read fails soft: None, with the reason in `unavailable` (via `query`).
+        """
+        out: dict[str, Any] = {}
+
+        def get(field: str, fn: Callable[..., Any], *args: Any) -> Any:
+            value = query(field, (fn, (handle, *args)))
+            return value
+
+        clock_sm, clock_mem = pynvml.NVML_CLOCK_SM, pynvml.NVML_CLOCK_MEM
+        out["sm_clock_mhz"] = get("sm_clock_mhz", pynvml.nvmlDeviceGetClockInfo, clock_sm)
+        out["sm_clock_max_mhz"] = get("sm_clock_max_mhz", pynvml.nvmlDeviceGetMaxClockInfo, clock_sm)
+        out["memory_clock_mhz"] = get("memory_clock_mhz", pynvml.nvmlDeviceGetClockInfo, clock_mem)
+        out["memory_clock_max_mhz"] = get("memory_clock_max_mhz", pynvml.nvmlDeviceGetMaxClockInfo, clock_mem)
+        out["performance_state"] = get("performance_state", pynvml.nvmlDeviceGetPerformanceState)
+        fan = get("fan_percent", pynvml.nvmlDeviceGetFanSpeed)
+        out["fan_percent"] = float(fan) if fan is not None else None
+        ecc = get("ecc_enabled", pynvml.nvmlDeviceGetEccMode)
+        out["ecc_enabled"] = bool(ecc[0]) if ecc is not None else None
+        if out["ecc_enabled"]:
+            for field, error_type, counter in (
+                ("ecc_volatile_corrected", pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, pynvml.NVML_VOLATILE_ECC),
+                ("ecc_volatile_uncorrected", pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, pynvml.NVML_VOLATILE_ECC),
+                ("ecc_aggregate_corrected", pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, pynvml.NVML_AGGREGATE_ECC),
+                ("ecc_aggregate_uncorrected", pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
+                 pynvml.NVML_AGGREGATE_ECC),
+            ):
+                out[field] = get(field, pynvml.nvmlDeviceGetTotalEccErrors, error_type, counter)
+        pending = get("retired_pages_pending", pynvml.nvmlDeviceGetRetiredPagesPendingStatus)
+        out["retired_pages_pending"] = bool(pending) if pending is not None else None
+        rows = get("remapped_rows_pending", pynvml.nvmlDeviceGetRemappedRows)
+        if rows is not None:
+            corr, unc, rows_pending, failed = rows
+            out.update(remapped_rows_correctable=int(corr), remapped_rows_uncorrectable=int(unc),
+                       remapped_rows_pending=bool(rows_pending), remapped_rows_failed=bool(failed))
+        out["pcie_generation"] = get("pcie_generation", pynvml.nvmlDeviceGetCurrPcieLinkGeneration)
+        out["pcie_generation_max"] = get("pcie_generation_max", pynvml.nvmlDeviceGetMaxPcieLinkGeneration)
+        out["pcie_width"] = get("pcie_width", pynvml.nvmlDeviceGetCurrPcieLinkWidth)
+        out["pcie_width_max"] = get("pcie_width_max", pynvml.nvmlDeviceGetMaxPcieLinkWidth)
+        # NVML samples these over ~20 ms each on real hardware: the dearest reads here.
+        tx = get("pcie_tx_bytes_per_s", pynvml.nvmlDeviceGetPcieThroughput, pynvml.NVML_PCIE_UTIL_TX_BYTES)
+        rx = get("pcie_rx_bytes_per_s", pynvml.nvmlDeviceGetPcieThroughput, pynvml.NVML_PCIE_UTIL_RX_BYTES)
+        out["pcie_tx_bytes_per_s"] = tx * 1024.0 if tx is not None else None  # NVML gives KB/s
+        out["pcie_rx_bytes_per_s"] = rx * 1024.0 if rx is not None else None
+        enc = get("encoder_percent", pynvml.nvmlDeviceGetEncoderUtilization)
+        dec = get("decoder_percent", pynvml.nvmlDeviceGetDecoderUtilization)
+        out["encoder_percent"] = float(enc[0]) if enc is not None else None
+        out["decoder_percent"] = float(dec[0]) if dec is not None else None
+        mode = get("compute_mode", pynvml.nvmlDeviceGetComputeMode)
+        out["compute_mode"] = COMPUTE_MODES.get(mode, f"mode {mode}") if mode is not None else None
+        mig = get("mig_enabled", pynvml.nvmlDeviceGetMigMode)
+        out["mig_enabled"] = bool(mig[0]) if mig is not None else None
+        if out["mig_enabled"]:
+            out["mig_devices"] = NvmlProbe._mig_devices(pynvml, handle, query)
+        return out
+
+    @staticmethod
+    def _mig_devices(pynvml: Any, handle: Any, query: Callable[..., Any]) -> tuple[MigDevice, ...]:
+        """Each MIG device of a GPU with its memory and the host PIDs NVML lists on it."""
+        count = query("mig_devices", (pynvml.nvmlDeviceGetMaxMigDeviceCount, (handle,))) or 0
+        out = []
+        for slot in range(count):
+            try:
+                mig = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+            except pynvml.NVMLError:
+                continue  # an empty slot answers NOT_FOUND
+
+            def soft(fn: Callable[..., Any], *args: Any) -> Any:
+                try:
+                    return fn(mig, *args)
+                except pynvml.NVMLError:
+                    return None
+
+            memory = soft(pynvml.nvmlDeviceGetMemoryInfo)
+            pids: list[int] = []
+            for fn in (pynvml.nvmlDeviceGetComputeRunningProcesses, pynvml.nvmlDeviceGetGraphicsRunningProcesses):
+                pids += [int(p.pid) for p in soft(fn) or () if int(p.pid) not in pids]
+            out.append(MigDevice(
+                index=slot, uuid=_text(soft(pynvml.nvmlDeviceGetUUID) or ""),
+                gpu_instance_id=soft(pynvml.nvmlDeviceGetGpuInstanceId),
+                compute_instance_id=soft(pynvml.nvmlDeviceGetComputeInstanceId),
+                memory_used_bytes=int(memory.used) if memory is not None else None,
+                memory_total_bytes=int(memory.total) if memory is not None else None,
+                host_pids=tuple(pids),
+            ))
+        return tuple(out)
 
     @staticmethod
     def _unreachable_gpu(index: int, uuid: str, name: str, reason: str) -> GpuSample:

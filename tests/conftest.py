@@ -43,9 +43,8 @@ def docker_client():
     except Exception as exc:  # engine down, socket missing, permission denied
         _no_engine(f"{type(exc).__name__}: {exc}")
     # Leftovers of an interrupted earlier run: containers whose test session (a pid) is gone. Containers of
-    # another pytest session running at the same time are left alone.
-    # The low-level list: the SDK's containers.list() inspects each one and fails when another session
-    # removes one in between.
+    # another pytest session running at the same time are left alone. The low-level list: the SDK's
+    # containers.list() inspects each one and fails when another session removes one in between.
     for c in client.api.containers(all=True, filters={"label": TEST_LABEL}):
         owner = (c.get("Labels") or {}).get(SESSION_LABEL, "")
         if not (owner.isdigit() and os.path.exists(f"/proc/{owner}")):
@@ -54,7 +53,8 @@ def docker_client():
             except docker.errors.NotFound:
                 pass  # another test session cleaned it up at the same moment
     yield client
-    for c in client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={os.getpid()}"}):
+    mine = {"label": f"{SESSION_LABEL}={os.getpid()}"}
+    for c in client.containers.list(all=True, filters=mine, ignore_removed=True):
         try:
             c.remove(force=True)
         except Exception:

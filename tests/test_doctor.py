@@ -356,12 +356,12 @@ def test_dev_char_links_missing_under_systemd_driver(fault_run, tmp_path):
 
 
 def test_a_broken_check_is_skipped_not_raised(fault_run, monkeypatch):
-    from mltop.diagnostics import doctor
-
     def broken(ctx, c):
         raise KeyError("boom")
 
-    monkeypatch.setattr(doctor, "CONTAINER_CHECKS", (("broken", broken),) + doctor.CONTAINER_CHECKS)
+    from mltop.diagnostics.checks import base
+
+    monkeypatch.setattr(base, "CONTAINER_CHECKS", [("broken", broken), *base.CONTAINER_CHECKS])
     result = run_doctor(fault_run.snapshot, fault_run.engine, containers=[fault_run.names["oom-hog"]])
     assert one(result, fault_run.names["oom-hog"], "oom.killed")
     skipped = [s for s in result.checks_skipped if s.check == "broken"]
@@ -581,3 +581,9 @@ def test_thresholds_are_options_and_named():
     t = Thresholds(memory_near_limit=0.8)
     assert t.named("memory_near_limit") == "threshold memory_near_limit=0.8 (--memory-near-limit)"
     assert {name for name, *_ in Thresholds.options()} >= {"memory_near_limit", "shm_near_full", "io_min_read_mb_s"}
+
+
+def test_no_finding_contradicts_its_snapshot(fault_run):
+    from consistency import contradictions
+
+    assert contradictions(fault_run.snapshot, fault_run.result.findings) == []

@@ -17,6 +17,8 @@ from fakenvml import (
     FakeGpu,
     FakeProcess,
     FakeScenario,
+    FakeMig,
+    FakeXid,
     fail,
     hang,
 )
@@ -61,8 +63,8 @@ def probes():
     """Make probes that are closed after the test, so pynvml's global state never leaks between tests."""
     made: list[NvmlProbe] = []
 
-    def make(library_path: str | None, deadline_s: float = 2.0) -> NvmlProbe:
-        probe = NvmlProbe(library_path, deadline_s=deadline_s)
+    def make(library_path: str | None, deadline_s: float = 2.0, kmsg_path: str = "") -> NvmlProbe:
+        probe = NvmlProbe(library_path, deadline_s=deadline_s, kmsg_path=kmsg_path)
         made.append(probe)
         return probe
 
@@ -291,3 +293,115 @@ def test_resolve_library_path_prefers_flag_then_environment(monkeypatch):
     assert resolve_library_path(None) == "/from/env/libnvidia-ml.so.1"
     monkeypatch.delenv(ENV_LIBRARY)
     assert resolve_library_path(None) is None
+
+
+# --------------------------------------------------------------------------- health
+
+
+def test_health_fields_from_every_call(nvml_scenario, probes):
+    sick = dict(sm_clock=1410, sm_clock_max=1980, mem_clock=2619, mem_clock_max=2619, pstate=2, fan=87, ecc_mode=1,
+                ecc_vol_corr=12, ecc_vol_unc=1, ecc_agg_corr=340, ecc_agg_unc=2, retired_pending=1, remap_corr=3,
+                remap_unc=1, remap_pending=1, remap_failed=0, pcie_gen=3, pcie_gen_max=5, pcie_width=8,
+                pcie_width_max=16, pcie_tx_kbs=1000, pcie_rx_kbs=2000, enc=15, dec=40, compute_mode=3, mig_mode=1)
+    lib = nvml_scenario(FakeScenario(gpus=[busy_gpu(health=sick)]))
+    _, (gpu,) = probes(lib).sample()
+    assert (gpu.sm_clock_mhz, gpu.sm_clock_max_mhz, gpu.memory_clock_mhz, gpu.memory_clock_max_mhz) == \
+        (1410, 1980, 2619, 2619)
+    assert (gpu.performance_state, gpu.fan_percent) == (2, 87.0)
+    assert gpu.ecc_enabled is True
+    assert (gpu.ecc_volatile_corrected, gpu.ecc_volatile_uncorrected, gpu.ecc_aggregate_corrected,
+            gpu.ecc_aggregate_uncorrected) == (12, 1, 340, 2)
+    assert gpu.retired_pages_pending is True
+    assert (gpu.remapped_rows_correctable, gpu.remapped_rows_uncorrectable, gpu.remapped_rows_pending,
+            gpu.remapped_rows_failed) == (3, 1, True, False)
+    assert (gpu.pcie_generation, gpu.pcie_generation_max, gpu.pcie_width, gpu.pcie_width_max) == (3, 5, 8, 16)
+    assert (gpu.pcie_tx_bytes_per_s, gpu.pcie_rx_bytes_per_s) == (1000 * 1024.0, 2000 * 1024.0)
+    assert (gpu.encoder_percent, gpu.decoder_percent) == (15.0, 40.0)
+    assert gpu.compute_mode == "exclusive_process" and gpu.mig_enabled is True
+    assert gpu.unavailable == {}
+
+
+def test_health_calls_a_gpu_lacks_are_unavailable_and_the_rest_still_comes(nvml_scenario, probes):
+    lib = nvml_scenario(FakeScenario(gpus=[busy_gpu(health={"fan": 30})],
+                                     directives=[fail("nvmlDeviceGetPerformanceState", NO_PERMISSION)]))
+    _, (gpu,) = probes(lib).sample()
+    assert gpu.fan_percent == 30.0 and gpu.utilization_percent == 87.0
+    assert gpu.sm_clock_mhz is None and gpu.unavailable["sm_clock_mhz"] == "not supported by this GPU or driver"
+    assert gpu.unavailable["performance_state"] == "no permission"
+    assert gpu.ecc_enabled is None and gpu.ecc_volatile_uncorrected is None
+    assert gpu.remapped_rows_failed is None and "remapped_rows_pending" in gpu.unavailable
+
+
+def test_values_follow_their_sequence_over_time(nvml_scenario, probes):
+    lib = nvml_scenario(FakeScenario(gpus=[busy_gpu(util=[10, 90], temp=[40, 80], step_ms=300,
+                                                    health={"fan": [20, 70]})]))
+    probe = probes(lib)
+    seen = set()
+    deadline = time.monotonic() + 5
+    while len(seen) < 2 and time.monotonic() < deadline:
+        _, (gpu,) = probe.sample()
+        seen.add((gpu.utilization_percent, gpu.temperature_c, gpu.fan_percent))
+        time.sleep(0.1)
+    assert seen == {(10.0, 40.0, 20.0), (90.0, 80.0, 70.0)}
+
+
+def test_xid_events_from_nvml_are_kept_with_their_time(nvml_scenario, probes):
+    second = busy_gpu(uuid="GPU-bbbbbbbb-0000-4000-8000-000000000000", pci="00000000:86:00.0", processes=[])
+    lib = nvml_scenario(FakeScenario(gpus=[busy_gpu(), second], xids=[FakeXid(gpu=1, code=79),
+                                                                       FakeXid(gpu=1, code=48, at=0.5)]))
+    probe = probes(lib)
+    before = time.time()
+    _, (g0, g1) = probe.sample()
+    assert g0.xid_events == ()
+    assert [(e.xid, e.source) for e in g1.xid_events] == [(79, "NVML events")]
+    assert before - 1 <= g1.xid_events[0].time <= time.time()
+    time.sleep(0.6)
+    _, (g0, g1) = probe.sample()
+    assert [e.xid for e in g1.xid_events] == [79, 48]  # kept across sweeps, delivered once each
+
+
+def test_xids_from_the_kernel_log_match_a_gpu_by_pci_id(nvml_scenario, probes, tmp_path):
+    kmsg = tmp_path / "kmsg"
+    kmsg.write_text(
+        "6,100,1000000,-;nvidia-modeset: Loading NVIDIA Kernel Mode Setting Driver\n"
+        "4,101,2500000,-;NVRM: Xid (PCI:0000:3b:00): 79, pid=1234, name=python3, GPU has fallen off the bus.\n"
+        "4,102,2600000,-;NVRM: Xid (PCI:0000:aa:00): 13, pid=99, Graphics Exception on another GPU\n")
+    lib = nvml_scenario(FakeScenario(gpus=[busy_gpu()]))
+    probe = probes(lib, kmsg_path=str(kmsg))
+    _, (gpu,) = probe.sample()
+    (event,) = gpu.xid_events
+    assert (event.xid, event.source, event.pci_bus_id) == (79, "/dev/kmsg", "0000:3b:00")
+    assert "GPU has fallen off the bus" in event.text and event.time < time.time()
+    with kmsg.open("a") as f:
+        f.write("4,103,3000000,-;NVRM: Xid (PCI:0000:3b:00.0): 94, pid=1234, Contained ECC error\n")
+    _, (gpu,) = probe.sample()
+    assert [e.xid for e in gpu.xid_events] == [79, 94]  # only new records read, the old one kept once
+
+
+def test_mig_devices_with_their_memory_and_processes(nvml_scenario, probes):
+    gpu = busy_gpu(health={"mig_mode": 1}, processes=[
+        FakeProcess(OWN_PID, "compute", used_memory=5 * GiB, sm=0, mig=0),
+        FakeProcess(OTHER_PID, "compute", used_memory=2 * GiB, sm=0, mig=2),
+    ])
+    migs = [FakeMig(0, 0, "MIG-aaaaaaaa-0000-0000-0000-000000000000", mem_total=10 * GiB, mem_used=5 * GiB, gi=1),
+            FakeMig(0, 2, "MIG-bbbbbbbb-0000-0000-0000-000000000000", mem_total=20 * GiB, mem_used=2 * GiB, gi=3)]
+    lib = nvml_scenario(FakeScenario(gpus=[gpu], migs=migs))
+    _, (g,) = probes(lib).sample()
+    assert g.mig_enabled is True
+    assert [(m.index, m.uuid[:12], m.gpu_instance_id, m.memory_used_bytes, m.memory_total_bytes, m.host_pids)
+            for m in g.mig_devices] == [(0, "MIG-aaaaaaaa", 1, 5 * GiB, 10 * GiB, (OWN_PID,)),
+                                        (2, "MIG-bbbbbbbb", 3, 2 * GiB, 20 * GiB, (OTHER_PID,))]
+    # Their processes are on the parent GPU's list too, where the sampler attributes them to containers.
+    assert [p.host_pid for p in g.mig_processes(g.mig_devices[0])] == [OWN_PID]
+
+
+def test_no_mig_devices_when_mig_is_off(nvml_scenario, probes):
+    lib = nvml_scenario(FakeScenario(gpus=[busy_gpu()]))
+    _, (g,) = probes(lib).sample()
+    assert g.mig_enabled is False and g.mig_devices == ()
+
+
+def test_unreadable_kernel_log_is_said_not_hidden(nvml_scenario, probes, tmp_path):
+    lib = nvml_scenario(FakeScenario(gpus=[busy_gpu()]))
+    _, (gpu,) = probes(lib, kmsg_path=str(tmp_path / "no-such-kmsg")).sample()
+    assert "cannot read" in gpu.unavailable["xid_events"] and gpu.utilization_percent == 87.0

@@ -52,7 +52,7 @@ def test_exposition_from_a_built_snapshot_uses_dcgm_and_cadvisor_names_and_no_se
     c = b.replace(c, cpu_usage_seconds=123.5, oom_kills=2, memory_limit_bytes=None,
                   processes=(b.process(4242, cmdline=f"python train.py --token {secret}"),))
     host_proc = b.gpu_process(999, memory_bytes=1 * GIB)
-    g = b.replace(g, processes=g.processes + (host_proc,), sm_clock_mhz=1980, mem_clock_mhz=2619)
+    g = b.replace(g, processes=g.processes + (host_proc,), sm_clock_mhz=1980, memory_clock_mhz=2619)
     snap = b.snapshot([c], [g, b.gpu(1, memory_used_bytes=0)], hostname="gpu-host-7")
     state = ServeState(snapshot=snap, swept_at=time.monotonic(), sweeps=1, last_good_gpus=snap.gpus)
     text = Exposition(lambda: state, "9.9.9").render().decode()

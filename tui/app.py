@@ -68,6 +68,7 @@ class ContainerScreenSpec:
     title: str
 
 
+EXEC_SCREENS = ("nvidia-smi", "py-spy", "framework")  # run a docker exec: refused under MLTOP_NO_EXEC=1
 CONTAINER_SCREENS: dict[str, ContainerScreenSpec] = {
     "diagnostics": ContainerScreenSpec("screen_diagnostics", "DiagnosticsScreen", "Diagnostics"),
     **{a.name: ContainerScreenSpec("screen_actions", "ActionScreen", a.title) for a in ACTIONS},
@@ -148,6 +149,8 @@ class MltopApp(ReplayMixin, App):
         self._doctor_engine = None
         self._doctor_judged: Snapshot | None = None
         self._doctor_armed = False
+        self._device_checks = None  # diagnostics.doctor.BackgroundDeviceChecks, made at the first doctor run
+        self._device_engine = None
         self.history = History(max(int(HISTORY_SECONDS / self.interval), 60))
         self.notes: tuple[str, ...] = ()  # problems of mltop itself, shown in the header
         self.sweeps = 0
@@ -176,8 +179,9 @@ class MltopApp(ReplayMixin, App):
     def on_unmount(self) -> None:
         self.stop_recorder()
         self.source.close()
-        if self._doctor_engine is not None:
-            self._doctor_engine.reset()
+        for engine in (self._doctor_engine, self._device_engine):
+            if engine is not None:
+                engine.reset()
 
     def _make_sampler(self):
         from mltop.probes.sampler import ProbeOptions, Sampler
@@ -240,6 +244,28 @@ class MltopApp(ReplayMixin, App):
         else:
             self._doctor_judged = snapshot
             self._diagnose(snapshot, self.previous_snapshot)
+            if self.device_checks.due(snapshot):
+                self._check_devices(snapshot)
+
+    @property
+    def device_checks(self):
+        """The device check without a key press: once per container start, for GPU-looking containers, one at
+        a time, in a worker; nothing under MLTOP_NO_EXEC=1."""
+        if self._device_checks is None:
+            from mltop.diagnostics.doctor import BackgroundDeviceChecks
+
+            self._device_checks = BackgroundDeviceChecks(self.action_log)
+        return self._device_checks
+
+    @work(thread=True, exclusive=False, group="device-check", exit_on_error=False)
+    def _check_devices(self, snapshot: Snapshot) -> None:
+        # Its result joins action_log, where the next doctor run reads it.
+        try:
+            if self._device_engine is None:
+                self._device_engine = self.new_engine()
+            self.device_checks.run_one(snapshot, self._device_engine)
+        except Exception as exc:
+            self.log.error(f"background device check failed: {type(exc).__name__}: {exc}")
 
     @work(thread=True, exclusive=True, group="doctor", exit_on_error=False)
     def _diagnose(self, snapshot: Snapshot, previous: Snapshot | None) -> None:
@@ -351,6 +377,9 @@ class MltopApp(ReplayMixin, App):
             self.push_screen(recorded_screen(kind, self.selected_container_id))
             return
         spec = CONTAINER_SCREENS[kind]
+        if kind in EXEC_SCREENS and self.device_checks.forbidden:
+            self.notify(f"{spec.title}: {self.device_checks.forbidden}", severity="warning")
+            return
         screen_class = getattr(importlib.import_module(f"mltop.tui.{spec.module}"), spec.screen_class)
         if getattr(self.screen, "kind", None) in CONTAINER_SCREENS:
             # `p` pressed on an nvidia-smi panel switches to py-spy instead of stacking panels

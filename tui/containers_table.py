@@ -11,6 +11,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.strip import Strip
 
+from mltop.diagnostics.workload import classify as classify_workload
 from mltop.probes.model import ContainerSample, Snapshot
 
 from . import format as fmt
@@ -25,12 +26,13 @@ COLUMNS = (
     ColumnSpec("gpu", "GPU", 4, 4),
     ColumnSpec("gpu_mem", "GPU MEM", 7, 5, "right"),
     ColumnSpec("sm", "SM%", 5, 6, "right"),
+    ColumnSpec("work", "BOUND", 9, 11),  # what holds a GPU job back (diagnostics.workload); first to go
     ColumnSpec("image", "IMAGE", 18, 7),
     ColumnSpec("pids", "PIDS", 5, 8, "right"),
     ColumnSpec("io", "I/O R/W /s", 11, 9, "right"),
     ColumnSpec("net", "NET RX/TX /s", 12, 10, "right"),
 )
-GPU_COLUMNS = frozenset({"gpu", "gpu_mem", "sm"})  # left out on a host with no GPU and no GPU requests
+GPU_COLUMNS = frozenset({"gpu", "gpu_mem", "sm", "work"})  # left out on a host with no GPU and no GPU requests
 LABELS = {spec.key: spec.label for spec in COLUMNS}
 
 # The worst finding of a container, drawn in the blank cell left of its name (no column is given up for it).
@@ -56,6 +58,7 @@ SORT_VALUES: dict[str, tuple[Callable[[ContainerSample], Any], bool]] = {
     "gpu": (lambda c: tuple(g.index for g in c.gpus) or None, False),
     "gpu_mem": (lambda c: c.gpu_memory_bytes, True),
     "sm": (lambda c: c.gpu_sm_percent, True),
+    "work": (lambda c: getattr(classify_workload(c), "kind", None), False),
     "image": (lambda c: c.image.lower(), False),
     "pids": (lambda c: c.pids, True),
     "io": (lambda c: _sum(c.io_read_bytes_per_s, c.io_write_bytes_per_s), True),
@@ -97,6 +100,7 @@ def container_cells(c: ContainerSample) -> dict[str, Text]:
         "gpu": gpu_indices(c),
         "gpu_mem": fmt.size(c.gpu_memory_bytes, missing="") if c.gpus else "",
         "sm": fmt.percent(c.gpu_sm_percent, missing="") if c.gpus else "",
+        "work": getattr(classify_workload(c), "kind", ""),
         "pids": str(c.pids) if c.pids is not None else "",
         "io": fmt.pair(fmt.rate(c.io_read_bytes_per_s), fmt.rate(c.io_write_bytes_per_s)) if c.running else "",
         "net": fmt.pair(fmt.rate(c.net_rx_bytes_per_s), fmt.rate(c.net_tx_bytes_per_s)) if c.running else "",

@@ -9,6 +9,7 @@ from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from mltop.diagnostics.workload import classify as classify_workload
 from mltop.probes.model import ContainerConfig, ContainerSample, Snapshot
 
 from . import format as fmt
@@ -205,6 +206,10 @@ class ContainerDetailScreen(Screen):
             used = ",".join(str(g.index) for g in c.gpus)
             sm = fmt.percent(c.gpu_sm_percent)
             label = Text(f"GPU {used}  SM {sm}%", style="bold", end="")
+            workload = classify_workload(c, snapshot, previous=getattr(self.app, "previous_snapshot", None))
+            if workload is not None:  # what holds the job back, and why (thresholds named)
+                label.append(f"  {workload.kind}", style="bold yellow" if workload.kind != "gpu" else "green")
+                label.append(f"  {'; '.join(workload.reasons[1:] or workload.reasons)}", style="dim")
         else:
             label = Text("GPU", style="bold", end="")
             label.append("  ").append("none in use" + ("  (requests GPUs)" if c.config.requests_gpus else ""),

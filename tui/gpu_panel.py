@@ -1,7 +1,9 @@
 """The GPU panel: per GPU, utilisation and memory bars with history, temperature, power, bad throttling,
-and which containers use it."""
+health problems (Xid, ECC, remap, PCIe link), and which containers use it."""
 
 from __future__ import annotations
+
+import time
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -30,6 +32,29 @@ def bad_throttle_reasons(gpu: GpuSample) -> list[str]:
     return [BAD_THROTTLE[r] for r in gpu.throttle_reasons if r in BAD_THROTTLE]
 
 
+XID_SHOWN_S = 3600.0  # Xids this recent are marked on the card (the doctor explains older ones too)
+
+
+def health_problems(gpu: GpuSample, now: float | None = None) -> list[str]:
+    """Short words for what is wrong with a GPU's health: recent Xid, ECC, pending/failed remap, PCIe link."""
+    now = time.time() if now is None else now
+    out = []
+    recent = [e for e in gpu.xid_events if now - e.time <= XID_SHOWN_S]
+    if recent:
+        out.append(f"Xid {recent[-1].xid}" + (f" x{len(recent)}" if len(recent) > 1 else ""))
+    if gpu.ecc_volatile_uncorrected:
+        out.append(f"ECC {gpu.ecc_volatile_uncorrected} uncorrectable")
+    if gpu.remapped_rows_failed:
+        out.append("row remap failed")
+    elif gpu.remapped_rows_pending or gpu.retired_pages_pending:
+        out.append("reset pending")
+    gen, gen_max, width, width_max = gpu.pcie_generation, gpu.pcie_generation_max, gpu.pcie_width, gpu.pcie_width_max
+    busy = (gpu.utilization_percent or 0) >= 10
+    if busy and gen and gen_max and width and width_max and (gen < gen_max or width < width_max):
+        out.append(f"PCIe Gen{gen} x{width} of Gen{gen_max} x{width_max}")
+    return out
+
+
 def short_gpu_name(name: str) -> str:
     return name.removeprefix("NVIDIA ").removeprefix("Tesla ")
 
@@ -44,15 +69,21 @@ def gpu_title(gpu: GpuSample) -> Text:
         power = f" {gpu.power_w:.0f}"
         power += f"/{gpu.power_limit_w:.0f}W" if gpu.power_limit_w else "W"
         out.append(power)
+    if gpu.mig_devices:
+        out.append(f" MIG×{len(gpu.mig_devices)}", style="dim")
     if bad_throttle_reasons(gpu):
         # the reasons are spelled out on the card's second line; this mark survives the one-line layout
         out.append(" ⚠", style="bold red")
+    if health_problems(gpu):
+        out.append(" ✖", style="bold red")  # likewise for health: Xid, ECC, remap, PCIe
     return out
 
 
 def gpu_users(gpu: GpuSample) -> Text:
     """Bad throttling first, then who uses the GPU: containers by name with their memory, host PIDs."""
     out = Text(no_wrap=True, end="")
+    for problem in health_problems(gpu):
+        out.append(f"✖ {problem} ", style="bold red")
     for reason in bad_throttle_reasons(gpu):
         out.append(f"⚠ {reason} ", style="bold red")
     per_container: dict[str, int] = {}

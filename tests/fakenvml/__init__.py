@@ -62,27 +62,73 @@ class FakeProcess:
     used_memory: int | None = 1 << 30  # None -> NVML_VALUE_NOT_AVAILABLE
     sm: int = 0  # % in the newest utilisation sample; 0 = no sample (NVML lists only busy processes)
     sm_prev: int | None = None  # an older sample, 1 s before the newest
+    mig: int | None = None  # the MIG device (slot) of its GPU it runs on
+
+
+# The health keys fakenvml.c knows; a key left out makes its NVML call answer NOT_SUPPORTED.
+HEALTH_KEYS = (
+    "sm_clock", "sm_clock_max", "mem_clock", "mem_clock_max", "pstate", "fan", "ecc_mode",
+    "ecc_vol_corr", "ecc_vol_unc", "ecc_agg_corr", "ecc_agg_unc", "retired_pending", "remap_corr",
+    "remap_unc", "remap_pending", "remap_failed", "pcie_gen", "pcie_gen_max", "pcie_width",
+    "pcie_width_max", "pcie_tx_kbs", "pcie_rx_kbs", "enc", "dec", "compute_mode", "mig_mode",
+)
+
+# A healthy H100 for scenarios that want every health call answered.
+HEALTHY = dict(sm_clock=1980, sm_clock_max=1980, mem_clock=2619, mem_clock_max=2619, pstate=0, fan=40,
+               ecc_mode=1, ecc_vol_corr=0, ecc_vol_unc=0, ecc_agg_corr=0, ecc_agg_unc=0, retired_pending=0,
+               remap_corr=0, remap_unc=0, remap_pending=0, remap_failed=0, pcie_gen=5, pcie_gen_max=5,
+               pcie_width=16, pcie_width_max=16, pcie_tx_kbs=1_000_000, pcie_rx_kbs=2_000_000, enc=0, dec=0,
+               compute_mode=0, mig_mode=0)
+
+
+def _series(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(int(v)) for v in value)
+    return str(int(value))
 
 
 @dataclass
 class FakeGpu:
     uuid: str = "GPU-00000000-0000-0000-0000-000000000000"
     name: str = "NVIDIA H100 80GB HBM3"
-    util: int = 0
-    mem_util: int = 0
+    util: int | list[int] = 0
+    mem_util: int | list[int] = 0
     mem_total: int = 80 * (1 << 30)
-    mem_used: int = 0
-    temp: int = 35
-    power_mw: int = 70_000
+    mem_used: int | list[int] = 0
+    temp: int | list[int] = 35
+    power_mw: int | list[int] = 70_000
     power_limit_mw: int = 700_000
     clocks_event: int = 0x1
     persistence: bool = True
     pci: str = "00000000:3B:00.0"
     lost: bool = False
     util_ts: int | None = None  # fixed process-sample timestamp (us); None = wall clock at each call
-    sm_clock: int = 1980  # MHz
-    mem_clock: int = 2619  # MHz
     processes: list[FakeProcess] = field(default_factory=list)
+    # HEALTH_KEYS -> value or sequence; a healthy GPU by default, {} for one that supports none of them.
+    health: dict[str, int | list[int]] = field(default_factory=lambda: dict(HEALTHY))
+    step_ms: int | None = None  # how long each item of a sequence lasts (default 1000)
+
+
+@dataclass
+class FakeMig:
+    """A MIG device in slot `index` of GPU `gpu` (give that GPU health mig_mode=1)."""
+
+    gpu: int
+    index: int
+    uuid: str
+    mem_total: int = 10 * (1 << 30)
+    mem_used: int = 0
+    gi: int = 1
+    ci: int = 0
+
+
+@dataclass
+class FakeXid:
+    """An Xid the library delivers once through nvmlEventSetWait, `at` seconds after nvmlInit or later."""
+
+    gpu: int
+    code: int
+    at: float = 0.0
 
 
 @dataclass
@@ -112,6 +158,8 @@ class FakeScenario:
     driver_version: str = "550.54.15"
     cuda_version: int = 12040
     directives: list[Directive] = field(default_factory=list)
+    xids: list[FakeXid] = field(default_factory=list)
+    migs: list[FakeMig] = field(default_factory=list)
 
     def render(self) -> str:
         lines = [f"init_error {self.init_error}", f"driver {self.driver_version}", f"cuda {self.cuda_version}"]
@@ -121,29 +169,40 @@ class FakeScenario:
                 f"index={index}",
                 f'uuid="{g.uuid}"',
                 f'name="{g.name}"',
-                f"util={g.util}",
-                f"mem_util={g.mem_util}",
+                f"util={_series(g.util)}",
+                f"mem_util={_series(g.mem_util)}",
                 f"mem_total={g.mem_total}",
-                f"mem_used={g.mem_used}",
-                f"temp={g.temp}",
-                f"power_mw={g.power_mw}",
+                f"mem_used={_series(g.mem_used)}",
+                f"temp={_series(g.temp)}",
+                f"power_mw={_series(g.power_mw)}",
                 f"power_limit_mw={g.power_limit_mw}",
                 f"clocks_event={g.clocks_event:#x}",
                 f"persistence={int(g.persistence)}",
                 f"pci={g.pci}",
                 f"lost={int(g.lost)}",
-                f"sm_clock={g.sm_clock}",
-                f"mem_clock={g.mem_clock}",
             ]
             if g.util_ts is not None:
                 words.append(f"util_ts={g.util_ts}")
+            if g.step_ms is not None:
+                words.append(f"step_ms={g.step_ms}")
+            for key, value in g.health.items():
+                if key not in HEALTH_KEYS:
+                    raise ValueError(f"unknown fake NVML health key {key!r} (known: {', '.join(HEALTH_KEYS)})")
+                words.append(f"{key}={_series(value)}")
             lines.append(" ".join(words))
             for p in g.processes:
                 mem = "na" if p.used_memory is None else str(p.used_memory)
                 words = ["proc", f"gpu={index}", f"pid={p.pid}", f"type={p.type}", f"mem={mem}", f"sm={p.sm}"]
                 if p.sm_prev is not None:
                     words.append(f"sm_prev={p.sm_prev}")
+                if p.mig is not None:
+                    words.append(f"mig={p.mig}")
                 lines.append(" ".join(words))
+        for m in self.migs:
+            lines.append(f'mig gpu={m.gpu} index={m.index} uuid="{m.uuid}" mem_total={m.mem_total} '
+                         f"mem_used={m.mem_used} gi={m.gi} ci={m.ci}")
+        for x in self.xids:
+            lines.append(f"xid gpu={x.gpu} code={x.code} at={x.at}")
         for d in self.directives:
             value = int(d.value) if d.kind == "fail" else d.value
             words = [d.kind, d.function, str(value)]

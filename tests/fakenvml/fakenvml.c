@@ -20,7 +20,7 @@
  *   cuda N                     nvmlSystemGetCudaDriverVersion(_v2), e.g. 12040
  *   gpu index=I uuid=S name=S util=% mem_util=% mem_total=B mem_used=B temp=C power_mw=MW
  *       power_limit_mw=MW clocks_event=MASK persistence=0|1 pci=DDDDDDDD:BB:DD.F
- *       [lost=1] [util_ts=US] [sm_clock=MHZ] [mem_clock=MHZ]
+ *       [lost=1] [util_ts=US]
  *                              one GPU; devices are numbered in file order (index= must match it).
  *                              lost=1: every query on it returns GPU_IS_LOST (the handle still resolves).
  *                              util_ts: the fixed timestamp (us) of its process-utilisation samples;
@@ -29,6 +29,27 @@
  *                              a process on GPU I. mem=na -> NVML_VALUE_NOT_AVAILABLE. A process with
  *                              sm>0 has a utilisation sample at the GPU's sample time; sm_prev adds an
  *                              older sample (1 s earlier) so the reader must keep the newest.
+ *       [step_ms=MS] [HEALTH=V ...]
+ *                              HEALTH keys (absent: the call returns NOT_SUPPORTED, as on GPUs without it):
+ *                              sm_clock sm_clock_max mem_clock mem_clock_max (MHz), pstate (0-15), fan (%),
+ *                              ecc_mode (0|1), ecc_vol_corr ecc_vol_unc ecc_agg_corr ecc_agg_unc (counts),
+ *                              retired_pending (0|1), remap_corr remap_unc remap_pending remap_failed,
+ *                              pcie_gen pcie_gen_max pcie_width pcie_width_max, pcie_tx_kbs pcie_rx_kbs,
+ *                              enc dec (%), compute_mode (0 default, 2 prohibited, 3 exclusive process),
+ *                              mig_mode (0|1).
+ *                              Sequences: util, mem_util, mem_used, temp, power_mw and every HEALTH key take
+ *                              a comma list (util=10,60,95): the value in force is item
+ *                              (ms since nvmlInit / step_ms) modulo its length, so values change over time.
+ *   mig gpu=I index=J uuid=S mem_total=B mem_used=B gi=N ci=N
+ *                              a MIG device in slot J of GPU I (set mig_mode=1 on the GPU): its handle answers
+ *                              nvmlDeviceGetUUID, nvmlDeviceGetMemoryInfo(_v2), nvmlDeviceGetGpuInstanceId,
+ *                              nvmlDeviceGetComputeInstanceId and the running-process calls (procs with mig=J).
+ *                              nvmlDeviceGetMaxMigDeviceCount says 7; an empty slot is NOT_FOUND.
+ *   proc ... [mig=J]           the process runs on MIG device J of its GPU (also listed on the GPU itself).
+ *   xid gpu=I code=N [at=SECONDS]
+ *                              a queued Xid event: nvmlEventSetWait* delivers it once, on a set that
+ *                              registered nvmlEventTypeXidCriticalError for GPU I, at least SECONDS after
+ *                              nvmlInit.
  *   fail FUNCTION CODE [gpu=I] [times=N]
  *                              FUNCTION (exact NVML symbol, e.g. nvmlDeviceGetPowerUsage) returns CODE
  *                              (3 NOT_SUPPORTED, 15 GPU_IS_LOST, ...), for GPU I only when given, for
@@ -127,7 +148,37 @@ typedef struct {
 #define MAX_GPUS 16
 #define MAX_PROCS 256
 #define MAX_DIRECTIVES 64
+#define MAX_SEQ 32
+#define MAX_XIDS 64
 #define STR 128
+
+/* A value that may change over time: item (ms since init / step) modulo n. n == 0: not set. */
+struct seq {
+    int n;
+    unsigned long long v[MAX_SEQ];
+};
+
+enum health_field {
+    HF_SM_CLOCK, HF_SM_CLOCK_MAX, HF_MEM_CLOCK, HF_MEM_CLOCK_MAX, HF_PSTATE, HF_FAN, HF_ECC_MODE,
+    HF_ECC_VOL_CORR, HF_ECC_VOL_UNC, HF_ECC_AGG_CORR, HF_ECC_AGG_UNC, HF_RETIRED_PENDING, HF_REMAP_CORR,
+    HF_REMAP_UNC, HF_REMAP_PENDING, HF_REMAP_FAILED, HF_PCIE_GEN, HF_PCIE_GEN_MAX, HF_PCIE_WIDTH,
+    HF_PCIE_WIDTH_MAX, HF_PCIE_TX_KBS, HF_PCIE_RX_KBS, HF_ENC, HF_DEC, HF_COMPUTE_MODE, HF_MIG_MODE, HF_COUNT
+};
+static const char *health_names[HF_COUNT] = {
+    "sm_clock", "sm_clock_max", "mem_clock", "mem_clock_max", "pstate", "fan", "ecc_mode",
+    "ecc_vol_corr", "ecc_vol_unc", "ecc_agg_corr", "ecc_agg_unc", "retired_pending", "remap_corr",
+    "remap_unc", "remap_pending", "remap_failed", "pcie_gen", "pcie_gen_max", "pcie_width",
+    "pcie_width_max", "pcie_tx_kbs", "pcie_rx_kbs", "enc", "dec", "compute_mode", "mig_mode",
+};
+
+typedef struct {
+    void *device;
+    unsigned long long eventType;
+    unsigned long long eventData;
+    unsigned int gpuInstanceId;
+    unsigned int computeInstanceId;
+} nvmlEventData_t;
+#define NVML_EVENT_TYPE_XID 0x8ULL
 
 struct fake_gpu {
     int index;
@@ -141,10 +192,28 @@ struct fake_gpu {
     char pci[STR];
     int lost;
     unsigned long long util_ts; /* 0 = wall clock */
-    unsigned int sm_clock, mem_clock; /* MHz, nvmlDeviceGetClockInfo */
+    unsigned long long step_ms;
+    struct seq util_s, mem_util_s, mem_used_s, temp_s, power_s; /* n == 0: the plain value above */
+    struct seq health[HF_COUNT];
+    unsigned long long events; /* event types registered on the (one) event set */
+};
+
+struct xid_event {
+    int gpu;
+    unsigned long long code;
+    double at_s;
+    int delivered;
+};
+
+struct fake_mig {
+    int gpu, index;
+    char uuid[STR];
+    unsigned long long mem_total, mem_used;
+    unsigned int gi, ci;
 };
 
 struct fake_proc {
+    int mig; /* -1: none */
     int gpu;
     unsigned int pid;
     int graphics;
@@ -173,6 +242,25 @@ static struct fake_proc procs[MAX_PROCS];
 static int proc_count;
 static struct directive directives[MAX_DIRECTIVES];
 static int directive_count;
+static struct fake_mig migs[MAX_GPUS * 7];
+static int mig_count;
+static struct xid_event xids[MAX_XIDS];
+static int xid_count;
+static struct timeval init_time;
+static int event_set_token;
+
+static unsigned long long ms_since_init(void) {
+    struct timeval now;
+    gettimeofday(&now, NULL);
+    long long ms = (now.tv_sec - init_time.tv_sec) * 1000LL + (now.tv_usec - init_time.tv_usec) / 1000;
+    return ms < 0 ? 0 : (unsigned long long)ms;
+}
+
+static unsigned long long seq_value(const struct fake_gpu *g, const struct seq *s, unsigned long long plain) {
+    if (s->n == 0) return plain;
+    unsigned long long step = g->step_ms ? g->step_ms : 1000;
+    return s->v[(ms_since_init() / step) % s->n];
+}
 
 /* --------------------------------------------------------------------------- scenario parsing */
 
@@ -208,6 +296,22 @@ static unsigned long long number(const char *s, int *ok) {
     return v;
 }
 
+/* "10,60,95" -> a sequence; a single number -> a sequence of one. */
+static int parse_seq(const char *v, struct seq *s, int *ok) {
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", v);
+    s->n = 0;
+    for (char *save = NULL, *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        if (s->n >= MAX_SEQ) {
+            *ok = 0;
+            break;
+        }
+        s->v[s->n++] = number(item, ok);
+    }
+    if (s->n == 0) *ok = 0;
+    return s->n;
+}
+
 static void copy_str(char *dst, const char *src) {
     snprintf(dst, STR, "%s", src);
 }
@@ -230,23 +334,31 @@ static int parse_gpu(char **words, int n, int lineno) {
             }
         } else if (!strcmp(k, "uuid")) copy_str(g->uuid, v);
         else if (!strcmp(k, "name")) copy_str(g->name, v);
-        else if (!strcmp(k, "util")) g->util = number(v, &ok);
-        else if (!strcmp(k, "mem_util")) g->mem_util = number(v, &ok);
+        else if (!strcmp(k, "util")) { parse_seq(v, &g->util_s, &ok); g->util = g->util_s.v[0]; }
+        else if (!strcmp(k, "mem_util")) { parse_seq(v, &g->mem_util_s, &ok); g->mem_util = g->mem_util_s.v[0]; }
         else if (!strcmp(k, "mem_total")) g->mem_total = number(v, &ok);
-        else if (!strcmp(k, "mem_used")) g->mem_used = number(v, &ok);
-        else if (!strcmp(k, "temp")) g->temp = number(v, &ok);
-        else if (!strcmp(k, "power_mw")) g->power_mw = number(v, &ok);
+        else if (!strcmp(k, "mem_used")) { parse_seq(v, &g->mem_used_s, &ok); g->mem_used = g->mem_used_s.v[0]; }
+        else if (!strcmp(k, "temp")) { parse_seq(v, &g->temp_s, &ok); g->temp = g->temp_s.v[0]; }
+        else if (!strcmp(k, "power_mw")) { parse_seq(v, &g->power_s, &ok); g->power_mw = g->power_s.v[0]; }
+        else if (!strcmp(k, "step_ms")) g->step_ms = number(v, &ok);
         else if (!strcmp(k, "power_limit_mw")) g->power_limit_mw = number(v, &ok);
         else if (!strcmp(k, "clocks_event")) g->clocks_event = number(v, &ok);
         else if (!strcmp(k, "persistence")) g->persistence = number(v, &ok);
         else if (!strcmp(k, "pci")) copy_str(g->pci, v);
         else if (!strcmp(k, "lost")) g->lost = number(v, &ok) != 0;
         else if (!strcmp(k, "util_ts")) g->util_ts = number(v, &ok);
-        else if (!strcmp(k, "sm_clock")) g->sm_clock = number(v, &ok);
-        else if (!strcmp(k, "mem_clock")) g->mem_clock = number(v, &ok);
         else {
-            fprintf(stderr, "fakenvml: line %d: unknown gpu key %s\n", lineno, k);
-            return 0;
+            int known = 0;
+            for (int f = 0; f < HF_COUNT; f++) {
+                if (!strcmp(k, health_names[f])) {
+                    parse_seq(v, &g->health[f], &ok);
+                    known = 1;
+                }
+            }
+            if (!known) {
+                fprintf(stderr, "fakenvml: line %d: unknown gpu key %s\n", lineno, k);
+                return 0;
+            }
         }
     }
     gpu_count++;
@@ -258,6 +370,7 @@ static int parse_proc(char **words, int n, int lineno) {
     struct fake_proc *p = &procs[proc_count];
     memset(p, 0, sizeof *p);
     p->gpu = -1;
+    p->mig = -1;
     int ok = 1;
     for (int i = 1; i < n; i++) {
         char *eq = strchr(words[i], '=');
@@ -271,6 +384,7 @@ static int parse_proc(char **words, int n, int lineno) {
             else if (strcmp(v, "compute")) ok = 0;
         } else if (!strcmp(k, "mem")) p->mem = strcmp(v, "na") ? number(v, &ok) : NVML_VALUE_NOT_AVAILABLE_ULL;
         else if (!strcmp(k, "sm")) p->sm = number(v, &ok);
+        else if (!strcmp(k, "mig")) p->mig = number(v, &ok);
         else if (!strcmp(k, "sm_prev")) {
             p->sm_prev = number(v, &ok);
             p->has_sm_prev = 1;
@@ -284,6 +398,58 @@ static int parse_proc(char **words, int n, int lineno) {
         return 0;
     }
     proc_count++;
+    return ok;
+}
+
+static int parse_mig(char **words, int n, int lineno) {
+    if (mig_count >= MAX_GPUS * 7) return 0;
+    struct fake_mig *m = &migs[mig_count];
+    memset(m, 0, sizeof *m);
+    m->gpu = m->index = -1;
+    int ok = 1;
+    for (int i = 1; i < n; i++) {
+        char *eq = strchr(words[i], '=');
+        if (!eq) return 0;
+        *eq = '\0';
+        const char *k = words[i], *v = eq + 1;
+        if (!strcmp(k, "gpu")) m->gpu = number(v, &ok);
+        else if (!strcmp(k, "index")) m->index = number(v, &ok);
+        else if (!strcmp(k, "uuid")) copy_str(m->uuid, v);
+        else if (!strcmp(k, "mem_total")) m->mem_total = number(v, &ok);
+        else if (!strcmp(k, "mem_used")) m->mem_used = number(v, &ok);
+        else if (!strcmp(k, "gi")) m->gi = number(v, &ok);
+        else if (!strcmp(k, "ci")) m->ci = number(v, &ok);
+        else {
+            fprintf(stderr, "fakenvml: line %d: unknown mig key %s\n", lineno, k);
+            return 0;
+        }
+    }
+    if (m->gpu < 0 || m->gpu >= gpu_count || m->index < 0 || m->index >= 7) return 0;
+    mig_count++;
+    return ok;
+}
+
+static int parse_xid(char **words, int n, int lineno) {
+    if (xid_count >= MAX_XIDS) return 0;
+    struct xid_event *x = &xids[xid_count];
+    memset(x, 0, sizeof *x);
+    x->gpu = -1;
+    int ok = 1;
+    for (int i = 1; i < n; i++) {
+        char *eq = strchr(words[i], '=');
+        if (!eq) return 0;
+        *eq = '\0';
+        const char *k = words[i], *v = eq + 1;
+        if (!strcmp(k, "gpu")) x->gpu = number(v, &ok);
+        else if (!strcmp(k, "code")) x->code = number(v, &ok);
+        else if (!strcmp(k, "at")) x->at_s = strtod(v, NULL);
+        else {
+            fprintf(stderr, "fakenvml: line %d: unknown xid key %s\n", lineno, k);
+            return 0;
+        }
+    }
+    if (x->gpu < 0 || x->gpu >= gpu_count) return 0;
+    xid_count++;
     return ok;
 }
 
@@ -318,7 +484,8 @@ static int parse_directive(char **words, int n, int hang) {
 
 /* Returns NVML_SUCCESS or the code init must return. Called with the lock held. */
 static nvmlReturn_t load_scenario(void) {
-    gpu_count = proc_count = directive_count = 0;
+    gpu_count = proc_count = directive_count = xid_count = mig_count = 0;
+    gettimeofday(&init_time, NULL);
     copy_str(driver_version, "550.54.15");
     cuda_version = 12040;
     const char *path = getenv("MLTOP_FAKE_NVML_SCENARIO");
@@ -344,6 +511,8 @@ static nvmlReturn_t load_scenario(void) {
         else if (!strcmp(kind, "cuda") && n == 2) cuda_version = number(words[1], &ok);
         else if (!strcmp(kind, "gpu")) ok = parse_gpu(words, n, lineno);
         else if (!strcmp(kind, "proc")) ok = parse_proc(words, n, lineno);
+        else if (!strcmp(kind, "xid")) ok = parse_xid(words, n, lineno);
+        else if (!strcmp(kind, "mig")) ok = parse_mig(words, n, lineno);
         else if (!strcmp(kind, "fail")) ok = parse_directive(words, n, 0);
         else if (!strcmp(kind, "hang")) ok = parse_directive(words, n, 1);
         else ok = 0;
@@ -519,7 +688,13 @@ EXPORT nvmlReturn_t nvmlDeviceGetIndex(void *device, unsigned int *index) {
     return NVML_SUCCESS;
 }
 
+static struct fake_mig *as_mig(void *device) {
+    struct fake_mig *m = device;
+    return (m >= migs && m < migs + mig_count) ? m : NULL;
+}
+
 EXPORT nvmlReturn_t nvmlDeviceGetUUID(void *device, char *uuid, unsigned int length) {
+    if (as_mig(device)) return initialized() ? copy_out(uuid, length, as_mig(device)->uuid) : NVML_ERROR_UNINITIALIZED;
     DEVICE_ENTRY("nvmlDeviceGetUUID");
     return copy_out(uuid, length, g->uuid);
 }
@@ -532,29 +707,39 @@ EXPORT nvmlReturn_t nvmlDeviceGetName(void *device, char *name, unsigned int len
 EXPORT nvmlReturn_t nvmlDeviceGetUtilizationRates(void *device, nvmlUtilization_t *u) {
     DEVICE_ENTRY("nvmlDeviceGetUtilizationRates");
     if (!u) return NVML_ERROR_INVALID_ARGUMENT;
-    u->gpu = g->util;
-    u->memory = g->mem_util;
+    u->gpu = seq_value(g, &g->util_s, g->util);
+    u->memory = seq_value(g, &g->mem_util_s, g->mem_util);
     return NVML_SUCCESS;
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo(void *device, nvmlMemory_t *m) {
+    struct fake_mig *mig = as_mig(device);
+    if (mig && m) {
+        m->total = mig->mem_total;
+        m->used = mig->mem_used;
+        m->free = mig->mem_total > mig->mem_used ? mig->mem_total - mig->mem_used : 0;
+        return NVML_SUCCESS;
+    }
     DEVICE_ENTRY("nvmlDeviceGetMemoryInfo");
     if (!m) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned long long used = seq_value(g, &g->mem_used_s, g->mem_used);
     m->total = g->mem_total;
-    m->used = g->mem_used;
-    m->free = g->mem_total > g->mem_used ? g->mem_total - g->mem_used : 0;
+    m->used = used;
+    m->free = g->mem_total > used ? g->mem_total - used : 0;
     return NVML_SUCCESS;
 }
 
 #ifndef MLTOP_FAKE_OLD_DRIVER
 EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(void *device, nvmlMemory_v2_t *m) {
+    if (as_mig(device)) return NVML_ERROR_NOT_SUPPORTED; /* callers fall back to nvmlDeviceGetMemoryInfo */
     DEVICE_ENTRY("nvmlDeviceGetMemoryInfo_v2");
     if (!m) return NVML_ERROR_INVALID_ARGUMENT;
     if (m->version != NVML_MEMORY_V2_VERSION) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
     m->total = g->mem_total;
     m->reserved = 0;
-    m->used = g->mem_used;
-    m->free = g->mem_total > g->mem_used ? g->mem_total - g->mem_used : 0;
+    unsigned long long used = seq_value(g, &g->mem_used_s, g->mem_used);
+    m->used = used;
+    m->free = g->mem_total > used ? g->mem_total - used : 0;
     return NVML_SUCCESS;
 }
 #endif
@@ -562,14 +747,14 @@ EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(void *device, nvmlMemory_v2_t *m)
 EXPORT nvmlReturn_t nvmlDeviceGetTemperature(void *device, unsigned int sensor, unsigned int *temp) {
     DEVICE_ENTRY("nvmlDeviceGetTemperature");
     if (!temp || sensor != 0) return NVML_ERROR_INVALID_ARGUMENT;
-    *temp = g->temp;
+    *temp = seq_value(g, &g->temp_s, g->temp);
     return NVML_SUCCESS;
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetPowerUsage(void *device, unsigned int *power) {
     DEVICE_ENTRY("nvmlDeviceGetPowerUsage");
     if (!power) return NVML_ERROR_INVALID_ARGUMENT;
-    *power = g->power_mw;
+    *power = seq_value(g, &g->power_s, g->power_mw);
     return NVML_SUCCESS;
 }
 
@@ -603,14 +788,6 @@ EXPORT nvmlReturn_t nvmlDeviceGetCurrentClocksThrottleReasons(void *device, unsi
     return NVML_SUCCESS;
 }
 
-/* clock type 1 = NVML_CLOCK_SM, 2 = NVML_CLOCK_MEM (0 graphics answers like SM) */
-EXPORT nvmlReturn_t nvmlDeviceGetClockInfo(void *device, unsigned int type, unsigned int *clock) {
-    DEVICE_ENTRY("nvmlDeviceGetClockInfo");
-    if (!clock || type > 2) return NVML_ERROR_INVALID_ARGUMENT;
-    *clock = type == 2 ? g->mem_clock : g->sm_clock;
-    return NVML_SUCCESS;
-}
-
 EXPORT nvmlReturn_t nvmlDeviceGetPersistenceMode(void *device, unsigned int *mode) {
     DEVICE_ENTRY("nvmlDeviceGetPersistenceMode");
     if (!mode) return NVML_ERROR_INVALID_ARGUMENT;
@@ -634,13 +811,24 @@ EXPORT nvmlReturn_t nvmlDeviceGetPciInfo_v3(void *device, nvmlPciInfo_t *pci) {
     return NVML_SUCCESS;
 }
 
+static int proc_on(const struct fake_proc *p, int gpu, const struct fake_mig *mig, int graphics) {
+    if (p->graphics != graphics) return 0;
+    if (mig) return p->gpu == mig->gpu && p->mig == mig->index;
+    return p->gpu == gpu;
+}
+
 static nvmlReturn_t running_processes(const char *function, void *device, int graphics, unsigned int *count,
                                       nvmlProcessInfo_t *infos) {
-    DEVICE_ENTRY(function);
+    struct fake_mig *mig = as_mig(device);
+    struct fake_gpu *g = mig ? &gpus[mig->gpu] : NULL;
+    if (!mig) {
+        nvmlReturn_t r_ = enter_device(function, device, &g);
+        if (r_ != NVML_SUCCESS) return r_;
+    }
     if (!count) return NVML_ERROR_INVALID_ARGUMENT;
     unsigned int n = 0;
     for (int i = 0; i < proc_count; i++)
-        if (procs[i].gpu == g->index && procs[i].graphics == graphics) n++;
+        if (proc_on(&procs[i], g->index, mig, graphics)) n++;
     if (n == 0) {
         *count = 0;
         return NVML_SUCCESS;
@@ -651,11 +839,17 @@ static nvmlReturn_t running_processes(const char *function, void *device, int gr
     }
     unsigned int k = 0;
     for (int i = 0; i < proc_count; i++) {
-        if (procs[i].gpu != g->index || procs[i].graphics != graphics) continue;
+        if (!proc_on(&procs[i], g->index, mig, graphics)) continue;
         infos[k].pid = procs[i].pid;
         infos[k].usedGpuMemory = procs[i].mem;
         infos[k].gpuInstanceId = 0xFFFFFFFFu;
         infos[k].computeInstanceId = 0xFFFFFFFFu;
+        for (int j = 0; j < mig_count; j++) {
+            if (procs[i].mig >= 0 && migs[j].gpu == procs[i].gpu && migs[j].index == procs[i].mig) {
+                infos[k].gpuInstanceId = migs[j].gi;
+                infos[k].computeInstanceId = migs[j].ci;
+            }
+        }
         k++;
     }
     *count = n;
@@ -711,3 +905,228 @@ EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(void *device, nvmlProcessUti
     return NVML_SUCCESS;
 }
 #endif
+
+/* --------------------------------------------------------------------------- health */
+
+/* The value of a health field now, or NOT_SUPPORTED when the scenario does not set it. */
+static nvmlReturn_t health(struct fake_gpu *g, int field, unsigned long long *out) {
+    if (g->health[field].n == 0) return NVML_ERROR_NOT_SUPPORTED;
+    *out = seq_value(g, &g->health[field], 0);
+    return NVML_SUCCESS;
+}
+
+#define HEALTH_UINT(fn, field)                                         \
+    EXPORT nvmlReturn_t fn(void *device, unsigned int *value) {        \
+        DEVICE_ENTRY(#fn);                                             \
+        if (!value) return NVML_ERROR_INVALID_ARGUMENT;                \
+        unsigned long long v;                                          \
+        nvmlReturn_t r = health(g, field, &v);                         \
+        if (r == NVML_SUCCESS) *value = (unsigned int)v;               \
+        return r;                                                      \
+    }
+
+HEALTH_UINT(nvmlDeviceGetPerformanceState, HF_PSTATE)
+HEALTH_UINT(nvmlDeviceGetFanSpeed, HF_FAN)
+HEALTH_UINT(nvmlDeviceGetRetiredPagesPendingStatus, HF_RETIRED_PENDING)
+HEALTH_UINT(nvmlDeviceGetCurrPcieLinkGeneration, HF_PCIE_GEN)
+HEALTH_UINT(nvmlDeviceGetMaxPcieLinkGeneration, HF_PCIE_GEN_MAX)
+HEALTH_UINT(nvmlDeviceGetCurrPcieLinkWidth, HF_PCIE_WIDTH)
+HEALTH_UINT(nvmlDeviceGetMaxPcieLinkWidth, HF_PCIE_WIDTH_MAX)
+HEALTH_UINT(nvmlDeviceGetComputeMode, HF_COMPUTE_MODE)
+
+static nvmlReturn_t clock_of(const char *function, void *device, unsigned int type, unsigned int *clock, int max) {
+    DEVICE_ENTRY(function);
+    if (!clock) return NVML_ERROR_INVALID_ARGUMENT;
+    int field;
+    if (type == 1) field = max ? HF_SM_CLOCK_MAX : HF_SM_CLOCK; /* NVML_CLOCK_SM */
+    else if (type == 2) field = max ? HF_MEM_CLOCK_MAX : HF_MEM_CLOCK; /* NVML_CLOCK_MEM */
+    else return NVML_ERROR_NOT_SUPPORTED;
+    unsigned long long v;
+    nvmlReturn_t r = health(g, field, &v);
+    if (r == NVML_SUCCESS) *clock = (unsigned int)v;
+    return r;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetClockInfo(void *device, unsigned int type, unsigned int *clock) {
+    return clock_of("nvmlDeviceGetClockInfo", device, type, clock, 0);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMaxClockInfo(void *device, unsigned int type, unsigned int *clock) {
+    return clock_of("nvmlDeviceGetMaxClockInfo", device, type, clock, 1);
+}
+
+static nvmlReturn_t mode_pair(struct fake_gpu *g, int field, unsigned int *current, unsigned int *pending) {
+    if (!current || !pending) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned long long v;
+    nvmlReturn_t r = health(g, field, &v);
+    if (r == NVML_SUCCESS) *current = *pending = (unsigned int)v;
+    return r;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetEccMode(void *device, unsigned int *current, unsigned int *pending) {
+    DEVICE_ENTRY("nvmlDeviceGetEccMode");
+    return mode_pair(g, HF_ECC_MODE, current, pending);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMigMode(void *device, unsigned int *current, unsigned int *pending) {
+    DEVICE_ENTRY("nvmlDeviceGetMigMode");
+    return mode_pair(g, HF_MIG_MODE, current, pending);
+}
+
+/* errorType 0 corrected, 1 uncorrected; counterType 0 volatile, 1 aggregate (nvml.h). */
+EXPORT nvmlReturn_t nvmlDeviceGetTotalEccErrors(void *device, unsigned int errorType, unsigned int counterType,
+                                                unsigned long long *count) {
+    DEVICE_ENTRY("nvmlDeviceGetTotalEccErrors");
+    if (!count || errorType > 1 || counterType > 1) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned long long mode;
+    if (health(g, HF_ECC_MODE, &mode) != NVML_SUCCESS || !mode) return NVML_ERROR_NOT_SUPPORTED;
+    static const int fields[2][2] = {{HF_ECC_VOL_CORR, HF_ECC_AGG_CORR}, {HF_ECC_VOL_UNC, HF_ECC_AGG_UNC}};
+    unsigned long long v;
+    nvmlReturn_t r = health(g, fields[errorType][counterType], &v);
+    *count = r == NVML_SUCCESS ? v : 0;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetRemappedRows(void *device, unsigned int *corr, unsigned int *unc,
+                                              unsigned int *pending, unsigned int *failed) {
+    DEVICE_ENTRY("nvmlDeviceGetRemappedRows");
+    if (!corr || !unc || !pending || !failed) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned long long v[4];
+    const int fields[4] = {HF_REMAP_CORR, HF_REMAP_UNC, HF_REMAP_PENDING, HF_REMAP_FAILED};
+    int any = 0;
+    for (int i = 0; i < 4; i++) {
+        v[i] = 0;
+        if (health(g, fields[i], &v[i]) == NVML_SUCCESS) any = 1;
+    }
+    if (!any) return NVML_ERROR_NOT_SUPPORTED;
+    *corr = v[0];
+    *unc = v[1];
+    *pending = v[2];
+    *failed = v[3];
+    return NVML_SUCCESS;
+}
+
+/* counter 0 TX, 1 RX, in KB/s. */
+EXPORT nvmlReturn_t nvmlDeviceGetPcieThroughput(void *device, unsigned int counter, unsigned int *value) {
+    DEVICE_ENTRY("nvmlDeviceGetPcieThroughput");
+    if (!value || counter > 1) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned long long v;
+    nvmlReturn_t r = health(g, counter == 0 ? HF_PCIE_TX_KBS : HF_PCIE_RX_KBS, &v);
+    if (r == NVML_SUCCESS) *value = (unsigned int)v;
+    return r;
+}
+
+static nvmlReturn_t codec(struct fake_gpu *g, int field, unsigned int *util, unsigned int *period) {
+    if (!util || !period) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned long long v;
+    nvmlReturn_t r = health(g, field, &v);
+    if (r == NVML_SUCCESS) {
+        *util = (unsigned int)v;
+        *period = 1000000;
+    }
+    return r;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetEncoderUtilization(void *device, unsigned int *util, unsigned int *period) {
+    DEVICE_ENTRY("nvmlDeviceGetEncoderUtilization");
+    return codec(g, HF_ENC, util, period);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetDecoderUtilization(void *device, unsigned int *util, unsigned int *period) {
+    DEVICE_ENTRY("nvmlDeviceGetDecoderUtilization");
+    return codec(g, HF_DEC, util, period);
+}
+
+/* --------------------------------------------------------------------------- events (Xid) */
+
+EXPORT nvmlReturn_t nvmlEventSetCreate(void **set) {
+    nvmlReturn_t r = enter_system("nvmlEventSetCreate");
+    if (r != NVML_SUCCESS) return r;
+    if (!set) return NVML_ERROR_INVALID_ARGUMENT;
+    *set = &event_set_token;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceRegisterEvents(void *device, unsigned long long types, void *set) {
+    DEVICE_ENTRY("nvmlDeviceRegisterEvents");
+    if (set != &event_set_token) return NVML_ERROR_INVALID_ARGUMENT;
+    pthread_mutex_lock(&lock);
+    g->events |= types;
+    pthread_mutex_unlock(&lock);
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlEventSetWait_v2(void *set, nvmlEventData_t *data, unsigned int timeoutms) {
+    nvmlReturn_t r = enter_system("nvmlEventSetWait_v2");
+    if (r != NVML_SUCCESS) return r;
+    if (set != &event_set_token || !data) return NVML_ERROR_INVALID_ARGUMENT;
+    double elapsed_s = ms_since_init() / 1000.0;
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < xid_count; i++) {
+        struct xid_event *x = &xids[i];
+        if (x->delivered || x->at_s > elapsed_s || !(gpus[x->gpu].events & NVML_EVENT_TYPE_XID)) continue;
+        x->delivered = 1;
+        data->device = &gpus[x->gpu];
+        data->eventType = NVML_EVENT_TYPE_XID;
+        data->eventData = x->code;
+        data->gpuInstanceId = data->computeInstanceId = 0xFFFFFFFFu;
+        pthread_mutex_unlock(&lock);
+        return NVML_SUCCESS;
+    }
+    pthread_mutex_unlock(&lock);
+    if (timeoutms) {
+        struct timespec ts = {timeoutms / 1000, (long)(timeoutms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+        }
+    }
+    return NVML_ERROR_TIMEOUT;
+}
+
+EXPORT nvmlReturn_t nvmlEventSetWait(void *set, nvmlEventData_t *data, unsigned int timeoutms) {
+    return nvmlEventSetWait_v2(set, data, timeoutms);
+}
+
+EXPORT nvmlReturn_t nvmlEventSetFree(void *set) {
+    if (set != &event_set_token) return NVML_ERROR_INVALID_ARGUMENT;
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < gpu_count; i++) gpus[i].events = 0;
+    pthread_mutex_unlock(&lock);
+    return NVML_SUCCESS;
+}
+
+/* --------------------------------------------------------------------------- MIG */
+
+EXPORT nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(void *device, unsigned int *count) {
+    DEVICE_ENTRY("nvmlDeviceGetMaxMigDeviceCount");
+    if (!count) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned long long mode;
+    if (health(g, HF_MIG_MODE, &mode) != NVML_SUCCESS) return NVML_ERROR_NOT_SUPPORTED;
+    *count = 7;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(void *device, unsigned int index, void **mig) {
+    DEVICE_ENTRY("nvmlDeviceGetMigDeviceHandleByIndex");
+    if (!mig) return NVML_ERROR_INVALID_ARGUMENT;
+    for (int i = 0; i < mig_count; i++) {
+        if (migs[i].gpu == g->index && migs[i].index == (int)index) {
+            *mig = &migs[i];
+            return NVML_SUCCESS;
+        }
+    }
+    return NVML_ERROR_NOT_FOUND;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetGpuInstanceId(void *device, unsigned int *id) {
+    struct fake_mig *m = as_mig(device);
+    if (!m || !id) return NVML_ERROR_INVALID_ARGUMENT;
+    *id = m->gi;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetComputeInstanceId(void *device, unsigned int *id) {
+    struct fake_mig *m = as_mig(device);
+    if (!m || !id) return NVML_ERROR_INVALID_ARGUMENT;
+    *id = m->ci;
+    return NVML_SUCCESS;
+}

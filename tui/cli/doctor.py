@@ -30,10 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "sees a GPU, so driver.cuda_too_new and gpu.not_visible judge the frameworks too, "
                              "not only the image (seconds to minutes per container; a check that cannot run is "
                              "listed under checks skipped)")
+    parser.add_argument("--no-exec", action="store_true",
+                        help="never docker exec into a container (also: MLTOP_NO_EXEC=1): --io-test and "
+                             "--framework-check are skipped and listed under checks skipped")
     parser.add_argument("--log-tail", type=int, default=200, metavar="LINES",
                         help="recent log lines read per container for log-based checks (default 200)")
+    from mltop.diagnostics.workload import WorkloadThresholds
+
     group = parser.add_argument_group("thresholds (heuristics; the evidence names the one that fired)")
-    for name, kind, default, help_text in Thresholds.options():
+    for name, kind, default, help_text in Thresholds.options() + WorkloadThresholds.options():
         group.add_argument(f"--{name.replace('_', '-')}", dest=f"threshold_{name}", type=kind, default=default,
                            metavar=kind.__name__.upper(),
                            help=f"{help_text} (default {default})".replace("%", "%%"))
@@ -44,6 +49,13 @@ def thresholds_from_args(args: argparse.Namespace):
 
     values = {name: getattr(args, f"threshold_{name}", default) for name, _, default, _ in Thresholds.options()}
     return Thresholds(**values)
+
+
+def workload_thresholds_from_args(args: argparse.Namespace):
+    from mltop.diagnostics.workload import WorkloadThresholds
+
+    return WorkloadThresholds(**{name: getattr(args, f"threshold_{name}", default)
+                                 for name, _, default, _ in WorkloadThresholds.options()})
 
 
 
@@ -102,6 +114,8 @@ def main(args: argparse.Namespace) -> int:
             log_tail=args.log_tail,
             io_test_max_mb=args.io_test_max_mb,
             framework_check=args.framework_check,
+            no_exec=getattr(args, "no_exec", False),
+            workload_thresholds=workload_thresholds_from_args(args),
         )
     finally:
         sampler.close()

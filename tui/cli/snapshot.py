@@ -8,6 +8,7 @@ import sys
 
 from .common import make_sampler
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON (the only format for now)")
 
@@ -20,7 +21,13 @@ def main(args: argparse.Namespace) -> int:
         _, snapshot = sampler.sweep_pair(args.interval)
     finally:
         sampler.close()
-    json.dump(snapshot_to_json(snapshot), sys.stdout, indent=2)
+    doc = snapshot_to_json(snapshot)
+    from mltop.diagnostics.workload import classify_all
+
+    workloads = classify_all(snapshot)  # additive: "workload" per container, null when it uses no GPU
+    for c_doc in doc["containers"]:
+        c_doc["workload"] = workloads[c_doc["id"]].to_json() if c_doc["id"] in workloads else None
+    json.dump(doc, sys.stdout, indent=2)
     sys.stdout.write("\n")
     if not snapshot.host.engine.ok:
         print(f"mltop: {snapshot.host.engine.error}", file=sys.stderr)

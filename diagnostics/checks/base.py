@@ -1,0 +1,208 @@
+"""What every check shares: the context it reads, thresholds, evidence helpers, and the one registry.
+
+A host check is `check(ctx) -> list[Finding]`; a container check is `check(ctx, container) -> list[Finding]`.
+Register one with `@host_check(name)` / `@container_check(name)` in the module of its domain.
+A check that cannot judge raises `CheckSkipped(reason)`; any other exception is caught by the doctor and
+reported as a skipped check, so one broken check never hides the others.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from mltop.probes.host_facts import ContainerFacts, HostFacts
+from mltop.probes.units import binary_size
+from mltop.probes.model import ContainerSample, GpuSample, Snapshot
+
+from ..findings import Finding, evidence
+from ..read_test import ReadTestResult
+from ..workload import WorkloadThresholds
+
+
+MIB = 1 << 20
+DEFAULT_SHM_BYTES = 64 * MIB
+
+
+class CheckSkipped(Exception):
+    """A check could not judge (a source is unavailable); the reason goes to `checks_skipped`."""
+
+
+# --------------------------------------------------------------------------- thresholds
+
+
+def _threshold(default, help_text: str):
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Heuristic limits (no published standard): configurable, and named in the evidence when they fire."""
+
+    memory_near_limit: float = _threshold(0.90, "working set / memory limit at or above which oom.near_limit fires")
+    shm_small_bytes: int = _threshold(DEFAULT_SHM_BYTES, "a /dev/shm this size or smaller counts as small")
+    shm_near_full: float = _threshold(0.90, "/dev/shm use / size at or above which a small shm is a warning")
+    restart_loop_count: int = _threshold(3, "RestartCount at or above which a container is in a restart loop")
+    cpu_throttled_ratio: float = _threshold(0.25, "share of CFS periods throttled from which cpu.throttled fires")
+    pids_near_max: float = _threshold(0.90, "pids.current / pids.max at or above which pids.near_max fires")
+    io_psi_some_avg10: float = _threshold(20.0, "I/O pressure (PSI some avg10, %) at or above which reads are stalled")
+    host_iowait_percent: float = _threshold(20.0, "host iowait % at or above which reads are stalled (no cgroup PSI)")
+    io_throttle_reached: float = _threshold(0.5, "read rate / read throttle at or above which it binds (rates jitter)")
+    io_min_read_mb_s: float = _threshold(100.0, "read throughput (MB/s) below which reads are slow")
+    xid_recent_s: float = _threshold(3600.0, "seconds within which an Xid is a warning (older ones are info)")
+    pcie_busy_util_percent: float = _threshold(10.0, "GPU utilisation % from which a trained-down PCIe link counts")
+    orphaned_memory_bytes: int = _threshold(1 << 30, "GPU memory held by no listed process from which it is orphaned")
+    gpu_idle_util_percent: float = _threshold(1.0, "GPU utilisation % at or below which a GPU counts as idle")
+
+    def named(self, name: str) -> str:
+        """How evidence names a threshold: its value and the CLI option that sets it."""
+        return f"threshold {name}={getattr(self, name)} (--{name.replace('_', '-')})"
+
+    @classmethod
+    def options(cls) -> list[tuple[str, type, object, str]]:
+        """(name, type, default, help) for each threshold, for the command line."""
+        return [(f.name, type(f.default), f.default, f.metadata.get("help", "")) for f in fields(cls)]
+
+
+# --------------------------------------------------------------------------- context
+
+
+@dataclass
+class CheckContext:
+    snapshot: Snapshot
+    containers: tuple[ContainerSample, ...]  # the ones being diagnosed
+    logs: Mapping[str, tuple[str, ...]]  # container id -> recent log lines (absent: not read)
+    host: HostFacts
+    thresholds: Thresholds
+    log_tail: int = 200
+    previous: Snapshot | None = None  # an earlier sweep, for counters that rise
+    read_tests: Mapping[str, ReadTestResult] = field(default_factory=dict)  # container id -> result
+    # container id -> the device check's data["frameworks"] (module -> what the container's Python found)
+    frameworks: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+    container_facts: Mapping[str, ContainerFacts] = field(default_factory=dict)  # container id -> cgroup files
+    workload_thresholds: WorkloadThresholds = field(default_factory=WorkloadThresholds)
+
+    def log_lines(self, c: ContainerSample) -> tuple[str, ...]:
+        return self.logs.get(c.id, ())
+
+    def log_source(self, c: ContainerSample) -> str:
+        return f"docker logs --tail {self.log_tail} {c.name}"
+
+    def previous_of(self, c: ContainerSample) -> ContainerSample | None:
+        if self.previous is None:
+            return None
+        for p in self.previous.containers:
+            if p.id == c.id:
+                return p
+        return None
+
+    def facts(self, c: ContainerSample) -> ContainerFacts:
+        """The container's cgroup limit files as the doctor read them (empty when not read)."""
+        return self.container_facts.get(c.id) or ContainerFacts()
+
+    # The two GPU facts every check uses, from one place (probes.model.Snapshot).
+
+    def uses_gpu(self, c: ContainerSample) -> bool:
+        return self.snapshot.uses_gpu(c)
+
+    def has_gpus(self, c: ContainerSample) -> bool:
+        return self.snapshot.has_gpus(c)
+
+    def gpu_access_evidence(self, c: ContainerSample) -> list[str]:
+        """Why the snapshot says `c` has GPUs, as evidence lines."""
+        ev = [evidence(how, f"docker inspect {c.name}") for how in self.snapshot.gpu_access(c)]
+        for p in self.snapshot.gpu_processes_of(c):
+            mem = _bytes(p.gpu_memory_bytes) if p.gpu_memory_bytes is not None else "an unknown amount of memory"
+            ev.append(evidence(f"host pid {p.host_pid} ({p.name or '?'}) holds {mem} on a GPU",
+                               "NVML running processes joined to containers"))
+        return ev
+
+    def gpus_of(self, c: ContainerSample) -> list[GpuSample]:
+        """The GPUs NVML shows the container on."""
+        indices = {u.index for u in c.gpus}
+        return [g for g in self.snapshot.gpus
+                if g.index in indices or any(p.container_id == c.id for p in g.processes)]
+
+    def imported_frameworks(self, c: ContainerSample) -> list[tuple[str, Mapping[str, Any]]]:
+        """(module, result) for each framework the device check imported in `c`; empty when none ran."""
+        found = self.frameworks.get(c.id) or {}
+        return [(module, fw) for module, fw in found.items() if isinstance(fw, Mapping) and fw.get("imported")]
+
+    def framework_source(self, c: ContainerSample) -> str:
+        return f"mltop run device-check {c.name}"
+
+    def gpu(self, index: int) -> GpuSample | None:
+        for g in self.snapshot.gpus:
+            if g.index == index:
+                return g
+        return None
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _bytes(n: int | float) -> str:
+    return f"{int(n)} bytes ({binary_size(n)})"
+
+
+def _line(text: str, limit: int = 400) -> str:
+    text = text.rstrip("\r\n")
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _matches(lines: Sequence[str], pattern: re.Pattern[str], keep: int = 3) -> list[str]:
+    """The last `keep` lines matching `pattern`, verbatim."""
+    hits = [line for line in lines if pattern.search(line)]
+    return hits[-keep:]
+
+
+def _log_evidence(ctx: CheckContext, c: ContainerSample, lines: Iterable[str]) -> list[str]:
+    """Log lines as evidence, verbatim (repr-quoted: the text is data); repeats folded into one."""
+    counts: dict[str, int] = {}
+    for line in lines:
+        counts[line] = counts.get(line, 0) + 1
+    return [evidence(f"log line {_line(line)!r}" + (f" (x{n})" if n > 1 else ""), ctx.log_source(c))
+            for line, n in counts.items()]
+
+
+def _cfg_source(c: ContainerSample) -> str:
+    return f"docker inspect {c.name}"
+
+
+def looks_like_gpu_workload(c: ContainerSample) -> list[str]:
+    """Evidence that a container is meant to use GPUs: CUDA image environment or the NVIDIA runtime."""
+    out = []
+    for name in ("CUDA_VERSION", "NVIDIA_REQUIRE_CUDA", "NVIDIA_VISIBLE_DEVICES", "NV_CUDA_CUDART_VERSION"):
+        value = c.config.env_value(name)
+        if value is not None:
+            out.append(evidence(f"Config.Env {name}={value}", _cfg_source(c)))
+    return out
+
+
+# --------------------------------------------------------------------------- the registry
+
+HostCheck = Callable[[CheckContext], list[Finding]]
+ContainerCheck = Callable[[CheckContext, ContainerSample], list[Finding]]
+
+# (name, check) in registration order; the doctor runs them all. Names show in checks_skipped.
+HOST_CHECKS: list[tuple[str, HostCheck]] = []
+CONTAINER_CHECKS: list[tuple[str, ContainerCheck]] = []
+# Checks that need a docker exec into the container: skipped, with the reason, under --no-exec.
+EXEC_CHECKS: set[str] = set()
+
+
+def host_check(name: str) -> Callable[[HostCheck], HostCheck]:
+    def register(fn: HostCheck) -> HostCheck:
+        HOST_CHECKS.append((name, fn))
+        return fn
+    return register
+
+
+def container_check(name: str, needs_exec: bool = False) -> Callable[[ContainerCheck], ContainerCheck]:
+    def register(fn: ContainerCheck) -> ContainerCheck:
+        CONTAINER_CHECKS.append((name, fn))
+        if needs_exec:
+            EXEC_CHECKS.add(name)
+        return fn
+    return register
