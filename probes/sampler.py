@@ -28,6 +28,7 @@ from .model import (
     NvmlStatus,
     Pressure,
     ProcessSample,
+    SelfCost,
     Snapshot,
 )
 from .processes import ProcessTable
@@ -72,6 +73,7 @@ class Sampler:
         self._static = hostfacts.static_facts()
         self._cpu_times: tuple[float, tuple[int, int] | None] | None = None
         self._last_sweep_at: float | None = None
+        self._cpu_at: tuple[float, float] | None = None  # (monotonic, process CPU seconds) at the last sweep
         self._nvml = None
         if self.options.nvml:
             from .nvml import NvmlProbe, resolve_library_path
@@ -86,6 +88,7 @@ class Sampler:
     # ------------------------------------------------------------------------------------------
 
     def sweep(self) -> Snapshot:
+        started = time.perf_counter()
         now = time.monotonic()
         taken_at = time.time()
         interval = now - self._last_sweep_at if self._last_sweep_at is not None else None
@@ -125,12 +128,31 @@ class Sampler:
         gpus, containers = attribute_gpu_processes(gpus, containers, self.catalog)
         pids = [m.pid for m in metas if m.pid and m.status == "running"][:5]
         host = self._host_info(engine_status, nvml_status, info, locator, now, pids)
+        containers.sort(key=lambda c: c.name)
         return Snapshot(
             taken_at=taken_at,
             interval_s=interval,
             host=host,
             gpus=tuple(gpus),
-            containers=tuple(sorted(containers, key=lambda c: c.name)),
+            containers=tuple(containers),
+            self_cost=self._self_cost(time.perf_counter() - started),
+        )
+
+    def _self_cost(self, sweep_s: float) -> SelfCost:
+        """This process's CPU since the previous sweep (all threads, so the UI that shows the snapshot counts
+        too), its RSS, this sweep's duration and the slowest NVML call."""
+        now, cpu = time.monotonic(), time.process_time()
+        cpu_percent = None
+        if self._cpu_at is not None and now > self._cpu_at[0]:
+            cpu_percent = (cpu - self._cpu_at[1]) / (now - self._cpu_at[0]) * 100.0
+        self._cpu_at = (now, cpu)
+        slowest = self._nvml.slowest_call if self._nvml is not None else None
+        return SelfCost(
+            cpu_percent=cpu_percent,
+            rss_bytes=hostfacts.self_rss_bytes(),
+            sweep_s=sweep_s,
+            nvml_slowest_call_s=slowest[1] if slowest else None,
+            nvml_slowest_call=slowest[0] if slowest else None,
         )
 
     # ------------------------------------------------------------------------------------------

@@ -85,29 +85,48 @@ def gpu_indices(c: ContainerSample) -> str:
     return "req" if c.config.requests_gpus and c.running else ""
 
 
-def container_cells(c: ContainerSample) -> dict[str, Text]:
-    """Every column of one container's row, as Text (container text is never parsed as markup)."""
+def row_values(c: ContainerSample) -> tuple:
+    """What one container's row shows, as plain strings and style names: equal values, equal row. Cheap to
+    build and compare, so a row whose values did not change is not rebuilt (most rows, most ticks)."""
     style = "" if c.running else "dim"
     status_style = style
     if c.config.oom_killed and not c.running:
         status_style = "dim bold red"
     elif c.status == "restarting":
         status_style = "yellow"
-    values = {
-        "cpu": fmt.percent(c.cpu_percent) if c.running else "",
-        "mem": fmt.used_of(c.memory_bytes, c.memory_limit_bytes) if c.running else "",
-        "gpu": gpu_indices(c),
-        "gpu_mem": fmt.size(c.gpu_memory_bytes, missing="") if c.gpus else "",
-        "sm": fmt.percent(c.gpu_sm_percent, missing="") if c.gpus else "",
-        "pids": str(c.pids) if c.pids is not None else "",
-        "io": fmt.pair(fmt.rate(c.io_read_bytes_per_s), fmt.rate(c.io_write_bytes_per_s)) if c.running else "",
-        "net": fmt.pair(fmt.rate(c.net_rx_bytes_per_s), fmt.rate(c.net_tx_bytes_per_s)) if c.running else "",
-    }
-    cells = {key: Text(value, style=style, no_wrap=True, end="") for key, value in values.items()}
-    cells["name"] = literal(c.name, style)
-    cells["image"] = literal(c.image, style)
-    cells["status"] = Text(status_text(c), style=status_style, no_wrap=True, end="")
+    running = c.running
+    return (
+        style,
+        status_style,
+        c.name,
+        c.image,
+        status_text(c),
+        fmt.percent(c.cpu_percent) if running else "",
+        fmt.used_of(c.memory_bytes, c.memory_limit_bytes) if running else "",
+        gpu_indices(c),
+        fmt.size(c.gpu_memory_bytes, missing="") if c.gpus else "",
+        fmt.percent(c.gpu_sm_percent, missing="") if c.gpus else "",
+        str(c.pids) if c.pids is not None else "",
+        fmt.pair(fmt.rate(c.io_read_bytes_per_s), fmt.rate(c.io_write_bytes_per_s)) if running else "",
+        fmt.pair(fmt.rate(c.net_rx_bytes_per_s), fmt.rate(c.net_tx_bytes_per_s)) if running else "",
+    )
+
+
+_VALUE_COLUMNS = ("cpu", "mem", "gpu", "gpu_mem", "sm", "pids", "io", "net")
+
+
+def cells_from_values(values: tuple) -> dict[str, Text]:
+    style, status_style, name, image, status = values[:5]
+    cells = {key: Text(value, style=style, no_wrap=True, end="") for key, value in zip(_VALUE_COLUMNS, values[5:])}
+    cells["name"] = literal(name, style)
+    cells["image"] = literal(image, style)
+    cells["status"] = Text(status, style=status_style, no_wrap=True, end="")
     return cells
+
+
+def container_cells(c: ContainerSample) -> dict[str, Text]:
+    """Every column of one container's row, as Text (container text is never parsed as markup)."""
+    return cells_from_values(row_values(c))
 
 
 def matches(c: ContainerSample, needle: str) -> bool:
@@ -138,13 +157,24 @@ class ContainersTable(KeyedTable):
     def __init__(self, *, id: str | None = None, classes: str | None = None):
         super().__init__(id=id, classes=classes)
         self._marks: dict[str, str] = {}  # row key -> severity shown by its marker
+        self._built: dict[str, tuple[tuple, dict[str, Text]]] = {}  # row key -> (row_values, cells given)
 
     def show(self, snapshot: Snapshot, needle: str, sort_column: str, reverse: bool,
              severities: Mapping[str | None, str] | None = None) -> None:
         """`severities`: {container name: worst severity} from the doctor (worst_by_container)."""
         shown = [c for c in snapshot.containers if matches(c, needle)]
         self.hide_columns(frozenset() if shows_gpus(snapshot) else GPU_COLUMNS)
-        self.sync({c.id: container_cells(c) for c in shown}, sorted_ids(shown, sort_column, reverse))
+        rows: dict[str, dict[str, Text]] = {}
+        built: dict[str, tuple[tuple, dict[str, Text]]] = {}
+        for c in shown:
+            values = row_values(c)
+            previous = self._built.get(c.id)
+            # the same cells object as last time tells sync() the row did not change (no refit, no repaint)
+            cells = previous[1] if previous is not None and previous[0] == values else cells_from_values(values)
+            rows[c.id] = cells
+            built[c.id] = (values, cells)
+        self._built = built
+        self.sync(rows, sorted_ids(shown, sort_column, reverse))
         severities = severities or {}
         marks = {c.id: severities[c.name] for c in shown if severities.get(c.name) in MARKERS}
         if marks != self._marks:

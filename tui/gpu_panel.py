@@ -93,6 +93,11 @@ class GpuCard(Grid):
         yield HistoryGraph(classes="gpu-mem-history")
 
     def show(self, gpu: GpuSample, history: History) -> None:
+        if not self.children:
+            # Mounted but not composed yet: the second sweep comes 0.2 s after the first, which on a busy
+            # host can be before the card's children exist. Show it once they do.
+            self.call_after_refresh(self.show, gpu, history)
+            return
         _update_static(self.query_one(".gpu-title", Static), gpu_title(gpu))
         _update_static(self.query_one(".gpu-users", Static), gpu_users(gpu))
         util = gpu.utilization_percent

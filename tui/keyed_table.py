@@ -184,9 +184,14 @@ class KeyedTable(ScrollView, can_focus=True):
         widths = [(spec.key, width, spec.justify) for spec, width in self._plan]
         changed: list[str] = []
         cells_by_key: dict[str, dict[str, Text]] = {}
+        source = self._source
         for key in order:
             given = rows[key]
             old = self._cells.get(key)
+            if old is not None and source.get(key) is given:
+                # the caller handed the very cells of last time: nothing to fit or compare
+                cells_by_key[key] = old
+                continue
             cells = {c: _fit(given[c], w, j) for c, w, j in widths}
             if old is not None and all(_signature(old[c]) == _signature(cells[c]) for c in cells):
                 cells = old
