@@ -233,6 +233,9 @@ class ContainerSample:
     gpus: tuple[ContainerGpuUse, ...]
     processes: tuple[ProcessSample, ...]
     config: ContainerConfig
+    # True for a moment on a dense host's first sweeps in the dashboard: the container came from the engine's
+    # list and its `docker inspect` is still on the way, so `config` is empty and processes are not read yet.
+    config_pending: bool = False
 
     @property
     def short_id(self) -> str:

@@ -11,10 +11,12 @@ from . import host as hostfacts
 from .cgroups import (
     CgroupCounters,
     CgroupGone,
+    CgroupLimits,
     CgroupLocator,
     cgroup_procs,
     container_ref_from_cgroup_text,
     read_counters,
+    read_limits,
     read_net_dev,
 )
 from .engine import ContainerCatalog, ContainerMeta, Engine, EngineError
@@ -35,6 +37,8 @@ from .processes import ProcessTable
 
 log = logging.getLogger(__name__)
 
+LIMITS_MAX_AGE_S = 30.0  # limits are re-read when the container is re-inspected (docker update), else this often
+
 
 @dataclass(frozen=True)
 class ProbeOptions:
@@ -44,6 +48,9 @@ class ProbeOptions:
     nvml_deadline_s: float = 2.0
     processes: bool = True
     watch_events: bool = True
+    # Answer the first sweep from the engine's list alone while containers are inspected in the background
+    # (the dashboard's first frame on a dense host); their samples say config_pending meanwhile.
+    inspect_in_background: bool = False
 
 
 @dataclass
@@ -65,10 +72,12 @@ class Sampler:
     def __init__(self, options: ProbeOptions | None = None, engine: Engine | None = None):
         self.options = options or ProbeOptions()
         self.engine = engine or Engine(self.options.docker_host)
-        self.catalog = ContainerCatalog(self.engine, watch_events=self.options.watch_events)
+        self.catalog = ContainerCatalog(self.engine, watch_events=self.options.watch_events,
+                                        inspect_in_background=self.options.inspect_in_background)
         self._locator: CgroupLocator | None = None
         self._paths: dict[str, tuple[int | None, dict[str, str]]] = {}  # id -> (pid, paths)
         self._previous: dict[str, _Previous] = {}
+        self._limits: dict[str, tuple[ContainerMeta, float, CgroupLimits]] = {}  # id -> (meta, read at, limits)
         self._processes = ProcessTable()
         self._static = hostfacts.static_facts()
         self._cpu_times: tuple[float, tuple[int, int] | None] | None = None
@@ -120,11 +129,14 @@ class Sampler:
                 self.catalog.mark_stale()
                 self._paths.pop(meta.id, None)
                 self._previous.pop(meta.id, None)
+                self._limits.pop(meta.id, None)
         self._processes.end_sweep()
         for stale in set(self._previous) - live_ids:
             self._previous.pop(stale, None)
             self._paths.pop(stale, None)
+            self._limits.pop(stale, None)
 
+        self.catalog.start_background_inspections()
         gpus, containers = attribute_gpu_processes(gpus, containers, self.catalog)
         pids = [m.pid for m in metas if m.pid and m.status == "running"][:5]
         host = self._host_info(engine_status, nvml_status, info, locator, now, pids)
@@ -192,17 +204,38 @@ class Sampler:
         self._paths[meta.id] = (meta.pid, paths)
         return paths
 
+    def _container_limits(self, meta: ContainerMeta, version: int, paths: dict[str, str],
+                          now: float) -> CgroupLimits:
+        cached = self._limits.get(meta.id)
+        if cached is not None and cached[0] is meta and now - cached[1] < LIMITS_MAX_AGE_S:
+            return cached[2]
+        limits = read_limits(version, paths)
+        self._limits[meta.id] = (meta, now, limits)
+        return limits
+
     def _sample_container(self, meta: ContainerMeta, locator: CgroupLocator, now: float) -> ContainerSample:
-        if meta.status not in ("running", "paused", "restarting") or not meta.pid:
+        if meta.status not in ("running", "paused", "restarting"):
             return _unmeasured_sample(meta)
-        if meta.id not in self._paths and not os.path.exists(f"/proc/{meta.pid}"):
+        if meta.provisional:
+            # No PID before the inspect: find the cgroup by id, and the network from any of its processes.
+            cached = self._paths.get(meta.id)
+            paths = cached[1] if cached is not None else locator.paths_for_id(meta.id)
+            if not paths:
+                return _unmeasured_sample(meta)
+            self._paths[meta.id] = (None, paths)
+            net_pid = next(iter(cgroup_procs(locator.version, paths)), None)
+        elif not meta.pid:
+            return _unmeasured_sample(meta)
+        elif meta.id not in self._paths and not os.path.exists(f"/proc/{meta.pid}"):
             # Never measured and its PID is not ours to see: a remote engine (ssh://, tcp://) or mltop in
             # another PID namespace. Show it with what the engine says; the header says why the rest is
             # missing. (A container measured before whose PID vanished was removed: it is dropped.)
             return _unmeasured_sample(meta)
-        paths = self._container_paths(meta, locator)
-        counters = read_counters(locator.version, paths)
-        net = read_net_dev(meta.pid)
+        else:
+            paths = self._container_paths(meta, locator)
+            net_pid = meta.pid
+        counters = read_counters(locator.version, paths, self._container_limits(meta, locator.version, paths, now))
+        net = read_net_dev(net_pid) if net_pid else None
         prev = self._previous.get(meta.id)
         self._previous[meta.id] = _Previous(now, counters, net)
 
@@ -226,7 +259,8 @@ class Sampler:
         limit_percent = cpu_percent / limit_cores if cpu_percent is not None and limit_cores else None
 
         processes: tuple[ProcessSample, ...] = ()
-        if self.options.processes:
+        # (not before the inspect: a command line is redacted with the container's own secret values)
+        if self.options.processes and not meta.provisional:
             processes = self._sample_processes(locator.version, paths, now, meta.secrets)
 
         pressure = None
@@ -262,6 +296,7 @@ class Sampler:
             gpus=(),
             processes=processes,
             config=cfg,
+            config_pending=meta.provisional,
         )
 
     def _sample_processes(self, version: int, paths: dict[str, str], now: float,
@@ -329,7 +364,7 @@ def _unmeasured_sample(meta: ContainerMeta) -> ContainerSample:
         io_read_bytes=None, io_write_bytes=None, io_read_bytes_per_s=None, io_write_bytes_per_s=None,
         net_rx_bytes=None, net_tx_bytes=None, net_rx_bytes_per_s=None, net_tx_bytes_per_s=None,
         oom_kills=None, cpu_throttled_periods=None, pressure=None, cgroup_path=None, gpus=(), processes=(),
-        config=meta.config,
+        config=meta.config, config_pending=meta.provisional,
     )
 
 

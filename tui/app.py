@@ -24,7 +24,9 @@ diagnostics and action code loads only when a key asks for it) and pushes
 from __future__ import annotations
 
 import importlib
+import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -133,6 +135,13 @@ class MltopApp(App):
         from mltop.probes.source import LiveSource
 
         self.source = source if source is not None else LiveSource(self._make_sampler)
+        # The live first sweep starts now, in its own thread, while Textual starts the terminal and builds the
+        # screen: on a dense host the engine's answer takes longer than all of that.
+        self._first_sweep: Future | None = None
+        if source is None:
+            self._first_sweep = Future()
+            threading.Thread(target=self._sweep_into, args=(self._first_sweep,), name="mltop-first-sweep",
+                             daemon=True).start()
         from mltop.diagnostics.actions import ActionLog
 
         self.action_log = ActionLog()
@@ -170,7 +179,7 @@ class MltopApp(App):
         from mltop.probes.sampler import ProbeOptions, Sampler
 
         options = ProbeOptions(docker_host=self._docker_host_arg, nvml=self.nvml, nvml_lib=self.nvml_lib,
-                               processes=self.processes)
+                               processes=self.processes, inspect_in_background=True)
         try:
             return Sampler(options)
         except Exception as exc:  # a broken GPU probe must not take the container view with it
@@ -178,12 +187,19 @@ class MltopApp(App):
             return Sampler(ProbeOptions(docker_host=self._docker_host_arg, nvml=False,
                                         processes=self.processes))
 
+    def _sweep_into(self, future: Future) -> None:
+        try:
+            future.set_result(self.source.latest())
+        except BaseException as exc:  # handed to _sample
+            future.set_exception(exc)
+
     @work(thread=True, exclusive=True, group="sampling", exit_on_error=False)
     def _sample(self) -> None:
         started = time.perf_counter()
         snapshot, error = None, None
+        first, self._first_sweep = self._first_sweep, None
         try:
-            snapshot = self.source.latest()
+            snapshot = first.result() if first is not None else self.source.latest()
         except Exception as exc:  # a probe bug: show it and keep polling
             error = f"sampling failed: {type(exc).__name__}: {exc}"
         self.post_message(self.Sampled(snapshot, error, time.perf_counter() - started))
@@ -211,7 +227,10 @@ class MltopApp(App):
         # Its own chain, like sampling: run -> message -> timer. Nothing new to judge while paused or while
         # the engine gives no new snapshot.
         snapshot = self.snapshot
-        if self.paused or snapshot is None or snapshot is self._doctor_judged:
+        pending = snapshot is not None and any(c.config_pending for c in snapshot.containers)
+        if pending:  # a dense host's first seconds: judge configurations once they are read
+            self.set_timer(DOCTOR_FIRST_DELAY_S, self._doctor_poll, name="mltop-doctor")
+        elif self.paused or snapshot is None or snapshot is self._doctor_judged:
             self.set_timer(DOCTOR_INTERVAL_S, self._doctor_poll, name="mltop-doctor")
         else:
             self._doctor_judged = snapshot
