@@ -176,7 +176,10 @@ class KeyedTable(ScrollView, can_focus=True):
     # -- syncing --------------------------------------------------------------------------------
 
     def sync(self, rows: Mapping[str, Mapping[str, Text]], order: Sequence[str]) -> None:
-        """Make the table show `rows` in `order` (rows whose keys are not in `order` are not shown)."""
+        """Make the table show `rows` in `order` (rows whose keys are not in `order` are not shown).
+
+        A row given as the very same mapping object as at the previous sync is taken as unchanged without
+        looking at its cells (ContainersTable reuses a row's cells while its values stay the same)."""
         if not self._plan:
             self._plan = self._plan_for(self.scrollable_content_region.width)
         keep_key, keep_index = self.cursor_key, self._cursor
