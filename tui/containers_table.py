@@ -115,13 +115,28 @@ def row_values(c: ContainerSample) -> tuple:
 _VALUE_COLUMNS = ("cpu", "mem", "gpu", "gpu_mem", "sm", "pids", "io", "net")
 
 
-def cells_from_values(values: tuple) -> dict[str, Text]:
+_COLUMN_OF_VALUE = ("", "", "name", "image", "status", *_VALUE_COLUMNS)  # row_values index -> column key
+
+
+def cells_from_values(values: tuple, previous: tuple[tuple, dict[str, Text]] | None = None) -> dict[str, Text]:
+    """The row's cells; with the previous (values, cells) of the row, the cells of unchanged columns are
+    the same objects (so the table fits only what changed)."""
     style, status_style, name, image, status = values[:5]
-    cells = {key: Text(value, style=style, no_wrap=True, end="") for key, value in zip(_VALUE_COLUMNS, values[5:])}
-    cells["name"] = literal(name, style)
-    cells["image"] = literal(image, style)
-    cells["status"] = Text(status, style=status_style, no_wrap=True, end="")
-    return cells
+    if previous is not None and previous[0][:2] == values[:2]:
+        old_values, old_cells = previous
+        cells = dict(old_cells)
+        for index in range(2, len(values)):
+            if values[index] != old_values[index]:
+                key = _COLUMN_OF_VALUE[index]
+                cells[key] = _cell(key, values[index], style, status_style)
+        return cells
+    return {key: _cell(key, value, style, status_style) for key, value in zip(_COLUMN_OF_VALUE[2:], values[2:])}
+
+
+def _cell(key: str, value: str, style: str, status_style: str) -> Text:
+    if key in ("name", "image"):
+        return literal(value, style)
+    return Text(value, style=status_style if key == "status" else style, no_wrap=True, end="")
 
 
 def container_cells(c: ContainerSample) -> dict[str, Text]:
@@ -170,7 +185,8 @@ class ContainersTable(KeyedTable):
             values = row_values(c)
             previous = self._built.get(c.id)
             # the same cells object as last time tells sync() the row did not change (no refit, no repaint)
-            cells = previous[1] if previous is not None and previous[0] == values else cells_from_values(values)
+            cells = previous[1] if previous is not None and previous[0] == values else \
+                cells_from_values(values, previous)
             rows[c.id] = cells
             built[c.id] = (values, cells)
         self._built = built
