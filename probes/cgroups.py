@@ -62,6 +62,28 @@ def _flat_keyed(text: str) -> dict[str, int]:
     return out
 
 
+def _pick(data: bytes, *keys: str) -> dict[str, int]:
+    """The values of a few keys of a flat-keyed file ("key value" lines), without parsing the other lines:
+    memory.stat has 36 (v1) to 50 (v2) lines, and a sweep needs three of them."""
+    data = b"\n" + data
+    out: dict[str, int] = {}
+    for key in keys:
+        start = data.find(b"\n" + key.encode() + b" ")
+        if start < 0:
+            continue
+        start += len(key) + 2
+        end = data.find(b"\n", start)
+        try:
+            out[key] = int(data[start:end if end >= 0 else len(data)])
+        except ValueError:
+            pass
+    return out
+
+
+_V1_MEMORY_KEYS = ("total_inactive_file", "inactive_file", "total_cache", "cache", "total_shmem", "shmem")
+_V2_MEMORY_KEYS = ("inactive_file", "file", "shmem")
+
+
 def _psi_some_avg10(path: str) -> float | None:
     try:
         first = _read(path).split("\n", 1)[0]
@@ -257,7 +279,7 @@ def _read_v2(path: str, limits: CgroupLimits | None = None) -> CgroupCounters:
     except OSError:
         cpu = {}
     try:
-        mem = _flat_keyed(_read(f"{path}/memory.stat"))
+        mem = _pick(read_bytes(f"{path}/memory.stat"), *_V2_MEMORY_KEYS)
     except OSError:
         mem = {}
     try:
@@ -334,21 +356,21 @@ def _read_v1(paths: dict[str, str], limits: CgroupLimits | None = None) -> Cgrou
     cfs_dir = paths.get("cpu") or cpu_dir
     if cfs_dir:
         try:
-            throttled = _flat_keyed(_read(f"{cfs_dir}/cpu.stat")).get("nr_throttled")
+            throttled = _pick(read_bytes(f"{cfs_dir}/cpu.stat"), "nr_throttled").get("nr_throttled")
         except OSError:
             pass
     mem: dict[str, int] = {}
     usage = oom = None
     if mem_dir:
         try:
-            mem = _flat_keyed(_read(f"{mem_dir}/memory.stat"))
+            mem = _pick(read_bytes(f"{mem_dir}/memory.stat"), *_V1_MEMORY_KEYS)
         except FileNotFoundError:
             raise CgroupGone(mem_dir) from None
         except OSError:
             pass
         usage = _read_int(f"{mem_dir}/memory.usage_in_bytes")
         try:
-            oom = _flat_keyed(_read(f"{mem_dir}/memory.oom_control")).get("oom_kill")
+            oom = _pick(read_bytes(f"{mem_dir}/memory.oom_control"), "oom_kill").get("oom_kill")
         except OSError:
             pass
     read = write = None

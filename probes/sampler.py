@@ -78,6 +78,7 @@ class Sampler:
         self._paths: dict[str, tuple[int | None, dict[str, str]]] = {}  # id -> (pid, paths)
         self._previous: dict[str, _Previous] = {}
         self._limits: dict[str, tuple[ContainerMeta, float, CgroupLimits]] = {}  # id -> (meta, read at, limits)
+        self._unmeasured_samples: dict[str, tuple[ContainerMeta, ContainerSample]] = {}
         self._processes = ProcessTable()
         self._static = hostfacts.static_facts()
         self._cpu_times: tuple[float, tuple[int, int] | None] | None = None
@@ -131,6 +132,8 @@ class Sampler:
                 self._previous.pop(meta.id, None)
                 self._limits.pop(meta.id, None)
         self._processes.end_sweep()
+        for gone in set(self._unmeasured_samples) - live_ids:
+            del self._unmeasured_samples[gone]
         for stale in set(self._previous) - live_ids:
             self._previous.pop(stale, None)
             self._paths.pop(stale, None)
@@ -204,6 +207,13 @@ class Sampler:
         self._paths[meta.id] = (meta.pid, paths)
         return paths
 
+    def _unmeasured(self, meta: ContainerMeta) -> ContainerSample:
+        # the same sample while the engine says the same: a host with many stopped containers rebuilds none
+        cached = self._unmeasured_samples.get(meta.id)
+        if cached is None or cached[0] is not meta:
+            cached = self._unmeasured_samples[meta.id] = (meta, _unmeasured_sample(meta))
+        return cached[1]
+
     def _container_limits(self, meta: ContainerMeta, version: int, paths: dict[str, str],
                           now: float) -> CgroupLimits:
         cached = self._limits.get(meta.id)
@@ -215,22 +225,22 @@ class Sampler:
 
     def _sample_container(self, meta: ContainerMeta, locator: CgroupLocator, now: float) -> ContainerSample:
         if meta.status not in ("running", "paused", "restarting"):
-            return _unmeasured_sample(meta)
+            return self._unmeasured(meta)
         if meta.provisional:
             # No PID before the inspect: find the cgroup by id, and the network from any of its processes.
             cached = self._paths.get(meta.id)
             paths = cached[1] if cached is not None else locator.paths_for_id(meta.id)
             if not paths:
-                return _unmeasured_sample(meta)
+                return self._unmeasured(meta)
             self._paths[meta.id] = (None, paths)
             net_pid = next(iter(cgroup_procs(locator.version, paths)), None)
         elif not meta.pid:
-            return _unmeasured_sample(meta)
+            return self._unmeasured(meta)
         elif meta.id not in self._paths and not os.path.exists(f"/proc/{meta.pid}"):
             # Never measured and its PID is not ours to see: a remote engine (ssh://, tcp://) or mltop in
             # another PID namespace. Show it with what the engine says; the header says why the rest is
             # missing. (A container measured before whose PID vanished was removed: it is dropped.)
-            return _unmeasured_sample(meta)
+            return self._unmeasured(meta)
         else:
             paths = self._container_paths(meta, locator)
             net_pid = meta.pid

@@ -61,7 +61,8 @@ def child(args: argparse.Namespace) -> None:
                 return
             if "rows_wall" not in result:
                 self.call_after_refresh(self._mark, "rows_wall")
-            if "rates_wall" not in result and all(c.cpu_percent is not None for c in ours if c.running):
+            measured = [c for c in ours if c.running and c.memory_bytes is not None]
+            if "rates_wall" not in result and measured and all(c.cpu_percent is not None for c in measured):
                 result["unknown_cpu_shown"] = float(self._unknown_rates_shown)
                 self.call_after_refresh(self._mark, "rates_wall")
             elif "rates_wall" not in result:
@@ -70,6 +71,21 @@ def child(args: argparse.Namespace) -> None:
                 self._unknown_rates_shown = all(table.cell_text(c.id, "cpu") == "–" for c in ours if c.running)
 
         _unknown_rates_shown = False
+
+        if args.stand_in:
+            def _make_sampler(self):
+                from bench_engine import stand_in_sampler
+                from mltop.probes.sampler import ProbeOptions
+
+                options = dict(docker_host=self._docker_host_arg, nvml=self.nvml, nvml_lib=self.nvml_lib)
+                if "inspect_in_background" in ProbeOptions.__dataclass_fields__:
+                    options["inspect_in_background"] = True
+                return stand_in_sampler(ProbeOptions(**options))
+
+            def new_engine(self):
+                from bench_engine import StandInEngine
+
+                return StandInEngine(self._docker_host_arg)
 
         def _mark(self, what: str) -> None:
             if what in result:
@@ -150,15 +166,18 @@ def fake_nvml(work: str, gpus: int, pids: list[int]) -> tuple[str, str]:
     return lib, scenario
 
 
-def run_once(args, n: int, prefix: str, lib: str | None, scenario: str | None, profile: str | None) -> dict:
+def run_once(args, n: int, prefix: str, lib: str | None, scenario: str | None, profile: str | None,
+             pythonpath: str | None = None) -> dict:
     work = tempfile.mkdtemp(prefix="mltop-bench-")
     out = os.path.join(work, "result.json")
     cols, rows = args.size.split("x")
     env = f"env MLTOP_FAKE_NVML_SCENARIO={scenario} " if scenario else "env "
+    if pythonpath:
+        env += f"PYTHONPATH={pythonpath} "
     command = (f"{env}{sys.executable} {os.path.abspath(__file__)} --child --out {out} --interval {args.interval} "
                f"--warmup {args.warmup} --measure {args.measure} --prefix {prefix} --expect {n}"
-               + (f" --nvml-lib {lib}" if lib else ""))
-    server = f"mltop-bench-{os.getpid()}"  # our own tmux server: never another session's
+               + (f" --nvml-lib {lib}" if lib else "") + (" --stand-in" if args.stand_in else ""))
+    server = f"mltop-bench-{os.getpid()}-{os.path.basename(work)}"  # our own tmux server, one per run
     launched = time.time()
     subprocess.run(["tmux", "-L", server, "new-session", "-d", "-x", cols, "-y", rows, command], check=True)
     deadline = time.monotonic() + args.warmup + args.measure + 120
@@ -242,6 +261,12 @@ def main() -> int:
     parser.add_argument("--size", default="200x60", help="terminal size, COLSxROWS")
     parser.add_argument("--profile", metavar="DIR", help="one more run under py-spy record; raw stacks go here")
     parser.add_argument("--docker-stats", action="store_true", help="also time `docker stats --no-stream`")
+    parser.add_argument("--existing", metavar="PREFIX", help="use the running containers named PREFIX* "
+                        "instead of starting (and removing) --containers")
+    parser.add_argument("--stand-in", action="store_true", help="inspect, info and logs from tests/bench_engine.py "
+                        "(an engine that lists but does not inspect): steady-state figures only")
+    parser.add_argument("--compare", metavar="DIR", help="also run the app with PYTHONPATH=DIR (another "
+                        "checkout's mltop), interleaved with this tree's runs")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
@@ -259,59 +284,79 @@ def main() -> int:
 
     client = docker.from_env(timeout=120)
     print(f"machine: {os.cpu_count()} CPUs, {_cpu_model()}, load {os.getloadavg()[0]:.2f} (shared: figures move)")
-    for n in args.containers:
-        remove_containers(client)
-        prefix = f"{LABEL}-{os.getpid()}-"
-        started = time.monotonic()
-        containers = start_containers(client, n, prefix)
-        print(f"\nN = {n}: started in {time.monotonic() - started:.1f} s", flush=True)
+    sizes = [None] if args.existing else args.containers
+    for n in sizes:
+        if args.existing:
+            # containers already there (e.g. left by an engine that stopped removing them): never removed here
+            prefix = args.existing
+            containers = [c for c in client.containers.list(filters={"name": prefix}, sparse=True)
+                          if c.attrs["Names"][0].lstrip("/").startswith(prefix)]
+            n = len(containers)
+            print(f"\nN = {n}: existing running containers named {prefix}*", flush=True)
+        else:
+            remove_containers(client)
+            prefix = f"{LABEL}-{os.getpid()}-"
+            started = time.monotonic()
+            containers = start_containers(client, n, prefix)
+            print(f"\nN = {n}: started in {time.monotonic() - started:.1f} s", flush=True)
+        variants = [("this tree", None)] + ([(f"PYTHONPATH={args.compare}", args.compare)] if args.compare else [])
+        runs: dict[str, list[dict]] = {name: [] for name, _ in variants}
         try:
             lib = scenario = None
             if args.gpus:
-                pids = [client.api.inspect_container(c.id)["State"]["Pid"] for c in containers[:4 * args.gpus]]
+                if args.stand_in:
+                    from bench_engine import _first_pid
+
+                    pids = [p for p in (_first_pid(c.id) for c in containers) if p][:4 * args.gpus]
+                else:
+                    pids = [client.api.inspect_container(c.id)["State"]["Pid"] for c in containers[:4 * args.gpus]]
                 lib, scenario = fake_nvml(tempfile.mkdtemp(prefix="mltop-bench-nvml-"), args.gpus, pids)
-            runs = []
             for i in range(args.repeat):
-                runs.append(run_once(args, n, prefix, lib, scenario, None))
-                r = runs[-1]
-                print(f"  run {i + 1}: rows {r['rows_s']:.2f} s, rates {r['rates_s']:.2f} s, "
-                      f"CPU {r['cpu_percent']:.1f} %, RSS {r['rss_mib']:.0f} MiB, "
-                      f"last sweep {r['last_sweep_ms']:.0f} ms, load {os.getloadavg()[0]:.2f}", flush=True)
-            profile = None
+                for name, pythonpath in variants:  # interleaved, so that the neighbours' load falls on each alike
+                    r = run_once(args, n, prefix, lib, scenario, None, pythonpath)
+                    runs[name].append(r)
+                    print(f"  run {i + 1} ({name}): rows {r['rows_s']:.2f} s, rates {r['rates_s']:.2f} s, "
+                          f"CPU {r['cpu_percent']:.1f} %, RSS {r['rss_mib']:.0f} MiB, "
+                          f"last sweep {r['last_sweep_ms']:.0f} ms, load {os.getloadavg()[0]:.2f}", flush=True)
+            profiles = []
             if args.profile:
                 os.makedirs(args.profile, exist_ok=True)
-                profile = os.path.join(args.profile, f"tui-{n}.txt")
-                run_once(args, n, prefix, lib, scenario, profile)
-            total = len(client.containers.list(all=True))
+                for name, pythonpath in variants:
+                    profile = os.path.join(args.profile, f"tui-{n}{'-compare' if pythonpath else ''}.txt")
+                    run_once(args, n, prefix, lib, scenario, profile, pythonpath)
+                    profiles.append((name, profile))
+            total = len(client.api.containers(all=True))
             stats_s = None
             if args.docker_stats:
                 t0 = time.monotonic()
                 subprocess.run(["docker", "stats", "--no-stream"], capture_output=True)
                 stats_s = time.monotonic() - t0
         finally:
-            remove_containers(client)
-
-        if profile:
-            print(f"  py-spy profile of the steady state, {n} containers: {profile}")
+            if not args.existing:
+                remove_containers(client)
+        for name, profile in profiles:
+            print(f"  py-spy profile of the steady state, {n} containers, {name}: {profile}")
             print(top_of_profile(profile))
-        if not runs:
-            continue
-
-        def med(key: str) -> float:
-            return statistics.median(r[key] for r in runs)
-
         goals = {"rows": 0.5 if n <= 100 else 1.0, "cpu": 2 if n <= 100 else 5, "rss": 100 if n <= 100 else 150}
-        print(f"mltop dashboard, {n} benchmark containers ({total} on the engine), {args.gpus} simulated GPUs, "
-              f"interval {args.interval:g} s, terminal {args.size}; median of {len(runs)} runs")
-        print(f"  launch -> first frame, every row : {med('rows_s'):.2f} s   goal <= {goals['rows']} s "
-              f"(unknown CPU % shown as '–' before: {all(r['unknown_cpu_shown'] for r in runs)})")
-        print(f"  launch -> rates filled           : {med('rates_s'):.2f} s")
-        print(f"  steady CPU                       : {med('cpu_percent'):.1f} % of one core over "
-              f"{runs[0]['window_s']:.0f} s ({runs[0]['sweeps']} sweeps)   goal <= {goals['cpu']} %")
-        print(f"  RSS                              : {med('rss_mib'):.0f} MiB   goal <= {goals['rss']} MB")
-        print(f"  last sweep                       : {med('last_sweep_ms'):.0f} ms")
-        if runs[-1]["self_cost"]:
-            print(f"  the app's own figure (last run)  : {runs[-1]['self_cost']}")
+        for name, _ in variants:
+            done = runs[name]
+            if not done:
+                continue
+
+            def med(key: str) -> float:
+                return statistics.median(r[key] for r in done)
+
+            print(f"mltop dashboard ({name}), {n} benchmark containers ({total} on the engine), {args.gpus} "
+                  f"simulated GPUs, interval {args.interval:g} s, terminal {args.size}; median of {len(done)} runs")
+            print(f"  launch -> first frame, every row : {med('rows_s'):.2f} s   goal <= {goals['rows']} s "
+                  f"(unknown CPU % shown as '–' before: {all(r['unknown_cpu_shown'] for r in done)})")
+            print(f"  launch -> rates filled           : {med('rates_s'):.2f} s")
+            print(f"  steady CPU                       : {med('cpu_percent'):.1f} % of one core over "
+                  f"{done[0]['window_s']:.0f} s ({done[0]['sweeps']} sweeps)   goal <= {goals['cpu']} %")
+            print(f"  RSS                              : {med('rss_mib'):.0f} MiB   goal <= {goals['rss']} MB")
+            print(f"  last sweep                       : {med('last_sweep_ms'):.0f} ms")
+            if done[-1]["self_cost"]:
+                print(f"  the app's own figure (last run)  : {done[-1]['self_cost']}")
         if stats_s is not None:
             print(f"  docker stats --no-stream         : {stats_s:.2f} s for the same containers (reference)")
     return 0

@@ -237,7 +237,8 @@ class MltopApp(App):
             self._doctor_judged = snapshot
             self._diagnose(snapshot, self.previous_snapshot)
 
-    @work(thread=True, exclusive=True, group="doctor", exit_on_error=False)
+    # (a description, or Textual names the worker by the repr() of both snapshots: every container, each run)
+    @work(thread=True, exclusive=True, group="doctor", exit_on_error=False, description="background doctor")
     def _diagnose(self, snapshot: Snapshot, previous: Snapshot | None) -> None:
         from mltop.diagnostics.doctor import run_doctor
 
