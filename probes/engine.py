@@ -132,6 +132,9 @@ class ContainerMeta:
     # The container's raw secret values, to scrub from its process command lines and logs. Never shown,
     # never put in a snapshot.
     secrets: frozenset[str] = field(default=frozenset(), repr=False)
+    # Made from the list alone while its inspect is on the way (the dashboard's first frame on a dense host):
+    # no PID, no secrets, a configuration with nothing in it but the exit code.
+    provisional: bool = False
 
 
 def _none_if_zero(value: Any) -> Any:
@@ -234,6 +237,34 @@ def meta_from_inspect(attrs: dict[str, Any]) -> ContainerMeta:
                    attrs.get("RestartCount")),
         secrets=secrets,
     )
+
+
+def _exit_code_from_status(status: str) -> int | None:
+    """137 from the list's "Exited (137) 5 minutes ago"."""
+    if status.startswith("Exited ("):
+        code = status[len("Exited ("):].split(")", 1)[0]
+        if code.lstrip("-").isdigit():
+            return int(code)
+    return None
+
+
+def provisional_meta(entry: dict[str, Any]) -> ContainerMeta:
+    """What one entry of the container list says, until the container's inspect arrives."""
+    names = entry.get("Names") or ()
+    name = (names[0] if names else "").lstrip("/") or entry["Id"][:12]
+    state = entry.get("State") or "unknown"
+    running = state in ("running", "restarting", "paused")
+    config = ContainerConfig(
+        command=(), entrypoint=(), env=(), labels={}, created=None, started_at=None, finished_at=None,
+        restart_count=0, restart_policy=None,
+        exit_code=None if running else _exit_code_from_status(entry.get("Status") or ""),
+        oom_killed=False, error=None, runtime=None, device_requests=(), shm_size_bytes=None, ipc_mode=None,
+        pid_mode=None, network_mode=(entry.get("HostConfig") or {}).get("NetworkMode"), privileged=False,
+        cap_add=(), memory_limit_bytes=None, nano_cpus=None, cpu_quota=None, cpu_period=None, cpuset_cpus=None,
+        mounts=(), blkio_throttles={}, ulimits=(),
+    )
+    return ContainerMeta(id=entry["Id"], name=name, image=entry.get("Image") or "", status=state, pid=None,
+                         config=config, state_key=(state,), provisional=True)
 
 
 class Engine:
@@ -395,17 +426,32 @@ class Engine:
         return [secrets.scrub(line) for line in text.splitlines()]
 
 
+REINSPECT_MAX = 16  # more containers named by events than this since the last sweep: re-list instead
+BACKGROUND_INSPECT_MIN = 8  # fewer containers to inspect than this: inspect them before answering
+
+
 class ContainerCatalog:
     """Keeps every container's inspect data, re-inspecting only containers whose state changed.
 
     Listing is one HTTP call; inspecting is one call per container, so it is done only for new containers
     and those whose listed state moved. An event watcher marks the catalog stale so that between events
-    a sweep needs no engine call at all; a full re-list still happens every `relist_s` as a safety net.
+    a sweep needs no engine call at all, and after an event only the containers it names are inspected
+    again (on a dense host events come every few seconds, and a list of 500 containers costs far more than
+    one inspect). A full re-list still happens every `relist_s` as a safety net (30 s with the watcher,
+    5 s without), and after mark_stale().
     """
 
-    def __init__(self, engine: Engine, relist_s: float = 5.0, watch_events: bool = True):
+    def __init__(self, engine: Engine, relist_s: float | None = None, watch_events: bool = True,
+                 inspect_in_background: bool = False):
         self.engine = engine
-        self.relist_s = relist_s
+        # With many containers to inspect (a cold start on a dense host), answer at once with provisional
+        # metas from the list and inspect in the background; later calls pick the results up.
+        self.inspect_in_background = inspect_in_background
+        self._inspecting: dict[str, Any] = {}  # id -> Future of its ContainerMeta (None: removed meanwhile)
+        self._to_inspect: list[str] = []  # queued for start_background_inspections()
+        self._inspect_pool = None
+        self.relist_s = relist_s if relist_s is not None else (30.0 if watch_events else 5.0)
+        self._full_relist = True
         self._metas: dict[str, ContainerMeta] = {}
         self._hints: dict[str, Any] = {}
         self._dirty: set[str] = set()
@@ -420,21 +466,99 @@ class ContainerCatalog:
         self.watch_error: str | None = None  # why the events watcher last died; None once events flow again
 
     def mark_stale(self) -> None:
+        """Re-list everything at the next call (a sweep found a cgroup gone, the engine failed)."""
+        self._full_relist = True
         self._stale.set()
 
     def containers(self) -> list[ContainerMeta]:
         """Current containers, refreshed from the engine when stale. Raises EngineError when down."""
         now = time.monotonic()
-        if self._stale.is_set() or now - self._listed_at >= self.relist_s or not self._watcher_alive():
+        if self._full_relist or now - self._listed_at >= self.relist_s or not self._watcher_alive():
             self._stale.clear()
+            self._full_relist = False
             try:
                 self._relist()
             except Exception:
-                self._stale.set()
+                self.mark_stale()
                 raise
             self._listed_at = now
             self._start_watcher()
+        elif self._inspecting:
+            self._collect_inspected()
+        if self._stale.is_set() and not self._full_relist and now - self._listed_at < self.relist_s:
+            self._stale.clear()
+            with self._dirty_lock:
+                dirty, self._dirty = self._dirty, set()
+            if len(dirty) > REINSPECT_MAX:  # a burst (a fleet starting): one list, parallel inspects
+                with self._dirty_lock:
+                    self._dirty |= dirty
+                self.mark_stale()
+                return self.containers()
+            try:
+                self._reinspect(dirty)
+            except Exception:
+                self.mark_stale()
+                raise
         return list(self._metas.values())
+
+    def start_background_inspections(self) -> None:
+        """Start the inspections a background re-list queued. The sampler calls this once its sweep has read
+        the cgroups: inspect threads parsing JSON would otherwise hold the GIL against every file it opens."""
+        if not self._to_inspect:
+            return
+        import docker.errors
+
+        def inspect(cid: str) -> ContainerMeta | None:
+            try:
+                return meta_from_inspect(self.engine.inspect(cid))
+            except docker.errors.NotFound:
+                return None  # removed meanwhile
+
+        if self._inspect_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            # a few threads keep the engine busy; more only fight over the GIL with the UI's first frame
+            self._inspect_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mltop-inspect")
+        queued, self._to_inspect = self._to_inspect, []
+        for cid in queued:
+            if cid not in self._inspecting:
+                self._inspecting[cid] = self._inspect_pool.submit(inspect, cid)
+
+    def _collect_inspected(self) -> None:
+        """Put the background inspections that finished in place of their provisional metas."""
+        done = [cid for cid, future in self._inspecting.items() if future.done()]
+        if not done:
+            return
+        metas = dict(self._metas)
+        for cid in done:
+            future = self._inspecting.pop(cid)
+            try:
+                meta = future.result()
+            except Exception:  # the engine failed mid-way: inspect it at the next full re-list
+                self._hints.pop(cid, None)
+                continue
+            if meta is None:
+                metas.pop(cid, None)
+            elif cid in metas:
+                metas[cid] = meta
+        self._metas = metas
+
+    def _reinspect(self, ids: set[str]) -> None:
+        """Inspect only the containers events named: new ones appear, removed ones go, the rest update."""
+        import docker.errors
+
+        metas = dict(self._metas)
+        new: dict[str, ContainerMeta] = {}
+        for cid in ids:
+            try:
+                meta = meta_from_inspect(self.engine.inspect(cid))
+            except docker.errors.NotFound:
+                metas.pop(cid, None)
+            else:
+                (metas if cid in metas else new)[cid] = meta
+            # its listed state is not known from an inspect: the next full re-list inspects it once more
+            self._hints.pop(cid, None)
+        self._metas = {**new, **metas}  # new ones first, as the engine lists them (newest first)
 
     def get(self, container_id: str) -> ContainerMeta | None:
         return self._metas.get(container_id)
@@ -466,6 +590,17 @@ class ContainerCatalog:
             except docker.errors.NotFound:
                 return None  # removed between list and inspect
 
+        if self.inspect_in_background and len(to_inspect) > BACKGROUND_INSPECT_MIN:
+            by_id = {entry["Id"]: entry for entry in listed}
+            for cid in to_inspect:
+                if cid not in self._inspecting:
+                    self._to_inspect.append(cid)
+                old = self._metas.get(cid)
+                fresh[cid] = old if old is not None and old.provisional else provisional_meta(by_id[cid])
+            self._metas = fresh
+            self._hints = hints
+            self._collect_inspected()
+            return
         if len(to_inspect) > 4:  # a cold start with many containers: inspect in parallel
             from concurrent.futures import ThreadPoolExecutor
 
@@ -516,6 +651,8 @@ class ContainerCatalog:
 
     def close(self) -> None:
         self._closed = True
+        if self._inspect_pool is not None:
+            self._inspect_pool.shutdown(wait=False, cancel_futures=True)
         stream = self._events_stream
         if stream is not None:
             try:

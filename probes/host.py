@@ -55,6 +55,18 @@ def cpu_times() -> tuple[int, int] | None:
     return sum(values[:8]), values[4] if len(values) > 4 else 0
 
 
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def self_rss_bytes() -> int | None:
+    """Resident memory of this process (/proc/self/statm: one small read)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def static_facts() -> dict[str, object]:
     return {
         "hostname": socket.gethostname(),

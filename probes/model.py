@@ -318,6 +318,9 @@ class ContainerSample:
     processes: tuple[ProcessSample, ...]
     config: ContainerConfig
     cpu_usage_seconds: float | None = None  # cumulative CPU time of the cgroup (a counter, for exporters)
+    # True for a moment on a dense host's first sweeps in the dashboard: the container came from the engine's
+    # list and its `docker inspect` is still on the way, so `config` is empty and processes are not read yet.
+    config_pending: bool = False
 
     @property
     def short_id(self) -> str:
@@ -339,6 +342,18 @@ class ContainerSample:
 
 
 @dataclass(frozen=True)
+class SelfCost:
+    """What mltop itself costs, measured by the sweep that made the snapshot: so a user can see at a glance
+    that the tool is not the problem. None where not known yet (CPU % needs two sweeps)."""
+
+    cpu_percent: float | None  # the whole mltop process (every thread: UI, sampler, watchers), one core = 100
+    rss_bytes: int | None
+    sweep_s: float  # how long this sweep took: engine, cgroups, /proc, NVML, attribution
+    nvml_slowest_call_s: float | None = None  # the slowest single NVML call of the sweep; None without NVML
+    nvml_slowest_call: str | None = None  # its function name, e.g. "nvmlDeviceGetProcessUtilization"
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """One sweep: host facts, GPUs, containers with their processes and GPU use."""
 
@@ -348,6 +363,7 @@ class Snapshot:
     gpus: tuple[GpuSample, ...]
     containers: tuple[ContainerSample, ...]
     schema_version: int = SCHEMA_VERSION
+    self_cost: SelfCost | None = None  # None in snapshots not made by a live sweep (tests, recordings)
 
     def container(self, key: str) -> ContainerSample | None:
         """Find a container by full id, id prefix or name."""

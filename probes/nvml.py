@@ -280,6 +280,9 @@ class NvmlProbe:
         self._identity: dict[int, tuple[str, str]] = {}  # index -> (uuid, name), for GPUs later lost
         self._event_set: Any = None  # NVML event set registered for Xid events; None when unsupported
         self._xids: list[tuple[str | None, str | None, XidEvent]] = []  # (uuid, pci, event), oldest first
+        self._calling: tuple[str, float] | None = None  # (function, perf_counter at start) of the call made now
+        self._sweep_slowest: tuple[str, float] | None = None
+        self.last_slowest_call: tuple[str, float] | None = None  # of the latest completed sweep
 
     # ----------------------------------------------------------------- public
 
@@ -321,7 +324,7 @@ class NvmlProbe:
             self._pending = None  # finished late: its data is stale, sweep afresh
         if self._worker is None:
             self._worker = _NvmlWorker()
-        future = self._worker.submit(self._sweep)
+        future = self._worker.submit(self._timed_sweep)
         try:
             return future.result(timeout=self.deadline_s)
         except FutureTimeout:
@@ -338,10 +341,33 @@ class NvmlProbe:
         )
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Every NVML call goes through here, on the worker thread."""
+        """Every NVML call goes through here, on the worker thread (timed: the slowest shows in the header)."""
         if self._closed:
             raise _Abandoned()
-        return fn(*args)
+        self._calling = (getattr(fn, "__name__", "?"), time.perf_counter())
+        try:
+            return fn(*args)
+        finally:
+            took = time.perf_counter() - self._calling[1]
+            if self._sweep_slowest is None or took > self._sweep_slowest[1]:
+                self._sweep_slowest = (self._calling[0], took)
+            self._calling = None
+
+    @property
+    def slowest_call(self) -> tuple[str, float] | None:
+        """(NVML function, seconds) of the slowest call of the latest sample(); a call still stuck in the
+        driver counts with the time it has taken so far."""
+        calling = self._calling
+        if self._pending is not None and calling is not None:
+            return calling[0], time.perf_counter() - calling[1]
+        return self.last_slowest_call
+
+    def _timed_sweep(self) -> tuple[NvmlStatus, tuple[GpuSample, ...]]:
+        self._sweep_slowest = None
+        try:
+            return self._sweep()
+        finally:
+            self.last_slowest_call = self._sweep_slowest
 
     def _sweep(self) -> tuple[NvmlStatus, tuple[GpuSample, ...]]:
         import pynvml

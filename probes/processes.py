@@ -11,6 +11,7 @@ import os
 import pwd
 from dataclasses import dataclass
 
+from .cgroups import read_bytes
 from .redaction import redact_text, scrub_values
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -34,8 +35,7 @@ class ProcessStat:
 
 def read_stat(pid: int) -> ProcessStat | None:
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
+        data = read_bytes(f"/proc/{pid}/stat")
     except OSError:
         return None
     # comm may hold spaces and parentheses: split after the last ")"

@@ -11,10 +11,12 @@ from . import host as hostfacts
 from .cgroups import (
     CgroupCounters,
     CgroupGone,
+    CgroupLimits,
     CgroupLocator,
     cgroup_procs,
     container_ref_of_pid,
     read_counters,
+    read_limits,
     read_net_dev,
 )
 from .engine import ContainerCatalog, ContainerMeta, Engine, EngineError
@@ -28,11 +30,14 @@ from .model import (
     NvmlStatus,
     Pressure,
     ProcessSample,
+    SelfCost,
     Snapshot,
 )
 from .processes import ProcessTable
 
 log = logging.getLogger(__name__)
+
+LIMITS_MAX_AGE_S = 30.0  # limits are re-read when the container is re-inspected (docker update), else this often
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,9 @@ class ProbeOptions:
     nvml_deadline_s: float = 2.0
     processes: bool = True
     watch_events: bool = True
+    # Answer the first sweep from the engine's list alone while containers are inspected in the background
+    # (the dashboard's first frame on a dense host); their samples say config_pending meanwhile.
+    inspect_in_background: bool = False
 
 
 @dataclass
@@ -64,14 +72,18 @@ class Sampler:
     def __init__(self, options: ProbeOptions | None = None, engine: Engine | None = None):
         self.options = options or ProbeOptions()
         self.engine = engine or Engine(self.options.docker_host)
-        self.catalog = ContainerCatalog(self.engine, watch_events=self.options.watch_events)
+        self.catalog = ContainerCatalog(self.engine, watch_events=self.options.watch_events,
+                                        inspect_in_background=self.options.inspect_in_background)
         self._locator: CgroupLocator | None = None
         self._paths: dict[str, tuple[int | None, dict[str, str]]] = {}  # id -> (pid, paths)
         self._previous: dict[str, _Previous] = {}
+        self._limits: dict[str, tuple[ContainerMeta, float, CgroupLimits]] = {}  # id -> (meta, read at, limits)
+        self._unmeasured_samples: dict[str, tuple[ContainerMeta, ContainerSample]] = {}
         self._processes = ProcessTable()
         self._static = hostfacts.static_facts()
         self._cpu_times: tuple[float, tuple[int, int] | None] | None = None
         self._last_sweep_at: float | None = None
+        self._cpu_at: tuple[float, float] | None = None  # (monotonic, process CPU seconds) at the last sweep
         self._nvml = None
         if self.options.nvml:
             from .nvml import NvmlProbe, resolve_library_path
@@ -92,6 +104,7 @@ class Sampler:
     # ------------------------------------------------------------------------------------------
 
     def sweep(self) -> Snapshot:
+        started = time.perf_counter()
         now = time.monotonic()
         taken_at = time.time()
         interval = now - self._last_sweep_at if self._last_sweep_at is not None else None
@@ -123,20 +136,44 @@ class Sampler:
                 self.catalog.mark_stale()
                 self._paths.pop(meta.id, None)
                 self._previous.pop(meta.id, None)
+                self._limits.pop(meta.id, None)
         self._processes.end_sweep()
+        for gone in set(self._unmeasured_samples) - live_ids:
+            del self._unmeasured_samples[gone]
         for stale in set(self._previous) - live_ids:
             self._previous.pop(stale, None)
             self._paths.pop(stale, None)
+            self._limits.pop(stale, None)
 
+        self.catalog.start_background_inspections()
         gpus, containers = attribute_gpu_processes(gpus, containers, self.catalog)
         pids = [m.pid for m in metas if m.pid and m.status == "running"][:5]
         host = self._host_info(engine_status, nvml_status, info, locator, now, pids)
+        containers.sort(key=lambda c: c.name)
         return Snapshot(
             taken_at=taken_at,
             interval_s=interval,
             host=host,
             gpus=tuple(gpus),
-            containers=tuple(sorted(containers, key=lambda c: c.name)),
+            containers=tuple(containers),
+            self_cost=self._self_cost(time.perf_counter() - started),
+        )
+
+    def _self_cost(self, sweep_s: float) -> SelfCost:
+        """This process's CPU since the previous sweep (all threads, so the UI that shows the snapshot counts
+        too), its RSS, this sweep's duration and the slowest NVML call."""
+        now, cpu = time.monotonic(), time.process_time()
+        cpu_percent = None
+        if self._cpu_at is not None and now > self._cpu_at[0]:
+            cpu_percent = (cpu - self._cpu_at[1]) / (now - self._cpu_at[0]) * 100.0
+        self._cpu_at = (now, cpu)
+        slowest = self._nvml.slowest_call if self._nvml is not None else None
+        return SelfCost(
+            cpu_percent=cpu_percent,
+            rss_bytes=hostfacts.self_rss_bytes(),
+            sweep_s=sweep_s,
+            nvml_slowest_call_s=slowest[1] if slowest else None,
+            nvml_slowest_call=slowest[0] if slowest else None,
         )
 
     # ------------------------------------------------------------------------------------------
@@ -184,17 +221,45 @@ class Sampler:
         self._paths[meta.id] = (meta.pid, paths)
         return paths
 
+    def _unmeasured(self, meta: ContainerMeta) -> ContainerSample:
+        # the same sample while the engine says the same: a host with many stopped containers rebuilds none
+        cached = self._unmeasured_samples.get(meta.id)
+        if cached is None or cached[0] is not meta:
+            cached = self._unmeasured_samples[meta.id] = (meta, _unmeasured_sample(meta))
+        return cached[1]
+
+    def _container_limits(self, meta: ContainerMeta, version: int, paths: dict[str, str],
+                          now: float) -> CgroupLimits:
+        cached = self._limits.get(meta.id)
+        if cached is not None and cached[0] is meta and now - cached[1] < LIMITS_MAX_AGE_S:
+            return cached[2]
+        limits = read_limits(version, paths)
+        self._limits[meta.id] = (meta, now, limits)
+        return limits
+
     def _sample_container(self, meta: ContainerMeta, locator: CgroupLocator, now: float) -> ContainerSample:
-        if meta.status not in ("running", "paused", "restarting") or not meta.pid:
-            return _unmeasured_sample(meta)
-        if meta.id not in self._paths and not os.path.exists(f"/proc/{meta.pid}"):
+        if meta.status not in ("running", "paused", "restarting"):
+            return self._unmeasured(meta)
+        if meta.provisional:
+            # No PID before the inspect: find the cgroup by id, and the network from any of its processes.
+            cached = self._paths.get(meta.id)
+            paths = cached[1] if cached is not None else locator.paths_for_id(meta.id)
+            if not paths:
+                return self._unmeasured(meta)
+            self._paths[meta.id] = (None, paths)
+            net_pid = next(iter(cgroup_procs(locator.version, paths)), None)
+        elif not meta.pid:
+            return self._unmeasured(meta)
+        elif meta.id not in self._paths and not os.path.exists(f"/proc/{meta.pid}"):
             # Never measured and its PID is not ours to see: a remote engine (ssh://, tcp://) or mltop in
             # another PID namespace. Show it with what the engine says; the header says why the rest is
             # missing. (A container measured before whose PID vanished was removed: it is dropped.)
-            return _unmeasured_sample(meta)
-        paths = self._container_paths(meta, locator)
-        counters = read_counters(locator.version, paths)
-        net = read_net_dev(meta.pid)
+            return self._unmeasured(meta)
+        else:
+            paths = self._container_paths(meta, locator)
+            net_pid = meta.pid
+        counters = read_counters(locator.version, paths, self._container_limits(meta, locator.version, paths, now))
+        net = read_net_dev(net_pid) if net_pid else None
         prev = self._previous.get(meta.id)
         self._previous[meta.id] = _Previous(now, counters, net)
 
@@ -218,7 +283,8 @@ class Sampler:
         limit_percent = cpu_percent / limit_cores if cpu_percent is not None and limit_cores else None
 
         processes: tuple[ProcessSample, ...] = ()
-        if self.options.processes:
+        # (not before the inspect: a command line is redacted with the container's own secret values)
+        if self.options.processes and not meta.provisional:
             processes = self._sample_processes(locator.version, paths, now, meta.secrets)
 
         pressure = None
@@ -255,6 +321,7 @@ class Sampler:
             processes=processes,
             config=cfg,
             cpu_usage_seconds=counters.cpu_usage_ns / 1e9 if counters.cpu_usage_ns is not None else None,
+            config_pending=meta.provisional,
         )
 
     def _sample_processes(self, version: int, paths: dict[str, str], now: float,
@@ -323,7 +390,7 @@ def _unmeasured_sample(meta: ContainerMeta) -> ContainerSample:
         io_read_bytes=None, io_write_bytes=None, io_read_bytes_per_s=None, io_write_bytes_per_s=None,
         net_rx_bytes=None, net_tx_bytes=None, net_rx_bytes_per_s=None, net_tx_bytes_per_s=None,
         oom_kills=None, cpu_throttled_periods=None, pressure=None, cgroup_path=None, gpus=(), processes=(),
-        config=meta.config,
+        config=meta.config, config_pending=meta.provisional,
     )
 
 

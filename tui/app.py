@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -54,10 +56,11 @@ log = logging.getLogger(__name__)
 HISTORY_SECONDS = 300  # what the graphs cover
 # The background doctor behind the row markers. A run reads every container's log (~7 ms a container,
 # mostly engine requests), so the pause after a run grows with its cost: it takes at most ~1/DOCTOR_COST_SHARE
-# of the time (at 100 containers, a run every ~35 s instead of 10).
+# of the time. At 50 it alone was 2 % of a core, the whole budget at 100 containers (issue 11); at 200, a
+# run every ~2 min at 100 containers. A crash or an OOM kill shows in its row's status at once anyway.
 DOCTOR_INTERVAL_S = 10.0
 DOCTOR_FIRST_DELAY_S = 1.0  # after the first full frame, not competing with it
-DOCTOR_COST_SHARE = 50
+DOCTOR_COST_SHARE = 200
 FIRST_RATE_DELAY_S = 0.2  # rates need two sweeps: take the second one soon after the first
 
 
@@ -141,6 +144,13 @@ class MltopApp(ReplayMixin, App):
         from mltop.probes.source import LiveSource
 
         self.source = source if source is not None else LiveSource(self._make_sampler)
+        # The live first sweep starts now, in its own thread, while Textual starts the terminal and builds the
+        # screen: on a dense host the engine's answer takes longer than all of that.
+        self._first_sweep: Future | None = None
+        if source is None:
+            self._first_sweep = Future()
+            threading.Thread(target=self._sweep_into, args=(self._first_sweep,), name="mltop-first-sweep",
+                             daemon=True).start()
         from mltop.diagnostics.actions import ActionLog
 
         self.action_log = ActionLog()
@@ -187,7 +197,7 @@ class MltopApp(ReplayMixin, App):
         from mltop.probes.sampler import ProbeOptions, Sampler
 
         options = ProbeOptions(docker_host=self._docker_host_arg, nvml=self.nvml, nvml_lib=self.nvml_lib,
-                               processes=self.processes)
+                               processes=self.processes, inspect_in_background=True)
         try:
             return Sampler(options)
         except Exception as exc:  # a broken GPU probe must not take the container view with it
@@ -196,12 +206,19 @@ class MltopApp(ReplayMixin, App):
             return Sampler(ProbeOptions(docker_host=self._docker_host_arg, nvml=False,
                                         processes=self.processes))
 
+    def _sweep_into(self, future: Future) -> None:
+        try:
+            future.set_result(self.source.latest())
+        except BaseException as exc:  # handed to _sample
+            future.set_exception(exc)
+
     @work(thread=True, exclusive=True, group="sampling", exit_on_error=False)
     def _sample(self) -> None:
         started = time.perf_counter()
         snapshot, error = None, None
+        first, self._first_sweep = self._first_sweep, None
         try:
-            snapshot = self.source.latest()
+            snapshot = first.result() if first is not None else self.source.latest()
             if not self.source.live:
                 self.replay_prepare()
         except Exception as exc:  # a probe bug: show it and keep polling
@@ -239,7 +256,10 @@ class MltopApp(ReplayMixin, App):
         # Its own chain, like sampling: run -> message -> timer. Nothing new to judge while paused or while
         # the engine gives no new snapshot.
         snapshot = self.snapshot
-        if self.paused or snapshot is None or snapshot is self._doctor_judged:
+        pending = snapshot is not None and any(c.config_pending for c in snapshot.containers)
+        if pending:  # a dense host's first seconds: judge configurations once they are read
+            self.set_timer(DOCTOR_FIRST_DELAY_S, self._doctor_poll, name="mltop-doctor")
+        elif self.paused or snapshot is None or snapshot is self._doctor_judged:
             self.set_timer(DOCTOR_INTERVAL_S, self._doctor_poll, name="mltop-doctor")
         else:
             self._doctor_judged = snapshot
@@ -267,7 +287,8 @@ class MltopApp(ReplayMixin, App):
         except Exception as exc:
             self.log.error(f"background device check failed: {type(exc).__name__}: {exc}")
 
-    @work(thread=True, exclusive=True, group="doctor", exit_on_error=False)
+    # (a description, or Textual names the worker by the repr() of both snapshots: every container, each run)
+    @work(thread=True, exclusive=True, group="doctor", exit_on_error=False, description="background doctor")
     def _diagnose(self, snapshot: Snapshot, previous: Snapshot | None) -> None:
         from mltop.diagnostics.doctor import run_doctor
 

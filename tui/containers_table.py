@@ -26,14 +26,15 @@ COLUMNS = (
     ColumnSpec("gpu", "GPU", 4, 4),
     ColumnSpec("gpu_mem", "GPU MEM", 7, 5, "right"),
     ColumnSpec("sm", "SM%", 5, 6, "right"),
-    ColumnSpec("work", "BOUND", 9, 11),  # what holds a GPU job back (diagnostics.workload); first to go
     ColumnSpec("image", "IMAGE", 18, 7),
     ColumnSpec("pids", "PIDS", 5, 8, "right"),
     ColumnSpec("io", "I/O R/W /s", 11, 9, "right"),
     ColumnSpec("net", "NET RX/TX /s", 12, 10, "right"),
+    ColumnSpec("work", "BOUND", 9, 11),  # what holds a GPU job back (diagnostics.workload); first to go
 )
 GPU_COLUMNS = frozenset({"gpu", "gpu_mem", "sm", "work"})  # left out on a host with no GPU and no GPU requests
 LABELS = {spec.key: spec.label for spec in COLUMNS}
+SORT_ORDER = [spec.key for spec in COLUMNS]
 
 # The worst finding of a container, drawn in the blank cell left of its name (no column is given up for it).
 # Info findings are not marked: a marker asks the user to press `d`.
@@ -58,11 +59,11 @@ SORT_VALUES: dict[str, tuple[Callable[[ContainerSample], Any], bool]] = {
     "gpu": (lambda c: tuple(g.index for g in c.gpus) or None, False),
     "gpu_mem": (lambda c: c.gpu_memory_bytes, True),
     "sm": (lambda c: c.gpu_sm_percent, True),
-    "work": (lambda c: getattr(classify_workload(c), "kind", None), False),
     "image": (lambda c: c.image.lower(), False),
     "pids": (lambda c: c.pids, True),
     "io": (lambda c: _sum(c.io_read_bytes_per_s, c.io_write_bytes_per_s), True),
     "net": (lambda c: _sum(c.net_rx_bytes_per_s, c.net_tx_bytes_per_s), True),
+    "work": (lambda c: getattr(classify_workload(c), "kind", None), False),
 }
 
 
@@ -86,30 +87,64 @@ def gpu_indices(c: ContainerSample) -> str:
     return "req" if c.config.requests_gpus and c.running else ""
 
 
-def container_cells(c: ContainerSample) -> dict[str, Text]:
-    """Every column of one container's row, as Text (container text is never parsed as markup)."""
+def row_values(c: ContainerSample) -> tuple:
+    """What one container's row shows, as plain strings and style names: equal values, equal row. Cheap to
+    build and compare, so a row whose values did not change is not rebuilt (most rows, most ticks)."""
     style = "" if c.running else "dim"
     status_style = style
     if c.config.oom_killed and not c.running:
         status_style = "dim bold red"
     elif c.status == "restarting":
         status_style = "yellow"
-    values = {
-        "cpu": fmt.percent(c.cpu_percent) if c.running else "",
-        "mem": fmt.used_of(c.memory_bytes, c.memory_limit_bytes) if c.running else "",
-        "gpu": gpu_indices(c),
-        "gpu_mem": fmt.size(c.gpu_memory_bytes, missing="") if c.gpus else "",
-        "sm": fmt.percent(c.gpu_sm_percent, missing="") if c.gpus else "",
-        "work": getattr(classify_workload(c), "kind", ""),
-        "pids": str(c.pids) if c.pids is not None else "",
-        "io": fmt.pair(fmt.rate(c.io_read_bytes_per_s), fmt.rate(c.io_write_bytes_per_s)) if c.running else "",
-        "net": fmt.pair(fmt.rate(c.net_rx_bytes_per_s), fmt.rate(c.net_tx_bytes_per_s)) if c.running else "",
-    }
-    cells = {key: Text(value, style=style, no_wrap=True, end="") for key, value in values.items()}
-    cells["name"] = literal(c.name, style)
-    cells["image"] = literal(c.image, style)
-    cells["status"] = Text(status_text(c), style=status_style, no_wrap=True, end="")
-    return cells
+    running = c.running
+    return (
+        style,
+        status_style,
+        c.name,
+        c.image,
+        status_text(c),
+        fmt.percent(c.cpu_percent) if running else "",
+        fmt.used_of(c.memory_bytes, c.memory_limit_bytes) if running else "",
+        gpu_indices(c),
+        fmt.size(c.gpu_memory_bytes, missing="") if c.gpus else "",
+        fmt.percent(c.gpu_sm_percent, missing="") if c.gpus else "",
+        getattr(classify_workload(c), "kind", ""),
+        str(c.pids) if c.pids is not None else "",
+        fmt.pair(fmt.rate(c.io_read_bytes_per_s), fmt.rate(c.io_write_bytes_per_s)) if running else "",
+        fmt.pair(fmt.rate(c.net_rx_bytes_per_s), fmt.rate(c.net_tx_bytes_per_s)) if running else "",
+    )
+
+
+_VALUE_COLUMNS = ("cpu", "mem", "gpu", "gpu_mem", "sm", "work", "pids", "io", "net")
+
+
+_COLUMN_OF_VALUE = ("", "", "name", "image", "status", *_VALUE_COLUMNS)  # row_values index -> column key
+
+
+def cells_from_values(values: tuple, previous: tuple[tuple, dict[str, Text]] | None = None) -> dict[str, Text]:
+    """The row's cells; with the previous (values, cells) of the row, the cells of unchanged columns are
+    the same objects (so the table fits only what changed)."""
+    style, status_style, name, image, status = values[:5]
+    if previous is not None and previous[0][:2] == values[:2]:
+        old_values, old_cells = previous
+        cells = dict(old_cells)
+        for index in range(2, len(values)):
+            if values[index] != old_values[index]:
+                key = _COLUMN_OF_VALUE[index]
+                cells[key] = _cell(key, values[index], style, status_style)
+        return cells
+    return {key: _cell(key, value, style, status_style) for key, value in zip(_COLUMN_OF_VALUE[2:], values[2:])}
+
+
+def _cell(key: str, value: str, style: str, status_style: str) -> Text:
+    if key in ("name", "image"):
+        return literal(value, style)
+    return Text(value, style=status_style if key == "status" else style, no_wrap=True, end="")
+
+
+def container_cells(c: ContainerSample) -> dict[str, Text]:
+    """Every column of one container's row, as Text (container text is never parsed as markup)."""
+    return cells_from_values(row_values(c))
 
 
 def matches(c: ContainerSample, needle: str) -> bool:
@@ -140,13 +175,25 @@ class ContainersTable(KeyedTable):
     def __init__(self, *, id: str | None = None, classes: str | None = None):
         super().__init__(id=id, classes=classes)
         self._marks: dict[str, str] = {}  # row key -> severity shown by its marker
+        self._built: dict[str, tuple[tuple, dict[str, Text]]] = {}  # row key -> (row_values, cells given)
 
     def show(self, snapshot: Snapshot, needle: str, sort_column: str, reverse: bool,
              severities: Mapping[str | None, str] | None = None) -> None:
         """`severities`: {container name: worst severity} from the doctor (worst_by_container)."""
         shown = [c for c in snapshot.containers if matches(c, needle)]
         self.hide_columns(frozenset() if shows_gpus(snapshot) else GPU_COLUMNS)
-        self.sync({c.id: container_cells(c) for c in shown}, sorted_ids(shown, sort_column, reverse))
+        rows: dict[str, dict[str, Text]] = {}
+        built: dict[str, tuple[tuple, dict[str, Text]]] = {}
+        for c in shown:
+            values = row_values(c)
+            previous = self._built.get(c.id)
+            # the same cells object as last time tells sync() the row did not change (no refit, no repaint)
+            cells = previous[1] if previous is not None and previous[0] == values else \
+                cells_from_values(values, previous)
+            rows[c.id] = cells
+            built[c.id] = (values, cells)
+        self._built = built
+        self.sync(rows, sorted_ids(shown, sort_column, reverse))
         severities = severities or {}
         marks = {c.id: severities[c.name] for c in shown if severities.get(c.name) in MARKERS}
         if marks != self._marks:

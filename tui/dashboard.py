@@ -152,7 +152,8 @@ class DashboardScreen(Screen):
         if self.needle:
             title.append(" · filter ")
             title.append_text(literal(self.needle, "reverse"))
-        marked = [self.table.marker(key) for key in self.table.keys_in_order]
+        table = self.table
+        marked = [table.marker(key) for key in table.keys_in_order]
         for severity, (glyph, style) in MARKERS.items():
             if severity in marked:
                 title.append(" · ")

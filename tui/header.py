@@ -1,4 +1,5 @@
-"""The header: which host and engine we watch, driver and CUDA, and each unavailable source with why."""
+"""The header: which host and engine we watch, driver and CUDA, what mltop itself costs, and each unavailable
+source with why. The first line fits the width: facts take shorter forms (or go) before it wraps."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from textual.widgets import Static
 
 from mltop.probes.model import Snapshot
 
-from .sanitize import literal
+from . import format as fmt
+from .sanitize import clip, literal
 
 
 def problems(snapshot: Snapshot, extra: tuple[str, ...] = ()) -> list[tuple[str, str]]:
@@ -31,40 +33,101 @@ def problems(snapshot: Snapshot, extra: tuple[str, ...] = ()) -> list[tuple[str,
     return out
 
 
+class Fact:
+    """One fact of the first line, in the forms it can take, longest first; an empty form leaves it out."""
+
+    def __init__(self, key: str, *forms: Text):
+        self.key = key
+        self.forms = forms
+        self.level = 0
+
+    @property
+    def text(self) -> Text:
+        return self.forms[min(self.level, len(self.forms) - 1)]
+
+
+# How the first line gives way on a narrow terminal, one step at a time until it fits: (fact, form). What is
+# left at the end is what matters at 80 columns: host, engine state, driver/CUDA, the running count, and
+# mltop's own cost in its short form.
+SHRINK_STEPS = (
+    ("cost", 1), ("engine", 1), ("cost", 2), ("engine", 2), ("interval", 1), ("running", 1), ("gpu", 1),
+    ("engine", 3), ("host", 1), ("brand", 1), ("cost", 3), ("gpu", 2), ("host", 2),
+)
+
+
+def cost_forms(snapshot: Snapshot) -> tuple[Text, ...]:
+    """mltop's own cost: CPU, RSS, the last sweep and the slowest NVML call; shorter forms for narrow sizes."""
+    cost = snapshot.self_cost
+    if cost is None:
+        return (Text(""),)
+    cpu = f"{cost.cpu_percent:.1f}%" if cost.cpu_percent is not None else fmt.MISSING + "%"
+    rss = fmt.size(cost.rss_bytes)
+    sweep = _ms(cost.sweep_s)
+    long = f"mltop cpu {cpu} rss {rss} sweep {sweep}"
+    if cost.nvml_slowest_call_s is not None:
+        long += f" nvml {_ms(cost.nvml_slowest_call_s)}"
+    return (
+        Text(long, style="dim"),
+        Text(f"mltop cpu {cpu} rss {rss} sweep {sweep}", style="dim"),
+        Text(f"mltop {cpu} {rss}", style="dim"),
+        Text(f"mltop {cpu}", style="dim"),
+    )
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f}ms" if seconds < 10 else f"{seconds:.0f}s"
+
+
 def header_parts(snapshot: Snapshot | None, docker_host: str, interval: float, paused: bool,
-                 extra: tuple[str, ...] = (), replay: bool = False) -> tuple[list[Text], list[Text]]:
-    """The facts of the first line(s), each kept whole when wrapping, and one line per problem."""
-    facts: list[Text] = [Text("mltop", style="bold")]
-    if replay and snapshot is not None:  # recorded data: say so, and when it is from
+                 extra: tuple[str, ...] = (), replay: bool = False) -> tuple[list[Fact], list[Text]]:
+    """The facts of the first line (each in its forms, see SHRINK_STEPS), and one line per problem."""
+    facts = []
+    if snapshot is None or snapshot.self_cost is None:  # else mltop's own cost item carries the name
+        facts.append(Fact("brand", Text("mltop", style="bold"), Text("")))
+    if replay and snapshot is not None:  # recorded data: say so, and when it is from (never shrunk away)
         from .replay import replay_time_text
 
-        facts.append(Text(f"REPLAY {replay_time_text(snapshot.taken_at)}", style="bold reverse magenta"))
+        facts.append(Fact("replay", Text(f"REPLAY {replay_time_text(snapshot.taken_at)}",
+                                         style="bold reverse magenta")))
     if paused:
-        facts.append(Text("PAUSED", style="bold reverse"))
+        facts.append(Fact("paused", Text("PAUSED", style="bold reverse")))
     if snapshot is None:
-        facts.append(Text(f"engine {docker_host}"))
-        facts.append(Text("sampling…", style="dim"))
+        facts.append(Fact("engine", Text(f"engine {docker_host}")))
+        facts.append(Fact("sampling", Text("sampling…", style="dim")))
         return facts, []
     host = snapshot.host
-    facts.append(literal(host.hostname, "bold"))
+    label = host.hostname.split(".")[0]
+    facts.append(Fact("host", literal(host.hostname, "bold"), literal(label, "bold"), literal(clip(label, 16), "bold")))
     engine = Text("engine ")
     engine.append_text(literal(host.engine.docker_host))
+    remote = not host.engine.docker_host.startswith(("unix://", "npipe://"))
     if not host.engine.ok:
         engine.append(" DOWN", style="bold red")
-    elif host.docker_version:
-        engine.append(f" (docker {host.docker_version})", style="dim")
-    facts.append(engine)
+        short = Text("engine DOWN", style="bold red")
+        facts.append(Fact("engine", engine, engine, engine if remote else short))
+    else:
+        # a remote endpoint is worth its room (the figures are the engine's view only); the local socket is not
+        bare = engine.copy()
+        if host.docker_version:
+            engine.append(f" (docker {host.docker_version})", style="dim")
+        version = Text(f"docker {host.docker_version}") if host.docker_version else Text("engine ok")
+        facts.append(Fact("engine", engine, bare, bare if remote else version, bare if remote else Text("engine ok")))
     nvml = host.nvml
     if nvml.ok:
-        facts.append(Text(f"driver {nvml.driver_version or '?'}"))
-        facts.append(Text(f"CUDA {nvml.cuda_driver_version or '?'}"))
+        driver = f"driver {nvml.driver_version or '?'}"
+        cuda = f"CUDA {nvml.cuda_driver_version or '?'}"
+        facts.append(Fact("gpu", Text(f"{driver}  {cuda}"), Text(f"{driver} {cuda}"),
+                          Text(f"drv {nvml.driver_version or '?'} {cuda}")))
     elif nvml.status == "disabled":
-        facts.append(Text("GPU off", style="dim"))
+        facts.append(Fact("gpu", Text("GPU off", style="dim")))
     else:
-        facts.append(Text("GPU unavailable", style="bold yellow"))
+        facts.append(Fact("gpu", Text("GPU unavailable", style="bold yellow")))
     running = sum(1 for c in snapshot.containers if c.running)
-    facts.append(Text(f"{running}/{len(snapshot.containers)} running", style="dim"))
-    facts.append(Text(f"every {interval:g}s", style="dim"))
+    total = len(snapshot.containers)
+    facts.append(Fact("running", Text(f"{running}/{total} running", style="dim"),
+                      Text(f"{running}/{total} up", style="dim")))
+    facts.append(Fact("cost", *cost_forms(snapshot)))
+    facts.append(Fact("interval", Text(f"every {interval:g}s", style="dim"), Text("")))
     lines = []
     for source, reason in problems(snapshot, extra):
         line = Text(f"⚠ {source}: ", style="bold red" if source == "engine" else "bold yellow")
@@ -73,8 +136,28 @@ def header_parts(snapshot: Snapshot | None, docker_host: str, interval: float, p
     return facts, lines
 
 
+def fit_facts(facts: list[Fact], width: int) -> list[Text]:
+    """The facts' texts, shortened step by step (SHRINK_STEPS) until they fit on one line of `width`."""
+    by_key = {fact.key: fact for fact in facts}
+    for fact in facts:
+        fact.level = 0
+
+    def line_width() -> int:
+        texts = [fact.text for fact in facts if fact.text.cell_len]
+        return sum(t.cell_len for t in texts) + 2 * max(len(texts) - 1, 0)
+
+    for key, level in SHRINK_STEPS:
+        if line_width() <= width:
+            break
+        fact = by_key.get(key)
+        if fact is not None:
+            fact.level = max(fact.level, level)
+    return [fact.text for fact in facts if fact.text.cell_len]
+
+
 def pack(facts: list[Text], problem_lines: list[Text], width: int) -> Text:
-    """Facts two spaces apart, wrapped between facts (never inside one), then the problems, wrapped."""
+    """Facts two spaces apart, wrapped between facts (never inside one) when even the shortest forms do not
+    fit, then the problems, wrapped."""
     out = Text(end="")
     used = 0
     for fact in facts:
@@ -113,11 +196,16 @@ class StatusHeader(Static):
         parts = getattr(self, "_parts", None)
         if parts is None:
             return
-        text = pack(*parts, self.size.width - 2 if self.size.width else 78)
+        facts, problem_lines = parts
+        width = self.size.width - 2 if self.size.width else 78
+        text = pack(fit_facts(facts, width), problem_lines, width)
         signature = (text.plain, tuple(text.spans))
-        if signature != getattr(self, "_signature", None):
+        old = getattr(self, "_signature", None)
+        if signature != old:
             self._signature = signature
-            self.update(text)
+            # mltop's own cost changes every sweep; a layout of the whole screen is needed only when the
+            # header's height changes
+            self.update(text, layout=old is None or old[0].count("\n") != text.plain.count("\n"))
 
     @property
     def plain(self) -> str:

@@ -176,7 +176,11 @@ class KeyedTable(ScrollView, can_focus=True):
     # -- syncing --------------------------------------------------------------------------------
 
     def sync(self, rows: Mapping[str, Mapping[str, Text]], order: Sequence[str]) -> None:
-        """Make the table show `rows` in `order` (rows whose keys are not in `order` are not shown)."""
+        """Make the table show `rows` in `order` (rows whose keys are not in `order` are not shown).
+
+        A row given as the very same mapping object as at the previous sync is taken as unchanged without
+        looking at its cells, and a cell given as the same Text object as before is not fitted again
+        (ContainersTable reuses a row's cells, or the cells of the columns that did not change)."""
         if not self._plan:
             self._plan = self._plan_for(self.scrollable_content_region.width)
         keep_key, keep_index = self.cursor_key, self._cursor
@@ -184,11 +188,23 @@ class KeyedTable(ScrollView, can_focus=True):
         widths = [(spec.key, width, spec.justify) for spec, width in self._plan]
         changed: list[str] = []
         cells_by_key: dict[str, dict[str, Text]] = {}
+        source = self._source
         for key in order:
             given = rows[key]
             old = self._cells.get(key)
-            cells = {c: _fit(given[c], w, j) for c, w, j in widths}
-            if old is not None and all(_signature(old[c]) == _signature(cells[c]) for c in cells):
+            if old is not None and source.get(key) is given:
+                # the caller handed the very cells of last time: nothing to fit or compare
+                cells_by_key[key] = old
+                continue
+            old_given = source.get(key) if old is not None else None
+            if old_given is not None:
+                # refit only the cells handed anew; a cell object given again is the same text
+                cells = {c: old[c] if given[c] is old_given.get(c) else _fit(given[c], w, j) for c, w, j in widths}
+                same = all(cells[c] is old[c] or _signature(old[c]) == _signature(cells[c]) for c in cells)
+            else:
+                cells = {c: _fit(given[c], w, j) for c, w, j in widths}
+                same = old is not None and all(_signature(old[c]) == _signature(cells[c]) for c in cells)
+            if same:
                 cells = old
             else:
                 changed.append(key)
