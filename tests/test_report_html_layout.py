@@ -17,7 +17,7 @@ from builders import GIB, MIB, container, gpu_request, gpu_workload, process, re
 
 from mltop.diagnostics.findings import Finding
 from mltop.diagnostics.report import build_report
-from mltop.diagnostics.report_html import CSS, render_html
+from mltop.diagnostics.report.html import CSS, render_html
 
 LONG_NAME = "acc-notoolkit-trainer-llama-7b"
 
