@@ -208,8 +208,9 @@ class ContainerDetailScreen(Screen):
             label = Text(f"GPU {used}  SM {sm}%", style="bold", end="")
             workload = classify_workload(c, snapshot, previous=getattr(self.app, "previous_snapshot", None))
             if workload is not None:  # what holds the job back, and why (thresholds named)
-                label.append(f"  {workload.kind}", style="bold yellow" if workload.kind != "gpu" else "green")
-                label.append(f"  {'; '.join(workload.reasons[1:] or workload.reasons)}", style="dim")
+                # separating spaces in unstyled runs: some SVG renderers drop a styled run's leading spaces
+                label.append("  ").append(workload.kind, style="bold yellow" if workload.kind != "gpu" else "green")
+                label.append("  ").append("; ".join(workload.reasons[1:] or workload.reasons), style="dim")
         else:
             label = Text("GPU", style="bold", end="")
             label.append("  ").append("none in use" + ("  (requests GPUs)" if c.config.requests_gpus else ""),
