@@ -50,8 +50,8 @@ def start_containers(client, n: int) -> list:
 
 def remove_containers(client) -> None:
     """Only this process's containers: other benchmarks and test sessions share the engine."""
-    mine = client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={os.getpid()}"})
-    with ThreadPoolExecutor(8) as pool:
+    mine = client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={os.getpid()}"}, sparse=True)
+    with ThreadPoolExecutor(4) as pool:  # gently: the engine is shared
         list(pool.map(lambda c: c.remove(force=True), mine))
 
 
