@@ -50,8 +50,8 @@ def start_containers(client, n: int) -> list:
 
 def remove_containers(client) -> None:
     """Only this process's containers: other benchmarks and test sessions share the engine."""
-    mine = client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={os.getpid()}"})
-    with ThreadPoolExecutor(8) as pool:
+    mine = client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={os.getpid()}"}, sparse=True)
+    with ThreadPoolExecutor(4) as pool:  # gently: the engine is shared
         list(pool.map(lambda c: c.remove(force=True), mine))
 
 
@@ -149,13 +149,13 @@ def run(n: int | None, rounds: int, stats_samples: int, gpus: int, existing: str
             started = [c for c in started if _first_pid(c.id)]
         n = len(started)
         print(f"\nN = {n}: existing running containers named {existing}* "
-              f"({len(client.containers.list(all=True))} on the engine, load {os.getloadavg()[0]:.1f})", flush=True)
+              f"({len(client.api.containers(all=True))} on the engine, load {os.getloadavg()[0]:.1f})", flush=True)
     else:
         remove_containers(client)
         t0 = time.perf_counter()
         started = start_containers(client, n)
         print(f"\nN = {n}: started {n} containers in {time.perf_counter() - t0:.1f} s "
-              f"({len(client.containers.list(all=True))} on the engine, load {os.getloadavg()[0]:.1f})", flush=True)
+              f"({len(client.api.containers(all=True))} on the engine, load {os.getloadavg()[0]:.1f})", flush=True)
     try:
         sampler = make(ProbeOptions(nvml=False))
         first = time.perf_counter()

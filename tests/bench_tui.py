@@ -141,11 +141,11 @@ def start_containers(client, count: int, prefix: str) -> list:
 
 def remove_containers(client) -> None:
     """Ours (this pid), and benchmark leftovers whose process is gone; never anyone else's."""
-    mine = client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={os.getpid()}"})
-    leftovers = [c for c in client.containers.list(all=True, filters={"label": LABEL})
-                 if not (c.labels.get(SESSION_LABEL, "").isdigit()
-                         and os.path.exists(f"/proc/{c.labels[SESSION_LABEL]}"))]
-    with ThreadPoolExecutor(max_workers=8) as pool:
+    mine = client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={os.getpid()}"}, sparse=True)
+    leftovers = [c for c in client.containers.list(all=True, filters={"label": LABEL}, sparse=True)
+                 if not ((c.attrs.get("Labels") or {}).get(SESSION_LABEL, "").isdigit()
+                         and os.path.exists(f"/proc/{c.attrs['Labels'][SESSION_LABEL]}"))]
+    with ThreadPoolExecutor(max_workers=4) as pool:  # gently: the engine is shared
         list(pool.map(lambda c: c.remove(force=True), {c.id: c for c in mine + leftovers}.values()))
 
 
