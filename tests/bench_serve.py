@@ -119,12 +119,13 @@ def main() -> None:
               f"2 simulated GPUs ({len(client.containers.list())} running on the host in all):")
         print(f"  steady CPU over {args.duration:.0f} s:     {steady_cpu:6.2f} % of one core (goal <= 1 %)")
         doctor_share = doctor_cpu / args.amortize_doctor * 100
-        on_host = len(snapshot.containers)  # serve measures every container on the host, not only ours
+        on_host = sum(1 for c in snapshot.containers if c.running)  # serve measures every container on the host
         per_container_ms = steady_cpu / 100 * args.interval / on_host * 1e3
         doctor_per_container_ms = doctor_cpu / on_host * 1e3
         projected = (per_container_ms * args.n / 1e3 / args.interval + doctor_per_container_ms * args.n / 1e3
                      / args.amortize_doctor) * 100
-        print(f"  one doctor run:               {doctor_cpu:6.2f} s CPU for {len(snapshot.containers)} containers = "
+        print(f"  one doctor run:               {doctor_cpu:6.2f} s CPU for {len(snapshot.containers)} containers "
+              f"({on_host} running) = "
               f"{doctor_share:.2f} % of one core every {args.amortize_doctor:g} s; total "
               f"{steady_cpu + doctor_share:.2f} %")
         print(f"  per container: {per_container_ms:.3f} ms CPU per sweep, {doctor_per_container_ms:.1f} ms per doctor run; "
