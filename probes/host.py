@@ -77,20 +77,29 @@ def static_facts() -> dict[str, object]:
     }
 
 
-def view_limitations(container_pids: list[int], docker_host: str = "unix://") -> tuple[str, ...]:
-    """What keeps mltop from seeing everything, in words (e.g. running in a container without --pid=host)."""
+def view_limitations(unseen: list[str], running: int, docker_host: str = "unix://") -> tuple[str, ...]:
+    """What keeps mltop from seeing everything, in words: `unseen` names the running containers whose PID is not
+    ours to see (a remote engine, mltop in its own PID namespace), out of `running`."""
     notes = []
-    hidden = bool(container_pids) and not any(os.path.exists(f"/proc/{pid}") for pid in container_pids)
-    if hidden and not docker_host.startswith(("unix://", "npipe://")):
+    if not unseen:
+        return ()
+    remote = not docker_host.startswith(("unix://", "npipe://"))
+    if remote and len(unseen) == running:
         notes.append(
             f"The engine at {docker_host} runs on another machine: CPU, memory, I/O, processes and GPU use are "
             "read from the host's own cgroups, /proc and NVML, so only the engine's view is shown. Run mltop "
             "on that host for live figures (e.g. `ssh -t HOST mltop`)."
         )
-    elif hidden:
+    elif len(unseen) == running:
         notes.append(
             "The containers' processes are not visible from here (mltop runs in another PID namespace): "
             "per-process figures and GPU attribution are unavailable. Run mltop on the host, or in a "
             "container started with --pid=host."
+        )
+    else:
+        names = ", ".join(unseen[:3]) + (f" and {len(unseen) - 3} more" if len(unseen) > 3 else "")
+        notes.append(
+            f"{len(unseen)} of {running} running containers ({names}) have processes not visible from here: "
+            "their counters are not shown (another PID namespace or engine?)."
         )
     return tuple(notes)

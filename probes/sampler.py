@@ -125,6 +125,7 @@ class Sampler:
         locator = self._get_locator(cgroup_version)
 
         containers: list[ContainerSample] = []
+        self._unseen: list[str] = []  # running containers whose PID is not ours to see, this sweep
         self._processes.begin_sweep()
         live_ids = set()
         for meta in metas:
@@ -147,8 +148,8 @@ class Sampler:
 
         self.catalog.start_background_inspections()
         gpus, containers = attribute_gpu_processes(gpus, containers, self.catalog)
-        pids = [m.pid for m in metas if m.pid and m.status == "running"][:5]
-        host = self._host_info(engine_status, nvml_status, info, locator, now, pids)
+        running = sum(1 for m in metas if m.pid and m.status == "running")
+        host = self._host_info(engine_status, nvml_status, info, locator, now, running)
         containers.sort(key=lambda c: c.name)
         return Snapshot(
             taken_at=taken_at,
@@ -254,6 +255,7 @@ class Sampler:
             # Never measured and its PID is not ours to see: a remote engine (ssh://, tcp://) or mltop in
             # another PID namespace. Show it with what the engine says; the header says why the rest is
             # missing. (A container measured before whose PID vanished was removed: it is dropped.)
+            self._unseen.append(meta.name)
             return self._unmeasured(meta)
         else:
             paths = self._container_paths(meta, locator)
@@ -345,7 +347,7 @@ class Sampler:
         return tuple(out)
 
     def _host_info(self, engine_status: EngineStatus, nvml_status: NvmlStatus, info: dict | None,
-                   locator: CgroupLocator, now: float, container_pids: list[int]) -> HostInfo:
+                   locator: CgroupLocator, now: float, running: int) -> HostInfo:
         info = info or {}
         iowait = None
         current = hostfacts.cpu_times()
@@ -376,7 +378,7 @@ class Sampler:
             nvml=nvml_status,
             pressure=hostfacts.host_pressure(),
             iowait_percent=iowait,
-            limitations=hostfacts.view_limitations(container_pids, self.engine.docker_host)
+            limitations=hostfacts.view_limitations(self._unseen, running, self.engine.docker_host)
             + self._watch_limitations(engine_status),
         )
 

@@ -442,5 +442,5 @@ def test_container_whose_pid_is_not_visible_is_kept_with_null_counters(container
 def test_remote_engine_limitation_is_explained():
     from mltop.probes.host import view_limitations
 
-    (note,) = view_limitations([4_194_999], "ssh://ml@gpu-box")
+    (note,) = view_limitations(["trainer"], 1, "ssh://ml@gpu-box")
     assert "ssh://ml@gpu-box runs on another machine" in note and "ssh -t HOST mltop" in note
