@@ -222,9 +222,9 @@ class RecordedReportScreen(ReportScreen):
         path, error, summary = None, None, ""
         try:
             source = app.source  # type: ignore[attr-defined]
-            result = app.doctor_result  # type: ignore[attr-defined]
-            report = build_report(snapshot, None, findings=getattr(result, "findings", ()),
-                                  history=app.history, log_lines=0)  # type: ignore[attr-defined]
+            # The findings recorded at that time stand in for a doctor run; logs were not recorded.
+            report = build_report(snapshot, None, app.doctor_result, None, app.history,  # type: ignore[attr-defined]
+                                  log_lines=0)
             t = snapshot.taken_at
             report = add_history(report, source.store, t - REPORT_WINDOW_S, t + REPORT_WINDOW_S)
             summary = (f"{len(report.get('containers', ()))} containers, {len(report.get('timeline', ()))} "
