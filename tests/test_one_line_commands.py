@@ -16,7 +16,7 @@ from test_tui import until
 from mltop.diagnostics.actions import ActionResult
 from mltop.diagnostics.one_line import one_line
 from mltop.diagnostics.report import build_report, render_markdown
-from mltop.diagnostics.report_html import render_html
+from mltop.diagnostics.report import render_html
 from mltop.probes.source import StaticSource
 from mltop.tui.app import MltopApp
 from mltop.tui.screen_actions import ActionScreen

@@ -28,7 +28,7 @@ from mltop.diagnostics.report import (
 from mltop.probes.redaction import REDACTED
 from mltop.probes.sampler import ProbeOptions, Sampler
 from mltop.tui import cli
-from mltop.tui.history import History
+from mltop.probes.history import History
 
 
 def _history(*snapshots):

@@ -17,7 +17,8 @@ from builders import GIB, MIB, container, gpu_request, gpu_workload, process, re
 
 from mltop.diagnostics.findings import Finding
 from mltop.diagnostics.report import build_report
-from mltop.diagnostics.report_html import CSS, render_html
+from mltop.diagnostics.doctor import DoctorResult
+from mltop.diagnostics.report.html import CSS, render_html
 
 LONG_NAME = "acc-notoolkit-trainer-llama-7b"
 
@@ -42,7 +43,7 @@ def _report_html() -> str:
         Finding("oom.killed", "critical", "preprocess-oom", "The container was killed for running out of memory",
                 ("State.OOMKilled true, ExitCode 137",), "Raise the limit (`--memory`)"),
     ]
-    return render_html(build_report(snapshot([c, other, oom], [g]), None, findings))
+    return render_html(build_report(snapshot([c, other, oom], [g]), None, DoctorResult(tuple(findings), ())))
 
 
 def test_names_and_codes_are_marked_never_to_break():
