@@ -26,7 +26,7 @@ def add_history(report: dict[str, Any], store: Any, since: float, until: float,
     """The report with "history_window", "timeline" and, per container and GPU, "recorded": {"t": [...],
     metric: [...]} (times in unix seconds), read from a RecordingStore. With `selected` (the containers the
     report was limited to), the timeline keeps their events and the host's. Redacted again before returning."""
-    from .report import redact_document
+    from .report.document import redact_document
 
     times, containers, gpus = store.series(since, until)
     names = {c["name"] for c in report.get("containers", ())}
@@ -64,7 +64,7 @@ def _pick(n: int, most: int) -> list[int]:
 
 
 def _fmt(metric: str, value: Any) -> str:
-    from .report import human_bytes, human_percent
+    from .report.rows import human_bytes, human_percent
 
     if value is None:
         return "—"
@@ -86,7 +86,7 @@ def _event_what(e: Mapping[str, Any]) -> str:
 
 
 def render_markdown_section(report: Mapping[str, Any]) -> str:
-    from .report import md_table, md_text
+    from .report.markdown import md_table, md_text
 
     window = report.get("history_window")
     if not window:

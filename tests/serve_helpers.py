@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -63,6 +64,10 @@ class ServeProcess:
     def __init__(self, *args: str, env: dict[str, str] | None = None, port: int | None = None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        if "--record" not in args and "--no-record" not in args:
+            # serve records by default into one file per host; parallel test instances each get their own
+            self.record_path = os.path.join(tempfile.mkdtemp(prefix="mltop-serve-rec-"), "history.db")
+            args = (*args, "--record", self.record_path)
         self.command = [sys.executable, "-m", "mltop.tui.cli", "serve", "--listen", f"127.0.0.1:{self.port}", *args]
         full_env = dict(os.environ)
         full_env.update(env or {})

@@ -183,6 +183,9 @@ class LabelledGraph(Vertical):
              scale: Callable[[float], str], interval_s: float | None = None, capacity: int | None = None) -> None:
         """`ceiling`: the value at the top (None: the largest sample); `scale` writes it (`100%`, `80G`).
         `interval_s` and `capacity` (samples kept) give the time span."""
+        if not self.children:  # mounted inside a card composed a moment ago: show it once composed itself
+            self.call_after_refresh(self.show, label, samples, ceiling, scale, interval_s, capacity)
+            return
         graph = self.query_one(HistoryGraph)
         graph.set_samples(samples, ceiling)
         known = bool(ceiling) or any(s is not None for s in samples)  # else there is no scale to speak of

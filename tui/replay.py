@@ -216,11 +216,13 @@ class ReplayMixin:
 
     def action_replay_step(self, sweeps: int) -> None:
         if self.replaying:
-            self._replay_moved(self.source.step(sweeps), "end" if sweeps > 0 else "start")  # type: ignore[attr-defined]
+            moved = self.source.step(sweeps)  # type: ignore[attr-defined]
+            self._replay_moved(moved, "end" if sweeps > 0 else "start")
 
     def action_replay_jump(self, seconds: float) -> None:
         if self.replaying:
-            self._replay_moved(self.source.jump(seconds), "end" if seconds > 0 else "start")  # type: ignore[attr-defined]
+            moved = self.source.jump(seconds)  # type: ignore[attr-defined]
+            self._replay_moved(moved, "end" if seconds > 0 else "start")
 
     def action_replay_goto(self) -> None:
         if not self.replaying:

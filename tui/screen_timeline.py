@@ -114,8 +114,9 @@ class TimelineScreen(Screen):
                     str(x) for x in (e.container, e.kind, e.source, e.code, what, e.container_id)).lower():
                 continue
             self.shown.append(e)
-            table.add_row(Text(event_when(e.t), style="dim"), Text(e.source), Text(e.kind, style=_KIND_STYLE.get(e.kind, "bold")),
-                          literal(e.container or "host"), literal(what))
+            table.add_row(Text(event_when(e.t), style="dim"), Text(e.source),
+                          Text(e.kind, style=_KIND_STYLE.get(e.kind, "bold")), literal(e.container or "host"),
+                          literal(what))
         title = Text(f"Events {len(self.shown)}", style="bold", end="")
         if len(self.shown) != len(self.events):
             title.append(f" of {len(self.events)}")
@@ -156,9 +157,8 @@ class TimelineScreen(Screen):
         if match is None and event.container:
             match = snapshot.container(event.container) if snapshot is not None else None
         if match is None:
-            app.notify("That container is not in the snapshot shown" +
-                       ("" if not app.source.live else ": `mltop replay --at` shows the past"),  # type: ignore[attr-defined]
-                       severity="warning", markup=False)
+            hint = ": `mltop replay --at` shows the past" if app.source.live else ""  # type: ignore[attr-defined]
+            app.notify("That container is not in the snapshot shown" + hint, severity="warning", markup=False)
             return
         if app.source.live:  # type: ignore[attr-defined]
             app.notify("Live: the detail shows the container now; `mltop replay --at TIME` shows it then",
@@ -222,9 +222,9 @@ class RecordedReportScreen(ReportScreen):
         path, error, summary = None, None, ""
         try:
             source = app.source  # type: ignore[attr-defined]
-            result = app.doctor_result  # type: ignore[attr-defined]
-            report = build_report(snapshot, None, findings=getattr(result, "findings", ()),
-                                  history=app.history, log_lines=0)  # type: ignore[attr-defined]
+            # The findings recorded at that time stand in for a doctor run; logs were not recorded.
+            report = build_report(snapshot, None, app.doctor_result, None, app.history,  # type: ignore[attr-defined]
+                                  log_lines=0)
             t = snapshot.taken_at
             report = add_history(report, source.store, t - REPORT_WINDOW_S, t + REPORT_WINDOW_S)
             summary = (f"{len(report.get('containers', ()))} containers, {len(report.get('timeline', ()))} "

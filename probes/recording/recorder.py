@@ -80,7 +80,8 @@ def _describe_db_error(exc: BaseException, path: str) -> str:
     text = str(exc)
     if "full" in text:
         return f"disk full: cannot write {path}; recording paused until there is room"
-    if "readonly" in text or "read-only" in text or "Permission denied" in text or "unable to open" in text:
+    if isinstance(exc, OSError) or any(words in text for words in (
+            "readonly", "read-only", "Read-only", "Permission denied", "unable to open", "No such file")):
         return f"cannot write {path} ({text}); not recording"
     return f"recording into {path} failed: {text}"
 

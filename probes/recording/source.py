@@ -126,7 +126,8 @@ class RecordingStore:
         containers = codec.build_containers(cols, self._interned, {g.index: g.uuid for g in gpus})
         return codec.build_snapshot(t, interval_ms, self._host(hid, load), gpus, containers)
 
-    def series(self, t0: float, t1: float) -> tuple[list[float], dict[str, dict[str, list]], dict[str, dict[str, list]]]:
+    def series(self, t0: float, t1: float
+               ) -> tuple[list[float], dict[str, dict[str, list]], dict[str, dict[str, list]]]:
         """Graph series straight from the blobs, without building snapshots: (times, per container id
         {metric: values}, per GPU uuid {metric: values}); metrics as probes.history names them."""
         from ..history import container_gpu_percent

@@ -17,6 +17,7 @@ DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_INTERVAL = 5.0
 DEFAULT_DOCTOR_INTERVAL = 300.0  # a doctor run reads every container's logs: ~6 ms of CPU each
 EXIT_CANNOT_LISTEN = 2
+EXIT_CANNOT_RECORD = 2  # another mltop records into the same file, or a bad --retention / --max-size
 
 ASSETS = {
     "alert_rules": "alert-rules.yml",
@@ -37,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--doctor-interval", type=float, default=DEFAULT_DOCTOR_INTERVAL, metavar="SECONDS",
                         help=f"seconds between doctor runs for mltop_finding (default {DEFAULT_DOCTOR_INTERVAL:g}; "
                              "0 turns the doctor off)")
+    from mltop.tui.recording_options import add_record_arguments
+
+    add_record_arguments(parser, retention=True, suppress=True)  # --record PATH, --no-record, --retention, --max-size
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--print-alert-rules", action="store_true",
                        help="print the shipped Prometheus alert rules and exit")
@@ -90,7 +94,10 @@ def main(args: argparse.Namespace) -> int:
 
     holder: dict[str, SweepLoop] = {}
     exposition = Exposition(lambda: holder["loop"].state, version())
-    handler = make_handler(lambda: holder["loop"].state, exposition.render, args.interval)
+    from mltop.tui.recording_options import recorder_health
+
+    handler = make_handler(lambda: holder["loop"].state, exposition.render, args.interval,
+                           extra_health=lambda: recorder_health(holder.get("recorder")))
     try:
         server = PooledHTTPServer((host, port), handler)
     except OSError as err:
@@ -101,6 +108,14 @@ def main(args: argparse.Namespace) -> int:
     loop = SweepLoop(LiveSource(lambda: make_sampler(args)), args.interval, args.doctor_interval,
                      on_sweep_seconds=exposition.sweep_seconds.observe)
     holder["loop"] = loop
+    from mltop.tui.recording_options import attach_recorder
+
+    recorder, problem = attach_recorder(loop, args)  # on by default; a file another mltop records into: exit
+    if problem:
+        print(problem, file=sys.stderr)
+        server.server_close()
+        return EXIT_CANNOT_RECORD
+    holder["recorder"] = recorder
     loop.add_listener(lambda snapshot, doctor: exposition.refresh())  # render in the sweep thread, not a scrape
     if not is_loopback(host):
         print(f"mltop serve: listening on {args.listen}, reachable from other hosts: the endpoints have no "
@@ -124,4 +139,6 @@ def main(args: argparse.Namespace) -> int:
     finally:
         server.server_close()
         loop.stop()
+        if recorder is not None:
+            recorder.close()
     return 0

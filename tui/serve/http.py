@@ -72,7 +72,8 @@ def health(state: ServeState, interval: float, now: float | None = None) -> tupl
     return 200, f"ok: last sweep {age:.1f} s ago"
 
 
-def make_handler(state: Callable[[], ServeState], metrics: Callable[[], bytes], interval: float):
+def make_handler(state: Callable[[], ServeState], metrics: Callable[[], bytes], interval: float,
+                 extra_health: Callable[[], str | None] = lambda: None):
     """`metrics` renders /metrics (metrics.Exposition.render)."""
     from mltop.probes.model import snapshot_to_json
 
@@ -99,6 +100,9 @@ def make_handler(state: Callable[[], ServeState], metrics: Callable[[], bytes], 
                     self._json(current.doctor.to_json())
             elif path == "/healthz":
                 code, reason = health(state(), interval)
+                extra = extra_health()  # the recorder's problem (full disk, read-only path), if any
+                if extra:
+                    reason += f"; {extra}"
                 self._send(code, (reason + "\n").encode(), "text/plain; charset=utf-8")
             elif path == "/":
                 self._send(200, b"mltop serve: /metrics /snapshot.json /findings.json /healthz\n",
