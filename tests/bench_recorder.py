@@ -77,7 +77,7 @@ def record(path: str, n: int, sweeps: int, interval: float, start: float):
 
 async def app_first_frame(path: str) -> float:
     from mltop.tui.app import MltopApp
-    from mltop.tui.header import StatusHeader
+    from mltop.tui.widgets.header import StatusHeader
 
     started = time.perf_counter()
     app = MltopApp(nvml=False, source=RecordingSource(path))

@@ -104,9 +104,9 @@ def keep_leading_spaces(svg: str) -> str:
 
 async def capture(out_dir: str, lib: str, demo: dict, history_s: float) -> list[str]:
     from mltop.tui.app import MltopApp
-    from mltop.tui.logs import LogPane
-    from mltop.tui.screen_actions import ActionScreen
-    from mltop.tui.screen_diagnostics import DiagnosticsScreen
+    from mltop.tui.screens.logs import LogPane
+    from mltop.tui.screens.actions import ActionScreen
+    from mltop.tui.screens.diagnostics import DiagnosticsScreen
 
     app = MltopApp(nvml_lib=lib, interval=0.5)
     saved = []

@@ -8,8 +8,8 @@ from builders import GIB, MIB, container, gpu, gpu_process, gpu_use, replace, sn
 from mltop.probes.model import XidEvent
 from mltop.probes.source import StaticSource
 from mltop.tui.app import MltopApp
-from mltop.tui.containers_table import container_cells
-from mltop.tui.gpu_panel import GpuCard, gpu_title, gpu_users, health_problems
+from mltop.tui.widgets.containers_table import container_cells
+from mltop.tui.widgets.gpu_panel import GpuCard, gpu_title, gpu_users, health_problems
 
 
 def sick_gpu(c=None):

@@ -15,7 +15,7 @@ from mltop.probes.model import NvmlStatus, SelfCost, snapshot_to_json
 from mltop.probes.sampler import ProbeOptions, Sampler
 from mltop.probes.source import StaticSource
 from mltop.tui.app import MltopApp
-from mltop.tui.header import fit_facts, header_parts, pack
+from mltop.tui.widgets.header import fit_facts, header_parts, pack
 
 COST = SelfCost(cpu_percent=1.8, rss_bytes=62 << 20, sweep_s=0.041, nvml_slowest_call_s=0.003,
                 nvml_slowest_call="nvmlDeviceGetProcessUtilization")

@@ -19,7 +19,7 @@ from mltop.diagnostics.report import build_report, render_markdown
 from mltop.diagnostics.report import render_html
 from mltop.probes.source import StaticSource
 from mltop.tui.app import MltopApp
-from mltop.tui.screen_actions import ActionScreen
+from mltop.tui.screens.actions import ActionScreen
 
 SCRIPT = "import time\nwhile True:\n\ttime.sleep(1)  # mltop-multiline\n"
 SCRIPT_SHOWN = "import time↵while True:↵time.sleep(1)  # mltop-multiline"

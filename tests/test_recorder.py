@@ -175,10 +175,10 @@ def test_parsers():
 
 async def test_replay_keys_move_through_recorded_values(tmp_path):
     from mltop.tui.app import MltopApp
-    from mltop.tui.dashboard import DashboardScreen
-    from mltop.tui.header import StatusHeader
+    from mltop.tui.screens.dashboard import DashboardScreen
+    from mltop.tui.widgets.header import StatusHeader
     from mltop.tui.replay import replay_time_text
-    from mltop.tui.screen_timeline import RecordedDiagnosticsScreen, TimelineScreen
+    from mltop.tui.screens.timeline import RecordedDiagnosticsScreen, TimelineScreen
 
     path = str(tmp_path / "h.db")
     rec = synthetic(path, sweeps=60, step_s=5.0)
@@ -421,7 +421,7 @@ def test_events_command_prints_and_filters(tmp_path, capsys):
 async def test_dashboard_graphs_reach_back_and_a_held_file_is_a_header_note(tmp_path):
     from mltop.probes.source import StaticSource
     from mltop.tui.app import MltopApp
-    from mltop.tui.header import StatusHeader
+    from mltop.tui.widgets.header import StatusHeader
     from test_tui import until
 
     path = str(tmp_path / "h.db")
@@ -451,7 +451,7 @@ async def test_dashboard_graphs_reach_back_and_a_held_file_is_a_header_note(tmp_
 def test_serve_wiring_records_from_a_sweep_loop_and_refuses_a_held_file(tmp_path):
     import argparse
 
-    from mltop.tui.recording_options import add_record_arguments, attach_recorder, recorder_health
+    from mltop.tui.cli.recording_options import add_record_arguments, attach_recorder, recorder_health
 
     class Loop:  # the shape of serve's SweepLoop: listeners called with (snapshot, doctor result or None)
         def __init__(self):
@@ -485,7 +485,7 @@ def test_serve_wiring_records_from_a_sweep_loop_and_refuses_a_held_file(tmp_path
 
 
 def test_replay_command_opens_at_a_time_and_explains_a_missing_file(tmp_path):
-    from mltop.tui.cmd_replay import open_source
+    from mltop.tui.cli.replay import open_source
 
     path = str(tmp_path / "h.db")
     synthetic(path, sweeps=30).close()
@@ -510,7 +510,7 @@ def test_recorder_commands_have_help(command):
 
 async def test_replay_report_key_writes_the_time_shown_with_its_events(tmp_path, monkeypatch):
     from mltop.tui.app import MltopApp
-    from mltop.tui.screen_timeline import RecordedReportScreen
+    from mltop.tui.screens.timeline import RecordedReportScreen
     from test_tui import until
 
     path = str(tmp_path / "h.db")

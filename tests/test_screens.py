@@ -14,13 +14,13 @@ from conftest import until
 
 from mltop.probes.source import StaticSource
 from mltop.tui.app import MltopApp
-from mltop.tui.containers_table import ContainersTable
-from mltop.tui.dashboard import DashboardScreen
-from mltop.tui.detail import ContainerDetailScreen
-from mltop.tui.gpu_panel import GpuCard, GpuPanel
-from mltop.tui.logs import LogPane
-from mltop.tui.screen_actions import ActionScreen
-from mltop.tui.screen_diagnostics import DiagnosticsScreen
+from mltop.tui.widgets.containers_table import ContainersTable
+from mltop.tui.screens.dashboard import DashboardScreen
+from mltop.tui.screens.detail import ContainerDetailScreen
+from mltop.tui.widgets.gpu_panel import GpuCard, GpuPanel
+from mltop.tui.screens.logs import LogPane
+from mltop.tui.screens.actions import ActionScreen
+from mltop.tui.screens.diagnostics import DiagnosticsScreen
 
 NO_ENGINE = "unix:///nonexistent/mltop-test.sock"  # actions and the doctor find no engine here, and say so
 TAKEN_AT = 1_796_000_000.0  # fixed, so screens that show a time or an age show the same one every run

@@ -17,11 +17,11 @@ from fakenvml import FakeGpu, FakeProcess, FakeScenario
 
 from mltop.tui import app as app_module
 from mltop.tui.app import ContainerScreenSpec, MltopApp
-from mltop.tui.dashboard import DashboardScreen
-from mltop.tui.detail import ContainerDetailScreen
-from mltop.tui.gpu_panel import GpuCard, GpuPanel
-from mltop.tui.help import HelpScreen
-from mltop.tui.logs import LogPane, LogsScreen
+from mltop.tui.screens.dashboard import DashboardScreen
+from mltop.tui.screens.detail import ContainerDetailScreen
+from mltop.tui.widgets.gpu_panel import GpuCard, GpuPanel
+from mltop.tui.screens.help import HelpScreen
+from mltop.tui.screens.logs import LogPane, LogsScreen
 
 PREFIX = f"mltop-tui-{uuid.uuid4().hex[:6]}"
 HOSTILE_LABEL = "[bold red]x[/]"
@@ -187,8 +187,8 @@ async def test_detail_shows_graphs_config_and_log_literally(demo):
         await pilot.press("enter")
         screen = app.screen
         assert isinstance(screen, ContainerDetailScreen) and screen.container_id == demo.busy.id
-        from mltop.tui.detail import GraphBox
-        from mltop.tui.gauges import HistoryGraph
+        from mltop.tui.screens.detail import GraphBox
+        from mltop.tui.widgets.gauges import HistoryGraph
 
         cpu_graph = [b for b in screen.query(GraphBox) if b.metric == "cpu"][0].query_one(HistoryGraph)
         assert len(cpu_graph.samples) >= 3 and max(s or 0 for s in cpu_graph.samples) > 10

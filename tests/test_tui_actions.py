@@ -10,10 +10,10 @@ import pytest
 from conftest import fake_nvidia_smi, until, wait_for
 from test_tui import dashboard, make_app
 
-from mltop.tui.dashboard import DashboardScreen
-from mltop.tui.screen_actions import ActionScreen
-from mltop.tui.screen_diagnostics import DiagnosticsScreen
-from mltop.tui.screen_report import ReportScreen
+from mltop.tui.screens.dashboard import DashboardScreen
+from mltop.tui.screens.actions import ActionScreen
+from mltop.tui.screens.diagnostics import DiagnosticsScreen
+from mltop.tui.screens.report import ReportScreen
 
 SIZE = (120, 36)
 SPIN = "def mltop_spin():\n    while True: pass\nmltop_spin()"

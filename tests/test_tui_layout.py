@@ -13,10 +13,10 @@ from test_tui import until
 
 from mltop.probes.source import StaticSource
 from mltop.tui.app import MltopApp
-from mltop.tui.dashboard import split_panes
-from mltop.tui.detail import ContainerDetailScreen, GraphBox
-from mltop.tui.gauges import GraphCaption, HistoryGraph, LabelledGraph, span_text
-from mltop.tui.gpu_panel import GpuCard, GpuPanel
+from mltop.tui.screens.dashboard import split_panes
+from mltop.tui.screens.detail import ContainerDetailScreen, GraphBox
+from mltop.tui.widgets.gauges import GraphCaption, HistoryGraph, LabelledGraph, span_text
+from mltop.tui.widgets.gpu_panel import GpuCard, GpuPanel
 
 SIZES = [(80, 24), (200, 60)]
 

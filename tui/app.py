@@ -44,11 +44,11 @@ from textual.screen import Screen
 from mltop.diagnostics.actions.registry import ACTIONS
 from mltop.probes.model import Snapshot
 
-from .dashboard import DashboardScreen
-from .detail import ContainerDetailScreen
-from .help import HelpScreen
+from .screens.dashboard import DashboardScreen
+from .screens.detail import ContainerDetailScreen
+from .screens.help import HelpScreen
 from mltop.probes.history import History
-from .logs import LogsScreen
+from .screens.logs import LogsScreen
 from .replay import REPLAY_BINDINGS, TIMELINE_BINDING, ReplayMixin
 
 log = logging.getLogger(__name__)
@@ -73,9 +73,9 @@ class ContainerScreenSpec:
 
 EXEC_SCREENS = ("nvidia-smi", "py-spy", "framework")  # run a docker exec: refused under MLTOP_NO_EXEC=1
 CONTAINER_SCREENS: dict[str, ContainerScreenSpec] = {
-    "diagnostics": ContainerScreenSpec("screen_diagnostics", "DiagnosticsScreen", "Diagnostics"),
-    **{a.name: ContainerScreenSpec("screen_actions", "ActionScreen", a.title) for a in ACTIONS},
-    "report": ContainerScreenSpec("screen_report", "ReportScreen", "Incident report"),
+    "diagnostics": ContainerScreenSpec("screens.diagnostics", "DiagnosticsScreen", "Diagnostics"),
+    **{a.name: ContainerScreenSpec("screens.actions", "ActionScreen", a.title) for a in ACTIONS},
+    "report": ContainerScreenSpec("screens.report", "ReportScreen", "Incident report"),
 }
 
 
@@ -393,7 +393,7 @@ class MltopApp(ReplayMixin, App):
         if self.replay_refuses(kind):
             return
         if not self.source.live and kind in ("diagnostics", "report"):
-            from .screen_timeline import recorded_screen
+            from .screens.timeline import recorded_screen
 
             self.push_screen(recorded_screen(kind, self.selected_container_id))
             return

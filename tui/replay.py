@@ -251,7 +251,7 @@ class ReplayMixin:
             self._replay_moved(True, "end")
 
     def action_timeline(self) -> None:
-        from .screen_timeline import TimelineScreen
+        from .screens.timeline import TimelineScreen
 
         if isinstance(self.screen, TimelineScreen):  # type: ignore[attr-defined]
             return

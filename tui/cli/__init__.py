@@ -2,8 +2,8 @@
 
 Each subcommand is a module with `add_arguments(parser)` and `main(args) -> int`, registered in
 SUBCOMMANDS by a factory that imports it only when that command's options are built or it runs. A command
-is one line there: the commands of this package have a factory below; a module elsewhere in mltop.tui
-(tui/cmd_<name>.py) is registered with `_elsewhere_in_tui("cmd_<name>")`.
+is one line there: a module of this package has a factory below; `serve`, a package of its own, is named
+by `_elsewhere_in_tui("serve.command")`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,16 @@ def _run() -> ModuleType:
     return run
 
 
+def _events() -> ModuleType:
+    from . import events
+    return events
+
+
+def _replay() -> ModuleType:
+    from . import replay
+    return replay
+
+
 def _elsewhere_in_tui(module: str) -> Callable[[], ModuleType]:
     """The factory of a command module outside this package: mltop.tui.<module>, imported when used."""
     return lambda: importlib.import_module(f"mltop.tui.{module}")
@@ -49,8 +59,8 @@ SUBCOMMANDS: dict[str, tuple[Callable[[], ModuleType], str]] = {
     "doctor": (_doctor, "diagnose containers and the host; exit 0 ok, 1 warning, 2 critical"),
     "report": (_report, "write a diagnostic report (json, md or html)"),
     "run": (_run, "run an action in a container: nvidia-smi, py-spy or device-check"),
-    "events": (_elsewhere_in_tui("cmd_events"), "print the recorded event timeline (engine, GPU, findings)"),
-    "replay": (_elsewhere_in_tui("cmd_replay"), "open the dashboard on a recording: step and jump through time"),
+    "events": (_events, "print the recorded event timeline (engine, GPU, findings)"),
+    "replay": (_replay, "open the dashboard on a recording: step and jump through time"),
     "serve": (_elsewhere_in_tui("serve.command"),
               "serve /metrics for Prometheus, /snapshot.json, /findings.json, /healthz"),
 }
@@ -71,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mltop {version()}")
     add_common(parser, suppress=False)
-    from mltop.tui.recording_options import add_record_arguments
+    from mltop.tui.cli.recording_options import add_record_arguments
 
     add_record_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-lines", type=int, default=100, metavar="LINES",
                         help="log lines per container in the report (default 100; 0 for none)")
     parser.add_argument("--no-doctor", action="store_true", help="leave the doctor's findings out")
-    from mltop.tui.report_options import add_since_arguments
+    from mltop.tui.cli.report_options import add_since_arguments
 
     add_since_arguments(parser)
 
@@ -60,7 +60,7 @@ def main(args: argparse.Namespace) -> int:
     finally:
         sampler.close()
     if getattr(args, "since", None):
-        from mltop.tui.report_options import add_recorded_history
+        from mltop.tui.cli.report_options import add_recorded_history
 
         report, problem = add_recorded_history(report, args)
         if problem:

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--doctor-interval", type=float, default=DEFAULT_DOCTOR_INTERVAL, metavar="SECONDS",
                         help=f"seconds between doctor runs for mltop_finding (default {DEFAULT_DOCTOR_INTERVAL:g}; "
                              "0 turns the doctor off)")
-    from mltop.tui.recording_options import add_record_arguments
+    from mltop.tui.cli.recording_options import add_record_arguments
 
     add_record_arguments(parser, retention=True, suppress=True)  # --record PATH, --no-record, --retention, --max-size
     group = parser.add_mutually_exclusive_group()
@@ -94,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
 
     holder: dict[str, SweepLoop] = {}
     exposition = Exposition(lambda: holder["loop"].state, version())
-    from mltop.tui.recording_options import recorder_health
+    from mltop.tui.cli.recording_options import recorder_health
 
     handler = make_handler(lambda: holder["loop"].state, exposition.render, args.interval,
                            extra_health=lambda: recorder_health(holder.get("recorder")))
@@ -108,7 +108,7 @@ def main(args: argparse.Namespace) -> int:
     loop = SweepLoop(LiveSource(lambda: make_sampler(args)), args.interval, args.doctor_interval,
                      on_sweep_seconds=exposition.sweep_seconds.observe)
     holder["loop"] = loop
-    from mltop.tui.recording_options import attach_recorder
+    from mltop.tui.cli.recording_options import attach_recorder
 
     recorder, problem = attach_recorder(loop, args)  # on by default; a file another mltop records into: exit
     if problem:

@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widget import Widget
 
-from .format import bar, level_style
+from ..format import bar, level_style
 
 _EIGHTHS = " ▁▂▃▄▅▆▇█"
 

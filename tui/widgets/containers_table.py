@@ -14,9 +14,9 @@ from textual.strip import Strip
 from mltop.diagnostics.workload import classify as classify_workload
 from mltop.probes.model import ContainerSample, Snapshot
 
-from . import format as fmt
+from .. import format as fmt
 from .keyed_table import ColumnSpec, KeyedTable
-from .sanitize import literal
+from ..sanitize import literal
 
 COLUMNS = (
     ColumnSpec("name", "NAME", 18, 0, flexible=True, max_width=32),

@@ -21,8 +21,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, RichLog, Static
 
-from .sanitize import literal
-from .search_box import SearchBox
+from ..sanitize import literal
+from ..widgets.search_box import SearchBox
 
 log = logging.getLogger(__name__)
 

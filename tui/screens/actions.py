@@ -23,8 +23,8 @@ from textual.widgets import Footer, RichLog, Static
 
 from mltop.diagnostics.actions.registry import action_named
 
-from .output_files import write_here_else_home
-from .sanitize import literal, one_line, printable
+from ..output_files import write_here_else_home
+from ..sanitize import literal, one_line, printable
 
 STATUS_STYLE = {"running": "bold", "ok": "bold green", "failed": "bold red", "timeout": "bold red",
                 "cancelled": "bold yellow", "unavailable": "bold yellow"}

@@ -27,7 +27,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from .sanitize import clip
+from ..sanitize import clip
 
 PADDING = 1  # cells of space on each side of a column
 

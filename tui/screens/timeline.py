@@ -13,10 +13,10 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from .sanitize import literal
-from .screen_diagnostics import DiagnosticsScreen
-from .screen_report import ReportScreen
-from .search_box import SearchBox
+from ..sanitize import literal
+from .diagnostics import DiagnosticsScreen
+from .report import ReportScreen
+from ..widgets.search_box import SearchBox
 
 TIMELINE_LIMIT = 5000  # newest events shown; `mltop events` prints any range
 

@@ -6,9 +6,9 @@ from rich.text import Text
 
 from mltop.probes.model import ContainerSample, ProcessSample
 
-from . import format as fmt
+from .. import format as fmt
 from .keyed_table import ColumnSpec, KeyedTable
-from .sanitize import literal, one_line
+from ..sanitize import literal, one_line
 
 COLUMNS = (
     ColumnSpec("pid", "PID", 7, 0, "right"),

@@ -14,8 +14,8 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from .output_files import write_here_else_home
-from .sanitize import literal
+from ..output_files import write_here_else_home
+from ..sanitize import literal
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from textual.widgets import Static
 
 from mltop.probes.model import GpuSample, Snapshot
 
-from . import format as fmt
+from .. import format as fmt
 from mltop.probes.history import History
 
 from .gauges import LabelledGraph, Meter
-from .sanitize import literal
+from ..sanitize import literal
 
 # Clock-event reasons that mean the GPU is slowed by something wrong (heat, power brake, an external
 # slowdown signal); the others (idle, power cap under load, application clocks) are normal operation.

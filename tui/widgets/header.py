@@ -10,8 +10,8 @@ from textual.widgets import Static
 
 from mltop.probes.model import Snapshot
 
-from . import format as fmt
-from .sanitize import clip, literal
+from .. import format as fmt
+from ..sanitize import clip, literal
 
 
 def problems(snapshot: Snapshot, extra: tuple[str, ...] = ()) -> list[tuple[str, str]]:
@@ -85,7 +85,7 @@ def header_parts(snapshot: Snapshot | None, docker_host: str, interval: float, p
     if snapshot is None or snapshot.self_cost is None:  # else mltop's own cost item carries the name
         facts.append(Fact("brand", Text("mltop", style="bold"), Text("")))
     if replay and snapshot is not None:  # recorded data: say so, and when it is from (never shrunk away)
-        from .replay import replay_time_text
+        from ..replay import replay_time_text
 
         facts.append(Fact("replay", Text(f"REPLAY {replay_time_text(snapshot.taken_at)}",
                                          style="bold reverse magenta")))

@@ -16,8 +16,8 @@ from textual.widgets import Footer, Static
 
 from mltop.diagnostics.findings import SEVERITIES, SEVERITY_LABEL
 
-from .format import SEVERITY_GLYPH
-from .sanitize import literal
+from ..format import SEVERITY_GLYPH
+from ..sanitize import literal
 
 log = logging.getLogger(__name__)
 

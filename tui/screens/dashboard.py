@@ -11,13 +11,13 @@ from textual.widgets import Footer
 
 from mltop.probes.model import Snapshot
 
-from .containers_table import LABELS, MARKERS, ContainersTable, shows_gpus
-from .gpu_panel import GpuPanel
-from .header import StatusHeader
-from .keyed_table import KeyedTable
-from .processes_table import ProcessesTable
-from .sanitize import literal
-from .search_box import SearchBox
+from ..widgets.containers_table import LABELS, MARKERS, ContainersTable, shows_gpus
+from ..widgets.gpu_panel import GpuPanel
+from ..widgets.header import StatusHeader
+from ..widgets.keyed_table import KeyedTable
+from ..widgets.processes_table import ProcessesTable
+from ..sanitize import literal
+from ..widgets.search_box import SearchBox
 
 
 def split_panes(height: int, container_rows: int, process_rows: int) -> tuple[int, int]:
@@ -164,7 +164,7 @@ class DashboardScreen(Screen):
 
     @property
     def sort_ascending(self) -> bool:
-        from .containers_table import SORT_VALUES
+        from ..widgets.containers_table import SORT_VALUES
 
         return SORT_VALUES[self.sort_column][1] == self.sort_reverse
 

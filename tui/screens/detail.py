@@ -12,11 +12,11 @@ from textual.widgets import Footer, Static
 from mltop.diagnostics.workload import classify as classify_workload
 from mltop.probes.model import ContainerConfig, ContainerSample, Snapshot
 
-from . import format as fmt
-from .containers_table import status_text
-from .gauges import LabelledGraph
+from .. import format as fmt
+from ..widgets.containers_table import status_text
+from ..widgets.gauges import LabelledGraph
 from .logs import LogPane, LogsScreen
-from .sanitize import literal, one_line
+from ..sanitize import literal, one_line
 
 
 def _cpu_limit(cfg: ContainerConfig, c: ContainerSample) -> str:
@@ -224,7 +224,7 @@ class ContainerDetailScreen(Screen):
                                  float(total) if total else None, _size_scale, **span)
 
     def _show_events(self, snapshot: Snapshot) -> None:
-        from .screen_timeline import container_events_text
+        from .timeline import container_events_text
 
         text = container_events_text(self.app, self.container_id, snapshot)
         widget = self.query_one("#detail-events", Static)

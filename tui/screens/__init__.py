@@ -1,0 +1,1 @@
+"""The dashboard's screens: each shows snapshots (and what the app holds) one way."""

@@ -1,0 +1,1 @@
+"""Widgets the screens are built from: tables, the GPU panel, the header, graphs."""
