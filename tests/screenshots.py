@@ -77,13 +77,22 @@ def start_demo(client) -> dict:
 def write_gpu_scenario(path: str, demo: dict) -> None:
     pid = {name: c.attrs["State"]["Pid"] for name, c in demo.items() if c.status == "running"}
     write_scenario(path, FakeScenario(gpus=[
-        FakeGpu(uuid="GPU-5a7c1e2b-0000-4000-8000-000000000000", util=87, mem_util=61, mem_used=42 << 30,
-                temp=74, power_mw=512_000, clocks_event=0x4,
+        # Curves (one value every step_ms, cycling), so the graphs show what a training job does:
+        # busy steps with a dip at each eval, the allocator's memory moving with them.
+        FakeGpu(uuid="GPU-5a7c1e2b-0000-4000-8000-000000000000", util=TRAIN_UTIL, mem_util=61,
+                mem_used=TRAIN_MEM, step_ms=500, temp=74, power_mw=512_000, clocks_event=0x4,
                 processes=[FakeProcess(pid["train"], used_memory=41 << 30, sm=84)]),
-        FakeGpu(uuid="GPU-5a7c1e2b-0000-4000-8000-000000000001", util=23, mem_util=9, mem_used=9 << 30,
+        FakeGpu(uuid="GPU-5a7c1e2b-0000-4000-8000-000000000001", util=INFER_UTIL, mem_util=9, mem_used=(85 << 30) // 10,
+                step_ms=500,
                 temp=51, power_mw=190_000, pci="00000000:5E:00.0",
                 processes=[FakeProcess(pid["infer"], used_memory=8 << 30, sm=21)]),
     ]))
+
+
+# The simulated library cycles through at most 32 values.
+TRAIN_UTIL = [88, 92, 95, 90, 93, 96, 91, 89, 94, 41] * 3
+TRAIN_MEM = [(v * (1 << 30)) // 100 for v in (4110, 4150, 4180, 4190, 4190, 4170, 4190, 4195, 4185, 4120) * 3]
+INFER_UTIL = [12, 30, 23, 45, 18, 9, 27, 52, 33, 15, 22, 38, 19, 26, 48, 31, 11, 24, 36, 20]
 
 
 # A run of text that begins with spaces: some SVG renderers (rsvg-convert, image viewers built on it) drop the
