@@ -19,20 +19,10 @@ from .workload import WorkloadThresholds
 
 log = logging.getLogger(__name__)
 
+from .actions.runner import NO_EXEC_ENV, no_exec_reason  # noqa: E402  (re-exported)
+
 __all__ = ["BackgroundDeviceChecks", "DoctorResult", "SkippedCheck", "judge", "latest_device_check", "no_exec_reason",
            "run_doctor", "worst_by_container"]
-
-NO_EXEC_ENV = "MLTOP_NO_EXEC"  # the configuration key: MLTOP_NO_EXEC=1 forbids every docker exec, like --no-exec
-
-
-def no_exec_reason(no_exec: bool = False) -> str | None:
-    """Why mltop may not exec into containers (--no-exec, or MLTOP_NO_EXEC=1), or None when it may."""
-    if no_exec:
-        return "--no-exec forbids docker exec into containers"
-    if os.environ.get(NO_EXEC_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
-        return f"{NO_EXEC_ENV}={os.environ[NO_EXEC_ENV]} forbids docker exec into containers"
-    return None
-
 
 @dataclass(frozen=True)
 class SkippedCheck:

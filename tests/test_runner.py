@@ -198,3 +198,32 @@ def test_a_report_says_which_containers_secrets_were_unreadable():
     assert report["redaction"]["secrets_unreadable"] == ["trainer"]
     (doc,) = report["containers"]
     assert doc["log_tail"]["lines"] == [] and SECRETS_UNREADABLE in doc["log_tail"]["error"]
+
+
+class _NoCallsEngine:
+    """An engine that must not be asked for anything: under --no-exec nothing reaches the Docker API."""
+
+    docker_host = "unix:///var/run/docker.sock"
+
+    def call(self, fn):
+        raise AssertionError("docker exec was attempted under --no-exec")
+
+
+def test_no_exec_refuses_every_exec_before_the_engine_is_asked(monkeypatch):
+    monkeypatch.setenv("MLTOP_NO_EXEC", "1")
+    outcome = exec_in_container(_NoCallsEngine(), CONTAINER_ID, ["nvidia-smi"], StepControl.within(5.0))
+    assert outcome.error and "MLTOP_NO_EXEC=1 forbids docker exec" in outcome.error
+    monkeypatch.delenv("MLTOP_NO_EXEC")
+    allowed = exec_in_container(_NoCallsEngine(), CONTAINER_ID, ["nvidia-smi"], StepControl.within(5.0))
+    assert "attempted under --no-exec" in allowed.error  # without the policy, the engine is asked
+
+
+def test_no_exec_on_the_command_line_reaches_mltop_run(containers, monkeypatch):
+    """`mltop --no-exec run nvidia-smi C` says why it ran nothing, and the engine saw no exec."""
+    monkeypatch.delenv("MLTOP_NO_EXEC", raising=False)
+    c = containers.run(["sleep", "300"])
+    done = subprocess.run([sys.executable, "-m", "mltop.tui.cli", "--no-exec", "--no-nvml", "run", "nvidia-smi",
+                           c.name], capture_output=True, text=True, timeout=120)
+    assert "forbids docker exec" in done.stdout + done.stderr, done.stdout + done.stderr
+    c.reload()
+    assert not c.attrs.get("ExecIDs")

@@ -71,7 +71,7 @@ class ContainerScreenSpec:
     title: str
 
 
-EXEC_SCREENS = ("nvidia-smi", "py-spy", "framework")  # run a docker exec: refused under MLTOP_NO_EXEC=1
+EXEC_SCREENS = tuple(a.name for a in ACTIONS)  # each runs a docker exec: refused under --no-exec
 CONTAINER_SCREENS: dict[str, ContainerScreenSpec] = {
     "diagnostics": ContainerScreenSpec("screens.diagnostics", "DiagnosticsScreen", "Diagnostics"),
     **{a.name: ContainerScreenSpec("screens.actions", "ActionScreen", a.title) for a in ACTIONS},

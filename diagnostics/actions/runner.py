@@ -113,9 +113,28 @@ def _exec_exit_code(engine: Any, exec_id: str) -> int | None:
     return None
 
 
+NO_EXEC_ENV = "MLTOP_NO_EXEC"  # the configuration key: MLTOP_NO_EXEC=1 forbids every docker exec, like --no-exec
+
+
+def no_exec_reason(no_exec: bool = False) -> str | None:
+    """Why mltop may not exec into containers (--no-exec, or MLTOP_NO_EXEC=1), or None when it may."""
+    if no_exec:
+        return "--no-exec forbids docker exec into containers"
+    if os.environ.get(NO_EXEC_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
+        return f"{NO_EXEC_ENV}={os.environ[NO_EXEC_ENV]} forbids docker exec into containers"
+    return None
+
+
+
 def exec_in_container(engine: Any, container_id: str, argv: Sequence[str], control: StepControl, *,
                       capture_stdout: bool = False) -> StepOutcome:
-    """`docker exec` argv in the container, streaming its output (stdout captured when asked)."""
+    """`docker exec` argv in the container, streaming its output (stdout captured when asked). Nothing is
+    exec'd under --no-exec / MLTOP_NO_EXEC=1: every action, the read test and the background device check
+    come through here, so the policy holds in one place."""
+    forbidden = no_exec_reason()
+    if forbidden:
+        log.info("docker exec %s in %s refused: %s", argv[:1], container_id[:12], forbidden)
+        return StepOutcome(error=forbidden)
     started = time.monotonic()
     try:
         exec_id = engine.call(

@@ -98,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.interval < 0.25:
         parser.error("--interval must be at least 0.25 seconds")
     configure_logging(args.log_file, to_stderr=args.command is not None)
+    if args.no_exec:  # one policy for the whole process: the runner refuses every docker exec under it
+        import os
+
+        from mltop.diagnostics.actions.runner import NO_EXEC_ENV
+
+        os.environ[NO_EXEC_ENV] = "1"
     try:
         if args.command is None:
             from . import dashboard

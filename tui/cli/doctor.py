@@ -30,9 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "sees a GPU, so driver.cuda_too_new and gpu.not_visible judge the frameworks too, "
                              "not only the image (seconds to minutes per container; a check that cannot run is "
                              "listed under checks skipped)")
-    parser.add_argument("--no-exec", action="store_true",
-                        help="never docker exec into a container (also: MLTOP_NO_EXEC=1): --io-test and "
-                             "--framework-check are skipped and listed under checks skipped")
     parser.add_argument("--log-tail", type=int, default=200, metavar="LINES",
                         help="recent log lines read per container for log-based checks (default 200)")
     from mltop.diagnostics.workload import WorkloadThresholds
