@@ -142,7 +142,12 @@ async def test_detail_graph_captions_never_run_into_each_other(size):
         await _settle(pilot, app)
         app.open_detail(c.id)
         await until(pilot, lambda: isinstance(app.screen, ContainerDetailScreen), what="the detail")
-        await pilot.pause(0.3)
+
+        def captions_laid_out() -> bool:  # shown and sized: on a loaded host the first layout can come late
+            shown = [box.query_one(GraphCaption) for box in app.screen.query(GraphBox) if box.display]
+            return bool(shown) and all(c.size.width > 0 and c.render().plain.strip() for c in shown)
+
+        await until(pilot, captions_laid_out, what="the graph captions laid out")
         boxes = {box.metric: box for box in app.screen.query(GraphBox)}
         for box in boxes.values():
             caption = box.query_one(GraphCaption)
