@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import builders as b
-from fakenvml import FakeGpu, FakeProcess, FakeScenario, hang, write_scenario
+from fakenvml import HEALTHY, FakeGpu, FakeProcess, FakeScenario, FakeXid, hang, write_scenario
 from serve_helpers import PrometheusServer, ServeProcess, parse_exposition, wait_until
 
 GIB = 1 << 30
@@ -204,8 +204,10 @@ def fleet(docker_client, test_images, fake_nvml_lib, tmp_path_factory):
             FakeGpu(uuid="GPU-5e7e0000-0000-0000-0000-000000000000", mem_used=30 * GIB, util=70, temp=61,
                     power_mw=312_500, processes=[FakeProcess(holder_pid, used_memory=6 * GIB, sm=40),
                                                  FakeProcess(os.getpid(), used_memory=1 * GIB)]),
-            FakeGpu(uuid="GPU-5e7e0000-0000-0000-0000-000000000001", pci="00000000:3C:00.0", mem_used=0),
-        ]))
+            # A sick second GPU: new double-bit ECC errors and a link trained at x8 of x16.
+            FakeGpu(uuid="GPU-5e7e0000-0000-0000-0000-000000000001", pci="00000000:3C:00.0", mem_used=0,
+                    health={**HEALTHY, "ecc_vol_unc": 2, "ecc_agg_unc": 2, "pcie_width": 8}),
+        ], xids=[FakeXid(gpu=0, code=79, at=15.0)]))  # after the first scrapes: the counter is seen to rise
         serve = ServeProcess("--interval", "1", "--doctor-interval", "2", "--nvml-lib", str(fake_nvml_lib),
                              env={"MLTOP_FAKE_NVML_SCENARIO": str(scenario)})
         serve.wait_healthy()
@@ -239,6 +241,25 @@ def test_prometheus_reads_dcgm_fb_used_in_mib(fleet):
     assert _value(fleet["prometheus"].query('DCGM_FI_DEV_FB_FREE{gpu="0"}')) == 50 * 1024
     assert _value(fleet["prometheus"].query('DCGM_FI_DEV_POWER_USAGE{gpu="0"}')) == 312.5
     assert _value(fleet["prometheus"].query('DCGM_FI_DEV_FB_USED{gpu="1"}')) == 0
+
+
+def test_prometheus_reads_xid_counter_and_health_series(fleet):
+    p = fleet["prometheus"]
+    result = p.wait_for('mltop_gpu_xid_errors_total{gpu="0",xid="79"} == 1', timeout=60, what="the Xid 79 event")
+    assert result[0]["metric"]["UUID"] == "GPU-5e7e0000-0000-0000-0000-000000000000"
+    # The counter was scraped at 0 before the event (pre-set), so increase() sees the first Xid.
+    assert _value(p.query('min_over_time(mltop_gpu_xid_errors_total{gpu="0",xid="79"}[5m])')) == 0
+    assert _value(p.wait_for('increase(mltop_gpu_xid_errors_total{gpu="0",xid="79"}[1m]) > 0', timeout=30)) > 0
+    assert _value(p.query('DCGM_FI_DEV_XID_ERRORS{gpu="0"}')) == 79
+    assert _value(p.query('DCGM_FI_DEV_XID_ERRORS{gpu="1"}')) == 0
+    assert _value(p.query('mltop_gpu_xid_errors_total{gpu="1",xid="79"}')) == 0
+    assert _value(p.query('DCGM_FI_DEV_ECC_DBE_VOL_TOTAL{gpu="1"}')) == 2
+    assert _value(p.query('DCGM_FI_DEV_ECC_DBE_VOL_TOTAL{gpu="0"}')) == 0
+    assert _value(p.query('DCGM_FI_DEV_PCIE_LINK_WIDTH{gpu="1"}')) == 8
+    assert _value(p.query('DCGM_FI_DEV_PCIE_MAX_LINK_WIDTH{gpu="1"}')) == 16
+    assert _value(p.query('DCGM_FI_DEV_FAN_SPEED{gpu="0"}')) == 40
+    labels = p.query('DCGM_FI_DEV_PSTATE{gpu="0"}')[0]["metric"]
+    assert labels["modelName"] == "NVIDIA H100 80GB HBM3" and labels["device"] == "nvidia0"
 
 
 def test_gpu_memory_by_container_names_the_holder(fleet):
