@@ -72,8 +72,10 @@ DCGM_GAUGES: tuple[tuple[str, str, Callable[[GpuSample], float | None]], ...] = 
      lambda g: _flag(g.remapped_rows_pending)),
     ("DCGM_FI_DEV_ROW_REMAP_FAILURE", "Whether remapping of rows has failed (1: the GPU needs service).",
      lambda g: _flag(g.remapped_rows_failed)),
-    ("DCGM_FI_DEV_XID_ERRORS", "Value of the last XID error encountered (0: none since mltop started).",
-     lambda g: g.xid_events[-1].xid if g.xid_events else (None if "xid_events" in g.unavailable else 0)),
+    # 0 when none was seen, as dcgm-exporter. `unavailable["xid_events"]` only says the kernel log (Xids from
+    # before mltop started) cannot be read: new Xids still arrive as NVML events.
+    ("DCGM_FI_DEV_XID_ERRORS", "Value of the last XID error encountered (0: none seen).",
+     lambda g: g.xid_events[-1].xid if g.xid_events else 0),
 )
 
 # Xids the rules know, pre-set to 0 on every GPU so that the first one of a kind shows as an increase (a series
@@ -177,11 +179,9 @@ def xid_counter_family(gpus: tuple[GpuSample, ...], counts: dict[tuple[str, int]
     family = CounterMetricFamily("mltop_gpu_xid_errors", "Xid errors the driver reported for the GPU since mltop "
                                  "started (NVML events and the kernel log), by Xid.", labels=["gpu", "UUID", "xid"])
     for g in gpus:
-        known = bool(g.xid_events) or "xid_events" not in g.unavailable
         mine = {xid: n for (uuid, xid), n in counts.items() if uuid == g.uuid}
-        if known:
-            for xid in XID_HARDWARE + XID_APPLICATION:
-                mine.setdefault(xid, 0)
+        for xid in XID_HARDWARE + XID_APPLICATION:
+            mine.setdefault(xid, 0)
         for xid, n in sorted(mine.items()):
             family.add_metric([str(g.index), g.uuid, str(xid)], float(n))
     return family
