@@ -577,6 +577,8 @@ def test_xid_events_are_recorded_once_with_their_time_gpu_and_code_even_across_r
     rec.record(snapshot([], [replace(g0, xid_events=(old,)), g1], taken_at=T0))
     rec.record(snapshot([], [replace(g0, xid_events=(old,)), g1], taken_at=T0 + 1))  # same window: nothing new
     rec.record(snapshot([], [replace(g0, xid_events=(old,)), replace(g1, xid_events=(new,))], taken_at=T0 + 3))
+    rec.record(snapshot([], [], taken_at=T0 + 4))  # NVML did not answer: no GPUs in this sweep
+    rec.record(snapshot([], [replace(g0, xid_events=(old,)), replace(g1, xid_events=(new,))], taken_at=T0 + 5))
     rec.flush()
     rec.close()
     # A restarted recorder sees the same kernel-log Xid in the probe's window: stored once all the same.

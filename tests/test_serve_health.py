@@ -77,6 +77,10 @@ def test_xid_gauge_is_the_last_xid_and_the_counter_counts_each_event_once_across
     # The window drops its oldest event: the counter never goes down.
     c3 = counts([b.replace(gpu0, xid_events=later.xid_events[1:]), quiet, no_log])
     assert c3[("0", "13")] == 1 and c3[("0", "79")] == 2
+    # GPU 0 missing from a sweep, then back with the same window: nothing counted twice.
+    counts([quiet, no_log])
+    c4 = counts([b.replace(gpu0, xid_events=later.xid_events[1:]), quiet, no_log])
+    assert c4[("0", "13")] == 1 and c4[("0", "79")] == 2
 
     m = _scrape(b.snapshot([], [later, quiet, no_log]))
     assert _by_gpu(m, "DCGM_FI_DEV_XID_ERRORS") == {"0": 79, "1": 0, "2": 0}

@@ -436,7 +436,10 @@ class Recorder:
                 out.append(Event(e.time, "nvml", "xid", code=f"xid.{e.xid}", title=f"GPU {g.index}: Xid {e.xid}",
                                  detail={"gpu": g.index, "uuid": g.uuid, "xid": e.xid, "via": e.source,
                                          "pci_bus_id": e.pci_bus_id or g.pci_bus_id, "text": e.text}))
-        self._xids_seen = set(window)  # what the probe's window still holds: bounded like it
+        # What the probe's window still holds (bounded like it); a GPU missing from this sweep (NVML down, GPU
+        # lost) keeps its seen Xids, so they are not stored again when it is back.
+        present = {g.uuid for g in snapshot.gpus}
+        self._xids_seen = set(window) | {key for key in self._xids_seen if key[0] not in present}
         return out
 
     def _finding_changes(self, t: float, findings: Iterable[Any]) -> list[Event]:

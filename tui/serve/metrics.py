@@ -91,8 +91,9 @@ def _flag(value: bool | None) -> int | None:
 
 class XidTally:
     """Xid events counted per (GPU, Xid) across published states. A GPU sample carries the probe's recent
-    Xid events (a bounded window, oldest first), so an event is counted once, the first time it is seen;
-    the seen set is trimmed to what the window still holds, so it stays bounded too."""
+    Xid events (a bounded window, oldest first), so an event is counted once, the first time it is seen.
+    The seen set is trimmed to what each listed GPU's window still holds, so it stays bounded too; a GPU
+    missing from a sweep (lost, NVML down) keeps its seen events, so they do not count again when it is back."""
 
     def __init__(self) -> None:
         self._seen: set[tuple] = set()
@@ -108,7 +109,8 @@ class XidTally:
                     window.add(key)
                     if key not in self._seen:
                         self.counts[(g.uuid, e.xid)] = self.counts.get((g.uuid, e.xid), 0) + 1
-            self._seen = window
+            present = {g.uuid for g in gpus}
+            self._seen = window | {key for key in self._seen if key[0] not in present}
             return dict(self.counts)
 
 
