@@ -561,3 +561,34 @@ def test_serve_reports_a_recording_it_cannot_write_in_healthz_and_keeps_serving(
         assert http_get(serve.url + "/metrics", 5)[0] == 200
     finally:
         serve.stop()
+
+
+def test_xid_events_are_recorded_once_with_their_time_gpu_and_code_even_across_restarts(tmp_path):
+    from builders import gpu
+
+    from mltop.probes.model import XidEvent
+
+    path = str(tmp_path / "h.db")
+    old = XidEvent(79, T0 - 3600, "/dev/kmsg", "0000:19:00.0",
+                   "NVRM: Xid (PCI:0000:19:00): 79, GPU has fallen off the bus.")
+    new = XidEvent(13, T0 + 2.5, "NVML events")
+    g0, g1 = gpu(0), gpu(1)
+    rec = Recorder(path, watch_engine=False).start()
+    rec.record(snapshot([], [replace(g0, xid_events=(old,)), g1], taken_at=T0))
+    rec.record(snapshot([], [replace(g0, xid_events=(old,)), g1], taken_at=T0 + 1))  # same window: nothing new
+    rec.record(snapshot([], [replace(g0, xid_events=(old,)), replace(g1, xid_events=(new,))], taken_at=T0 + 3))
+    rec.record(snapshot([], [], taken_at=T0 + 4))  # NVML did not answer: no GPUs in this sweep
+    rec.record(snapshot([], [replace(g0, xid_events=(old,)), replace(g1, xid_events=(new,))], taken_at=T0 + 5))
+    rec.flush()
+    rec.close()
+    # A restarted recorder sees the same kernel-log Xid in the probe's window: stored once all the same.
+    rec = Recorder(path, watch_engine=False).start()
+    rec.record(snapshot([], [replace(g0, xid_events=(old,)), g1], taken_at=T0 + 10))
+    rec.flush()
+    rec.close()
+    xids = [e for e in RecordingStore(path).events() if e.kind == "xid"]
+    assert [(e.t, e.source, e.code, e.title) for e in xids] == [
+        (T0 - 3600, "nvml", "xid.79", "GPU 0: Xid 79"), (T0 + 2.5, "nvml", "xid.13", "GPU 1: Xid 13")]
+    assert xids[0].detail["uuid"] == g0.uuid and xids[0].detail["via"] == "/dev/kmsg"
+    assert xids[1].detail == {"gpu": 1, "uuid": g1.uuid, "xid": 13, "via": "NVML events",
+                              "pci_bus_id": g1.pci_bus_id, "text": None}

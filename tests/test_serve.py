@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import builders as b
-from fakenvml import FakeGpu, FakeProcess, FakeScenario, hang, write_scenario
+from fakenvml import HEALTHY, FakeGpu, FakeProcess, FakeScenario, FakeXid, hang, write_scenario
 from serve_helpers import PrometheusServer, ServeProcess, parse_exposition, wait_until
 
 GIB = 1 << 30
@@ -193,19 +193,24 @@ def fleet(docker_client, test_images, fake_nvml_lib, tmp_path_factory):
     try:
         busy = factory.run(["sh", "-c", "while :; do :; done"], name=f"mltop-serve-busy-{tag}")
         holder = factory.run(["sleep", "600"], name=f"mltop-serve-gpu-{tag}")
+        idler = factory.run(["sleep", "600"], name=f"mltop-serve-idle-{tag}")  # holds GPU 1's memory, does nothing
         hog = factory.run(["sh", "-c", "dd if=/dev/zero of=/dev/shm/x bs=1M count=256; sleep 1; exit 137"],
                           name=f"mltop-serve-oom-{tag}", wait_running=False, mem_limit="64m", memswap_limit="64m",
                           shm_size="512m")
         wait_for(lambda: docker_client.containers.get(hog.id).attrs["State"]["Status"] == "exited",
                  what="oom hog exits")
         holder_pid = _container_pid(docker_client, holder.id)
+        idler_pid = _container_pid(docker_client, idler.id)
         scenario = work / "scenario.txt"
         write_scenario(scenario, FakeScenario(gpus=[
             FakeGpu(uuid="GPU-5e7e0000-0000-0000-0000-000000000000", mem_used=30 * GIB, util=70, temp=61,
                     power_mw=312_500, processes=[FakeProcess(holder_pid, used_memory=6 * GIB, sm=40),
                                                  FakeProcess(os.getpid(), used_memory=1 * GIB)]),
-            FakeGpu(uuid="GPU-5e7e0000-0000-0000-0000-000000000001", pci="00000000:3C:00.0", mem_used=0),
-        ]))
+            # A sick second GPU: new double-bit ECC errors and a link trained at x8 of x16.
+            FakeGpu(uuid="GPU-5e7e0000-0000-0000-0000-000000000001", pci="00000000:3C:00.0", mem_used=0,
+                    health={**HEALTHY, "ecc_vol_unc": 2, "ecc_agg_unc": 2, "pcie_width": 8},
+                    processes=[FakeProcess(idler_pid, used_memory=2 * GIB)]),
+        ], xids=[FakeXid(gpu=0, code=79, at=15.0)]))  # after the first scrapes: the counter is seen to rise
         serve = ServeProcess("--interval", "1", "--doctor-interval", "2", "--nvml-lib", str(fake_nvml_lib),
                              env={"MLTOP_FAKE_NVML_SCENARIO": str(scenario)})
         serve.wait_healthy()
@@ -214,7 +219,8 @@ def fleet(docker_client, test_images, fake_nvml_lib, tmp_path_factory):
         # Two scrapes at least, and enough history for rate().
         prometheus.wait_for(f'count_over_time(container_cpu_usage_seconds_total{{name="{busy.name}"}}[30s]) >= 4',
                             timeout=40, what="four scrapes of the busy container")
-        yield dict(serve=serve, prometheus=prometheus, busy=busy, holder=holder, hog=hog, client=docker_client,
+        yield dict(serve=serve, prometheus=prometheus, busy=busy, holder=holder, idler=idler, hog=hog,
+                   client=docker_client,
                    lib=fake_nvml_lib, scenario=scenario)
     finally:
         if prometheus is not None:
@@ -241,9 +247,33 @@ def test_prometheus_reads_dcgm_fb_used_in_mib(fleet):
     assert _value(fleet["prometheus"].query('DCGM_FI_DEV_FB_USED{gpu="1"}')) == 0
 
 
+def test_prometheus_reads_xid_counter_and_health_series(fleet):
+    p = fleet["prometheus"]
+    result = p.wait_for('mltop_gpu_xid_errors_total{gpu="0",xid="79"} == 1', timeout=60, what="the Xid 79 event")
+    assert result[0]["metric"]["UUID"] == "GPU-5e7e0000-0000-0000-0000-000000000000"
+    # The counter was scraped at 0 before the event (pre-set), so increase() sees the first Xid.
+    assert _value(p.query('min_over_time(mltop_gpu_xid_errors_total{gpu="0",xid="79"}[5m])')) == 0
+    assert _value(p.wait_for('increase(mltop_gpu_xid_errors_total{gpu="0",xid="79"}[1m]) > 0', timeout=30)) > 0
+    assert _value(p.query('DCGM_FI_DEV_XID_ERRORS{gpu="0"}')) == 79
+    assert _value(p.query('DCGM_FI_DEV_XID_ERRORS{gpu="1"}')) == 0
+    assert _value(p.query('mltop_gpu_xid_errors_total{gpu="1",xid="79"}')) == 0
+    assert _value(p.query('DCGM_FI_DEV_ECC_DBE_VOL_TOTAL{gpu="1"}')) == 2
+    assert _value(p.query('DCGM_FI_DEV_ECC_DBE_VOL_TOTAL{gpu="0"}')) == 0
+    assert _value(p.query('DCGM_FI_DEV_PCIE_LINK_WIDTH{gpu="1"}')) == 8
+    assert _value(p.query('DCGM_FI_DEV_PCIE_MAX_LINK_WIDTH{gpu="1"}')) == 16
+    assert _value(p.query('DCGM_FI_DEV_FAN_SPEED{gpu="0"}')) == 40
+    labels = p.query('DCGM_FI_DEV_PSTATE{gpu="0"}')[0]["metric"]
+    assert labels["modelName"] == "NVIDIA H100 80GB HBM3" and labels["device"] == "nvidia0"
+    # The idler holds GPU memory on an idle GPU and sleeps: class `idle`. The busy loop holds no GPU: no class.
+    (workload,) = p.query(f'mltop_container_workload{{container="{fleet["idler"].name}"}} == 1')
+    assert workload["metric"]["kind"] == "idle" and workload["metric"]["container_id"] == fleet["idler"].id
+    assert workload["metric"]["image"] == "mltop-test/busybox:1"
+    assert not p.query(f'mltop_container_workload{{container="{fleet["busy"].name}"}}')
+
+
 def test_gpu_memory_by_container_names_the_holder(fleet):
     holder = fleet["holder"]
-    result = fleet["prometheus"].query("mltop_container_gpu_memory_bytes")
+    result = fleet["prometheus"].query(f'mltop_container_gpu_memory_bytes{{gpu="0"}}')
     assert len(result) == 1, result
     labels = result[0]["metric"]
     assert labels["container"] == holder.name and labels["container_id"] == holder.id

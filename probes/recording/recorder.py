@@ -112,6 +112,7 @@ class Recorder:
         self._findings: dict[tuple[str, str | None], Any] = {}
         self._engine_ok: bool | None = None
         self._nvml_state: str | None = None
+        self._xids_seen: set[tuple] | None = None  # (uuid, xid, t_ms, via) already stored; None: not loaded yet
         self._sweeps = 0
         self.cpu_s = 0.0  # writer thread CPU time, for the benchmark
 
@@ -302,6 +303,7 @@ class Recorder:
                 if sweep is not None and sweep[1] is not None:
                     snapshot, doctor_result = sweep[1], sweep[2]
                     events.extend(self._state_changes(snapshot))
+                    events.extend(self._xid_changes(db, snapshot))
                     if doctor_result is not None:
                         events.extend(self._finding_changes(snapshot.taken_at,
                                                             getattr(doctor_result, "findings", ())))
@@ -410,6 +412,34 @@ class Recorder:
             out.append(Event(t, "nvml", "up" if state == "ok" else "down",
                              title=None if state == "ok" else (host.nvml.error or state)))
         self._nvml_state = state
+        return out
+
+    def _xid_changes(self, db: sqlite3.Connection, snapshot: Snapshot) -> list[Event]:
+        """One event per Xid not stored before, at the time the driver reported it. A GPU sample carries the
+        probe's recent Xids (kernel-log ones from before mltop started included), so the Xids already in the
+        file are read back once: a restarted recorder does not store them twice."""
+        window = {(g.uuid, e.xid, int(e.time * 1000), e.source): (g, e) for g in snapshot.gpus for e in g.xid_events}
+        if self._xids_seen is None:
+            self._xids_seen = set()
+            if window:
+                since = min(key[2] for key in window)
+                for t_ms, detail in db.execute("SELECT t, detail FROM events WHERE source = 'nvml' AND kind = 'xid' "
+                                               "AND t >= ?", (since,)):
+                    try:
+                        d = json.loads(detail or "{}")
+                        self._xids_seen.add((d.get("uuid"), d.get("xid"), t_ms, d.get("via")))
+                    except ValueError:
+                        continue
+        out = []
+        for key, (g, e) in sorted(window.items(), key=lambda kv: kv[0][2]):
+            if key not in self._xids_seen:
+                out.append(Event(e.time, "nvml", "xid", code=f"xid.{e.xid}", title=f"GPU {g.index}: Xid {e.xid}",
+                                 detail={"gpu": g.index, "uuid": g.uuid, "xid": e.xid, "via": e.source,
+                                         "pci_bus_id": e.pci_bus_id or g.pci_bus_id, "text": e.text}))
+        # What the probe's window still holds (bounded like it); a GPU missing from this sweep (NVML down, GPU
+        # lost) keeps its seen Xids, so they are not stored again when it is back.
+        present = {g.uuid for g in snapshot.gpus}
+        self._xids_seen = set(window) | {key for key in self._xids_seen if key[0] not in present}
         return out
 
     def _finding_changes(self, t: float, findings: Iterable[Any]) -> list[Event]:

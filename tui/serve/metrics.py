@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from mltop.diagnostics.workload import classify_all
 from mltop.probes.model import ContainerSample, GpuSample
 
 from .loop import ServeState
@@ -40,7 +41,77 @@ DCGM_GAUGES: tuple[tuple[str, str, Callable[[GpuSample], float | None]], ...] = 
     ("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", lambda g: g.power_w),
     ("DCGM_FI_DEV_SM_CLOCK", "SM clock frequency (in MHz).", lambda g: getattr(g, "sm_clock_mhz", None)),
     ("DCGM_FI_DEV_MEM_CLOCK", "Memory clock frequency (in MHz).", lambda g: g.memory_clock_mhz),
+    ("DCGM_FI_DEV_MAX_SM_CLOCK", "Maximum SM clock frequency (in MHz).", lambda g: g.sm_clock_max_mhz),
+    ("DCGM_FI_DEV_MAX_MEM_CLOCK", "Maximum memory clock frequency (in MHz).", lambda g: g.memory_clock_max_mhz),
+    ("DCGM_FI_DEV_PSTATE", "Performance state (P0 fastest .. P15).", lambda g: g.performance_state),
+    ("DCGM_FI_DEV_FAN_SPEED", "Fan speed (in %).", lambda g: g.fan_percent),
+    ("DCGM_FI_DEV_ENC_UTIL", "Encoder utilization (in %).", lambda g: g.encoder_percent),
+    ("DCGM_FI_DEV_DEC_UTIL", "Decoder utilization (in %).", lambda g: g.decoder_percent),
+    ("DCGM_FI_DEV_PCIE_LINK_GEN", "PCIe current link generation.", lambda g: g.pcie_generation),
+    ("DCGM_FI_DEV_PCIE_LINK_WIDTH", "PCIe current link width (lanes).", lambda g: g.pcie_width),
+    ("DCGM_FI_DEV_PCIE_MAX_LINK_GEN", "PCIe max link generation.", lambda g: g.pcie_generation_max),
+    ("DCGM_FI_DEV_PCIE_MAX_LINK_WIDTH", "PCIe max link width (lanes).", lambda g: g.pcie_width_max),
+    # dcgm-exporter declares the error counts below `counter`, but a counter's samples must end in `_total`
+    # (prometheus-client appends it, promtool lints it): they are gauges here so the names stay dcgm-exporter's
+    # and its dashboards and rules work unchanged. increase()/rate() work on them all the same.
+    ("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", "Total number of single-bit volatile ECC errors (since the driver loaded).",
+     lambda g: g.ecc_volatile_corrected),
+    ("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "Total number of double-bit volatile ECC errors (since the driver loaded).",
+     lambda g: g.ecc_volatile_uncorrected),
+    ("DCGM_FI_DEV_ECC_SBE_AGG_TOTAL", "Total number of single-bit persistent ECC errors (over the GPU's life).",
+     lambda g: g.ecc_aggregate_corrected),
+    ("DCGM_FI_DEV_ECC_DBE_AGG_TOTAL", "Total number of double-bit persistent ECC errors (over the GPU's life).",
+     lambda g: g.ecc_aggregate_uncorrected),
+    ("DCGM_FI_DEV_RETIRED_PENDING", "1 when a page retirement waits for the next GPU reset (pre-Ampere).",
+     lambda g: _flag(g.retired_pages_pending)),
+    ("DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", "Number of remapped rows for correctable errors.",
+     lambda g: g.remapped_rows_correctable),
+    ("DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", "Number of remapped rows for uncorrectable errors.",
+     lambda g: g.remapped_rows_uncorrectable),
+    ("DCGM_FI_DEV_ROW_REMAP_PENDING", "1 when a row remap waits for the next GPU reset.",
+     lambda g: _flag(g.remapped_rows_pending)),
+    ("DCGM_FI_DEV_ROW_REMAP_FAILURE", "Whether remapping of rows has failed (1: the GPU needs service).",
+     lambda g: _flag(g.remapped_rows_failed)),
+    # 0 when none was seen, as dcgm-exporter. `unavailable["xid_events"]` only says the kernel log (Xids from
+    # before mltop started) cannot be read: new Xids still arrive as NVML events.
+    ("DCGM_FI_DEV_XID_ERRORS", "Value of the last XID error encountered (0: none seen).",
+     lambda g: g.xid_events[-1].xid if g.xid_events else 0),
 )
+
+# Xids the rules know, pre-set to 0 on every GPU so that the first one of a kind shows as an increase (a series
+# that appears at 1 has no earlier sample, and increase() cannot see its first step). Hardware: NVIDIA's Xid
+# catalog; application: the Xids k8s-device-plugin does not count against the GPU (internal/rm/health.go).
+XID_HARDWARE = (48, 63, 64, 74, 79, 92, 94, 95, 119, 120)
+XID_APPLICATION = (13, 31, 43, 45)
+
+
+def _flag(value: bool | None) -> int | None:
+    return None if value is None else int(value)
+
+
+class XidTally:
+    """Xid events counted per (GPU, Xid) across published states. A GPU sample carries the probe's recent
+    Xid events (a bounded window, oldest first), so an event is counted once, the first time it is seen.
+    The seen set is trimmed to what each listed GPU's window still holds, so it stays bounded too; a GPU
+    missing from a sweep (lost, NVML down) keeps its seen events, so they do not count again when it is back."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple] = set()
+        self.counts: dict[tuple[str, int], int] = {}  # (GPU uuid, xid) -> events seen
+        self._lock = threading.Lock()
+
+    def observe(self, gpus: tuple[GpuSample, ...]) -> dict[tuple[str, int], int]:
+        with self._lock:
+            window = set()
+            for g in gpus:
+                for e in g.xid_events:
+                    key = (g.uuid, e.xid, e.time, e.source)
+                    window.add(key)
+                    if key not in self._seen:
+                        self.counts[(g.uuid, e.xid)] = self.counts.get((g.uuid, e.xid), 0) + 1
+            present = {g.uuid for g in gpus}
+            self._seen = window | {key for key in self._seen if key[0] not in present}
+            return dict(self.counts)
 
 
 def cgroup_id(c: ContainerSample) -> str:
@@ -59,8 +130,9 @@ def cgroup_id(c: ContainerSample) -> str:
 class SnapshotCollector:
     """GPU, GPU-by-container, container and finding families from the last published state."""
 
-    def __init__(self, state: Callable[[], ServeState]):
+    def __init__(self, state: Callable[[], ServeState], xids: XidTally | None = None):
         self._state = state
+        self._xids = xids if xids is not None else XidTally()
 
     def describe(self) -> list[Metric]:
         return []  # unchecked: the families depend on what the snapshot holds
@@ -72,7 +144,9 @@ class SnapshotCollector:
             return
         hostname = snapshot.host.hostname
         yield from gpu_families(state.gpus_to_serve(), hostname)
+        yield xid_counter_family(state.gpus_to_serve(), self._xids.observe(state.gpus_to_serve()))
         yield from gpu_by_container_families(snapshot.containers, state.gpus_to_serve())
+        yield workload_family(snapshot)
         yield from container_families(snapshot.containers, snapshot.taken_at)
         yield from finding_families(state.doctor)
 
@@ -101,6 +175,29 @@ def gpu_families(gpus: tuple[GpuSample, ...], hostname: str) -> Iterator[Metric]
 
 def _dcgm_labels(g: GpuSample, hostname: str) -> list[str]:
     return [str(g.index), g.uuid, g.pci_bus_id or "", f"nvidia{g.index}", g.name, hostname]
+
+
+def xid_counter_family(gpus: tuple[GpuSample, ...], counts: dict[tuple[str, int], int]) -> Metric:
+    family = CounterMetricFamily("mltop_gpu_xid_errors", "Xid errors the driver reported for the GPU since mltop "
+                                 "started (NVML events and the kernel log), by Xid.", labels=["gpu", "UUID", "xid"])
+    for g in gpus:
+        mine = {xid: n for (uuid, xid), n in counts.items() if uuid == g.uuid}
+        for xid in XID_HARDWARE + XID_APPLICATION:
+            mine.setdefault(xid, 0)
+        for xid, n in sorted(mine.items()):
+            family.add_metric([str(g.index), g.uuid, str(xid)], float(n))
+    return family
+
+
+def workload_family(snapshot) -> Metric:
+    family = GaugeMetricFamily("mltop_container_workload", "1 for the class of each GPU container's workload: what "
+                               "holds it back (gpu, input-cpu, input-io, memory, idle).",
+                               labels=["container", "container_id", "image", "kind"])
+    by_id = {c.id: c for c in snapshot.containers}
+    for cid, workload in sorted(classify_all(snapshot).items(), key=lambda kv: by_id[kv[0]].name):
+        c = by_id[cid]
+        family.add_metric([c.name, c.id, c.image, workload.kind], 1.0)
+    return family
 
 
 def gpu_by_container_families(containers: tuple[ContainerSample, ...],
@@ -239,6 +336,7 @@ class Exposition:
                                        buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
         self._lock = threading.Lock()
         self._cached: tuple[ServeState | None, bytes] = (None, b"")
+        self._xids = XidTally()  # outlives the cached text: counts carry from one state to the next
 
     def refresh(self) -> bytes:
         state = self._state()
@@ -247,7 +345,7 @@ class Exposition:
             return text
         with self._lock:
             if self._cached[0] is not state:
-                self._cached = (state, generate_latest(_Pinned(state)))
+                self._cached = (state, generate_latest(_Pinned(state, self._xids)))
             return self._cached[1]
 
     def render(self) -> bytes:
@@ -257,11 +355,12 @@ class Exposition:
 class _Pinned:
     """A registry view whose collectors read one given state (so the cache matches what it was built from)."""
 
-    def __init__(self, state: ServeState):
+    def __init__(self, state: ServeState, xids: XidTally):
         self._state = state
+        self._xids = xids
 
     def collect(self) -> Iterator[Metric]:
-        yield from SnapshotCollector(lambda: self._state).collect()
+        yield from SnapshotCollector(lambda: self._state, self._xids).collect()
 
 
 class _AgeCollector:
