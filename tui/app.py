@@ -45,10 +45,8 @@ from mltop.diagnostics.actions.registry import ACTIONS
 from mltop.probes.model import Snapshot
 
 from .screens.dashboard import DashboardScreen
-from .screens.detail import ContainerDetailScreen
 from .screens.help import HelpScreen
 from mltop.probes.history import History
-from .screens.logs import LogsScreen
 from .replay import REPLAY_BINDINGS, TIMELINE_BINDING, ReplayMixin
 
 log = logging.getLogger(__name__)
@@ -383,9 +381,13 @@ class MltopApp(ReplayMixin, App):
         return super().push_screen(screen, *args, **kwargs)
 
     def open_detail(self, container_id: str) -> None:
+        from .screens.detail import ContainerDetailScreen  # on first use: not on the way to the first frame
+
         self.push_screen(ContainerDetailScreen(container_id))
 
     def open_logs(self, container_id: str) -> None:
+        from .screens.logs import LogsScreen
+
         self.push_screen(LogsScreen(container_id))
 
     def push_container_screen(self, kind: str) -> None:
