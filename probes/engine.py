@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from .model import ContainerConfig, DeviceMapping, DeviceRequest, EngineStatus, Mount
 from .redaction import (
@@ -387,7 +388,52 @@ class Engine:
         return self.call(lambda c: c.api.containers(all=True))
 
     def inspect(self, container_id: str) -> dict[str, Any]:
+        client = self.client
+        if self.docker_host.startswith("unix://"):
+            found = self._inspect_raw(client, container_id)
+            if found is not None:
+                return found
         return self.call(lambda c: c.api.inspect_container(container_id))
+
+    def _inspect_raw(self, client, container_id: str) -> dict[str, Any] | None:
+        """The inspect straight over the engine's unix socket, one kept-alive connection per thread.
+
+        The SDK's requests stack costs ~0.55 ms of CPU an inspect, this ~0.1 ms; a cold start and
+        `snapshot --json` inspect every container (issue 11). None when this path cannot answer (any
+        status but 200 and 404, a broken socket): the caller asks the SDK, which explains the error."""
+        import http.client
+        import socket
+
+        local = self.__dict__.setdefault("_raw_local", threading.local())
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            path = self.docker_host[len("unix://"):]
+            timeout = self._timeout_s
+
+            class UnixConnection(http.client.HTTPConnection):
+                def connect(self) -> None:
+                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    sock.settimeout(timeout)
+                    sock.connect(path)
+                    self.sock = sock
+
+            conn = local.conn = UnixConnection("localhost", timeout=timeout)
+        version = getattr(client.api, "_version", None) or "1.41"
+        try:
+            conn.request("GET", f"/v{version}/containers/{quote(container_id, safe='')}/json")
+            response = conn.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            local.conn = None
+            return None
+        if response.status == 404:
+            import docker.errors
+
+            raise docker.errors.NotFound(f"No such container: {container_id}")
+        if response.status != 200:
+            return None
+        return json.loads(body)
 
     def container_secrets(self, container_id: str) -> ContainerSecrets:
         """The container's own secret values (from its environment), to scrub from text it prints; when the
