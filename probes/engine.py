@@ -309,6 +309,8 @@ class Engine:
                     timeout=self._timeout_s, use_ssh_client=self.docker_host.startswith("ssh://")
                 )
             self._version = client.version().get("Version")
+            if self.docker_host.startswith("unix://"):
+                self._raw_inspect_for = client
         except Exception as exc:  # docker raises DockerException, requests errors, OSError...
             raise explain_engine_error(exc, self.docker_host) from None
         return client
@@ -389,7 +391,7 @@ class Engine:
 
     def inspect(self, container_id: str) -> dict[str, Any]:
         client = self.client
-        if self.docker_host.startswith("unix://"):
+        if client is getattr(self, "_raw_inspect_for", None):  # a client _connect made over a unix socket
             found = self._inspect_raw(client, container_id)
             if found is not None:
                 return found
