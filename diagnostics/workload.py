@@ -129,11 +129,14 @@ def _throttled_share(c: ContainerSample, snapshot: Snapshot | None, previous: Sn
     return (c.cpu_throttled_periods - before.cpu_throttled_periods) / periods if periods else None
 
 
-def classify_all(snapshot: Snapshot, t: WorkloadThresholds = WorkloadThresholds()) -> dict[str, Workload]:
-    """{container id: its workload} for the containers that have one."""
+def classify_all(snapshot: Snapshot, t: WorkloadThresholds = WorkloadThresholds(),
+                 previous: Snapshot | None = None) -> dict[str, Workload]:
+    """{container id: its workload} for the containers that have one. Every place that shows the class (table,
+    detail, `snapshot --json`, serve) and the doctor's perf.input_bound pass the same snapshot and previous
+    sweep, so they never disagree."""
     out = {}
     for c in snapshot.containers:
-        w = classify(c, snapshot, t)
+        w = classify(c, snapshot, t, previous=previous)
         if w is not None:
             out[c.id] = w
     return out

@@ -53,3 +53,16 @@ async def test_dashboard_shows_health_and_bound(monkeypatch):
         assert "✖ Xid 79" in users and "ECC 3 uncorrectable" in users and "starved" in users
         table = app.screen.table
         assert "work" in table.visible_columns
+
+
+def test_bound_column_agrees_with_the_doctor_over_two_sweeps():
+    """CFS throttling is seen only across two sweeps: the column judges with the previous sweep, as
+    perf.input_bound does, so the table never says "idle"/"" where the doctor says input-cpu."""
+    from mltop.diagnostics.workload import INPUT_CPU, classify
+
+    before = container("throttled", gpus=(gpu_use(0, 8 * GIB, 15.0),), cpu_throttled_periods=100,
+                       config_overrides=dict(cpu_period=100_000))
+    now = replace(before, cpu_throttled_periods=100 + 8)  # 8 of 10 periods in a 1 s sweep
+    prev, snap = snapshot([before], [gpu(0)], interval_s=1.0), snapshot([now], [gpu(0)], interval_s=1.0)
+    assert classify(now, snap, previous=prev).kind == INPUT_CPU
+    assert container_cells(now, snap, prev)["work"].plain == INPUT_CPU

@@ -24,7 +24,7 @@ from typing import Any, Iterable
 
 from ..model import Snapshot
 from . import codec, retention
-from .schema import connect_writer
+from .schema import connect_writer, write_transaction
 
 DEFAULT_RETENTION_S = 7 * 86400
 DEFAULT_MAX_BYTES = 500 * 1000 * 1000
@@ -298,8 +298,7 @@ class Recorder:
             elif kind == "retention":
                 forced_retention = item[1]
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(db):
                 if sweep is not None and sweep[1] is not None:
                     snapshot, doctor_result = sweep[1], sweep[2]
                     events.extend(self._state_changes(snapshot))
@@ -314,11 +313,6 @@ class Recorder:
                         "detail) VALUES (?,?,?,?,?,?,?,?,?)",
                         [(int(e.t * 1000), e.source, e.kind, e.container_id, e.container, e.severity, e.code,
                           e.title, json.dumps(e.detail) if e.detail else None) for e in events])
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:  # SQLITE_FULL may have rolled it back already
-                    db.execute("ROLLBACK")
-                raise
             if sweep is not None:
                 self._sweeps += 1
             if sweep is not None or events:  # a write went through: any earlier error is over

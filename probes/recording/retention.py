@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from .schema import write_transaction
+
 # (age in seconds, keep one sweep per this many seconds): past an hour one a minute, past a day one per 10 min.
 TIERS = ((3600, 60), (86400, 600))
 
@@ -76,8 +78,7 @@ def enforce(db: sqlite3.Connection, retention_s: float, max_bytes: int, last_see
 
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     oldest_kept = now_ms - int(retention_s * 1000)
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(db):
         db.execute("DELETE FROM sweeps WHERE t < ?", (oldest_kept,))
         db.execute("DELETE FROM events WHERE t < ?", (oldest_kept,))
         thin(db, now_ms)
@@ -85,22 +86,11 @@ def enforce(db: sqlite3.Connection, retention_s: float, max_bytes: int, last_see
             db.executemany("UPDATE containers SET last_t = ? WHERE cid = ? AND last_t < ?",
                            [(t, cid, t) for cid, t in last_seen.items()])
             last_seen.clear()
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
     # Outside a transaction: incremental_vacuum and the size trim commit as they go.
     _release_free_pages(db)
     if used_bytes(db) > max_bytes:
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(db):
             trim_to_size(db, max_bytes)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         _release_free_pages(db)
     # Names of containers no sweep refers to any more.
     first = db.execute("SELECT MIN(t) FROM sweeps").fetchone()[0]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from contextlib import contextmanager
+from typing import Iterator
 
 # Bump with a new entry in MIGRATIONS; a database is moved forward one step at a time when a recorder opens it.
 SCHEMA_VERSION = 1
@@ -97,3 +99,16 @@ def connect_reader(path: str) -> sqlite3.Connection:
         db.close()
         raise SchemaTooNew(f"{path} has schema version {version}; this mltop reads up to {SCHEMA_VERSION}")
     return db
+
+
+@contextmanager
+def write_transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any error (SQLITE_FULL may have rolled it back already)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise

@@ -18,13 +18,13 @@ def main(args: argparse.Namespace) -> int:
 
     sampler = make_sampler(args)
     try:
-        _, snapshot = sampler.sweep_pair(args.interval)
+        previous, snapshot = sampler.sweep_pair(args.interval)
     finally:
         sampler.close()
     doc = snapshot_to_json(snapshot)
     from mltop.diagnostics.workload import classify_all
 
-    workloads = classify_all(snapshot)  # additive: "workload" per container, null when it uses no GPU
+    workloads = classify_all(snapshot, previous=previous)  # additive: "workload" per container, null when it uses no GPU
     for c_doc in doc["containers"]:
         c_doc["workload"] = workloads[c_doc["id"]].to_json() if c_doc["id"] in workloads else None
     json.dump(doc, sys.stdout, indent=2)

@@ -116,7 +116,8 @@ class DashboardScreen(Screen):
             return
         self.query_one(GpuPanel).show(snapshot, app.history, app.interval)  # type: ignore[attr-defined]
         table = self.table
-        table.show(snapshot, self.needle, self.sort_column, self.sort_reverse, self._severities())
+        table.show(snapshot, self.needle, self.sort_column, self.sort_reverse, self._severities(),
+                   previous=getattr(self.app, "previous_snapshot", None))
         self._title_table(snapshot)
         self._show_processes()
         self.fit_panes()
@@ -196,7 +197,8 @@ class DashboardScreen(Screen):
     def _reshow(self) -> None:
         snapshot = self.app.snapshot  # type: ignore[attr-defined]
         if snapshot is not None:
-            self.table.show(snapshot, self.needle, self.sort_column, self.sort_reverse, self._severities())
+            self.table.show(snapshot, self.needle, self.sort_column, self.sort_reverse, self._severities(),
+                            previous=getattr(self.app, "previous_snapshot", None))
             self._title_table(snapshot)
             self._show_processes()
             self.fit_panes()

@@ -21,6 +21,7 @@ class ServeState:
     """What the last sweeps found. Replaced whole after each sweep, so a reader never sees half an update."""
 
     snapshot: Snapshot | None = None
+    previous: Snapshot | None = None  # the sweep before `snapshot`: rates and throttling judged over both
     swept_at: float | None = None  # time.monotonic() when `snapshot` was published
     sweeps: int = 0
     sweep_error: str | None = None  # the last sweep's exception, in words; None when it succeeded
@@ -113,7 +114,7 @@ class SweepLoop:
             old = self._state
             self._previous = old.snapshot
             good = snapshot.gpus if snapshot.host.nvml.ok else old.last_good_gpus
-            self._state = replace(old, snapshot=snapshot, swept_at=time.monotonic(), sweeps=old.sweeps + 1,
+            self._state = replace(old, snapshot=snapshot, previous=old.snapshot, swept_at=time.monotonic(), sweeps=old.sweeps + 1,
                                   sweep_error=None, last_good_gpus=good)
             doctor, self._fresh_doctor = self._fresh_doctor, None
         for listener in list(self._listeners):

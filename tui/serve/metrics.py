@@ -146,7 +146,7 @@ class SnapshotCollector:
         yield from gpu_families(state.gpus_to_serve(), hostname)
         yield xid_counter_family(state.gpus_to_serve(), self._xids.observe(state.gpus_to_serve()))
         yield from gpu_by_container_families(snapshot.containers, state.gpus_to_serve())
-        yield workload_family(snapshot)
+        yield workload_family(snapshot, state.previous)
         yield from container_families(snapshot.containers, snapshot.taken_at)
         yield from finding_families(state.doctor)
 
@@ -189,12 +189,12 @@ def xid_counter_family(gpus: tuple[GpuSample, ...], counts: dict[tuple[str, int]
     return family
 
 
-def workload_family(snapshot) -> Metric:
+def workload_family(snapshot, previous=None) -> Metric:
     family = GaugeMetricFamily("mltop_container_workload", "1 for the class of each GPU container's workload: what "
                                "holds it back (gpu, input-cpu, input-io, memory, idle).",
                                labels=["container", "container_id", "image", "kind"])
     by_id = {c.id: c for c in snapshot.containers}
-    for cid, workload in sorted(classify_all(snapshot).items(), key=lambda kv: by_id[kv[0]].name):
+    for cid, workload in sorted(classify_all(snapshot, previous=previous).items(), key=lambda kv: by_id[kv[0]].name):
         c = by_id[cid]
         family.add_metric([c.name, c.id, c.image, workload.kind], 1.0)
     return family

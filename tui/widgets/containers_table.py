@@ -11,7 +11,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.strip import Strip
 
-from mltop.diagnostics.workload import classify as classify_workload
+from mltop.diagnostics.workload import classify, classify_all
 from mltop.probes.model import ContainerSample, Snapshot
 
 from .. import format as fmt
@@ -63,7 +63,7 @@ SORT_VALUES: dict[str, tuple[Callable[[ContainerSample], Any], bool]] = {
     "pids": (lambda c: c.pids, True),
     "io": (lambda c: _sum(c.io_read_bytes_per_s, c.io_write_bytes_per_s), True),
     "net": (lambda c: _sum(c.net_rx_bytes_per_s, c.net_tx_bytes_per_s), True),
-    "work": (lambda c: getattr(classify_workload(c), "kind", None), False),
+    "work": (lambda c: None, False),  # by the snapshot's classes: sorted_ids(..., kinds=)
 }
 
 
@@ -87,7 +87,7 @@ def gpu_indices(c: ContainerSample) -> str:
     return "req" if c.config.requests_gpus and c.running else ""
 
 
-def row_values(c: ContainerSample) -> tuple:
+def row_values(c: ContainerSample, kind: str = "") -> tuple:
     """What one container's row shows, as plain strings and style names: equal values, equal row. Cheap to
     build and compare, so a row whose values did not change is not rebuilt (most rows, most ticks)."""
     style = "" if c.running else "dim"
@@ -108,7 +108,7 @@ def row_values(c: ContainerSample) -> tuple:
         gpu_indices(c),
         fmt.size(c.gpu_memory_bytes, missing="") if c.gpus else "",
         fmt.percent(c.gpu_sm_percent, missing="") if c.gpus else "",
-        getattr(classify_workload(c), "kind", ""),
+        kind,
         str(c.pids) if c.pids is not None else "",
         fmt.pair(fmt.rate(c.io_read_bytes_per_s), fmt.rate(c.io_write_bytes_per_s)) if running else "",
         fmt.pair(fmt.rate(c.net_rx_bytes_per_s), fmt.rate(c.net_tx_bytes_per_s)) if running else "",
@@ -142,9 +142,16 @@ def _cell(key: str, value: str, style: str, status_style: str) -> Text:
     return Text(value, style=status_style if key == "status" else style, no_wrap=True, end="")
 
 
-def container_cells(c: ContainerSample) -> dict[str, Text]:
+def workload_kinds(snapshot: Snapshot, previous: Snapshot | None = None) -> dict[str, str]:
+    """{container id: workload class}, judged as the doctor and the detail judge it (this sweep and the last)."""
+    return {cid: w.kind for cid, w in classify_all(snapshot, previous=previous).items()}
+
+
+def container_cells(c: ContainerSample, snapshot: Snapshot | None = None,
+                    previous: Snapshot | None = None) -> dict[str, Text]:
     """Every column of one container's row, as Text (container text is never parsed as markup)."""
-    return cells_from_values(row_values(c))
+    return cells_from_values(row_values(c, workload_kinds(snapshot, previous).get(c.id, "") if snapshot else
+                                         getattr(classify(c), "kind", "")))
 
 
 def matches(c: ContainerSample, needle: str) -> bool:
@@ -156,9 +163,15 @@ def matches(c: ContainerSample, needle: str) -> bool:
 
 
 def sorted_ids(containers: tuple[ContainerSample, ...] | list[ContainerSample], column: str,
-               reverse: bool) -> list[str]:
-    """Container ids ordered by `column`; `reverse` flips the column's natural direction. Ties by name."""
+               reverse: bool, kinds: Mapping[str, str] | None = None) -> list[str]:
+    """Container ids ordered by `column`; `reverse` flips the column's natural direction. Ties by name.
+    `kinds`: the workload classes shown (workload_kinds), for the BOUND column."""
     value_of, descending = SORT_VALUES[column]
+    if column == "work":
+        shown_kinds = kinds or {}
+
+        def value_of(c: ContainerSample) -> str | None:
+            return shown_kinds.get(c.id)
     by_name = sorted(containers, key=lambda c: c.name.lower())
     known = [c for c in by_name if value_of(c) is not None]
     missing = [c for c in by_name if value_of(c) is None]
@@ -178,14 +191,16 @@ class ContainersTable(KeyedTable):
         self._built: dict[str, tuple[tuple, dict[str, Text]]] = {}  # row key -> (row_values, cells given)
 
     def show(self, snapshot: Snapshot, needle: str, sort_column: str, reverse: bool,
-             severities: Mapping[str | None, str] | None = None) -> None:
+             severities: Mapping[str | None, str] | None = None, previous: Snapshot | None = None) -> None:
         """`severities`: {container name: worst severity} from the doctor (worst_by_container)."""
+        # The class as the doctor and the detail judge it (this sweep and the one before), once per snapshot.
+        kinds = workload_kinds(snapshot, previous)
         shown = [c for c in snapshot.containers if matches(c, needle)]
         self.hide_columns(frozenset() if shows_gpus(snapshot) else GPU_COLUMNS)
         rows: dict[str, dict[str, Text]] = {}
         built: dict[str, tuple[tuple, dict[str, Text]]] = {}
         for c in shown:
-            values = row_values(c)
+            values = row_values(c, kinds.get(c.id, ""))
             previous = self._built.get(c.id)
             # the same cells object as last time tells sync() the row did not change (no refit, no repaint)
             cells = previous[1] if previous is not None and previous[0] == values else \
@@ -193,7 +208,7 @@ class ContainersTable(KeyedTable):
             rows[c.id] = cells
             built[c.id] = (values, cells)
         self._built = built
-        self.sync(rows, sorted_ids(shown, sort_column, reverse))
+        self.sync(rows, sorted_ids(shown, sort_column, reverse, kinds))
         severities = severities or {}
         marks = {c.id: severities[c.name] for c in shown if severities.get(c.name) in MARKERS}
         if marks != self._marks:
