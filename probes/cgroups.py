@@ -8,6 +8,11 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import Callable
+
+from .openfiles import read_whole as read_bytes  # (its old home: other modules import it from here)
+
+Reader = Callable[[str], bytes]  # path -> whole content: read_bytes, or an OpenFiles' read
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 _NO_LIMIT_V1 = 1 << 62  # v1 reports "no limit" as a page-rounded LONG_MAX (9223372036854771712)
@@ -19,34 +24,13 @@ def detect_cgroup_version(root: str = CGROUP_ROOT) -> int:
     return 2 if os.path.exists(os.path.join(root, "cgroup.controllers")) else 1
 
 
-def read_bytes(path: str) -> bytes:
-    """The whole file, with raw system calls: no Python file object, a third cheaper per small file than
-    open() — and a sweep reads about ten small files per container. (A short read is not the end: procfs
-    and cgroupfs seq_files hand out about a page per read.)"""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+def _read(path: str, read: Reader = read_bytes) -> str:
+    return read(path).decode("ascii", errors="replace")
+
+
+def _read_int(path: str, read: Reader = read_bytes) -> int | None:
     try:
-        data = os.read(fd, 65536)
-        if not data:
-            return data
-        more = os.read(fd, 65536)
-        if not more:
-            return data
-        chunks = [data, more]
-        while more:
-            more = os.read(fd, 65536)
-            chunks.append(more)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def _read(path: str) -> str:
-    return read_bytes(path).decode("ascii", errors="replace")
-
-
-def _read_int(path: str) -> int | None:
-    try:
-        return int(read_bytes(path))  # int() takes ASCII bytes and ignores the newline
+        return int(read(path))  # int() takes ASCII bytes and ignores the newline
     except (OSError, ValueError):
         return None
 
@@ -84,9 +68,9 @@ _V1_MEMORY_KEYS = ("total_inactive_file", "inactive_file", "total_cache", "cache
 _V2_MEMORY_KEYS = ("inactive_file", "file", "shmem")
 
 
-def _psi_some_avg10(path: str) -> float | None:
+def _psi_some_avg10(path: str, read: Reader = read_bytes) -> float | None:
     try:
-        first = _read(path).split("\n", 1)[0]
+        first = _read(path, read).split("\n", 1)[0]
     except OSError:
         return None
     # "some avg10=0.00 avg60=0.00 avg300=0.00 total=0"
@@ -231,12 +215,13 @@ def read_limits(version: int, paths: dict[str, str]) -> CgroupLimits:
     return _read_v1_limits(paths)
 
 
-def read_counters(version: int, paths: dict[str, str], limits: CgroupLimits | None = None) -> CgroupCounters:
+def read_counters(version: int, paths: dict[str, str], limits: CgroupLimits | None = None,
+                  read: Reader = read_bytes) -> CgroupCounters:
     """Read one container's counters (and its limits, unless given). Raises CgroupGone when its directory
-    disappeared."""
+    disappeared. `read`: how a file is read (the sampler's OpenFiles keeps them open between sweeps)."""
     if version == 2:
-        return _read_v2(paths["unified"], limits)
-    return _read_v1(paths, limits)
+        return _read_v2(paths["unified"], limits, read)
+    return _read_v1(paths, limits, read)
 
 
 def _read_v2_limits(path: str) -> CgroupLimits:
@@ -271,19 +256,19 @@ def _read_v1_limits(paths: dict[str, str]) -> CgroupLimits:
     return CgroupLimits(quota, limit)
 
 
-def _read_v2(path: str, limits: CgroupLimits | None = None) -> CgroupCounters:
+def _read_v2(path: str, limits: CgroupLimits | None = None, read: Reader = read_bytes) -> CgroupCounters:
     try:
-        cpu = _flat_keyed(_read(f"{path}/cpu.stat"))
+        cpu = _flat_keyed(_read(f"{path}/cpu.stat", read))
     except FileNotFoundError:
         raise CgroupGone(path) from None
     except OSError:
         cpu = {}
     try:
-        mem = _pick(read_bytes(f"{path}/memory.stat"), *_V2_MEMORY_KEYS)
+        mem = _pick(read(f"{path}/memory.stat"), *_V2_MEMORY_KEYS)
     except OSError:
         mem = {}
     try:
-        events = _flat_keyed(_read(f"{path}/memory.events"))
+        events = _flat_keyed(_read(f"{path}/memory.events", read))
     except OSError:
         events = {}
     if limits is None:
@@ -291,7 +276,7 @@ def _read_v2(path: str, limits: CgroupLimits | None = None) -> CgroupCounters:
     rbytes = wbytes = None
     try:
         rbytes = wbytes = 0
-        for line in _read(f"{path}/io.stat").splitlines():
+        for line in _read(f"{path}/io.stat", read).splitlines():
             for part in line.split()[1:]:
                 key, _, value = part.partition("=")
                 if key == "rbytes":
@@ -305,41 +290,42 @@ def _read_v2(path: str, limits: CgroupLimits | None = None) -> CgroupCounters:
         cpu_usage_ns=usage_usec * 1000 if usage_usec is not None else None,
         cpu_throttled_periods=cpu.get("nr_throttled"),
         cpu_quota_cores=limits.cpu_quota_cores,
-        memory_usage_bytes=_read_int(f"{path}/memory.current"),
+        memory_usage_bytes=_read_int(f"{path}/memory.current", read),
         memory_inactive_file_bytes=mem.get("inactive_file"),
         memory_cache_bytes=mem.get("file"),
         memory_shmem_bytes=mem.get("shmem"),
         memory_limit_bytes=limits.memory_limit_bytes,
         oom_kills=events.get("oom_kill"),
-        pids=_read_int(f"{path}/pids.current"),
+        pids=_read_int(f"{path}/pids.current", read),
         io_read_bytes=rbytes,
         io_write_bytes=wbytes,
-        psi_cpu=_psi_some_avg10(f"{path}/cpu.pressure"),
-        psi_memory=_psi_some_avg10(f"{path}/memory.pressure"),
-        psi_io=_psi_some_avg10(f"{path}/io.pressure"),
+        psi_cpu=_psi_some_avg10(f"{path}/cpu.pressure", read),
+        psi_memory=_psi_some_avg10(f"{path}/memory.pressure", read),
+        psi_io=_psi_some_avg10(f"{path}/io.pressure", read),
     )
 
 
-def _blkio_bytes(path: str) -> tuple[int | None, int | None]:
+def _blkio_bytes(path: str, read: Reader = read_bytes) -> tuple[int | None, int | None]:
     """Sum Read and Write over devices in blkio.throttle.io_service_bytes (v1)."""
     for name in ("blkio.throttle.io_service_bytes_recursive", "blkio.throttle.io_service_bytes"):
         try:
-            text = _read(f"{path}/{name}")
+            text = _read(f"{path}/{name}", read)
         except OSError:
             continue
-        read = write = 0
+        read_total = write_total = 0
         for line in text.splitlines():
             fields = line.split()
             if len(fields) == 3:
                 if fields[1] == "Read":
-                    read += int(fields[2])
+                    read_total += int(fields[2])
                 elif fields[1] == "Write":
-                    write += int(fields[2])
-        return read, write
+                    write_total += int(fields[2])
+        return read_total, write_total
     return None, None
 
 
-def _read_v1(paths: dict[str, str], limits: CgroupLimits | None = None) -> CgroupCounters:
+def _read_v1(paths: dict[str, str], limits: CgroupLimits | None = None,
+             read: Reader = read_bytes) -> CgroupCounters:
     mem_dir = paths.get("memory")
     cpu_dir = paths.get("cpuacct") or paths.get("cpu")
     if mem_dir is None and cpu_dir is None:
@@ -348,7 +334,7 @@ def _read_v1(paths: dict[str, str], limits: CgroupLimits | None = None) -> Cgrou
     throttled = None
     if cpu_dir:
         try:
-            usage_ns = int(read_bytes(f"{cpu_dir}/cpuacct.usage"))
+            usage_ns = int(read(f"{cpu_dir}/cpuacct.usage"))
         except FileNotFoundError:
             raise CgroupGone(cpu_dir) from None
         except (OSError, ValueError):
@@ -356,27 +342,27 @@ def _read_v1(paths: dict[str, str], limits: CgroupLimits | None = None) -> Cgrou
     cfs_dir = paths.get("cpu") or cpu_dir
     if cfs_dir:
         try:
-            throttled = _pick(read_bytes(f"{cfs_dir}/cpu.stat"), "nr_throttled").get("nr_throttled")
+            throttled = _pick(read(f"{cfs_dir}/cpu.stat"), "nr_throttled").get("nr_throttled")
         except OSError:
             pass
     mem: dict[str, int] = {}
     usage = oom = None
     if mem_dir:
         try:
-            mem = _pick(read_bytes(f"{mem_dir}/memory.stat"), *_V1_MEMORY_KEYS)
+            mem = _pick(read(f"{mem_dir}/memory.stat"), *_V1_MEMORY_KEYS)
         except FileNotFoundError:
             raise CgroupGone(mem_dir) from None
         except OSError:
             pass
-        usage = _read_int(f"{mem_dir}/memory.usage_in_bytes")
+        usage = _read_int(f"{mem_dir}/memory.usage_in_bytes", read)
         try:
-            oom = _pick(read_bytes(f"{mem_dir}/memory.oom_control"), "oom_kill").get("oom_kill")
+            oom = _pick(read(f"{mem_dir}/memory.oom_control"), "oom_kill").get("oom_kill")
         except OSError:
             pass
-    read = write = None
+    io_read = io_write = None
     if paths.get("blkio"):
-        read, write = _blkio_bytes(paths["blkio"])
-    pids = _read_int(f"{paths['pids']}/pids.current") if paths.get("pids") else None
+        io_read, io_write = _blkio_bytes(paths["blkio"], read)
+    pids = _read_int(f"{paths['pids']}/pids.current", read) if paths.get("pids") else None
     if limits is None:
         limits = _read_v1_limits(paths)
     return CgroupCounters(
@@ -390,32 +376,32 @@ def _read_v1(paths: dict[str, str], limits: CgroupLimits | None = None) -> Cgrou
         memory_limit_bytes=limits.memory_limit_bytes,
         oom_kills=oom,
         pids=pids,
-        io_read_bytes=read,
-        io_write_bytes=write,
+        io_read_bytes=io_read,
+        io_write_bytes=io_write,
         psi_cpu=None,  # cgroup v1 hierarchies carry no per-cgroup PSI
         psi_memory=None,
         psi_io=None,
     )
 
 
-def cgroup_procs(version: int, paths: dict[str, str]) -> list[int]:
+def cgroup_procs(version: int, paths: dict[str, str], read: Reader = read_bytes) -> list[int]:
     """Host PIDs of every process in the container's cgroup."""
     directory = paths.get("unified") if version == 2 else (paths.get("pids") or paths.get("memory")
                                                             or paths.get("cpuacct"))
     if not directory:
         return []
     try:
-        return [int(x) for x in _read(f"{directory}/cgroup.procs").split()]
+        return [int(x) for x in read(f"{directory}/cgroup.procs").split()]
     except FileNotFoundError:
         raise CgroupGone(directory) from None
     except (OSError, ValueError):
         return []
 
 
-def read_net_dev(pid: int) -> tuple[int, int] | None:
+def read_net_dev(pid: int, read: Reader = read_bytes) -> tuple[int, int] | None:
     """(rx_bytes, tx_bytes) summed over the network namespace of `pid`, loopback excluded."""
     try:
-        text = _read(f"/proc/{pid}/net/dev")
+        text = _read(f"/proc/{pid}/net/dev", read)
     except OSError:
         return None
     rx = tx = 0

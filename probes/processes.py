@@ -11,7 +11,7 @@ import os
 import pwd
 from dataclasses import dataclass
 
-from .cgroups import read_bytes
+from .cgroups import Reader, read_bytes
 from .redaction import redact_text, scrub_values
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -33,9 +33,9 @@ class ProcessStat:
     rss_bytes: int
 
 
-def read_stat(pid: int) -> ProcessStat | None:
+def read_stat(pid: int, read: Reader = read_bytes) -> ProcessStat | None:
     try:
-        data = read_bytes(f"/proc/{pid}/stat")
+        data = read(f"/proc/{pid}/stat")
     except OSError:
         return None
     # comm may hold spaces and parentheses: split after the last ")"
@@ -100,7 +100,8 @@ def read_identity(pid: int) -> ProcessIdentity | None:
 class ProcessTable:
     """Remembers identities and the previous CPU tick count of each process to compute CPU %."""
 
-    def __init__(self) -> None:
+    def __init__(self, read: Reader = read_bytes) -> None:
+        self._read = read  # how /proc/<pid>/stat is read: the sampler keeps it open between sweeps
         self._identity: dict[tuple[int, int, bytes], ProcessIdentity] = {}
         self._prev_ticks: dict[tuple[int, int, bytes], tuple[float, int]] = {}
         self._seen: set[tuple[int, int, bytes]] = set()
@@ -121,7 +122,7 @@ class ProcessTable:
 
         Command lines are redacted once, when the process is first seen (`secrets`: the container's own
         secret values, scrubbed wherever they appear)."""
-        stat = read_stat(pid)
+        stat = read_stat(pid, self._read)
         if stat is None:
             return None
         # A shell that forks and then execs (`sh -c "... && exec python train.py"`) keeps its PID and start

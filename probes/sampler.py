@@ -33,6 +33,7 @@ from .model import (
     SelfCost,
     Snapshot,
 )
+from .openfiles import OpenFiles
 from .processes import ProcessTable
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,8 @@ class Sampler:
         self._previous: dict[str, _Previous] = {}
         self._limits: dict[str, tuple[ContainerMeta, float, CgroupLimits]] = {}  # id -> (meta, read at, limits)
         self._unmeasured_samples: dict[str, tuple[ContainerMeta, ContainerSample]] = {}
-        self._processes = ProcessTable()
+        self._files = OpenFiles()  # the files read every sweep, kept open (see probes/openfiles.py)
+        self._processes = ProcessTable(self._files.read)
         self._static = hostfacts.static_facts()
         self._cpu_times: tuple[float, tuple[int, int] | None] | None = None
         self._last_sweep_at: float | None = None
@@ -92,6 +94,7 @@ class Sampler:
 
     def close(self) -> None:
         self.catalog.close()
+        self._files.close()
         if self._nvml is not None:
             self._nvml.close()
 
@@ -127,6 +130,7 @@ class Sampler:
         containers: list[ContainerSample] = []
         self._unseen: list[str] = []  # running containers whose PID is not ours to see, this sweep
         self._processes.begin_sweep()
+        self._files.begin_sweep()
         live_ids = set()
         for meta in metas:
             live_ids.add(meta.id)
@@ -139,6 +143,7 @@ class Sampler:
                 self._previous.pop(meta.id, None)
                 self._limits.pop(meta.id, None)
         self._processes.end_sweep()
+        self._files.end_sweep()
         for gone in set(self._unmeasured_samples) - live_ids:
             del self._unmeasured_samples[gone]
         for stale in set(self._previous) - live_ids:
@@ -248,7 +253,7 @@ class Sampler:
             if not paths:
                 return self._unmeasured(meta)
             self._paths[meta.id] = (None, paths)
-            net_pid = next(iter(cgroup_procs(locator.version, paths)), None)
+            net_pid = next(iter(cgroup_procs(locator.version, paths, self._files.read)), None)
         elif not meta.pid:
             return self._unmeasured(meta)
         elif meta.id not in self._paths and not os.path.exists(f"/proc/{meta.pid}"):
@@ -260,8 +265,9 @@ class Sampler:
         else:
             paths = self._container_paths(meta, locator)
             net_pid = meta.pid
-        counters = read_counters(locator.version, paths, self._container_limits(meta, locator.version, paths, now))
-        net = read_net_dev(net_pid) if net_pid else None
+        counters = read_counters(locator.version, paths, self._container_limits(meta, locator.version, paths, now),
+                                 self._files.read)
+        net = read_net_dev(net_pid, self._files.read) if net_pid else None
         prev = self._previous.get(meta.id)
         self._previous[meta.id] = _Previous(now, counters, net)
 
@@ -329,7 +335,7 @@ class Sampler:
     def _sample_processes(self, version: int, paths: dict[str, str], now: float,
                           secrets: frozenset[str]) -> tuple[ProcessSample, ...]:
         out = []
-        for pid in cgroup_procs(version, paths):
+        for pid in cgroup_procs(version, paths, self._files.read):
             sampled = self._processes.sample(pid, now, secrets)
             if sampled is None:
                 continue  # exited between listing and reading

@@ -95,6 +95,7 @@ def child(args: argparse.Namespace) -> None:
                 self.set_timer(args.warmup, self._start_measuring)
 
         def _start_measuring(self) -> None:
+            result["threads0"], result["parts0"] = _thread_cpu(), dict(costs)
             result["cpu0"], result["wall0"], result["sweeps0"] = time.process_time(), time.monotonic(), self.sweeps
             with open(args.out + ".measuring", "w") as f:
                 f.write(str(os.getpid()))
@@ -102,6 +103,7 @@ def child(args: argparse.Namespace) -> None:
 
         def _stop_measuring(self) -> None:
             result["cpu1"], result["wall1"], result["sweeps1"] = time.process_time(), time.monotonic(), self.sweeps
+            result["threads1"], result["parts1"] = _thread_cpu(), dict(costs)
             result["rss_bytes"] = _rss_bytes()
             result["last_sweep_s"] = self.last_sweep_s or 0.0
             cost = getattr(self.snapshot, "self_cost", None)
@@ -109,10 +111,54 @@ def child(args: argparse.Namespace) -> None:
                 result["self_cost"] = {k: getattr(cost, k) for k in cost.__dataclass_fields__}
             self.exit()
 
+    costs = _account_costs()
     app = BenchApp(nvml=bool(args.nvml_lib), nvml_lib=args.nvml_lib, interval=args.interval)
     app.run()
     with open(args.out, "w") as f:
         json.dump(result, f)
+
+
+# What the CPU goes to, without a sampling profiler's own cost: the CPU clock of every thread, and the CPU time
+# spent inside a few entry points (each timed with the CPU clock of the thread that runs it).
+ACCOUNTED = {
+    "sweep (sampler thread)": ("mltop.probes.sampler", "Sampler", "sweep"),
+    "snapshot -> screen (UI thread)": ("mltop.tui.app", "MltopApp", "on_mltop_app_sampled"),
+    "background doctor": ("mltop.diagnostics.doctor", None, "run_doctor"),
+}
+
+
+def _account_costs() -> dict[str, float]:
+    import functools
+    import importlib
+
+    costs = dict.fromkeys(ACCOUNTED, 0.0)
+    for part, (module_name, class_name, attr) in ACCOUNTED.items():
+        module = importlib.import_module(module_name)
+        owner = getattr(module, class_name) if class_name else module
+        original = getattr(owner, attr)
+
+        def timed(*a, __original=original, __part=part, **kw):
+            started = time.thread_time()
+            try:
+                return __original(*a, **kw)
+            finally:
+                costs[__part] += time.thread_time() - started
+
+        setattr(owner, attr, functools.wraps(original)(timed))
+    return costs
+
+
+def _thread_cpu() -> dict[str, float]:
+    import threading
+
+    out: dict[str, float] = {}
+    for t in threading.enumerate():
+        name = "asyncio executor" if t.name.startswith("asyncio_") else t.name
+        try:
+            out[name] = out.get(name, 0.0) + time.clock_gettime(time.pthread_getcpuclockid(t.ident))
+        except (OSError, TypeError):
+            pass
+    return out
 
 
 def _rss_bytes() -> int:
@@ -210,7 +256,20 @@ def run_once(args, n: int, prefix: str, lib: str | None, scenario: str | None, p
         "rss_mib": r["rss_bytes"] / 2**20,
         "last_sweep_ms": r["last_sweep_s"] * 1000,
         "self_cost": r.get("self_cost"),
+        "breakdown": _breakdown(r),
     }
+
+
+def _breakdown(r: dict) -> dict[str, float]:
+    """% of one core by thread and by accounted entry point, over the measured window."""
+    window = r["wall1"] - r["wall0"]
+    out = {}
+    for key0, key1, kind in (("threads0", "threads1", "thread"), ("parts0", "parts1", "in")):
+        for name, end in r.get(key1, {}).items():
+            start = r.get(key0, {}).get(name)
+            if start is not None:
+                out[f"{kind} {name}"] = (end - start) / window * 100
+    return out
 
 
 def top_of_profile(path: str, count: int = 12) -> str:
@@ -355,6 +414,13 @@ def main() -> int:
                   f"{done[0]['window_s']:.0f} s ({done[0]['sweeps']} sweeps)   goal <= {goals['cpu']} %")
             print(f"  RSS                              : {med('rss_mib'):.0f} MiB   goal <= {goals['rss']} MB")
             print(f"  last sweep                       : {med('last_sweep_ms'):.0f} ms")
+            parts: dict[str, list[float]] = {}
+            for r in done:
+                for k, v in r["breakdown"].items():
+                    parts.setdefault(k, []).append(v)
+            print("  where the CPU goes (% of one core, median; 'in' = inside that entry point, any thread):")
+            for k, v in sorted(parts.items(), key=lambda kv: -statistics.median(kv[1])):
+                print(f"    {statistics.median(v):5.2f} %  {k}")
             if done[-1]["self_cost"]:
                 print(f"  the app's own figure (last run)  : {done[-1]['self_cost']}")
         if stats_s is not None:

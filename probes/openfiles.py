@@ -1,0 +1,158 @@
+"""The small kernel files a sweep reads every second, kept open and re-read from offset 0.
+
+A sweep reads about ten cgroup and procfs files per container. Opening one costs a path walk through
+cgroupfs or procfs; re-reading an open one at offset 0 (`pread`) makes the kernel generate it afresh, as
+procfs and cgroupfs (seq_file) files do at offset 0. Measured on the benchmark VM (Linux 6.18, cgroup v1,
+100 containers): 0.8 us instead of 7.0 us for `cpuacct.usage`, 7.1 instead of 13.1 us for `memory.stat`,
+3.3 instead of 7.3 us for `/proc/<pid>/stat`.
+
+What an open file holds on to, and how it is let go:
+
+- A cgroup file whose cgroup was removed (the container stopped) answers ENODEV; a `/proc/<pid>/stat` whose
+  process exited answers ESRCH, even when its PID number was reused. Either closes the file; a cgroup file is
+  opened again once (a restarted container has a new directory with the same path), and FileNotFoundError
+  is raised when the path is gone, as a fresh open would.
+- `/proc/<pid>/net/dev` keeps answering for the network namespace it was opened in, and holds that
+  namespace alive. So every file not read during a sweep is closed at its end (`end_sweep`): a container
+  that stopped, restarted with another PID or was removed lets go of its files one sweep later.
+- It keeps at most `budget` files open (by default three quarters of the open-file limit, which is raised
+  to the hard limit, at most 65536, as Go programs do); past that, files are opened and closed per read as
+  before, and nothing else in the process runs short of descriptors.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import resource
+import threading
+
+log = logging.getLogger(__name__)
+
+_WANTED_LIMIT = 1 << 16
+_RESERVE = 256  # descriptors left for everything else: engine sockets, the recorder, actions, the terminal
+_CHUNK = 65536
+# A seq_file read returns whole records until its buffer (a page at least) would overflow, so a first read
+# under this size is the whole file; a longer one is followed by more reads until one comes back empty.
+_SURELY_WHOLE = 2048
+
+
+def read_whole(path: str) -> bytes:
+    """The whole file, with raw system calls: no Python file object, a third cheaper per small file than
+    open(). (A short read is not the end: procfs and cgroupfs seq_files hand out about a page per read.)"""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _pread_all(fd)
+    finally:
+        os.close(fd)
+
+
+def _pread_all(fd: int) -> bytes:
+    data = os.pread(fd, _CHUNK, 0)
+    if len(data) < _SURELY_WHOLE:
+        return data
+    chunks = [data]
+    offset = len(data)
+    while True:
+        more = os.pread(fd, _CHUNK, offset)
+        if not more:
+            return b"".join(chunks)
+        chunks.append(more)
+        offset += len(more)
+
+
+def raise_open_file_limit(wanted: int = _WANTED_LIMIT) -> int:
+    """Raise this process's soft RLIMIT_NOFILE towards its hard limit (at most `wanted`); the soft limit."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return 1024
+    target = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (OSError, ValueError):
+            log.debug("could not raise the open-file limit from %s to %s", soft, target, exc_info=True)
+    return wanted if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def default_budget() -> int:
+    limit = raise_open_file_limit()
+    return max(0, limit - max(_RESERVE, limit // 4))
+
+
+class OpenFiles:
+    """Reads files by path, keeping up to `budget` of them open between sweeps (see the module docstring).
+
+    One sweep at a time (the sampler's thread); `close()` may come from another thread at shutdown.
+    """
+
+    def __init__(self, budget: int | None = None):
+        self.budget = default_budget() if budget is None else budget
+        self._fds: dict[str, int] = {}
+        self._read: set[str] = set()  # paths read since begin_sweep
+        self._lock = threading.Lock()  # open/close bookkeeping against close() from another thread
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+    def read(self, path: str) -> bytes:
+        """The file's whole current content. Raises OSError as open() and read() would (FileNotFoundError for
+        a path that is gone, ProcessLookupError for an exited process's stat)."""
+        fd = self._fds.get(path)
+        self._read.add(path)
+        if fd is not None:
+            try:
+                return _pread_all(fd)
+            except OSError as exc:
+                self._drop(path)
+                if exc.errno == errno.ESRCH or not path.startswith("/sys/"):
+                    raise  # that process exited: its PID, if reused, is another process
+                # a removed cgroup (ENODEV): the path may name a new one (a restarted container)
+        if len(self._fds) >= self.budget or self._closed:
+            return read_whole(path)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = _pread_all(fd)
+        except OSError:
+            os.close(fd)
+            raise
+        with self._lock:
+            if self._closed or path in self._fds:
+                os.close(fd)
+            else:
+                self._fds[path] = fd
+        return data
+
+    def begin_sweep(self) -> None:
+        self._read = set()
+
+    def end_sweep(self) -> None:
+        """Close every file not read since begin_sweep: its container or process is gone or changed."""
+        unread = self._fds.keys() - self._read
+        for path in unread:
+            self._drop(path)
+        self._read = set()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            _close_quietly(fd)
+
+    def _drop(self, path: str) -> None:
+        with self._lock:
+            fd = self._fds.pop(path, None)
+        if fd is not None:
+            _close_quietly(fd)
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
