@@ -35,15 +35,7 @@ def _read_int(path: str, read: Reader = read_bytes) -> int | None:
         return None
 
 
-def _flat_keyed(text: str) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        try:
-            out[key] = int(value)
-        except ValueError:
-            pass
-    return out
+_NEEDLES: dict[str, bytes] = {}
 
 
 def _pick(data: bytes, *keys: str) -> dict[str, int]:
@@ -52,10 +44,13 @@ def _pick(data: bytes, *keys: str) -> dict[str, int]:
     data = b"\n" + data
     out: dict[str, int] = {}
     for key in keys:
-        start = data.find(b"\n" + key.encode() + b" ")
+        needle = _NEEDLES.get(key)
+        if needle is None:
+            needle = _NEEDLES[key] = b"\n" + key.encode() + b" "
+        start = data.find(needle)
         if start < 0:
             continue
-        start += len(key) + 2
+        start += len(needle)
         end = data.find(b"\n", start)
         try:
             out[key] = int(data[start:end if end >= 0 else len(data)])
@@ -64,7 +59,8 @@ def _pick(data: bytes, *keys: str) -> dict[str, int]:
     return out
 
 
-_V1_MEMORY_KEYS = ("total_inactive_file", "inactive_file", "total_cache", "cache", "total_shmem", "shmem")
+_V1_MEMORY_KEYS = ("total_inactive_file", "total_cache", "total_shmem")  # the hierarchy's, else the group's:
+_V1_MEMORY_KEYS_LOCAL = ("inactive_file", "cache", "shmem")
 _V2_MEMORY_KEYS = ("inactive_file", "file", "shmem")
 
 
@@ -216,12 +212,18 @@ def read_limits(version: int, paths: dict[str, str]) -> CgroupLimits:
 
 
 def read_counters(version: int, paths: dict[str, str], limits: CgroupLimits | None = None,
-                  read: Reader = read_bytes) -> CgroupCounters:
+                  read: Reader = read_bytes, idle_since: CgroupCounters | None = None) -> CgroupCounters:
     """Read one container's counters (and its limits, unless given). Raises CgroupGone when its directory
-    disappeared. `read`: how a file is read (the sampler's OpenFiles keeps them open between sweeps)."""
+    disappeared. `read`: how a file is read (the sampler's OpenFiles keeps them open between sweeps).
+
+    `idle_since`: an earlier reading. When the CPU counter (nanoseconds, or microseconds on v2) has not moved
+    since then, no task of the container ran, and the counters that move only while one runs are carried
+    over rather than read: CFS throttled periods, OOM kills (the victim runs to exit) and the task count
+    (fork and exit run). Memory, I/O, network and pressure can move without the container running (reclaim,
+    writeback, packets received) and are always read."""
     if version == 2:
-        return _read_v2(paths["unified"], limits, read)
-    return _read_v1(paths, limits, read)
+        return _read_v2(paths["unified"], limits, read, idle_since)
+    return _read_v1(paths, limits, read, idle_since)
 
 
 def _read_v2_limits(path: str) -> CgroupLimits:
@@ -256,21 +258,29 @@ def _read_v1_limits(paths: dict[str, str]) -> CgroupLimits:
     return CgroupLimits(quota, limit)
 
 
-def _read_v2(path: str, limits: CgroupLimits | None = None, read: Reader = read_bytes) -> CgroupCounters:
+def _read_v2(path: str, limits: CgroupLimits | None = None, read: Reader = read_bytes,
+             idle_since: CgroupCounters | None = None) -> CgroupCounters:
     try:
-        cpu = _flat_keyed(_read(f"{path}/cpu.stat", read))
+        cpu = _pick(read(f"{path}/cpu.stat"), "usage_usec", "nr_throttled")
     except FileNotFoundError:
         raise CgroupGone(path) from None
     except OSError:
         cpu = {}
+    usage_usec = cpu.get("usage_usec")
+    usage_ns = usage_usec * 1000 if usage_usec is not None else None
+    idle = idle_since is not None and usage_ns is not None and usage_ns == idle_since.cpu_usage_ns
     try:
         mem = _pick(read(f"{path}/memory.stat"), *_V2_MEMORY_KEYS)
     except OSError:
         mem = {}
-    try:
-        events = _flat_keyed(_read(f"{path}/memory.events", read))
-    except OSError:
-        events = {}
+    if idle:
+        oom_kills, pids = idle_since.oom_kills, idle_since.pids
+    else:
+        try:
+            oom_kills = _pick(read(f"{path}/memory.events"), "oom_kill").get("oom_kill")
+        except OSError:
+            oom_kills = None
+        pids = _read_int(f"{path}/pids.current", read)
     if limits is None:
         limits = _read_v2_limits(path)
     rbytes = wbytes = None
@@ -285,9 +295,8 @@ def _read_v2(path: str, limits: CgroupLimits | None = None, read: Reader = read_
                     wbytes += int(value)
     except OSError:
         rbytes = wbytes = None
-    usage_usec = cpu.get("usage_usec")
     return CgroupCounters(
-        cpu_usage_ns=usage_usec * 1000 if usage_usec is not None else None,
+        cpu_usage_ns=usage_ns,
         cpu_throttled_periods=cpu.get("nr_throttled"),
         cpu_quota_cores=limits.cpu_quota_cores,
         memory_usage_bytes=_read_int(f"{path}/memory.current", read),
@@ -295,8 +304,8 @@ def _read_v2(path: str, limits: CgroupLimits | None = None, read: Reader = read_
         memory_cache_bytes=mem.get("file"),
         memory_shmem_bytes=mem.get("shmem"),
         memory_limit_bytes=limits.memory_limit_bytes,
-        oom_kills=events.get("oom_kill"),
-        pids=_read_int(f"{path}/pids.current", read),
+        oom_kills=oom_kills,
+        pids=pids,
         io_read_bytes=rbytes,
         io_write_bytes=wbytes,
         psi_cpu=_psi_some_avg10(f"{path}/cpu.pressure", read),
@@ -324,8 +333,8 @@ def _blkio_bytes(path: str, read: Reader = read_bytes) -> tuple[int | None, int 
     return None, None
 
 
-def _read_v1(paths: dict[str, str], limits: CgroupLimits | None = None,
-             read: Reader = read_bytes) -> CgroupCounters:
+def _read_v1(paths: dict[str, str], limits: CgroupLimits | None = None, read: Reader = read_bytes,
+             idle_since: CgroupCounters | None = None) -> CgroupCounters:
     mem_dir = paths.get("memory")
     cpu_dir = paths.get("cpuacct") or paths.get("cpu")
     if mem_dir is None and cpu_dir is None:
@@ -339,8 +348,11 @@ def _read_v1(paths: dict[str, str], limits: CgroupLimits | None = None,
             raise CgroupGone(cpu_dir) from None
         except (OSError, ValueError):
             pass
+    idle = idle_since is not None and usage_ns is not None and usage_ns == idle_since.cpu_usage_ns
     cfs_dir = paths.get("cpu") or cpu_dir
-    if cfs_dir:
+    if idle:
+        throttled = idle_since.cpu_throttled_periods
+    elif cfs_dir:
         try:
             throttled = _pick(read(f"{cfs_dir}/cpu.stat"), "nr_throttled").get("nr_throttled")
         except OSError:
@@ -349,20 +361,29 @@ def _read_v1(paths: dict[str, str], limits: CgroupLimits | None = None,
     usage = oom = None
     if mem_dir:
         try:
-            mem = _pick(read(f"{mem_dir}/memory.stat"), *_V1_MEMORY_KEYS)
+            data = read(f"{mem_dir}/memory.stat")
+            mem = _pick(data, *_V1_MEMORY_KEYS)
+            if len(mem) < len(_V1_MEMORY_KEYS):
+                mem = {**_pick(data, *_V1_MEMORY_KEYS_LOCAL), **mem}
         except FileNotFoundError:
             raise CgroupGone(mem_dir) from None
         except OSError:
             pass
         usage = _read_int(f"{mem_dir}/memory.usage_in_bytes", read)
-        try:
-            oom = _pick(read(f"{mem_dir}/memory.oom_control"), "oom_kill").get("oom_kill")
-        except OSError:
-            pass
+        if idle:
+            oom = idle_since.oom_kills
+        else:
+            try:
+                oom = _pick(read(f"{mem_dir}/memory.oom_control"), "oom_kill").get("oom_kill")
+            except OSError:
+                pass
     io_read = io_write = None
     if paths.get("blkio"):
         io_read, io_write = _blkio_bytes(paths["blkio"], read)
-    pids = _read_int(f"{paths['pids']}/pids.current", read) if paths.get("pids") else None
+    if idle:
+        pids = idle_since.pids
+    else:
+        pids = _read_int(f"{paths['pids']}/pids.current", read) if paths.get("pids") else None
     if limits is None:
         limits = _read_v1_limits(paths)
     return CgroupCounters(

@@ -13,8 +13,10 @@ What an open file holds on to, and how it is let go:
   opened again once (a restarted container has a new directory with the same path), and FileNotFoundError
   is raised when the path is gone, as a fresh open would.
 - `/proc/<pid>/net/dev` keeps answering for the network namespace it was opened in, and holds that
-  namespace alive. So every file not read during a sweep is closed at its end (`end_sweep`): a container
-  that stopped, restarted with another PID or was removed lets go of its files one sweep later.
+  namespace alive. So a `/proc/<pid>/net/` file not read during a sweep is closed at its end (`end_sweep`):
+  a container that stopped, restarted with another PID or was removed lets go of its namespace one sweep
+  later. Other files are closed once unread for `keep_unread` sweeps (the sampler skips some files of an
+  idle container for a few sweeps); what they pin meanwhile is a kernfs node or a `struct pid`.
 - It keeps at most `budget` files open (by default three quarters of the open-file limit, which is raised
   to the hard limit, at most 65536, as Go programs do); past that, files are opened and closed per read as
   before, and nothing else in the process runs short of descriptors.
@@ -89,10 +91,12 @@ class OpenFiles:
     One sweep at a time (the sampler's thread); `close()` may come from another thread at shutdown.
     """
 
-    def __init__(self, budget: int | None = None):
+    def __init__(self, budget: int | None = None, keep_unread: int = 0):
         self.budget = default_budget() if budget is None else budget
+        self.keep_unread = keep_unread
         self._fds: dict[str, int] = {}
-        self._read: set[str] = set()  # paths read since begin_sweep
+        self._sweep = 0
+        self._last_read: dict[str, int] = {}  # path -> the sweep that last read it
         self._lock = threading.Lock()  # open/close bookkeeping against close() from another thread
         self._closed = False
 
@@ -103,7 +107,7 @@ class OpenFiles:
         """The file's whole current content. Raises OSError as open() and read() would (FileNotFoundError for
         a path that is gone, ProcessLookupError for an exited process's stat)."""
         fd = self._fds.get(path)
-        self._read.add(path)
+        self._last_read[path] = self._sweep
         if fd is not None:
             try:
                 return _pread_all(fd)
@@ -128,19 +132,22 @@ class OpenFiles:
         return data
 
     def begin_sweep(self) -> None:
-        self._read = set()
+        self._sweep += 1
 
     def end_sweep(self) -> None:
-        """Close every file not read since begin_sweep: its container or process is gone or changed."""
-        unread = self._fds.keys() - self._read
-        for path in unread:
-            self._drop(path)
-        self._read = set()
+        """Close the files not read lately (see the module docstring): their container or process is gone
+        or changed."""
+        sweep, keep, last_read = self._sweep, self.keep_unread, self._last_read
+        for path, last in list(last_read.items()):
+            if last != sweep and (sweep - last > keep or (path.startswith("/proc/") and "/net/" in path)):
+                del last_read[path]
+                self._drop(path)
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
             fds, self._fds = self._fds, {}
+            self._last_read = {}
         for fd in fds.values():
             _close_quietly(fd)
 

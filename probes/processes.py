@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pwd
 from dataclasses import dataclass
+from typing import Iterable
 
 from .cgroups import Reader, read_bytes
 from .redaction import redact_text, scrub_values
@@ -97,14 +98,21 @@ def read_identity(pid: int) -> ProcessIdentity | None:
     )
 
 
+ProcessKey = tuple[int, int, bytes]  # (pid, start ticks, command name): one program run
+
+
+def process_key(pid: int, stat: ProcessStat) -> ProcessKey:
+    return pid, stat.start_ticks, stat.comm
+
+
 class ProcessTable:
     """Remembers identities and the previous CPU tick count of each process to compute CPU %."""
 
     def __init__(self, read: Reader = read_bytes) -> None:
         self._read = read  # how /proc/<pid>/stat is read: the sampler keeps it open between sweeps
-        self._identity: dict[tuple[int, int, bytes], ProcessIdentity] = {}
-        self._prev_ticks: dict[tuple[int, int, bytes], tuple[float, int]] = {}
-        self._seen: set[tuple[int, int, bytes]] = set()
+        self._identity: dict[ProcessKey, ProcessIdentity] = {}
+        self._prev_ticks: dict[ProcessKey, tuple[float, int]] = {}
+        self._seen: set[ProcessKey] = set()
 
     def begin_sweep(self) -> None:
         self._seen = set()
@@ -115,6 +123,15 @@ class ProcessTable:
             if key not in self._seen:
                 del self._identity[key]
                 self._prev_ticks.pop(key, None)
+
+    def carry(self, keys: Iterable[ProcessKey], now: float) -> None:
+        """The processes of a container that did not run since their last sample (its CPU counter did not
+        move): still there, with the same CPU ticks now. Nothing is read."""
+        for key in keys:
+            prev = self._prev_ticks.get(key)
+            if prev is not None:
+                self._seen.add(key)
+                self._prev_ticks[key] = (now, prev[1])
 
     def sample(self, pid: int, now: float, secrets: frozenset[str] = frozenset()
                ) -> tuple[ProcessIdentity, ProcessStat, float | None] | None:
@@ -127,7 +144,7 @@ class ProcessTable:
             return None
         # A shell that forks and then execs (`sh -c "... && exec python train.py"`) keeps its PID and start
         # time: the command name tells the two programs apart.
-        key = (pid, stat.start_ticks, stat.comm)
+        key = process_key(pid, stat)
         identity = self._identity.get(key)
         if identity is None:
             identity = read_identity(pid)

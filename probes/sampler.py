@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -34,11 +35,16 @@ from .model import (
     Snapshot,
 )
 from .openfiles import OpenFiles
-from .processes import ProcessTable
+from .processes import ProcessKey, ProcessTable, process_key
 
 log = logging.getLogger(__name__)
 
 LIMITS_MAX_AGE_S = 30.0  # limits are re-read when the container is re-inspected (docker update), else this often
+# A container whose CPU counter did not move since the last sweep ran no task: its throttled periods, OOM kills,
+# task count and processes cannot have changed, and are carried over instead of read (cgroups.read_counters,
+# ProcessTable.carry); a process's resident memory can still shrink under reclaim, so every container is read
+# whole once in this many sweeps (at a sweep of its own, not all at once).
+IDLE_FULL_READ_EVERY = 10
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,15 @@ class _Previous:
     at: float
     counters: CgroupCounters
     net: tuple[int, int] | None
+    processes: tuple[ProcessSample, ...] | None = None  # as sampled, before GPU attribution; None: not read
+    process_keys: tuple[ProcessKey, ...] = ()
+
+    def idle_processes(self) -> tuple[ProcessSample, ...]:
+        """The processes again, none of which ran since: 0 % CPU (the same tuple while it stays idle)."""
+        processes = self.processes or ()
+        if any(p.cpu_percent != 0.0 for p in processes):
+            processes = tuple(dataclasses.replace(p, cpu_percent=0.0) for p in processes)
+        return processes
 
 
 def _rate(new: int | None, old: int | None, seconds: float) -> float | None:
@@ -80,11 +95,13 @@ class Sampler:
         self._previous: dict[str, _Previous] = {}
         self._limits: dict[str, tuple[ContainerMeta, float, CgroupLimits]] = {}  # id -> (meta, read at, limits)
         self._unmeasured_samples: dict[str, tuple[ContainerMeta, ContainerSample]] = {}
-        self._files = OpenFiles()  # the files read every sweep, kept open (see probes/openfiles.py)
+        # the files read every sweep, kept open (probes/openfiles.py); an idle container's skipped ones too
+        self._files = OpenFiles(keep_unread=IDLE_FULL_READ_EVERY + 1)
         self._processes = ProcessTable(self._files.read)
         self._static = hostfacts.static_facts()
         self._cpu_times: tuple[float, tuple[int, int] | None] | None = None
         self._last_sweep_at: float | None = None
+        self._sweep_no = 0
         self._cpu_at: tuple[float, float] | None = None  # (monotonic, process CPU seconds) at the last sweep
         self._nvml = None
         if self.options.nvml:
@@ -112,6 +129,7 @@ class Sampler:
         taken_at = time.time()
         interval = now - self._last_sweep_at if self._last_sweep_at is not None else None
         self._last_sweep_at = now
+        self._sweep_no += 1
 
         engine_status, metas, info = self._engine_view()
         if self._nvml is not None:
@@ -265,11 +283,14 @@ class Sampler:
         else:
             paths = self._container_paths(meta, locator)
             net_pid = meta.pid
-        counters = read_counters(locator.version, paths, self._container_limits(meta, locator.version, paths, now),
-                                 self._files.read)
-        net = read_net_dev(net_pid, self._files.read) if net_pid else None
         prev = self._previous.get(meta.id)
-        self._previous[meta.id] = _Previous(now, counters, net)
+        full = prev is None or (self._sweep_no + hash(meta.id)) % IDLE_FULL_READ_EVERY == 0
+        counters = read_counters(locator.version, paths, self._container_limits(meta, locator.version, paths, now),
+                                 self._files.read, idle_since=None if full else prev.counters)
+        idle = (not full and counters.cpu_usage_ns is not None
+                and counters.cpu_usage_ns == prev.counters.cpu_usage_ns)
+        net = read_net_dev(net_pid, self._files.read) if net_pid else None
+        this = self._previous[meta.id] = _Previous(now, counters, net)
 
         cpu_percent = io_r = io_w = net_rx = net_tx = None
         if prev is not None:
@@ -293,7 +314,13 @@ class Sampler:
         processes: tuple[ProcessSample, ...] = ()
         # (not before the inspect: a command line is redacted with the container's own secret values)
         if self.options.processes and not meta.provisional:
-            processes = self._sample_processes(locator.version, paths, now, meta.secrets)
+            if idle and prev.processes is not None:
+                this.processes, this.process_keys = prev.idle_processes(), prev.process_keys
+                self._processes.carry(this.process_keys, now)
+            else:
+                this.processes, this.process_keys = self._sample_processes(locator.version, paths, now,
+                                                                           meta.secrets)
+            processes = this.processes
 
         pressure = None
         if any(v is not None for v in (counters.psi_cpu, counters.psi_memory, counters.psi_io)):
@@ -332,14 +359,16 @@ class Sampler:
             config_pending=meta.provisional,
         )
 
-    def _sample_processes(self, version: int, paths: dict[str, str], now: float,
-                          secrets: frozenset[str]) -> tuple[ProcessSample, ...]:
+    def _sample_processes(self, version: int, paths: dict[str, str], now: float, secrets: frozenset[str]
+                          ) -> tuple[tuple[ProcessSample, ...], tuple[ProcessKey, ...]]:
         out = []
+        keys = []
         for pid in cgroup_procs(version, paths, self._files.read):
             sampled = self._processes.sample(pid, now, secrets)
             if sampled is None:
                 continue  # exited between listing and reading
             identity, stat, cpu = sampled
+            keys.append(process_key(pid, stat))
             out.append(
                 ProcessSample(
                     host_pid=pid,
@@ -350,7 +379,7 @@ class Sampler:
                     rss_bytes=stat.rss_bytes,
                 )
             )
-        return tuple(out)
+        return tuple(out), tuple(keys)
 
     def _host_info(self, engine_status: EngineStatus, nvml_status: NvmlStatus, info: dict | None,
                    locator: CgroupLocator, now: float, running: int) -> HostInfo:
@@ -415,7 +444,6 @@ def attribute_gpu_processes(
     (per GPU and per process). Processes in containers the engine does not know (podman, Kubernetes) keep
     the id with the runtime's name; processes in no container stay host processes.
     """
-    import dataclasses
 
     by_id = {c.id: c for c in containers}
     per_container_gpu: dict[str, dict[int, list[GpuProcess]]] = {}

@@ -138,8 +138,12 @@ def test_a_restarted_container_is_measured_through_its_new_cgroup(containers):
         after = sampler.sweep().container(c.id)
         assert after.cpu_percent > 20, "the new cgroup's counters are read, not the removed one's"
         assert after.memory_bytes and after.processes
+        assert not [t for t in _open_fd_targets() if t.startswith(f"/proc/{before.pid}/net/")], \
+            "the old PID's network namespace is let go at once"
+        for _ in range(sampler._files.keep_unread + 1):
+            sampler.sweep()
         assert not [t for t in _open_fd_targets() if t.startswith(f"/proc/{before.pid}/")], \
-            "the old PID's files (and its network namespace) are let go"
+            "and its other files a few sweeps later"
     finally:
         sampler.close()
 
@@ -154,6 +158,9 @@ def test_a_removed_container_lets_go_of_its_files(containers):
         doomed.remove(force=True)
         wait_for(lambda: sampler.sweep().container(doomed.id) is None, timeout=10, what="the removal seen")
         sampler.sweep()
+        assert not [t for t in _open_fd_targets() if t.startswith(f"/proc/{pid}/net/")]
+        for _ in range(sampler._files.keep_unread + 1):
+            sampler.sweep()
         assert _container_fds(doomed.id, pid) == []
         assert sampler.sweep().container(keep.id).memory_bytes
     finally:

@@ -444,3 +444,61 @@ def test_remote_engine_limitation_is_explained():
 
     (note,) = view_limitations(["trainer"], 1, "ssh://ml@gpu-box")
     assert "ssh://ml@gpu-box runs on another machine" in note and "ssh -t HOST mltop" in note
+
+
+# ----------------------------------------------------------------------------- idle containers
+
+
+def test_an_idle_containers_processes_are_carried_then_read_again_when_it_runs(containers, monkeypatch):
+    """An idle container (CPU counter unmoved) keeps its processes at 0 % without reading them; the sweep after
+    it wakes reads them again, with CPU % over one interval, not over the idle stretch."""
+    from mltop.probes import sampler as sampler_module
+
+    monkeypatch.setattr(sampler_module, "IDLE_FULL_READ_EVERY", 1000)  # no periodic full read in this test
+    sampler = Sampler(ProbeOptions(nvml=False))
+    try:
+        c = containers.run(["sh", "-c", "mkfifo /tmp/go && read x < /tmp/go && while :; do :; done"])
+        wait_for(lambda: c.exec_run(["test", "-p", "/tmp/go"]).exit_code == 0, what="the fifo")
+        first = sampler.sweep().container(c.id)
+        for _ in range(8):
+            time.sleep(0.4)
+            idle = sampler.sweep().container(c.id)
+            assert idle.cpu_percent < 5
+            assert [(p.host_pid, p.cmdline) for p in idle.processes] == \
+                   [(p.host_pid, p.cmdline) for p in first.processes]
+            assert all(p.cpu_percent in (0.0, None) for p in idle.processes)
+        assert idle.pids == first.pids == 1
+        c.exec_run(["sh", "-c", "echo > /tmp/go"])  # the shell wakes and spins
+        time.sleep(1.0)
+        awake = sampler.sweep().container(c.id)
+        assert awake.cpu_percent > 50
+        (shell,) = [p for p in awake.processes if p.host_pid == first.processes[0].host_pid]
+        assert shell.cpu_percent > 50, "CPU % over the last interval, not since the last full read"
+    finally:
+        sampler.close()
+
+
+def test_an_idle_container_is_still_read_whole_now_and_then(containers, sampler):
+    from mltop.probes.sampler import IDLE_FULL_READ_EVERY
+
+    c = containers.run(["sleep", "300"])
+    sampler.sweep()
+    sampler.sweep()
+    (pids_file,) = [p for p in sampler._files._last_read if c.id in p and p.endswith("/pids.current")]
+    reads = set()
+    for _ in range(IDLE_FULL_READ_EVERY + 1):
+        sampler.sweep()
+        reads.add(sampler._files._last_read[pids_file])
+    assert 1 <= len(reads) <= 2, "read whole once in IDLE_FULL_READ_EVERY sweeps, and not every sweep"
+
+
+def test_a_process_started_in_an_idle_container_shows_at_the_next_sweep(containers, sampler):
+    c = containers.run(["sleep", "300"])
+    for _ in range(3):
+        sampler.sweep()
+        time.sleep(0.2)
+    before = sampler.sweep().container(c.id)
+    assert len(before.processes) == 1 and before.pids == 1
+    c.exec_run(["sh", "-c", "sleep 60 &"], detach=True)
+    wait_for(lambda: len(sampler.sweep().container(c.id).processes) >= 2, timeout=5, what="the new process")
+    assert sampler.sweep().container(c.id).pids >= 2
