@@ -219,8 +219,9 @@ def read_counters(version: int, paths: dict[str, str], limits: CgroupLimits | No
     `idle_since`: an earlier reading. When the CPU counter (nanoseconds, or microseconds on v2) has not moved
     since then, no task of the container ran, and the counters that move only while one runs are carried
     over rather than read: CFS throttled periods, OOM kills (the victim runs to exit) and the task count
-    (fork and exit run). Memory, I/O, network and pressure can move without the container running (reclaim,
-    writeback, packets received) and are always read."""
+    (fork and exit run); and memory.stat's figures while the memory usage has not moved either. Usage, I/O,
+    network and pressure can move without the container running (reclaim, writeback, packets received) and
+    are always read."""
     if version == 2:
         return _read_v2(paths["unified"], limits, read, idle_since)
     return _read_v1(paths, limits, read, idle_since)
@@ -258,6 +259,14 @@ def _read_v1_limits(paths: dict[str, str]) -> CgroupLimits:
     return CgroupLimits(quota, limit)
 
 
+def _carried_memory(earlier: CgroupCounters) -> dict[str, int | None]:
+    """memory.stat's figures from an earlier reading, for a container that has not run since and whose usage
+    has not moved: only the kernel's page aging (active to inactive, without reclaim) could have moved
+    them, and the sampler reads every container whole every few sweeps."""
+    return {"inactive_file": earlier.memory_inactive_file_bytes, "cache": earlier.memory_cache_bytes,
+            "shmem": earlier.memory_shmem_bytes}
+
+
 def _read_v2(path: str, limits: CgroupLimits | None = None, read: Reader = read_bytes,
              idle_since: CgroupCounters | None = None) -> CgroupCounters:
     try:
@@ -269,10 +278,15 @@ def _read_v2(path: str, limits: CgroupLimits | None = None, read: Reader = read_
     usage_usec = cpu.get("usage_usec")
     usage_ns = usage_usec * 1000 if usage_usec is not None else None
     idle = idle_since is not None and usage_ns is not None and usage_ns == idle_since.cpu_usage_ns
-    try:
-        mem = _pick(read(f"{path}/memory.stat"), *_V2_MEMORY_KEYS)
-    except OSError:
-        mem = {}
+    memory_usage = _read_int(f"{path}/memory.current", read)
+    if idle and memory_usage is not None and memory_usage == idle_since.memory_usage_bytes:
+        carried = _carried_memory(idle_since)
+        mem = {"inactive_file": carried["inactive_file"], "file": carried["cache"], "shmem": carried["shmem"]}
+    else:
+        try:
+            mem = _pick(read(f"{path}/memory.stat"), *_V2_MEMORY_KEYS)
+        except OSError:
+            mem = {}
     if idle:
         oom_kills, pids = idle_since.oom_kills, idle_since.pids
     else:
@@ -299,7 +313,7 @@ def _read_v2(path: str, limits: CgroupLimits | None = None, read: Reader = read_
         cpu_usage_ns=usage_ns,
         cpu_throttled_periods=cpu.get("nr_throttled"),
         cpu_quota_cores=limits.cpu_quota_cores,
-        memory_usage_bytes=_read_int(f"{path}/memory.current", read),
+        memory_usage_bytes=memory_usage,
         memory_inactive_file_bytes=mem.get("inactive_file"),
         memory_cache_bytes=mem.get("file"),
         memory_shmem_bytes=mem.get("shmem"),
@@ -360,16 +374,19 @@ def _read_v1(paths: dict[str, str], limits: CgroupLimits | None = None, read: Re
     mem: dict[str, int] = {}
     usage = oom = None
     if mem_dir:
-        try:
-            data = read(f"{mem_dir}/memory.stat")
-            mem = _pick(data, *_V1_MEMORY_KEYS)
-            if len(mem) < len(_V1_MEMORY_KEYS):
-                mem = {**_pick(data, *_V1_MEMORY_KEYS_LOCAL), **mem}
-        except FileNotFoundError:
-            raise CgroupGone(mem_dir) from None
-        except OSError:
-            pass
         usage = _read_int(f"{mem_dir}/memory.usage_in_bytes", read)
+        if idle and usage is not None and usage == idle_since.memory_usage_bytes:
+            mem = _carried_memory(idle_since)
+        else:
+            try:
+                data = read(f"{mem_dir}/memory.stat")
+                mem = _pick(data, *_V1_MEMORY_KEYS)
+                if len(mem) < len(_V1_MEMORY_KEYS):
+                    mem = {**_pick(data, *_V1_MEMORY_KEYS_LOCAL), **mem}
+            except FileNotFoundError:
+                raise CgroupGone(mem_dir) from None
+            except OSError:
+                pass
         if idle:
             oom = idle_since.oom_kills
         else:

@@ -15,8 +15,9 @@ What an open file holds on to, and how it is let go:
 - `/proc/<pid>/net/dev` keeps answering for the network namespace it was opened in, and holds that
   namespace alive. So a `/proc/<pid>/net/` file not read during a sweep is closed at its end (`end_sweep`):
   a container that stopped, restarted with another PID or was removed lets go of its namespace one sweep
-  later. Other files are closed once unread for `keep_unread` sweeps (the sampler skips some files of an
-  idle container for a few sweeps); what they pin meanwhile is a kernfs node or a `struct pid`.
+  later. Other files are closed once unread for `keep_unread` to twice that many sweeps (the sampler skips
+  some files of an idle container for a few sweeps); what they pin meanwhile is a kernfs node or a
+  `struct pid`.
 - It keeps at most `budget` files open (by default three quarters of the open-file limit, which is raised
   to the hard limit, at most 65536, as Go programs do); past that, files are opened and closed per read as
   before, and nothing else in the process runs short of descriptors.
@@ -97,6 +98,7 @@ class OpenFiles:
         self._fds: dict[str, int] = {}
         self._sweep = 0
         self._last_read: dict[str, int] = {}  # path -> the sweep that last read it
+        self._net_files: set[str] = set()
         self._lock = threading.Lock()  # open/close bookkeeping against close() from another thread
         self._closed = False
 
@@ -129,6 +131,8 @@ class OpenFiles:
                 os.close(fd)
             else:
                 self._fds[path] = fd
+                if path.startswith("/proc/") and "/net/" in path:
+                    self._net_files.add(path)  # it holds a network namespace alive: let go at once
         return data
 
     def begin_sweep(self) -> None:
@@ -136,11 +140,18 @@ class OpenFiles:
 
     def end_sweep(self) -> None:
         """Close the files not read lately (see the module docstring): their container or process is gone
-        or changed."""
+        or changed. Network files are looked at every sweep, the rest every `keep_unread` sweeps."""
         sweep, keep, last_read = self._sweep, self.keep_unread, self._last_read
+        if keep and sweep % keep:
+            for path in [p for p in self._net_files if last_read.get(p) != sweep]:
+                self._net_files.discard(path)
+                last_read.pop(path, None)
+                self._drop(path)
+            return
         for path, last in list(last_read.items()):
-            if last != sweep and (sweep - last > keep or (path.startswith("/proc/") and "/net/" in path)):
+            if last != sweep and (sweep - last > keep or path in self._net_files):
                 del last_read[path]
+                self._net_files.discard(path)
                 self._drop(path)
 
     def close(self) -> None:
@@ -148,6 +159,7 @@ class OpenFiles:
             self._closed = True
             fds, self._fds = self._fds, {}
             self._last_read = {}
+            self._net_files = set()
         for fd in fds.values():
             _close_quietly(fd)
 

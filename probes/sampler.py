@@ -67,6 +67,12 @@ class _Previous:
     net: tuple[int, int] | None
     processes: tuple[ProcessSample, ...] | None = None  # as sampled, before GPU attribution; None: not read
     process_keys: tuple[ProcessKey, ...] = ()
+    # The sample built from this reading (before GPU attribution), with the engine's view it was built from,
+    # and whether it was at rest: idle, every counter as in the reading before, so every rate 0. A container
+    # still at rest at the next sweep gets the very same sample back: nothing to build, nothing to redraw.
+    meta: ContainerMeta | None = None
+    sample: ContainerSample | None = None
+    at_rest: bool = False
 
     def idle_processes(self) -> tuple[ProcessSample, ...]:
         """The processes again, none of which ran since: 0 % CPU (the same tuple while it stays idle)."""
@@ -290,7 +296,12 @@ class Sampler:
         idle = (not full and counters.cpu_usage_ns is not None
                 and counters.cpu_usage_ns == prev.counters.cpu_usage_ns)
         net = read_net_dev(net_pid, self._files.read) if net_pid else None
-        this = self._previous[meta.id] = _Previous(now, counters, net)
+        at_rest = idle and counters == prev.counters and net == prev.net
+        if at_rest and prev.at_rest and prev.meta is meta and prev.sample is not None:
+            prev.at = now
+            self._processes.carry(prev.process_keys, now)
+            return prev.sample
+        this = self._previous[meta.id] = _Previous(now, counters, net, meta=meta, at_rest=at_rest)
 
         cpu_percent = io_r = io_w = net_rx = net_tx = None
         if prev is not None:
@@ -326,7 +337,7 @@ class Sampler:
         if any(v is not None for v in (counters.psi_cpu, counters.psi_memory, counters.psi_io)):
             pressure = Pressure(counters.psi_cpu, counters.psi_memory, counters.psi_io)
         cgroup_path = paths.get("unified") or paths.get("memory") or next(iter(paths.values()), None)
-        return ContainerSample(
+        this.sample = ContainerSample(
             id=meta.id,
             name=meta.name,
             image=meta.image,
@@ -358,6 +369,7 @@ class Sampler:
             cpu_usage_seconds=counters.cpu_usage_ns / 1e9 if counters.cpu_usage_ns is not None else None,
             config_pending=meta.provisional,
         )
+        return this.sample
 
     def _sample_processes(self, version: int, paths: dict[str, str], now: float, secrets: frozenset[str]
                           ) -> tuple[tuple[ProcessSample, ...], tuple[ProcessKey, ...]]:

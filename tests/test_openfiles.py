@@ -140,7 +140,7 @@ def test_a_restarted_container_is_measured_through_its_new_cgroup(containers):
         assert after.memory_bytes and after.processes
         assert not [t for t in _open_fd_targets() if t.startswith(f"/proc/{before.pid}/net/")], \
             "the old PID's network namespace is let go at once"
-        for _ in range(sampler._files.keep_unread + 1):
+        for _ in range(2 * sampler._files.keep_unread + 1):
             sampler.sweep()
         assert not [t for t in _open_fd_targets() if t.startswith(f"/proc/{before.pid}/")], \
             "and its other files a few sweeps later"
@@ -159,7 +159,7 @@ def test_a_removed_container_lets_go_of_its_files(containers):
         wait_for(lambda: sampler.sweep().container(doomed.id) is None, timeout=10, what="the removal seen")
         sampler.sweep()
         assert not [t for t in _open_fd_targets() if t.startswith(f"/proc/{pid}/net/")]
-        for _ in range(sampler._files.keep_unread + 1):
+        for _ in range(2 * sampler._files.keep_unread + 1):
             sampler.sweep()
         assert _container_fds(doomed.id, pid) == []
         assert sampler.sweep().container(keep.id).memory_bytes
