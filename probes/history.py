@@ -45,11 +45,15 @@ class History:
             series = self._containers.get(c.id)
             if series is None:
                 series = self._containers[c.id] = {m: deque(maxlen=self.length) for m in CONTAINER_METRICS}
-            gpu_percent = container_gpu_percent(c.gpu_sm_percent, [gpu_util.get(g.index) for g in c.gpus])
+            if c.gpus:
+                gpu_percent = container_gpu_percent(c.gpu_sm_percent, [gpu_util.get(g.index) for g in c.gpus])
+                gpu_memory = c.gpu_memory_bytes if c.running else None
+            else:  # (most containers, every sweep: what the two lines above give without a GPU)
+                gpu_percent = gpu_memory = None
             series["cpu_percent"].append(c.cpu_percent)
             series["memory_bytes"].append(c.memory_bytes)
             series["gpu_percent"].append(gpu_percent)
-            series["gpu_memory_bytes"].append(c.gpu_memory_bytes if c.running else None)
+            series["gpu_memory_bytes"].append(gpu_memory)
         for gone in set(self._containers) - seen:
             if self._forget:
                 del self._containers[gone]

@@ -69,8 +69,7 @@ def user_name(uid: int) -> str:
 
 def read_identity(pid: int) -> ProcessIdentity | None:
     try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            status = f.read().decode("utf-8", errors="replace")
+        status = read_bytes(f"/proc/{pid}/status").decode("utf-8", errors="replace")
     except OSError:
         return None
     container_pid = None
@@ -86,8 +85,7 @@ def read_identity(pid: int) -> ProcessIdentity | None:
         elif line.startswith("Name:"):
             name = line.split(":", 1)[1].strip()
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            raw = f.read()
+        raw = read_bytes(f"/proc/{pid}/cmdline")
         cmdline = raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", errors="replace")
     except OSError:
         cmdline = ""

@@ -145,6 +145,19 @@ def _account_costs() -> dict[str, float]:
                 costs[__part] += time.thread_time() - started
 
         setattr(owner, attr, functools.wraps(original)(timed))
+
+    import gc
+
+    costs["garbage collector (any thread)"] = 0.0
+    started_at: list[float] = []
+
+    def collecting(phase: str, info: dict) -> None:
+        if phase == "start":
+            started_at.append(time.thread_time())
+        elif started_at:
+            costs["garbage collector (any thread)"] += time.thread_time() - started_at.pop()
+
+    gc.callbacks.append(collecting)
     return costs
 
 

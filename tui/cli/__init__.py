@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from importlib import metadata
 from types import ModuleType
 from typing import Callable
 
@@ -68,10 +67,19 @@ SUBCOMMANDS: dict[str, tuple[Callable[[], ModuleType], str]] = {
 
 
 def version() -> str:
+    from importlib import metadata  # (10 ms of import: only when asked)
+
     try:
         return metadata.version("mltop")
     except metadata.PackageNotFoundError:
         return "0+unknown"
+
+
+class _VersionAction(argparse.Action):
+    """--version, with the version looked up only when asked."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.exit(message=f"mltop {version()}\n")
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -84,7 +92,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         description="GPU-aware container monitor and diagnostics for ML workloads. "
                     "With no subcommand, opens the live dashboard.",
     )
-    parser.add_argument("--version", action="version", version=f"mltop {version()}")
+    parser.add_argument("--version", action=_VersionAction, nargs=0, help="show the version and exit")
     add_common(parser, suppress=False)
     from mltop.tui.cli.recording_options import add_record_arguments
 

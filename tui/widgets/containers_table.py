@@ -188,7 +188,8 @@ class ContainersTable(KeyedTable):
     def __init__(self, *, id: str | None = None, classes: str | None = None):
         super().__init__(id=id, classes=classes)
         self._marks: dict[str, str] = {}  # row key -> severity shown by its marker
-        self._built: dict[str, tuple[tuple, dict[str, Text]]] = {}  # row key -> (row_values, cells given)
+        # row key -> (the sample, its workload class, row_values, cells given)
+        self._built: dict[str, tuple[ContainerSample, str, tuple, dict[str, Text]]] = {}
 
     def show(self, snapshot: Snapshot, needle: str, sort_column: str, reverse: bool,
              severities: Mapping[str | None, str] | None = None, previous: Snapshot | None = None) -> None:
@@ -198,15 +199,21 @@ class ContainersTable(KeyedTable):
         shown = [c for c in snapshot.containers if matches(c, needle)]
         self.hide_columns(frozenset() if shows_gpus(snapshot) else GPU_COLUMNS)
         rows: dict[str, dict[str, Text]] = {}
-        built: dict[str, tuple[tuple, dict[str, Text]]] = {}
+        built: dict[str, tuple[ContainerSample, str, tuple, dict[str, Text]]] = {}
         for c in shown:
-            values = row_values(c, kinds.get(c.id, ""))
+            kind = kinds.get(c.id, "")
             previous = self._built.get(c.id)
+            if previous is not None and previous[0] is c and previous[1] == kind:
+                # the sampler hands back the very same sample for a container at rest: nothing to format
+                rows[c.id] = previous[3]
+                built[c.id] = previous
+                continue
+            values = row_values(c, kind)
             # the same cells object as last time tells sync() the row did not change (no refit, no repaint)
-            cells = previous[1] if previous is not None and previous[0] == values else \
-                cells_from_values(values, previous)
+            cells = previous[3] if previous is not None and previous[2] == values else \
+                cells_from_values(values, previous[2:] if previous is not None else None)
             rows[c.id] = cells
-            built[c.id] = (values, cells)
+            built[c.id] = (c, kind, values, cells)
         self._built = built
         self.sync(rows, sorted_ids(shown, sort_column, reverse, kinds))
         severities = severities or {}
