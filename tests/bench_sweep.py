@@ -37,12 +37,17 @@ SESSION_LABEL = "mltop-test-session"
 PREFIX = f"mltop-bench-sweep-{os.getpid()}-"
 
 
-def start_containers(client, n: int) -> list:
+# --busy: a process that wakes every second and reads /proc, without forking (busybox top): the container's
+# CPU counter moves every sweep, so nothing is carried over as for an idle one (sampler.IDLE_FULL_READ_EVERY)
+BUSY_COMMAND = ["sh", "-c", "exec top -b -d 1 >/dev/null"]
+
+
+def start_containers(client, n: int, busy: bool = False) -> list:
     labels = {LABEL: "1", TEST_LABEL: "1", SESSION_LABEL: str(os.getpid())}
 
     def one(i):
-        return client.containers.run(BUSYBOX_IMAGE, ["sleep", "3600"], name=f"{PREFIX}{i}", detach=True,
-                                     labels=labels)
+        return client.containers.run(BUSYBOX_IMAGE, BUSY_COMMAND if busy else ["sleep", "3600"],
+                                     name=f"{PREFIX}{i}", detach=True, labels=labels)
 
     with ThreadPoolExecutor(8) as pool:
         return list(pool.map(one, range(n)))
@@ -79,10 +84,24 @@ def files_a_sweep_reads(locator: CgroupLocator, pid: int) -> list[str]:
     return files
 
 
-def raw_floor(file_lists: list[list[str]], rounds: int) -> float:
-    """CPU seconds per container to open and read those files, no parsing, in a tight loop: the cheapest
-    read there is (os.open / os.read until empty / os.close, no Python file object)."""
+def raw_floor(file_lists: list[list[str]], rounds: int, kept_open: bool = True) -> float:
+    """CPU seconds per container to read all of those files, no parsing, in a tight loop: the cheapest read
+    there is. `kept_open`: each file opened once beforehand and re-read with os.pread from offset 0 (what
+    the sampler does, probes/openfiles.py); else os.open / os.read until empty / os.close per read."""
     flags = os.O_RDONLY | os.O_CLOEXEC
+    if kept_open:
+        fd_lists = [[os.open(path, flags) for path in files] for files in file_lists]
+        try:
+            start = time.process_time()
+            for _ in range(rounds):
+                for fds in fd_lists:
+                    for fd in fds:
+                        os.pread(fd, 65536, 0)
+            return (time.process_time() - start) / rounds / len(file_lists)
+        finally:
+            for fds in fd_lists:
+                for fd in fds:
+                    os.close(fd)
     start = time.process_time()
     for _ in range(rounds):
         for files in file_lists:
@@ -131,7 +150,7 @@ def stats_api_cost(client, containers: list, samples: int) -> float:
 
 
 def run(n: int | None, rounds: int, stats_samples: int, gpus: int, existing: str | None = None,
-        stand_in: bool = False) -> None:
+        stand_in: bool = False, busy: bool = False) -> None:
     global PREFIX
     client = docker.from_env(timeout=120)
     make = Sampler
@@ -153,8 +172,8 @@ def run(n: int | None, rounds: int, stats_samples: int, gpus: int, existing: str
     else:
         remove_containers(client)
         t0 = time.perf_counter()
-        started = start_containers(client, n)
-        print(f"\nN = {n}: started {n} containers in {time.perf_counter() - t0:.1f} s "
+        started = start_containers(client, n, busy)
+        print(f"\nN = {n}: started {n} {'busy' if busy else 'idle'} containers in {time.perf_counter() - t0:.1f} s "
               f"({len(client.api.containers(all=True))} on the engine, load {os.getloadavg()[0]:.1f})", flush=True)
     try:
         sampler = make(ProbeOptions(nvml=False))
@@ -170,13 +189,15 @@ def run(n: int | None, rounds: int, stats_samples: int, gpus: int, existing: str
         locator = sampler._get_locator(None)
         file_lists = [files_a_sweep_reads(locator, pid) for pid in pids]
         # interleaved, so that the neighbours' load falls on both alike
-        sweeps, floors = [], []
+        sweeps, floors, open_floors = [], [], []
         for _ in range(5):
             sweeps.append(sweep_cost(sampler, n, max(rounds // 5, 2)))
             floors.append(raw_floor(file_lists, max(rounds // 5, 2)))
+            open_floors.append(raw_floor(file_lists, max(rounds // 10, 1), kept_open=False))
         median = statistics.median(s[0] for s in sweeps)
         wall = statistics.median(s[1] for s in sweeps)
         floor = statistics.median(floors)
+        open_floor = statistics.median(open_floors)
         relist, _ = sweep_cost(sampler, n, max(rounds // 8, 3), relist=True)
         sampler.close()
         nvml_line = ""
@@ -210,7 +231,8 @@ def run(n: int | None, rounds: int, stats_samples: int, gpus: int, existing: str
               f"median of {rounds} sweeps")
         print(f"  sweep that also re-lists from the engine: {relist * 1e3:5.3f} ms CPU per container "
               f"(every 30 s, or after mark_stale)")
-        print(f"  raw floor, same {files_per:.0f} files, per container:  {floor * 1e3:8.3f} ms CPU")
+        print(f"  raw floor, same {files_per:.0f} files kept open (pread), per container: {floor * 1e3:8.3f} ms CPU")
+        print(f"  the same files opened, read and closed each time:  {open_floor * 1e3:8.3f} ms CPU")
         print(nvml_line, end="")
         if cli_cpu is not None:
             print(f"  mltop snapshot --json ({cli_count} containers, {' '.join(nvml_args)}): {cli_cpu:.2f} s CPU = "
@@ -233,14 +255,19 @@ def main() -> None:
                         "instead of starting (and removing) --n")
     parser.add_argument("--stand-in", action="store_true", help="inspect and info from tests/bench_engine.py "
                         "(an engine that lists but does not inspect); no snapshot CLI or stats API figures")
+    parser.add_argument("--busy", action="store_true", help="containers whose CPU counter moves every second "
+                        "(busybox top), so no idle container's reads are skipped")
     args = parser.parse_args()
+    from bench_engine import compile_bytecode
+
+    compile_bytecode()
     print(f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} (shared: figures move)")
     if args.existing:
         run(None, args.rounds, args.stats_samples, args.gpus, args.existing, args.stand_in)
         return
     ensure_images([BUSYBOX_IMAGE])
     for n in args.n:
-        run(n, args.rounds, args.stats_samples, args.gpus)
+        run(n, args.rounds, args.stats_samples, args.gpus, busy=args.busy)
 
 
 if __name__ == "__main__":

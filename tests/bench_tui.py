@@ -185,14 +185,15 @@ def _rss_bytes() -> int:
 # --------------------------------------------------------------------------- the driver
 
 
-def start_containers(client, count: int, prefix: str) -> list:
+def start_containers(client, count: int, prefix: str, busy: bool = False) -> list:
+    from bench_sweep import BUSY_COMMAND
     from images import BUSYBOX_IMAGE
 
     labels = {LABEL: "1", TEST_LABEL: "1", SESSION_LABEL: str(os.getpid())}
 
     def start(i: int):
-        return client.containers.run(BUSYBOX_IMAGE, "sleep 3600", name=f"{prefix}{i:03d}", detach=True,
-                                     labels=labels)
+        return client.containers.run(BUSYBOX_IMAGE, BUSY_COMMAND if busy else "sleep 3600",
+                                     name=f"{prefix}{i:03d}", detach=True, labels=labels)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         return list(pool.map(start, range(count)))
@@ -335,6 +336,8 @@ def main() -> int:
     parser.add_argument("--docker-stats", action="store_true", help="also time `docker stats --no-stream`")
     parser.add_argument("--existing", metavar="PREFIX", help="use the running containers named PREFIX* "
                         "instead of starting (and removing) --containers")
+    parser.add_argument("--busy", action="store_true", help="containers whose CPU counter moves every second "
+                        "(busybox top), so no idle container's reads are skipped")
     parser.add_argument("--stand-in", action="store_true", help="inspect, info and logs from tests/bench_engine.py "
                         "(an engine that lists but does not inspect): steady-state figures only")
     parser.add_argument("--compare", metavar="DIR", help="also run the app with PYTHONPATH=DIR (another "
@@ -348,6 +351,9 @@ def main() -> int:
     if args.child:
         child(args)
         return 0
+    from bench_engine import compile_bytecode
+
+    compile_bytecode()
 
     if shutil.which("tmux") is None:
         print("tmux is needed (the app runs in a real terminal)", file=sys.stderr)
@@ -369,7 +375,7 @@ def main() -> int:
             remove_containers(client)
             prefix = f"{LABEL}-{os.getpid()}-"
             started = time.monotonic()
-            containers = start_containers(client, n, prefix)
+            containers = start_containers(client, n, prefix, args.busy)
             print(f"\nN = {n}: started in {time.monotonic() - started:.1f} s", flush=True)
         variants = [("this tree", None)] + ([(f"PYTHONPATH={args.compare}", args.compare)] if args.compare else [])
         runs: dict[str, list[dict]] = {name: [] for name, _ in variants}
