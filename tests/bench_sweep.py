@@ -185,7 +185,9 @@ def run(n: int | None, rounds: int, stats_samples: int, gpus: int, existing: str
         if stand_in:
             pids = [_first_pid(c.id) for c in started]
         else:
-            pids = [c.attrs["State"]["Pid"] or client.api.inspect_container(c.id)["State"]["Pid"] for c in started]
+            # (a sparse list entry's State is a word, "running": inspect those)
+            pids = [(isinstance(c.attrs.get("State"), dict) and c.attrs["State"]["Pid"])
+                    or client.api.inspect_container(c.id)["State"]["Pid"] for c in started]
         locator = sampler._get_locator(None)
         file_lists = [files_a_sweep_reads(locator, pid) for pid in pids]
         # interleaved, so that the neighbours' load falls on both alike
