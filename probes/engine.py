@@ -6,13 +6,14 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 from .model import ContainerConfig, DeviceMapping, DeviceRequest, EngineStatus, Mount
+from .unix_api import NoSuchContainer, Unanswered, UnixSocketAPI
 from .redaction import (
     SECRETS_UNREADABLE,
     ContainerSecrets,
@@ -282,6 +283,12 @@ class Engine:
         self._info: dict[str, Any] | None = None
         self._version: str | None = None
         self._secrets: dict[str, ContainerSecrets] = {}
+        # A local engine's read-only calls go over its socket without the SDK (unix_api.py); None: not tried
+        # yet, False: it could not answer (the SDK answers, and explains the failure) until reset().
+        self._api = UnixSocketAPI(self.docker_host[len("unix://"):], timeout_s) \
+            if self.docker_host.startswith("unix://") else None
+        self._api_ok: bool | None = None
+        self._raw_inspect_for = None  # the SDK client _connect made itself (not one a test handed in)
 
     # -- connection -----------------------------------------------------------------------------
 
@@ -341,6 +348,27 @@ class Engine:
                     log.debug("closing the engine client failed", exc_info=True)
             self._client = None
             self._info = None
+            self._api_ok = None
+        if self._api is not None:
+            self._api.close()
+
+    def _socket_api(self) -> UnixSocketAPI | None:
+        """The unix-socket path, when it can answer: a local engine, no client handed in from outside."""
+        api = self._api
+        if api is None or self._api_ok is False:
+            return None
+        client = self._client
+        if client is not None and client is not self._raw_inspect_for:
+            return None  # a client handed in (tests' stand-ins) answers everything
+        if self._api_ok is None:
+            try:
+                self._version = api.version().get("Version")
+            except Unanswered:
+                log.debug("the engine socket did not answer /version: the SDK answers", exc_info=True)
+                self._api_ok = False
+                return None
+            self._api_ok = True
+        return api
 
     def status(self) -> EngineStatus:
         try:
@@ -380,62 +408,47 @@ class Engine:
 
     def info(self, refresh: bool = False) -> dict[str, Any]:
         if self._info is None or refresh:
-            self._info = self.call(lambda c: c.info())
+            api = self._socket_api()
+            try:
+                self._info = api.get("/info") if api is not None else None
+            except Unanswered:
+                self._info = None
+            if self._info is None:
+                self._info = self.call(lambda c: c.info())
         return self._info
 
     # -- containers -----------------------------------------------------------------------------
 
     def list_containers(self) -> list[dict[str, Any]]:
         """One cheap call: every container (running and stopped) with id, names, image and state."""
+        api = self._socket_api()
+        if api is not None:
+            try:
+                return api.get("/containers/json", all=1)
+            except Unanswered:
+                pass
         return self.call(lambda c: c.api.containers(all=True))
 
     def inspect(self, container_id: str) -> dict[str, Any]:
-        client = self.client
-        if client is getattr(self, "_raw_inspect_for", None):  # a client _connect made over a unix socket
-            found = self._inspect_raw(client, container_id)
-            if found is not None:
-                return found
+        """`docker inspect`; raises one of not_found_errors() when the container is gone. Over the socket it
+        costs ~0.1 ms of CPU, through the SDK's requests stack ~0.55 ms (a cold start inspects every one)."""
+        api = self._socket_api()
+        if api is not None:
+            try:
+                return api.inspect(container_id)
+            except Unanswered:
+                pass
         return self.call(lambda c: c.api.inspect_container(container_id))
 
-    def _inspect_raw(self, client, container_id: str) -> dict[str, Any] | None:
-        """The inspect straight over the engine's unix socket, one kept-alive connection per thread.
-
-        The SDK's requests stack costs ~0.55 ms of CPU an inspect, this ~0.1 ms; a cold start and
-        `snapshot --json` inspect every container (issue 11). None when this path cannot answer (any
-        status but 200 and 404, a broken socket): the caller asks the SDK, which explains the error."""
-        import http.client
-        import socket
-
-        local = self.__dict__.setdefault("_raw_local", threading.local())
-        conn = getattr(local, "conn", None)
-        if conn is None:
-            path = self.docker_host[len("unix://"):]
-            timeout = self._timeout_s
-
-            class UnixConnection(http.client.HTTPConnection):
-                def connect(self) -> None:
-                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                    sock.settimeout(timeout)
-                    sock.connect(path)
-                    self.sock = sock
-
-            conn = local.conn = UnixConnection("localhost", timeout=timeout)
-        version = getattr(client.api, "_version", None) or "1.41"
-        try:
-            conn.request("GET", f"/v{version}/containers/{quote(container_id, safe='')}/json")
-            response = conn.getresponse()
-            body = response.read()
-        except (OSError, http.client.HTTPException):
-            conn.close()
-            local.conn = None
-            return None
-        if response.status == 404:
-            import docker.errors
-
-            raise docker.errors.NotFound(f"No such container: {container_id}")
-        if response.status != 200:
-            return None
-        return json.loads(body)
+    def events(self, since: float | None = None):
+        """The stream of container events: iterate it for dicts, close() it (from any thread) to end it."""
+        api = self._socket_api()
+        if api is not None:
+            try:
+                return api.events({"type": ["container"]}, since)
+            except Unanswered:
+                pass
+        return self.call(lambda c: c.api.events(decode=True, filters={"type": "container"}, since=since))
 
     def container_secrets(self, container_id: str) -> ContainerSecrets:
         """The container's own secret values (from its environment), to scrub from text it prints; when the
@@ -471,6 +484,14 @@ class Engine:
         )
         text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
         return [secrets.scrub(line) for line in text.splitlines()]
+
+
+def not_found_errors() -> tuple[type[BaseException], ...]:
+    """What an engine call raises for a container that is gone: the socket path's NoSuchContainer, and the
+    SDK's NotFound once the SDK is loaded (an `except not_found_errors():` is evaluated only on an error,
+    so it imports nothing)."""
+    errors = sys.modules.get("docker.errors")
+    return (NoSuchContainer,) if errors is None else (NoSuchContainer, errors.NotFound)
 
 
 def _import_docker(ssh: bool):
@@ -579,12 +600,11 @@ class ContainerCatalog:
         the cgroups: inspect threads parsing JSON would otherwise hold the GIL against every file it opens."""
         if not self._to_inspect:
             return
-        import docker.errors
 
         def inspect(cid: str) -> ContainerMeta | None:
             try:
                 return meta_from_inspect(self.engine.inspect(cid))
-            except docker.errors.NotFound:
+            except not_found_errors():
                 return None  # removed meanwhile
 
         if self._inspect_pool is None:
@@ -618,14 +638,12 @@ class ContainerCatalog:
 
     def _reinspect(self, ids: set[str]) -> None:
         """Inspect only the containers events named: new ones appear, removed ones go, the rest update."""
-        import docker.errors
-
         metas = dict(self._metas)
         new: dict[str, ContainerMeta] = {}
         for cid in ids:
             try:
                 meta = meta_from_inspect(self.engine.inspect(cid))
-            except docker.errors.NotFound:
+            except not_found_errors():
                 metas.pop(cid, None)
             else:
                 (metas if cid in metas else new)[cid] = meta
@@ -638,7 +656,6 @@ class ContainerCatalog:
 
     def _relist(self) -> None:
         listed = self.engine.list_containers()
-        import docker.errors  # after the engine connected: it imports the SDK its own way (_import_docker)
 
         fresh: dict[str, ContainerMeta] = {}
         with self._dirty_lock:
@@ -660,7 +677,7 @@ class ContainerCatalog:
         def inspect(cid: str) -> ContainerMeta | None:
             try:
                 return meta_from_inspect(self.engine.inspect(cid))
-            except docker.errors.NotFound:
+            except not_found_errors():
                 return None  # removed between list and inspect
 
         if self.inspect_in_background and len(to_inspect) > BACKGROUND_INSPECT_MIN:
@@ -698,9 +715,7 @@ class ContainerCatalog:
 
     def _watch(self) -> None:
         try:
-            stream = self.engine.call(
-                lambda c: c.api.events(decode=True, filters={"type": "container"})
-            )
+            stream = self.engine.events()
             self._events_stream = stream
             for event in stream:
                 if self._closed:
@@ -806,9 +821,7 @@ class EngineEventWatcher:
         while not self._stop.is_set():
             try:
                 since = self._since
-                self._stream = self.engine.call(lambda c: c.api.events(
-                    decode=True, filters={"type": "container"},
-                    since=None if since is None else since + 1e-6))
+                self._stream = self.engine.events(since=None if since is None else since + 1e-6)
                 for raw in self._stream:
                     if self._stop.is_set():
                         break

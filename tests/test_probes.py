@@ -502,3 +502,77 @@ def test_a_process_started_in_an_idle_container_shows_at_the_next_sweep(containe
     c.exec_run(["sh", "-c", "sleep 60 &"], detach=True)
     wait_for(lambda: len(sampler.sweep().container(c.id).processes) >= 2, timeout=5, what="the new process")
     assert sampler.sweep().container(c.id).pids >= 2
+
+
+# ----------------------------------------------------------------------------- the engine's socket path
+
+
+def test_a_local_engine_is_read_without_the_docker_sdk(containers):
+    """Version, list, info, inspect and the events stream go over the unix socket with the standard library
+    (the SDK's import is ~60 ms of CPU on the way to the first frame); the answers are the engine's own."""
+    c = containers.run(["sleep", "300"])
+    script = f"""
+import sys, threading, time
+from mltop.probes.engine import Engine, not_found_errors
+from mltop.probes.sampler import ProbeOptions, Sampler
+engine = Engine()
+events = []
+stream = engine.events(since=time.time() - 600)
+reader = threading.Thread(target=lambda: [events.append(e) for e in stream], daemon=True)
+reader.start()
+sampler = Sampler(ProbeOptions(nvml=False), engine=engine)
+snap = sampler.sweep()
+found = snap.container({c.id!r})
+assert found is not None and found.config.command and found.memory_bytes, found
+assert snap.host.docker_version and snap.host.cgroup_version, snap.host
+try:
+    engine.inspect("0" * 64)
+    raise SystemExit("inspect of a missing container did not raise")
+except not_found_errors():
+    pass
+deadline = time.time() + 10
+while not any(e.get("id") == {c.id!r} or (e.get("Actor") or {{}}).get("ID") == {c.id!r} for e in events):
+    assert time.time() < deadline, "no event for the container"
+    time.sleep(0.05)
+stream.close()
+reader.join(5)
+assert not reader.is_alive(), "close() ends the stream"
+sampler.close()
+print("sdk loaded:", "docker" in sys.modules, "requests" in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "sdk loaded: False False" in result.stdout
+
+
+def test_a_socket_that_answers_no_api_falls_back_to_the_sdk_and_its_explanation(tmp_path):
+    """Something listens on the socket but is not an engine: the SDK path answers, and explains."""
+    path = tmp_path / "not-docker.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(8)
+
+    def answer():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n")
+            conn.close()
+
+    import threading
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        engine = Engine(f"unix://{path}", timeout_s=3)
+        from mltop.probes.engine import EngineError
+
+        with pytest.raises(EngineError) as raised:
+            engine.list_containers()
+        assert engine._api_ok is False
+        # the SDK's own words about the same answer, with the endpoint named
+        assert "500 Server Error" in raised.value.message and str(path) in raised.value.message
+    finally:
+        server.close()
