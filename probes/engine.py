@@ -285,8 +285,10 @@ class Engine:
         self._secrets: dict[str, ContainerSecrets] = {}
         # A local engine's read-only calls go over its socket without the SDK (unix_api.py); None: not tried
         # yet, False: it could not answer (the SDK answers, and explains the failure) until reset().
+        # (not for a subclass that reaches the engine its own way: tests' stand-ins answer everything)
+        own_transport = type(self).client is Engine.client and type(self).call is Engine.call
         self._api = UnixSocketAPI(self.docker_host[len("unix://"):], timeout_s) \
-            if self.docker_host.startswith("unix://") else None
+            if self.docker_host.startswith("unix://") and own_transport else None
         self._api_ok: bool | None = None
         self._raw_inspect_for = None  # the SDK client _connect made itself (not one a test handed in)
 

@@ -48,7 +48,7 @@ class _FailingEvents:
     def list_containers(self):
         return []
 
-    def call(self, fn):
+    def events(self, since=None):
         raise ConnectionError("events stream reset by peer")
 
 
