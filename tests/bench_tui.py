@@ -112,7 +112,8 @@ def child(args: argparse.Namespace) -> None:
             self.exit()
 
     costs = _account_costs()
-    app = BenchApp(nvml=bool(args.nvml_lib), nvml_lib=args.nvml_lib, interval=args.interval)
+    record = os.path.join(os.path.dirname(args.out), "history.sqlite") if args.record else None
+    app = BenchApp(nvml=bool(args.nvml_lib), nvml_lib=args.nvml_lib, interval=args.interval, record=record)
     app.run()
     with open(args.out, "w") as f:
         json.dump(result, f)
@@ -236,7 +237,8 @@ def run_once(args, n: int, prefix: str, lib: str | None, scenario: str | None, p
         env += f"PYTHONPATH={pythonpath} "
     command = (f"{env}{sys.executable} {os.path.abspath(__file__)} --child --out {out} --interval {args.interval} "
                f"--warmup {args.warmup} --measure {args.measure} --prefix {prefix} --expect {n}"
-               + (f" --nvml-lib {lib}" if lib else "") + (" --stand-in" if args.stand_in else ""))
+               + (f" --nvml-lib {lib}" if lib else "") + (" --stand-in" if args.stand_in else "")
+               + (" --record" if args.record else ""))
     server = f"mltop-bench-{os.getpid()}-{os.path.basename(work)}"  # our own tmux server, one per run
     launched = time.time()
     subprocess.run(["tmux", "-L", server, "new-session", "-d", "-x", cols, "-y", rows, command], check=True)
@@ -336,6 +338,8 @@ def main() -> int:
     parser.add_argument("--docker-stats", action="store_true", help="also time `docker stats --no-stream`")
     parser.add_argument("--existing", metavar="PREFIX", help="use the running containers named PREFIX* "
                         "instead of starting (and removing) --containers")
+    parser.add_argument("--record", action="store_true", help="with the flight recorder on, as `mltop` runs "
+                        "by default (into a file in the run's temporary directory)")
     parser.add_argument("--busy", action="store_true", help="containers whose CPU counter moves every second "
                         "(busybox top), so no idle container's reads are skipped")
     parser.add_argument("--stand-in", action="store_true", help="inspect, info and logs from tests/bench_engine.py "
