@@ -422,14 +422,18 @@ def _read_v1(paths: dict[str, str], limits: CgroupLimits | None = None, read: Re
     )
 
 
-def cgroup_procs(version: int, paths: dict[str, str], read: Reader = read_bytes) -> list[int]:
-    """Host PIDs of every process in the container's cgroup."""
+def cgroup_procs(version: int, paths: dict[str, str]) -> list[int]:
+    """Host PIDs of every process in the container's cgroup.
+
+    Always a fresh open, never a kept one (probes/openfiles.py): on cgroup v1 an open cgroup.procs answers
+    from a PID list the kernel caches per open file and frees only a second after the last read, so a file
+    re-read every second would keep answering the processes of its first read."""
     directory = paths.get("unified") if version == 2 else (paths.get("pids") or paths.get("memory")
                                                             or paths.get("cpuacct"))
     if not directory:
         return []
     try:
-        return [int(x) for x in read(f"{directory}/cgroup.procs").split()]
+        return [int(x) for x in read_bytes(f"{directory}/cgroup.procs").split()]
     except FileNotFoundError:
         raise CgroupGone(directory) from None
     except (OSError, ValueError):

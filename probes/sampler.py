@@ -20,7 +20,8 @@ from .cgroups import (
     read_limits,
     read_net_dev,
 )
-from .engine import ContainerCatalog, ContainerMeta, Engine, EngineError
+from .catalog import ContainerCatalog
+from .engine import ContainerMeta, Engine, EngineError
 from .model import (
     ContainerGpuUse,
     ContainerSample,
@@ -277,7 +278,7 @@ class Sampler:
             if not paths:
                 return self._unmeasured(meta)
             self._paths[meta.id] = (None, paths)
-            net_pid = next(iter(cgroup_procs(locator.version, paths, self._files.read)), None)
+            net_pid = next(iter(cgroup_procs(locator.version, paths)), None)
         elif not meta.pid:
             return self._unmeasured(meta)
         elif meta.id not in self._paths and not os.path.exists(f"/proc/{meta.pid}"):
@@ -375,7 +376,7 @@ class Sampler:
                           ) -> tuple[tuple[ProcessSample, ...], tuple[ProcessKey, ...]]:
         out = []
         keys = []
-        for pid in cgroup_procs(version, paths, self._files.read):
+        for pid in cgroup_procs(version, paths):
             sampled = self._processes.sample(pid, now, secrets)
             if sampled is None:
                 continue  # exited between listing and reading

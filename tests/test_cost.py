@@ -156,9 +156,9 @@ def test_snapshot_without_a_sweep_has_no_cost():
 
 
 def test_event_reinspects_only_the_named_container(containers, monkeypatch):
-    from mltop.probes import engine
+    from mltop.probes import catalog
 
-    monkeypatch.setattr(engine, "REINSPECT_MAX", 10_000)  # other sessions' bursts on a shared engine: no re-list
+    monkeypatch.setattr(catalog, "REINSPECT_MAX", 10_000)  # other sessions' bursts on a shared engine: no re-list
     sampler = Sampler(ProbeOptions(nvml=False))
     try:
         sampler.sweep()

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from mltop.probes.engine import ContainerCatalog
+from mltop.probes.catalog import ContainerCatalog
 from mltop.probes.model import EngineStatus
 from mltop.probes.sampler import Sampler
 

@@ -245,7 +245,8 @@ class Recorder:
     # -- engine events ------------------------------------------------------------------------------
 
     def _start_watcher(self) -> None:
-        from ..engine import Engine, EngineEventWatcher
+        from ..engine import Engine
+        from ..engine_events import EngineEventWatcher
 
         def on_event(ev) -> None:
             detail = {k: v for k, v in (("exit_code", ev.exit_code), ("signal", ev.signal),

@@ -1,0 +1,241 @@
+"""The engine's containers, kept current: one list, inspects only for what is new or changed, and an
+events watcher that says what changed between sweeps (the sampler's view of the engine)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from .engine import ContainerMeta, Engine, EngineError, meta_from_inspect, not_found_errors, provisional_meta
+
+log = logging.getLogger(__name__)
+
+REINSPECT_MAX = 16  # more containers named by events than this since the last sweep: re-list instead
+BACKGROUND_INSPECT_MIN = 8  # fewer containers to inspect than this: inspect them before answering
+
+
+class ContainerCatalog:
+    """Keeps every container's inspect data, re-inspecting only containers whose state changed.
+
+    Listing is one HTTP call; inspecting is one call per container, so it is done only for new containers
+    and those whose listed state moved. An event watcher marks the catalog stale so that between events
+    a sweep needs no engine call at all, and after an event only the containers it names are inspected
+    again (on a dense host events come every few seconds, and a list of 500 containers costs far more than
+    one inspect). A full re-list still happens every `relist_s` as a safety net (30 s with the watcher,
+    5 s without), and after mark_stale().
+    """
+
+    def __init__(self, engine: Engine, relist_s: float | None = None, watch_events: bool = True,
+                 inspect_in_background: bool = False):
+        self.engine = engine
+        # With many containers to inspect (a cold start on a dense host), answer at once with provisional
+        # metas from the list and inspect in the background; later calls pick the results up.
+        self.inspect_in_background = inspect_in_background
+        self._inspecting: dict[str, Any] = {}  # id -> Future of its ContainerMeta (None: removed meanwhile)
+        self._to_inspect: list[str] = []  # queued for start_background_inspections()
+        self._inspect_pool = None
+        self.relist_s = relist_s if relist_s is not None else (30.0 if watch_events else 5.0)
+        self._full_relist = True
+        self._metas: dict[str, ContainerMeta] = {}
+        self._hints: dict[str, Any] = {}
+        self._dirty: set[str] = set()
+        self._dirty_lock = threading.Lock()
+        self._listed_at = 0.0
+        self._stale = threading.Event()
+        self._stale.set()
+        self._watch_events = watch_events
+        self._watcher: threading.Thread | None = None
+        self._events_stream = None
+        self._closed = False
+        self.watch_error: str | None = None  # why the events watcher last died; None once events flow again
+
+    def mark_stale(self) -> None:
+        """Re-list everything at the next call (a sweep found a cgroup gone, the engine failed)."""
+        self._full_relist = True
+        self._stale.set()
+
+    def containers(self) -> list[ContainerMeta]:
+        """Current containers, refreshed from the engine when stale. Raises EngineError when down."""
+        now = time.monotonic()
+        if self._full_relist or now - self._listed_at >= self.relist_s or not self._watcher_alive():
+            self._stale.clear()
+            self._full_relist = False
+            try:
+                self._relist()
+            except Exception:
+                self.mark_stale()
+                raise
+            self._listed_at = now
+            self._start_watcher()
+        elif self._inspecting:
+            self._collect_inspected()
+        if self._stale.is_set() and not self._full_relist and now - self._listed_at < self.relist_s:
+            self._stale.clear()
+            with self._dirty_lock:
+                dirty, self._dirty = self._dirty, set()
+            if len(dirty) > REINSPECT_MAX:  # a burst (a fleet starting): one list, parallel inspects
+                with self._dirty_lock:
+                    self._dirty |= dirty
+                self.mark_stale()
+                return self.containers()
+            try:
+                self._reinspect(dirty)
+            except Exception:
+                self.mark_stale()
+                raise
+        return list(self._metas.values())
+
+    def start_background_inspections(self) -> None:
+        """Start the inspections a background re-list queued. The sampler calls this once its sweep has read
+        the cgroups: inspect threads parsing JSON would otherwise hold the GIL against every file it opens."""
+        if not self._to_inspect:
+            return
+
+        def inspect(cid: str) -> ContainerMeta | None:
+            try:
+                return meta_from_inspect(self.engine.inspect(cid))
+            except not_found_errors():
+                return None  # removed meanwhile
+
+        if self._inspect_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            # a few threads keep the engine busy; more only fight over the GIL with the UI's first frame
+            self._inspect_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mltop-inspect")
+        queued, self._to_inspect = self._to_inspect, []
+        for cid in queued:
+            if cid not in self._inspecting:
+                self._inspecting[cid] = self._inspect_pool.submit(inspect, cid)
+
+    def _collect_inspected(self) -> None:
+        """Put the background inspections that finished in place of their provisional metas."""
+        done = [cid for cid, future in self._inspecting.items() if future.done()]
+        if not done:
+            return
+        metas = dict(self._metas)
+        for cid in done:
+            future = self._inspecting.pop(cid)
+            try:
+                meta = future.result()
+            except Exception:  # the engine failed mid-way: inspect it at the next full re-list
+                self._hints.pop(cid, None)
+                continue
+            if meta is None:
+                metas.pop(cid, None)
+            elif cid in metas:
+                metas[cid] = meta
+        self._metas = metas
+
+    def _reinspect(self, ids: set[str]) -> None:
+        """Inspect only the containers events named: new ones appear, removed ones go, the rest update."""
+        metas = dict(self._metas)
+        new: dict[str, ContainerMeta] = {}
+        for cid in ids:
+            try:
+                meta = meta_from_inspect(self.engine.inspect(cid))
+            except not_found_errors():
+                metas.pop(cid, None)
+            else:
+                (metas if cid in metas else new)[cid] = meta
+            # its listed state is not known from an inspect: the next full re-list inspects it once more
+            self._hints.pop(cid, None)
+        self._metas = {**new, **metas}  # new ones first, as the engine lists them (newest first)
+
+    def get(self, container_id: str) -> ContainerMeta | None:
+        return self._metas.get(container_id)
+
+    def _relist(self) -> None:
+        listed = self.engine.list_containers()
+
+        fresh: dict[str, ContainerMeta] = {}
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, set()
+        hints: dict[str, Any] = {}
+        to_inspect: list[str] = []
+        for entry in listed:
+            cid = entry["Id"]
+            # "Status" is "Up 5 minutes" and changes every minute, so only State and Created are compared;
+            # restarts (same State, new PID) arrive as events and mark the id dirty.
+            hint = (entry.get("State"), entry.get("Created"))
+            hints[cid] = hint
+            old = self._metas.get(cid)
+            if old is not None and cid not in dirty and self._hints.get(cid) == hint:
+                fresh[cid] = old
+            else:
+                to_inspect.append(cid)
+
+        def inspect(cid: str) -> ContainerMeta | None:
+            try:
+                return meta_from_inspect(self.engine.inspect(cid))
+            except not_found_errors():
+                return None  # removed between list and inspect
+
+        if self.inspect_in_background and len(to_inspect) > BACKGROUND_INSPECT_MIN:
+            by_id = {entry["Id"]: entry for entry in listed}
+            for cid in to_inspect:
+                if cid not in self._inspecting:
+                    self._to_inspect.append(cid)
+                old = self._metas.get(cid)
+                fresh[cid] = old if old is not None and old.provisional else provisional_meta(by_id[cid])
+            self._metas = fresh
+            self._hints = hints
+            self._collect_inspected()
+            return
+        if len(to_inspect) > 4:  # a cold start with many containers: inspect in parallel
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=8, thread_name_prefix="mltop-inspect") as pool:
+                metas = list(pool.map(inspect, to_inspect))
+        else:
+            metas = [inspect(cid) for cid in to_inspect]
+        for meta in metas:
+            if meta is not None:
+                fresh[meta.id] = meta
+        self._metas = fresh
+        self._hints = hints
+
+    def _watcher_alive(self) -> bool:
+        return not self._watch_events or (self._watcher is not None and self._watcher.is_alive())
+
+    def _start_watcher(self) -> None:
+        if not self._watch_events or self._closed or self._watcher_alive():
+            return
+        self._watcher = threading.Thread(target=self._watch, name="mltop-docker-events", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        try:
+            stream = self.engine.events()
+            self._events_stream = stream
+            for event in stream:
+                if self._closed:
+                    break
+                self.watch_error = None
+                action = str(event.get("Action") or event.get("status") or "")
+                # exec_* and health checks do not change what we show; everything else might
+                if not action.startswith(("exec_", "health_status", "top")):
+                    cid = event.get("id") or (event.get("Actor") or {}).get("ID")
+                    if cid:
+                        with self._dirty_lock:
+                            self._dirty.add(cid)
+                    self._stale.set()
+        except Exception as exc:
+            if not self._closed:  # closing the stream ends the loop with an error too
+                # The next sweep notices the dead watcher, relists and restarts it; the header says why.
+                log.warning("the Docker events watcher failed", exc_info=True)
+                self.watch_error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        finally:
+            self._stale.set()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._inspect_pool is not None:
+            self._inspect_pool.shutdown(wait=False, cancel_futures=True)
+        stream = self._events_stream
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception:
+                log.debug("closing the events stream failed", exc_info=True)
