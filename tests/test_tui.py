@@ -409,7 +409,9 @@ async def test_80x24_keeps_the_columns_that_matter(demo):
         assert "command" in processes.visible_columns and "gpu_mem" not in processes.visible_columns
         widths = sum(width + 2 for width in table.column_widths.values())
         assert widths <= table.scrollable_content_region.width, "columns overflow an 80-column terminal"
-        assert table.size.height >= 5
+        # every row and the column headers, or at least four rows when there are more (how many containers
+        # the engine holds besides the demo's depends on what ran before)
+        assert table.size.height >= min(len(table.keys_in_order) + 1, 5)
 
 
 async def test_pause_stops_sampling_and_resumes():
