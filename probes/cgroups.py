@@ -216,12 +216,16 @@ def read_counters(version: int, paths: dict[str, str], limits: CgroupLimits | No
     """Read one container's counters (and its limits, unless given). Raises CgroupGone when its directory
     disappeared. `read`: how a file is read (the sampler's OpenFiles keeps them open between sweeps).
 
-    `idle_since`: an earlier reading. When the CPU counter (nanoseconds, or microseconds on v2) has not moved
-    since then, no task of the container ran, and the counters that move only while one runs are carried
-    over rather than read: CFS throttled periods, OOM kills (the victim runs to exit) and the task count
-    (fork and exit run); and memory.stat's figures while the memory usage has not moved either. Usage, I/O,
-    network and pressure can move without the container running (reclaim, writeback, packets received) and
-    are always read."""
+    `idle_since`: an earlier reading (the sampler passes none every few sweeps: then everything is read).
+    - When the CPU counter (nanoseconds, or microseconds on v2) has not moved since then, no task of the
+      container ran, and the counters that move only while one runs are carried over rather than read: CFS
+      throttled periods, OOM kills (the victim runs to exit) and the task count (fork and exit run).
+    - memory.stat's figures are carried while the memory usage has not moved, running or not: what is left
+      to move them is page aging between the active and inactive lists, and the next whole reading catches
+      that up. (memory.stat is the costliest file of a sweep: about 7 us and 40 lines to scan.)
+    - Without a CPU quota a container is never throttled: cpu.stat (v1) is not read for that.
+    Usage, I/O, network and pressure can move without the container running (reclaim, writeback, packets
+    received) and are always read."""
     if version == 2:
         return _read_v2(paths["unified"], limits, read, idle_since)
     return _read_v1(paths, limits, read, idle_since)
@@ -260,9 +264,9 @@ def _read_v1_limits(paths: dict[str, str]) -> CgroupLimits:
 
 
 def _carried_memory(earlier: CgroupCounters) -> dict[str, int | None]:
-    """memory.stat's figures from an earlier reading, for a container that has not run since and whose usage
-    has not moved: only the kernel's page aging (active to inactive, without reclaim) could have moved
-    them, and the sampler reads every container whole every few sweeps."""
+    """memory.stat's figures from an earlier reading, for a container whose usage has not moved since: only
+    page aging (active to inactive and back, without reclaim) could have moved them, and the sampler reads
+    every container whole every few sweeps."""
     return {"inactive_file": earlier.memory_inactive_file_bytes, "cache": earlier.memory_cache_bytes,
             "shmem": earlier.memory_shmem_bytes}
 
@@ -279,7 +283,7 @@ def _read_v2(path: str, limits: CgroupLimits | None = None, read: Reader = read_
     usage_ns = usage_usec * 1000 if usage_usec is not None else None
     idle = idle_since is not None and usage_ns is not None and usage_ns == idle_since.cpu_usage_ns
     memory_usage = _read_int(f"{path}/memory.current", read)
-    if idle and memory_usage is not None and memory_usage == idle_since.memory_usage_bytes:
+    if idle_since is not None and memory_usage is not None and memory_usage == idle_since.memory_usage_bytes:
         carried = _carried_memory(idle_since)
         mem = {"inactive_file": carried["inactive_file"], "file": carried["cache"], "shmem": carried["shmem"]}
     else:
@@ -363,8 +367,10 @@ def _read_v1(paths: dict[str, str], limits: CgroupLimits | None = None, read: Re
         except (OSError, ValueError):
             pass
     idle = idle_since is not None and usage_ns is not None and usage_ns == idle_since.cpu_usage_ns
+    if limits is None:
+        limits = _read_v1_limits(paths)
     cfs_dir = paths.get("cpu") or cpu_dir
-    if idle:
+    if idle or (idle_since is not None and limits.cpu_quota_cores is None):
         throttled = idle_since.cpu_throttled_periods
     elif cfs_dir:
         try:
@@ -375,7 +381,7 @@ def _read_v1(paths: dict[str, str], limits: CgroupLimits | None = None, read: Re
     usage = oom = None
     if mem_dir:
         usage = _read_int(f"{mem_dir}/memory.usage_in_bytes", read)
-        if idle and usage is not None and usage == idle_since.memory_usage_bytes:
+        if idle_since is not None and usage is not None and usage == idle_since.memory_usage_bytes:
             mem = _carried_memory(idle_since)
         else:
             try:
@@ -401,8 +407,6 @@ def _read_v1(paths: dict[str, str], limits: CgroupLimits | None = None, read: Re
         pids = idle_since.pids
     else:
         pids = _read_int(f"{paths['pids']}/pids.current", read) if paths.get("pids") else None
-    if limits is None:
-        limits = _read_v1_limits(paths)
     return CgroupCounters(
         cpu_usage_ns=usage_ns,
         cpu_throttled_periods=throttled,

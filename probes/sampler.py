@@ -330,8 +330,14 @@ class Sampler:
                 this.processes, this.process_keys = prev.idle_processes(), prev.process_keys
                 self._processes.carry(this.process_keys, now)
             else:
-                this.processes, this.process_keys = self._sample_processes(locator.version, paths, now,
-                                                                           meta.secrets)
+                # The same task count as at the last reading: its processes are probably the same ones, so
+                # cgroup.procs (a fresh open each time, the costliest read of a busy container) is read only
+                # when one of them is gone, and at every whole reading.
+                same_tasks = (not full and prev.processes is not None and counters.pids is not None
+                              and counters.pids == prev.counters.pids)
+                this.processes, this.process_keys = self._sample_processes(
+                    locator.version, paths, now, meta.secrets,
+                    known=[key[0] for key in prev.process_keys] if same_tasks else None)
             processes = this.processes
 
         pressure = None
@@ -372,26 +378,40 @@ class Sampler:
         )
         return this.sample
 
-    def _sample_processes(self, version: int, paths: dict[str, str], now: float, secrets: frozenset[str]
+    def _sample_processes(self, version: int, paths: dict[str, str], now: float, secrets: frozenset[str],
+                          known: list[int] | None = None
                           ) -> tuple[tuple[ProcessSample, ...], tuple[ProcessKey, ...]]:
+        """The container's processes. `known`: PIDs to read instead of listing cgroup.procs; when one of them
+        is gone the list is read after all (and the PIDs already read are not read twice)."""
         out = []
         keys = []
-        for pid in cgroup_procs(version, paths):
-            sampled = self._processes.sample(pid, now, secrets)
-            if sampled is None:
-                continue  # exited between listing and reading
-            identity, stat, cpu = sampled
-            keys.append(process_key(pid, stat))
-            out.append(
-                ProcessSample(
-                    host_pid=pid,
-                    container_pid=identity.container_pid,
-                    user=identity.user,
-                    cmdline=identity.cmdline,
-                    cpu_percent=cpu,
-                    rss_bytes=stat.rss_bytes,
+        pids = known if known is not None else cgroup_procs(version, paths)
+        done: set[int] = set()
+        while True:
+            for pid in pids:
+                if pid in done:
+                    continue
+                done.add(pid)
+                sampled = self._processes.sample(pid, now, secrets)
+                if sampled is None:
+                    if known is not None:
+                        break  # one of them exited: others may have started
+                    continue  # exited between listing and reading
+                identity, stat, cpu = sampled
+                keys.append(process_key(pid, stat))
+                out.append(
+                    ProcessSample(
+                        host_pid=pid,
+                        container_pid=identity.container_pid,
+                        user=identity.user,
+                        cmdline=identity.cmdline,
+                        cpu_percent=cpu,
+                        rss_bytes=stat.rss_bytes,
+                    )
                 )
-            )
+            else:
+                break
+            pids, known = cgroup_procs(version, paths), None
         return tuple(out), tuple(keys)
 
     def _host_info(self, engine_status: EngineStatus, nvml_status: NvmlStatus, info: dict | None,

@@ -286,6 +286,69 @@ def test_cgroup_v2_files_parse(tmp_path):
     assert c.psi_io == 21.5 and c.psi_cpu is None
 
 
+def _v1_tree(root, quota_us: int, usage: int) -> dict[str, str]:
+    """A container's cgroup v1 directories as the kernel lays them out (one per controller)."""
+    files = {
+        "cpuacct": {"cpuacct.usage": "5000000000\n"},
+        "cpu": {"cpu.stat": "nr_periods 100\nnr_throttled 7\nthrottled_time 1000\n",
+                "cpu.cfs_quota_us": f"{quota_us}\n", "cpu.cfs_period_us": "100000\n"},
+        "memory": {"memory.usage_in_bytes": f"{usage}\n", "memory.limit_in_bytes": str(1 << 62) + "\n",
+                   "memory.stat": f"total_cache {40 * MiB}\ntotal_inactive_file {30 * MiB}\ntotal_shmem 0\n",
+                   "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n"},
+        "pids": {"pids.current": "3\n"},
+    }
+    paths = {}
+    for controller, content in files.items():
+        directory = root / controller
+        directory.mkdir()
+        for name, text in content.items():
+            (directory / name).write_text(text)
+        paths[controller] = str(directory)
+    return paths
+
+
+@pytest.mark.parametrize("quota_us", [-1, 50000])
+def test_a_running_containers_memory_stat_is_carried_while_its_usage_holds(tmp_path, quota_us):
+    """Between whole readings, memory.stat is read only when the usage moved, running or not, and cpu.stat
+    only when a CPU quota can throttle the container; CPU, usage and OOM kills are read every time."""
+    from mltop.probes.cgroups import read_bytes, read_counters
+
+    paths = _v1_tree(tmp_path, quota_us, usage=100 * MiB)
+    reads = []
+
+    def read(path):
+        reads.append(os.path.basename(path))
+        return read_bytes(path)
+
+    whole = read_counters(1, paths, read=read)
+    assert {"memory.stat", "cpu.stat"} <= set(reads) and whole.memory_working_set_bytes == 70 * MiB
+    (tmp_path / "cpuacct" / "cpuacct.usage").write_text("6000000000\n")  # it ran: not idle
+    (tmp_path / "memory" / "memory.stat").write_text(f"total_cache {40 * MiB}\ntotal_inactive_file 0\n")
+    reads.clear()
+    held = read_counters(1, paths, read=read, idle_since=whole)
+    assert "memory.stat" not in reads and {"cpuacct.usage", "memory.usage_in_bytes", "memory.oom_control"} <= set(reads)
+    assert ("cpu.stat" in reads) == (quota_us > 0)
+    assert held.cpu_usage_ns == 6_000_000_000 and held.cpu_throttled_periods == 7
+    assert held.memory_working_set_bytes == 70 * MiB  # carried until the usage moves or the next whole reading
+    (tmp_path / "memory" / "memory.usage_in_bytes").write_text(f"{101 * MiB}\n")
+    reads.clear()
+    moved = read_counters(1, paths, read=read, idle_since=held)
+    assert "memory.stat" in reads and moved.memory_working_set_bytes == 101 * MiB
+
+
+def test_a_known_process_list_is_read_again_when_one_of_them_is_gone(containers, sampler):
+    """A busy container with the same task count is sampled from the PIDs it had; a PID that is gone sends the
+    sampler to cgroup.procs, where the processes that started meanwhile are found, and none is read twice."""
+    c = containers.run(["sh", "-c", "sleep 300 & sleep 300 & wait"])
+    wait_for(lambda: len(sampler.sweep().container(c.id).processes) == 3, what="three processes")
+    paths = sampler._paths[c.id][1]
+    listed = sorted(p.host_pid for p in sampler.sweep().container(c.id).processes)
+    gone = 4_194_999  # above pid_max: no such process
+    processes, keys = sampler._sample_processes(sampler._locator.version, paths, time.monotonic(), frozenset(),
+                                                known=[listed[0], gone])
+    assert sorted(p.host_pid for p in processes) == listed and len(keys) == 3
+
+
 def test_snapshot_json_has_documented_keys(containers):
     c = containers.run(["sleep", "300"], environment={"HF_TOKEN": "hf_" + "x" * 34, "CUDA_VERSION": "12.4.1"})
     result = subprocess.run(

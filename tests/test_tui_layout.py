@@ -58,7 +58,7 @@ async def test_short_containers_table_leaves_no_gap(size):
     async with app.run_test(size=size) as pilot:
         await _settle(pilot, app)
         table, processes = app.screen.query_one("#containers"), app.screen.query_one("#processes")
-        footer = app.screen.query_one("Footer")
+        footer = app.screen.query_one("KeyBar")
         assert table.outer_size.height == 3 + 2  # the border line, the column headers, three rows
         assert processes.region.y == table.region.y + table.outer_size.height  # right under it
         assert processes.region.y + processes.outer_size.height == footer.region.y  # and down to the footer
@@ -74,7 +74,7 @@ async def test_long_containers_table_gets_the_room_a_short_processes_pane_leaves
     async with app.run_test(size=size) as pilot:
         await _settle(pilot, app)
         table, processes = app.screen.query_one("#containers"), app.screen.query_one("#processes")
-        footer = app.screen.query_one("Footer")
+        footer = app.screen.query_one("KeyBar")
         await until(pilot, lambda: processes.outer_size.height == 1 + 2,  # one process: row, headers, border
                     what="the processes pane sized to its one row")
         assert table.outer_size.height == footer.region.y - table.region.y - 3
@@ -93,7 +93,7 @@ async def test_gpu_full_screen_gives_each_gpu_an_equal_share(size):
         await until(pilot, lambda: len(panel.query(GpuCard)) == 2, what="two GPU cards")
         await pilot.press("g")
         await pilot.pause(0.3)
-        footer = app.screen.query_one("Footer")
+        footer = app.screen.query_one("KeyBar")
         assert panel.region.y + panel.outer_size.height == footer.region.y  # the panel fills the screen
         cards = list(panel.query(GpuCard))
         heights = [card.outer_size.height for card in cards]
@@ -168,3 +168,40 @@ async def test_detail_graph_captions_never_run_into_each_other(size):
         assert boxes["gpu_memory"].caption_text.endswith(f"0–80G · last {span}")  # the GPU's memory
         assert isinstance(boxes["cpu"], LabelledGraph)
         assert boxes["cpu"].query_one(HistoryGraph).size.height >= 3
+
+
+# --------------------------------------------------------------------------- the key bar
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_key_bar_shows_whole_hints_and_the_palette_key_at_the_right(size):
+    app = MltopApp(source=StaticSource(_snapshots([container("job-1", processes=[process(101)])])), interval=0.25)
+    async with app.run_test(size=size) as pilot:
+        await _settle(pilot, app)
+        line = screen_text(app)[-1]
+        assert line.startswith(" ⏎ Detail  / Filter  s Sort  l Logs  q Quit  ? Help  d Diagnose ")
+        assert line.rstrip().endswith("▏^p palette") and len(line) == size[0]
+        keys = line.split("▏")[0]
+        if size[0] == 80:  # no room for "space Pause": left out whole, never cut mid-word
+            assert "space" not in keys and "spa" not in keys
+        else:
+            assert "space Pause  e Events" in keys
+        await pilot.press("enter")  # another screen, other keys
+        await until(pilot, lambda: screen_text(app)[-1].startswith(" esc Back  l Full log "),
+                    what="the detail screen's keys")
+
+
+async def test_key_bar_follows_the_bindings_and_a_click_presses_the_key():
+    app = MltopApp(source=StaticSource(_snapshots([container("job-1", processes=[process(101)])])), interval=0.25)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _settle(pilot, app)
+        keys = screen_text(app)[-1]
+        await pilot.press("slash")  # the filter box takes the focus: its keys replace the table's
+        await until(pilot, lambda: screen_text(app)[-1] != keys, what="the filter box's keys")
+        assert "⏎ Detail" not in screen_text(app)[-1]
+        await pilot.press("escape")
+        await until(pilot, lambda: screen_text(app)[-1] == keys, what="the table's keys again")
+        bar = app.screen.query_one("KeyBar")
+        x = screen_text(app)[-1].index("? Help")
+        await pilot.click(bar, offset=(x + 2, 0))
+        await until(pilot, lambda: type(app.screen).__name__ == "HelpScreen", what="the help screen, by a click")

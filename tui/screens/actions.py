@@ -19,12 +19,13 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, RichLog, Static
+from textual.widgets import RichLog, Static
 
 from mltop.diagnostics.actions.registry import action_named
 
 from ..output_files import write_here_else_home
 from ..sanitize import literal, one_line, printable
+from ..widgets.key_bar import KeyBar
 
 STATUS_STYLE = {"running": "bold", "ok": "bold green", "failed": "bold red", "timeout": "bold red",
                 "cancelled": "bold yellow", "unavailable": "bold yellow"}
@@ -92,7 +93,7 @@ class ActionScreen(Screen):
         with VerticalScroll(id="action-explanation"):  # a long explanation scrolls (tab focuses it)
             yield Static(id="action-explanation-text")
         yield Static(id="action-status")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         output = self.query_one("#action-output", RichLog)

@@ -7,13 +7,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import Footer
 
 from mltop.probes.model import Snapshot
 
 from ..widgets.containers_table import LABELS, MARKERS, ContainersTable, shows_gpus
 from ..widgets.gpu_panel import GpuPanel
 from ..widgets.header import StatusHeader
+from ..widgets.key_bar import KeyBar
 from ..widgets.keyed_table import KeyedTable
 from ..widgets.processes_table import ProcessesTable
 from ..sanitize import literal
@@ -52,7 +52,7 @@ class Panes(Vertical):
 class DashboardScreen(Screen):
     """Shows each new snapshot while it is the active screen; catches up when it becomes active again."""
 
-    ALLOW_IN_MAXIMIZED_VIEW = "#header, Footer"  # `g` fills the screen with the GPUs, keeping these
+    ALLOW_IN_MAXIMIZED_VIEW = "#header, KeyBar"  # `g` fills the screen with the GPUs, keeping these
 
     BINDINGS = [
         Binding("slash", "filter", "Filter", id="mltop.filter"),
@@ -77,7 +77,7 @@ class DashboardScreen(Screen):
         with Panes(id="panes"):
             yield ContainersTable(id="containers")
             yield ProcessesTable(id="processes")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#filter", SearchBox).display = False

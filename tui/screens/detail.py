@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from mltop.diagnostics.workload import classify as classify_workload
 from mltop.probes.model import ContainerConfig, ContainerSample, Snapshot
@@ -17,6 +17,7 @@ from ..widgets.containers_table import status_text
 from ..widgets.gauges import LabelledGraph
 from .logs import LogPane, LogsScreen
 from ..sanitize import literal, one_line
+from ..widgets.key_bar import KeyBar
 
 
 def _cpu_limit(cfg: ContainerConfig, c: ContainerSample) -> str:
@@ -148,7 +149,7 @@ class ContainerDetailScreen(Screen):
             with VerticalScroll(id="detail-config"):
                 yield Static(id="config")
             yield LogPane(self.container_id, poll_s=getattr(self.app, "interval", 1.0), id="detail-log")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         if not getattr(getattr(self.app, "source", None), "live", True):  # replay: logs are not recorded

@@ -12,12 +12,13 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from mltop.diagnostics.findings import SEVERITIES, SEVERITY_LABEL
 
 from ..format import SEVERITY_GLYPH
 from ..sanitize import literal
+from ..widgets.key_bar import KeyBar
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class DiagnosticsScreen(Screen):
         yield Static(classes="screen-title", id="diag-title")
         yield Static(id="diag-status")
         yield VerticalScroll(id="diag-body")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self._show_title()

@@ -19,10 +19,11 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, RichLog, Static
+from textual.widgets import RichLog, Static
 
 from ..sanitize import literal
 from ..widgets.search_box import SearchBox
+from ..widgets.key_bar import KeyBar
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ class LogsScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Static(classes="screen-title")
         yield LogPane(self.container_id, poll_s=getattr(self.app, "interval", 1.0), classes="logs-full")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.show_snapshot(getattr(self.app, "snapshot", None))

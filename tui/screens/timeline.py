@@ -11,12 +11,13 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from ..sanitize import literal
 from .diagnostics import DiagnosticsScreen
 from .report import ReportScreen
 from ..widgets.search_box import SearchBox
+from ..widgets.key_bar import KeyBar
 
 TIMELINE_LIMIT = 5000  # newest events shown; `mltop events` prints any range
 
@@ -81,7 +82,7 @@ class TimelineScreen(Screen):
         yield SearchBox(placeholder="filter by container, kind, code or text (enter keeps, esc clears)",
                         id="timeline-filter")
         yield DataTable(id="timeline", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#timeline-filter", SearchBox).display = False
