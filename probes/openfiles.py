@@ -81,6 +81,40 @@ def raise_open_file_limit(wanted: int = _WANTED_LIMIT) -> int:
     return wanted if soft == resource.RLIM_INFINITY else int(soft)
 
 
+_table_holds = 0  # descriptors this process's table was grown to hold (grow_descriptor_table)
+
+
+def grow_descriptor_table(count: int) -> None:
+    """Grow this process's descriptor table, in one step, to hold `count` more descriptors than are open now.
+
+    Asking for a descriptor numbered past them (F_DUPFD: the lowest free one from there, so nothing open is
+    touched) makes the kernel allocate the table at that size at once, instead of doubling it as files are
+    opened. Each growth in a process with threads waits for an RCU grace period (13-17 ms on the benchmark
+    VM); done before any thread starts, none does. The table never shrinks: a few KiB per thousand."""
+    global _table_holds
+    try:
+        import fcntl
+
+        probe = os.open("/", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        target = (1 << (probe + count).bit_length()) - 1  # the kernel sizes the table in powers of two
+        if target > _table_holds:
+            os.close(fcntl.fcntl(probe, fcntl.F_DUPFD_CLOEXEC, target))
+            _table_holds = target
+    except OSError:  # past the open-file limit: the table grows as files are opened
+        log.debug("could not grow the descriptor table to %d", count, exc_info=True)
+    finally:
+        os.close(probe)
+
+
+def prepare(expected_files: int = 4000) -> None:
+    """For a process about to start threads and keep files open: raise the open-file limit and grow the
+    descriptor table for `expected_files` while there is still one thread (see grow_descriptor_table)."""
+    grow_descriptor_table(min(expected_files, raise_open_file_limit() - _RESERVE))
+
+
 def default_budget() -> int:
     limit = raise_open_file_limit()
     return max(0, limit - max(_RESERVE, limit // 4))
@@ -134,6 +168,17 @@ class OpenFiles:
                 if path.startswith("/proc/") and "/net/" in path:
                     self._net_files.add(path)  # it holds a network namespace alive: let go at once
         return data
+
+    def reserve(self, count: int) -> None:
+        """Make room in this process's descriptor table for `count` more kept files, in one step.
+
+        The kernel doubles the table when it fills, and in a process with threads each growth waits for an
+        RCU grace period (13-17 ms on the benchmark VM). Opening a thousand files one by one, the first sweep
+        of 100 containers grew it four times: 55 of its 75 ms. Asking for a descriptor numbered past what
+        is needed (F_DUPFD: the lowest free one from there, so nothing open is touched) grows it once."""
+        count = min(count, self.budget - len(self._fds))
+        if count > 0 and not self._closed:
+            grow_descriptor_table(len(self._fds) + count)
 
     def begin_sweep(self) -> None:
         self._sweep += 1

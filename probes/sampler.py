@@ -36,6 +36,7 @@ from .model import (
     Snapshot,
 )
 from .openfiles import OpenFiles
+from .openfiles import prepare as prepare_open_files
 from .processes import ProcessKey, ProcessTable, process_key
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ LIMITS_MAX_AGE_S = 30.0  # limits are re-read when the container is re-inspected
 # ProcessTable.carry); a process's resident memory can still shrink under reclaim, so every container is read
 # whole once in this many sweeps (at a sweep of its own, not all at once).
 IDLE_FULL_READ_EVERY = 10
+FILES_PER_CONTAINER = 12  # kept open per running container: ~7 cgroup files, its network, its processes' stat
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class Sampler:
         self._limits: dict[str, tuple[ContainerMeta, float, CgroupLimits]] = {}  # id -> (meta, read at, limits)
         self._unmeasured_samples: dict[str, tuple[ContainerMeta, ContainerSample]] = {}
         # the files read every sweep, kept open (probes/openfiles.py); an idle container's skipped ones too
+        prepare_open_files()  # before the NVML worker starts: a table grown with one thread waits for nothing
         self._files = OpenFiles(keep_unread=IDLE_FULL_READ_EVERY + 1)
         self._processes = ProcessTable(self._files.read)
         self._static = hostfacts.static_facts()
@@ -156,6 +159,7 @@ class Sampler:
         self._unseen: list[str] = []  # running containers whose PID is not ours to see, this sweep
         self._processes.begin_sweep()
         self._files.begin_sweep()
+        self._files.reserve(FILES_PER_CONTAINER * sum(1 for m in metas if m.status == "running"))
         live_ids = set()
         for meta in metas:
             live_ids.add(meta.id)
@@ -176,7 +180,7 @@ class Sampler:
             self._paths.pop(stale, None)
             self._limits.pop(stale, None)
 
-        self.catalog.start_background_inspections()
+        self.catalog.start_background_work()
         gpus, containers = attribute_gpu_processes(gpus, containers, self.catalog)
         running = sum(1 for m in metas if m.pid and m.status == "running")
         host = self._host_info(engine_status, nvml_status, info, locator, now, running)

@@ -70,6 +70,7 @@ def test_a_dead_events_watcher_is_surfaced_as_a_limitation():
     try:
         catalog = ContainerCatalog(_FailingEvents())  # type: ignore[arg-type]
         catalog.containers()
+        catalog.start_background_work()  # as the sampler does once its sweep has read the cgroups
         deadline = time.monotonic() + 5
         while catalog.watch_error is None and time.monotonic() < deadline:
             time.sleep(0.01)

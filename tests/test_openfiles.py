@@ -166,3 +166,44 @@ def test_a_removed_container_lets_go_of_its_files(containers):
     finally:
         sampler.close()
     assert _container_fds(keep.id, None) == [], "close() closes every kept file"
+
+
+def _fd_table_size(pid: int | str = "self") -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("FDSize:"))
+
+
+def test_the_descriptor_table_is_grown_in_one_step_and_nothing_open_is_touched():
+    """The kernel doubles the table as files are opened, and in a process with threads each doubling waits
+    for an RCU grace period; grow_descriptor_table sizes it once. Run in a fresh interpreter: this one's
+    table was grown by earlier tests."""
+    script = """
+import os, sys
+from mltop.probes import openfiles
+
+def table():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("FDSize:"))
+
+before = table()
+keep = os.open("/dev/null", os.O_RDONLY)
+openfiles.prepare(3000)
+after = table()
+os.fstat(keep)  # still open: nothing was closed or replaced
+fresh = os.open("/dev/null", os.O_RDONLY)
+print(before, after, fresh - keep)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    before, after, gap = map(int, out.stdout.split())
+    assert before < 3000 <= after <= 8192
+    assert gap == 1, "the next descriptor is still the lowest free one: the probe descriptors were closed"
+
+
+def test_reserve_grows_the_table_for_the_files_a_sweep_will_keep():
+    files = OpenFiles(budget=20_000)
+    try:
+        files.reserve(5000)
+        assert _fd_table_size() >= 5000
+    finally:
+        files.close()

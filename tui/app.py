@@ -29,7 +29,7 @@ import importlib
 import logging
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -60,6 +60,12 @@ DOCTOR_INTERVAL_S = 10.0
 DOCTOR_FIRST_DELAY_S = 1.0  # after the first full frame, not competing with it
 DOCTOR_COST_SHARE = 200
 FIRST_RATE_DELAY_S = 0.2  # rates need two sweeps: take the second one soon after the first
+# How long the app waits for its first sweep before Textual starts. Started together, the two fight over the
+# GIL: every file the sweep opens hands the GIL to Textual's start-up, which keeps it for the switch interval
+# (5 ms), so the sweep made almost no progress until the UI thread went idle (issue 11: 100 containers, the
+# first frame came at ~0.39 s; waiting first, at ~0.33 s). A slow or hung engine still gets the screen up
+# after this long, with the rows to follow.
+FIRST_SWEEP_WAIT_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -142,13 +148,17 @@ class MltopApp(ReplayMixin, App):
         from mltop.probes.source import LiveSource
 
         self.source = source if source is not None else LiveSource(self._make_sampler)
-        # The live first sweep starts now, in its own thread, while Textual starts the terminal and builds the
-        # screen: on a dense host the engine's answer takes longer than all of that.
+        # The live first sweep starts now, in its own thread; Textual starts once it is done, or after
+        # FIRST_SWEEP_WAIT_S when the engine is slow.
         self._first_sweep: Future | None = None
         if source is None:
+            from mltop.probes.openfiles import prepare
+
+            prepare()  # the sweep keeps ~10 files a container open: grow the table while we have one thread
             self._first_sweep = Future()
             threading.Thread(target=self._sweep_into, args=(self._first_sweep,), name="mltop-first-sweep",
                              daemon=True).start()
+            wait([self._first_sweep], timeout=FIRST_SWEEP_WAIT_S)  # see FIRST_SWEEP_WAIT_S
         from mltop.diagnostics.actions import ActionLog
 
         self.action_log = ActionLog()
