@@ -35,6 +35,9 @@ LABEL = "mltop-bench"
 TEST_LABEL = "mltop-test"  # tests/conftest.py removes test containers whose session (a pid) is gone
 SESSION_LABEL = "mltop-test-session"
 PREFIX = f"mltop-bench-sweep-{os.getpid()}-"
+# --spacing: seconds between sweeps (and between rounds of the floor), as the dashboard's interval. Back to back
+# (0), a busy container's counters seldom move between two sweeps and its reads are skipped as an idle one's.
+SPACING = 0.0
 
 
 # --busy: a process that wakes every second and reads /proc, without forking (busybox top): the container's
@@ -92,25 +95,31 @@ def raw_floor(file_lists: list[list[str]], rounds: int, kept_open: bool = True) 
     if kept_open:
         fd_lists = [[os.open(path, flags) for path in files] for files in file_lists]
         try:
-            start = time.process_time()
+            spent = 0.0
             for _ in range(rounds):
+                time.sleep(SPACING)
+                start = time.process_time()
                 for fds in fd_lists:
                     for fd in fds:
                         os.pread(fd, 65536, 0)
-            return (time.process_time() - start) / rounds / len(file_lists)
+                spent += time.process_time() - start
+            return spent / rounds / len(file_lists)
         finally:
             for fds in fd_lists:
                 for fd in fds:
                     os.close(fd)
-    start = time.process_time()
+    spent = 0.0
     for _ in range(rounds):
+        time.sleep(SPACING)
+        start = time.process_time()
         for files in file_lists:
             for path in files:
                 fd = os.open(path, flags)
                 while os.read(fd, 65536):
                     pass
                 os.close(fd)
-    return (time.process_time() - start) / rounds / len(file_lists)
+        spent += time.process_time() - start
+    return spent / rounds / len(file_lists)
 
 
 def sweep_cost(sampler: Sampler, n: int, rounds: int, relist: bool = False) -> tuple[float, float]:
@@ -121,6 +130,7 @@ def sweep_cost(sampler: Sampler, n: int, rounds: int, relist: bool = False) -> t
     for _ in range(rounds):
         if relist:
             sampler.catalog.mark_stale()
+        time.sleep(SPACING)
         c0, w0 = time.process_time(), time.perf_counter()
         snap = sampler.sweep()
         cpu.append(time.process_time() - c0)
@@ -230,7 +240,7 @@ def run(n: int | None, rounds: int, stats_samples: int, gpus: int, existing: str
         files_per = statistics.mean(len(f) for f in file_lists)
         print(f"  cold first sweep (list + inspect all): {cold * 1000:8.1f} ms wall total")
         print(f"  full sweep, steady, per container:     {median * 1e3:8.3f} ms CPU ({wall * 1e3:.3f} ms wall), "
-              f"median of {rounds} sweeps")
+              f"median of {rounds} sweeps" + (f", {SPACING:g} s apart" if SPACING else ", back to back"))
         print(f"  sweep that also re-lists from the engine: {relist * 1e3:5.3f} ms CPU per container "
               f"(every 30 s, or after mark_stale)")
         print(f"  raw floor, same {files_per:.0f} files kept open (pread), per container: {floor * 1e3:8.3f} ms CPU")
@@ -257,9 +267,13 @@ def main() -> None:
                         "instead of starting (and removing) --n")
     parser.add_argument("--stand-in", action="store_true", help="inspect and info from tests/bench_engine.py "
                         "(an engine that lists but does not inspect); no snapshot CLI or stats API figures")
+    parser.add_argument("--spacing", type=float, default=0.0, help="seconds between sweeps, as the dashboard's "
+                        "interval (default 0: back to back, where a busy container looks idle)")
     parser.add_argument("--busy", action="store_true", help="containers whose CPU counter moves every second "
                         "(busybox top), so no idle container's reads are skipped")
     args = parser.parse_args()
+    global SPACING
+    SPACING = args.spacing
     from bench_engine import compile_bytecode
 
     compile_bytecode()

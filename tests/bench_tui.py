@@ -150,13 +150,17 @@ def _account_costs() -> dict[str, float]:
     import gc
 
     costs["garbage collector (any thread)"] = 0.0
+    for generation in range(3):
+        costs[f"garbage collector, generation {generation}"] = 0.0
     started_at: list[float] = []
 
     def collecting(phase: str, info: dict) -> None:
         if phase == "start":
             started_at.append(time.thread_time())
         elif started_at:
-            costs["garbage collector (any thread)"] += time.thread_time() - started_at.pop()
+            spent = time.thread_time() - started_at.pop()
+            costs["garbage collector (any thread)"] += spent
+            costs[f"garbage collector, generation {info['generation']}"] += spent
 
     gc.callbacks.append(collecting)
     return costs
