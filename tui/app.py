@@ -68,6 +68,7 @@ FIRST_RATE_DELAY_S = 0.2  # rates need two sweeps: take the second one soon afte
 # after this long, with the rows to follow.
 FIRST_SWEEP_WAIT_S = 0.3
 GC_YOUNG_THRESHOLD = 20_000  # allocations between collections of the youngest generation (700 by default)
+GC_SETTLE_S = 5.0  # the garbage collector is back on this long after start at the latest
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,11 @@ class MltopApp(ReplayMixin, App):
     def __init__(self, docker_host: str | None = None, nvml_lib: str | None = None, nvml: bool = True,
                  interval: float = 1.0, processes: bool = True, source=None, record: str | None = None):
         self._launch_age_s = _process_age_s()
+        # No cyclic garbage collection until the first full frame (or GC_SETTLE_S): start-up makes hundreds of
+        # thousands of objects that all live on, and a full collection among them took 20 ms of the first
+        # sweep at 500 containers. _settle_gc() turns it back on.
+        self._gc_settled = not gc.isenabled()
+        gc.disable()
         self._created_at = time.perf_counter()
         super().__init__()
         from mltop.probes.engine import docker_host_in_use
@@ -191,12 +197,14 @@ class MltopApp(ReplayMixin, App):
     def on_mount(self) -> None:
         self.start_recorder(self._record_path)
         self._sample()
+        self.set_timer(GC_SETTLE_S, self._settle_gc)  # when no full frame comes (an engine down, a replay)
 
     @property
     def sampler(self):
         return getattr(self.source, "sampler", None)
 
     def on_unmount(self) -> None:
+        self._settle_gc(running=False)  # an app that ends before its first frame leaves the collector as it was
         self.stop_recorder()
         self.source.close()
         for engine in (self._doctor_engine, self._device_engine):
@@ -352,16 +360,25 @@ class MltopApp(ReplayMixin, App):
             return
         since_created = time.perf_counter() - self._created_at
         self.first_frame_s = since_created + (self._launch_age_s or 0.0)
-        # What exists now (modules, Textual's widgets and styles, the first snapshot) lives as long as the app:
-        # out of the collector's sight, a full collection scans only what came later.
-        gc.freeze()
-        # Nearly everything a sweep allocates is freed by reference counting; collecting the young generation
-        # every 700 allocations (the default) cost ~0.2 % of a core at 500 containers for nothing found.
-        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         self.log.info(
             f"mltop started in {self.first_frame_s * 1000:.0f} ms "
             f"(first frame with every row filled; {since_created * 1000:.0f} ms after the app was created)"
         )
+        self._settle_gc()
+
+    def _settle_gc(self, running: bool = True) -> None:
+        """Turn the garbage collector back on after start-up, once (`running`: the app goes on)."""
+        if self._gc_settled:
+            return
+        self._gc_settled = True
+        if running:
+            # What exists now (modules, Textual's widgets and styles, the first snapshots) lives as long as the
+            # app: out of the collector's sight, a full collection scans only what came later.
+            gc.freeze()
+            # Nearly everything a sweep allocates is freed by reference counting; collecting the young
+            # generation every 700 allocations (the default) cost ~0.2 % of a core at 500 containers.
+            gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+        gc.enable()
 
     # -- what screens read ----------------------------------------------------------------------------
 
