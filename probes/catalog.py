@@ -35,6 +35,8 @@ class ContainerCatalog:
         self.inspect_in_background = inspect_in_background
         self._inspecting: dict[str, Any] = {}  # id -> Future of its ContainerMeta (None: removed meanwhile)
         self._to_inspect: list[str] = []  # queued for start_background_work()
+        self._inspect_lock = threading.Lock()  # the queue and the futures, against a release from the UI thread
+        self._inspections_held = False
         self._inspect_pool = None
         self.relist_s = relist_s if relist_s is not None else (30.0 if watch_events else 5.0)
         self._full_relist = True
@@ -99,33 +101,48 @@ class ContainerCatalog:
         if self._watch_wanted:  # after a list that succeeded: the engine answers
             self._watch_wanted = False
             self._start_watcher()
-        if not self._to_inspect:
-            return
+        if not self._inspections_held:
+            self._start_inspections()
 
+    def hold_background_inspections(self) -> None:
+        """Queue background inspections until release_background_inspections(). The dashboard holds them
+        over its first frame: 500 inspections parsing JSON beside Textual's first paint made it 50 ms later."""
+        self._inspections_held = True
+
+    def release_background_inspections(self) -> None:
+        """Start what was held (from any thread) and stop holding."""
+        self._inspections_held = False
+        self._start_inspections()
+
+    def _start_inspections(self) -> None:
         def inspect(cid: str) -> ContainerMeta | None:
             try:
                 return meta_from_inspect(self.engine.inspect(cid))
             except not_found_errors():
                 return None  # removed meanwhile
 
-        if self._inspect_pool is None:
-            from concurrent.futures import ThreadPoolExecutor
+        with self._inspect_lock:
+            if not self._to_inspect or self._closed:
+                return
+            if self._inspect_pool is None:
+                from concurrent.futures import ThreadPoolExecutor
 
-            # a few threads keep the engine busy; more only fight over the GIL with the UI's first frame
-            self._inspect_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mltop-inspect")
-        queued, self._to_inspect = self._to_inspect, []
-        for cid in queued:
-            if cid not in self._inspecting:
-                self._inspecting[cid] = self._inspect_pool.submit(inspect, cid)
+                # a few threads keep the engine busy; more only fight over the GIL with the UI
+                self._inspect_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mltop-inspect")
+            queued, self._to_inspect = self._to_inspect, []
+            for cid in queued:
+                if cid not in self._inspecting:
+                    self._inspecting[cid] = self._inspect_pool.submit(inspect, cid)
 
     def _collect_inspected(self) -> None:
         """Put the background inspections that finished in place of their provisional metas."""
-        done = [cid for cid, future in self._inspecting.items() if future.done()]
+        with self._inspect_lock:
+            done = [(cid, self._inspecting.pop(cid)) for cid, future in list(self._inspecting.items())
+                    if future.done()]
         if not done:
             return
         metas = dict(self._metas)
-        for cid in done:
-            future = self._inspecting.pop(cid)
+        for cid, future in done:
             try:
                 meta = future.result()
             except Exception:  # the engine failed mid-way: inspect it at the next full re-list
@@ -183,9 +200,9 @@ class ContainerCatalog:
 
         if self.inspect_in_background and len(to_inspect) > BACKGROUND_INSPECT_MIN:
             by_id = {entry["Id"]: entry for entry in listed}
+            with self._inspect_lock:
+                self._to_inspect += [cid for cid in to_inspect if cid not in self._inspecting]
             for cid in to_inspect:
-                if cid not in self._inspecting:
-                    self._to_inspect.append(cid)
                 old = self._metas.get(cid)
                 fresh[cid] = old if old is not None and old.provisional else provisional_meta(by_id[cid])
             self._metas = fresh
@@ -239,9 +256,10 @@ class ContainerCatalog:
             self._stale.set()
 
     def close(self) -> None:
-        self._closed = True
-        if self._inspect_pool is not None:
-            self._inspect_pool.shutdown(wait=False, cancel_futures=True)
+        with self._inspect_lock:
+            self._closed = True
+            if self._inspect_pool is not None:
+                self._inspect_pool.shutdown(wait=False, cancel_futures=True)
         stream = self._events_stream
         if stream is not None:
             try:

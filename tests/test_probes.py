@@ -567,6 +567,35 @@ def test_a_process_started_in_an_idle_container_shows_at_the_next_sweep(containe
     assert sampler.sweep().container(c.id).pids >= 2
 
 
+# ----------------------------------------------------------------------------- a cold start on a dense host
+
+
+def test_background_inspections_wait_while_held_and_fill_the_configs_once_released(containers):
+    """With many containers new, a sweep answers from the list at once (provisional rows) and inspects in the
+    background; the dashboard holds those inspections over its first frame, then releases them."""
+    from mltop.probes.catalog import BACKGROUND_INSPECT_MIN
+
+    started = [containers.run(["sleep", "300"]) for _ in range(BACKGROUND_INSPECT_MIN + 2)]
+    ids = {c.id for c in started}
+    sampler = Sampler(ProbeOptions(nvml=False, inspect_in_background=True))
+    try:
+        sampler.catalog.hold_background_inspections()
+        first = sampler.sweep()
+        ours = [c for c in first.containers if c.id in ids]
+        assert len(ours) == len(ids) and all(c.config_pending for c in ours)
+        assert all(c.memory_bytes is not None for c in ours), "measured from the cgroup found by id"
+        time.sleep(0.5)
+        held = [c for c in sampler.sweep().containers if c.id in ids]
+        assert all(c.config_pending for c in held), "nothing inspected while held"
+        sampler.catalog.release_background_inspections()
+        wait_for(lambda: not any(c.config_pending for c in sampler.sweep().containers if c.id in ids),
+                 timeout=20, what="every configuration, inspected in the background")
+        filled = [c for c in sampler.sweep().containers if c.id in ids]
+        assert all(c.config.command == ("sleep", "300") and c.processes for c in filled)
+    finally:
+        sampler.close()
+
+
 # ----------------------------------------------------------------------------- the engine's socket path
 
 

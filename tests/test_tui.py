@@ -471,3 +471,23 @@ def test_cli_output_shows_terminal_controls_as_inert_text():
     shown = escaped(hostile)
     assert "\x1b" not in shown and "\x07" not in shown and "\u202e" not in shown
     assert shown == r"loss 0.1\x1b[2J\x1b]0;pwned\x07 \u202eevil" + "\tok"
+
+
+# --------------------------------------------------------------------------- a cold start on a dense host
+
+
+async def test_a_cold_start_with_many_new_containers_fills_their_configurations(containers):
+    """More containers than the catalog inspects before answering: the first frame comes from the engine's
+    list, the inspections held over it start after it, and every row gets its configuration and processes."""
+    from mltop.probes.catalog import BACKGROUND_INSPECT_MIN
+
+    started = [containers.run(["sleep", "300"], name=f"{PREFIX}-cold-{i}") for i in range(BACKGROUND_INSPECT_MIN + 2)]
+    ids = {c.id for c in started}
+    app = make_app(interval=0.5)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: ids <= {c.id for c in app.snapshot.containers}, what="every row")
+        await until(pilot, lambda: all(not c.config_pending and c.processes
+                                       for c in app.snapshot.containers if c.id in ids),
+                    timeout=20, what="every configuration and process list")
+        catalog = app.sampler.catalog
+        assert not catalog._inspections_held

@@ -217,7 +217,9 @@ class MltopApp(ReplayMixin, App):
         options = ProbeOptions(docker_host=self._docker_host_arg, nvml=self.nvml, nvml_lib=self.nvml_lib,
                                processes=self.processes, inspect_in_background=True)
         try:
-            return Sampler(options)
+            sampler = Sampler(options)
+            sampler.catalog.hold_background_inspections()  # until the first frame is painted (_sampled_once)
+            return sampler
         except Exception as exc:  # a broken GPU probe must not take the container view with it
             log.warning("the GPU probe failed to start", exc_info=True)
             self.notes = (f"the GPU probe failed to start ({type(exc).__name__}: {exc}); GPUs are not shown",)
@@ -258,6 +260,8 @@ class MltopApp(ReplayMixin, App):
         self._rec_notes = self.recorder_notes()
         self.notes = base_notes + self._rec_notes + ((message.error,) if message.error else ())
         self._show(self.snapshot)
+        if self.sweeps <= 1:
+            self.call_after_refresh(self._sampled_once)
         if self.first_frame_s is None and self._rows_filled():
             self.call_after_refresh(self._first_full_frame)
         delay = FIRST_RATE_DELAY_S if self.sweeps == 1 and self.source.live else self.interval
@@ -267,6 +271,12 @@ class MltopApp(ReplayMixin, App):
         if not self._doctor_armed and self.sweeps >= 2 and self.source.live:
             self._doctor_armed = True
             self.set_timer(DOCTOR_FIRST_DELAY_S, self._doctor_poll, name="mltop-doctor")
+
+    def _sampled_once(self) -> None:
+        """The first frame is on the screen: the inspections held over it may start."""
+        catalog = getattr(self.sampler, "catalog", None)
+        if catalog is not None:
+            catalog.release_background_inspections()
 
     # -- the background doctor (row markers) ------------------------------------------------------------
 
