@@ -599,6 +599,79 @@ def test_background_inspections_wait_while_held_and_fill_the_configs_once_releas
 # ----------------------------------------------------------------------------- the engine's socket path
 
 
+def _answering_socket(tmp_path, answers: list[bytes]):
+    """A unix socket server that reads one request at a time and writes the next canned answer; an answer
+    of b"" closes the connection instead (as an engine that dropped an idle keep-alive connection)."""
+    import threading
+
+    path = str(tmp_path / "engine.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(4)
+    requests: list[bytes] = []
+
+    def serve():
+        pending = list(answers)
+        while pending:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                while pending:
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        more = conn.recv(4096)
+                        if not more:
+                            break
+                        data += more
+                    if not data:
+                        break
+                    requests.append(data)
+                    answer = pending.pop(0)
+                    if not answer:
+                        break  # close this connection: the client must open another
+                    conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return path, server, requests
+
+
+def test_socket_gets_read_lengths_chunks_and_survive_a_dropped_connection(tmp_path):
+    from mltop.probes.unix_api import Unanswered, UnixSocketAPI
+
+    version = b'{"Version": "27.0", "ApiVersion": "1.46"}'
+    chunked_list = b'[{"Id": "a"}, {"Id": "b"}]'
+    answers = [
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(version), version),
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (chunked_list[:7], chunked_list[7:])) + b"0\r\n\r\n",
+        b"",  # the engine drops the kept connection: the next GET goes out again on a new one
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nnot json!",
+        b"SSH-2.0-OpenSSH\r\n",
+    ]
+    path, server, requests = _answering_socket(tmp_path, answers)
+    api = UnixSocketAPI(path, timeout_s=5)
+    try:
+        assert api.version()["Version"] == "27.0"
+        assert [c["Id"] for c in api.get("/containers/json", all=1)] == ["a", "b"]
+        with pytest.raises(LookupError):
+            api.inspect("gone")  # after the dropped connection, retried on a new one: the engine's 404
+        with pytest.raises(Unanswered, match="not JSON"):
+            api.get("/info")
+        with pytest.raises(Unanswered, match="no HTTP status line"):
+            api.get("/info")
+    finally:
+        api.close()
+        server.close()
+    assert requests[0].startswith(b"GET /version HTTP/1.1\r\n")
+    assert requests[1].startswith(b"GET /v1.46/containers/json?all=1 HTTP/1.1\r\n")
+    assert requests[3].startswith(b"GET /v1.46/containers/gone/json HTTP/1.1\r\n")
+
+
+
+
 def test_a_local_engine_is_read_without_the_docker_sdk(containers):
     """Version, list, info, inspect and the events stream go over the unix socket with the standard library
     (the SDK's import is ~60 ms of CPU on the way to the first frame); the answers are the engine's own."""
