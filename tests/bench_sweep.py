@@ -92,34 +92,33 @@ def raw_floor(file_lists: list[list[str]], rounds: int, kept_open: bool = True) 
     there is. `kept_open`: each file opened once beforehand and re-read with os.pread from offset 0 (what
     the sampler does, probes/openfiles.py); else os.open / os.read until empty / os.close per read."""
     flags = os.O_RDONLY | os.O_CLOEXEC
-    if kept_open:
-        fd_lists = [[os.open(path, flags) for path in files] for files in file_lists]
-        try:
-            spent = 0.0
-            for _ in range(rounds):
-                time.sleep(SPACING)
-                start = time.process_time()
-                for fds in fd_lists:
-                    for fd in fds:
-                        os.pread(fd, 65536, 0)
-                spent += time.process_time() - start
-            return spent / rounds / len(file_lists)
-        finally:
-            for fds in fd_lists:
-                for fd in fds:
-                    os.close(fd)
-    spent = 0.0
-    for _ in range(rounds):
-        time.sleep(SPACING)
-        start = time.process_time()
+    fd_lists = [[os.open(path, flags) for path in files] for files in file_lists] if kept_open else []
+
+    def read_kept() -> None:
+        for fds in fd_lists:
+            for fd in fds:
+                os.pread(fd, 65536, 0)
+
+    def open_read_close() -> None:
         for files in file_lists:
             for path in files:
                 fd = os.open(path, flags)
                 while os.read(fd, 65536):
                     pass
                 os.close(fd)
-        spent += time.process_time() - start
-    return spent / rounds / len(file_lists)
+
+    try:
+        spent = 0.0
+        for _ in range(rounds):
+            time.sleep(SPACING)
+            start = time.process_time()
+            (read_kept if kept_open else open_read_close)()
+            spent += time.process_time() - start
+        return spent / rounds / len(file_lists)
+    finally:
+        for fds in fd_lists:
+            for fd in fds:
+                os.close(fd)
 
 
 def sweep_cost(sampler: Sampler, n: int, rounds: int, relist: bool = False) -> tuple[float, float]:
