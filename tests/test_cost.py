@@ -149,6 +149,20 @@ async def test_the_collector_is_off_until_the_first_full_frame_and_on_after():
         gc.set_threshold(*threshold)
 
 
+def test_the_process_age_behind_started_in_is_measured_to_the_tick():
+    """"mltop started in N ms" counts from the process's start: within the kernel's 10 ms tick of the time a
+    parent measures, not the whole second that psutil's create_time (boot time in seconds) could be off."""
+    script = "import time; time.sleep(0.4); from mltop.tui.app import _process_age_s; print(_process_age_s())"
+    import time
+
+    spawned = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    wall = time.monotonic() - spawned
+    assert out.returncode == 0, out.stderr
+    age = float(out.stdout)
+    assert 0.4 <= age <= wall + 0.02
+
+
 # --------------------------------------------------------------------------- the snapshot says what it costs
 
 
