@@ -325,7 +325,10 @@ def test_finding_metric_carries_oom_killed(fleet):
     hog = fleet["hog"]
     result = fleet["prometheus"].wait_for(f'mltop_finding{{code="oom.killed",container="{hog.name}"}} == 1',
                                           timeout=30)
-    assert result[0]["metric"]["severity"] == "critical"
+    # The engine sets State.OOMKilled only when the kernel's OOM event reaches it before the exit does, which
+    # it does not always (moby/moby#15621): without it, exit 137 with the OOM in the log is a warning.
+    flagged = fleet["client"].api.inspect_container(hog.id)["State"]["OOMKilled"]
+    assert result[0]["metric"]["severity"] == ("critical" if flagged else "warning")
     assert _value(fleet["prometheus"].query('mltop_findings{severity="critical"}')) >= 1
     code, body = fleet["serve"].get("/findings.json")
     assert code == 200
