@@ -27,6 +27,9 @@ class NoSuchContainer(LookupError):
 
 
 class _UnixConnection(http.client.HTTPConnection):
+    """http.client over the unix socket, for the events stream only: one long-lived chunked answer read line
+    by line, opened once a session, where http.client's cost does not matter (GETs use _GetConnection)."""
+
     def __init__(self, path: str, timeout: float | None):
         super().__init__("localhost", timeout=timeout)
         self._path = path

@@ -64,9 +64,8 @@ DOCTOR_COST_SHARE = 200
 FIRST_RATE_DELAY_S = 0.2  # rates need two sweeps: take the second one soon after the first
 # How long the app waits for its first sweep before Textual starts. Started together, the two fight over the
 # GIL: every file the sweep opens hands the GIL to Textual's start-up, which keeps it for the switch interval
-# (5 ms), so the sweep made almost no progress until the UI thread went idle (issue 11: 100 containers, the
-# first frame came at ~0.39 s; waiting first, at ~0.33 s). A slow or hung engine still gets the screen up
-# after this long, with the rows to follow.
+# (5 ms), so the sweep made almost no progress until the UI thread went idle (README, "What it costs"). A slow
+# or hung engine still gets the screen up after this long, with the rows to follow.
 FIRST_SWEEP_WAIT_S = 0.3
 GC_YOUNG_THRESHOLD = 20_000  # allocations between collections of the youngest generation (700 by default)
 GC_SETTLE_S = 5.0  # the garbage collector is back on this long after start at the latest
