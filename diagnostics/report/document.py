@@ -280,11 +280,6 @@ def render_json(report: Mapping[str, Any]) -> str:
     return json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n"
 
 
-
-
-
-
-
 def format_for_path(path: str | os.PathLike, format: str | None = None) -> str:
     """The format to write: the one asked for, else the one the file extension names."""
     if format:
@@ -303,12 +298,7 @@ def render(report: Mapping[str, Any], format: str) -> str:
     """The report as text in `format` ("json", "md" or "html")."""
     renderers = {"json": render_json, "md": render_markdown, "html": render_html}
     fmt = format_for_path("", format)
-    text = renderers[fmt](report)
-    if report.get("history_window"):  # recorded history (report_history.add_history)
-        from ..report_history import append_to_rendered
-
-        text = append_to_rendered(text, report, fmt)
-    return text
+    return renderers[fmt](report)
 
 
 def write_report(path: str | os.PathLike, format: str | None = None, report: Mapping[str, Any] | None = None,

@@ -13,11 +13,13 @@ from .rows import (
     MOUNT_HEADERS,
     PROCESS_HEADERS,
     SKIPPED_HEADERS,
+    TIMELINE_HEADERS,
     action_title,
     config_rows,
     counter_rows,
     gpu_process_rows,
     gpu_row,
+    history_heading,
     history_rows,
     host_rows,
     iso_time,
@@ -25,8 +27,11 @@ from .rows import (
     no_gpu_line,
     plain,
     process_rows,
+    recorded_charts,
+    recorded_rows,
     skipped_rows,
     summary_line,
+    timeline_rows,
 )
 
 
@@ -229,4 +234,19 @@ def _actions(report: Mapping[str, Any], add: Add) -> None:
         add("")
 
 
-SECTIONS: tuple[Callable[[Mapping[str, Any], Add], None], ...] = (_title, _findings, _host, _gpus, _containers, _actions)
+def _history(report: Mapping[str, Any], add: Add) -> None:
+    """The recorded timeline and figures (report_history.add_history), when the report carries them."""
+    heading = history_heading(report)
+    if heading is None:
+        return
+    add("")
+    add(f"## {heading}")
+    timeline = timeline_rows(report)
+    _block(add, f"### Timeline ({len(timeline)} events)",
+           md_table(TIMELINE_HEADERS, timeline) if timeline else "No events recorded in this window.")
+    for title, rec, charts in recorded_charts(report):
+        _block(add, f"### {md_text(title)}", md_table(*recorded_rows(rec, charts)))
+
+
+SECTIONS: tuple[Callable[[Mapping[str, Any], Add], None], ...] = (_title, _findings, _host, _gpus, _containers, _actions,
+                                                                  _history)

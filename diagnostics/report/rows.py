@@ -229,3 +229,73 @@ def summary_line(report: Mapping[str, Any]) -> str:
     return (f"{f['critical']} critical, {f['warning']} warning, {f['info']} info finding(s) across "
             f"{s['containers']} container(s) and {s['gpus']} GPU(s); {s['checks_skipped']} check(s) skipped; "
             f"{s['actions']} action(s) run.")
+
+
+# --------------------------------------------------------------------------- recorded history (report_history)
+
+# (metric, label) of the figures a recording keeps, in the order the history section shows them.
+CONTAINER_CHARTS = (("cpu_percent", "CPU %"), ("memory_bytes", "memory"), ("gpu_percent", "GPU %"),
+                    ("gpu_memory_bytes", "GPU memory"))
+GPU_CHARTS = (("utilization_percent", "utilisation %"), ("memory_used_bytes", "memory used"))
+HISTORY_MD_ROWS = 24  # Markdown tables are downsampled to about this many rows
+TIMELINE_HEADERS = ["time", "source", "event", "container", "what"]
+
+
+def spread(n: int, most: int) -> list[int]:
+    """About `most` indices spread evenly over range(n), the last always included."""
+    if n <= most:
+        return list(range(n))
+    step = n / most
+    return sorted({int(i * step) for i in range(most)} | {n - 1})
+
+
+def figure(metric: str, value: Any) -> str:
+    """A recorded value in human units: bytes for *_bytes metrics, a percentage otherwise."""
+    return human_bytes(value) if metric.endswith("bytes") else human_percent(value)
+
+
+def history_heading(report: Mapping[str, Any]) -> str | None:
+    """"History <since> → <until> (N recorded sweeps)", or None for a report without recorded history."""
+    window = report.get("history_window")
+    if not window:
+        return None
+    return f"History {window['since']} → {window['until']} ({int(window['sweeps'])} recorded sweeps)"
+
+
+def timeline_rows(report: Mapping[str, Any]) -> list[list[str]]:
+    """One row per recorded event: time, source, kind, container (or host), what happened."""
+    return [[e["time"], e["source"], e["kind"], str(e.get("container") or "host"), _event_what(e)]
+            for e in report.get("timeline") or []]
+
+
+def _event_what(e: Mapping[str, Any]) -> str:
+    d = e.get("detail") or {}
+    if e["source"] == "finding":
+        return f"{e.get('severity') or ''} {e.get('code') or ''}: {e.get('title') or ''}".strip()
+    if e["kind"] == "die":
+        return f"exit code {d.get('exit_code', '?')}"
+    if e["kind"] == "health_status":
+        return str(d.get("health") or "")
+    return str(e.get("title") or "")
+
+
+def recorded_charts(report: Mapping[str, Any]) -> list[tuple[str, Mapping[str, list], tuple[tuple[str, str], ...]]]:
+    """(heading, recorded series, (metric, label) present) per container, then per GPU, that has any."""
+    out = []
+    for c in report.get("containers", ()):
+        rec = c.get("recorded")
+        if rec:
+            out.append((f"{c['name']}: recorded figures", rec, tuple(m for m in CONTAINER_CHARTS if m[0] in rec)))
+    for g in report.get("gpus", ()):
+        rec = g.get("recorded")
+        if rec:
+            out.append((f"GPU {g.get('index')}: recorded figures", rec, tuple(m for m in GPU_CHARTS if m[0] in rec)))
+    return out
+
+
+def recorded_rows(rec: Mapping[str, list], charts: Sequence[tuple[str, str]],
+                  most: int = HISTORY_MD_ROWS) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows) of a recorded series downsampled to about `most` rows: the UTC time, then each figure."""
+    rows = [[(iso_time(rec["t"][i]) or "")[11:19]] + [figure(m, rec[m][i]) for m, _ in charts]
+            for i in spread(len(rec["t"]), most)]
+    return ["time (UTC)"] + [label for _, label in charts], rows
