@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
+from ..events import event_summary
 from ..one_line import one_line
 from mltop.probes.units import binary_size
 
@@ -264,19 +265,8 @@ def history_heading(report: Mapping[str, Any]) -> str | None:
 
 def timeline_rows(report: Mapping[str, Any]) -> list[list[str]]:
     """One row per recorded event: time, source, kind, container (or host), what happened."""
-    return [[e["time"], e["source"], e["kind"], str(e.get("container") or "host"), _event_what(e)]
+    return [[e["time"], e["source"], e["kind"], str(e.get("container") or "host"), event_summary(e)]
             for e in report.get("timeline") or []]
-
-
-def _event_what(e: Mapping[str, Any]) -> str:
-    d = e.get("detail") or {}
-    if e["source"] == "finding":
-        return f"{e.get('severity') or ''} {e.get('code') or ''}: {e.get('title') or ''}".strip()
-    if e["kind"] == "die":
-        return f"exit code {d.get('exit_code', '?')}"
-    if e["kind"] == "health_status":
-        return str(d.get("health") or "")
-    return str(e.get("title") or "")
 
 
 def recorded_charts(report: Mapping[str, Any]) -> list[tuple[str, Mapping[str, list], tuple[tuple[str, str], ...]]]:

@@ -49,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
         json.dump([e.to_json() for e in events], sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    from ..screens.timeline import event_summary
+    from mltop.diagnostics.events import event_summary
 
     for e in events:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.t))
