@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 from .engine import ContainerMeta, Engine, EngineError, meta_from_inspect, not_found_errors, provisional_meta
@@ -145,8 +146,13 @@ class ContainerCatalog:
         for cid, future in done:
             try:
                 meta = future.result()
-            except Exception:  # the engine failed mid-way: inspect it at the next full re-list
+            except Exception as exc:  # the engine failed mid-way: inspect it at the next full re-list
                 self._hints.pop(cid, None)
+                log.info("docker inspect %s failed; retried at the next full list", cid[:12], exc_info=True)
+                old = metas.get(cid)
+                if old is not None and old.provisional:  # the doctor says why it did not judge it
+                    metas[cid] = replace(old, inspect_error=getattr(exc, "message", None) or
+                                         f"{type(exc).__name__}: {exc}")
                 continue
             if meta is None:
                 metas.pop(cid, None)

@@ -194,10 +194,11 @@ def build_report(
         finding_docs = [f for f in finding_docs if f.get("container") in (None, *selected_names)]
     finding_docs.sort(key=lambda f: (f.get("container") is not None, severity_order(f.get("severity")),
                                      f.get("container") or "", f.get("code") or ""))
-    skipped_docs = [{"check": s.check, "container": None, "reason": s.reason}
-                    for s in (doctor.checks_skipped if doctor is not None else ())]
-    if containers:
-        skipped_docs = [s for s in skipped_docs if s.get("container") in (None, *selected_names)]
+    skipped = list(doctor.checks_skipped if doctor is not None else ())
+    if containers:  # the host's, and those of the containers reported on
+        skipped = [s for s in skipped if not s.containers or selected_names.intersection(s.containers)]
+    skipped_docs = [{"check": s.check, "container": ", ".join(s.containers) or None, "reason": s.reason}
+                    for s in skipped]
 
     results = list(actions.results()) if actions is not None else []
     if containers:

@@ -304,6 +304,22 @@ def finding_families(doctor) -> Iterator[Metric]:
     yield finding
     if doctor is not None:
         yield totals
+        yield skipped_family(doctor)
+
+
+def skipped_family(doctor) -> Metric:
+    """mltop_check_skipped: what the doctor could not judge, per check and container; the reasons are in
+    /findings.json (free text is no label)."""
+    skipped = GaugeMetricFamily("mltop_check_skipped", "1 for every check the last doctor run skipped, per "
+                                "container (host or every container: container=\"\"); reasons in /findings.json.",
+                                labels=["check", "container"])
+    seen: set[tuple[str, str]] = set()
+    for s in doctor.checks_skipped:
+        for container in getattr(s, "containers", ()) or ("",):
+            if (s.check, container) not in seen:
+                seen.add((s.check, container))
+                skipped.add_metric([s.check, container], 1.0)
+    return skipped
 
 
 class BuildInfoCollector:
