@@ -15,13 +15,13 @@ from typing import Callable, Iterator
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from mltop.diagnostics.findings import SEVERITIES
 from mltop.diagnostics.workload import classify_all
 from mltop.probes.model import ContainerSample, GpuSample
 
 from .loop import ServeState
 
 MIB = 1 << 20
-SEVERITIES = ("critical", "warning", "info")
 
 # dcgm-exporter's label set for device metrics (etc/default-counters.csv fields; labels from its collector).
 DCGM_LABELS = ["gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname"]
