@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from mltop.probes.units import iso_utc
+
 from .report.document import redact_document
-from .report.rows import iso_time
 
 REPORT_WINDOW_S = 15 * 60  # replay's `r`: this long either side of the time shown
 
@@ -26,8 +27,8 @@ def add_history(report: dict[str, Any], store: Any, since: float, until: float,
               if e.container is None and e.container_id is None or e.container in names or e.container_id in ids
               or every]
     out = dict(report)
-    out["history_window"] = {"since": iso_time(since), "until": iso_time(until), "sweeps": len(times)}
-    out["timeline"] = [{**e.to_json(), "time": iso_time(e.t)} for e in events]
+    out["history_window"] = {"since": iso_utc(since), "until": iso_utc(until), "sweeps": len(times)}
+    out["timeline"] = [{**e.to_json(), "time": iso_utc(e.t)} for e in events]
     out["containers"] = [dict(c, recorded=_series(times, containers.get(c["id"]))) for c in report["containers"]]
     out["gpus"] = [dict(g, recorded=_series(times, gpus.get(g.get("uuid")))) for g in report.get("gpus", ())]
     return redact_document(out)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from mltop.probes.units import binary_size
-
-MISSING = "–"  # a value the probes could not give (or not yet: rates need two sweeps)
+from mltop.probes.units import MISSING, binary_size
 
 # How a severity looks on screen: glyph and style. The containers table marks rows with the same glyphs
 # the diagnostics screen puts before each finding. (Labels and order: diagnostics.findings.)

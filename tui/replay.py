@@ -4,7 +4,6 @@ dashboard. MltopApp mixes this in; with a live source the replay keys are hidden
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Any
 
 from rich.text import Text
@@ -13,6 +12,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
+
+from mltop.probes.units import local_time
 
 REPLAY_BINDINGS = [
     Binding("left_square_bracket", "replay_step(-1)", "Back one sweep", key_display="[", show=False,
@@ -32,7 +33,7 @@ LIVE_ONLY_SCREENS = {"nvidia-smi", "py-spy", "framework"}
 
 
 def replay_time_text(t: float) -> str:
-    return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+    return local_time(t)
 
 
 class RecordedDoctorResult:

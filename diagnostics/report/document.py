@@ -29,11 +29,11 @@ from mltop.probes.redaction import (
     redact_value,
     scrub_values,
 )
+from mltop.probes.units import iso_utc
 
 from ..findings import SEVERITIES, count_by_severity, severity_order
 from .html import render_html
 from .markdown import render_markdown
-from .rows import iso_time
 
 if TYPE_CHECKING:
     from mltop.probes.engine import Engine
@@ -232,8 +232,8 @@ def build_report(
     doc = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "generator": {"name": "mltop", "version": _mltop_version(),
-                      "generated_at": iso_time(generated_at if generated_at is not None else time.time())},
-        "snapshot": {"taken_at": iso_time(snapshot.taken_at), "interval_s": snapshot.interval_s,
+                      "generated_at": iso_utc(generated_at if generated_at is not None else time.time())},
+        "snapshot": {"taken_at": iso_utc(snapshot.taken_at), "interval_s": snapshot.interval_s,
                      "schema_version": snapshot.schema_version},
         "summary": {"containers": len(container_docs), "gpus": len(snapshot.gpus), "findings": counts,
                     "worst": worst, "checks_skipped": len(skipped_docs), "actions": len(results)},

@@ -6,6 +6,7 @@ from html import escape
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from mltop.probes.redaction import REDACTED
+from mltop.probes.units import MISSING, iso_utc
 
 from ..one_line import one_line
 from .rows import (
@@ -24,7 +25,6 @@ from .rows import (
     history_heading,
     history_rows,
     host_rows,
-    iso_time,
     mount_rows,
     no_gpu_line,
     plain,
@@ -88,7 +88,7 @@ ul.evidence { margin: 0; padding-left: 18px; }
 
 
 def _e(value: Any) -> str:
-    return escape(plain(value) if not isinstance(value, str) else (value or "—"), quote=True)
+    return escape(plain(value) if not isinstance(value, str) else (value or MISSING), quote=True)
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], code_columns: Sequence[int] = (),
@@ -110,7 +110,7 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], code_columns: 
 def _pairs(rows: Iterable[tuple[str, Any]], code_labels: Sequence[str] = ()) -> str:
     body = []
     for label, value in rows:
-        cell = f"<code>{_e(value)}</code>" if label in code_labels and value not in ("—", None) else _e(value)
+        cell = f"<code>{_e(value)}</code>" if label in code_labels and value not in (MISSING, None) else _e(value)
         body.append(f"<tr><th>{escape(label)}</th><td>{cell}</td></tr>")
     return f"<table class=\"kv\"><tbody>{''.join(body)}</tbody></table>"
 
@@ -254,7 +254,7 @@ def _actions(report: Mapping[str, Any], add: Add) -> None:
     for a in report["actions"]:
         command = one_line(" ".join(a.get("command") or []))
         add(f"<h3>{_badge(a.get('status'))} {_e(action_title(a))}</h3>")
-        add(f"<p class=\"muted\">Command: <code>{_e(command)}</code> · started {_e(iso_time(a.get('started_at')))}</p>")
+        add(f"<p class=\"muted\">Command: <code>{_e(command)}</code> · started {_e(iso_utc(a.get('started_at')))}</p>")
         if a.get("explanation"):
             add(f'<p class="explain">{_e(a["explanation"])}</p>')
         add(f"<details open><summary>Output</summary><pre>{escape(a.get('output') or '(no output)')}</pre></details>")
@@ -304,7 +304,7 @@ def svg_chart(times: Sequence[float], values: Sequence[Any], label: str, metric:
     lines = "".join(f'<polyline fill="none" stroke="#2563eb" stroke-width="1.5" points="{" ".join(s)}"/>'
                     for s in segments if s)
     caption = (f"{escape(label)} — max {escape(figure(metric, max(known)))}, last {escape(figure(metric, known[-1]))}"
-               f" · {escape((iso_time(t0) or '')[11:19])} → {escape((iso_time(times[-1]) or '')[11:19])} UTC")
+               f" · {escape((iso_utc(t0) or '')[11:19])} → {escape((iso_utc(times[-1]) or '')[11:19])} UTC")
     return (f'<figure class="chart"><svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(label, quote=True)}">'
             f'<rect width="{width}" height="{height}" fill="#f8fafc" stroke="#cbd5e1"/>{lines}</svg>'

@@ -15,6 +15,7 @@ from textual.screen import Screen
 from textual.widgets import Static
 
 from mltop.diagnostics.findings import SEVERITIES, SEVERITY_LABEL
+from mltop.probes.units import local_time
 
 from ..format import SEVERITY_GLYPH
 from ..sanitize import literal
@@ -168,7 +169,7 @@ class DiagnosticsScreen(Screen):
             status.append("  ")
         checked = len(result.containers_checked)
         status.append(f"│ {checked} container{'s' if checked != 1 else ''} · {seconds:.1f} s · "
-                      f"{time.strftime('%H:%M:%S', time.localtime(self._finished_at))}", style="dim")
+                      f"{local_time(self._finished_at, date=False)}", style="dim")
         self._status(status)
 
         body = self.query_one("#diag-body", VerticalScroll)

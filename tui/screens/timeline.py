@@ -4,7 +4,6 @@ report around the time shown."""
 from __future__ import annotations
 
 import time
-from datetime import datetime
 
 from rich.text import Text
 from textual import work
@@ -14,6 +13,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
 from mltop.diagnostics.events import event_summary
+from mltop.probes.units import local_time
 
 from ..sanitize import literal
 from .diagnostics import DiagnosticsScreen
@@ -28,7 +28,7 @@ _KIND_STYLE = {"oom": "bold red", "die": "red", "kill": "yellow", "engine_down":
 
 
 def event_when(t: float, with_date: bool = True) -> str:
-    return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S" if with_date else "%H:%M:%S")
+    return local_time(t, with_date)
 
 
 def events_text(events, with_date: bool = False) -> Text:
