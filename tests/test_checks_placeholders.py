@@ -154,6 +154,7 @@ async def test_diagnostics_screen_lists_a_placeholder_as_skipped(monkeypatch):
         text = screen.findings_text
         assert "Checks skipped" in text and "inspect: not judged: its docker inspect is still pending" in text
         assert "No findings" not in text  # not judged is not healthy
+        assert "Not judged: its configuration is not read yet" in text
 
 
 # --------------------------------------------------------------------------- the real engine

@@ -74,7 +74,7 @@ def _import_circles() -> list[list[str]]:
 def test_no_module_imports_itself_round_a_circle():
     """Module by module, which acyclic_siblings cannot see: a package's __init__ and the modules inside it."""
     circles = _import_circles()
-    assert not circles, "modules that import one another, round a circle:\n" + "\n".join(" <-> ".join(c) for c in circles)
+    assert not circles, "modules that import one another round a circle:\n" + "\n".join(map(" <-> ".join, circles))
 
 
 def test_every_command_is_registered_once_with_its_options():

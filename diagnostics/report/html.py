@@ -315,5 +315,5 @@ def _foot(report: Mapping[str, Any], add: Add) -> None:
     add("</body></html>")
 
 
-SECTIONS: tuple[Callable[[Mapping[str, Any], Add], None], ...] = (_head, _findings, _host, _gpus, _containers, _actions,
-                                                                  _history, _foot)
+SECTIONS: tuple[Callable[[Mapping[str, Any], Add], None], ...] = (
+    _head, _findings, _host, _gpus, _containers, _actions, _history, _foot)

@@ -248,5 +248,5 @@ def _history(report: Mapping[str, Any], add: Add) -> None:
         _block(add, f"### {md_text(title)}", md_table(*recorded_rows(rec, charts)))
 
 
-SECTIONS: tuple[Callable[[Mapping[str, Any], Add], None], ...] = (_title, _findings, _host, _gpus, _containers, _actions,
-                                                                  _history)
+SECTIONS: tuple[Callable[[Mapping[str, Any], Add], None], ...] = (
+    _title, _findings, _host, _gpus, _containers, _actions, _history)
