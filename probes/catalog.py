@@ -148,11 +148,9 @@ class ContainerCatalog:
                 meta = future.result()
             except Exception as exc:  # the engine failed mid-way: inspect it at the next full re-list
                 self._hints.pop(cid, None)
-                log.info("docker inspect %s failed; retried at the next full list", cid[:12], exc_info=True)
                 old = metas.get(cid)
                 if old is not None and old.provisional:  # the doctor says why it did not judge it
-                    metas[cid] = replace(old, inspect_error=getattr(exc, "message", None) or
-                                         f"{type(exc).__name__}: {exc}")
+                    metas[cid] = replace(old, inspect_error=_inspect_failed(cid, exc))
                 continue
             if meta is None:
                 metas.pop(cid, None)
@@ -169,6 +167,11 @@ class ContainerCatalog:
                 meta = meta_from_inspect(self.engine.inspect(cid))
             except not_found_errors():
                 metas.pop(cid, None)
+            except Exception as exc:  # the engine refused this one inspect: its state is not known, the rest is
+                if _engine_down(exc):
+                    raise
+                if cid in metas:
+                    metas[cid] = replace(metas[cid], inspect_error=_inspect_failed(cid, exc))
             else:
                 (metas if cid in metas else new)[cid] = meta
             # its listed state is not known from an inspect: the next full re-list inspects it once more
@@ -198,14 +201,19 @@ class ContainerCatalog:
             else:
                 to_inspect.append(cid)
 
+        by_id = {entry["Id"]: entry for entry in listed}
+
         def inspect(cid: str) -> ContainerMeta | None:
             try:
                 return meta_from_inspect(self.engine.inspect(cid))
             except not_found_errors():
                 return None  # removed between list and inspect
+            except Exception as exc:  # the engine refused this one inspect: the list stands, this one is unknown
+                if _engine_down(exc):
+                    raise
+                return replace(provisional_meta(by_id[cid]), inspect_error=_inspect_failed(cid, exc))
 
         if self.inspect_in_background and len(to_inspect) > BACKGROUND_INSPECT_MIN:
-            by_id = {entry["Id"]: entry for entry in listed}
             with self._inspect_lock:
                 self._to_inspect += [cid for cid in to_inspect if cid not in self._inspecting]
             for cid in to_inspect:
@@ -226,6 +234,8 @@ class ContainerCatalog:
         for meta in metas:
             if meta is not None:
                 fresh[meta.id] = meta
+                if meta.inspect_error:
+                    hints.pop(meta.id, None)  # inspected again at the next full list
         self._metas = fresh
         self._hints = hints
 
@@ -273,3 +283,17 @@ class ContainerCatalog:
                 stream.close()
             except Exception:
                 log.debug("closing the events stream failed", exc_info=True)
+
+
+def _engine_down(exc: BaseException) -> bool:
+    """An inspect failed because the engine cannot be reached at all (the sweep says so), not because it refused
+    this one container (an API error: Engine.call reports those as EngineError status "error")."""
+    return isinstance(exc, EngineError) and exc.status != "error"
+
+
+def _inspect_failed(cid: str, exc: BaseException) -> str:
+    """The engine's words for an inspect that failed (what the doctor shows for the container it skips)."""
+    log.info("docker inspect %s failed; inspected again at the next full list", cid[:12], exc_info=True)
+    api_error = exc.__context__ if isinstance(exc, EngineError) else exc  # the SDK's, with the engine's message
+    words = getattr(api_error, "explanation", None) or getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return " ".join(str(words).split())[:300]

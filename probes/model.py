@@ -321,8 +321,8 @@ class ContainerSample:
     # True for a moment on a dense host's first sweeps in the dashboard: the container came from the engine's
     # list and its `docker inspect` is still on the way, so `config` is empty and processes are not read yet.
     config_pending: bool = False
-    # The engine's words when that background `docker inspect` failed (retried at the next full re-list):
-    # `config` stays as empty as while pending.
+    # The engine's words when its `docker inspect` failed (tried again at the next full list): `config` is as
+    # empty as while pending (or, when a re-inspect after an event failed, the one read before).
     config_error: str | None = None
 
     @property

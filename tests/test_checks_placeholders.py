@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -323,3 +324,33 @@ def test_a_container_removed_before_the_doctor_reads_its_cgroup_is_a_skip_entry(
     assert [s.containers for s in facts] == [(c.name,)], result.checks_skipped
     assert "cgroup was not found" in facts[0].reason
     assert [s for s in result.checks_skipped if s.check == "logs" and c.name in s.containers]
+
+
+def test_mltop_doctor_lists_a_container_whose_inspect_the_engine_fails(containers, tmp_path):
+    """`mltop doctor` inspects before answering (no background): one inspect failing used to fail the whole
+    list, every container gone and the engine said to be in error. Now that container alone is skipped."""
+    from mltop.probes.engine import docker_host_in_use
+
+    victim, other = containers.run(["sleep", "300"]), containers.run(["sleep", "300"])
+    proxy = InspectFailingProxy(docker_host_in_use(None).removeprefix("unix://"), str(tmp_path / "docker.sock"),
+                                victim.id)
+    try:
+        host = f"unix://{tmp_path / 'docker.sock'}"
+        env = dict(os.environ)
+        env.pop("DOCKER_HOST", None)
+        done = subprocess.run([sys.executable, "-m", "mltop.tui.cli", "doctor", "--docker-host", host, "--no-nvml",
+                               "--no-exec", "--interval", "0.25", "--json", victim.name, other.name],
+                              capture_output=True, text=True, timeout=120, env=env)
+        assert proxy.failed >= 1
+        doc = json.loads(done.stdout)
+        (skip,) = [s for s in doc["checks_skipped"] if s["check"] == INSPECT]
+        assert skip["containers"] == [victim.name] and REFUSED in skip["reason"], skip
+        assert not [f for f in doc["findings"] if f["container"] == victim.name]
+        assert not [f for f in doc["findings"] if f["code"] == "engine.unreachable"]
+        text = subprocess.run([sys.executable, "-m", "mltop.tui.cli", "doctor", "--docker-host", host, "--no-nvml",
+                               "--no-exec", "--interval", "0.25", victim.name, other.name],
+                              capture_output=True, text=True, timeout=120, env=env).stdout
+        assert "1 container(s) checked" in text and f"{INSPECT}: not judged: its docker inspect failed" in text
+        assert REFUSED in text and victim.name in text
+    finally:
+        proxy.close()
