@@ -158,6 +158,22 @@ async def test_diagnostics_screen_lists_a_placeholder_as_skipped(monkeypatch):
         assert "Not judged: its configuration is not read yet" in text
 
 
+async def test_dashboard_doctor_does_not_wait_for_an_inspect_that_failed(monkeypatch):
+    """The dashboard's background doctor waits while inspections are on the way (a dense host's first
+    seconds); one that failed is not on the way: the doctor runs, and lists it as not judged."""
+    from mltop.probes.source import StaticSource
+    from mltop.tui.app import MltopApp
+
+    monkeypatch.setenv("MLTOP_NO_EXEC", "1")
+    snap = snapshot([container("trainer"), placeholder("failed-job", inspect_error=FAILED)])
+    app = MltopApp(source=StaticSource([snap]), docker_host="unix:///nonexistent/mltop-test.sock", nvml=False,
+                   interval=1.0)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.doctor_result is not None, timeout=20, what="the background doctor")
+        assert FAILED in inspect_skips(app.doctor_result)[("failed-job",)]
+        assert "failed-job" not in app.finding_severities
+
+
 # --------------------------------------------------------------------------- the real engine
 
 
