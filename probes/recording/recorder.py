@@ -247,7 +247,7 @@ class Recorder:
         with self._count_lock:
             self._dropped += 1
             dropped = self._dropped
-        self._say("dropped", f"{why}: work dropped unwritten ({dropped} so far)", None)
+        self._say("dropped", f"{why}: work dropped unwritten ({dropped} so far)", None, same_as=why)
 
     def _drain(self, why: str) -> int:
         """Drop everything queued (counted); returns how many items of work went."""
@@ -259,11 +259,11 @@ class Recorder:
                 return self._dropped - before
             self._discard(item, why)
 
-    def _say(self, what: str, text: str, exc: BaseException | None) -> None:
+    def _say(self, what: str, text: str, exc: BaseException | None, same_as: str | None = None) -> None:
         """Log a problem with its exception; the same problem again at most once a minute, with the count."""
         now = time.monotonic()
         last = self._said.get(what)
-        key = text if exc is None else f"{type(exc).__name__}: {exc}"
+        key = same_as or (text if exc is None else f"{type(exc).__name__}: {exc}")
         if last is not None and last[0] == key and now - last[1] < REPEAT_LOG_S:
             self._said[what] = (last[0], last[1], last[2] + 1)
             return
@@ -273,14 +273,22 @@ class Recorder:
 
     def enforce_retention(self, now_ms: int | None = None, timeout: float = 60.0) -> None:
         """Run retention now (as if the time were `now_ms`), in the writer thread, and wait for it."""
-        self._put(("retention", now_ms or 0))
+        if self._thread is None:
+            return
+        self._queue.put(("retention", now_ms or 0), timeout=timeout)
         self.flush(timeout)
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything handed over so far is written (tests, shutdown)."""
+        if self._thread is None:
+            return
         done = threading.Event()
-        self._put(("flush", done))
-        done.wait(timeout)
+        deadline = time.monotonic() + timeout
+        try:
+            self._queue.put(("flush", done), timeout=timeout)  # waits for room: never drops work
+        except queue.Full:
+            return
+        done.wait(max(deadline - time.monotonic(), 0.0))
 
     # -- engine events ------------------------------------------------------------------------------
 
