@@ -472,7 +472,8 @@ def test_serve_wiring_records_from_a_sweep_loop_and_refuses_a_held_file(tmp_path
         for listener in loop.listeners:
             listener(snapshot([container("a")], taken_at=T0), type("Result", (), {"findings": (shm,)})())
         recorder.flush()
-        assert recorder_health(recorder) is None
+        assert recorder_health(recorder) == ("recorder recording (rec ✓): 1 sweeps and 2 events written, "
+                                             "0 dropped, 0 failed")
         store = RecordingStore(path)
         assert len(store.times) == 1 and [e.code for e in store.events() if e.source == "finding"] == [
             "shm.too_small"]

@@ -96,8 +96,14 @@ def main(args: argparse.Namespace) -> int:
     exposition = Exposition(lambda: holder["loop"].state, version())
     from mltop.tui.cli.recording_options import recorder_health
 
+    from mltop.probes.engine_events import feed_problems
+
+    from .recorder_metrics import RecorderCollector
+
+    exposition.self_registry.register(RecorderCollector(lambda: holder.get("recorder")))
     handler = make_handler(lambda: holder["loop"].state, exposition.render, args.interval,
-                           extra_health=lambda: recorder_health(holder.get("recorder")))
+                           extra_health=lambda: "; ".join(filter(None, [recorder_health(holder.get("recorder")),
+                                                                        *feed_problems()])) or None)
     try:
         server = PooledHTTPServer((host, port), handler)
     except OSError as err:
