@@ -86,14 +86,16 @@ def test_a_cut_engine_socket_loses_no_event_and_the_failure_is_logged_and_shown(
     assert any("is back after" in r.getMessage() for r in log.records)
 
 
-def test_the_catalog_and_the_recorder_share_one_stream_across_a_cut(tmp_path, containers):
+def test_the_catalog_and_the_recorder_share_one_stream_across_a_cut(tmp_path, containers, monkeypatch):
     from mltop.probes.recording import Recorder, RecordingStore
     from mltop.probes.sampler import ProbeOptions, Sampler
 
     proxy = EngineSocketProxy(tmp_path / "docker.sock").start()
     path = str(tmp_path / "h.db")
-    sampler = Sampler(ProbeOptions(docker_host=proxy.docker_host, nvml=False))
-    recorder = Recorder(path, docker_host=proxy.docker_host).start()
+    # As the dashboard wires them without --docker-host: each finds the engine through DOCKER_HOST.
+    monkeypatch.setenv("DOCKER_HOST", proxy.docker_host)
+    sampler = Sampler(ProbeOptions(nvml=False))
+    recorder = Recorder(path).start()
     try:
         sampler.sweep()  # the catalog subscribes once its first sweep has read the cgroups
         sampler.sweep()

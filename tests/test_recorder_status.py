@@ -6,12 +6,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 import threading
-import time
 
 import pytest
 
 from builders import container, snapshot
-from conftest import until, wait_for
+from conftest import until
 from engine_proxy import EngineSocketProxy
 from serve_helpers import ServeProcess, parse_exposition, wait_until
 

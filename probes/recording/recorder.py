@@ -409,9 +409,12 @@ class Recorder:
             now = time.monotonic()
             if forced_retention is not None or now - self._last_retention >= self.retention_every_s:
                 self._last_retention = now
-                if retention.enforce(db, self.retention_s, self.max_bytes, self._last_seen,
-                                     now_ms=forced_retention or None, keep=set(self._containers.values())):
-                    self._load_interned()
+                try:
+                    if retention.enforce(db, self.retention_s, self.max_bytes, self._last_seen,
+                                         now_ms=forced_retention or None, keep=set(self._containers.values())):
+                        self._load_interned()
+                except Exception as exc:  # what was written stays written; retention tries again later
+                    self._write_failed(exc, "retention (thinning and trimming the recording) failed")
         finally:
             for waiter in waiters:
                 waiter.set()
