@@ -233,7 +233,9 @@ class ContainerCatalog:
             return
         from .engine_events import subscribe_engine_events
 
-        self._subscription = subscribe_engine_events(self.engine, self._on_event, since=self._watch_since)
+        # a gap in the engine's events (a long outage on a busy engine): re-list rather than trust them
+        self._subscription = subscribe_engine_events(self.engine, self._on_event, since=self._watch_since,
+                                                     on_gap=lambda since, until: self.mark_stale())
         if not self._subscription.complete:  # the stream another part opened began after our list
             self.mark_stale()
 

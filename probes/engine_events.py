@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
-RETRY_S = 2.0  # between reconnection attempts
+RETRY_S = 2.0  # between reconnection attempts, at most (the first comes after FIRST_RETRY_S, then doubling)
+FIRST_RETRY_S = 0.25  # soon: the engine keeps only its last 256 events to resume from
 BACKLOG = 512  # recent events kept for a subscriber that joins late and asks `since` an earlier time
 RESUME_OVERLAP_S = 0.001  # ask from a little before the last event: the float `since` rounds; repeats are skipped
 
@@ -79,12 +80,15 @@ class FeedStatus:
     error: str | None  # why the stream last broke; None while it is up
     failures: int  # how many times it broke (or could not connect) since the feed started
     last_event_t: float | None
+    gaps: int = 0  # resumes where the engine no longer had the events since the last one seen
 
 
 class Subscription:
-    def __init__(self, feed: "EngineEventFeed", callback: Callable[[dict], None]):
+    def __init__(self, feed: "EngineEventFeed", callback: Callable[[dict], None],
+                 on_gap: Callable[[float, float], None] | None = None):
         self.feed = feed
         self.callback = callback
+        self.on_gap = on_gap  # (from, to) wall times whose events may be missing: the engine no longer had them
         self.complete = True  # False: the feed started after the `since` asked for, events may be missing
 
     def close(self) -> None:
@@ -99,8 +103,10 @@ def _event_key(raw: dict) -> tuple:
 class EngineEventFeed:
     """Streams the engine's container events in its own thread to every subscriber. When the stream breaks
     (the engine restarts, the socket goes) the failure is logged and kept in `status`, and the feed reconnects
-    every RETRY_S asking `since` its last event, so no event is lost across the gap (the engine keeps its
-    recent events for such requests) and none is delivered twice."""
+    (soon, then up to every RETRY_S) asking `since` its last event, so no event is lost across the gap and
+    none is delivered twice. The engine answers that from its last 256 events (of every kind, every
+    container): when a longer or busier outage has pushed the last event seen out of them, the feed says so
+    (`on_gap`, `status.gaps`, a log line) instead of pretending the timeline is whole."""
 
     def __init__(self, engine: Any, retry_s: float = RETRY_S):
         self.engine = engine
@@ -119,18 +125,21 @@ class EngineEventFeed:
         self._error: str | None = None
         self._failures = 0
         self._failing_since: float | None = None
+        self._resumed = False  # the next event is the first after a reconnect: is it a repeat?
+        self._gaps = 0
 
     @property
     def status(self) -> FeedStatus:
         return FeedStatus(self._connected, None if self._connected else self._error, self._failures,
-                          None if self._last_ns is None else self._last_ns / 1e9)
+                          None if self._last_ns is None else self._last_ns / 1e9, self._gaps)
 
     @property
     def connected(self) -> bool:
         return self._connected
 
-    def _subscribe(self, callback: Callable[[dict], None], since: float | None) -> Subscription:
-        sub = Subscription(self, callback)
+    def _subscribe(self, callback: Callable[[dict], None], since: float | None,
+                   on_gap: Callable[[float, float], None] | None = None) -> Subscription:
+        sub = Subscription(self, callback, on_gap)
         with self._lock:
             if self._thread is None:
                 if since is not None:
@@ -155,11 +164,16 @@ class EngineEventFeed:
     def _deliver(self, raw: dict) -> None:
         nanos = raw.get("timeNano")
         if isinstance(nanos, int):
+            resumed, self._resumed = self._resumed, False
             if self._last_ns is not None and nanos < self._last_ns:
                 return  # resumed from a little earlier: already delivered
             key = _event_key(raw)
             if key in self._recent:
                 return
+            if resumed and self._last_ns is not None:
+                # The engine replays from its buffer: had it still held the last event seen, that would have
+                # come first (a repeat). It did not: what happened between may be gone.
+                self._gap(self._last_ns / 1e9, nanos / 1e9)
             self._recent.append(key)
             self._last_ns = nanos
             t = nanos / 1e9
@@ -170,7 +184,22 @@ class EngineEventFeed:
             for sub in self._subs:
                 self._call(sub, raw)
 
+    def _gap(self, since: float, until: float) -> None:
+        self._gaps += 1
+        log.warning("the engine no longer had its events since %s (it keeps its last 256): events up to %s may be "
+                    "missing", time.strftime("%H:%M:%S", time.localtime(since)),
+                    time.strftime("%H:%M:%S", time.localtime(until)))
+        with self._lock:
+            subs = list(self._subs)
+        for sub in subs:
+            if sub.on_gap is not None:
+                try:
+                    sub.on_gap(since, until)
+                except Exception:
+                    log.warning("an engine events subscriber failed on a gap", exc_info=True)
+
     def _run(self) -> None:
+        retry = FIRST_RETRY_S
         while not self._stop.is_set():
             since = self._first_since if self._last_ns is None else self._last_ns / 1e9 - RESUME_OVERLAP_S
             stream = None
@@ -182,6 +211,8 @@ class EngineEventFeed:
                 if self._covered_from is None:
                     self._covered_from = since if since is not None else asked_at
                 self._connected = True
+                self._resumed = self._last_ns is not None
+                retry = FIRST_RETRY_S
                 if self._failing_since is not None:
                     log.warning("the engine events stream is back after %.1f s (%d failures); resumed from its "
                                 "last event", time.monotonic() - self._failing_since, self._failures)
@@ -201,8 +232,8 @@ class EngineEventFeed:
                 self._error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
                 if self._failing_since is None:
                     self._failing_since = time.monotonic()
-                    log.warning("the engine events watcher failed (%s); reconnecting every %g s, resuming from the "
-                                "last event", self._error, self.retry_s, exc_info=True)
+                    log.warning("the engine events watcher failed (%s); reconnecting (every %g s at most), resuming "
+                                "from the last event", self._error, self.retry_s, exc_info=True)
                 else:  # still down: the first failure said it
                     log.debug("the engine events stream is still down", exc_info=True)
             finally:
@@ -210,7 +241,8 @@ class EngineEventFeed:
                 self._stream = None
                 if stream is not None:
                     _close_quietly(stream)
-            self._stop.wait(self.retry_s)
+            self._stop.wait(min(retry, self.retry_s))
+            retry *= 2
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
@@ -234,16 +266,17 @@ _feeds: dict[tuple, EngineEventFeed] = {}
 _feeds_lock = threading.Lock()
 
 
-def subscribe_engine_events(engine: Any, callback: Callable[[dict], None],
-                            since: float | None = None) -> Subscription:
+def subscribe_engine_events(engine: Any, callback: Callable[[dict], None], since: float | None = None,
+                            on_gap: Callable[[float, float], None] | None = None) -> Subscription:
     """Call `callback(raw event dict)` for each container event of `engine`'s endpoint, from the events at
-    `since` (wall time; None: from now) on. Every subscriber of an endpoint shares one stream."""
+    `since` (wall time; None: from now) on, and `on_gap(from, to)` when events between may be missing. Every
+    subscriber of an endpoint shares one stream."""
     key = (type(engine), getattr(engine, "docker_host", None))
     with _feeds_lock:
         feed = _feeds.get(key)
         if feed is None:
             feed = _feeds[key] = EngineEventFeed(engine)
-        return feed._subscribe(callback, since)
+        return feed._subscribe(callback, since, on_gap)
 
 
 def _unsubscribe(sub: Subscription) -> None:

@@ -9,6 +9,8 @@ import time
 import uuid
 from collections import Counter
 
+import pytest
+
 from conftest import wait_for
 from engine_proxy import EngineSocketProxy
 
@@ -61,8 +63,8 @@ def test_a_cut_engine_socket_loses_no_event_and_the_failure_is_logged_and_shown(
             during = containers.run(["sleep", "600"], name=f"{PREFIX}-during")
             died = containers.run(["sh", "-c", "exit 3"], name=f"{PREFIX}-died", wait_running=False)
             wait_for(lambda: (died.reload() or died.status) == "exited", what="the short one exiting")
-            time.sleep(2.5)  # the feed tries again meanwhile, and fails
-            proxy.start()
+            wait_for(lambda: sub.feed.status.failures >= 2, what="a reconnection attempt failing")
+            proxy.start()  # soon: the engine resumes from its last 256 events, and the engine is shared
 
             wait_for(lambda: "start" in _actions(got, during.id) and "die" in _actions(got, died.id),
                      what="the events of the cut, after the reconnect")
@@ -72,6 +74,7 @@ def test_a_cut_engine_socket_loses_no_event_and_the_failure_is_logged_and_shown(
             sub.close()
             proxy.stop()
     assert status.error is None and status.failures >= 2
+    assert status.gaps == 0, "the shared engine logged more than 256 events during the cut: it could not resume"
     with lock:
         events = list(got)
     assert _actions(events, before.id) == ["create", "start"]  # nothing again after the reconnect
@@ -121,3 +124,77 @@ def test_the_catalog_and_the_recorder_share_one_stream_across_a_cut(tmp_path, co
         recorder.close()
         sampler.close()
         proxy.stop()
+
+
+class _ScriptedEngine:
+    """An engine whose events stream plays given lists, one per connection, then breaks (the replays a real
+    engine gives after a reconnect, including one whose buffer no longer reaches back). A reconnection waits
+    for `resume`."""
+
+    docker_host = "unix:///scripted/docker.sock"
+
+    def __init__(self, *streams: list[dict]):
+        self.streams = list(streams)
+        self.asked: list[float | None] = []
+        self.resume = threading.Event()
+
+    def events(self, since=None):
+        self.asked.append(since)
+        if len(self.asked) > 1:
+            self.resume.wait(10)
+        if not self.streams:
+            raise ConnectionError("gone")
+        return iter(self.streams.pop(0))
+
+    def list_containers(self):
+        return []
+
+
+def _raw(seconds: float, cid: str, action: str) -> dict:
+    return {"Type": "container", "Action": action, "Actor": {"ID": cid, "Attributes": {"name": cid}},
+            "timeNano": int(seconds * 1e9)}
+
+
+def test_a_resume_the_engine_serves_whole_repeats_nothing():
+    t = 1_795_900_000.0
+    a, b, d = _raw(t, "a", "start"), _raw(t + 1, "b", "start"), _raw(t + 5, "d", "start")
+    engine = _ScriptedEngine([a, b], [b, d])  # the replay starts with the last event seen: nothing missing
+    engine.resume.set()
+    got: list[dict] = []
+    gaps: list[tuple] = []
+    sub = subscribe_engine_events(engine, got.append, on_gap=lambda *g: gaps.append(g))
+    try:
+        wait_for(lambda: len(got) == 3, what="three events")
+    finally:
+        sub.close()
+    assert [r["Actor"]["ID"] for r in got] == ["a", "b", "d"] and gaps == [] and sub.feed.status.gaps == 0
+    assert engine.asked[1] is not None and t + 1 - 0.01 < engine.asked[1] < t + 1  # since the last event
+
+
+def test_a_resume_the_engine_cannot_serve_whole_is_said_and_the_catalog_relists():
+    from mltop.probes.catalog import ContainerCatalog
+
+    class Engine(_ScriptedEngine):  # another endpoint: its own feed
+        docker_host = "unix:///scripted/other.sock"
+
+    t = time.time()
+    a, b, d = _raw(t, "a", "start"), _raw(t + 1, "b", "start"), _raw(t + 5, "d", "start")
+    engine = Engine([a, b], [d])  # the engine's buffer no longer holds b: whatever came between is lost
+    catalog = ContainerCatalog(engine)  # type: ignore[arg-type]
+    catalog.containers()
+    gaps: list[tuple] = []
+    with _Records() as log:
+        catalog.start_background_work()  # the catalog's subscription starts the feed
+        sub = subscribe_engine_events(engine, lambda raw: None, on_gap=lambda *g: gaps.append(g))
+        try:
+            wait_for(lambda: sub.feed.status.failures >= 1, what="the stream breaking")
+            catalog.containers()  # re-lists while the stream is down ...
+            assert not catalog._full_relist  # ... and then trusts the events again
+            engine.resume.set()
+            wait_for(lambda: sub.feed.status.gaps == 1, what="the gap noticed")
+            assert catalog._full_relist  # the next sweep re-lists rather than trust the events
+        finally:
+            sub.close()
+            catalog.close()
+    assert gaps == [(pytest.approx(t + 1), pytest.approx(t + 5))]
+    assert any("may be missing" in r.getMessage() for r in log.records if r.levelno == logging.WARNING)

@@ -306,7 +306,13 @@ class Recorder:
                                  container=ev.name, title=ev.image, detail=detail or None))
 
         # the one events stream of this process for the engine (the catalog reads the same one)
-        self._subscription = subscribe_engine_events(Engine(self.docker_host), on_event, since=time.time())
+        def on_gap(since: float, until: float) -> None:
+            self.add_event(Event(until, "mltop", "events_gap", title="the engine no longer had its events from "
+                                 f"{time.strftime('%H:%M:%S', time.localtime(since))} on (it keeps its last 256): "
+                                 "some may be missing here", detail={"since": since, "until": until}))
+
+        self._subscription = subscribe_engine_events(Engine(self.docker_host), on_event, since=time.time(),
+                                                     on_gap=on_gap)
 
     @property
     def engine_events(self):
