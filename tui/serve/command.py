@@ -88,7 +88,8 @@ def main(args: argparse.Namespace) -> int:
     from mltop.probes.source import LiveSource
     from mltop.tui.cli import make_sampler, version
 
-    from .http import PooledHTTPServer, make_handler
+    from .front import HttpFront
+    from .http import buffered_answer, make_handler
     from .loop import SweepLoop
     from .metrics import Exposition
 
@@ -99,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
     handler = make_handler(lambda: holder["loop"].state, exposition.render, args.interval,
                            extra_health=lambda: recorder_health(holder.get("recorder")))
     try:
-        server = PooledHTTPServer((host, port), handler)
+        server = HttpFront((host, port), buffered_answer(handler))
     except OSError as err:
         why = "address already in use" if err.errno == errno.EADDRINUSE else (err.strerror or str(err))
         print(f"mltop serve: cannot listen on {args.listen}: {why}", file=sys.stderr)
@@ -135,7 +136,7 @@ def main(args: argparse.Namespace) -> int:
           f"(sweep every {args.interval:g} s, doctor every {args.doctor_interval:g} s); "
           f"started in {(time.monotonic() - started) * 1000:.0f} ms", file=sys.stderr, flush=True)
     try:
-        server.serve_forever(poll_interval=0.5)
+        server.serve_forever()
     finally:
         server.server_close()
         loop.stop()
