@@ -71,9 +71,10 @@ class ServeProcess:
     """`mltop serve` on 127.0.0.1:<free port>, as a user would start it."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None, port: int | None = None,
-                 listen: str = "127.0.0.1", tls=None, auth: tuple[str, str] | None = None):
+                 listen: str = "127.0.0.1", tls=None, auth: tuple[str, str] | None = None,
+                 python: str = sys.executable):
         """`tls`: an ssl.SSLContext trusting the agent's certificate (with --web-config); `auth`: (user,
-        password) sent with every request of get() and wait_healthy()."""
+        password) sent with every request of get() and wait_healthy(); `python`: whose mltop runs."""
         self.port = port or free_port()
         self.url = f"{'https' if tls is not None else 'http'}://127.0.0.1:{self.port}"
         self.tls = tls
@@ -82,7 +83,7 @@ class ServeProcess:
             # serve records by default into one file per host; parallel test instances each get their own
             self.record_path = os.path.join(tempfile.mkdtemp(prefix="mltop-serve-rec-"), "history.db")
             args = (*args, "--record", self.record_path)
-        self.command = [sys.executable, "-m", "mltop.tui.cli", "serve", "--listen", f"{listen}:{self.port}", *args]
+        self.command = [python, "-m", "mltop.tui.cli", "serve", "--listen", f"{listen}:{self.port}", *args]
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.proc = subprocess.Popen(self.command, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
