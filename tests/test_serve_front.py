@@ -143,3 +143,32 @@ def test_garbage_an_oversized_request_line_and_too_many_headers_get_their_4xx(ag
     assert _raw(agent, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").startswith(b"HTTP/1.0 501 ")
     # ... and the agent answers as before: nothing above held or broke it.
     assert _raw(agent, b"GET /healthz HTTP/1.1\nHost: agent\n\n").startswith(b"HTTP/1.0 200 ")
+
+
+def test_at_the_total_cap_the_oldest_idle_connection_of_the_biggest_client_makes_room():
+    import threading
+
+    from mltop.tui.serve.front import HttpFront
+
+    front = HttpFront(("127.0.0.1", 0), lambda head, peer: b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n",
+                      max_connections=20)
+    port = front.server_address[1]
+    serving = threading.Thread(target=front.serve_forever)
+    serving.start()
+    hog = [_open(port, "127.0.0.60") for _ in range(15)]
+    other = [_open(port, "127.0.0.61") for _ in range(5)]
+    try:
+        wait_until(lambda: front.connections() == 20, 10, "the front to hold 20 connections")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET / HTTP/1.1\r\n\r\n")
+            assert s.recv(64).endswith(b"\r\n\r\nok\n")
+        assert _closed_by_peer(hog[0], 2) and not _closed_by_peer(hog[1], 0.1)
+        assert not any(_closed_by_peer(s, 0.05) for s in other)
+        assert front.connections() <= 20
+    finally:
+        for s in hog + other:
+            s.close()
+        front.shutdown()
+        serving.join(10)
+        front.server_close()
+    assert not serving.is_alive()

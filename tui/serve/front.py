@@ -172,6 +172,7 @@ class HttpFront:
         self._finished = threading.Event()
         self._by_client: dict[str, list[_Connection]] = {}  # oldest first
         self._count = 0
+        self._warned_at = float("-inf")
 
     # ------------------------------------------------------------ life cycle
 
@@ -221,7 +222,9 @@ class HttpFront:
                 sock, peer = await self.loop.sock_accept(self.socket)
             except OSError as err:
                 if err.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.warning("accepting a connection failed (%s): closing idle ones", err.strerror)
+                    if self.loop.time() - self._warned_at > 60:  # once a minute, not once an accept
+                        self._warned_at = self.loop.time()
+                        log.warning("accepting a connection failed (%s): closing idle ones", err.strerror)
                     self._make_room(None)
                     await asyncio.sleep(0.05)
                     continue
