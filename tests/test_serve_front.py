@@ -113,17 +113,19 @@ def test_a_request_not_finished_within_the_deadline_is_closed(agent):
 
 
 def test_one_client_is_capped_and_its_own_scrape_still_answers(agent):
+    from mltop.tui.serve.front import IDLE_AFTER_S
     from mltop.tui.serve.front import MAX_CONNECTIONS_PER_CLIENT as CAP
 
     client = "127.0.0.40"
     idle = [_open(agent.port, client) for _ in range(CAP + 36)]
     try:
-        # A scrape from the same address: the oldest idle connection makes room for it.
+        time.sleep(IDLE_AFTER_S + 0.5)  # fresh connections (a burst of scrapes) are let in; idle ones are not
+        # A scrape from the same address: the oldest idle connections make room for it, down to the cap.
         with socket.create_connection(("127.0.0.1", agent.port), timeout=10, source_address=(client, 0)) as s:
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: agent\r\n\r\n")
             assert s.recv(64).startswith(b"HTTP/1.0 200")
         time.sleep(0.5)
-        closed = [_closed_by_peer(s, 0.05) for s in idle]
+        closed = [_closed_by_peer(s) for s in idle]  # at once: the deadline (5 s) runs for the rest
         assert sum(not c for c in closed) <= CAP, sum(not c for c in closed)
         assert all(closed[:37])  # the oldest went first
         assert not any(closed[-20:])
@@ -172,3 +174,27 @@ def test_at_the_total_cap_the_oldest_idle_connection_of_the_biggest_client_makes
         serving.join(10)
         front.server_close()
     assert not serving.is_alive()
+
+
+def test_connections_over_the_cap_are_closed_not_leaked_even_before_they_start():
+    import threading
+
+    from mltop.tui.serve.front import HttpFront
+
+    front = HttpFront(("127.0.0.1", 0), lambda head, peer: b"HTTP/1.0 204 No Content\r\n\r\n", max_connections=5)
+    serving = threading.Thread(target=front.serve_forever)
+    serving.start()
+    # Thirty at once: many are accepted and pushed out again within one turn of the loop, before their
+    # connection was set up; each must still be closed, none left open unanswered.
+    flood = [_open(front.server_address[1], "127.0.0.70") for _ in range(30)]
+    try:
+        time.sleep(1.0)
+        still_open = [s for s in flood if not _closed_by_peer(s)]
+        assert len(still_open) <= 5 and front.connections() <= 5, (len(still_open), front.connections())
+        assert len(still_open) == front.connections()
+    finally:
+        for s in flood:
+            s.close()
+        front.shutdown()
+        serving.join(10)
+        front.server_close()

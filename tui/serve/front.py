@@ -2,9 +2,11 @@
 headers under a deadline, and hands only complete requests to a few worker threads.
 
 A connection that has not sent a whole request costs a socket and a few bytes, never a worker: idle or
-trickling clients (slowloris) cannot make scrapes wait. Connections are capped per client address and in
-all; at a cap the oldest connection still waiting for its request (of the client holding the most) is closed
-to make room, so a newcomer that sends its request at once, as Prometheus does, is always served.
+trickling clients (slowloris) cannot make scrapes wait. A client address keeps at most 64 connections that
+have waited over a second for their request: a newcomer past that closes the oldest of them (a burst of
+fresh connections, e.g. 200 parallel scrapes, is let in). At the total cap the oldest connection still
+waiting for its request, of the client holding the most, is closed to make room. Either way a newcomer that
+sends its request at once, as Prometheus does, is served.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ WRITE_DEADLINE_S = 30.0  # an answer the client does not read is dropped after t
 MAX_HEAD_BYTES = 65536  # http.server's limit for one line; a head past it is refused (414 or 431)
 MAX_CONNECTIONS = 1024
 MAX_CONNECTIONS_PER_CLIENT = 64
+IDLE_AFTER_S = 1.0  # a connection without its request after this long counts against its client's cap
 _FD_RESERVE = 256  # descriptors left for cgroup files, the engine, the recorder (see probes/openfiles)
 
 Answer = Callable[[bytes, tuple], bytes]  # (request head, client address) -> the whole HTTP response
@@ -59,9 +62,10 @@ class _Connection(asyncio.Protocol):
         self.peer = peer
         self.client = peer[0]
         self.state = "head"  # head -> busy -> writing
+        self.opened = front.loop.time()
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
-        self.start_task: asyncio.Task | None = None  # accepting (and the TLS handshake), until it is made
+        self.start_task: asyncio.Future | None = None  # accepting (and the TLS handshake), until it is made
         self.timer = front.loop.call_later(2 * HEAD_DEADLINE_S if front.ssl_context else HEAD_DEADLINE_S,
                                            self.close)
 
@@ -225,7 +229,7 @@ class HttpFront:
                     if self.loop.time() - self._warned_at > 60:  # once a minute, not once an accept
                         self._warned_at = self.loop.time()
                         log.warning("accepting a connection failed (%s): closing idle ones", err.strerror)
-                    self._make_room(None)
+                    self._make_room()
                     await asyncio.sleep(0.05)
                     continue
                 log.debug("accept failed", exc_info=True)
@@ -234,32 +238,31 @@ class HttpFront:
 
     def _admit(self, sock: socket.socket, peer: tuple) -> None:
         client = peer[0]
-        if len(self._by_client.get(client, ())) >= self.max_per_client and not self._make_room(client):
-            sock.close()
-            return
-        if self._count >= self.max_connections and not self._make_room(None):
+        if len(self._by_client.get(client, ())) >= self.max_per_client:
+            self._close_idle(client, keep=self.max_per_client - 1)
+        if self._count >= self.max_connections and not self._make_room():
             sock.close()
             return
         sock.setblocking(False)
         conn = _Connection(self, peer)
         self._by_client.setdefault(client, []).append(conn)
         self._count += 1
-        conn.start_task = asyncio.ensure_future(self._start(conn, sock))
+        started = asyncio.ensure_future(self.loop.connect_accepted_socket(
+            lambda: conn, sock, ssl=self.ssl_context,
+            ssl_handshake_timeout=HEAD_DEADLINE_S if self.ssl_context else None))
+        conn.start_task = started
+        # A done callback runs even when the task is cancelled before it began (a cap closed the connection
+        # at once): the socket is closed whatever happened.
+        started.add_done_callback(lambda task: self._started(conn, sock, task))
 
-    async def _start(self, conn: _Connection, sock: socket.socket) -> None:
-        try:
-            await self.loop.connect_accepted_socket(
-                lambda: conn, sock, ssl=self.ssl_context,
-                ssl_handshake_timeout=HEAD_DEADLINE_S if self.ssl_context else None)
-        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as err:
-            log.debug("connection from %s failed before its request: %s", conn.client, err)
+    def _started(self, conn: _Connection, sock: socket.socket, task: asyncio.Future) -> None:
+        conn.start_task = None
+        if task.cancelled() or task.exception() is not None:
+            if not task.cancelled():
+                log.debug("connection from %s failed before its request: %s", conn.client, task.exception())
             sock.close()
+            conn.timer.cancel()
             self.forget(conn)
-        except asyncio.CancelledError:
-            sock.close()
-            self.forget(conn)
-        finally:
-            conn.start_task = None
 
     def forget(self, conn: _Connection) -> None:
         conns = self._by_client.get(conn.client)
@@ -270,14 +273,21 @@ class HttpFront:
         if not conns:
             del self._by_client[conn.client]
 
-    def _make_room(self, client: str | None) -> bool:
-        """Close the oldest connection still waiting for its request: `client`'s own, or (None) one of the
-        client holding the most connections. False when every candidate is already being answered."""
-        if client is not None:
-            candidates = [self._by_client.get(client, [])]
-        else:
-            candidates = sorted(self._by_client.values(), key=len, reverse=True)
-        for conns in candidates:
+    def _close_idle(self, client: str, keep: int) -> None:
+        """Close `client`'s oldest connections that have waited over IDLE_AFTER_S for their request, until it
+        holds `keep`."""
+        conns = self._by_client.get(client, [])
+        now = self.loop.time()
+        for conn in [c for c in conns if c.state == "head" and now - c.opened > IDLE_AFTER_S]:
+            if len(conns) <= keep:
+                return
+            conn.close()
+            self.forget(conn)
+
+    def _make_room(self) -> bool:
+        """Close the oldest connection still waiting for its request, of the client holding the most
+        connections. False when every connection is already being answered."""
+        for conns in sorted(self._by_client.values(), key=len, reverse=True):
             for conn in conns:
                 if conn.state == "head":
                     conn.close()
