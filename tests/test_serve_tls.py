@@ -194,3 +194,22 @@ def test_a_bad_web_config_stops_the_start_with_its_reason(tmp_path, text, reason
     assert out.returncode == 2
     (line,) = out.stderr.strip().splitlines()
     assert line.startswith(f"mltop serve: --web-config {config}: ") and reason in line, line
+
+
+def test_basic_auth_checks_each_password_and_remembers_only_a_bounded_set_of_digests():
+    from mltop.tui.serve.webconfig import BasicAuth
+
+    hashed = bcrypt.hashpw("pä:ss".encode(), bcrypt.gensalt(4))  # a colon in the password: split at the first
+    auth = BasicAuth({"u": hashed, "v": bcrypt.hashpw(b"other", bcrypt.gensalt(4))})
+    right = basic_auth("u", "pä:ss")["Authorization"]
+    assert auth.allows(right) and auth.allows(right)  # the second answer comes from what the first remembered
+    assert auth.allows("basic " + right.split()[1])  # the scheme is case-insensitive
+    assert not auth.allows(basic_auth("u", "pä:s")["Authorization"])
+    assert not auth.allows(basic_auth("v", "pä:ss")["Authorization"])  # another user's hash
+    assert not auth.allows(basic_auth("u", "pä:ss")["Authorization"] + "x")
+    assert not auth.allows(None) and not auth.allows("") and not auth.allows("Basic")
+    for i in range(300):
+        assert not auth.allows(basic_auth("u", f"guess-{i}")["Authorization"])
+    assert len(auth._cache) == BasicAuth.CACHE_SIZE
+    assert not any(b"guess" in key for key in auth._cache)
+    assert auth.allows(right)
