@@ -79,19 +79,26 @@ def _raw(serve: ServeProcess, payload: bytes) -> bytes:
 
 
 def test_500_idle_half_open_connections_do_not_delay_a_scrape(agent):
+    from mltop.tui.serve.front import connection_cap
+
     baseline = agent.threads()
+    with open(f"/proc/{agent.proc.pid}/limits") as f:
+        limit = next(int(line.split()[3]) for line in f if line.startswith("Max open files"))
+    # Under a hard open-file limit of 1024 the agent holds 128 and closes the oldest idle ones for the rest.
+    holds = min(500, connection_cap(limit))
     # Ten clients of 50 each (under the per-client cap): silent ones, ones that sent the request line only
     # (as in the report: `GET /metrics HTTP/1.1` and nothing more), ones stopped inside their headers.
     partial = (b"", b"GET /metrics HTTP/1.1\r\n", b"GET /metrics HTTP/1.1\r\nHost: agent\r\nAccept: te")
     idle = [_open(agent.port, f"127.0.0.{2 + i // 50}", partial[i % 3]) for i in range(500)]
     try:
-        wait_until(lambda: _sockets_held(agent.proc.pid) >= 500, 10, "the agent to hold the 500 connections")
+        wait_until(lambda: _sockets_held(agent.proc.pid) >= holds, 10, f"the agent to hold {holds} connections")
         timings = [_scrape_seconds(agent) for _ in range(7)]
         held = _sockets_held(agent.proc.pid)
         # The goal is 100 ms; a busy 2-core host stretches single scrapes, so the median is held to it.
         assert statistics.median(timings) < 0.1, timings
-        assert held >= 500, held  # the attack was still in place while the scrapes ran
-        assert not any(_closed_by_peer(s) for s in idle[:20])
+        assert held >= holds, held  # the attack was still in place while the scrapes ran
+        if holds == 500:
+            assert not any(_closed_by_peer(s) for s in idle)  # none was dropped to make room
         assert agent.threads() <= baseline + 4  # idle connections take no thread (WORKERS = 4 at most)
     finally:
         for s in idle:

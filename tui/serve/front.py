@@ -54,6 +54,13 @@ def head_end(buffer: bytearray, start: int) -> int:
     return min(ends) if ends else -1
 
 
+def connection_cap(open_file_limit: int) -> int:
+    """How many connections the front holds at most under this open-file limit. The sampler keeps up to three
+    quarters of the limit as open cgroup files (probes/openfiles): connections get half of the rest."""
+    room = max(16, (open_file_limit - max(_FD_RESERVE, open_file_limit * 3 // 4)) // 2)
+    return min(MAX_CONNECTIONS, room)
+
+
 class _Connection(asyncio.Protocol):
     """One client connection: reading its head, then waiting on a worker, then writing the answer."""
 
@@ -153,11 +160,7 @@ class HttpFront:
         self.answer = answer
         self.ssl_context = ssl_context
         self.max_per_client = max_per_client
-        limit = raise_open_file_limit()
-        # The sampler keeps up to three quarters of the open-file limit as cgroup files (probes/openfiles):
-        # connections get a share of the rest.
-        room = max(16, (limit - max(_FD_RESERVE, limit * 3 // 4)) // 2)
-        self.max_connections = max_connections or min(MAX_CONNECTIONS, room)
+        self.max_connections = max_connections or connection_cap(raise_open_file_limit())
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.socket = socket.socket(family, socket.SOCK_STREAM)
         try:
