@@ -63,8 +63,8 @@ def main() -> None:
             ("bench", "bench")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8192)), hard))
-    serve = ServeProcess("--interval", "5", "--doctor-interval", "0", "--no-nvml", "--no-record", *extra, python=args.python,
-                         tls=tls, auth=auth)
+    serve = ServeProcess("--interval", "5", "--doctor-interval", "0", "--no-nvml", "--no-record", *extra,
+                         python=args.python, tls=tls, auth=auth)
     try:
         serve.wait_healthy(60)
         url = serve.url + "/metrics"
