@@ -111,6 +111,7 @@ class DashboardScreen(Screen):
         self.query_one(StatusHeader).show(
             snapshot, app.docker_host, app.interval, app.paused, app.notes,  # type: ignore[attr-defined]
             replay=not app.source.live,  # type: ignore[attr-defined]
+            recorder=app.recorder.status.summary() if app.recorder is not None else None,  # type: ignore[attr-defined]
         )
         if snapshot is None:
             return
