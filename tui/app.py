@@ -363,8 +363,9 @@ class MltopApp(ReplayMixin, App):
 
     def _show(self, snapshot: Snapshot | None) -> None:
         """Hand the snapshot to the screen on top, if it shows snapshots; hidden screens catch up later."""
-        show = getattr(self.screen, "show_snapshot", None)
-        if show is not None:
+        screen = self.screen
+        show = getattr(screen, "show_snapshot", None)
+        if show is not None and screen.is_mounted:  # (one pushed but not mounted shows it in its on_mount)
             show(snapshot)
 
     def _rows_filled(self) -> bool:
