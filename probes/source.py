@@ -34,7 +34,7 @@ class LiveSource:
     sampling thread, so loading NVML and connecting to the engine never block a UI), by `make_sampler`."""
 
     live = True
-    cannot_act = None  # the containers it shows run here, now
+    cannot_act: str | None = None  # the containers it shows run here, now
 
     def __init__(self, make_sampler: Callable[[], object]):
         self._make_sampler = make_sampler

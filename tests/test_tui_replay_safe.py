@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 
+from builders import replace
 from conftest import until
 
 from textual.binding import Binding
@@ -26,8 +27,10 @@ from mltop.tui.screens.dashboard import DashboardScreen
 
 SIZE = (120, 36)
 PREFIX = f"mltop-safe-{uuid.uuid4().hex[:6]}"
-# Looks like a GPU workload to the background device check (doctor.BackgroundDeviceChecks.due)
-GPU_LOOKING_ENV = {"NVIDIA_VISIBLE_DEVICES": "all", "CUDA_VERSION": "12.4.1"}
+# Looks like a GPU workload to the background device check (doctor.BackgroundDeviceChecks.due). Put in the
+# snapshot only, never in the real container: a live mltop of another test session on this engine would run its
+# own device check in a GPU-looking container.
+GPU_LOOKING_ENV = (("NVIDIA_VISIBLE_DEVICES", "all"), ("CUDA_VERSION", "12.4.1"))
 REPLAY_REFUSAL = refusal(ACTIONS[0], RecordingSource)  # what `p` has always said in replay
 EXPLORE_DEPTH = 3  # screens reached by up to this many keys from the dashboard
 
@@ -165,9 +168,9 @@ async def test_replay_of_a_real_container_never_execs_in_it_whatever_key_is_pres
         containers, docker_client, sampler, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # replay's `r` writes its report here
     since = time.time()
-    # A Python process (py-spy's target) in a container that looks like a GPU job (the device check's)
+    # A Python process (py-spy's target) with Python in the container (the device check's)
     target = containers.run(["python3", "-c", "import time\nwhile True: time.sleep(1)"], image="python",
-                            name=f"{PREFIX}-job", environment=GPU_LOOKING_ENV)
+                            name=f"{PREFIX}-job")
     path = str(tmp_path / "h.db")
     record_real_container(path, sampler)
     assert exec_ids(target) == []
@@ -210,8 +213,8 @@ class FleetLikeSource(StaticSource):
 async def test_a_live_source_that_cannot_act_is_refused_by_its_capability_not_by_being_a_replay(
         containers, docker_client, sampler, can_act):
     since = time.time()
-    target = containers.run(["sleep", "600"], name=f"{PREFIX}-gpu-{int(can_act)}", environment=GPU_LOOKING_ENV)
-    snapshots = [sampler.sweep(), sampler.sweep()]
+    target = containers.run(["sleep", "600"], name=f"{PREFIX}-gpu-{int(can_act)}")
+    snapshots = [gpu_looking(sampler.sweep(), target.id), gpu_looking(sampler.sweep(), target.id)]
     source = StaticSource(snapshots) if can_act else FleetLikeSource(snapshots)
     assert source.live
     app = MltopApp(nvml=False, source=source, interval=0.25)
@@ -239,6 +242,13 @@ async def test_a_live_source_that_cannot_act_is_refused_by_its_capability_not_by
         assert made, "the background device check execs on a source that can act"
     else:
         assert made == [] and exec_ids(target) == []
+
+
+def gpu_looking(snapshot, container_id: str):
+    """The snapshot with the container's environment saying CUDA (see GPU_LOOKING_ENV)."""
+    containers = tuple(replace(c, config=replace(c.config, env=c.config.env + GPU_LOOKING_ENV))
+                       if c.id == container_id else c for c in snapshot.containers)
+    return replace(snapshot, containers=containers)
 
 
 def dashboard_on(app: MltopApp, container_id: str) -> bool:

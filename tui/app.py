@@ -358,14 +358,13 @@ class MltopApp(ReplayMixin, App):
             self._stalled = True
         else:
             if not self.source.live:
-                self.source.step(1)  # playing; at the end it shows the last sweep until more are recorded
+                self._recording.step(1)  # playing; at the end it shows the last sweep until more are recorded
             self._sample()
 
     def _show(self, snapshot: Snapshot | None) -> None:
         """Hand the snapshot to the screen on top, if it shows snapshots; hidden screens catch up later."""
-        screen = self.screen
-        show = getattr(screen, "show_snapshot", None)
-        if show is not None and screen.is_mounted:  # (one pushed but not mounted shows it in its on_mount)
+        show = getattr(self.screen, "show_snapshot", None)
+        if show is not None:
             show(snapshot)
 
     def _rows_filled(self) -> bool:

@@ -171,7 +171,7 @@ class DiagnosticsScreen(Screen):
             status.append("  ")
         checked = len(result.containers_checked)
         status.append(f"│ {checked} container{'s' if checked != 1 else ''} · {seconds:.1f} s · "
-                      f"{local_time(self._finished_at, with_date=False)}", style="dim")
+                      f"{local_time(self._finished_at or time.time(), with_date=False)}", style="dim")
         self._status(status)
 
         body = self.query_one("#diag-body", VerticalScroll)

@@ -73,6 +73,7 @@ class LogPane(Vertical):
         Binding("F", "toggle_follow", "Follow", id="mltop.logs.follow"),
         Binding("G", "end", "End", show=False, id="mltop.logs.end"),
     ]
+    mltop = mltop_app()
 
     class Fetched(Message):
         def __init__(self, lines: list[str], error: str | None, first: bool):
@@ -118,7 +119,7 @@ class LogPane(Vertical):
 
         try:
             if self._engine is None:
-                self._engine = self.app.new_engine()
+                self._engine = self.mltop.new_engine()
             if first:
                 raw = self._engine.logs(self.container_id, tail=TAIL_LINES, timestamps=True)
             else:

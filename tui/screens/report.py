@@ -90,7 +90,7 @@ class ReportScreen(ModalScreen[None]):
         else:
             note = dict(message=f"Report not written: {error}", severity="error")
         try:
-            app.call_from_thread(app.notify, markup=False, **note)
+            self.app.call_from_thread(self.app.notify, markup=False, **note)
         except RuntimeError:  # the app is shutting down
             pass
 

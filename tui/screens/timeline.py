@@ -206,7 +206,7 @@ class RecordedDiagnosticsScreen(DiagnosticsScreen):
 class RecordedReportScreen(ReportScreen):
     """Replay's `r`: a report of the time shown with the recording's events and figures around it."""
 
-    def _write(self, snapshot, previous) -> None:
+    def _write(self, snapshot, previous) -> None:  # type: ignore[override]  # the base's is a @work method
         self._write_recorded(snapshot)
 
     @work(thread=True, exclusive=True, group="report", exit_on_error=False)
