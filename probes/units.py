@@ -28,9 +28,9 @@ def binary_size(value: float, *, compact: bool = False) -> str:
     raise AssertionError("unreachable")
 
 
-def local_time(t: float, date: bool = True) -> str:
+def local_time(t: float, with_date: bool = True) -> str:
     """Unix seconds as the local wall-clock time a person reads: `2026-11-29 03:12:05`, or `03:12:05`."""
-    return time.strftime("%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S", time.localtime(t))
+    return time.strftime("%Y-%m-%d %H:%M:%S" if with_date else "%H:%M:%S", time.localtime(t))
 
 
 def iso_utc(t: float | None) -> str | None:

@@ -1,14 +1,17 @@
-"""Numbers as the dashboard shows them: sizes, rates, percentages and text bars."""
+"""Numbers and times as the dashboard shows them: sizes, rates, percentages, text bars and local times."""
 
 from __future__ import annotations
 
 from rich.text import Text
 
-from mltop.probes.units import MISSING, binary_size
+from mltop.probes.units import MISSING, binary_size, local_time  # noqa: F401  (local_time: the screens' clock)
 
 # How a severity looks on screen: glyph and style. The containers table marks rows with the same glyphs
 # the diagnostics screen puts before each finding. (Labels and order: diagnostics.findings.)
 SEVERITY_GLYPH = {"critical": ("✖", "bold red"), "warning": ("!", "bold yellow"), "info": ("·", "bold blue")}
+
+HISTORY_SECONDS = 300  # what the graphs cover, live and in replay
+
 
 def size(value: float | None, missing: str = MISSING) -> str:
     """Binary size in at most five characters: 512B, 8.0K, 123M, 1.5G."""

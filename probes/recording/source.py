@@ -234,9 +234,11 @@ def standing_findings(db: sqlite3.Connection, t: float | None = None) -> list[Re
 class RecordingSource:
     """A recording as a SnapshotSource: `latest()` is the sweep at the cursor; helpers move the cursor.
 
-    live is False, so the app shows REPLAY, runs no doctor of its own and refuses in-container actions."""
+    live is False, so the app shows REPLAY and runs no doctor of its own; cannot_act makes the action registry
+    refuse every in-container action: the containers it shows are the past."""
 
     live = False
+    cannot_act = "Replay shows recorded data"
 
     def __init__(self, path: str | RecordingStore, at: float | None = None):
         self.store = path if isinstance(path, RecordingStore) else RecordingStore(path)

@@ -95,9 +95,7 @@ def header_parts(snapshot: Snapshot | None, docker_host: str, interval: float, p
     if snapshot is None or snapshot.self_cost is None:  # else mltop's own cost item carries the name
         facts.append(Fact("brand", Text("mltop", style="bold"), Text("")))
     if replay and snapshot is not None:  # recorded data: say so, and when it is from (never shrunk away)
-        from ..replay import replay_time_text
-
-        facts.append(Fact("replay", Text(f"REPLAY {replay_time_text(snapshot.taken_at)}",
+        facts.append(Fact("replay", Text(f"REPLAY {fmt.local_time(snapshot.taken_at)}",
                                          style="bold reverse magenta")))
     if paused:
         facts.append(Fact("paused", Text("PAUSED", style="bold reverse")))
