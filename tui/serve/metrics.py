@@ -130,9 +130,10 @@ def cgroup_id(c: ContainerSample) -> str:
 class SnapshotCollector:
     """GPU, GPU-by-container, container and finding families from the last published state."""
 
-    def __init__(self, state: Callable[[], ServeState], xids: XidTally | None = None):
+    def __init__(self, state: Callable[[], ServeState], xids: XidTally | None = None, node_name: str | None = None):
         self._state = state
         self._xids = xids if xids is not None else XidTally()
+        self._node_name = node_name
 
     def describe(self) -> list[Metric]:
         return []  # unchecked: the families depend on what the snapshot holds
@@ -142,7 +143,12 @@ class SnapshotCollector:
         snapshot = state.snapshot
         if snapshot is None:
             return
-        hostname = snapshot.host.hostname
+        hostname = self._node_name or snapshot.host.hostname
+        host = GaugeMetricFamily("mltop_host_info", "The host this agent samples (Hostname: --node-name, NODE_NAME "
+                                 "or the machine's name); the value is 1. The fleet view lists hosts by it.",
+                                 labels=["Hostname"])
+        host.add_metric([hostname], 1.0)
+        yield host
         yield from gpu_families(state.gpus_to_serve(), hostname)
         yield xid_counter_family(state.gpus_to_serve(), self._xids.observe(state.gpus_to_serve()))
         yield from gpu_by_container_families(snapshot.containers, state.gpus_to_serve())
@@ -325,8 +331,9 @@ class Exposition:
     `refresh`, or by the first scrape that finds them stale) followed by the agent's own few families
     rendered at each scrape. A scrape of 200 containers then costs a bytes copy, not a render."""
 
-    def __init__(self, state: Callable[[], ServeState], version: str):
+    def __init__(self, state: Callable[[], ServeState], version: str, node_name: str | None = None):
         self._state = state
+        self._node_name = node_name
         self.self_registry = CollectorRegistry(auto_describe=False)
         self.self_registry.register(BuildInfoCollector(version))
         self.self_registry.register(_AgeCollector(state))
@@ -345,7 +352,7 @@ class Exposition:
             return text
         with self._lock:
             if self._cached[0] is not state:
-                self._cached = (state, generate_latest(_Pinned(state, self._xids)))
+                self._cached = (state, generate_latest(_Pinned(state, self._xids, self._node_name)))
             return self._cached[1]
 
     def render(self) -> bytes:
@@ -355,12 +362,13 @@ class Exposition:
 class _Pinned:
     """A registry view whose collectors read one given state (so the cache matches what it was built from)."""
 
-    def __init__(self, state: ServeState, xids: XidTally):
+    def __init__(self, state: ServeState, xids: XidTally, node_name: str | None = None):
         self._state = state
         self._xids = xids
+        self._node_name = node_name
 
     def collect(self) -> Iterator[Metric]:
-        yield from SnapshotCollector(lambda: self._state, self._xids).collect()
+        yield from SnapshotCollector(lambda: self._state, self._xids, self._node_name).collect()
 
 
 class _AgeCollector:
