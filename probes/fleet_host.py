@@ -95,7 +95,7 @@ class PrometheusHostSource:
 
     live = False
     cannot_act = CANNOT_ACT
-    kind = "prometheus"
+    past_label = "PROMETHEUS"
 
     def __init__(self, client: PrometheusClient, job: str, instance: str, hostname: str, *,
                  lookback_s: float = 3600.0, clock: Callable[[], float] = time.time):
@@ -106,7 +106,7 @@ class PrometheusHostSource:
         self._time: float | None = None  # None: follow the present
         self._last_read: float = clock()
         self.store = _SeriesStore(self)
-        self.error: str | None = None
+        self.act_command = f"ssh -t {hostname} mltop"
 
     # -- SnapshotSource ---------------------------------------------------------------------------------
 

@@ -124,7 +124,6 @@ async def test_fleet_view_hosts_consumers_findings_and_a_host(three_hosts, size)
     from mltop.probes.fleet import FleetReader
     from mltop.probes.prometheus_api import PrometheusClient
     from mltop.tui.fleet.app import ConsumersScreen, FindingsScreen, FleetApp, HostsScreen
-    from mltop.tui.fleet.host import FleetHostScreen
 
     app = FleetApp(FleetReader(PrometheusClient(three_hosts["prometheus"].url)), refresh_s=2)
     async with app.run_test(size=size) as pilot:
@@ -160,15 +159,57 @@ async def test_fleet_view_hosts_consumers_findings_and_a_host(three_hosts, size)
 
         await pilot.press("h")
         await until(pilot, lambda: isinstance(app.screen, HostsScreen), what="back to the hosts")
-        await pilot.press("enter")  # the cursor is on the worst host
-        await until(pilot, lambda: isinstance(app.screen, FleetHostScreen), what="the host screen")
-        text = str(app.screen.query_one("#fleet-host").render())
-        assert "gpu-b" in text and "gpu.xid" in text and "ssh -t gpu-b mltop" in text
-        await pilot.press("n")  # an action: refused with the command to run on the host
-        await pilot.pause(0.1)
-        assert any("ssh -t gpu-b mltop" in str(n.message) for n in app._notifications)
-        await pilot.press("escape")
-        assert isinstance(app.screen, HostsScreen)
+        await pilot.press("enter")  # the cursor is on the worst host: the app leaves with it
+        await until(pilot, lambda: app.return_value is not None, what="the host chosen")
+    assert app.return_value.hostname == "gpu-b"
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+async def test_a_fleet_host_opens_in_the_dashboard_read_from_prometheus_and_never_acts(three_hosts, size):
+    """gpu-a in the same dashboard mltop shows for a live host: its GPUs, the trainer container with its GPU
+    memory, findings from mltop_finding; every in-container action refused with the command to run there."""
+    from conftest import until
+
+    from mltop.probes.fleet import FleetReader
+    from mltop.probes.fleet_host import PrometheusHostSource
+    from mltop.probes.prometheus_api import PrometheusClient
+    from mltop.tui.app import MltopApp
+    from mltop.tui.screens.dashboard import DashboardScreen
+
+    client = PrometheusClient(three_hosts["prometheus"].url)
+    host = next(h for h in FleetReader(client).read().hosts if h.hostname == "gpu-a")
+    source = PrometheusHostSource(client, host.job, host.instance, host.hostname)
+    trainer = three_hosts["trainer"]
+    app = MltopApp(docker_host=source.act_command, interval=1.0, source=source)
+    async with app.run_test(size=size) as pilot:
+        await until(pilot, lambda: app.snapshot is not None and app.snapshot.container(trainer.id) is not None,
+                    what="the trainer from Prometheus")
+        snapshot = app.snapshot
+        assert [g.uuid for g in snapshot.gpus] == ["GPU-aaaa0000-0000-0000-0000-000000000000",
+                                                   "GPU-aaaa0000-0000-0000-0000-000000000001"]
+        assert snapshot.gpus[0].utilization_percent == 80 and snapshot.gpus[0].memory_used_bytes == 40 * GIB
+        row = snapshot.container(trainer.id)
+        assert row.name == trainer.name and row.gpu_memory_bytes == 30 * GIB and row.gpus[0].index == 0
+        assert snapshot.host.hostname == "gpu-a"
+        screen = app.screen
+        assert isinstance(screen, DashboardScreen)
+        header = str(screen.query_one("#header").render())
+        assert "PROMETHEUS" in header and "gpu-a" in header
+        table = screen.table
+        await until(pilot, lambda: trainer.id in table.keys_in_order, what="the trainer's row")
+        assert table.cell_text(trainer.id, "name") == trainer.name
+        # the graphs' history comes from range queries over the last minutes: the memory the trainer held
+        assert any(v == 30 * GIB for v in app.history.container(trainer.id, "gpu_memory_bytes"))
+        assert any(v == 80 for v in app.history.gpu("GPU-aaaa0000-0000-0000-0000-000000000000", "utilization_percent"))
+        await until(pilot, lambda: app.doctor_result is not None and any(
+            f.code == "oom.killed" for f in app.doctor_result.findings), what="findings from mltop_finding")
+        table.move_to_key(trainer.id)
+        for key in ("n", "p", "f"):
+            await pilot.press(key)
+            await pilot.pause(0.05)
+            assert isinstance(app.screen, DashboardScreen), key
+        messages = [str(n.message) for n in app._notifications]
+        assert any("The fleet view reads Prometheus" in m and "ssh -t gpu-a mltop" in m for m in messages), messages
 
 
 def test_no_mltop_series_says_how_to_add_the_scrape_config(tmp_path):

@@ -47,6 +47,24 @@ def make_reader(args: argparse.Namespace, *, top: int = 50):
     return FleetReader(client, lookback=args.lookback, top=top)
 
 
+def run_view(reader, args: argparse.Namespace) -> int:
+    """The fleet view; `enter` on a host leaves it for the dashboard on that host (read from Prometheus, every
+    screen mltop has, nothing that acts), and quitting that dashboard comes back to the fleet."""
+    from mltop.probes.fleet_host import PrometheusHostSource
+    from mltop.tui.app import MltopApp
+    from mltop.tui.fleet.app import FleetApp, FleetView
+
+    view, snapshot = FleetView(), None
+    while True:
+        fleet = FleetApp(reader, refresh_s=args.refresh, view=view, snapshot=snapshot)
+        host = fleet.run()
+        if host is None:
+            return fleet.return_code or 0
+        snapshot = fleet.snapshot
+        source = PrometheusHostSource(reader.client, host.job, host.instance, host.hostname)
+        MltopApp(docker_host=source.act_command, interval=args.refresh, source=source).run()
+
+
 def main(args: argparse.Namespace) -> int:
     from mltop.probes.fleet import NO_TARGETS
     from mltop.probes.prometheus_api import PrometheusError
@@ -57,11 +75,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"mltop fleet: {err}", file=sys.stderr)
         return 2
     if not args.json:
-        from mltop.tui.fleet.app import FleetApp
-
-        app = FleetApp(reader, refresh_s=args.refresh)
-        app.run()
-        return app.return_code or 0
+        return run_view(reader, args)
     try:
         snapshot = reader.read()
     except PrometheusError as err:

@@ -4,6 +4,7 @@ grouped by code. Read-only: it reads Prometheus, never a host; what needs the ho
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -359,6 +360,16 @@ class FilterScreen(Screen[str | None]):
         self.dismiss(None)
 
 
+@dataclass
+class FleetView:
+    """What the fleet view keeps while a host is open in the dashboard: which screen, sort and filter."""
+
+    screen: str = "hosts"
+    sort_key: str = "worst"
+    reverse: bool = False
+    filter_text: str = ""
+
+
 class FleetApp(App):
     """Reads the fleet every `refresh_s` in a thread worker and shows it on whichever screen is open."""
 
@@ -373,17 +384,25 @@ class FleetApp(App):
     ]
     SCREENS = {"hosts": HostsScreen, "consumers": ConsumersScreen, "findings": FindingsScreen}
 
-    def __init__(self, reader: FleetReader, refresh_s: float = 5.0):
+    def __init__(self, reader: FleetReader, refresh_s: float = 5.0, view: "FleetView | None" = None,
+                 snapshot: FleetSnapshot | None = None):
         super().__init__()
+        self.view = view if view is not None else FleetView()
         self.reader = reader
         self.refresh_s = refresh_s
         self.prometheus = reader.client.display_url
-        self.snapshot: FleetSnapshot | None = None
+        self.snapshot: FleetSnapshot | None = snapshot  # the last read, shown at once when coming back
         self.error: str | None = None
         self.reads = 0
 
     def on_mount(self) -> None:
+        hosts = self.get_screen("hosts")
+        assert isinstance(hosts, HostsScreen)
+        hosts.sort_key, hosts.reverse, hosts.filter_text = (self.view.sort_key, self.view.reverse,
+                                                            self.view.filter_text)
         self.push_screen("hosts")
+        if self.view.screen != "hosts":
+            self.push_screen(self.view.screen)
         self._read()
 
     @work(thread=True, exclusive=True, group="fleet-read")
@@ -402,8 +421,6 @@ class FleetApp(App):
         screen = self.screen
         if isinstance(screen, FleetTableScreen):
             screen.show(self.snapshot, self.error)
-        elif hasattr(screen, "show_fleet"):
-            screen.show_fleet(self.snapshot, self.error)
         self.set_timer(self.refresh_s, self._read)
 
     def action_view(self, name: str) -> None:
@@ -418,10 +435,22 @@ class FleetApp(App):
         self._read()
 
     def open_host(self, key: tuple[str, str]) -> None:
+        """Leave with the host: `mltop fleet` opens it in the dashboard, then comes back here."""
         if self.snapshot is None:
             return
         host = self.snapshot.host(key)
         if host is not None:
-            from .host import FleetHostScreen
+            self.view.sort_key, self.view.reverse, self.view.filter_text = self._hosts_state()
+            self.view.screen = self.screen_name()
+            self.exit(host)
 
-            self.push_screen(FleetHostScreen(host, self.snapshot))
+    def _hosts_state(self) -> tuple[str, bool, str]:
+        hosts = self.get_screen("hosts")
+        assert isinstance(hosts, HostsScreen)
+        return hosts.sort_key, hosts.reverse, hosts.filter_text
+
+    def screen_name(self) -> str:
+        for name in self.SCREENS:
+            if self.screen is self.get_screen(name):
+                return name
+        return "hosts"
