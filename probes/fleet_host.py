@@ -96,6 +96,7 @@ class PrometheusHostSource:
     live = False
     cannot_act = CANNOT_ACT
     past_label = "PROMETHEUS"
+    follows_present = True  # the dashboard starts playing: each refresh reads the newest figures
 
     def __init__(self, client: PrometheusClient, job: str, instance: str, hostname: str, *,
                  lookback_s: float = 3600.0, clock: Callable[[], float] = time.time):

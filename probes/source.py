@@ -8,6 +8,8 @@ A source is one small interface so the dashboard, `serve`, `doctor` and replay n
                          cannot act; the action registry asks this (diagnostics.actions.registry.refusal)
     source.past_label    (optional) what the header calls data from the past: REPLAY for a recording,
                          PROMETHEUS for a fleet host read from Prometheus
+    source.follows_present (optional) a non-live source whose newest data keeps coming (a Prometheus): the
+                         dashboard starts playing instead of still
     source.act_command   (optional) the command that acts on these containers where they run (default `mltop`)
     source.latest()      the next snapshot to show: live, a new sweep; a recording, the one at its cursor
     source.close()       release the engine connection, NVML, the database

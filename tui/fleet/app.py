@@ -46,10 +46,10 @@ CONSUMER_COLUMNS = (
     ColumnSpec("id", "ID", 12, 5),
 )
 FINDING_COLUMNS = (
-    ColumnSpec("code", "CODE", 18, 0),
+    ColumnSpec("code", "CODE", 24, 0),
     ColumnSpec("host", "HOST", 12, 1, flexible=True, max_width=24),
     ColumnSpec("container", "CONTAINER", 14, 2, flexible=True, max_width=32),
-    ColumnSpec("severity", "SEVERITY", 8, 3),
+    ColumnSpec("severity", "SEVERITY", 10, 3),
 )
 # How a host row can be sorted (s cycles, S reverses), like the dashboard's columns.
 HOST_SORTS: dict[str, Callable[[FleetHost], object]] = {
