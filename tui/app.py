@@ -181,7 +181,9 @@ class MltopApp(ReplayMixin, App):
         self._stalled = False
         self._record_path = record  # the flight recorder's file while live (None: not recording)
         if not self.source.live:
-            self.paused = True  # a replay starts still: space plays
+            # a replay starts still (space plays); a source that follows the present (a fleet host read from
+            # Prometheus) starts playing
+            self.paused = not getattr(self.source, "follows_present", False)
 
     def get_default_screen(self) -> Screen:
         return DashboardScreen()
