@@ -308,9 +308,14 @@ def _v1_tree(root, quota_us: int, usage: int) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("quota_us", [-1, 50000])
-def test_a_running_containers_memory_stat_is_carried_while_its_usage_holds(tmp_path, quota_us):
-    """Between whole readings, memory.stat is read only when the usage moved, running or not, and cpu.stat
-    only when a CPU quota can throttle the container; CPU, usage and OOM kills are read every time."""
+def test_memory_stat_is_carried_only_while_the_container_is_idle_and_its_usage_holds(tmp_path, quota_us):
+    """Between whole readings, memory.stat is carried only for a container whose CPU counter and memory usage
+    both held, and every carried figure is named; a running container's is read even at the same usage (one
+    pinned at its limit turns cache into anonymous memory there). cpu.stat is read only when a CPU quota can
+    throttle the container; CPU, usage and OOM kills of a running container are read every time.
+
+    (This test pinned the opposite before issue 18: a running container's working set carried while its usage
+    held, which hid the cache-to-anonymous shift at the memory limit for up to 10 sweeps.)"""
     from mltop.probes.cgroups import read_bytes, read_counters
 
     paths = _v1_tree(tmp_path, quota_us, usage=100 * MiB)
@@ -322,18 +327,28 @@ def test_a_running_containers_memory_stat_is_carried_while_its_usage_holds(tmp_p
 
     whole = read_counters(1, paths, read=read)
     assert {"memory.stat", "cpu.stat"} <= set(reads) and whole.memory_working_set_bytes == 70 * MiB
+    assert whole.carried == frozenset()
     (tmp_path / "cpuacct" / "cpuacct.usage").write_text("6000000000\n")  # it ran: not idle
     (tmp_path / "memory" / "memory.stat").write_text(f"total_cache {40 * MiB}\ntotal_inactive_file 0\n")
     reads.clear()
-    held = read_counters(1, paths, read=read, idle_since=whole)
-    assert "memory.stat" not in reads and {"cpuacct.usage", "memory.usage_in_bytes", "memory.oom_control"} <= set(reads)
+    busy = read_counters(1, paths, read=read, idle_since=whole)
+    assert {"memory.stat", "cpuacct.usage", "memory.usage_in_bytes", "memory.oom_control"} <= set(reads)
     assert ("cpu.stat" in reads) == (quota_us > 0)
-    assert held.cpu_usage_ns == 6_000_000_000 and held.cpu_throttled_periods == 7
-    assert held.memory_working_set_bytes == 70 * MiB  # carried until the usage moves or the next whole reading
-    (tmp_path / "memory" / "memory.usage_in_bytes").write_text(f"{101 * MiB}\n")
+    assert busy.cpu_usage_ns == 6_000_000_000 and busy.cpu_throttled_periods == 7
+    assert busy.memory_working_set_bytes == 100 * MiB  # the cache went inactive -> active: read at once
+    assert busy.carried == (frozenset() if quota_us > 0 else {"cpu_throttled_periods"})
+    (tmp_path / "memory" / "memory.stat").write_text(f"total_cache {40 * MiB}\ntotal_inactive_file {MiB}\n")
     reads.clear()
-    moved = read_counters(1, paths, read=read, idle_since=held)
-    assert "memory.stat" in reads and moved.memory_working_set_bytes == 101 * MiB
+    idle = read_counters(1, paths, read=read, idle_since=busy)  # CPU counter and usage held
+    assert not {"memory.stat", "cpu.stat", "memory.oom_control", "pids.current"} & set(reads)
+    assert idle.memory_working_set_bytes == 100 * MiB  # carried until the next whole reading
+    assert idle.carried == {"memory_inactive_file_bytes", "memory_cache_bytes", "memory_shmem_bytes", "oom_kills",
+                            "pids", "cpu_throttled_periods"}
+    (tmp_path / "memory" / "memory.usage_in_bytes").write_text(f"{101 * MiB}\n")  # reclaim or a page fault
+    reads.clear()
+    moved = read_counters(1, paths, read=read, idle_since=idle)
+    assert "memory.stat" in reads and moved.memory_working_set_bytes == 100 * MiB
+    assert "memory_inactive_file_bytes" not in moved.carried and "pids" in moved.carried
 
 
 def test_a_known_process_list_is_read_again_when_one_of_them_is_gone(containers, sampler):
