@@ -241,3 +241,24 @@ def test_serve_shows_the_quota_of_a_capped_busy_container(capped, slow):
         serve.stop()
     _was_slow(slow, nvml_status)
     _check(ours["cpu_percent"], kernel_percent, f"serve's /snapshot.json ({slow.kind})")
+
+
+# --------------------------------------------------------------------------- counter differences in the doctor
+
+
+def test_throttled_periods_count_over_the_interval_between_the_containers_own_readings():
+    """The throttling share divides by the periods between the two readings of the container's counters, not
+    between two sweeps (here the sweep came 4 s after the last, its counters 1 s after their last reading)."""
+    from builders import container, replace, snapshot
+    from test_checks import codes, find, run
+
+    from mltop.diagnostics.workload import _throttled_share
+
+    before = container("busy", cpu_throttled_periods=100, config_overrides=dict(cpu_period=100_000))
+    after = replace(before, cpu_throttled_periods=108, interval_s=1.0)  # 8 of ~10 periods
+    now, previous = snapshot([after], interval_s=4.0), snapshot([before])
+    f = find(run(now, previous=previous), "cpu.throttled", "busy")
+    assert any("8 of ~10 periods in the last 1.0 s = 80%" in e for e in f.evidence), f.evidence
+    assert _throttled_share(after, now, previous) == pytest.approx(0.8)
+    legacy = replace(after, interval_s=None)  # a recording made before the field: the sweep's interval
+    assert "cpu.throttled" not in codes(run(snapshot([legacy], interval_s=4.0), previous=previous))  # 8 of ~40
