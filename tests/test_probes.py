@@ -13,6 +13,7 @@ import time
 import pytest
 
 from conftest import wait_for
+from cpu_placement import steady_cpu
 from mltop.probes.cgroups import container_ref_from_cgroup_text, detect_cgroup_version
 from mltop.probes.engine import Engine
 from mltop.probes.sampler import ProbeOptions, Sampler
@@ -32,8 +33,8 @@ def _find(snapshot, container):
     return found
 
 
-def test_cpu_burner_reads_about_one_core(containers, sampler):
-    burner = containers.run(["sh", "-c", "while :; do :; done"])
+def test_cpu_burner_reads_about_one_core(containers, sampler, docker_client):
+    burner = containers.run(["sh", "-c", "while :; do :; done"], **steady_cpu(docker_client))
     idle = containers.run(["sleep", "300"])
     snap = _two_sweeps(sampler, 2.0)
     busy = _find(snap, burner)
@@ -43,8 +44,9 @@ def test_cpu_burner_reads_about_one_core(containers, sampler):
     assert _find(snap, idle).cpu_percent < 5
 
 
-def test_cpu_percent_of_limit(containers, sampler):
-    burner = containers.run(["sh", "-c", "while :; do :; done"], nano_cpus=500_000_000)
+def test_cpu_percent_of_limit(containers, sampler, docker_client):
+    burner = containers.run(["sh", "-c", "while :; do :; done"], nano_cpus=500_000_000,
+                            **steady_cpu(docker_client))
     snap = _two_sweeps(sampler, 2.0)
     c = _find(snap, burner)
     assert c.cpu_limit_cores == pytest.approx(0.5)
@@ -359,7 +361,7 @@ def test_a_known_process_list_is_read_again_when_one_of_them_is_gone(containers,
     paths = sampler._paths[c.id][1]
     listed = sorted(p.host_pid for p in sampler.sweep().container(c.id).processes)
     gone = 4_194_999  # above pid_max: no such process
-    processes, keys = sampler._sample_processes(sampler._locator.version, paths, time.monotonic(), frozenset(),
+    processes, keys = sampler._sample_processes(sampler._locator.version, paths, frozenset(),
                                                 known=[listed[0], gone])
     assert sorted(p.host_pid for p in processes) == listed and len(keys) == 3
 
@@ -384,8 +386,9 @@ def test_snapshot_json_has_documented_keys(containers):
     (ours,) = [x for x in doc["containers"] if x["id"] == c.id]
     for key in ("id", "name", "image", "status", "cpu_percent", "cpu_limit_percent", "memory_bytes",
                 "memory_limit_bytes", "pids", "io_read_bytes_per_s", "io_write_bytes_per_s", "net_rx_bytes_per_s",
-                "net_tx_bytes_per_s", "oom_kills", "gpus", "processes"):
+                "net_tx_bytes_per_s", "oom_kills", "gpus", "processes", "interval_s", "carried"):
         assert key in ours, key
+    assert isinstance(ours["carried"], list) and ours["interval_s"] > 0
     assert ours["memory_limit_bytes"] is None
     assert ours["processes"][0].keys() >= {"host_pid", "container_pid", "user", "cmdline", "cpu_percent",
                                            "rss_bytes", "gpu_memory_bytes"}
@@ -527,7 +530,8 @@ def test_remote_engine_limitation_is_explained():
 # ----------------------------------------------------------------------------- idle containers
 
 
-def test_an_idle_containers_processes_are_carried_then_read_again_when_it_runs(containers, monkeypatch):
+def test_an_idle_containers_processes_are_carried_then_read_again_when_it_runs(containers, monkeypatch,
+                                                                                docker_client):
     """An idle container (CPU counter unmoved) keeps its processes at 0 % without reading them; the sweep after
     it wakes reads them again, with CPU % over one interval, not over the idle stretch."""
     from mltop.probes import sampler as sampler_module
@@ -535,7 +539,8 @@ def test_an_idle_containers_processes_are_carried_then_read_again_when_it_runs(c
     monkeypatch.setattr(sampler_module, "IDLE_FULL_READ_EVERY", 1000)  # no periodic full read in this test
     sampler = Sampler(ProbeOptions(nvml=False))
     try:
-        c = containers.run(["sh", "-c", "mkfifo /tmp/go && read x < /tmp/go && while :; do :; done"])
+        c = containers.run(["sh", "-c", "mkfifo /tmp/go && read x < /tmp/go && while :; do :; done"],
+                           **steady_cpu(docker_client))
         wait_for(lambda: c.exec_run(["test", "-p", "/tmp/go"]).exit_code == 0, what="the fifo")
         first = sampler.sweep().container(c.id)
         for _ in range(8):

@@ -28,6 +28,7 @@ import types
 import pytest
 
 from conftest import until
+from cpu_placement import steady_cpu
 from fakenvml import FakeGpu, FakeScenario
 from serve_helpers import ServeProcess, wait_until
 
@@ -164,14 +165,9 @@ def _was_slow(slow, nvml_status: str) -> None:
 
 @pytest.fixture
 def capped(containers, docker_client):
-    """A busy loop capped at half a CPU that gets its half whatever else the shared machine runs: with the
-    cgroupfs driver its cgroup sits at the top of the tree with the most CPU shares (a container under docker/
-    competes, all containers together, with each process at the top for the CPU), so its rate is steady and
-    the test measures mltop, not the machine's load. The quota still caps it at half a CPU."""
-    placement = {}
-    if docker_client.info().get("CgroupDriver") == "cgroupfs":
-        placement = dict(cgroup_parent="/", cpu_shares=262144)
-    return containers.run(["sh", "-c", "while :; do :; done"], nano_cpus=500_000_000, **placement)
+    """A busy loop capped at half a CPU that gets its half whatever else the shared machine runs (steady_cpu),
+    so its rate is steady and the test measures mltop, not the machine's load."""
+    return containers.run(["sh", "-c", "while :; do :; done"], nano_cpus=500_000_000, **steady_cpu(docker_client))
 
 
 # --------------------------------------------------------------------------- the three places
