@@ -98,7 +98,7 @@ def carried_fields(counters_carried: frozenset[str], processes: bool) -> frozens
     out = _carried_cache.get(key)
     if out is None:
         out = frozenset(_CARRIED_AS[f] for f in counters_carried) | ({"processes"} if processes else frozenset())
-        out = _carried_cache[key] = out
+        _carried_cache[key] = out
     return out
 
 
