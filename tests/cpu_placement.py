@@ -5,6 +5,9 @@ containers together, with each process at the top of the tree: on a machine busy
 gets a fraction of what it asks, and a test of CPU % measures the machine's load instead of mltop. At the top
 of the tree with the most CPU shares it gets what it asks (a CPU quota still caps it). Other drivers (systemd)
 name a slice as the parent: the container stays where the engine puts it.
+
+Not for a container whose processes a test expects on a GPU: its cgroup path ("/<id>") no longer names the
+runtime, so NVML's PIDs are not attributed to it.
 """
 
 from __future__ import annotations
