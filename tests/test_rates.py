@@ -32,10 +32,10 @@ from cpu_placement import steady_cpu
 from fakenvml import FakeGpu, FakeScenario
 from serve_helpers import ServeProcess, wait_until
 
-QUOTA_PERCENT = 50.0  # nano_cpus=0.5e9
+QUOTA_PERCENT = 50.0  # half a CPU
 TOLERANCE = 3.0  # points
 SLOW_S = 0.8  # how long the slow part takes: nvmlInit, or each answer of the engine
-INTERVAL = "2"  # seconds between sweeps: a CFS period boundary more or less moves a 2 s rate by 1.2 points
+INTERVAL = "2"  # seconds between sweeps
 
 
 # --------------------------------------------------------------------------- the kernel's own figure
@@ -74,7 +74,8 @@ class KernelCpu:
         return (c1 - c0) / (t1 - t0) * 100.0
 
 
-def _check(shown: float, kernel: float, where: str) -> None:
+def _check(shown: float, kernel: float, where: str, interval_s: float | None) -> None:
+    where = f"{where}, over {interval_s} s between its readings"
     assert kernel > QUOTA_PERCENT - 10, f"the capped loop got {kernel:.1f} % of a CPU: the machine is too busy to tell"
     assert abs(shown - kernel) <= TOLERANCE, f"{where} shows {shown:.1f} %, the kernel's counter {kernel:.1f} %"
     assert abs(shown - QUOTA_PERCENT) <= TOLERANCE, f"{where} shows {shown:.1f} % of a CPU for a 0.5 CPU quota"
@@ -166,8 +167,14 @@ def _was_slow(slow, nvml_status: str) -> None:
 @pytest.fixture
 def capped(containers, docker_client):
     """A busy loop capped at half a CPU that gets its half whatever else the shared machine runs (steady_cpu),
-    so its rate is steady and the test measures mltop, not the machine's load."""
-    return containers.run(["sh", "-c", "while :; do :; done"], nano_cpus=500_000_000, **steady_cpu(docker_client))
+    so its rate is steady and the test measures mltop, not the machine's load.
+
+    The quota is 5 ms in every 10 ms (what --cpus=0.5 sets as 50 ms in every 100 ms): CFS hands the CPU out a
+    period at a time, so over a window the counter moves by up to one period's quota more or less than half the
+    window, which at the default period is 2.5 points over 2 s and 10 over the 0.5 s a slow first sweep can
+    leave before the next; at 10 ms it is a tenth of that."""
+    return containers.run(["sh", "-c", "while :; do :; done"], cpu_period=10_000, cpu_quota=5_000,
+                          **steady_cpu(docker_client))
 
 
 # --------------------------------------------------------------------------- the three places
@@ -184,7 +191,7 @@ def test_snapshot_json_shows_the_quota_of_a_capped_busy_container(capped, slow):
     (ours,) = [c for c in doc["containers"] if c["id"] == capped.id]
     _was_slow(slow, doc["host"]["nvml"]["status"])
     assert ours["interval_s"] >= float(INTERVAL) - 0.1  # between its two readings: the sleep and then some
-    _check(ours["cpu_percent"], kernel_percent, f"snapshot --json ({slow.kind})")
+    _check(ours["cpu_percent"], kernel_percent, f"snapshot --json ({slow.kind})", ours["interval_s"])
 
 
 async def test_the_dashboard_shows_the_quota_of_a_capped_busy_container(capped, slow):
@@ -211,8 +218,9 @@ async def test_the_dashboard_shows_the_quota_of_a_capped_busy_container(capped, 
         kernel_percent = kernel.percent_since_start()
     shown = float(re.match(r"\s*([\d.]+)", cell).group(1))
     _was_slow(slow, first["nvml"])
-    _check(first["sample"].cpu_percent, kernel_percent, f"the dashboard's first rate ({slow.kind})")
-    _check(shown, kernel_percent, f"the dashboard's CPU% cell {cell!r} ({slow.kind})")
+    interval_s = first["sample"].interval_s
+    _check(first["sample"].cpu_percent, kernel_percent, f"the dashboard's first rate ({slow.kind})", interval_s)
+    _check(shown, kernel_percent, f"the dashboard's CPU% cell {cell!r} ({slow.kind})", None)
 
 
 def test_serve_shows_the_quota_of_a_capped_busy_container(capped, slow):
@@ -236,7 +244,7 @@ def test_serve_shows_the_quota_of_a_capped_busy_container(capped, slow):
     finally:
         serve.stop()
     _was_slow(slow, nvml_status)
-    _check(ours["cpu_percent"], kernel_percent, f"serve's /snapshot.json ({slow.kind})")
+    _check(ours["cpu_percent"], kernel_percent, f"serve's /snapshot.json ({slow.kind})", ours["interval_s"])
 
 
 # --------------------------------------------------------------------------- counter differences in the doctor
