@@ -324,6 +324,13 @@ class ContainerSample:
     # The engine's words when its `docker inspect` failed (tried again at the next full list): `config` is as
     # empty as while pending (or, when a re-inspect after an event failed, the one read before).
     config_error: str | None = None
+    # Seconds between the two readings of this container's counters that its rates (CPU, I/O, network) and
+    # counter differences divide by: each reading is timed as it is made, not when the sweep began.
+    interval_s: float | None = None
+    # The figures of this sample taken from an earlier reading instead of read again, by field name (e.g.
+    # "memory_bytes", "pids", "processes"): only for a container whose CPU counter did not move since, so no
+    # task of it ran; a whole reading every few sweeps catches up what page aging moved meanwhile.
+    carried: frozenset[str] = frozenset()
 
     @property
     def short_id(self) -> str:
@@ -370,7 +377,7 @@ class Snapshot:
     """One sweep: host facts, GPUs, containers with their processes and GPU use."""
 
     taken_at: float  # unix time
-    interval_s: float | None  # seconds since the previous sweep that rates were computed against
+    interval_s: float | None  # seconds since the previous sweep (each container's rates: its own interval_s)
     host: HostInfo
     gpus: tuple[GpuSample, ...]
     containers: tuple[ContainerSample, ...]
@@ -470,6 +477,8 @@ def to_jsonable(value: Any) -> Any:
         return {str(k): v if type(v) in scalar else to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [v if type(v) in scalar else to_jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(v if type(v) in scalar else to_jsonable(v) for v in value)
     return value
 
 

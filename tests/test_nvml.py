@@ -405,3 +405,21 @@ def test_unreadable_kernel_log_is_said_not_hidden(nvml_scenario, probes, tmp_pat
     lib = nvml_scenario(FakeScenario(gpus=[busy_gpu()]))
     _, (gpu,) = probes(lib, kmsg_path=str(tmp_path / "no-such-kmsg")).sample()
     assert "cannot read" in gpu.unavailable["xid_events"] and gpu.utilization_percent == 87.0
+
+
+def test_init_delay_makes_every_nvml_init_slow(nvml_scenario):
+    """The scenario's init_delay: nvmlInit takes that long (a host without persistence mode); the calls after
+    it do not, and the probe's slowest call names it."""
+    probe = NvmlProbe(nvml_scenario(FakeScenario(gpus=[busy_gpu()], init_delay_s=0.6)), deadline_s=5.0)
+    try:
+        started = time.monotonic()
+        status, gpus = probe.sample()
+        took = time.monotonic() - started
+        assert status.ok and len(gpus) == 1 and took >= 0.6
+        name, seconds = probe.slowest_call
+        assert name.startswith("nvmlInit") and seconds >= 0.6
+        started = time.monotonic()
+        assert probe.sample()[0].ok
+        assert time.monotonic() - started < 0.5  # initialised once: the next sample does not wait again
+    finally:
+        probe.close()

@@ -155,6 +155,7 @@ def hang(function: str, seconds: float, gpu: int | None = None, times: int | Non
 class FakeScenario:
     gpus: list[FakeGpu] = field(default_factory=list)
     init_error: int = 0
+    init_delay_s: float = 0.0  # how long every nvmlInit* takes (a host without persistence mode)
     driver_version: str = "550.54.15"
     cuda_version: int = 12040
     directives: list[Directive] = field(default_factory=list)
@@ -163,6 +164,8 @@ class FakeScenario:
 
     def render(self) -> str:
         lines = [f"init_error {self.init_error}", f"driver {self.driver_version}", f"cuda {self.cuda_version}"]
+        if self.init_delay_s:
+            lines.append(f"init_delay {self.init_delay_s}")
         for index, g in enumerate(self.gpus):
             words = [
                 "gpu",

@@ -16,6 +16,8 @@
  * `#` starts a comment line.
  *
  *   init_error CODE            nvmlInit* returns CODE (e.g. 18 = LIB_RM_VERSION_MISMATCH, 9 = DRIVER_NOT_LOADED)
+ *   init_delay SECONDS         every nvmlInit* takes SECONDS (fractions allowed) before it answers, as on a host
+ *                              without persistence mode, where init waits for the driver to bring the GPUs up
  *   driver VERSION             nvmlSystemGetDriverVersion, e.g. 550.54.15
  *   cuda N                     nvmlSystemGetCudaDriverVersion(_v2), e.g. 12040
  *   gpu index=I uuid=S name=S util=% mem_util=% mem_total=B mem_used=B temp=C power_mw=MW
@@ -236,6 +238,7 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int init_count;
 static char driver_version[STR];
 static int cuda_version;
+static double init_delay_s; /* init_delay: how long every nvmlInit* takes */
 static struct fake_gpu gpus[MAX_GPUS];
 static int gpu_count;
 static struct fake_proc procs[MAX_PROCS];
@@ -488,6 +491,7 @@ static nvmlReturn_t load_scenario(void) {
     gettimeofday(&init_time, NULL);
     copy_str(driver_version, "550.54.15");
     cuda_version = 12040;
+    init_delay_s = 0;
     const char *path = getenv("MLTOP_FAKE_NVML_SCENARIO");
     if (!path || !*path) {
         fprintf(stderr, "fakenvml: MLTOP_FAKE_NVML_SCENARIO is not set\n");
@@ -509,6 +513,11 @@ static nvmlReturn_t load_scenario(void) {
         if (!strcmp(kind, "init_error") && n == 2) init_error = number(words[1], &ok);
         else if (!strcmp(kind, "driver") && n == 2) copy_str(driver_version, words[1]);
         else if (!strcmp(kind, "cuda") && n == 2) cuda_version = number(words[1], &ok);
+        else if (!strcmp(kind, "init_delay") && n == 2) {
+            char *end;
+            init_delay_s = strtod(words[1], &end);
+            ok = end != words[1] && !*end && init_delay_s >= 0;
+        }
         else if (!strcmp(kind, "gpu")) ok = parse_gpu(words, n, lineno);
         else if (!strcmp(kind, "proc")) ok = parse_proc(words, n, lineno);
         else if (!strcmp(kind, "xid")) ok = parse_xid(words, n, lineno);
@@ -524,6 +533,12 @@ static nvmlReturn_t load_scenario(void) {
 }
 
 /* --------------------------------------------------------------------------- call plumbing */
+
+static void sleep_for(double seconds) {
+    struct timespec ts = {(time_t)seconds, (long)((seconds - (time_t)seconds) * 1e9)};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    }
+}
 
 /* Apply fail/hang directives for this call. Sleeps without the lock held. */
 static nvmlReturn_t directive_for(const char *function, int gpu) {
@@ -543,11 +558,7 @@ static nvmlReturn_t directive_for(const char *function, int gpu) {
         else if (code == NVML_SUCCESS) code = d->code;
     }
     pthread_mutex_unlock(&lock);
-    if (sleep_s > 0) {
-        struct timespec ts = {(time_t)sleep_s, (long)((sleep_s - (time_t)sleep_s) * 1e9)};
-        while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
-        }
-    }
+    if (sleep_s > 0) sleep_for(sleep_s);
     return code;
 }
 
@@ -592,7 +603,9 @@ static nvmlReturn_t copy_out(char *buf, unsigned int length, const char *value) 
 static nvmlReturn_t do_init(const char *function) {
     pthread_mutex_lock(&lock);
     nvmlReturn_t r = load_scenario();
+    double delay_s = init_delay_s;
     pthread_mutex_unlock(&lock);
+    if (delay_s > 0) sleep_for(delay_s);
     if (r != NVML_SUCCESS) return r;
     r = directive_for(function, -1);
     if (r != NVML_SUCCESS) return r;
