@@ -93,6 +93,27 @@ class XidEvent:
 
 
 @dataclass(frozen=True)
+class GpmMetrics:
+    """GPU Performance Metrics (NVML GPM, Hopper and newer) between two samples one sweep apart: what the SMs,
+    tensor pipes and memory really did, where `utilization_percent` only says a kernel was running. Percent
+    0-100 and bytes/s; None where this GPU's NVML does not give the metric."""
+
+    interval_s: float  # between the two samples
+    graphics_active_percent: float | None  # time the graphics/compute engine was busy (DCGM GR_ENGINE_ACTIVE)
+    sm_active_percent: float | None  # share of SMs busy (DCGM SM_ACTIVE)
+    sm_occupancy_percent: float | None  # resident warps vs the maximum (DCGM SM_OCCUPANCY)
+    tensor_active_percent: float | None  # any tensor pipe busy (DCGM PIPE_TENSOR_ACTIVE)
+    fp64_active_percent: float | None  # non-tensor FP64 pipe (DCGM PIPE_FP64_ACTIVE)
+    fp32_active_percent: float | None
+    fp16_active_percent: float | None
+    dram_active_percent: float | None  # DRAM bandwidth used vs peak (DCGM DRAM_ACTIVE)
+    pcie_tx_bytes_per_s: float | None
+    pcie_rx_bytes_per_s: float | None
+    nvlink_tx_bytes_per_s: float | None
+    nvlink_rx_bytes_per_s: float | None
+
+
+@dataclass(frozen=True)
 class MigDevice:
     """One MIG instance of a GPU. Its processes are also on the parent GPU's list (by host PID), where they
     are attributed to containers like any other: `GpuSample.mig_processes(mig)` gives them back."""
@@ -104,6 +125,7 @@ class MigDevice:
     memory_used_bytes: int | None
     memory_total_bytes: int | None
     host_pids: tuple[int, ...] = ()
+    gpm: GpmMetrics | None = None  # of its GPU instance (shared by the compute instances in it)
 
 
 @dataclass(frozen=True)
@@ -153,6 +175,7 @@ class GpuSample:
     mig_enabled: bool | None = None
     mig_devices: tuple[MigDevice, ...] = ()
     xid_events: tuple[XidEvent, ...] = ()  # oldest first
+    gpm: GpmMetrics | None = None  # None: not supported or not yet two samples; the reason in unavailable["gpm"]
 
     def mig_processes(self, mig: MigDevice) -> tuple[GpuProcess, ...]:
         """The processes on one MIG device, as attributed on this GPU."""

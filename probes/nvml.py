@@ -13,6 +13,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable
 
+from .gpm import GpmSampler
 from .kmsg import KmsgReader, normalise_pci
 from .model import GpuProcess, GpuSample, MigDevice, NvmlStatus, XidEvent
 
@@ -283,6 +284,7 @@ class NvmlProbe:
         self._calling: tuple[str, float] | None = None  # (function, perf_counter at start) of the call made now
         self._sweep_slowest: tuple[str, float] | None = None
         self.last_slowest_call: tuple[str, float] | None = None  # of the latest completed sweep
+        self._gpm = GpmSampler(self._call, fatal=(_GPU_IS_LOST, *_SESSION_ERRORS))
 
     # ----------------------------------------------------------------- public
 
@@ -401,6 +403,7 @@ class NvmlProbe:
         except _SessionBroken as err:
             return self._session_broken(err.code, err.text), ()
 
+        self._gpm.end_sweep(pynvml)
         gpus = self._with_xids(pynvml, gpus)
         if lost:
             error = "; ".join(lost) + ": check `dmesg` for Xid 79, then reset the GPU or reboot the host"
@@ -538,6 +541,7 @@ class NvmlProbe:
 
         if self._initialized:
             self._initialized = False
+            self._gpm.close(pynvml)
             if self._event_set is not None:
                 try:
                     pynvml.nvmlEventSetFree(self._event_set)
@@ -617,6 +621,7 @@ class NvmlProbe:
             pci = query("pci_bus_id", (pynvml.nvmlDeviceGetPciInfo_v3, (handle,)))
             processes = self._processes(pynvml, handle, uuid, query, unavailable)
             health = self._health(pynvml, handle, query)
+            health.update(self._sample_gpm(pynvml, handle, uuid, health.get("mig_devices", ()), unavailable))
         except _GpuLost:
             reason = (
                 f"GPU {index}" + (f" ({uuid})" if uuid else "")
@@ -643,6 +648,24 @@ class NvmlProbe:
             **health,
         )
         return sample, None
+
+    def _sample_gpm(self, pynvml: Any, handle: Any, uuid: str, migs: tuple[MigDevice, ...],
+                    unavailable: dict[str, str]) -> dict[str, Any]:
+        """GPU Performance Metrics of the GPU and of each MIG instance (probes/gpm.py); the reason when none."""
+        try:
+            gpm, reason, per_instance = self._gpm.sample(
+                pynvml, handle, uuid, (m.gpu_instance_id for m in migs if m.gpu_instance_id is not None))
+        except pynvml.NVMLError as err:
+            if _code(err) == _GPU_IS_LOST:
+                raise _GpuLost() from None
+            raise _SessionBroken(_code(err), str(err)) from None
+        if reason is not None:
+            unavailable["gpm"] = reason
+        out: dict[str, Any] = {"gpm": gpm}
+        if per_instance:
+            out["mig_devices"] = tuple(dataclasses.replace(m, gpm=per_instance.get(m.gpu_instance_id))
+                                       for m in migs)
+        return out
 
     @staticmethod
     def _health(pynvml: Any, handle: Any, query: Callable[..., Any]) -> dict[str, Any]:
