@@ -125,6 +125,7 @@ class MigDevice:
     memory_used_bytes: int | None
     memory_total_bytes: int | None
     host_pids: tuple[int, ...] = ()
+    profile: str | None = None  # the GPU instance profile, e.g. "1g.10gb" (from the MIG device's name)
     gpm: GpmMetrics | None = None  # of its GPU instance (shared by the compute instances in it)
 
 

@@ -754,6 +754,7 @@ class NvmlProbe:
                 memory_used_bytes=int(memory.used) if memory is not None else None,
                 memory_total_bytes=int(memory.total) if memory is not None else None,
                 host_pids=tuple(pids),
+                profile=_mig_profile(soft(pynvml.nvmlDeviceGetName)),
             ))
         return tuple(out)
 
@@ -829,6 +830,14 @@ class NvmlProbe:
             last_seen = max(last_seen, stamp)
         self._last_seen_us[uuid] = last_seen
         return {pid: value for pid, (_, value) in newest.items()}
+
+
+def _mig_profile(name: Any) -> str | None:
+    """"NVIDIA H100 80GB HBM3 MIG 1g.10gb" -> "1g.10gb" (the GPU instance profile, as DCGM names it)."""
+    if not name:
+        return None
+    _, sep, profile = _text(name).rpartition(" MIG ")
+    return profile.strip() or None if sep else None
 
 
 def _text(value: Any) -> str:

@@ -120,7 +120,7 @@ def test_each_mig_instance_has_its_own_figures(nvml_scenario, probes):
     lib = nvml_scenario(FakeScenario(
         gpus=[FakeGpu(health=health, gpm={GPM_SM: 50.0}, gpm_mig={1: {GPM_SM: 70.0, GPM_TENSOR: 60.0},
                                                                      2: {GPM_SM: 30.0}})],
-        migs=[FakeMig(gpu=0, index=0, uuid="MIG-a", gi=1), FakeMig(gpu=0, index=1, uuid="MIG-b", gi=2)],
+        migs=[FakeMig(gpu=0, index=0, uuid="MIG-a", gi=1), FakeMig(gpu=0, index=1, uuid="MIG-b", gi=2, profile="3g.40gb")],
     ))
     _, second = two_sweeps(probes(lib))
     g = second[0]
@@ -128,6 +128,7 @@ def test_each_mig_instance_has_its_own_figures(nvml_scenario, probes):
     by_uuid = {m.uuid: m for m in g.mig_devices}
     assert by_uuid["MIG-a"].gpm.sm_active_percent == 70.0 and by_uuid["MIG-a"].gpm.tensor_active_percent == 60.0
     assert by_uuid["MIG-b"].gpm.sm_active_percent == 30.0 and by_uuid["MIG-b"].gpm.tensor_active_percent is None
+    assert (by_uuid["MIG-a"].profile, by_uuid["MIG-b"].profile) == ("1g.10gb", "3g.40gb")  # from their names
 
 
 def test_two_samples_per_gpu_are_kept_and_all_freed_at_close(nvml_scenario, probes):

@@ -135,6 +135,7 @@ class FakeMig:
     mem_used: int = 0
     gi: int = 1
     ci: int = 0
+    profile: str = "1g.10gb"
 
 
 @dataclass
@@ -223,7 +224,7 @@ class FakeScenario:
                     lines.append(f"gpm gpu={index} gi={gi} id={metric} value={_gpm_values(value)}")
         for m in self.migs:
             lines.append(f'mig gpu={m.gpu} index={m.index} uuid="{m.uuid}" mem_total={m.mem_total} '
-                         f"mem_used={m.mem_used} gi={m.gi} ci={m.ci}")
+                         f"mem_used={m.mem_used} gi={m.gi} ci={m.ci} profile={m.profile}")
         for x in self.xids:
             lines.append(f"xid gpu={x.gpu} code={x.code} at={x.at}")
         for d in self.directives:

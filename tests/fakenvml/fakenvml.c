@@ -40,9 +40,9 @@
  *                              Sequences: util, mem_util, mem_used, temp, power_mw and every HEALTH key take
  *                              a comma list (util=10,60,95): the value in force is item
  *                              (ms since nvmlInit / step_ms) modulo its length, so values change over time.
- *   mig gpu=I index=J uuid=S mem_total=B mem_used=B gi=N ci=N
+ *   mig gpu=I index=J uuid=S mem_total=B mem_used=B gi=N ci=N [profile=1g.10gb]
  *                              a MIG device in slot J of GPU I (set mig_mode=1 on the GPU): its handle answers
- *                              nvmlDeviceGetUUID, nvmlDeviceGetMemoryInfo(_v2), nvmlDeviceGetGpuInstanceId,
+ *                              nvmlDeviceGetName ("<GPU name> MIG <profile>"), nvmlDeviceGetUUID, nvmlDeviceGetMemoryInfo(_v2), nvmlDeviceGetGpuInstanceId,
  *                              nvmlDeviceGetComputeInstanceId and the running-process calls (procs with mig=J).
  *                              nvmlDeviceGetMaxMigDeviceCount says 7; an empty slot is NOT_FOUND.
  *   proc ... [mig=J]           the process runs on MIG device J of its GPU (also listed on the GPU itself).
@@ -232,6 +232,7 @@ struct fake_mig {
     char uuid[STR];
     unsigned long long mem_total, mem_used;
     unsigned int gi, ci;
+    char profile[STR]; /* e.g. 1g.10gb: its name is "<GPU name> MIG <profile>" */
 };
 
 struct fake_proc {
@@ -444,6 +445,7 @@ static int parse_mig(char **words, int n, int lineno) {
         else if (!strcmp(k, "mem_used")) m->mem_used = number(v, &ok);
         else if (!strcmp(k, "gi")) m->gi = number(v, &ok);
         else if (!strcmp(k, "ci")) m->ci = number(v, &ok);
+        else if (!strcmp(k, "profile")) copy_str(m->profile, v);
         else {
             fprintf(stderr, "fakenvml: line %d: unknown mig key %s\n", lineno, k);
             return 0;
@@ -759,6 +761,12 @@ EXPORT nvmlReturn_t nvmlDeviceGetUUID(void *device, char *uuid, unsigned int len
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetName(void *device, char *name, unsigned int length) {
+    struct fake_mig *mig = as_mig(device);
+    if (mig) {
+        char full[2 * STR + 8];
+        snprintf(full, sizeof full, "%s MIG %s", gpus[mig->gpu].name, mig->profile[0] ? mig->profile : "1g.10gb");
+        return initialized() ? copy_out(name, length, full) : NVML_ERROR_UNINITIALIZED;
+    }
     DEVICE_ENTRY("nvmlDeviceGetName");
     return copy_out(name, length, g->name);
 }
@@ -1335,7 +1343,8 @@ EXPORT nvmlReturn_t nvmlGpmMetricsGet(nvmlGpmMetricsGet_t *request) {
         for (int k = 0; k < gpm_count; k++) {
             const struct gpm_metric *m = &gpm_metrics[k];
             if (m->gpu != a->gpu || m->gi != a->gi || m->id != out->metricId) continue;
-            out->value = (gpm_integral(m, step, b->t_ms) - gpm_integral(m, step, a->t_ms)) / (b->t_ms - a->t_ms);
+            out->value = m->n == 1 ? m->v[0]  /* exact, as a steady counter rate is */
+                         : (gpm_integral(m, step, b->t_ms) - gpm_integral(m, step, a->t_ms)) / (b->t_ms - a->t_ms);
             out->nvmlReturn = NVML_SUCCESS;
         }
     }

@@ -18,75 +18,19 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from mltop.diagnostics.workload import classify_all
 from mltop.probes.model import ContainerSample, GpuSample
 
+from .dcgm import gpu_families
 from .loop import ServeState
 
-MIB = 1 << 20
 SEVERITIES = ("critical", "warning", "info")
 
-# dcgm-exporter's label set for device metrics (etc/default-counters.csv fields; labels from its collector).
-DCGM_LABELS = ["gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname"]
 CONTAINER_LABELS = ["id", "image", "name"]  # cAdvisor's
 GPU_BY_CONTAINER_LABELS = ["container", "container_id", "image", "gpu", "UUID"]
-
-# (name, help, GpuSample -> value or None); all gauges, in dcgm-exporter's units.
-DCGM_GAUGES: tuple[tuple[str, str, Callable[[GpuSample], float | None]], ...] = (
-    ("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", lambda g: g.utilization_percent),
-    ("DCGM_FI_DEV_MEM_COPY_UTIL", "Memory utilization (in %).", lambda g: g.memory_utilization_percent),
-    ("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).",
-     lambda g: g.memory_used_bytes // MIB if g.memory_used_bytes is not None else None),
-    ("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).",
-     lambda g: max(g.memory_total_bytes - g.memory_used_bytes, 0) // MIB
-     if g.memory_total_bytes is not None and g.memory_used_bytes is not None else None),
-    ("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).", lambda g: g.temperature_c),
-    ("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", lambda g: g.power_w),
-    ("DCGM_FI_DEV_SM_CLOCK", "SM clock frequency (in MHz).", lambda g: getattr(g, "sm_clock_mhz", None)),
-    ("DCGM_FI_DEV_MEM_CLOCK", "Memory clock frequency (in MHz).", lambda g: g.memory_clock_mhz),
-    ("DCGM_FI_DEV_MAX_SM_CLOCK", "Maximum SM clock frequency (in MHz).", lambda g: g.sm_clock_max_mhz),
-    ("DCGM_FI_DEV_MAX_MEM_CLOCK", "Maximum memory clock frequency (in MHz).", lambda g: g.memory_clock_max_mhz),
-    ("DCGM_FI_DEV_PSTATE", "Performance state (P0 fastest .. P15).", lambda g: g.performance_state),
-    ("DCGM_FI_DEV_FAN_SPEED", "Fan speed (in %).", lambda g: g.fan_percent),
-    ("DCGM_FI_DEV_ENC_UTIL", "Encoder utilization (in %).", lambda g: g.encoder_percent),
-    ("DCGM_FI_DEV_DEC_UTIL", "Decoder utilization (in %).", lambda g: g.decoder_percent),
-    ("DCGM_FI_DEV_PCIE_LINK_GEN", "PCIe current link generation.", lambda g: g.pcie_generation),
-    ("DCGM_FI_DEV_PCIE_LINK_WIDTH", "PCIe current link width (lanes).", lambda g: g.pcie_width),
-    ("DCGM_FI_DEV_PCIE_MAX_LINK_GEN", "PCIe max link generation.", lambda g: g.pcie_generation_max),
-    ("DCGM_FI_DEV_PCIE_MAX_LINK_WIDTH", "PCIe max link width (lanes).", lambda g: g.pcie_width_max),
-    # dcgm-exporter declares the error counts below `counter`, but a counter's samples must end in `_total`
-    # (prometheus-client appends it, promtool lints it): they are gauges here so the names stay dcgm-exporter's
-    # and its dashboards and rules work unchanged. increase()/rate() work on them all the same.
-    ("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", "Total number of single-bit volatile ECC errors (since the driver loaded).",
-     lambda g: g.ecc_volatile_corrected),
-    ("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "Total number of double-bit volatile ECC errors (since the driver loaded).",
-     lambda g: g.ecc_volatile_uncorrected),
-    ("DCGM_FI_DEV_ECC_SBE_AGG_TOTAL", "Total number of single-bit persistent ECC errors (over the GPU's life).",
-     lambda g: g.ecc_aggregate_corrected),
-    ("DCGM_FI_DEV_ECC_DBE_AGG_TOTAL", "Total number of double-bit persistent ECC errors (over the GPU's life).",
-     lambda g: g.ecc_aggregate_uncorrected),
-    ("DCGM_FI_DEV_RETIRED_PENDING", "1 when a page retirement waits for the next GPU reset (pre-Ampere).",
-     lambda g: _flag(g.retired_pages_pending)),
-    ("DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", "Number of remapped rows for correctable errors.",
-     lambda g: g.remapped_rows_correctable),
-    ("DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", "Number of remapped rows for uncorrectable errors.",
-     lambda g: g.remapped_rows_uncorrectable),
-    ("DCGM_FI_DEV_ROW_REMAP_PENDING", "1 when a row remap waits for the next GPU reset.",
-     lambda g: _flag(g.remapped_rows_pending)),
-    ("DCGM_FI_DEV_ROW_REMAP_FAILURE", "Whether remapping of rows has failed (1: the GPU needs service).",
-     lambda g: _flag(g.remapped_rows_failed)),
-    # 0 when none was seen, as dcgm-exporter. `unavailable["xid_events"]` only says the kernel log (Xids from
-    # before mltop started) cannot be read: new Xids still arrive as NVML events.
-    ("DCGM_FI_DEV_XID_ERRORS", "Value of the last XID error encountered (0: none seen).",
-     lambda g: g.xid_events[-1].xid if g.xid_events else 0),
-)
 
 # Xids the rules know, pre-set to 0 on every GPU so that the first one of a kind shows as an increase (a series
 # that appears at 1 has no earlier sample, and increase() cannot see its first step). Hardware: NVIDIA's Xid
 # catalog; application: the Xids k8s-device-plugin does not count against the GPU (internal/rm/health.go).
 XID_HARDWARE = (48, 63, 64, 74, 79, 92, 94, 95, 119, 120)
 XID_APPLICATION = (13, 31, 43, 45)
-
-
-def _flag(value: bool | None) -> int | None:
-    return None if value is None else int(value)
 
 
 class XidTally:
@@ -161,20 +105,6 @@ class SnapshotCollector:
         last = GaugeMetricFamily("mltop_last_sweep_timestamp_seconds", "Unix time the last snapshot was taken.")
         last.add_metric([], snapshot.taken_at)
         yield last
-
-
-def gpu_families(gpus: tuple[GpuSample, ...], hostname: str) -> Iterator[Metric]:
-    for name, help_text, value in DCGM_GAUGES:
-        family = GaugeMetricFamily(name, help_text, labels=DCGM_LABELS)
-        for g in gpus:
-            v = value(g)
-            if v is not None:
-                family.add_metric(_dcgm_labels(g, hostname), float(v))
-        yield family
-
-
-def _dcgm_labels(g: GpuSample, hostname: str) -> list[str]:
-    return [str(g.index), g.uuid, g.pci_bus_id or "", f"nvidia{g.index}", g.name, hostname]
 
 
 def xid_counter_family(gpus: tuple[GpuSample, ...], counts: dict[tuple[str, int], int]) -> Metric:
