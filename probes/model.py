@@ -312,6 +312,49 @@ class ContainerGpuUse:
 
 
 @dataclass(frozen=True)
+class NetInterface:
+    """Counters of one network interface in a container's network namespace (/proc/<pid>/net/dev)."""
+
+    name: str
+    rx_bytes: int
+    rx_packets: int
+    rx_errors: int
+    rx_dropped: int
+    tx_bytes: int
+    tx_packets: int
+    tx_errors: int
+    tx_dropped: int
+
+
+@dataclass(frozen=True)
+class ContainerStats:
+    """The rest of what cAdvisor exports of a container, read for `mltop serve` (probes/container_stats.py).
+    None where this host's cgroups cannot give a figure (e.g. swap without swap accounting, failcnt on v2)."""
+
+    cpu_user_seconds: float | None
+    cpu_system_seconds: float | None
+    cpu_cfs_periods: int | None
+    cpu_cfs_throttled_periods: int | None
+    cpu_cfs_throttled_seconds: float | None
+    cpu_quota_us: int | None  # the CFS quota per period; None when unlimited
+    cpu_period_us: int | None
+    cpu_shares: int | None  # cpu.shares (v1), or cpu.weight converted to shares (v2), as cAdvisor does
+    memory_usage_bytes: int | None  # memory.usage_in_bytes / memory.current: everything charged, cache included
+    memory_rss_bytes: int | None
+    memory_cache_bytes: int | None
+    memory_swap_bytes: int | None
+    memory_mapped_file_bytes: int | None
+    memory_failcnt: int | None  # times usage hit the limit (v1 memory.failcnt; v2 memory.events max)
+    memory_max_usage_bytes: int | None  # v1 memory.max_usage_in_bytes; v2 memory.peak where the kernel has it
+    memory_reservation_bytes: int | None  # soft limit (v1) / memory.low (v2); None when unset
+    processes: int | None
+    threads: int | None  # tasks in the cgroup (pids.current)
+    file_descriptors: int | None
+    sockets: int | None
+    network: tuple[NetInterface, ...] = ()
+
+
+@dataclass(frozen=True)
 class ContainerSample:
     id: str
     name: str
@@ -345,6 +388,7 @@ class ContainerSample:
     # True for a moment on a dense host's first sweeps in the dashboard: the container came from the engine's
     # list and its `docker inspect` is still on the way, so `config` is empty and processes are not read yet.
     config_pending: bool = False
+    stats: ContainerStats | None = None  # cAdvisor's further figures; read only when asked (mltop serve)
 
     @property
     def short_id(self) -> str:

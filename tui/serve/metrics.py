@@ -18,12 +18,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from mltop.diagnostics.workload import classify_all
 from mltop.probes.model import ContainerSample, GpuSample
 
+from .cadvisor import container_families, machine_families
 from .dcgm import gpu_families
 from .loop import ServeState
 
 SEVERITIES = ("critical", "warning", "info")
 
-CONTAINER_LABELS = ["id", "image", "name"]  # cAdvisor's
 GPU_BY_CONTAINER_LABELS = ["container", "container_id", "image", "gpu", "UUID"]
 
 # Xids the rules know, pre-set to 0 on every GPU so that the first one of a kind shows as an increase (a series
@@ -91,7 +91,8 @@ class SnapshotCollector:
         yield xid_counter_family(state.gpus_to_serve(), self._xids.observe(state.gpus_to_serve()))
         yield from gpu_by_container_families(snapshot.containers, state.gpus_to_serve())
         yield workload_family(snapshot, state.previous)
-        yield from container_families(snapshot.containers, snapshot.taken_at)
+        yield from container_families(snapshot.containers, snapshot.taken_at, cgroup_id)
+        yield from machine_families(snapshot.host)
         yield from finding_families(state.doctor)
 
         engine = GaugeMetricFamily("mltop_engine_up", "1 when the Docker engine answered the last sweep.",
@@ -175,46 +176,6 @@ def gpu_by_container_families(containers: tuple[ContainerSample, ...],
         host_memory.add_metric([str(g.index), g.uuid], float(sum(mems)))
     yield host_procs
     yield host_memory
-
-
-def container_families(containers: tuple[ContainerSample, ...], taken_at: float) -> Iterator[Metric]:
-    def gauge(name, help_text):
-        return GaugeMetricFamily(name, help_text, labels=CONTAINER_LABELS)
-
-    def counter(name, help_text):
-        return CounterMetricFamily(name, help_text, labels=CONTAINER_LABELS)
-
-    cpu = counter("container_cpu_usage_seconds", "Cumulative CPU time consumed, in seconds.")
-    wss = gauge("container_memory_working_set_bytes", "Current working set (usage - inactive_file), in bytes.")
-    usage = gauge("container_memory_usage_bytes", "Current memory usage including cache, in bytes.")
-    limit = gauge("container_spec_memory_limit_bytes", "Memory limit of the container, in bytes (0: none).")
-    reads = counter("container_fs_reads_bytes", "Cumulative bytes read from block devices.")
-    writes = counter("container_fs_writes_bytes", "Cumulative bytes written to block devices.")
-    rx = counter("container_network_receive_bytes", "Cumulative bytes received on the container's network.")
-    tx = counter("container_network_transmit_bytes", "Cumulative bytes sent on the container's network.")
-    oom = counter("container_oom_events", "OOM kills inside the container's memory cgroup.")
-    seen = gauge("container_last_seen", "Last time the container was seen by the exporter (unix time).")
-    for c in containers:
-        if c.memory_bytes is None and c.cpu_usage_seconds is None:
-            continue  # not running, or not measurable from here (remote engine, other PID namespace)
-        labels = [cgroup_id(c), c.image, c.name]
-        _add(cpu, labels, c.cpu_usage_seconds)
-        _add(wss, labels, c.memory_bytes)
-        if c.memory_bytes is not None:
-            _add(usage, labels, c.memory_bytes + (c.memory_cache_bytes or 0))
-        limit.add_metric(labels, float(c.memory_limit_bytes or 0))
-        _add(reads, labels, c.io_read_bytes)
-        _add(writes, labels, c.io_write_bytes)
-        _add(rx, labels, c.net_rx_bytes)
-        _add(tx, labels, c.net_tx_bytes)
-        _add(oom, labels, c.oom_kills)
-        seen.add_metric(labels, taken_at)
-    yield from (cpu, wss, usage, limit, reads, writes, rx, tx, oom, seen)
-
-
-def _add(family, labels: list[str], value) -> None:
-    if value is not None:
-        family.add_metric(labels, float(value))
 
 
 def finding_families(doctor) -> Iterator[Metric]:
