@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from mltop.diagnostics.workload import classify_all
 from mltop.probes.model import ContainerSample, GpuSample
 
-from .cadvisor import container_families, machine_families
+from .cadvisor import container_text, machine_families
 from .dcgm import gpu_families
 from .loop import ServeState
 
@@ -91,8 +91,7 @@ class SnapshotCollector:
         yield xid_counter_family(state.gpus_to_serve(), self._xids.observe(state.gpus_to_serve()))
         yield from gpu_by_container_families(snapshot.containers, state.gpus_to_serve())
         yield workload_family(snapshot, state.previous)
-        yield from container_families(snapshot.containers, snapshot.taken_at, cgroup_id)
-        yield from machine_families(snapshot.host)
+        yield from machine_families(snapshot.host)  # (the container families: cadvisor.container_text)
         yield from finding_families(state.doctor)
 
         engine = GaugeMetricFamily("mltop_engine_up", "1 when the Docker engine answered the last sweep.",
@@ -236,11 +235,19 @@ class Exposition:
             return text
         with self._lock:
             if self._cached[0] is not state:
-                self._cached = (state, generate_latest(_Pinned(state, self._xids)))
+                self._cached = (state, generate_latest(_Pinned(state, self._xids)) + _container_text(state))
             return self._cached[1]
 
     def render(self) -> bytes:
         return self.refresh() + generate_latest(self.self_registry)
+
+
+def _container_text(state: ServeState) -> bytes:
+    """cAdvisor's container families of the state's snapshot, written directly (tui/serve/cadvisor.py)."""
+    snapshot = state.snapshot
+    if snapshot is None:
+        return b""
+    return container_text(snapshot.containers, snapshot.taken_at, cgroup_id).encode()
 
 
 class _Pinned:
