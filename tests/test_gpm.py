@@ -14,7 +14,7 @@ from fakenvml import (
     GPM_DRAM, GPM_FP16, GPM_FP32, GPM_FP64, GPM_GRAPHICS, GPM_NVLINK_RX, GPM_NVLINK_TX, GPM_OCCUPANCY,
     GPM_PCIE_RX, GPM_PCIE_TX, GPM_SM, GPM_TENSOR, NO_PERMISSION, FakeGpu, FakeMig, FakeScenario, fail,
 )
-from mltop.probes import gpm as gpm_module
+from mltop.probes.nvml import gpm as gpm_module
 from mltop.probes.nvml import NvmlProbe, NvmlState
 
 MIB = 1 << 20

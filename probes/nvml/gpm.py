@@ -3,10 +3,12 @@ last two. Runs on the NVML worker thread, through the probe's timed call, under 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Callable, Iterable
 
-from .model import GpmMetrics
+from ..model import GpmMetrics, MigDevice
+from .errors import FUNCTION_NOT_FOUND, NO_PERMISSION, NOT_SUPPORTED, code_of, raise_if_fatal
 
 MIB = 1 << 20
 
@@ -27,11 +29,6 @@ METRICS: tuple[tuple[str, int, float], ...] = (
     ("nvlink_tx_bytes_per_s", 61, MIB),  # NVLINK_TOTAL_TX_PER_SEC
 )
 
-# NVML return codes (nvml.h).
-_NOT_SUPPORTED = 3
-_NO_PERMISSION = 4
-_FUNCTION_NOT_FOUND = 13
-
 NOT_SUPPORTED_REASON = ("this GPU has no GPU Performance Metrics (GPM needs a Hopper or newer GPU: H100, H200, "
                         "B200); utilisation shows only that a kernel was running")
 OLD_DRIVER_REASON = ("this driver's NVML has no GPU Performance Metrics ({function} not found): update the "
@@ -42,12 +39,12 @@ FIRST_SAMPLE_REASON = "first GPM sample taken: the figures come with the next sw
 
 
 def reason_for(err: BaseException, function: str) -> str:
-    code = getattr(err, "value", None)
-    if code == _NOT_SUPPORTED:
+    code = code_of(err)
+    if code == NOT_SUPPORTED:
         return NOT_SUPPORTED_REASON
-    if code == _FUNCTION_NOT_FOUND:
+    if code == FUNCTION_NOT_FOUND:
         return OLD_DRIVER_REASON.format(function=function)
-    if code == _NO_PERMISSION:
+    if code == NO_PERMISSION:
         return NO_PERMISSION_REASON
     return f"GPM: NVML error: {err}"
 
@@ -62,18 +59,31 @@ class _Slot:
 
 
 class GpmSampler:
-    """GPM for the GPUs of one NVML session. `call(fn, *args)` is the probe's timed NVML call; errors whose
-    code is in `fatal` (GPU lost, session gone) propagate for the probe to handle, the rest become reasons."""
+    """GPM for the GPUs of one NVML session. `call(fn, *args)` is the probe's timed NVML call; a lost GPU or a
+    broken session raise as from any read (errors.raise_if_fatal), every other error becomes a reason."""
 
-    def __init__(self, call: Callable[..., Any], fatal: Iterable[int]):
+    def __init__(self, call: Callable[..., Any]):
         self._call = call
-        self._fatal = frozenset(fatal)
         self._support: dict[str, str | None] = {}  # uuid -> None (supported) or why not; a GPU keeps its answer
         self._slots: dict[tuple[str, int | None], _Slot] = {}
         self._seen: set[tuple[str, int | None]] = set()
         self._request: Any = None  # one c_nvmlGpmMetricsGet_t, reused (it holds 477 metric records)
 
     # ----------------------------------------------------------------- per sweep
+
+    def read(self, pynvml: Any, handle: Any, uuid: str, migs: tuple[MigDevice, ...],
+             unavailable: dict[str, str]) -> dict[str, Any]:
+        """GpuSample fields: `gpm`, and `mig_devices` with each instance's figures; the reason when none goes
+        into `unavailable["gpm"]`."""
+        gpm, reason, per_instance = self.sample(
+            pynvml, handle, uuid, (m.gpu_instance_id for m in migs if m.gpu_instance_id is not None))
+        if reason is not None:
+            unavailable["gpm"] = reason
+        out: dict[str, Any] = {"gpm": gpm}
+        if per_instance:
+            out["mig_devices"] = tuple(dataclasses.replace(m, gpm=per_instance.get(m.gpu_instance_id))
+                                       for m in migs)
+        return out
 
     def sample(self, pynvml: Any, handle: Any, uuid: str, gpu_instances: Iterable[int] = ()
                ) -> tuple[GpmMetrics | None, str | None, dict[int, GpmMetrics | None]]:
@@ -112,8 +122,7 @@ class GpmSampler:
             support = self._call(pynvml.nvmlGpmQueryDeviceSupport, handle)
             reason = None if support.isSupportedDevice else NOT_SUPPORTED_REASON
         except pynvml.NVMLError as err:
-            if getattr(err, "value", None) in self._fatal:
-                raise
+            raise_if_fatal(err)
             reason = reason_for(err, "nvmlGpmQueryDeviceSupport")
         self._support[uuid] = reason
         return reason
@@ -131,8 +140,7 @@ class GpmSampler:
             get(slot.spare)
             taken_at = time.monotonic()
         except pynvml.NVMLError as err:
-            if getattr(err, "value", None) in self._fatal:
-                raise
+            raise_if_fatal(err)
             return None, reason_for(err, "nvmlGpmSampleGet")
         # The new sample becomes the newest; the one before it is the spare for the next sweep (no alloc/free).
         previous, previous_at = slot.newest, slot.taken_at
@@ -142,8 +150,7 @@ class GpmSampler:
         try:
             values = self._metrics(pynvml, previous, slot.newest)
         except pynvml.NVMLError as err:
-            if getattr(err, "value", None) in self._fatal:
-                raise
+            raise_if_fatal(err)
             return None, reason_for(err, "nvmlGpmMetricsGet")
         return GpmMetrics(interval_s=taken_at - previous_at, **values), None
 
