@@ -46,3 +46,6 @@ async def test_sm_and_tensor_active_beside_utilisation_and_in_the_full_screen_gr
         sm_graph = hopper.query_one(".gpu-sm-history").query_one(HistoryGraph)
         assert sm_graph.size.height >= 1 and any(v == 14.0 for v in sm_graph.samples if v is not None)
         assert len(list(older.query(GraphCaption))) == 2  # no GPM: no GPM graphs
+        # Let the background doctor's run land before the app closes (its result is shown on the screen).
+        await app.workers.wait_for_complete()
+        await pilot.pause()
