@@ -61,6 +61,8 @@ class ProbeOptions:
     # Answer the first sweep from the engine's list alone while containers are inspected in the background
     # (the dashboard's first frame on a dense host); their samples say config_pending meanwhile.
     inspect_in_background: bool = False
+    # Read cAdvisor's further figures (ContainerSample.stats: probes/container_stats.py): `mltop serve` does.
+    container_stats: bool = False
 
 
 @dataclass
@@ -372,6 +374,16 @@ class Sampler:
         if any(v is not None for v in (counters.psi_cpu, counters.psi_memory, counters.psi_io)):
             pressure = Pressure(counters.psi_cpu, counters.psi_memory, counters.psi_io)
         cgroup_path = paths.get("unified") or paths.get("memory") or next(iter(paths.values()), None)
+        stats = None
+        if self.options.container_stats:
+            from .container_stats import read_container_stats
+
+            stats = read_container_stats(
+                locator.version, paths, net_pid=net_pid,
+                pids=[p.host_pid for p in processes] if processes else cgroup_procs(locator.version, paths),
+                usage_ns=counters.cpu_usage_ns, memory_usage=counters.memory_usage_bytes, tasks=counters.pids,
+                previous=prev.sample.stats if prev is not None and prev.sample is not None else None,
+                idle=idle, full=full, read=self._files.read)
         this.sample = ContainerSample(
             id=meta.id,
             name=meta.name,
@@ -405,6 +417,7 @@ class Sampler:
             config_pending=meta.provisional, config_error=meta.inspect_error,
             interval_s=dt,
             carried=carried_fields(counters.carried, processes_carried),
+            stats=stats,
         )
         return this.sample
 

@@ -7,6 +7,7 @@ library    which libnvidia-ml.so.1 to load (flag, environment, system, WSL)
 health     a GPU's health fields, throttle reasons, the sample of an unreadable GPU
 processes  the processes on a GPU and their SM share
 xid        Xid events from NVML and the kernel log
+gpm        GPU Performance Metrics (SM, tensor, DRAM, PCIe, NVLink activity) per GPU and MIG instance
 """
 
 from .errors import NvmlState

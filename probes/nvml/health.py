@@ -146,8 +146,17 @@ def mig_devices(pynvml: Any, handle: Any, query: Query) -> tuple[MigDevice, ...]
             memory_used_bytes=int(memory.used) if memory is not None else None,
             memory_total_bytes=int(memory.total) if memory is not None else None,
             host_pids=tuple(pids),
+            profile=mig_profile(soft(pynvml.nvmlDeviceGetName)),
         ))
     return tuple(out)
+
+
+def mig_profile(name: Any) -> str | None:
+    """"NVIDIA H100 80GB HBM3 MIG 1g.10gb" -> "1g.10gb" (the GPU instance profile, as DCGM names it)."""
+    if not name:
+        return None
+    _, sep, profile = text(name).rpartition(" MIG ")
+    return (profile.strip() or None) if sep else None
 
 
 def unreachable_gpu(index: int, uuid: str, name: str, reason: str) -> GpuSample:

@@ -24,6 +24,7 @@ from .errors import (
     status_for_code,
     timeout_message,
 )
+from .gpm import GpmSampler
 from .health import read_health, text, throttle_reason_names, unreachable_gpu
 from .library import LibraryNotLoaded, forget_library, load_library
 from .processes import GpuProcesses
@@ -70,6 +71,7 @@ class NvmlProbe:
         self._calling: tuple[str, float] | None = None  # (function, perf_counter at start) of the call made now
         self._sweep_slowest: tuple[str, float] | None = None
         self.last_slowest_call: tuple[str, float] | None = None  # of the latest completed sweep
+        self._gpm = GpmSampler(self._call)  # GPU Performance Metrics, one sample per GPU per sweep
 
     # ----------------------------------------------------------------- public
 
@@ -188,6 +190,7 @@ class NvmlProbe:
         except SessionBroken as err:
             return self._session_broken(err.code, err.text), ()
 
+        self._gpm.end_sweep(pynvml)
         gpus = self._xids.attach(pynvml, gpus)
         if lost:
             error = "; ".join(lost) + ": check `dmesg` for Xid 79, then reset the GPU or reboot the host"
@@ -235,6 +238,7 @@ class NvmlProbe:
 
         if self._initialized:
             self._initialized = False
+            self._gpm.close(pynvml)
             self._xids.free(pynvml)
             try:
                 pynvml.nvmlShutdown()
@@ -301,6 +305,7 @@ class NvmlProbe:
             pci = query("pci_bus_id", (pynvml.nvmlDeviceGetPciInfo_v3, (handle,)))
             processes = self._processes.read(pynvml, handle, uuid, query, unavailable)
             health = read_health(pynvml, handle, query)
+            health.update(self._gpm.read(pynvml, handle, uuid, health.get("mig_devices", ()), unavailable))
         except GpuLost:
             reason = (
                 f"GPU {index}" + (f" ({uuid})" if uuid else "")
