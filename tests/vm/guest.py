@@ -60,7 +60,9 @@ RECIPE = {
     "packages": [
         "systemd", "systemd-sysv", "udev", "dbus", "kmod", "iproute2", "procps",
         "linux-image-amd64", "initramfs-tools", "openssh-server", "python3", "python3-venv",
-        "docker.io", "containerd", "busybox-static",
+        # docker.io, with what Debian recommends beside it that a container start needs: Debian's kernel
+        # enables AppArmor, and dockerd then loads its docker-default profile with apparmor_parser
+        "docker.io", "containerd", "apparmor", "busybox-static",
     ],
     "files": {
         "/etc/hostname": "mltop-v2\n",
@@ -140,8 +142,15 @@ def _hook_script() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _prune(prefix: str, keep: Path) -> None:
+    """Cache entries of an older recipe: 1-7 GB each, never used again."""
+    for old in CACHE.glob(prefix + "*"):
+        if old != keep and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def image_key() -> str:
-    text = json.dumps(RECIPE, sort_keys=True) + KERNEL_ARGS + _hook_script()
+    text = json.dumps(RECIPE, sort_keys=True) + _hook_script()
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -192,6 +201,7 @@ def build(force: bool = False) -> Path:
         if out.exists():
             shutil.rmtree(out)
         work.rename(out)
+        _prune("image-", keep=out)
         log(f"image built in {time.monotonic() - started:.0f} s: {out}")
         return out
     finally:
@@ -238,6 +248,7 @@ def dependency_wheels() -> Path:
     if out.exists():
         shutil.rmtree(out)
     work.rename(out)
+    _prune("wheels-", keep=out)
     return out
 
 
@@ -271,7 +282,7 @@ def _image_ids(names=GUEST_IMAGES) -> str:
 def saved_dir() -> Path:
     """The saved Docker-ready machine: keyed by the image, the test images, the dependency wheels and qemu."""
     qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout
-    text = image_key() + _image_ids() + _wheels_key() + qemu + " ".join(QEMU_MACHINE)
+    text = image_key() + _image_ids() + _wheels_key() + qemu + " ".join(QEMU_MACHINE) + KERNEL_ARGS
     return CACHE / f"saved-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
@@ -363,6 +374,7 @@ class Guest:
             if saved.exists():
                 shutil.rmtree(saved)
             work.rename(saved)
+            _prune("saved-", keep=saved)
             log(f"saved the Docker-ready machine: {saved}")
         finally:
             if work.exists():
