@@ -76,8 +76,13 @@ def test_cpu_percent_and_throttling_at_a_quota(run):
     c = containers(run)["v2-gpu"]
     before, after = run["before"]["v2-gpu"], run["after"]["v2-gpu"]
     assert c["cpu_limit_cores"] == 0.5 and before["cpu.max"].split() == ["50000", "100000"], run["host_line"]
-    # a busy loop at 0.5 cores: the quota caps it (emulation's clock jitter gives it a few points either way)
-    assert 20 <= c["cpu_percent"] <= 60, f"[{run['host_line']}] cpu_percent {c['cpu_percent']}"
+    # a busy loop at 0.5 cores: the quota caps it. What it gets below that depends on how much CPU the
+    # emulator gets from a shared host, so mltop's figure is held against the kernel's own average over the
+    # window around its sweep (usage_usec before and after), within a factor that emulation's jitter allows
+    kernel = (after["cpu.stat"]["usage_usec"] - before["cpu.stat"]["usage_usec"]) / (after["t"] - before["t"]) / 1e4
+    assert 0 < c["cpu_percent"] <= 60, f"[{run['host_line']}] cpu_percent {c['cpu_percent']} (kernel {kernel:.1f})"
+    assert kernel / 2 <= c["cpu_percent"] <= kernel * 2, \
+        f"[{run['host_line']}] cpu_percent {c['cpu_percent']:.1f}, the kernel's average around it {kernel:.1f}"
     assert c["cpu_limit_percent"] == pytest.approx(c["cpu_percent"] / 0.5, rel=0.02)
     between(c["cpu_usage_seconds"] * 1e6, before["cpu.stat"]["usage_usec"], after["cpu.stat"]["usage_usec"],
             "cpu usage (usec)", run)
@@ -88,8 +93,8 @@ def test_cpu_percent_and_throttling_at_a_quota(run):
 
 
 def test_working_set_cache_and_shm(run):
-    """working set = memory.current − inactive_file; cache = memory.stat `file`; shm = `shmem` (40 MiB in
-    the default 64 MiB /dev/shm)."""
+    """working set = memory.current − inactive_file; cache = memory.stat `file`; shm = `shmem` (60 MiB in
+    the default 64 MiB /dev/shm: the doctor's warning)."""
     c = containers(run)["v2-mem"]
     before, after = run["before"]["v2-mem"], run["after"]["v2-mem"]
 
@@ -98,16 +103,18 @@ def test_working_set_cache_and_shm(run):
 
     between(c["memory_bytes"], ws(before), ws(after), "working set", run)
     between(c["memory_cache_bytes"], before["memory.stat"]["file"], after["memory.stat"]["file"], "cache", run)
-    assert c["memory_cache_bytes"] >= 40 * MIB  # the shm at least (v2 counts tmpfs under `file`)
-    assert 40 * MIB <= c["shm_bytes"] <= 41 * MIB, f"[{run['host_line']}] shm {c['shm_bytes']}"
+    assert c["memory_cache_bytes"] >= 60 * MIB  # the shm at least (v2 counts tmpfs under `file`)
+    assert 60 * MIB <= c["shm_bytes"] <= 61 * MIB, f"[{run['host_line']}] shm {c['shm_bytes']}"
     assert c["memory_limit_bytes"] == 512 * MIB == int(before["memory.max"])
-    assert "shm.too_small" in findings(run, "v2-mem")
+    (shm,) = [f for f in run["doctor"]["json"]["findings"] if f["container"] == "v2-mem"]
+    assert (shm["code"], shm["severity"]) == ("shm.too_small", "warning"), shm
+    assert any("memory.stat shmem" in str(e) for e in shm["evidence"]), shm["evidence"]
 
 
 def test_pids_near_their_limit(run):
     c = containers(run)["v2-pids"]
     assert c["pids"] == 16 == int(run["after"]["v2-pids"]["pids.current"]), run["host_line"]
-    assert run["before"]["v2-pids"]["pids.max"].strip() == "18"
+    assert run["before"]["v2-pids"]["pids.max"].strip() == "17"
     assert "pids.near_max" in findings(run, "v2-pids"), run["doctor"]["json"]["findings"]
 
 
@@ -125,7 +132,7 @@ def test_read_throttle_in_io_max_and_read_rate(run):
     io_max = run["before"]["v2-io"]["io.max"]
     assert re.search(r"^\d+:\d+ rbps=1048576 ", io_max, re.M), f"[{run['host_line']}] io.max: {io_max!r}"
     # O_DIRECT reads at a 1 MiB/s throttle (blk-throttle lets a slice's worth through in bursts)
-    assert 0.5 * MIB <= c["io_read_bytes_per_s"] <= 1.6 * MIB, \
+    assert 0.3 * MIB <= c["io_read_bytes_per_s"] <= 1.6 * MIB, \
         f"[{run['host_line']}] read rate {c['io_read_bytes_per_s']}"
 
     def rbytes(r):
@@ -145,10 +152,11 @@ def test_pressure_from_the_cgroups_psi_files(run):
 
 
 def test_network_rates(run):
-    """5 pings of 1000 bytes a second: about 5.2 kB/s each way (1042-byte frames)."""
+    """5 pings of 1000 bytes a second: about 5.2 kB/s each way (1042-byte frames), fewer when the emulated
+    guest falls behind."""
     c = containers(run)["v2-net"]
     for key in ("net_rx_bytes_per_s", "net_tx_bytes_per_s"):
-        assert 2000 <= c[key] <= 12000, f"[{run['host_line']}] {key} {c[key]}"
+        assert 1000 <= c[key] <= 12000, f"[{run['host_line']}] {key} {c[key]}"
 
     def rx(r):
         line = next(l for l in r["net_dev"].splitlines() if l.strip().startswith("eth0:"))
@@ -166,6 +174,13 @@ def test_gpu_attribution_through_the_v2_path(run):
     assert containers(run)["v2-gpu"]["gpu_memory_bytes"] == 3 << 30
     # a GPU job pinned at its CPU quota: the input pipeline holds it back
     assert "perf.input_bound" in findings(run, "v2-gpu"), run["doctor"]["json"]["findings"]
+
+
+def test_dev_char_links_missing_under_the_systemd_driver(run):
+    """A GPU container started by the toolkit's runtime, the systemd cgroup driver, no /dev/char/195:*: its
+    GPUs vanish at the next daemon-reload. Only a systemd-driver host reaches this check."""
+    assert run["host"]["dev_char_nvidia"] == []
+    assert "gpu.dev_char_missing" in findings(run, None), run["doctor"]["json"]["findings"]
 
 
 def test_serve_cadvisor_families_and_id_label(run):

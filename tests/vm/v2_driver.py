@@ -33,12 +33,13 @@ MIB = 1 << 20
 
 # name -> docker run options and command. Each is one behaviour the v2 code paths must see.
 WORKLOADS = {
-    # a GPU job stuck on its CPU quota: busy loop at --cpus 0.5, and an NVML process (fake library)
-    "v2-gpu": (["--cpus", "0.5"], "while :; do :; done"),
-    # page cache and /dev/shm: 48 MiB written to a file, 40 MiB to the default 64 MiB /dev/shm, then idle
+    # a GPU job stuck on its CPU quota: busy loop at --cpus 0.5, and an NVML process (fake library); started
+    # through a runtime named "nvidia" (runc under that name), as the toolkit's runtime starts GPU containers
+    "v2-gpu": (["--cpus", "0.5", "--runtime", "nvidia"], "while :; do :; done"),
+    # page cache and /dev/shm: 48 MiB written to a file, 60 MiB to the default 64 MiB /dev/shm, then idle
     "v2-mem": (["--memory", "512m"],
                "dd if=/dev/zero of=/tmp/cache bs=1M count=48 2>/dev/null; "
-               "dd if=/dev/zero of=/dev/shm/buf bs=1M count=40 2>/dev/null; sync; exec sleep 100000"),
+               "dd if=/dev/zero of=/dev/shm/buf bs=1M count=60 2>/dev/null; sync; exec sleep 100000"),
     # the OOM killer, again and again, in a container that lives on (sh survives, tail is the victim)
     "v2-oom": (["--memory", "32m", "--memory-swap", "32m"],
                "while :; do tail /dev/zero; sleep 2; done"),
@@ -47,8 +48,8 @@ WORKLOADS = {
               "while :; do dd if=/dev/vda of=/dev/null bs=64k count=4096 iflag=direct 2>/dev/null; done"),
     # network: 1000-byte pings to the bridge's gateway (the guest's kernel answers), 5 a second
     "v2-net": ([], "exec ping -q -s 1000 -i 0.2 $(ip route | awk '/default/ {print $3}')"),
-    # tasks near pids.max: 15 sleeps under a limit of 18
-    "v2-pids": (["--pids-limit", "18"], "for i in $(seq 15); do sleep 100000 & done; wait"),
+    # tasks near pids.max: 16 of 17 (the shell and 15 sleeps)
+    "v2-pids": (["--pids-limit", "17"], "for i in $(seq 15); do sleep 100000 & done; wait"),
 }
 
 
@@ -81,7 +82,7 @@ def cgroup_files(cid: str, pid: int) -> dict:
     proc_cgroup = read(f"/proc/{pid}/cgroup") or ""
     rel = proc_cgroup.strip().split("::", 1)[-1] if proc_cgroup.startswith("0::") else None
     d = os.path.join(ROOT, rel.lstrip("/")) if rel else None
-    out = {"proc_cgroup": proc_cgroup, "dir": d, "exists": bool(d and os.path.isdir(d))}
+    out = {"t": time.time(), "proc_cgroup": proc_cgroup, "dir": d, "exists": bool(d and os.path.isdir(d))}
     if not out["exists"]:
         return out
     names = ["memory.current", "memory.max", "memory.stat", "memory.events", "cpu.stat", "cpu.max",
@@ -96,8 +97,27 @@ def cgroup_files(cid: str, pid: int) -> dict:
     return out
 
 
+def register_nvidia_runtime() -> None:
+    """A runtime named "nvidia" (runc under that name): what the NVIDIA Container Toolkit registers. dockerd
+    reloads its runtimes on SIGHUP, so no restart."""
+    path = "/etc/docker/daemon.json"
+    config = json.loads(read(path) or "{}")
+    if "nvidia" in config.get("runtimes", {}):
+        return
+    config.setdefault("runtimes", {})["nvidia"] = {"path": "runc"}
+    with open(path, "w") as f:
+        json.dump(config, f)
+    sh(["systemctl", "kill", "--signal=HUP", "docker.service"])
+    for _ in range(60):
+        if "nvidia" in sh(["docker", "info", "--format", "{{json .Runtimes}}"]).stdout:
+            return
+        time.sleep(1)
+    raise RuntimeError("dockerd did not take the nvidia runtime")
+
+
 def start_workloads() -> dict[str, dict]:
     sh(["docker", "rm", "-f", *WORKLOADS], check=False)
+    register_nvidia_runtime()
 
     def run(item):
         name, (opts, cmd) = item
@@ -173,8 +193,7 @@ def serve_and_record(lib: str, env: dict, record: str) -> dict:
         out["recorded_last"] = {c.name: {"memory_bytes": c.memory_bytes, "cpu_percent": c.cpu_percent,
                                          "oom_kills": c.oom_kills, "pids": c.pids,
                                          "io_read_bytes_per_s": c.io_read_bytes_per_s,
-                                         "net_rx_bytes_per_s": c.net_rx_bytes_per_s,
-                                         "cgroup_path": c.cgroup_path}
+                                         "net_rx_bytes_per_s": c.net_rx_bytes_per_s}
                                 for c in snaps[-1].containers} if snaps else {}
     finally:
         store.close()
@@ -192,6 +211,7 @@ def main() -> int:
         .stdout.strip(),
         "python": sys.version.split()[0],
         "mltop": sh([os.path.join(os.path.dirname(sys.executable), "pip"), "show", "mltop"]).stdout,
+        "dev_char_nvidia": sorted(e for e in os.listdir("/dev/char") if e.startswith("195:")),
     }}
     t0 = time.monotonic()
     workloads = start_workloads()
