@@ -15,7 +15,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-ROOTS = ("docker", "nvidia-ml-py", "psutil", "prometheus-client", "rich")  # rich: the CLI's text escaping
+# rich: the CLI's text escaping; PyYAML and bcrypt: --web-config
+ROOTS = ("docker", "nvidia-ml-py", "psutil", "prometheus-client", "rich", "PyYAML", "bcrypt")
 REPO = Path(__file__).resolve().parent.parent
 MLTOP_PACKAGES = {"probes": "mltop/probes", "diagnostics": "mltop/diagnostics", "tui": "mltop/tui"}
 
