@@ -213,7 +213,11 @@ def build(force: bool = False) -> Path:
 
 
 def _wheels_key() -> str:
-    return hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    """mltop's dependency list (not the rest of pyproject.toml)."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return hashlib.sha256(json.dumps(project["dependencies"]).encode()).hexdigest()[:16]
 
 
 def _source_copy(dest: Path) -> Path:
@@ -280,9 +284,11 @@ def _image_ids(names=GUEST_IMAGES) -> str:
 
 
 def saved_dir() -> Path:
-    """The saved Docker-ready machine: keyed by the image, the test images, the dependency wheels and qemu."""
+    """The saved Docker-ready machine: keyed by the image, the test images, qemu and the machine. Not by
+    mltop's dependencies: those it holds are what they were at the save, and `install_mltop` brings the
+    current ones (pip installs what changed)."""
     qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout
-    text = image_key() + _image_ids() + _wheels_key() + qemu + " ".join(QEMU_MACHINE) + KERNEL_ARGS
+    text = image_key() + _image_ids() + qemu + " ".join(QEMU_MACHINE) + KERNEL_ARGS
     return CACHE / f"saved-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
@@ -469,9 +475,12 @@ class Guest:
     def install_mltop(self) -> str:
         """pip install this checkout's wheel in the guest's venv, as a user would; returns the wheel's name."""
         wheel = mltop_wheel(self.share / "wheels")
-        # its dependencies are in the venv already (the saved state): pip finds them satisfied
+        # the dependencies as they are now, next to the mltop wheel: the saved venv holds those of its day,
+        # and pip installs only what changed since
+        for dep in dependency_wheels().glob("*.whl"):
+            shutil.copy(dep, self.share / "wheels" / dep.name)
         self.run(f"PIP_DISABLE_PIP_VERSION_CHECK=1 {GUEST_VENV}/bin/pip install -q --no-index "
-                 f"--find-links /root/wheels {GUEST_SHARE}/wheels/{wheel.name}", check=True, timeout=600)
+                 f"--find-links {GUEST_SHARE}/wheels {GUEST_SHARE}/wheels/{wheel.name}", check=True, timeout=600)
         return wheel.name
 
     def hmp(self, command: str) -> str:
