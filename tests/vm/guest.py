@@ -479,7 +479,9 @@ class Guest:
         # and pip installs only what changed since
         for dep in dependency_wheels().glob("*.whl"):
             shutil.copy(dep, self.share / "wheels" / dep.name)
-        self.run(f"PIP_DISABLE_PIP_VERSION_CHECK=1 {GUEST_VENV}/bin/pip install -q --no-index "
+        # (an earlier install of the same version goes first: pip would keep it)
+        self.run(f"export PIP_DISABLE_PIP_VERSION_CHECK=1; {GUEST_VENV}/bin/pip uninstall -q -y mltop 2>/dev/null; "
+                 f"{GUEST_VENV}/bin/pip install -q --no-index "
                  f"--find-links {GUEST_SHARE}/wheels {GUEST_SHARE}/wheels/{wheel.name}", check=True, timeout=600)
         return wheel.name
 

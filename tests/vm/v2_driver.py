@@ -201,6 +201,30 @@ def serve_and_record(lib: str, env: dict, record: str) -> dict:
     return out
 
 
+def agent_in_a_container() -> dict:
+    """mltop as README's agent container runs it (--pid=host, the host's /sys/fs/cgroup read-only, the engine
+    socket): on v2 Docker gives a container a cgroup namespace of its own, so /proc/<pid>/cgroup reads
+    `0::/../docker-<id>.scope` for the others and `0::/` for itself. The guest's own Python and mltop venv are
+    mounted into a busybox container (the agent image needs a Python base image the guest does not hold)."""
+    mounts = ["/usr:/usr:ro", "/lib:/lib:ro", "/lib64:/lib64:ro", "/opt/mltop:/opt/mltop:ro",
+              "/sys/fs/cgroup:/sys/fs/cgroup:ro", "/var/run/docker.sock:/var/run/docker.sock:ro"]
+    cmd = ["docker", "run", "--rm", "--name", "v2-agent", "--label", LABEL, "--pid=host"]
+    for m in mounts:
+        cmd += ["-v", m]
+    script = f"cat /proc/self/cgroup; echo; exec {MLTOP} --no-nvml snapshot --json --interval 1"
+    result = sh([*cmd, IMAGE, "sh", "-c", script], timeout=300, check=False)
+    head, _, body = result.stdout.partition("\n\n")
+    out = {"rc": result.returncode, "stderr": result.stderr[-2000:], "proc_self_cgroup": head}
+    try:
+        snap = json.loads(body)
+        out["containers"] = {c["name"]: {"cgroup_path": c["cgroup_path"], "memory_bytes": c["memory_bytes"],
+                                         "pids": c["pids"], "cpu_percent": c["cpu_percent"]}
+                             for c in snap["containers"]}
+    except ValueError:
+        out["stdout"] = result.stdout[-2000:]
+    return out
+
+
 def main() -> int:
     lib = sys.argv[1]
     report: dict = {"host": {
@@ -230,7 +254,8 @@ def main() -> int:
     report.update(before=before, snapshot=snap, after=after)
     report["doctor"] = mltop("--nvml-lib", lib, "doctor", "--json", env=env)
     report["serve"] = serve_and_record(lib, env, os.path.join("/tmp", "history.db"))
-    sh(["docker", "rm", "-f", *WORKLOADS], check=False)
+    report["agent"] = agent_in_a_container()
+    sh(["docker", "rm", "-f", *WORKLOADS, "v2-agent"], check=False)
     report["total_s"] = round(time.monotonic() - t0, 1)
     json.dump(report, sys.stdout)
     return 0
