@@ -175,7 +175,8 @@ def pytest_terminal_summary(terminalreporter):
         for report in reports:
             host = dict(getattr(report, "user_properties", ())).get("host")
             if host and getattr(report, "when", "") == "call":
-                by_host.setdefault(host, []).append(f"{report.nodeid.split('::')[-1]} {report.outcome}")
+                outcome = "xfailed" if hasattr(report, "wasxfail") and report.skipped else report.outcome
+                by_host.setdefault(host, []).append(f"{report.nodeid.split('::')[-1]} {outcome}")
     for host, tests in by_host.items():
         terminalreporter.write_sep("-", f"ran on {host}")
         for line in tests:
