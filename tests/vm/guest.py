@@ -411,7 +411,13 @@ class Guest:
     def _alive(self) -> bool:
         if self.proc is not None:
             return self.proc.poll() is None
-        return self.pid is not None and os.path.exists(f"/proc/{self.pid}")
+        # a PID from the state file: still this qemu (its monitor socket in its command line), not a reused PID
+        try:
+            with open(f"/proc/{self.pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except (OSError, TypeError):
+            return False
+        return cmdline.startswith(b"qemu-system") and str(self.monitor).encode() in cmdline
 
     def _died(self) -> VmError:
         tail = lambda p: p.read_text(errors="replace")[-1500:] if p.exists() else ""  # noqa: E731
