@@ -157,8 +157,8 @@ def test_read_throttle_in_io_max(run):
     assert re.search(r"^\d+:\d+ rbps=1048576 ", io_max, re.M), f"[{run['host_line']}] io.max: {io_max!r}"
     between(c["io_read_bytes"], _rbytes(run["before"]["v2-io"]), _rbytes(run["after"]["v2-io"]), "rbytes", run)
     assert c["io_read_bytes_per_s"] > 0
-    (f,) = [f for f in run["doctor"]["json"]["findings"] if f["container"] == "v2-io"]
-    assert f["code"] in ("io.slow", "io.throttle_set"), f
+    (f,) = [f for f in run["doctor"]["json"]["findings"]
+            if f["container"] == "v2-io" and f["code"] in ("io.slow", "io.throttle_set")]
     assert any("io.max" in str(e) and "vda" in str(e) for e in f["evidence"]), f["evidence"]
 
 
@@ -188,12 +188,25 @@ def test_network_rates(run):
 def test_gpu_attribution_through_the_v2_path(run):
     """NVML's host PID -> /proc/<pid>/cgroup (0::/system.slice/docker-<id>.scope) -> the container."""
     snap = run["snapshot"]["json"]
-    gpu_id = run["workloads"]["v2-gpu"]["id"]
-    (proc,) = snap["gpus"][0]["processes"]
-    assert (proc["container_id"], proc["runtime"], proc["container_name"]) == (gpu_id, "docker", "v2-gpu")
+    by_pid = {p["host_pid"]: p for p in snap["gpus"][0]["processes"]}
+    for name in ("v2-gpu", "v2-io"):
+        proc = by_pid[run["workloads"][name]["pid"]]
+        assert (proc["container_id"], proc["runtime"], proc["container_name"]) == \
+            (run["workloads"][name]["id"], "docker", name), f"[{run['host_line']}] {proc}"
     assert containers(run)["v2-gpu"]["gpu_memory_bytes"] == 3 << 30
+    assert containers(run)["v2-io"]["gpu_memory_bytes"] == 1 << 30
     # a GPU job pinned at its CPU quota: the input pipeline holds it back
     assert "perf.input_bound" in findings(run, "v2-gpu"), run["doctor"]["json"]["findings"]
+
+
+def test_input_io_from_the_cgroups_own_io_pressure(run):
+    """A GPU container whose reads stall at their throttle: the workload class is input-io, from the cgroup's
+    own io.pressure (PSI per cgroup exists on v2 only; v1 falls back to the host's)."""
+    c = containers(run)["v2-io"]
+    workload = c["workload"]
+    assert workload and workload["kind"] == "input-io", f"[{run['host_line']}] {workload}"
+    assert any(r.startswith("I/O pressure") for r in workload["reasons"]), workload["reasons"]
+    assert "perf.input_bound" in findings(run, "v2-io"), run["doctor"]["json"]["findings"]
 
 
 def test_dev_char_links_missing_under_the_systemd_driver(run):

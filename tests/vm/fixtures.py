@@ -43,7 +43,7 @@ def cgroup_v2_guest():
 
 
 @pytest.fixture(scope="session")
-def v2_run(cgroup_v2_guest):
+def v2_run(cgroup_v2_guest, tmp_path_factory):
     """One run of tests/vm/v2_driver.py in the guest: its JSON (workloads, direct cgroup reads, and mltop's
     snapshot, doctor, serve metrics and recording)."""
     from fakenvml import SOURCE, build_fake_nvml
@@ -56,6 +56,9 @@ def v2_run(cgroup_v2_guest):
     result = cgroup_v2_guest.run(f"/opt/mltop/bin/python /mnt/mltop/v2_driver.py /mnt/mltop/{lib.name}",
                                  timeout=900)
     assert result.returncode == 0, f"the driver failed in the guest ({result.returncode}):\n{result.stderr[-4000:]}"
+    kept = tmp_path_factory.mktemp("cgroup-v2") / "driver.json"  # to read after a failure
+    kept.write_text(result.stdout)
     data = json.loads(result.stdout)
+    data["kept_at"] = str(kept)
     data["guest_boot_s"] = cgroup_v2_guest.boot_seconds
     return data

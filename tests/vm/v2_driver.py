@@ -241,10 +241,12 @@ def main() -> int:
     workloads = start_workloads()
     report["start_s"] = round(time.monotonic() - t0, 1)
     report["workloads"] = workloads
-    # the fake NVML: one GPU, the GPU job's busy shell as its process (host PID, seen through the v2 path)
+    # the fake NVML: one mostly idle GPU; its processes (host PIDs, joined to containers through the v2 path)
+    # are the GPU job's busy shell (held back by its CPU quota) and the throttled reader (held back by I/O)
     scenario = os.path.join(SHARE, "scenario.txt")
-    gpu_pid = workloads["v2-gpu"]["pid"]
-    write_scenario(scenario, gpus=[FakeGpu(util=15, processes=[FakeProcess(gpu_pid, used_memory=3 << 30, sm=10)])])
+    procs = [FakeProcess(workloads["v2-gpu"]["pid"], used_memory=3 << 30, sm=10),
+             FakeProcess(workloads["v2-io"]["pid"], used_memory=1 << 30, sm=5)]
+    write_scenario(scenario, gpus=[FakeGpu(util=15, mem_used=4 << 30, processes=procs)])
     env = {SCENARIO_ENV: scenario}
     time.sleep(8)  # every workload settles: caches written, OOM kills under way, pings flowing
 
