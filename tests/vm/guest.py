@@ -242,6 +242,9 @@ def _pip_wheel(args: list[str]) -> None:
 def dependency_wheels() -> Path:
     """mltop's dependencies as wheels for the guest, built on the host with its Python (3.11, as the
     guest's), cached by pyproject.toml."""
+    if sys.version_info[:2] != (3, 11):  # compiled wheels (cffi) are per Python version
+        raise VmError(f"the guest runs Debian 12's Python 3.11: run the tier with Python 3.11, not "
+                      f"{sys.version.split()[0]}")
     out = CACHE / f"wheels-{_wheels_key()}"
     if (out / "DONE").exists():
         return out
