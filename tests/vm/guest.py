@@ -32,7 +32,6 @@ import glob
 import hashlib
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
