@@ -185,7 +185,11 @@ class CgroupLocator:
         return None
 
     def paths_for_pid(self, pid: int) -> dict[str, str]:
-        """{controller: absolute dir} for v1, {"unified": dir} for v2. Raises CgroupGone."""
+        """{controller: absolute dir} for v1, {"unified": dir} for v2. Raises CgroupGone.
+
+        v2: empty when the path is not one to join to the root: mltop in a cgroup namespace of its own (Docker's
+        default on v2, so the agent container) reads other cgroups as `/../docker-<id>.scope` and its own as
+        `/`; the caller then finds the container by its id (paths_for_id) in the host's tree mounted there."""
         try:
             text = _read(f"/proc/{pid}/cgroup")
         except OSError:
@@ -194,7 +198,7 @@ class CgroupLocator:
         for line in text.splitlines():
             _, controllers, path = line.split(":", 2)
             if self.version == 2:
-                if controllers == "":
+                if controllers == "" and path.strip() != "/" and not path.startswith("/.."):
                     out["unified"] = os.path.join(self.root, path.lstrip("/"))
                 continue
             for controller in controllers.split(","):

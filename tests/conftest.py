@@ -166,3 +166,18 @@ def fake_nvidia_smi(containers, script: str, **kwargs):
     c = containers.run(["sh", "-c", f"{install} && touch /tmp/ready && exec sleep 600"], **kwargs)
     wait_for(lambda: c.exec_run(["test", "-e", "/tmp/ready"]).exit_code == 0, what="fake nvidia-smi")
     return c
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Which host each test ran on, for the tests that say (the cgroup v2 tier records `host`)."""
+    by_host: dict[str, list[str]] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            host = dict(getattr(report, "user_properties", ())).get("host")
+            if host and getattr(report, "when", "") == "call":
+                outcome = "xfailed" if hasattr(report, "wasxfail") and report.skipped else report.outcome
+                by_host.setdefault(host, []).append(f"{report.nodeid.split('::')[-1]} {outcome}")
+    for host, tests in by_host.items():
+        terminalreporter.write_sep("-", f"ran on {host}")
+        for line in tests:
+            terminalreporter.write_line(f"  {line}")
