@@ -98,10 +98,6 @@ def _rbytes(r) -> int:
     return sum(int(m) for m in re.findall(r"rbytes=(\d+)", r["io.stat"]))
 
 
-@pytest.mark.xfail(strict=False, reason="issue 18 point 4 (branch probes-rates): a rate is divided by the time "
-                   "between sweep starts, not between the counters' reads, so a slow first sweep (every sweep "
-                   "is, under emulation) understates `mltop snapshot`'s rates by about half here. Remove this "
-                   "mark once that fix is merged (not strict: a fast first sweep can land within the bounds by chance)")
 def test_rates_match_the_kernels_counters(run):
     """CPU %, read and network rates of `mltop snapshot` against the kernel's counters' own rates around it.
     Steady workloads (a busy loop at its quota, reads at their throttle, pings), so the two windows agree
