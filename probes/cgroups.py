@@ -6,7 +6,6 @@ This is how cAdvisor does it and it is four orders of magnitude cheaper than the
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -16,7 +15,6 @@ Reader = Callable[[str], bytes]  # path -> whole content: read_bytes, or an Open
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 _NO_LIMIT_V1 = 1 << 62  # v1 reports "no limit" as a page-rounded LONG_MAX (9223372036854771712)
-_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 
 
 def detect_cgroup_version(root: str = CGROUP_ROOT) -> int:
@@ -460,39 +458,3 @@ def read_net_dev(pid: int, read: Reader = read_bytes) -> tuple[int, int] | None:
             rx += int(fields[0])
             tx += int(fields[8])
     return rx, tx
-
-
-def container_ref_of_pid(pid: int) -> tuple[str, str] | None:
-    """(runtime, container id) of host PID `pid` from /proc/<pid>/cgroup; None for a host process or a PID
-    this process cannot see (gone, or another PID namespace's number)."""
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            return container_ref_from_cgroup_text(f.read())
-    except OSError:
-        return None
-
-
-def container_ref_from_cgroup_text(text: str) -> tuple[str, str] | None:
-    """(runtime, container id) from the text of /proc/<pid>/cgroup, or None for a host process.
-
-    Recognises Docker (cgroupfs `/docker/<id>`, systemd `docker-<id>.scope`), podman (`libpod-<id>`) and
-    Kubernetes pod paths (`kubepods…/pod<uid>/<id>` or `cri-containerd-<id>.scope`, `crio-<id>.scope`).
-    """
-    for line in text.splitlines():
-        path = line.split(":", 2)[-1]
-        if "libpod-" in path:
-            m = _CONTAINER_ID.search(path.split("libpod-", 1)[1])
-            if m:
-                return "podman", m.group(0)
-        if "kubepods" in path:
-            ids = _CONTAINER_ID.findall(path)
-            if ids:
-                return "kubernetes", ids[-1]
-        if "docker" in path:
-            ids = _CONTAINER_ID.findall(path)
-            if ids:
-                return "docker", ids[-1]
-        ids = _CONTAINER_ID.findall(path)
-        if ids and ("containerd" in path or "crio" in path):
-            return "kubernetes" if "kubepods" in path else "containerd", ids[-1]
-    return None

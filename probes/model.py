@@ -78,7 +78,7 @@ class GpuProcess:
     name: str | None = None  # process name from /proc, when visible
     container_id: str | None = None  # full id, set by attribution
     container_name: str | None = None
-    runtime: str | None = None  # "docker" | "podman" | "kubernetes" | None for host processes
+    runtime: str | None = None  # "docker" | "containerd" | "cri-o" | "podman" (probes/identity.py); None: host process or a runtime the path does not name
 
 
 @dataclass(frozen=True)

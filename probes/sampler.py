@@ -15,12 +15,12 @@ from .cgroups import (
     CgroupLimits,
     CgroupLocator,
     cgroup_procs,
-    container_ref_of_pid,
     read_counters,
     read_limits,
     read_net_dev,
 )
 from .catalog import ContainerCatalog
+from .identity import identity_of_pid
 from .engine import ContainerMeta, Engine, EngineError
 from .model import (
     ContainerGpuUse,
@@ -489,9 +489,9 @@ def attribute_gpu_processes(
     for gpu in gpus:
         procs = []
         for proc in gpu.processes:
-            ref = container_ref_of_pid(proc.host_pid)
-            if ref is not None:
-                runtime, cid = ref
+            identity = identity_of_pid(proc.host_pid)
+            if identity is not None:
+                runtime, cid = identity.runtime, identity.container_id
                 container = by_id.get(cid)
                 if container is None and catalog is not None:
                     meta = catalog.get(cid)
@@ -499,7 +499,7 @@ def attribute_gpu_processes(
                 else:
                     name = container.name if container else None
                 if name is None:
-                    name = f"{runtime}:{cid[:12]}"
+                    name = f"{runtime or 'pod'}:{cid[:12]}"
                 proc = dataclasses.replace(proc, container_id=cid, container_name=name, runtime=runtime)
                 per_container_gpu.setdefault(cid, {}).setdefault(gpu.index, []).append(proc)
                 per_pid.setdefault(proc.host_pid, []).append((gpu, proc))
