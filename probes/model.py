@@ -78,7 +78,9 @@ class GpuProcess:
     name: str | None = None  # process name from /proc, when visible
     container_id: str | None = None  # full id, set by attribution
     container_name: str | None = None
-    runtime: str | None = None  # "docker" | "containerd" | "cri-o" | "podman" (probes/identity.py); None: host process or a runtime the path does not name
+    # "docker" | "containerd" | "cri-o" | "podman" (probes/identity.py); None: a host process, or a pod's
+    # container under the cgroupfs driver that no source named (the path does not say which runtime)
+    runtime: str | None = None
 
 
 @dataclass(frozen=True)
