@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from .model import ContainerConfig, DeviceMapping, DeviceRequest, EngineStatus, Mount
+from .model import ContainerConfig, DeviceMapping, DeviceRequest, EngineStatus, KubernetesInfo, Mount
 from .unix_api import NoSuchContainer, Unanswered, UnixSocketAPI
 from .redaction import (
     SECRETS_UNREADABLE,
@@ -136,6 +136,9 @@ class ContainerMeta:
     # Made from the list alone while its inspect is on the way (the dashboard's first frame on a dense host):
     # no PID, no secrets, a configuration with nothing in it but the exit code.
     provisional: bool = False
+    runtime: str = "docker"  # the runtime that runs it (probes/identity.py's names)
+    kubernetes: KubernetesInfo | None = None  # a CRI runtime's pod container
+    cgroup_parent: str | None = None  # where to look for its cgroup when its PID is not known
 
 
 def _none_if_zero(value: Any) -> Any:

@@ -26,6 +26,31 @@ class EngineStatus:
 
 
 @dataclass(frozen=True)
+class SourceStatus:
+    """One source of containers (the Docker engine, a CRI runtime): whether it answered, what it is, why not.
+
+    status: "ok", "unreachable", "permission_denied", "error", "disabled", "no_cri" (a socket that answers
+    gRPC without the CRI: Docker's own containerd), "absent" (not on this host, and nobody asked for it)."""
+
+    kind: str  # "docker" | "cri"
+    endpoint: str  # "unix:///var/run/docker.sock", "unix:///run/containerd/containerd.sock"
+    status: str
+    error: str | None = None
+    runtime: str | None = None  # "docker", "containerd", "cri-o" once it answered
+    version: str | None = None  # the runtime's version, e.g. "1.7.2"
+    containers: int = 0  # how many containers it named this sweep
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def quiet(self) -> bool:
+        """Not answering, and rightly so: nothing to warn about (absent, turned off, no CRI plugin)."""
+        return self.status in ("absent", "disabled", "no_cri")
+
+
+@dataclass(frozen=True)
 class NvmlStatus:
     """Whether NVML answered, and if not, why. `cuda_driver_version` is "12.2" style."""
 
@@ -62,6 +87,17 @@ class HostInfo:
     # Facts about the mltop process itself that limit what it can see (e.g. running in a container
     # without --pid=host), in words.
     limitations: tuple[str, ...] = ()
+    # Every source of containers asked this sweep, Docker first (snapshot --json's host.sources[])
+    sources: tuple[SourceStatus, ...] = ()
+
+    @property
+    def engine_down(self) -> bool:
+        """The Docker engine should answer and does not. False where it is absent but another source (a CRI
+        runtime) answers: a Kubernetes node without Docker is no alarm."""
+        if self.engine.ok:
+            return False
+        docker = next((s for s in self.sources if s.kind == "docker"), None)
+        return not (docker is not None and docker.quiet and any(s.ok for s in self.sources))
 
 
 # --------------------------------------------------------------------------- GPUs
@@ -81,6 +117,7 @@ class GpuProcess:
     # "docker" | "containerd" | "cri-o" | "podman" (probes/identity.py); None: a host process, or a pod's
     # container under the cgroupfs driver that no source named (the path does not say which runtime)
     runtime: str | None = None
+    kubernetes: KubernetesInfo | None = None  # the pod the process's container belongs to
 
 
 @dataclass(frozen=True)
@@ -165,6 +202,22 @@ class GpuSample:
 
 
 @dataclass(frozen=True)
+class KubernetesInfo:
+    """The pod a container belongs to (kubelet labels; containerd's io.kubernetes.cri.* annotations as the
+    fallback; the pod UID and QoS class also from the cgroup path). snapshot --json's `kubernetes`."""
+
+    namespace: str
+    pod: str
+    pod_uid: str
+    container: str
+    qos: str | None  # "Guaranteed" | "Burstable" | "BestEffort" (from the cgroup path); None when not known
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.namespace}/{self.pod}/{self.container}"
+
+
+@dataclass(frozen=True)
 class DeviceRequest:
     driver: str  # "" (default: nvidia), "nvidia", "cdi"
     count: int  # -1 = all
@@ -223,6 +276,12 @@ class ContainerConfig:
     blkio_throttles: Mapping[str, tuple[Mapping[str, Any], ...]]
     ulimits: tuple[Mapping[str, Any], ...]
     devices: tuple[DeviceMapping, ...] = ()  # HostConfig.Devices (--device)
+    # CRI containers: the container's annotations, its pod's labels and annotations (secret-looking values
+    # redacted), and the kubelet's log file of the container
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
+    pod_annotations: Mapping[str, str] = field(default_factory=dict)
+    log_path: str | None = None
 
     def env_value(self, name: str) -> str | None:
         for key, value in self.env:
@@ -323,6 +382,8 @@ class ContainerSample:
     # True for a moment on a dense host's first sweeps in the dashboard: the container came from the engine's
     # list and its `docker inspect` is still on the way, so `config` is empty and processes are not read yet.
     config_pending: bool = False
+    runtime: str | None = None  # "docker" | "containerd" | "cri-o" | ... (the source that named it)
+    kubernetes: KubernetesInfo | None = None  # None outside pods
 
     @property
     def short_id(self) -> str:

@@ -36,6 +36,7 @@ from .model import (
     Snapshot,
 )
 from .openfiles import OpenFiles
+from .sources import CriSources, docker_source_status
 from .openfiles import prepare as prepare_open_files
 from .processes import ProcessKey, ProcessTable, process_key
 
@@ -61,6 +62,7 @@ class ProbeOptions:
     # Answer the first sweep from the engine's list alone while containers are inspected in the background
     # (the dashboard's first frame on a dense host); their samples say config_pending meanwhile.
     inspect_in_background: bool = False
+    cri_endpoint: str | None = None  # --cri-endpoint; None: $MLTOP_CRI_ENDPOINT, else the default sockets
 
 
 @dataclass
@@ -99,6 +101,7 @@ class Sampler:
         self.engine = engine or Engine(self.options.docker_host)
         self.catalog = ContainerCatalog(self.engine, watch_events=self.options.watch_events,
                                         inspect_in_background=self.options.inspect_in_background)
+        self.cri = CriSources(self.options.cri_endpoint)
         self._locator: CgroupLocator | None = None
         self._paths: dict[str, tuple[int | None, dict[str, str]]] = {}  # id -> (pid, paths)
         self._previous: dict[str, _Previous] = {}
@@ -121,6 +124,7 @@ class Sampler:
 
     def close(self) -> None:
         self.catalog.close()
+        self.cri.close()
         self._files.close()
         if self._nvml is not None:
             self._nvml.close()
@@ -142,6 +146,9 @@ class Sampler:
         self._sweep_no += 1
 
         engine_status, metas, info = self._engine_view()
+        cri_statuses, cri_metas = self.cri.view()
+        docker_count = len(metas)
+        metas = metas + cri_metas
         if self._nvml is not None:
             nvml_status, gpus = self._nvml.sample()
         else:
@@ -184,6 +191,9 @@ class Sampler:
         gpus, containers = attribute_gpu_processes(gpus, containers, self.catalog)
         running = sum(1 for m in metas if m.pid and m.status == "running")
         host = self._host_info(engine_status, nvml_status, info, locator, now, running)
+        named = bool(self.options.docker_host or os.environ.get("DOCKER_HOST"))
+        docker = docker_source_status(engine_status, host.docker_version, docker_count, named, cri_statuses)
+        host = dataclasses.replace(host, sources=(docker, *cri_statuses))
         containers.sort(key=lambda c: c.name)
         return Snapshot(
             taken_at=taken_at,
@@ -250,7 +260,7 @@ class Sampler:
             except CgroupGone:
                 paths = {}
         if not paths:
-            paths = locator.paths_for_id(meta.id)
+            paths = locator.paths_for_id(meta.id, meta.cgroup_parent)
         if not paths:
             raise CgroupGone(meta.id)
         self._paths[meta.id] = (meta.pid, paths)
@@ -278,7 +288,7 @@ class Sampler:
         if meta.provisional:
             # No PID before the inspect: find the cgroup by id, and the network from any of its processes.
             cached = self._paths.get(meta.id)
-            paths = cached[1] if cached is not None else locator.paths_for_id(meta.id)
+            paths = cached[1] if cached is not None else locator.paths_for_id(meta.id, meta.cgroup_parent)
             if not paths:
                 return self._unmeasured(meta)
             self._paths[meta.id] = (None, paths)
@@ -379,6 +389,8 @@ class Sampler:
             config=cfg,
             cpu_usage_seconds=counters.cpu_usage_ns / 1e9 if counters.cpu_usage_ns is not None else None,
             config_pending=meta.provisional,
+            runtime=meta.runtime,
+            kubernetes=meta.kubernetes,
         )
         return this.sample
 
@@ -464,7 +476,7 @@ def _unmeasured_sample(meta: ContainerMeta) -> ContainerSample:
         io_read_bytes=None, io_write_bytes=None, io_read_bytes_per_s=None, io_write_bytes_per_s=None,
         net_rx_bytes=None, net_tx_bytes=None, net_rx_bytes_per_s=None, net_tx_bytes_per_s=None,
         oom_kills=None, cpu_throttled_periods=None, pressure=None, cgroup_path=None, gpus=(), processes=(),
-        config=meta.config, config_pending=meta.provisional,
+        config=meta.config, config_pending=meta.provisional, runtime=meta.runtime, kubernetes=meta.kubernetes,
     )
 
 
@@ -493,14 +505,19 @@ def attribute_gpu_processes(
             if identity is not None:
                 runtime, cid = identity.runtime, identity.container_id
                 container = by_id.get(cid)
+                kubernetes = None
                 if container is None and catalog is not None:
                     meta = catalog.get(cid)
                     name = meta.name if meta else None
                 else:
                     name = container.name if container else None
+                if container is not None:
+                    runtime = container.runtime or runtime
+                    kubernetes = container.kubernetes
                 if name is None:
                     name = f"{runtime or 'pod'}:{cid[:12]}"
-                proc = dataclasses.replace(proc, container_id=cid, container_name=name, runtime=runtime)
+                proc = dataclasses.replace(proc, container_id=cid, container_name=name, runtime=runtime,
+                                           kubernetes=kubernetes)
                 per_container_gpu.setdefault(cid, {}).setdefault(gpu.index, []).append(proc)
                 per_pid.setdefault(proc.host_pid, []).append((gpu, proc))
             procs.append(proc)

@@ -29,3 +29,101 @@ def test_harness_pods_look_like_the_kubelets(cri_pods):
     node.remove_pod(pod)
     assert not os.path.exists(f"/proc/{pid}") or identity_of_pid(pid) is None
     assert cid not in {c.id for c in node.client.list_containers()}
+
+
+def test_pods_are_sampled_beside_docker_containers(cri_pods, containers, monkeypatch):
+    """Both sources answer: a Docker container and pod containers side by side, each measured from its own
+    cgroup; the pod's sandbox is not a workload; a pod container carries runtime and kubernetes."""
+    from mltop.probes.sampler import ProbeOptions, Sampler
+
+    node = cri_pods.node
+    docker_one = containers.run(["sleep", "300"])
+    pod = cri_pods.run("ml-team", "trainer", [
+        ContainerSpec("main", ["sh", "-c", "while :; do :; done"], cpu_quota_us=50_000, memory_limit_bytes=64 << 20),
+        ContainerSpec("sidecar", ["sleep", "300"]),
+    ], qos="Burstable", labels={"app": "trainer"}, annotations={"team": "vision"})
+    sampler = Sampler(ProbeOptions(nvml=False, cri_endpoint=node.endpoint))
+    try:
+        sampler.sweep()
+        import time
+        time.sleep(1.0)
+        snap = sampler.sweep()
+    finally:
+        sampler.close()
+    kinds = {s.kind: s for s in snap.host.sources}
+    assert kinds["docker"].ok and kinds["cri"].ok
+    assert kinds["cri"].runtime == "containerd" and kinds["cri"].version
+    assert snap.container(docker_one.id).runtime == "docker" and snap.container(docker_one.id).kubernetes is None
+    main = snap.container(pod.containers["main"])
+    assert main.name == "ml-team/trainer/main"
+    assert main.runtime == "containerd"
+    k = main.kubernetes
+    assert (k.namespace, k.pod, k.pod_uid, k.container, k.qos) == ("ml-team", "trainer", pod.uid, "main", "Burstable")
+    assert main.status == "running"
+    assert f"pod{pod.uid}/{main.id}" in main.cgroup_path
+    assert main.cpu_limit_cores == 0.5 and main.memory_limit_bytes == 64 << 20
+    assert 25 <= main.cpu_percent <= 60, main.cpu_percent  # held to half a core by its quota
+    assert main.config.pod_labels["app"] == "trainer" and main.config.pod_annotations["team"] == "vision"
+    assert main.config.log_path.endswith("main/0.log")
+    assert main.processes and all(p.cmdline for p in main.processes)
+    assert snap.container(pod.containers["sidecar"]).name == "ml-team/trainer/sidecar"
+    assert snap.container(pod.sandbox_id) is None  # the pause container is no workload
+
+
+def test_snapshot_json_lists_pods_with_the_docker_engine_unreachable(cri_pods, tmp_path):
+    """DOCKER_HOST at a dead socket: the pods are still listed, each source has its own status."""
+    import json
+    import subprocess
+    import sys
+
+    node = cri_pods.node
+    pod = cri_pods.run("serving", "api", [ContainerSpec("server", ["sleep", "300"])], qos="BestEffort")
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/dead.sock", "MLTOP_CRI_ENDPOINT": node.endpoint}
+    done = subprocess.run([sys.executable, "-m", "mltop.tui.cli", "snapshot", "--json", "--no-nvml"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    doc = json.loads(done.stdout)
+    sources = {s["kind"]: s for s in doc["host"]["sources"]}
+    assert sources["docker"]["status"] == "unreachable" and sources["cri"]["status"] == "ok"
+    assert sources["cri"]["runtime"] == "containerd" and sources["cri"]["containers"] >= 1
+    (server,) = [c for c in doc["containers"] if c["id"] == pod.containers["server"]]
+    assert server["runtime"] == "containerd"
+    assert server["kubernetes"] == {"namespace": "serving", "pod": "api", "pod_uid": pod.uid,
+                                    "container": "server", "qos": "BestEffort"}
+    assert server["memory_bytes"] is not None  # measured from its cgroup, not from CRI stats
+    assert done.returncode == 3  # an engine that was named and does not answer is still said
+
+
+def test_a_node_without_docker_is_no_alarm():
+    """The Docker source is 'absent' (not down) only where nobody named an engine, its default socket is
+    missing and a CRI runtime answers; then nothing reports the engine down."""
+    import dataclasses
+
+    from builders import snapshot
+
+    from mltop.probes.model import EngineStatus, SourceStatus
+    from mltop.probes.sources import docker_source_status
+
+    down = EngineStatus("unreachable", "No Docker engine at unix:///var/run/docker.sock", "unix:///var/run/docker.sock")
+    cri = SourceStatus("cri", "unix:///run/containerd/containerd.sock", "ok", None, "containerd", "1.7.2", 3)
+    no_cri = SourceStatus("cri", "unix:///run/containerd/containerd.sock", "no_cri", "no CRI")
+    absent = docker_source_status(down, None, 0, named=False, others=[cri], socket_exists=False)
+    assert absent.status == "absent" and absent.error is None
+    assert docker_source_status(down, None, 0, named=True, others=[cri], socket_exists=False).status == "unreachable"
+    assert docker_source_status(down, None, 0, named=False, others=[no_cri], socket_exists=False).status == "unreachable"
+    assert docker_source_status(down, None, 0, named=False, others=[cri], socket_exists=True).status == "unreachable"
+
+    snap = snapshot()
+    node = dataclasses.replace(snap, host=dataclasses.replace(snap.host, engine=down, sources=(absent, cri)))
+    assert not node.host.engine_down
+    assert check_engine_findings(node) == []
+    docker_down = dataclasses.replace(snap, host=dataclasses.replace(snap.host, engine=down, sources=(
+        dataclasses.replace(absent, status="unreachable"), cri)))
+    assert docker_down.host.engine_down and check_engine_findings(docker_down)
+
+
+def check_engine_findings(snap):
+    from types import SimpleNamespace
+
+    from mltop.diagnostics.checks.driver import check_engine
+
+    return check_engine(SimpleNamespace(snapshot=snap))  # the engine check reads the snapshot alone

@@ -146,7 +146,7 @@ class DashboardScreen(Screen):
         title = Text(f"Containers {shown}", end="")
         if shown != len(snapshot.containers):
             title.append(f" of {len(snapshot.containers)}")
-        if not snapshot.host.engine.ok:
+        if snapshot.host.engine_down:
             title.append(" · engine down", style="bold red")
         arrow = "↑" if self.sort_ascending else "↓"
         title.append(f" · sort {LABELS[self.sort_column]} {arrow}")
