@@ -127,3 +127,25 @@ def check_engine_findings(snap):
     from mltop.diagnostics.checks.driver import check_engine
 
     return check_engine(SimpleNamespace(snapshot=snap))  # the engine check reads the snapshot alone
+
+
+def test_healthz_gives_each_source_its_status():
+    import dataclasses
+    import time
+
+    from builders import snapshot
+
+    from mltop.probes.model import SourceStatus
+    from mltop.tui.serve.http import health
+    from mltop.tui.serve.loop import ServeState
+
+    snap = snapshot()
+    sources = (SourceStatus("docker", "unix:///var/run/docker.sock", "absent"),
+               SourceStatus("cri", "unix:///run/containerd/containerd.sock", "ok", None, "containerd", "1.7.2", 4),
+               SourceStatus("cri", "unix:///var/run/crio/crio.sock", "permission_denied", "Permission denied on x"))
+    snap = dataclasses.replace(snap, host=dataclasses.replace(snap.host, sources=sources))
+    state = ServeState(snapshot=snap, swept_at=time.monotonic())
+    code, text = health(state, 1.0)
+    assert code == 200
+    assert text.endswith("; sources: docker absent, containerd (CRI) ok, cri (CRI) permission_denied "
+                         "(Permission denied on x)")
