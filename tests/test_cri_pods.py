@@ -149,3 +149,34 @@ def test_healthz_gives_each_source_its_status():
     assert code == 200
     assert text.endswith("; sources: docker absent, containerd (CRI) ok, cri (CRI) permission_denied "
                          "(Permission denied on x)")
+
+
+def test_gpu_processes_of_a_pod_container_are_attributed_to_it(cri_pods, nvml_scenario):
+    """The simulated NVML lists a pod container's host PID: the GPU's process and the container carry the pod,
+    whatever the pod asked for (no nvidia.com/gpu request here: attribution is by who uses the GPU)."""
+    import json
+
+    from fakenvml import FakeGpu, FakeProcess
+
+    from mltop.probes.model import snapshot_to_json
+    from mltop.probes.sampler import ProbeOptions, Sampler
+
+    node = cri_pods.node
+    pod = cri_pods.run("ml-team", "trainer", [ContainerSpec("main", ["sleep", "300"])], qos="Burstable")
+    cid = pod.containers["main"]
+    pid = node.init_pid(cid)
+    lib = nvml_scenario(gpus=[FakeGpu(uuid="GPU-aaaa", util=80, mem_used=12 << 30, processes=[
+        FakeProcess(pid=pid, used_memory=10 << 30, sm=70)])])
+    sampler = Sampler(ProbeOptions(nvml_lib=lib, cri_endpoint=node.endpoint))
+    try:
+        snap = sampler.sweep()
+    finally:
+        sampler.close()
+    (proc,) = snap.gpus[0].processes
+    assert proc.container_id == cid and proc.container_name == "ml-team/trainer/main"
+    assert proc.runtime == "containerd" and proc.kubernetes.pod_uid == pod.uid
+    main = snap.container(cid)
+    assert main.gpu_memory_bytes == 10 << 30 and main.gpu_sm_percent == 70
+    doc = json.loads(json.dumps(snapshot_to_json(snap)))
+    assert doc["gpus"][0]["processes"][0]["kubernetes"] == {
+        "namespace": "ml-team", "pod": "trainer", "pod_uid": pod.uid, "container": "main", "qos": "Burstable"}
