@@ -15,7 +15,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-ROOTS = ("docker", "nvidia-ml-py", "psutil", "prometheus-client", "rich")  # rich: the CLI's text escaping
+# rich: the CLI's text escaping; grpcio and protobuf: the CRI client (pods on Kubernetes nodes)
+ROOTS = ("docker", "nvidia-ml-py", "psutil", "prometheus-client", "rich", "grpcio", "protobuf")
 REPO = Path(__file__).resolve().parent.parent
 MLTOP_PACKAGES = {"probes": "mltop/probes", "diagnostics": "mltop/diagnostics", "tui": "mltop/tui"}
 

@@ -270,3 +270,22 @@ def cri_pods(cri_node):
     yield Maker()
     for pod in made:
         cri_node.remove_pod(pod)
+
+
+def run_scenario(make) -> dict[str, Pod]:
+    """The issue's scenario: two namespaces, three pods (one with two containers, one Guaranteed with CPU and
+    memory limits, one burning CPU), and a pod container whose child is OOM-killed (the container lives on,
+    its cgroup's oom_kill counter at 1). `make`: cri_pods.run or CriNode.run_pod."""
+    return {
+        "trainer": make("ml-team", "trainer", [
+            ContainerSpec("main", ["sleep", "600"]),
+            # `tail /dev/zero` buffers a line that never ends until the cgroup's limit kills it
+            ContainerSpec("loader", ["sh", "-c", "tail /dev/zero; sleep 600"], memory_limit_bytes=32 << 20),
+        ], qos="Burstable", labels={"app": "trainer"}, annotations={"team": "vision"}),
+        "sizer": make("ml-team", "sizer", [
+            ContainerSpec("main", ["sleep", "600"], memory_limit_bytes=128 << 20, cpu_quota_us=50_000),
+        ], qos="Guaranteed"),
+        "api": make("serving", "api", [
+            ContainerSpec("server", ["sh", "-c", "while :; do :; done"], cpu_quota_us=50_000),
+        ], qos="BestEffort"),
+    }

@@ -19,6 +19,7 @@ from mltop.diagnostics.workload import classify_all
 from mltop.probes.model import ContainerSample, GpuSample
 
 from .loop import ServeState
+from .pod_labels import label_pods, node_name
 
 MIB = 1 << 20
 SEVERITIES = ("critical", "warning", "info")
@@ -142,14 +143,9 @@ class SnapshotCollector:
         snapshot = state.snapshot
         if snapshot is None:
             return
-        hostname = snapshot.host.hostname
-        yield from gpu_families(state.gpus_to_serve(), hostname)
-        yield xid_counter_family(state.gpus_to_serve(), self._xids.observe(state.gpus_to_serve()))
-        yield from gpu_by_container_families(snapshot.containers, state.gpus_to_serve())
-        yield workload_family(snapshot, state.previous)
-        yield from container_families(snapshot.containers, snapshot.taken_at)
-        yield from finding_families(state.doctor)
+        yield from label_pods(self._families(state), snapshot, state.gpus_to_serve())
 
+        yield from source_families(snapshot)
         engine = GaugeMetricFamily("mltop_engine_up", "1 when the Docker engine answered the last sweep.",
                                    labels=["status"])
         engine.add_metric([snapshot.host.engine.status], 1.0 if snapshot.host.engine.ok else 0.0)
@@ -161,6 +157,25 @@ class SnapshotCollector:
         last = GaugeMetricFamily("mltop_last_sweep_timestamp_seconds", "Unix time the last snapshot was taken.")
         last.add_metric([], snapshot.taken_at)
         yield last
+
+
+    def _families(self, state: ServeState) -> Iterator[Metric]:
+        snapshot = state.snapshot
+        yield from gpu_families(state.gpus_to_serve(), node_name(snapshot))
+        yield xid_counter_family(state.gpus_to_serve(), self._xids.observe(state.gpus_to_serve()))
+        yield from gpu_by_container_families(snapshot.containers, state.gpus_to_serve())
+        yield workload_family(snapshot, state.previous)
+        yield from container_families(snapshot.containers, snapshot.taken_at)
+        yield from finding_families(state.doctor)
+
+
+def source_families(snapshot) -> Iterator[Metric]:
+    up = GaugeMetricFamily("mltop_source_up", "1 when the container source (the Docker engine, a CRI runtime) "
+                           "answered the last sweep; the status says why not.",
+                           labels=["kind", "endpoint", "runtime", "version", "status"])
+    for s in snapshot.host.sources:
+        up.add_metric([s.kind, s.endpoint, s.runtime or "", s.version or "", s.status], 1.0 if s.ok else 0.0)
+    yield up
 
 
 def gpu_families(gpus: tuple[GpuSample, ...], hostname: str) -> Iterator[Metric]:
