@@ -55,14 +55,20 @@ async def test_diagnostics_names_the_oom_kill_and_the_row_is_marked(containers):
     # The writer is OOM-killed filling /dev/shm (charged to the memory limit). The shell outlives it for a
     # moment: when the killed process is the container's PID 1, the engine can see the exit before the OOM
     # event and record State.OOMKilled false (about one run in five on docker 20.10).
-    oom = containers.run(["sh", "-c", "dd if=/dev/zero of=/dev/shm/x bs=1M count=64; rm -f /dev/shm/x; sleep 1; "
-                                      "exit 137"], wait_running=False,
-                         mem_limit="16m", memswap_limit="16m", shm_size="128m")
+    # Even so the engine sometimes records it unset (moby/moby#15621, seen on a loaded CI machine): this test is
+    # about what mltop shows for a container the engine flags, so it tries up to three containers for one.
+    for _attempt in range(3):
+        oom = containers.run(["sh", "-c", "dd if=/dev/zero of=/dev/shm/x bs=1M count=64; rm -f /dev/shm/x; "
+                                          "sleep 1; exit 137"], wait_running=False,
+                             mem_limit="16m", memswap_limit="16m", shm_size="128m")
+        wait_for(lambda: (oom.reload() or oom.status) == "exited", what="the OOM container to exit")
+        oom.reload()
+        if oom.attrs["State"]["OOMKilled"]:
+            break
+        oom.remove(force=True)
+    assert oom.attrs["State"]["OOMKilled"], "the engine never flagged the OOM kill in three tries"
     quoting = containers.run(["sh", "-c", 'printf "%s\\n" "$MSG" >&2; exec sleep 600'],
                              environment={"MSG": HOSTILE_OOM})
-    wait_for(lambda: (oom.reload() or oom.status) == "exited", what="the OOM container to exit")
-    oom.reload()
-    assert oom.attrs["State"]["OOMKilled"]
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         table = dashboard(app).table
