@@ -278,7 +278,7 @@ def run_scenario(make) -> dict[str, Pod]:
     its cgroup's oom_kill counter at 1). `make`: cri_pods.run or CriNode.run_pod."""
     return {
         "trainer": make("ml-team", "trainer", [
-            ContainerSpec("main", ["sleep", "600"]),
+            ContainerSpec("main", ["sh", "-c", "echo 'epoch 1 loss [bold]0.5'; exec sleep 600"]),
             # `tail /dev/zero` buffers a line that never ends until the cgroup's limit kills it
             ContainerSpec("loader", ["sh", "-c", "tail /dev/zero; sleep 600"], memory_limit_bytes=32 << 20),
         ], qos="Burstable", labels={"app": "trainer"}, annotations={"team": "vision"}),
