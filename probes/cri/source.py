@@ -31,6 +31,18 @@ CONTAINER_NAME = ("io.kubernetes.container.name", "io.kubernetes.cri.container-n
 RESTART_COUNT = "io.kubernetes.container.restartCount"
 
 
+def kubernetes_from_labels(labels, annotations=None, qos: str | None = None) -> KubernetesInfo | None:
+    """The pod of a container from the kubelet's labels (containerd's annotations as the fallback); None
+    outside pods. (A recording keeps the labels, not the QoS class: replay passes none.)"""
+    annotations = annotations or {}
+    namespace = _first(POD_NAMESPACE, labels, annotations)
+    pod = _first(POD_NAME, labels, annotations)
+    container = _first(CONTAINER_NAME, labels, annotations)
+    if not (namespace and pod and container):
+        return None
+    return KubernetesInfo(namespace, pod, _first(POD_UID, labels, annotations) or "", container, qos)
+
+
 def _first(keys: tuple[str, ...], *maps) -> str | None:
     for key in keys:
         for m in maps:
