@@ -180,3 +180,38 @@ def test_gpu_processes_of_a_pod_container_are_attributed_to_it(cri_pods, nvml_sc
     doc = json.loads(json.dumps(snapshot_to_json(snap)))
     assert doc["gpus"][0]["processes"][0]["kubernetes"] == {
         "namespace": "ml-team", "pod": "trainer", "pod_uid": pod.uid, "container": "main", "qos": "Burstable"}
+
+
+def test_doctor_reads_a_pod_containers_log_from_its_cri_log_file(cri_pods):
+    """Log-based checks see a pod container's log (the kubelet's file): a CUDA OOM line becomes oom.cuda,
+    its evidence naming the file; `mltop run` says how to reach a pod container instead of failing on exec."""
+    import subprocess
+    import sys
+    import time
+
+    from mltop.diagnostics.doctor import run_doctor
+    from mltop.probes.sampler import ProbeOptions, Sampler
+
+    node = cri_pods.node
+    line = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity"
+    pod = cri_pods.run("ml-team", "oomgpu", [ContainerSpec("main", ["sh", "-c", f"echo '{line}'; exec sleep 300"])])
+    sampler = Sampler(ProbeOptions(nvml=False, cri_endpoint=node.endpoint, watch_events=False))
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            snap = sampler.sweep()
+            c = snap.container(pod.containers["main"])
+            if c.config.log_path and os.path.getsize(c.config.log_path) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        result = run_doctor(snap, sampler.engine, containers=[c.name])
+    finally:
+        sampler.close()
+    (finding,) = [f for f in result.findings if f.code == "oom.cuda"]
+    assert finding.container == "ml-team/oomgpu/main"
+    assert any(c.config.log_path in e for e in finding.evidence)
+    done = subprocess.run([sys.executable, "-m", "mltop.tui.cli", "run", "nvidia-smi", "ml-team/oomgpu/main",
+                           "--no-nvml"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "MLTOP_CRI_ENDPOINT": node.endpoint})
+    assert done.returncode != 0
+    assert "kubectl exec -n ml-team oomgpu -c main" in done.stderr
