@@ -102,6 +102,14 @@ class Sampler:
         self.catalog = ContainerCatalog(self.engine, watch_events=self.options.watch_events,
                                         inspect_in_background=self.options.inspect_in_background)
         self.cri = CriSources(self.options.cri_endpoint)
+        self._own_netns: int | None = None  # the host's network namespace: PID 1's (hostPID), else mltop's
+        for path in ("/proc/1/ns/net", "/proc/self/ns/net"):
+            try:
+                self._own_netns = os.stat(path).st_ino
+                break
+            except OSError:
+                continue
+        self._host_netns: dict[str, tuple[int, bool]] = {}  # id -> (pid, shares mltop's network namespace)
         self._locator: CgroupLocator | None = None
         self._paths: dict[str, tuple[int | None, dict[str, str]]] = {}  # id -> (pid, paths)
         self._previous: dict[str, _Previous] = {}
@@ -182,6 +190,8 @@ class Sampler:
         self._files.end_sweep()
         for gone in set(self._unmeasured_samples) - live_ids:
             del self._unmeasured_samples[gone]
+        for stale in set(self._host_netns) - live_ids:
+            del self._host_netns[stale]
         for stale in set(self._previous) - live_ids:
             self._previous.pop(stale, None)
             self._paths.pop(stale, None)
@@ -266,6 +276,17 @@ class Sampler:
         self._paths[meta.id] = (meta.pid, paths)
         return paths
 
+    def _in_host_netns(self, container_id: str, pid: int) -> bool:
+        cached = self._host_netns.get(container_id)
+        if cached is not None and cached[0] == pid:
+            return cached[1]
+        try:
+            shared = os.stat(f"/proc/{pid}/ns/net").st_ino == self._own_netns
+        except OSError:
+            shared = False
+        self._host_netns[container_id] = (pid, shared)
+        return shared
+
     def _unmeasured(self, meta: ContainerMeta) -> ContainerSample:
         # the same sample while the engine says the same: a host with many stopped containers rebuilds none
         cached = self._unmeasured_samples.get(meta.id)
@@ -310,7 +331,10 @@ class Sampler:
                                  self._files.read, idle_since=None if full else prev.counters)
         idle = (not full and counters.cpu_usage_ns is not None
                 and counters.cpu_usage_ns == prev.counters.cpu_usage_ns)
-        net = read_net_dev(net_pid, self._files.read) if net_pid else None
+        # A container in the host's network namespace (a hostNetwork pod, --network host) has no traffic of its
+        # own: /proc/<pid>/net/dev is the host's, which would be shown as its and keep it from ever resting.
+        net = read_net_dev(net_pid, self._files.read) if net_pid and not self._in_host_netns(meta.id, net_pid) \
+            else None
         at_rest = idle and counters == prev.counters and net == prev.net
         if at_rest and prev.at_rest and prev.meta is meta and prev.sample is not None:
             prev.at = now

@@ -19,6 +19,9 @@ from . import socket_path
 
 log = logging.getLogger(__name__)
 
+STATUS_THREADS_MIN = 4  # more new or changed containers than this in one sweep: ask for their status on threads
+NOT_FOUND = object()
+
 # CRI ContainerState -> the engine's words, which every screen and check already speaks
 _STATES = {0: "created", 1: "running", 2: "exited", 3: "unknown"}
 _RUNTIME_NAMES = {"containerd": CONTAINERD, "cri-o": CRIO, "crio": CRIO}
@@ -65,8 +68,12 @@ class CriSource:
         self._runtime: str | None = None
         self._version: str | None = None
         self._metas: dict[str, tuple[tuple[Any, ...], ContainerMeta]] = {}  # id -> (state key, meta)
+        self._pool = None
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -98,27 +105,46 @@ class CriSource:
             if status == "unreachable" and not self.named and socket_path(self.endpoint) and err.code:
                 log.info("CRI %s: %s", self.endpoint, err.message)
             return self.status(status, err.message), []
+        keys = {}
+        to_ask = []
+        for container in listed:
+            sandbox = sandboxes.get(container.pod_sandbox_id)
+            keys[container.id] = (container.state, container.metadata.attempt, container.created_at,
+                                  sandbox.state if sandbox is not None else None)
+            cached = self._metas.get(container.id)
+            if cached is None or cached[0] != keys[container.id]:
+                to_ask.append(container.id)
+
+        def status_of(cid: str):
+            try:
+                return client.container_status(cid, verbose=True)
+            except CriError as err:
+                if err.code == "NOT_FOUND":
+                    return NOT_FOUND  # removed between the list and the status
+                log.info("CRI ContainerStatus %s: %s", cid[:12], err.message)
+                return None
+
+        if len(to_ask) > STATUS_THREADS_MIN:  # a cold start on a busy node: a few calls at once
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mltop-cri-status")
+            statuses = dict(zip(to_ask, self._pool.map(status_of, to_ask)))
+        else:
+            statuses = {cid: status_of(cid) for cid in to_ask}
         metas = []
         fresh: dict[str, tuple[tuple[Any, ...], ContainerMeta]] = {}
         for container in listed:
-            sandbox = sandboxes.get(container.pod_sandbox_id)
-            key = (container.state, container.metadata.attempt, container.created_at,
-                   sandbox.state if sandbox is not None else None)
-            cached = self._metas.get(container.id)
-            if cached is not None and cached[0] == key:
-                fresh[container.id] = cached
-                metas.append(cached[1])
-                continue
-            try:
-                status = client.container_status(container.id, verbose=True)
-            except CriError as err:
-                if err.code == "NOT_FOUND":
-                    continue  # removed between the list and the status
-                log.info("CRI ContainerStatus %s: %s", container.id[:12], err.message)
-                status = None
-            meta = meta_from_cri(container, status, sandbox, self._runtime or CONTAINERD)
-            fresh[container.id] = (key, meta)
-            metas.append(meta)
+            if container.id in statuses:
+                status = statuses[container.id]
+                if status is NOT_FOUND:
+                    continue
+                entry = (keys[container.id], meta_from_cri(container, status, sandboxes.get(container.pod_sandbox_id),
+                                                           self._runtime or CONTAINERD))
+            else:
+                entry = self._metas[container.id]
+            fresh[container.id] = entry
+            metas.append(entry[1])
         self._metas = fresh
         return self.status("ok", None, len(metas)), metas
 
