@@ -170,11 +170,14 @@ class CgroupLocator:
                     out[controller] = os.path.join(mount, path.lstrip("/"))
         return out
 
-    def paths_for_id(self, container_id: str, cgroup_parent: str | None = None) -> dict[str, str]:
-        """Guess paths from the id with the cgroupfs and systemd drivers' naming (mltop without host PIDs)."""
+    def paths_for_id(self, container_id: str, cgroup_parent: str | None = None,
+                     guesses: tuple[str, ...] = ()) -> dict[str, str]:
+        """Guess paths from the id with the cgroupfs and systemd drivers' naming (mltop without host PIDs).
+        `guesses`: whole relative paths to try first (a pod container's, by its pod UID and each QoS class)."""
         candidates = [f"docker/{container_id}", f"system.slice/docker-{container_id}.scope"]
         if cgroup_parent:
             candidates.insert(0, f"{cgroup_parent.strip('/')}/{container_id}")
+        candidates[:0] = [g.strip("/") for g in guesses]
         if self.version == 2:
             for rel in candidates:
                 path = os.path.join(self.root, rel)

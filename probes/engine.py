@@ -139,6 +139,7 @@ class ContainerMeta:
     runtime: str = "docker"  # the runtime that runs it (probes/identity.py's names)
     kubernetes: KubernetesInfo | None = None  # a CRI runtime's pod container
     cgroup_parent: str | None = None  # where to look for its cgroup when its PID is not known
+    cgroup_guesses: tuple[str, ...] = ()  # whole paths to try before its status says (a provisional pod container)
 
 
 def _none_if_zero(value: Any) -> Any:

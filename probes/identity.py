@@ -114,6 +114,23 @@ def _bare_runtime(segments: list[str], segment: str) -> str | None:
     return None
 
 
+def pod_cgroup_guesses(pod_uid: str, container_id: str, runtime: str | None) -> tuple[str, ...]:
+    """Where the kubelet puts a pod container's cgroup, for each QoS class and both drivers: to find it by id
+    before the runtime has said its PID (identity_from_path reads these paths back)."""
+    if not pod_uid:
+        return ()
+    scope = {CONTAINERD: "cri-containerd", CRIO: "crio", DOCKER: "docker"}.get(runtime or "", "cri-containerd")
+    uid_ = pod_uid.replace("-", "_")
+    return (
+        f"kubepods/burstable/pod{pod_uid}/{container_id}",
+        f"kubepods/besteffort/pod{pod_uid}/{container_id}",
+        f"kubepods/pod{pod_uid}/{container_id}",
+        f"kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/{scope}-{container_id}.scope",
+        f"kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice/{scope}-{container_id}.scope",
+        f"kubepods.slice/kubepods-pod{uid_}.slice/{scope}-{container_id}.scope",
+    )
+
+
 def identity_from_proc_cgroup(text: str) -> CgroupIdentity | None:
     """The container a process is in, from the text of /proc/<pid>/cgroup (v1: one line per hierarchy;
     v2: the single `0::` line). None for a host process."""

@@ -101,7 +101,7 @@ class Sampler:
         self.engine = engine or Engine(self.options.docker_host)
         self.catalog = ContainerCatalog(self.engine, watch_events=self.options.watch_events,
                                         inspect_in_background=self.options.inspect_in_background)
-        self.cri = CriSources(self.options.cri_endpoint)
+        self.cri = CriSources(self.options.cri_endpoint, background=self.options.inspect_in_background)
         self._own_netns: int | None = None  # the host's network namespace: PID 1's (hostPID), else mltop's
         for path in ("/proc/1/ns/net", "/proc/self/ns/net"):
             try:
@@ -309,7 +309,8 @@ class Sampler:
         if meta.provisional:
             # No PID before the inspect: find the cgroup by id, and the network from any of its processes.
             cached = self._paths.get(meta.id)
-            paths = cached[1] if cached is not None else locator.paths_for_id(meta.id, meta.cgroup_parent)
+            paths = cached[1] if cached is not None else locator.paths_for_id(meta.id, meta.cgroup_parent,
+                                                                              meta.cgroup_guesses)
             if not paths:
                 return self._unmeasured(meta)
             self._paths[meta.id] = (None, paths)

@@ -15,8 +15,9 @@ from .model import EngineStatus, SourceStatus
 class CriSources:
     """Every CRI endpoint to ask (--cri-endpoint / MLTOP_CRI_ENDPOINT, else the default sockets present)."""
 
-    def __init__(self, cli_value: str | None = None):
-        self.sources = [CriSource(endpoint, named) for endpoint, named in cri_endpoints(cli_value)]
+    def __init__(self, cli_value: str | None = None, background: bool = False):
+        self.sources = [CriSource(endpoint, named, background=background)
+                        for endpoint, named in cri_endpoints(cli_value)]
         self._pool: ThreadPoolExecutor | None = None
 
     def view(self) -> tuple[list[SourceStatus], list[ContainerMeta]]:

@@ -42,6 +42,26 @@ def cpu(fn):
     return result, time.process_time() - started_cpu, time.perf_counter() - started_wall
 
 
+def dashboard(node: CriNode, n: int, runs: int) -> None:
+    """The real dashboard in tmux, as bench_tui.py runs it, on the pods (names bench*/…): its tmux server
+    inherits MLTOP_CRI_ENDPOINT from here."""
+    import bench_tui
+    from bench_engine import compile_bytecode
+
+    compile_bytecode()
+    os.environ["MLTOP_CRI_ENDPOINT"] = node.endpoint
+    options = argparse.Namespace(size="200x60", interval=1.0, warmup=5.0, measure=20.0, stand_in=False,
+                                 record=False)
+    results = [bench_tui.run_once(options, n, "bench", None, None, None) for _ in range(runs)]
+    med = {key: statistics.median(r[key] for r in results) for key in ("rows_s", "rates_s", "cpu_percent", "rss_mib")}
+    runs_text = ", ".join(f"{r['rows_s']:.2f}" for r in results)
+    print(f"dashboard, {n} pod containers, 200x60, 1 s (median of {runs}): first frame with every row "
+          f"{med['rows_s']:.2f} s (runs {runs_text}), "
+          f"rates {med['rates_s']:.2f} s, steady CPU {med['cpu_percent']:.1f} % of a core, RSS {med['rss_mib']:.0f} MiB")
+    for part, value in sorted(results[-1]["breakdown"].items(), key=lambda kv: -kv[1])[:8]:
+        print(f"  {value:6.2f} %  {part}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pods", type=int, default=25)
@@ -49,6 +69,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--spacing", type=float, default=1.0, help="seconds between steady sweeps")
     parser.add_argument("--profile", action="store_true", help="print where the steady sweeps' CPU goes")
+    parser.add_argument("--dashboard", type=int, default=0, metavar="RUNS",
+                        help="also run the real dashboard RUNS times in tmux (tests/bench_tui.py's child): first "
+                             "frame with every pod row, steady CPU, RSS")
     args = parser.parse_args()
 
     from mltop.probes.sampler import ProbeOptions, Sampler
@@ -64,7 +87,7 @@ def main() -> int:
         node.start()
         started = time.perf_counter()
         for i in range(args.pods):
-            node.run_pod(f"ns{i % 3}", f"pod{i}", [ContainerSpec(f"c{k}", ["sleep", "36000"])
+            node.run_pod(f"bench{i % 3}", f"pod{i}", [ContainerSpec(f"c{k}", ["sleep", "36000"])
                                                    for k in range(args.per_pod)])
         n = args.pods * args.per_pod
         print(f"{n} pod containers in {args.pods} pods started in {time.perf_counter() - started:.0f} s")
@@ -115,6 +138,8 @@ def main() -> int:
             plain_sweeps.append(c)
         plain.close()
         print(f"the same host without CRI (Docker only): {statistics.median(plain_sweeps) * 1000:.1f} ms CPU a sweep")
+        if args.dashboard:
+            dashboard(node, n, args.dashboard)
     finally:
         node.stop()
     return 0

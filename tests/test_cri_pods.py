@@ -216,3 +216,38 @@ def test_doctor_reads_a_pod_containers_log_from_its_cri_log_file(cri_pods):
                           env={**os.environ, "MLTOP_CRI_ENDPOINT": node.endpoint})
     assert done.returncode != 0
     assert "kubectl exec -n ml-team oomgpu -c main" in done.stderr
+
+
+def test_a_cold_start_answers_from_the_list_and_asks_statuses_in_the_background(cri_pods):
+    """The dashboard's first frame on a busy node: pod containers come from the list at once, measured from
+    cgroups found by pod UID and id (no PID yet), their verbose statuses arriving on later sweeps."""
+    import time
+
+    from mltop.probes.sampler import ProbeOptions, Sampler
+
+    node = cri_pods.node
+    pods = [cri_pods.run("cold", f"p{i}", [ContainerSpec("a", ["sleep", "300"]), ContainerSpec("b", ["sleep", "300"])],
+                         qos=("Burstable", "BestEffort", "Guaranteed")[i % 3]) for i in range(3)]
+    ids = [cid for pod in pods for cid in pod.containers.values()]
+    sampler = Sampler(ProbeOptions(nvml=False, cri_endpoint=node.endpoint, watch_events=False,
+                                   inspect_in_background=True))
+    try:
+        first = sampler.sweep()
+        cold = [first.container(cid) for cid in ids]
+        assert all(c is not None and c.name.startswith("cold/") for c in cold)
+        pending = [c for c in cold if c.config_pending]
+        assert pending, "six new containers: their statuses are asked in the background"
+        for c in pending:  # measured all the same, from the cgroup the kubelet's layout names
+            assert c.memory_bytes is not None and c.cgroup_path.endswith(c.id), c.cgroup_path
+            assert c.pid is None and c.kubernetes.pod_uid in c.cgroup_path
+        deadline = time.monotonic() + 20
+        while True:
+            snap = sampler.sweep()
+            done = [snap.container(cid) for cid in ids]
+            if all(not c.config_pending for c in done) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    finally:
+        sampler.close()
+    assert all(not c.config_pending and c.pid and c.kubernetes.qos for c in done)
+    assert {c.kubernetes.qos for c in done} == {"Burstable", "BestEffort", "Guaranteed"}

@@ -88,3 +88,17 @@ def test_identity_of_a_host_process_and_a_gone_pid():
     with open("/proc/self/cgroup") as f:
         assert own == identity_from_proc_cgroup(f.read())
     assert identity_of_pid(2 ** 22 + 12345) is None
+
+
+def test_the_guessed_pod_paths_read_back_as_that_pod():
+    """pod_cgroup_guesses (finding a pod container's cgroup before its PID is known) names exactly the layouts
+    identity_from_path reads: each guess gives back the pod UID, its QoS class and the container."""
+    from mltop.probes.identity import pod_cgroup_guesses
+
+    for runtime in ("containerd", "cri-o"):
+        guesses = pod_cgroup_guesses(UID, B, runtime)
+        read = [identity_from_path("/" + g) for g in guesses]
+        assert {(i.container_id, i.pod_uid) for i in read} == {(B, UID)}
+        assert sorted(i.qos for i in read) == sorted(["Burstable", "BestEffort", "Guaranteed"] * 2)
+        assert {i.runtime for i in read} == {None, runtime}
+    assert pod_cgroup_guesses("", B, "containerd") == ()

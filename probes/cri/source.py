@@ -7,12 +7,13 @@ cgroup path, the command and environment) only for a container that is new or wh
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from typing import Any
 
 from ..engine import ContainerMeta
-from ..identity import CONTAINERD, CRIO, identity_from_path
+from ..identity import CONTAINERD, CRIO, identity_from_path, pod_cgroup_guesses
 from ..model import ContainerConfig, KubernetesInfo, SourceStatus
 from ..redaction import ContainerSecrets, redact_argv, redact_env, redact_value, scrub_values, split_env
 from . import socket_path
@@ -60,8 +61,13 @@ class CriSource:
 
     kind = "cri"
 
-    def __init__(self, endpoint: str, named: bool = False, timeout_s: float = 2.0):
+    def __init__(self, endpoint: str, named: bool = False, timeout_s: float = 2.0, background: bool = False):
         self.endpoint = endpoint
+        # Many new containers at once (a cold start): answer from the list with provisional metas (cgroups
+        # found by pod UID and id) and ask their statuses in the background, as the Docker catalog does.
+        self.background = background
+        self._pending: dict[str, tuple[tuple[Any, ...], Any]] = {}  # id -> (state key, Future of its status)
+        self._provisional: dict[str, tuple[tuple[Any, ...], ContainerMeta]] = {}
         self.named = named  # the user asked for it: a missing socket is worth saying
         self.timeout_s = timeout_s
         self._client = None
@@ -115,38 +121,74 @@ class CriSource:
             if cached is None or cached[0] != keys[container.id]:
                 to_ask.append(container.id)
 
-        def status_of(cid: str):
-            try:
-                return client.container_status(cid, verbose=True)
-            except CriError as err:
-                if err.code == "NOT_FOUND":
-                    return NOT_FOUND  # removed between the list and the status
-                log.info("CRI ContainerStatus %s: %s", cid[:12], err.message)
-                return None
-
-        if len(to_ask) > STATUS_THREADS_MIN:  # a cold start on a busy node: a few calls at once
-            if self._pool is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mltop-cri-status")
-            statuses = dict(zip(to_ask, self._pool.map(status_of, to_ask)))
-        else:
-            statuses = {cid: status_of(cid) for cid in to_ask}
+        statuses = self._statuses(client, to_ask, keys)
+        runtime = self._runtime or CONTAINERD
         metas = []
         fresh: dict[str, tuple[tuple[Any, ...], ContainerMeta]] = {}
+        provisional: dict[str, tuple[tuple[Any, ...], ContainerMeta]] = {}
         for container in listed:
-            if container.id in statuses:
-                status = statuses[container.id]
-                if status is NOT_FOUND:
+            cid = container.id
+            sandbox = sandboxes.get(container.pod_sandbox_id)
+            if cid in statuses:
+                if statuses[cid] is NOT_FOUND:
                     continue
-                entry = (keys[container.id], meta_from_cri(container, status, sandboxes.get(container.pod_sandbox_id),
-                                                           self._runtime or CONTAINERD))
+                entry = fresh[cid] = (keys[cid], meta_from_cri(container, statuses[cid], sandbox, runtime))
+            elif cid in self._pending:  # its status is on the way: the same provisional meta meanwhile
+                entry = self._provisional.get(cid)
+                if entry is None or entry[0] != keys[cid]:
+                    entry = (keys[cid], provisional_meta(container, sandbox, runtime))
+                provisional[cid] = entry
             else:
-                entry = self._metas[container.id]
-            fresh[container.id] = entry
+                entry = fresh[cid] = self._metas[cid]
             metas.append(entry[1])
-        self._metas = fresh
+        self._metas, self._provisional = fresh, provisional
+        for cid in set(self._pending) - set(keys):
+            self._pending.pop(cid)[1].cancel()
         return self.status("ok", None, len(metas)), metas
+
+    def _status_of(self, client, cid: str):
+        from .client import CriError
+
+        try:
+            return client.container_status(cid, verbose=True)
+        except CriError as err:
+            if err.code == "NOT_FOUND":
+                return NOT_FOUND  # removed between the list and the status
+            log.info("CRI ContainerStatus %s: %s", cid[:12], err.message)
+            return None
+
+    def _statuses(self, client, to_ask: list[str], keys: dict) -> dict[str, Any]:
+        """{id: status} of the containers to ask: at once for a few; on four threads for many, waited for or
+        (in background mode) collected at a later call while they stay provisional."""
+        background = self.background and (len(to_ask) > STATUS_THREADS_MIN or self._pending)
+        if len(to_ask) <= STATUS_THREADS_MIN and not background:
+            return {cid: self._status_of(client, cid) for cid in to_ask}
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mltop-cri-status")
+        if not background:  # a cold start on a busy node, answered whole: a few calls at once
+            return dict(zip(to_ask, self._pool.map(lambda cid: self._status_of(client, cid), to_ask)))
+        statuses = {}
+        for cid in to_ask:
+            pending = self._pending.get(cid)
+            if pending is not None and pending[0] == keys[cid]:
+                if pending[1].done():
+                    del self._pending[cid]
+                    statuses[cid] = pending[1].result()
+                continue
+            if pending is not None:
+                pending[1].cancel()
+            self._pending[cid] = (keys[cid], self._pool.submit(self._status_of, client, cid))
+        return statuses
+
+
+def provisional_meta(container, sandbox, runtime: str) -> ContainerMeta:
+    """What the list says of a container, until its status arrives: names and labels, no PID; its cgroup is
+    looked for where the kubelet puts it, by pod UID and id, for each QoS class and both drivers."""
+    meta = meta_from_cri(container, None, sandbox, runtime)
+    uid = meta.kubernetes.pod_uid if meta.kubernetes is not None else ""
+    return dataclasses.replace(meta, provisional=True, cgroup_guesses=pod_cgroup_guesses(uid, container.id, runtime))
 
 
 def _verbose_info(status) -> dict[str, Any]:
