@@ -1,16 +1,13 @@
-"""The engine's containers, kept current: one list, inspects only for what is new or changed, and an
-events watcher that says what changed between sweeps (the sampler's view of the engine)."""
+"""The engine's containers, kept current: one list, inspects only for what is new or changed, and the
+engine's events feed (shared with the recorder) saying what changed between sweeps (the sampler's view)."""
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from typing import Any
 
 from .engine import ContainerMeta, Engine, EngineError, meta_from_inspect, not_found_errors, provisional_meta
-
-log = logging.getLogger(__name__)
 
 REINSPECT_MAX = 16  # more containers named by events than this since the last sweep: re-list instead
 BACKGROUND_INSPECT_MIN = 8  # fewer containers to inspect than this: inspect them before answering
@@ -48,12 +45,16 @@ class ContainerCatalog:
         self._stale = threading.Event()
         self._stale.set()
         self._watch_events = watch_events
-        self._watcher: threading.Thread | None = None
+        self._subscription = None  # to the engine's events feed (probes/engine_events.py), shared with others
         self._watch_since: float | None = None  # the wall time of the last full list
         self._watch_wanted = False
-        self._events_stream = None
         self._closed = False
-        self.watch_error: str | None = None  # why the events watcher last died; None once events flow again
+
+    @property
+    def watch_error(self) -> str | None:
+        """Why the engine's events stream is down (it reconnects by itself); None while it is up."""
+        sub = self._subscription
+        return None if sub is None else sub.feed.status.error
 
     def mark_stale(self) -> None:
         """Re-list everything at the next call (a sweep found a cgroup gone, the engine failed)."""
@@ -224,36 +225,28 @@ class ContainerCatalog:
         self._hints = hints
 
     def _watcher_alive(self) -> bool:
-        return not self._watch_events or (self._watcher is not None and self._watcher.is_alive())
+        """Events flow: without them, every sweep re-lists (the feed reconnects and resumes meanwhile)."""
+        return not self._watch_events or (self._subscription is not None and self._subscription.feed.connected)
 
     def _start_watcher(self) -> None:
-        if not self._watch_events or self._closed or self._watcher_alive():
+        if not self._watch_events or self._closed or self._subscription is not None:
             return
-        self._watcher = threading.Thread(target=self._watch, name="mltop-docker-events", daemon=True)
-        self._watcher.start()
+        from .engine_events import subscribe_engine_events
 
-    def _watch(self) -> None:
-        try:
-            stream = self.engine.events(since=self._watch_since)
-            self._events_stream = stream
-            for event in stream:
-                if self._closed:
-                    break
-                self.watch_error = None
-                action = str(event.get("Action") or event.get("status") or "")
-                # exec_* and health checks do not change what we show; everything else might
-                if not action.startswith(("exec_", "health_status", "top")):
-                    cid = event.get("id") or (event.get("Actor") or {}).get("ID")
-                    if cid:
-                        with self._dirty_lock:
-                            self._dirty.add(cid)
-                    self._stale.set()
-        except Exception as exc:
-            if not self._closed:  # closing the stream ends the loop with an error too
-                # The next sweep notices the dead watcher, relists and restarts it; the header says why.
-                log.warning("the Docker events watcher failed", exc_info=True)
-                self.watch_error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        finally:
+        # a gap in the engine's events (a long outage on a busy engine): re-list rather than trust them
+        self._subscription = subscribe_engine_events(self.engine, self._on_event, since=self._watch_since,
+                                                     on_gap=lambda since, until: self.mark_stale())
+        if not self._subscription.complete:  # the stream another part opened began after our list
+            self.mark_stale()
+
+    def _on_event(self, event: dict) -> None:
+        action = str(event.get("Action") or event.get("status") or "")
+        # exec_* and health checks do not change what we show; everything else might
+        if not action.startswith(("exec_", "health_status", "top")):
+            cid = event.get("id") or (event.get("Actor") or {}).get("ID")
+            if cid:
+                with self._dirty_lock:
+                    self._dirty.add(cid)
             self._stale.set()
 
     def close(self) -> None:
@@ -261,9 +254,6 @@ class ContainerCatalog:
             self._closed = True
             if self._inspect_pool is not None:
                 self._inspect_pool.shutdown(wait=False, cancel_futures=True)
-        stream = self._events_stream
-        if stream is not None:
-            try:
-                stream.close()
-            except Exception:
-                log.debug("closing the events stream failed", exc_info=True)
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            subscription.close()

@@ -108,48 +108,76 @@ class CgroupGone(Exception):
     """The container's cgroup vanished (container stopped or removed mid-sweep)."""
 
 
-_v1_mounts_cache: dict[str, str] | None = None
+_v1_mounts_cache: dict[str, tuple[str, str]] | None = None
 
 
-def _v1_mounts() -> dict[str, str]:
-    """Controller name -> v1 mount point, from /proc/self/mountinfo; read once per process.
+def _v1_mounts() -> dict[str, tuple[str, str]]:
+    """Controller name -> (v1 mount point, the hierarchy path mounted there), from /proc/self/mountinfo;
+    read once per process.
 
     mountinfo grows by a few lines per container (overlay roots, shm, network namespaces): ~1 ms to parse
     at 500 containers, and the doctor builds a locator per container. Where the controllers are mounted
     does not change while mltop runs."""
     global _v1_mounts_cache
     if not _v1_mounts_cache:  # (an unreadable mountinfo is tried again next time)
-        _v1_mounts_cache = _read_v1_mounts()
+        try:
+            _v1_mounts_cache = parse_v1_mounts(_read("/proc/self/mountinfo"))
+        except OSError:
+            return {}
     return dict(_v1_mounts_cache)
 
 
-def _read_v1_mounts() -> dict[str, str]:
-    mounts: dict[str, str] = {}
-    try:
-        text = _read("/proc/self/mountinfo")
-    except OSError:
-        return mounts
-    for line in text.splitlines():
+def parse_v1_mounts(mountinfo: str) -> dict[str, tuple[str, str]]:
+    """Controller -> (mount point, hierarchy path mounted there) from mountinfo's text. A mount of the whole
+    hierarchy (path `/`) wins over one of a sub-tree: in a container, the engine mounts the container's own
+    cgroup at /sys/fs/cgroup/<controller>, and the host's tree, bind-mounted elsewhere (`-v
+    /sys/fs/cgroup:/host/cgroup:ro`), is the one where every container's cgroup can be found."""
+    mounts: dict[str, tuple[str, str]] = {}
+    for line in mountinfo.splitlines():
         if " - cgroup " not in line:
             continue
         left, _, right = line.partition(" - ")
         fields = right.split()
-        if len(fields) < 3 or fields[0] != "cgroup":
+        before = left.split()
+        if len(fields) < 3 or fields[0] != "cgroup" or len(before) < 5:
             continue
-        mount_point = left.split()[4]
+        root, mount_point = _unescape(before[3]), _unescape(before[4])
         for option in fields[2].split(","):
-            mounts.setdefault(option, mount_point)
+            known = mounts.get(option)
+            if known is None or (known[1] != "/" and root == "/"):
+                mounts[option] = (mount_point, root)
         # name=systemd style hierarchies are not needed
     return mounts
 
 
-class CgroupLocator:
-    """Finds the cgroup directories of a container from its init PID, or by the id when the PID is hidden."""
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash in paths as octal escapes (\\040)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field) if "\\" in field else field
 
-    def __init__(self, version: int | None = None, root: str = CGROUP_ROOT):
+
+class CgroupLocator:
+    """Finds the cgroup directories of a container from its init PID, or by the id when the PID is hidden,
+    wherever the hierarchies are mounted (mountinfo says where); and names a directory as the kernel does."""
+
+    def __init__(self, version: int | None = None, root: str = CGROUP_ROOT,
+                 v1_mounts: dict[str, tuple[str, str]] | None = None):
         self.root = root
         self.version = version or detect_cgroup_version(root)
-        self.v1 = _v1_mounts() if self.version == 1 else {}
+        mounts = (_v1_mounts() if v1_mounts is None else v1_mounts) if self.version == 1 else {}
+        self.v1 = {controller: mount for controller, (mount, _) in mounts.items()}
+        self._v1_roots = {mount: hierarchy_root for mount, hierarchy_root in mounts.values()}
+
+    def hierarchy_path(self, directory: str) -> str | None:
+        """The cgroup of `directory` as the kernel names it in /proc/<pid>/cgroup, which is cAdvisor's `id`
+        label: `/docker/<id>` (cgroupfs), `/system.slice/docker-<id>.scope` (systemd). None when the directory
+        is under none of the hierarchies this locator knows."""
+        bases = [(self.root, "/")] if self.version == 2 else list(self._v1_roots.items())
+        for mount, hierarchy_root in sorted(bases, key=lambda base: len(base[0]), reverse=True):
+            mount = mount.rstrip("/") or "/"
+            if directory == mount or directory.startswith(mount.rstrip("/") + "/"):
+                below = directory[len(mount):].strip("/")
+                return "/" + "/".join(part for part in (hierarchy_root.strip("/"), below) if part)
+        return None
 
     def paths_for_pid(self, pid: int) -> dict[str, str]:
         """{controller: absolute dir} for v1, {"unified": dir} for v2. Raises CgroupGone."""
@@ -166,8 +194,13 @@ class CgroupLocator:
                 continue
             for controller in controllers.split(","):
                 mount = self.v1.get(controller)
-                if mount:
-                    out[controller] = os.path.join(mount, path.lstrip("/"))
+                if not mount:
+                    continue
+                # A mount of a sub-tree (the hierarchy path mounted there is not `/`) shows only what is below it.
+                mounted = self._v1_roots.get(mount, "/").rstrip("/")
+                if mounted and path != mounted and not path.startswith(mounted + "/"):
+                    continue
+                out[controller] = os.path.join(mount, path[len(mounted):].lstrip("/"))
         return out
 
     def paths_for_id(self, container_id: str, cgroup_parent: str | None = None,

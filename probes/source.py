@@ -3,6 +3,9 @@
 A source is one small interface so the dashboard, `serve`, `doctor` and replay never care which they have:
 
     source.live          True for the live sampler; False for a recording (the header says REPLAY)
+    source.cannot_act    None when mltop may exec in, attach to or signal the containers it shows; else why not,
+                         in words for the user ("Replay shows recorded data"). A recording or a Prometheus
+                         cannot act; the action registry asks this (diagnostics.actions.registry.refusal)
     source.latest()      the next snapshot to show: live, a new sweep; a recording, the one at its cursor
     source.close()       release the engine connection, NVML, the database
 
@@ -19,6 +22,7 @@ from .model import Snapshot
 @runtime_checkable
 class SnapshotSource(Protocol):
     live: bool
+    cannot_act: str | None
 
     def latest(self) -> Snapshot: ...
 
@@ -30,6 +34,7 @@ class LiveSource:
     sampling thread, so loading NVML and connecting to the engine never block a UI), by `make_sampler`."""
 
     live = True
+    cannot_act: str | None = None  # the containers it shows run here, now
 
     def __init__(self, make_sampler: Callable[[], object]):
         self._make_sampler = make_sampler
@@ -50,6 +55,7 @@ class StaticSource:
     every screen without an engine or a GPU."""
 
     live = True
+    cannot_act: str | None = None  # built snapshots of real containers in tests; a test may set a reason
 
     def __init__(self, snapshots: Iterable[Snapshot]):
         self._snapshots = list(snapshots)

@@ -45,6 +45,7 @@ SESSION_LABEL = "mltop-test-session"
 def child(args: argparse.Namespace) -> None:
     """Runs inside the tmux pane: the real app on the real terminal, timing itself."""
     from mltop.tui.app import MltopApp
+    from mltop.tui.cli.dashboard import make_dashboard_app
 
     result: dict[str, float] = {}
     prefix = args.prefix
@@ -113,7 +114,9 @@ def child(args: argparse.Namespace) -> None:
 
     costs = _account_costs()
     record = os.path.join(os.path.dirname(args.out), "history.sqlite") if args.record else None
-    app = BenchApp(nvml=bool(args.nvml_lib), nvml_lib=args.nvml_lib, interval=args.interval, record=record)
+    # As `mltop` makes it: with the start-up tuning and the first sweep before Textual starts
+    app = make_dashboard_app(BenchApp, nvml=bool(args.nvml_lib), nvml_lib=args.nvml_lib, interval=args.interval,
+                             record=record)
     app.run()
     with open(args.out, "w") as f:
         json.dump(result, f)

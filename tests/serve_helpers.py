@@ -27,12 +27,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+def http_get(url: str, timeout: float = 5.0, context=None, headers: dict[str, str] | None = None
+             ) -> tuple[int, bytes]:
+    """(status, body); `context`: an ssl.SSLContext for https, `headers`: e.g. Authorization."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        request = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
+
+
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
@@ -61,14 +70,20 @@ def parse_exposition(text: str) -> dict[str, list[tuple[dict[str, str], float]]]
 class ServeProcess:
     """`mltop serve` on 127.0.0.1:<free port>, as a user would start it."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None, port: int | None = None):
+    def __init__(self, *args: str, env: dict[str, str] | None = None, port: int | None = None,
+                 listen: str = "127.0.0.1", tls=None, auth: tuple[str, str] | None = None,
+                 python: str = sys.executable):
+        """`tls`: an ssl.SSLContext trusting the agent's certificate (with --web-config); `auth`: (user,
+        password) sent with every request of get() and wait_healthy(); `python`: whose mltop runs."""
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls is not None else 'http'}://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.headers = basic_auth(*auth) if auth else {}
         if "--record" not in args and "--no-record" not in args:
             # serve records by default into one file per host; parallel test instances each get their own
             self.record_path = os.path.join(tempfile.mkdtemp(prefix="mltop-serve-rec-"), "history.db")
             args = (*args, "--record", self.record_path)
-        self.command = [sys.executable, "-m", "mltop.tui.cli", "serve", "--listen", f"127.0.0.1:{self.port}", *args]
+        self.command = [python, "-m", "mltop.tui.cli", "serve", "--listen", f"{listen}:{self.port}", *args]
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.proc = subprocess.Popen(self.command, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -78,11 +93,11 @@ class ServeProcess:
         def healthy():
             if self.proc.poll() is not None:
                 raise AssertionError(f"mltop serve exited {self.proc.returncode}: {self.proc.stderr.read()}")
-            return http_get(self.url + "/healthz", timeout=2)[0] == 200
+            return self.get("/healthz", timeout=2)[0] == 200
         wait_until(healthy, timeout, "mltop serve /healthz 200")
 
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-        return http_get(self.url + path, timeout)
+        return http_get(self.url + path, timeout, context=self.tls, headers=self.headers)
 
     def metrics_text(self) -> str:
         code, body = self.get("/metrics")
@@ -113,7 +128,8 @@ class ServeProcess:
 class PrometheusServer:
     """A real Prometheus scraping `targets` every second, with its TSDB in `workdir`."""
 
-    def __init__(self, workdir: Path, targets: list[str], rule_files: list[str] = ()):
+    def __init__(self, workdir: Path, targets: list[str], rule_files: list[str] = (), job_extra: str = ""):
+        """`job_extra`: more of the job's scrape config, YAML indented by 4 (scheme, tls_config, basic_auth)."""
         self.binary = shutil.which("prometheus")
         if self.binary is None:
             raise FileNotFoundError("prometheus is not installed (apt-get install prometheus)")
@@ -123,7 +139,7 @@ class PrometheusServer:
         config.write_text(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
             + ("rule_files:\n" + "".join(f"  - {r}\n" for r in rule_files) if rule_files else "")
-            + "scrape_configs:\n  - job_name: mltop\n    static_configs:\n      - targets: ["
+            + "scrape_configs:\n  - job_name: mltop\n" + job_extra + "    static_configs:\n      - targets: ["
             + ", ".join(f"'{t}'" for t in targets) + "]\n"
         )
         self.log = open(workdir / "prometheus.log", "w")

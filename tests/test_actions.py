@@ -375,3 +375,31 @@ def test_mltop_run_streams_prints_json_and_exits_by_status(containers, capsys):
     smi = fake_nvidia_smi(containers, "echo 'Driver Version: 550.54.15'; printf 'bell\\007\\n'")
     assert cli.main(["--no-nvml", "run", "nvidia-smi", smi.name, "--timeout", "20"]) == 0
     assert capsys.readouterr().out == "Driver Version: 550.54.15\nbell\\x07\n"  # control characters shown, not obeyed
+
+
+# ----------------------------------------------------------------------------- who may act
+
+
+def test_every_action_and_in_container_work_says_whether_it_needs_the_live_container():
+    from mltop.diagnostics.actions import CONTAINER_WORK, ACTIONS as ALL_ACTIONS, refusal
+    from mltop.probes.recording import RecordingSource
+    from mltop.probes.source import LiveSource, StaticSource
+
+    work = (*ALL_ACTIONS, *CONTAINER_WORK)
+    assert {w.name for w in CONTAINER_WORK} == {"io.read_test", "device-check.background"}
+    for w in work:
+        assert isinstance(w.needs_live_container, bool), w.name
+        assert refusal(w, LiveSource) is None and refusal(w, StaticSource) is None
+    # A source says it cannot act; the refusal names it and every action that needs the live container
+    for source in (RecordingSource, type("Fleet", (), {"cannot_act": "The fleet view shows what Prometheus scraped"})):
+        for w in work:
+            why = refusal(w, source)
+            assert why is not None and why.startswith(source.cannot_act + ": in-container actions (")
+    assert refusal("py-spy", RecordingSource) == (
+        "Replay shows recorded data: in-container actions (nvidia-smi, py-spy, framework check) need the live "
+        "container. Run `mltop` to act on it now.")  # the words `p` has always shown in replay
+    # Work that does not need the live container is never refused by a source
+    reader = dataclasses.replace(CONTAINER_WORK[0], needs_live_container=False)
+    assert refusal(reader, RecordingSource) is None
+    with pytest.raises(ValueError, match="unknown action 'framework'"):
+        refusal("framework", RecordingSource)

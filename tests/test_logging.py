@@ -65,7 +65,7 @@ def test_a_dead_events_watcher_is_surfaced_as_a_limitation():
     # A handler on the module's own logger: in-process CLI runs may have configured the `mltop` logger
     # not to propagate, which pytest's caplog (on the root logger) relies on.
     records = _Records()
-    logger = logging.getLogger("mltop.probes.catalog")
+    logger = logging.getLogger("mltop.probes.engine_events")
     logger.addHandler(records)
     try:
         catalog = ContainerCatalog(_FailingEvents())  # type: ignore[arg-type]

@@ -472,7 +472,8 @@ def test_serve_wiring_records_from_a_sweep_loop_and_refuses_a_held_file(tmp_path
         for listener in loop.listeners:
             listener(snapshot([container("a")], taken_at=T0), type("Result", (), {"findings": (shm,)})())
         recorder.flush()
-        assert recorder_health(recorder) is None
+        assert recorder_health(recorder) == ("recorder recording (rec ✓): 1 sweeps and 2 events written, "
+                                             "0 dropped, 0 failed")
         store = RecordingStore(path)
         assert len(store.times) == 1 and [e.code for e in store.events() if e.source == "finding"] == [
             "shm.too_small"]
@@ -538,7 +539,7 @@ def test_serve_records_by_default_and_a_second_serve_on_the_file_refuses(tmp_pat
         serve.wait_healthy()
         wait_for(lambda: os.path.exists(path) and len(RecordingStore(path).times) >= 3, what="three sweeps recorded")
         code, body = http_get(serve.url + "/healthz", 2)
-        assert code == 200 and b"recorder" not in body  # recording fine: nothing to add
+        assert code == 200 and b"recorder recording (rec \xe2\x9c\x93): " in body and b", 0 failed" in body
         second = subprocess.run([sys.executable, "-m", "mltop.tui.cli", "serve", "--listen", "127.0.0.1:0",
                                  *no_engine, "--record", path], capture_output=True, text=True, timeout=60)
         assert second.returncode == 2
@@ -557,7 +558,9 @@ def test_serve_reports_a_recording_it_cannot_write_in_healthz_and_keeps_serving(
     try:
         serve.wait_healthy()
         code, body = http_get(serve.url + "/healthz", 2)
-        assert code == 200 and b"recorder: cannot write /proc/mltop-no-such-dir/history.db" in body
+        text = body.decode()
+        assert code == 200 and "recorder error (rec ✗ error)" in text
+        assert "last problem: cannot write /proc/mltop-no-such-dir/history.db" in text
         assert http_get(serve.url + "/metrics", 5)[0] == 200
     finally:
         serve.stop()

@@ -55,7 +55,11 @@ def test_exposition_from_a_built_snapshot_uses_dcgm_and_cadvisor_names_and_no_se
     g = b.replace(g, processes=g.processes + (host_proc,), sm_clock_mhz=1980, memory_clock_mhz=2619)
     snap = b.snapshot([c], [g, b.gpu(1, memory_used_bytes=0)], hostname="gpu-host-7")
     state = ServeState(snapshot=snap, swept_at=time.monotonic(), sweeps=1, last_good_gpus=snap.gpus)
-    text = Exposition(lambda: state, "9.9.9").render().decode()
+    from mltop.probes.cgroups import CgroupLocator
+
+    # The built sample's cgroup is a v1 path (builders.py): named by a v1 locator, whatever this host runs.
+    v1 = CgroupLocator(1, v1_mounts={"memory": ("/sys/fs/cgroup/memory", "/")})
+    text = Exposition(lambda: state, "9.9.9", cgroup_name=v1.hierarchy_path).render().decode()
     assert secret not in text and "train.py" not in text
     m = parse_exposition(text)
 

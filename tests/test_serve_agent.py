@@ -77,3 +77,43 @@ def test_agent_container_attributes_gpu_memory_and_reads_cgroups(docker_client, 
     assert [v for l, v in m["DCGM_FI_DEV_FB_USED"] if l["gpu"] == "0"] == [9 * 1024]
     assert [v for _, v in m["mltop_engine_up"]] == [1.0] and [v for _, v in m["mltop_nvml_up"]] == [1.0]
     assert http_get(url + "/healthz")[0] == 200
+
+
+def test_agent_with_the_host_cgroup_tree_mounted_elsewhere_labels_cadvisor_ids_as_the_kernel_names_them(
+        docker_client, containers, agent_image):
+    """The host's tree at /host/cgroup, the agent's own cgroup mounts at /sys/fs/cgroup as the engine made them:
+    the locator reads the host's from mountinfo, and `id` is the kernel's name, not a path inside the agent."""
+    from mltop.probes.cgroups import detect_cgroup_version
+
+    if detect_cgroup_version() == 2:
+        pytest.skip("cgroup v2: the agent sees the host's tree through its own cgroup namespace, at /sys/fs/cgroup")
+    holder = containers.run(["sleep", "300"], name=f"mltop-agent-elsewhere-held-{os.getpid()}")
+    holder_pid = docker_client.containers.get(holder.id).attrs["State"]["Pid"]
+    with open(f"/proc/{holder_pid}/cgroup") as f:
+        kernel_name = next(line.split(":", 2)[2].strip() for line in f
+                           if "memory" in line.split(":", 2)[1].split(","))
+    port = free_port()
+    agent = containers.run(
+        ["--interval", "1", "--doctor-interval", "0", "--no-nvml"],
+        image=agent_image, name=f"mltop-agent-elsewhere-{os.getpid()}", pid_mode="host",
+        ports={"10140/tcp": ("127.0.0.1", port)},
+        volumes={"/sys/fs/cgroup": {"bind": "/host/cgroup", "mode": "ro"},
+                 "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "ro"}},
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def holder_series():
+        if docker_client.containers.get(agent.id).status != "running":
+            raise AssertionError(f"the agent exited: {agent.logs().decode(errors='replace')}")
+        code, body = http_get(url + "/metrics", timeout=2)
+        m = parse_exposition(body.decode()) if code == 200 else {}
+        return [(labels, v) for labels, v in m.get("container_cpu_usage_seconds_total", [])
+                if labels["name"] == holder.name] or None
+
+    (labels, cpu), = wait_until(holder_series, 60, "the holder's cAdvisor series on the agent's /metrics")
+    assert labels["id"] == kernel_name and kernel_name.endswith(holder.id), (labels, kernel_name)
+    assert cpu > 0  # its counters were found in the host's tree, under /host/cgroup
+    m = parse_exposition(http_get(url + "/metrics")[1].decode())
+    wss = [(l["id"], v) for l, v in m["container_memory_working_set_bytes"] if l["name"] == holder.name]
+    assert wss and wss[0][0] == kernel_name and wss[0][1] > 0
+    assert not any(l["id"].startswith(("/host/", "/sys/")) for l, _ in m["container_cpu_usage_seconds_total"])

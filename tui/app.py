@@ -17,6 +17,14 @@ For the screens of later issues (diagnostics, in-container actions, report) the 
     app.new_engine()             a fresh probes.engine.Engine on the same endpoint, for a worker of yours
     app.push_container_screen(kind)
 
+Screens read these through one typed protocol, app_api.MltopApi (`self.mltop`), never `getattr(self.app, …)`.
+Constructing an app changes nothing in the process: the real dashboard's start-up tuning (collector, open-file
+limit, the first sweep before Textual starts) is made by `mltop`'s factory, tui/cli/dashboard.py.
+
+Whether an in-container action may run is the action registry's answer for the app's source
+(diagnostics.actions.refusal): a recording or a Prometheus says it cannot act, and every action, the
+background device check included, is refused with the reason.
+
 A screen with a `show_snapshot(snapshot)` method is handed every new snapshot while it is on top.
 `push_container_screen(kind)` imports `mltop.tui.<module>` named in CONTAINER_SCREENS on first use (so the
 diagnostics and action code loads only when a key asks for it) and pushes
@@ -25,7 +33,6 @@ diagnostics and action code loads only when a key asks for it) and pushes
 
 from __future__ import annotations
 
-import gc
 import importlib
 import logging
 import os
@@ -43,17 +50,19 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 
-from mltop.diagnostics.actions.registry import ACTIONS
+from mltop.diagnostics.actions.registry import ACTIONS, BACKGROUND_DEVICE_CHECK, BY_NAME, refusal
+from mltop.probes.history import History
 from mltop.probes.model import Snapshot
+from mltop.probes.source import SnapshotSource
 
+from .format import HISTORY_SECONDS
+from .replay import REPLAY_BINDINGS, TIMELINE_BINDING, ReplayMixin
 from .screens.dashboard import DashboardScreen
 from .screens.help import HelpScreen
-from mltop.probes.history import History
-from .replay import REPLAY_BINDINGS, TIMELINE_BINDING, ReplayMixin
+from .startup import GC_SETTLE_S, StartupTuning
 
 log = logging.getLogger(__name__)
 
-HISTORY_SECONDS = 300  # what the graphs cover
 # The background doctor behind the row markers. A run reads every container's log (~7 ms a container,
 # mostly engine requests), so the pause after a run grows with its cost: it takes at most ~1/DOCTOR_COST_SHARE
 # of the time. At 50 it alone was 2 % of a core, the whole budget at 100 containers (issue 11); at 200, a
@@ -62,13 +71,6 @@ DOCTOR_INTERVAL_S = 10.0
 DOCTOR_FIRST_DELAY_S = 1.0  # after the first full frame, not competing with it
 DOCTOR_COST_SHARE = 200
 FIRST_RATE_DELAY_S = 0.2  # rates need two sweeps: take the second one soon after the first
-# How long the app waits for its first sweep before Textual starts. Started together, the two fight over the
-# GIL: every file the sweep opens hands the GIL to Textual's start-up, which keeps it for the switch interval
-# (5 ms), so the sweep made almost no progress until the UI thread went idle (README, "What it costs"). A slow
-# or hung engine still gets the screen up after this long, with the rows to follow.
-FIRST_SWEEP_WAIT_S = 0.3
-GC_YOUNG_THRESHOLD = 20_000  # allocations between collections of the youngest generation (700 by default)
-GC_SETTLE_S = 5.0  # the garbage collector is back on this long after start at the latest
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,6 @@ class ContainerScreenSpec:
     title: str
 
 
-EXEC_SCREENS = tuple(a.name for a in ACTIONS)  # each runs a docker exec: refused under --no-exec
 CONTAINER_SCREENS: dict[str, ContainerScreenSpec] = {
     "diagnostics": ContainerScreenSpec("screens.diagnostics", "DiagnosticsScreen", "Diagnostics"),
     **{a.name: ContainerScreenSpec("screens.actions", "ActionScreen", a.title) for a in ACTIONS},
@@ -139,14 +140,11 @@ class MltopApp(ReplayMixin, App):
             self.seconds = seconds
 
     def __init__(self, docker_host: str | None = None, nvml_lib: str | None = None, nvml: bool = True,
-                 interval: float = 1.0, processes: bool = True, source=None, record: str | None = None):
+                 interval: float = 1.0, processes: bool = True, source: SnapshotSource | None = None,
+                 record: str | None = None, tuning: StartupTuning | None = None):
         self._launch_age_s = _process_age_s()
-        # No cyclic garbage collection until the first full frame (or GC_SETTLE_S): start-up makes hundreds of
-        # thousands of objects that all live on, and a full collection among them took 20 ms of the first
-        # sweep at 500 containers. _settle_gc() turns it back on.
-        self._gc_settled = not gc.isenabled()
-        gc.disable()
         self._created_at = time.perf_counter()
+        self._tuning = tuning  # the real dashboard's (startup.py), settled at the first full frame
         super().__init__()
         from mltop.probes.engine import docker_host_in_use
 
@@ -161,18 +159,8 @@ class MltopApp(ReplayMixin, App):
         self.previous_snapshot: Snapshot | None = None
         from mltop.probes.source import LiveSource
 
-        self.source = source if source is not None else LiveSource(self._make_sampler)
-        # The live first sweep starts now, in its own thread; Textual starts once it is done, or after
-        # FIRST_SWEEP_WAIT_S when the engine is slow.
-        self._first_sweep: Future | None = None
-        if source is None:
-            from mltop.probes.openfiles import prepare
-
-            prepare()  # the sweep keeps ~10 files a container open: grow the table while we have one thread
-            self._first_sweep = Future()
-            threading.Thread(target=self._sweep_into, args=(self._first_sweep,), name="mltop-first-sweep",
-                             daemon=True).start()
-            wait([self._first_sweep], timeout=FIRST_SWEEP_WAIT_S)  # see FIRST_SWEEP_WAIT_S
+        self.source: SnapshotSource = source if source is not None else LiveSource(self._make_sampler)
+        self._first_sweep: Future | None = None  # start_first_sweep()'s, taken by the first _sample
         from mltop.diagnostics.actions import ActionLog
 
         self.action_log = ActionLog()
@@ -198,16 +186,28 @@ class MltopApp(ReplayMixin, App):
     def get_default_screen(self) -> Screen:
         return DashboardScreen()
 
+    def start_first_sweep(self, wait_s: float) -> None:
+        """Take the first live sweep now, in its own thread, and wait up to `wait_s` for it (before Textual
+        starts: see startup.FIRST_SWEEP_WAIT_S). Only the real dashboard's factory calls this."""
+        if not self.source.live or self._first_sweep is not None:
+            return
+        self._first_sweep = Future()
+        threading.Thread(target=self._sweep_into, args=(self._first_sweep,), name="mltop-first-sweep",
+                         daemon=True).start()
+        wait([self._first_sweep], timeout=wait_s)
+
     # -- sampling -------------------------------------------------------------------------------------
 
     def on_mount(self) -> None:
         self.start_recorder(self._record_path)
         self._sample()
-        self.set_timer(GC_SETTLE_S, self._settle_gc)  # when no full frame comes (an engine down, a replay)
+        if self._tuning is not None:
+            self.set_timer(GC_SETTLE_S, self._settle_gc)  # when no full frame comes (an engine down)
 
     @property
     def sampler(self):
-        return getattr(self.source, "sampler", None)
+        """The live Sampler, once the first sweep made it (None for a source without one)."""
+        return getattr(self.source, "sampler", None)  # LiveSource's; other sources have none
 
     def on_unmount(self) -> None:
         self._settle_gc(running=False)  # an app that ends before its first frame leaves the collector as it was
@@ -298,7 +298,7 @@ class MltopApp(ReplayMixin, App):
         else:
             self._doctor_judged = snapshot
             self._diagnose(snapshot, self.previous_snapshot)
-            if self.device_checks.due(snapshot):
+            if refusal(BACKGROUND_DEVICE_CHECK, self.source) is None and self.device_checks.due(snapshot):
                 self._check_devices(snapshot)
 
     @property
@@ -314,6 +314,8 @@ class MltopApp(ReplayMixin, App):
     @work(thread=True, exclusive=False, group="device-check", exit_on_error=False)
     def _check_devices(self, snapshot: Snapshot) -> None:
         # Its result joins action_log, where the next doctor run reads it.
+        if refusal(BACKGROUND_DEVICE_CHECK, self.source) is not None:
+            return  # asked again here: whoever calls, a source that cannot act never gets an exec
         try:
             if self._device_engine is None:
                 self._device_engine = self.new_engine()
@@ -356,7 +358,7 @@ class MltopApp(ReplayMixin, App):
             self._stalled = True
         else:
             if not self.source.live:
-                self.source.step(1)  # playing; at the end it shows the last sweep until more are recorded
+                self._recording.step(1)  # playing; at the end it shows the last sweep until more are recorded
             self._sample()
 
     def _show(self, snapshot: Snapshot | None) -> None:
@@ -383,18 +385,9 @@ class MltopApp(ReplayMixin, App):
         self._settle_gc()
 
     def _settle_gc(self, running: bool = True) -> None:
-        """Turn the garbage collector back on after start-up, once (`running`: the app goes on)."""
-        if self._gc_settled:
-            return
-        self._gc_settled = True
-        if running:
-            # What exists now (modules, Textual's widgets and styles, the first snapshots) lives as long as the
-            # app: out of the collector's sight, a full collection scans only what came later.
-            gc.freeze()
-            # Nearly everything a sweep allocates is freed by reference counting; collecting the young
-            # generation every 700 allocations (the default) cost ~0.2 % of a core at 500 containers.
-            gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
-        gc.enable()
+        """The start-up tuning's collector back on, once (`running`: the app goes on); nothing without one."""
+        if self._tuning is not None:
+            self._tuning.settle(running)
 
     # -- what screens read ----------------------------------------------------------------------------
 
@@ -443,7 +436,7 @@ class MltopApp(ReplayMixin, App):
 
     def push_container_screen(self, kind: str) -> None:
         """Open the screen of an action on the selected container (see the module docstring)."""
-        if self.replay_refuses(kind):
+        if self.refuses_action(kind):
             return
         if not self.source.live and kind in ("diagnostics", "report"):
             from .screens.timeline import recorded_screen
@@ -451,7 +444,7 @@ class MltopApp(ReplayMixin, App):
             self.push_screen(recorded_screen(kind, self.selected_container_id))
             return
         spec = CONTAINER_SCREENS[kind]
-        if kind in EXEC_SCREENS and self.device_checks.forbidden:
+        if kind in BY_NAME and self.device_checks.forbidden:  # every action runs a docker exec or ptrace
             self.notify(f"{spec.title}: {self.device_checks.forbidden}", severity="warning")
             return
         screen_class = getattr(importlib.import_module(f"mltop.tui.{spec.module}"), spec.screen_class)
@@ -462,6 +455,14 @@ class MltopApp(ReplayMixin, App):
 
     def action_container_screen(self, kind: str) -> None:
         self.push_container_screen(kind)
+
+    def refuses_action(self, kind: str) -> bool:
+        """True (and says why) when `kind` is an action that needs the live container and the source cannot
+        act: the registry's answer (each action's needs_live_container, the source's cannot_act)."""
+        why = refusal(kind, self.source) if kind in BY_NAME else None
+        if why:
+            self.notify(why, severity="warning", timeout=6, markup=False)
+        return bool(why)
 
     def action_toggle_pause(self) -> None:
         self.paused = not self.paused

@@ -1,6 +1,8 @@
-"""Numbers as the dashboard shows them: sizes, rates, percentages and text bars."""
+"""Numbers and times as the dashboard shows them: sizes, rates, percentages, text bars and local times."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from rich.text import Text
 
@@ -11,6 +13,14 @@ MISSING = "–"  # a value the probes could not give (or not yet: rates need two
 # How a severity looks on screen: glyph and style. The containers table marks rows with the same glyphs
 # the diagnostics screen puts before each finding. (Labels and order: diagnostics.findings.)
 SEVERITY_GLYPH = {"critical": ("✖", "bold red"), "warning": ("!", "bold yellow"), "info": ("·", "bold blue")}
+
+HISTORY_SECONDS = 300  # what the graphs cover, live and in replay
+
+
+def local_time(t: float, with_date: bool = True) -> str:
+    """Unix seconds as local wall-clock time: 2026-11-29 03:12:30 (or 03:12:30)."""
+    return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S" if with_date else "%H:%M:%S")
+
 
 def size(value: float | None, missing: str = MISSING) -> str:
     """Binary size in at most five characters: 512B, 8.0K, 123M, 1.5G."""

@@ -1,11 +1,14 @@
 """Replay in the dashboard: keys that move through a recording, recorded findings, and the recorder of a live
-dashboard. MltopApp mixes this in; with a live source the replay keys are hidden and do nothing."""
+dashboard. MltopApp mixes this in; with a live source the replay keys are hidden and do nothing.
+
+What replay refuses (every in-container action) is not decided here: the recording says it cannot act
+(RecordingSource.cannot_act) and the action registry refuses, see MltopApp.refuses_action.
+"""
 
 from __future__ import annotations
 
 import time
-from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from rich.text import Text
 from textual import work
@@ -13,6 +16,19 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
+
+from .format import HISTORY_SECONDS, local_time
+
+if TYPE_CHECKING:
+    from textual.app import App
+
+    from mltop.probes.history import History
+    from mltop.probes.recording import RecordingSource, RecordingStore
+    from mltop.probes.source import SnapshotSource
+
+    _AppBase = App[None]  # what the mixin's methods may use of the app, for the type checker only
+else:
+    _AppBase = object
 
 REPLAY_BINDINGS = [
     Binding("left_square_bracket", "replay_step(-1)", "Back one sweep", key_display="[", show=False,
@@ -27,12 +43,7 @@ REPLAY_BINDINGS = [
 ]
 TIMELINE_BINDING = Binding("e", "timeline", "Events", id="mltop.timeline")
 
-# In-container actions need the container as it is now; replay shows the past.
-LIVE_ONLY_SCREENS = {"nvidia-smi", "py-spy", "framework"}
-
-
-def replay_time_text(t: float) -> str:
-    return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+replay_time_text = local_time  # the time the header shows after REPLAY
 
 
 class RecordedDoctorResult:
@@ -61,8 +72,8 @@ class GotoTimeScreen(ModalScreen[str | None]):
         self.first, self.last = first, last
 
     def compose(self) -> ComposeResult:
-        yield Static(Text(f"Go to a time between {replay_time_text(self.first)} and "
-                          f"{replay_time_text(self.last)}: 03:12, 2026-11-29T03:12:30, or 15m (ago)"),
+        yield Static(Text(f"Go to a time between {local_time(self.first)} and "
+                          f"{local_time(self.last)}: 03:12, 2026-11-29T03:12:30, or 15m (ago)"),
                      id="goto-label")
         yield Input(placeholder="time", id="goto-input")
 
@@ -76,7 +87,7 @@ class GotoTimeScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class ReplayMixin:
+class ReplayMixin(_AppBase):
     """Replay keys, recorded findings, and the recorder of a live dashboard (methods of MltopApp)."""
 
     recorder: Any = None
@@ -85,9 +96,28 @@ class ReplayMixin:
     _pending_findings: Any = None
     _recording_store: Any = None
 
+    if TYPE_CHECKING:  # set by MltopApp
+        source: SnapshotSource
+        history: History
+        doctor_result: Any
+        finding_severities: dict[str | None, str]
+        _docker_host_arg: str | None
+
+        def _sample(self) -> Any: ...
+
     @property
     def replaying(self) -> bool:
-        return not self.source.live  # type: ignore[attr-defined]
+        return not self.source.live
+
+    @property
+    def _recording(self) -> RecordingSource:
+        """The replayed recording (only while replaying)."""
+        return cast("RecordingSource", self.source)
+
+    @property
+    def events_until(self) -> float | None:
+        """Events are shown up to this time: in replay, up to the next recorded sweep; live, all of them."""
+        return self._recording.horizon if self.replaying else None
 
     # -- recording while live --------------------------------------------------------------------------
 
@@ -98,7 +128,7 @@ class ReplayMixin:
             return
         from mltop.probes.recording import Recorder, RecorderLocked
 
-        recorder = Recorder(path, docker_host=self._docker_host_arg)  # type: ignore[attr-defined]
+        recorder = Recorder(path, docker_host=self._docker_host_arg)
         try:
             recorder.start()
         except RecorderLocked as exc:
@@ -120,17 +150,15 @@ class ReplayMixin:
         the dashboard sampled meanwhile (the first frame does not wait for it)."""
         from mltop.probes.recording import RecordingStore
 
-        from .app import HISTORY_SECONDS
-
         try:
             store = RecordingStore(path)
             _, containers, gpus = store.series(until - HISTORY_SECONDS, until)
         except Exception as exc:  # an unreadable file: graphs start empty, as before
-            self.log.warning(f"could not read the recording {path}: {exc}")  # type: ignore[attr-defined]
+            self.log.warning(f"could not read the recording {path}: {exc}")
             return
         self._recording_store = store
         try:
-            self.call_from_thread(self.history.prepend, containers, gpus)  # type: ignore[attr-defined]
+            self.call_from_thread(self.history.prepend, containers, gpus)
         except RuntimeError:  # the app is shutting down
             pass
 
@@ -145,10 +173,10 @@ class ReplayMixin:
         return ()
 
     @property
-    def recording_store(self):
+    def recording_store(self) -> RecordingStore | None:
         """The recording to read events from: the one replayed, or the one this dashboard writes."""
         if self.replaying:
-            return self.source.store  # type: ignore[attr-defined]
+            return self._recording.store
         if self._recording_store is None and self.recorder is not None:
             from mltop.probes.recording import RecordingStore
 
@@ -170,7 +198,7 @@ class ReplayMixin:
             now = time.time()
             return add_history(report, store, now - REPORT_WINDOW_S, now)
         except Exception as exc:  # a report without history beats no report
-            self.log.warning(f"recorded history left out of the report: {exc}")  # type: ignore[attr-defined]
+            self.log.warning(f"recorded history left out of the report: {exc}")
             return report
 
     def stop_recorder(self) -> None:
@@ -185,9 +213,7 @@ class ReplayMixin:
     def replay_prepare(self) -> None:
         """Before a recorded snapshot is handed over: the graphs' series up to it (after a jump) and the
         findings standing at its time."""
-        from .app import HISTORY_SECONDS
-
-        source = self.source  # type: ignore[attr-defined]
+        source = self._recording
         t = source.time
         if self._reseed:
             self._reseed = False
@@ -199,35 +225,35 @@ class ReplayMixin:
         """On the event loop, before the snapshot is recorded into the History."""
         seed, self._pending_seed = self._pending_seed, None
         if seed is not None:
-            self.history.seed(*seed)  # type: ignore[attr-defined]
+            self.history.seed(*seed)
         result, self._pending_findings = self._pending_findings, None
         if result is not None:
-            self.doctor_result = result  # type: ignore[attr-defined]
-            self.finding_severities = result.worst_by_container()  # type: ignore[attr-defined]
+            self.doctor_result = result
+            self.finding_severities = result.worst_by_container()
 
     # -- keys -----------------------------------------------------------------------------------------
 
     def _replay_moved(self, moved: bool, where: str) -> None:
         if not moved:
-            self.notify(f"Already at the {where} of the recording", timeout=2)  # type: ignore[attr-defined]
+            self.notify(f"Already at the {where} of the recording", timeout=2)
             return
         self._reseed = True
-        self._sample()  # type: ignore[attr-defined]
+        self._sample()
 
     def action_replay_step(self, sweeps: int) -> None:
         if self.replaying:
-            moved = self.source.step(sweeps)  # type: ignore[attr-defined]
+            moved = self._recording.step(sweeps)
             self._replay_moved(moved, "end" if sweeps > 0 else "start")
 
     def action_replay_jump(self, seconds: float) -> None:
         if self.replaying:
-            moved = self.source.jump(seconds)  # type: ignore[attr-defined]
+            moved = self._recording.jump(seconds)
             self._replay_moved(moved, "end" if seconds > 0 else "start")
 
     def action_replay_goto(self) -> None:
         if not self.replaying:
             return
-        source = self.source  # type: ignore[attr-defined]
+        source = self._recording
 
         def go(answer: str | None) -> None:
             if not answer:
@@ -237,36 +263,27 @@ class ReplayMixin:
             try:
                 when = parse_when(answer, now=source.last_time if answer.strip()[-1:].isalpha() else None)
             except ValueError as err:
-                self.notify(str(err), severity="error")  # type: ignore[attr-defined]
+                self.notify(str(err), severity="error", markup=False)
                 return
             source.seek(when)
             self._replay_moved(True, "end")
 
-        self.push_screen(GotoTimeScreen(source.first_time, source.last_time), go)  # type: ignore[attr-defined]
+        self.push_screen(GotoTimeScreen(source.first_time, source.last_time), go)
 
     def replay_seek(self, t: float) -> None:
         """Move the cursor to `t` and show it (the timeline's enter)."""
         if self.replaying:
-            self.source.seek(t)  # type: ignore[attr-defined]
+            self._recording.seek(t)
             self._replay_moved(True, "end")
 
     def action_timeline(self) -> None:
         from .screens.timeline import TimelineScreen
 
-        if isinstance(self.screen, TimelineScreen):  # type: ignore[attr-defined]
+        if isinstance(self.screen, TimelineScreen):
             return
-        self.push_screen(TimelineScreen())  # type: ignore[attr-defined]
+        self.push_screen(TimelineScreen())
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action.startswith("replay_") and not self.replaying:
             return False  # hidden and inert on a live dashboard
         return True
-
-    def replay_refuses(self, kind: str) -> bool:
-        """True (and says why) when `kind` is an in-container action and this is a replay."""
-        if self.replaying and kind in LIVE_ONLY_SCREENS:
-            self.notify("Replay shows recorded data: in-container actions (nvidia-smi, py-spy, framework check) "
-                        "need the live container. Run `mltop` to act on it now.", severity="warning",
-                        timeout=6)  # type: ignore[attr-defined]
-            return True
-        return False

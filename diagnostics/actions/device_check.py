@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
+from .context import ActionContext
 from .results import FAILED, OK, UNAVAILABLE, ActionOutcome, Finished, end_if_interrupted, require_running
 
-if TYPE_CHECKING:
-    from .run import ActionRun
 
 DEVICE_CHECK_SCRIPT = "device_check_script.py"
 DEVICE_CHECK_LABEL = "<mltop device_check.py>"
@@ -68,7 +67,7 @@ def summarize_device_check(doc: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def run_device_check(run: "ActionRun") -> ActionOutcome:
+def run_device_check(run: ActionContext) -> ActionOutcome:
     container = run.container
     assert container is not None
     require_running(container)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 from mltop.probes.model import ContainerSample, GpuSample, HostInfo, Snapshot
 
 from ..one_line import one_line
+from .context import ActionContext
 from .results import FAILED, OK, UNAVAILABLE, ActionOutcome, Finished, end_if_interrupted, require_running
 
-if TYPE_CHECKING:
-    from .run import ActionRun
 
-
-def run_nvidia_smi(run: "ActionRun") -> ActionOutcome:
+def run_nvidia_smi(run: ActionContext) -> ActionOutcome:
     container = run.container
     assert container is not None
     require_running(container)

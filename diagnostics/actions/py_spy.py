@@ -6,15 +6,13 @@ import os
 import shutil
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mltop.probes.model import ContainerSample, ProcessSample
 
 from ..one_line import one_line
+from .context import ActionContext
 from .results import FAILED, OK, UNAVAILABLE, ActionOutcome, Finished, end_if_interrupted, require_running
-
-if TYPE_CHECKING:
-    from .run import ActionRun
 
 
 def _is_python(process: ProcessSample) -> bool:
@@ -107,7 +105,7 @@ def _process_line(p: ProcessSample) -> str:
     return f"host PID {p.host_pid}{inner}, CPU {cpu}: {one_line(p.cmdline, 160)}"
 
 
-def run_py_spy(run: "ActionRun") -> ActionOutcome:
+def run_py_spy(run: ActionContext) -> ActionOutcome:
     container = run.container
     assert container is not None
     require_running(container)

@@ -8,28 +8,35 @@
 
 `recorder.attach(loop)` registers it on a serve loop (`loop.add_listener(callable(snapshot, doctor_result))`).
 A full disk or a read-only path is reported in `status` and the sweep dropped; sampling never waits on it.
+Nothing ends the writer: every failed write is logged with its exception and counted (`status.failed`), work
+dropped on a full queue or at close is counted (`status.dropped`), and close() returns within its timeout.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import queue
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ..model import Snapshot
 from . import codec, retention
+from .entries import Event, RecorderStatus
+from .finding_changes import FindingChanges
 from .schema import connect_writer, write_transaction
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RETENTION_S = 7 * 86400
 DEFAULT_MAX_BYTES = 500 * 1000 * 1000
 RETENTION_EVERY_S = 60.0  # thinning and trimming run at most this often
 _QUEUE_LIMIT = 256  # sweeps waiting for the writer; beyond, the oldest work is dropped (a stuck disk)
+REPEAT_LOG_S = 60.0  # the same write failure again, or more drops: one log line a minute, with the count
 
 
 def default_history_path() -> str:
@@ -42,38 +49,6 @@ def default_history_path() -> str:
 
 class RecorderLocked(Exception):
     """Another recorder holds the file."""
-
-
-@dataclass(frozen=True)
-class RecorderStatus:
-    state: str  # "recording" | "error" | "stopped"
-    path: str
-    message: str | None = None
-    sweeps: int = 0
-    last_write_t: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.state == "recording"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"state": self.state, "path": self.path, "message": self.message, "sweeps": self.sweeps,
-                "last_write_t": self.last_write_t}
-
-
-@dataclass(frozen=True)
-class Event:
-    """One event to store; `detail` is JSON-ready."""
-
-    t: float
-    source: str
-    kind: str
-    container_id: str | None = None
-    container: str | None = None
-    severity: str | None = None
-    code: str | None = None
-    title: str | None = None
-    detail: dict | None = None
 
 
 def _describe_db_error(exc: BaseException, path: str) -> str:
@@ -103,8 +78,15 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self._lock_fd: int | None = None
         self._db: sqlite3.Connection | None = None
-        self._status = RecorderStatus("stopped", self.path)
-        self._watcher = None
+        self._state, self._message = "stopped", None
+        self._last_write_t: float | None = None
+        self._events_written = 0
+        self._dropped = 0
+        self._failed = 0
+        self._count_lock = threading.Lock()  # `dropped` is counted by whichever thread hands work over
+        self._said: dict[str, tuple[str, float, int]] = {}  # what -> (last text logged, when, repeats since)
+        self._close_deadline: float | None = None  # monotonic; past it the writer drops what is left
+        self._subscription = None  # to the engine's events feed
         # writer-thread state
         self._hosts: dict[str, int] = {}
         self._gpu_ids: dict[str, int] = {}
@@ -112,7 +94,7 @@ class Recorder:
         self._last_seen: dict[int, int] = {}
         self._config_docs: dict[int, tuple[Any, str]] = {}
         self._last_retention = 0.0
-        self._findings: dict[tuple[str, str | None], Any] = {}
+        self._findings = FindingChanges()
         self._engine_ok: bool | None = None
         self._nvml_state: str | None = None
         self._xids_seen: set[tuple] | None = None  # (uuid, xid, t_ms, via) already stored; None: not loaded yet
@@ -123,25 +105,38 @@ class Recorder:
 
     @property
     def status(self) -> RecorderStatus:
-        return self._status
+        state, message = self._state, self._message
+        thread = self._thread
+        if state != "stopped" and thread is not None and not thread.is_alive() and self._close_deadline is None:
+            state, message = "error", "the recorder's writer thread ended; not recording"  # never expected
+        return RecorderStatus(state, self.path, message, sweeps=self._sweeps, last_write_t=self._last_write_t,
+                              events=self._events_written, dropped=self._dropped, failed=self._failed)
 
     def start(self) -> "Recorder":
         """Take the file's lock and start the writer. RecorderLocked when another recorder has it; any other
         problem (read-only path, bad file) becomes an error status, and record() then does nothing."""
         self._take_lock()
+        started = time.time()
         try:
             self._db = connect_writer(self.path)
             self._load_interned()
+            carried = self._findings.carry_over(self._db, started)
         except (sqlite3.Error, OSError, ValueError) as exc:
-            self._status = RecorderStatus("error", self.path, _describe_db_error(exc, self.path))
+            self._state, self._message = "error", _describe_db_error(exc, self.path)
+            log.warning("cannot record into %s", self.path, exc_info=True)
+            if self._db is not None:
+                self._db.close()
+                self._db = None
             self._release_lock()
             return self
-        self._status = RecorderStatus("recording", self.path)
+        self._state, self._message = "recording", None
         self._thread = threading.Thread(target=self._write_loop, name="mltop-recorder", daemon=True)
         self._thread.start()
-        self.add_event(Event(time.time(), "mltop", "recorder_started", title=f"recording into {self.path}"))
+        # carries_findings: the findings open at the recording's end stay open (none is announced again)
+        self.add_event(Event(started, "mltop", "recorder_started", title=f"recording into {self.path}",
+                             detail={"carries_findings": carried}))
         if self.watch_engine:
-            self._start_watcher()
+            self._subscribe_to_engine()
         return self
 
     def _take_lock(self) -> None:
@@ -177,23 +172,28 @@ class Recorder:
             self._lock_fd = None
 
     def close(self, timeout: float = 5.0) -> None:
-        if self._watcher is not None:
-            self._watcher.stop()
-            self._watcher = None
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout)
-            self._thread = None
-        if self._db is not None:
+        """Write what is queued, for at most `timeout` seconds: what is left then is dropped, counted and
+        logged, so quitting never hangs on a stuck disk. The writer closes the file when it ends."""
+        deadline = time.monotonic() + timeout
+        if self._subscription is not None:
+            self._subscription.close()
+            self._subscription = None
+        thread, self._thread = self._thread, None
+        if thread is None:
+            self._release_lock()
+        else:
+            self._close_deadline = deadline
             try:
-                self._db.close()
-            except sqlite3.Error:
-                pass
-            self._db = None
-        self._release_lock()
-        if self._status.state == "recording":
-            self._status = RecorderStatus("stopped", self.path, sweeps=self._sweeps,
-                                          last_write_t=self._status.last_write_t)
+                self._queue.put(None, timeout=max(deadline - time.monotonic(), 0.0))
+            except queue.Full:
+                pass  # the writer is busy: it sees the deadline after its current write
+            thread.join(max(deadline - time.monotonic(), 0.0))
+            if thread.is_alive():
+                left = self._drain("the recorder's close passed its deadline")
+                log.warning("the recorder did not finish within %.1f s: %d queued items dropped unwritten; its "
+                            "current write ends in the background", timeout, left)
+        if self._state == "recording":
+            self._state = "stopped"
 
     # -- what callers hand over (any thread) ---------------------------------------------------------
 
@@ -224,63 +224,161 @@ class Recorder:
     def _put(self, item: tuple) -> None:
         try:
             self._queue.put_nowait(item)
+            return
         except queue.Full:
+            pass
+        # A stuck disk: keep the newest work, count what goes.
+        try:
+            oldest = self._queue.get_nowait()
+        except queue.Empty:
+            oldest = None
+        self._discard(oldest, "the recorder's queue is full (the disk is slower than the sampling)")
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:  # others filled it meanwhile: this one goes instead
+            self._discard(item, "the recorder's queue is full (the disk is slower than the sampling)")
+
+    def _discard(self, item: tuple | None, why: str) -> None:
+        """Count an item that will never be written; wake a waiter that will never be served."""
+        if item is None:
+            return
+        if item[0] == "flush":
+            item[1].set()
+            return
+        if item[0] == "retention":
+            return
+        with self._count_lock:
+            self._dropped += 1
+            dropped = self._dropped
+        self._say("dropped", f"{why}: work dropped unwritten ({dropped} so far)", None, same_as=why)
+
+    def _drain(self, why: str) -> int:
+        """Drop everything queued (counted); returns how many items of work went."""
+        before = self._dropped
+        while True:
             try:
-                self._queue.get_nowait()  # a stuck disk: keep the newest work
+                item = self._queue.get_nowait()
             except queue.Empty:
-                pass
-            try:
-                self._queue.put_nowait(item)
-            except queue.Full:
-                pass
+                return self._dropped - before
+            self._discard(item, why)
+
+    def _say(self, what: str, text: str, exc: BaseException | None, same_as: str | None = None) -> None:
+        """Log a problem with its exception; the same problem again at most once a minute, with the count."""
+        now = time.monotonic()
+        last = self._said.get(what)
+        key = same_as or (text if exc is None else f"{type(exc).__name__}: {exc}")
+        if last is not None and last[0] == key and now - last[1] < REPEAT_LOG_S:
+            self._said[what] = (last[0], last[1], last[2] + 1)
+            return
+        repeats = f" (and {last[2]} more like the last one)" if last and last[2] else ""
+        self._said[what] = (key, now, 0)
+        log.warning("%s%s", text, repeats, exc_info=(type(exc), exc, exc.__traceback__) if exc else None)
 
     def enforce_retention(self, now_ms: int | None = None, timeout: float = 60.0) -> None:
         """Run retention now (as if the time were `now_ms`), in the writer thread, and wait for it."""
-        self._put(("retention", now_ms or 0))
+        if self._thread is None:
+            return
+        self._queue.put(("retention", now_ms or 0), timeout=timeout)
         self.flush(timeout)
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything handed over so far is written (tests, shutdown)."""
+        if self._thread is None:
+            return
         done = threading.Event()
-        self._put(("flush", done))
-        done.wait(timeout)
+        deadline = time.monotonic() + timeout
+        try:
+            self._queue.put(("flush", done), timeout=timeout)  # waits for room: never drops work
+        except queue.Full:
+            return
+        done.wait(max(deadline - time.monotonic(), 0.0))
 
     # -- engine events ------------------------------------------------------------------------------
 
-    def _start_watcher(self) -> None:
+    def _subscribe_to_engine(self) -> None:
         from ..engine import Engine
-        from ..engine_events import EngineEventWatcher
+        from ..engine_events import parse_engine_event, subscribe_engine_events
 
-        def on_event(ev) -> None:
+        def on_event(raw: dict) -> None:
+            ev = parse_engine_event(raw)
+            if ev is None:
+                return
             detail = {k: v for k, v in (("exit_code", ev.exit_code), ("signal", ev.signal),
                                         ("health", ev.health)) if v is not None}
             self.add_event(Event(ev.time, "engine", ev.action, container_id=ev.container_id,
                                  container=ev.name, title=ev.image, detail=detail or None))
 
-        self._watcher = EngineEventWatcher(Engine(self.docker_host), on_event)
-        self._watcher.start()
+        # the one events stream of this process for the engine (the catalog reads the same one)
+        def on_gap(since: float, until: float) -> None:
+            self.add_event(Event(until, "mltop", "events_gap", title="the engine no longer had its events from "
+                                 f"{time.strftime('%H:%M:%S', time.localtime(since))} on (it keeps its last 256): "
+                                 "some may be missing here", detail={"since": since, "until": until}))
+
+        self._subscription = subscribe_engine_events(Engine(self.docker_host), on_event, since=time.time(),
+                                                     on_gap=on_gap)
+
+    @property
+    def engine_events(self):
+        """The engine events feed's status (None when not watching the engine)."""
+        sub = self._subscription
+        return None if sub is None else sub.feed.status
 
     # -- the writer thread --------------------------------------------------------------------------
 
     def _write_loop(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            started = time.thread_time()
-            pending = [item]
-            # Events that arrived with the sweep go into its transaction.
-            while item[0] != "sweep":
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
+        try:
+            while True:
+                item = self._queue.get()
                 if item is None:
-                    self._write(pending)
                     return
-                pending.append(item)
-            self._write(pending)
-            self.cpu_s += time.thread_time() - started
+                pending = [item]
+                # Events that arrived with the sweep go into its transaction.
+                while item[0] != "sweep":
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        self._write_guarded(pending)
+                        return
+                    pending.append(item)
+                self._write_guarded(pending)
+                if self._close_deadline is not None and time.monotonic() >= self._close_deadline:
+                    left = self._drain("the recorder's close passed its deadline")
+                    if left:
+                        log.warning("the recorder's close passed its deadline: %d queued items dropped", left)
+                    return
+        finally:
+            if self._db is not None:
+                try:
+                    self._db.close()
+                except sqlite3.Error:
+                    log.warning("closing the recording failed", exc_info=True)
+                self._db = None
+            self._release_lock()
+
+    def _write_guarded(self, items: list[tuple]) -> None:
+        """_write, and whatever it raises is a counted, logged failure: the writer goes on with the next."""
+        started = time.thread_time()
+        try:
+            self._write(items)
+        except Exception as exc:
+            self._write_failed(exc, "recording failed")
+            for item in items:
+                if item[0] == "flush":
+                    item[1].set()
+        self.cpu_s += time.thread_time() - started
+
+    def _write_failed(self, exc: BaseException, what: str) -> None:
+        self._failed += 1
+        if isinstance(exc, sqlite3.Error):
+            # Interned rows written in the failed transaction are gone: forget them so they are rewritten.
+            self._load_interned()
+            self._state, self._message = "error", _describe_db_error(exc, self.path)
+        else:  # a value the codec cannot encode, a bug: this write is lost, the next one goes ahead
+            self._load_interned()
+            self._message = f"{what}: {type(exc).__name__}: {exc}"
+        self._say("failed", f"{what} ({self._failed} failed writes so far)", exc)
 
     def _write(self, items: list[tuple]) -> None:
         db = self._db
@@ -296,46 +394,69 @@ class Recorder:
             elif kind == "event":
                 events.append(item[1])
             elif kind == "findings":
-                events.extend(self._finding_changes(item[1], item[2]))
+                events.extend(self._findings.changes(item[1], item[2]))
             elif kind == "flush":
                 waiters.append(item[1])
             elif kind == "retention":
                 forced_retention = item[1]
         try:
-            with write_transaction(db):
-                if sweep is not None and sweep[1] is not None:
-                    snapshot, doctor_result = sweep[1], sweep[2]
-                    events.extend(self._state_changes(snapshot))
-                    events.extend(self._xid_changes(db, snapshot))
-                    if doctor_result is not None:
-                        events.extend(self._finding_changes(snapshot.taken_at,
-                                                            getattr(doctor_result, "findings", ())))
-                    self._write_sweep(db, snapshot)
-                if events:
-                    db.executemany(
-                        "INSERT INTO events(t, source, kind, container_id, container, severity, code, title, "
-                        "detail) VALUES (?,?,?,?,?,?,?,?,?)",
-                        [(int(e.t * 1000), e.source, e.kind, e.container_id, e.container, e.severity, e.code,
-                          e.title, json.dumps(e.detail) if e.detail else None) for e in events])
-            if sweep is not None:
-                self._sweeps += 1
-            if sweep is not None or events:  # a write went through: any earlier error is over
-                self._status = RecorderStatus("recording", self.path, sweeps=self._sweeps,
-                                              last_write_t=time.time())
+            snapshot = sweep[1] if sweep is not None else None
+            if snapshot is not None:
+                events.extend(self._state_changes(snapshot))
+                events.extend(self._xid_changes(db, snapshot))
+                if sweep[2] is not None:
+                    events.extend(self._findings.changes(snapshot.taken_at, getattr(sweep[2], "findings", ())))
+            rows = self._event_rows(events)
+            try:
+                self._commit(db, snapshot, rows)
+            except Exception as exc:
+                if snapshot is None or not rows:
+                    raise
+                # A sweep that cannot be written must not take its events with it.
+                self._write_failed(exc, f"recording the sweep at {snapshot.taken_at:.3f} failed")
+                self._commit(db, None, rows, clears_error=False)
             now = time.monotonic()
             if forced_retention is not None or now - self._last_retention >= self.retention_every_s:
                 self._last_retention = now
-                if retention.enforce(db, self.retention_s, self.max_bytes, self._last_seen,
-                                     now_ms=forced_retention or None, keep=set(self._containers.values())):
-                    self._load_interned()
-        except sqlite3.Error as exc:
-            # Interned rows written in the failed transaction are gone: forget them so they are rewritten.
-            self._load_interned()
-            self._status = RecorderStatus("error", self.path, _describe_db_error(exc, self.path),
-                                          sweeps=self._sweeps, last_write_t=self._status.last_write_t)
+                try:
+                    if retention.enforce(db, self.retention_s, self.max_bytes, self._last_seen,
+                                         now_ms=forced_retention or None, keep=set(self._containers.values())):
+                        self._load_interned()
+                except Exception as exc:  # what was written stays written; retention tries again later
+                    self._write_failed(exc, "retention (thinning and trimming the recording) failed")
         finally:
             for waiter in waiters:
                 waiter.set()
+
+    def _event_rows(self, events: list[Event]) -> list[tuple]:
+        """The events' rows; one whose detail does not encode is a failed write of its own, left out."""
+        rows = []
+        for e in events:
+            try:
+                detail = json.dumps(e.detail) if e.detail else None
+            except (TypeError, ValueError) as exc:
+                self._write_failed(exc, f"recording the {e.source} event {e.kind!r} failed")
+                continue
+            rows.append((int(e.t * 1000), e.source, e.kind, e.container_id, e.container, e.severity, e.code,
+                         e.title, detail))
+        return rows
+
+    def _commit(self, db: sqlite3.Connection, snapshot: Snapshot | None, rows: list[tuple],
+                clears_error: bool = True) -> None:
+        """One transaction: the sweep (if any) and the events' rows."""
+        with write_transaction(db):
+            if snapshot is not None:
+                self._write_sweep(db, snapshot)
+            if rows:
+                db.executemany("INSERT INTO events(t, source, kind, container_id, container, severity, code, "
+                               "title, detail) VALUES (?,?,?,?,?,?,?,?,?)", rows)
+        if snapshot is not None:
+            self._sweeps += 1
+        self._events_written += len(rows)
+        if snapshot is not None or rows:
+            self._last_write_t = time.time()
+            if clears_error and self._state == "error":  # a write went through: the database error is over
+                self._state, self._message = "recording", None
 
     def _write_sweep(self, db: sqlite3.Connection, snapshot: Snapshot) -> None:
         t = int(snapshot.taken_at * 1000)
@@ -440,19 +561,4 @@ class Recorder:
         # lost) keeps its seen Xids, so they are not stored again when it is back.
         present = {g.uuid for g in snapshot.gpus}
         self._xids_seen = set(window) | {key for key in self._xids_seen if key[0] not in present}
-        return out
-
-    def _finding_changes(self, t: float, findings: Iterable[Any]) -> list[Event]:
-        now = {(f.code, f.container): f for f in findings}
-        out = []
-        for key, f in now.items():
-            if key not in self._findings:
-                out.append(Event(t, "finding", "appeared", container=f.container, severity=f.severity,
-                                 code=f.code, title=f.title,
-                                 detail={"evidence": list(f.evidence), "fix": f.fix}))
-        for key, f in self._findings.items():
-            if key not in now:
-                out.append(Event(t, "finding", "cleared", container=f.container, severity=f.severity,
-                                 code=f.code, title=f.title))
-        self._findings = now
         return out

@@ -218,32 +218,43 @@ class RecordingStore:
                 for t, source, kind, cid, name, severity, code, title, detail in self.db.execute(sql, args)]
 
     def findings_at(self, t: float) -> list[RecordedFinding]:
-        """The findings standing at `t`: appeared and not cleared since the recorder last started."""
-        active: dict[tuple, RecordedFinding] = {}
-        for e in self.db.execute(
-                "SELECT source, kind, container, severity, code, title, detail FROM events "
-                "WHERE t <= ? AND source IN ('finding', 'mltop') ORDER BY t, eid", (int(t * 1000),)):
-            source, kind, container, severity, code, title, detail = e
-            if source == "mltop":
-                if kind == "recorder_started":
-                    active.clear()
-                continue
-            key = (code, container)
-            if kind == "appeared":
-                d = json.loads(detail) if detail else {}
-                active[key] = RecordedFinding(code, severity or "info", container, title or "",
-                                              tuple(d.get("evidence") or ()), d.get("fix") or "")
-            else:
-                active.pop(key, None)
-        return list(active.values())
+        """The findings standing at `t` (see standing_findings)."""
+        return standing_findings(self.db, t)
+
+
+def standing_findings(db: sqlite3.Connection, t: float | None = None) -> list[RecordedFinding]:
+    """The findings standing at `t` (default: the end of the recording): appeared and not cleared since. A
+    recorder start that carries the open findings over (detail `carries_findings`) keeps them; an older one,
+    which re-announced every finding, starts afresh."""
+    active: dict[tuple, RecordedFinding] = {}
+    sql = "SELECT source, kind, container, severity, code, title, detail FROM events WHERE source IN ('finding', 'mltop')"
+    args: tuple = ()
+    if t is not None:
+        sql += " AND t <= ?"
+        args = (int(t * 1000),)
+    for source, kind, container, severity, code, title, detail in db.execute(sql + " ORDER BY t, eid", args):
+        d = json.loads(detail) if detail else {}
+        if source == "mltop":
+            if kind == "recorder_started" and "carries_findings" not in d:
+                active.clear()
+            continue
+        key = (code, container)
+        if kind == "appeared":
+            active[key] = RecordedFinding(code, severity or "info", container, title or "",
+                                          tuple(d.get("evidence") or ()), d.get("fix") or "")
+        else:
+            active.pop(key, None)
+    return list(active.values())
 
 
 class RecordingSource:
     """A recording as a SnapshotSource: `latest()` is the sweep at the cursor; helpers move the cursor.
 
-    live is False, so the app shows REPLAY, runs no doctor of its own and refuses in-container actions."""
+    live is False, so the app shows REPLAY and runs no doctor of its own; cannot_act makes the action registry
+    refuse every in-container action: the containers it shows are the past."""
 
     live = False
+    cannot_act = "Replay shows recorded data"
 
     def __init__(self, path: str | RecordingStore, at: float | None = None):
         self.store = path if isinstance(path, RecordingStore) else RecordingStore(path)
@@ -375,6 +386,18 @@ def parse_duration(text: str, strict: bool = True) -> float | None:
     if strict:
         raise ValueError(f"not a duration: {text!r} (try 90s, 15m, 2h, 7d)")
     return None
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as people read it: 45s, 7m25s, 3h05m, 2d04h."""
+    s = max(int(round(seconds)), 0)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 def parse_size(text: str) -> int:

@@ -61,7 +61,13 @@ def attach_recorder(loop, args: argparse.Namespace, prog: str = "mltop serve"):
 
 
 def recorder_health(recorder) -> str | None:
-    """A line for /healthz and the log when the recorder has a problem (None when it records or is off)."""
-    if recorder is None or recorder.status.ok:
+    """The recorder's line for /healthz (None when not recording): its state, what it wrote, dropped and
+    failed, and its last problem (a full disk, a value it could not encode)."""
+    if recorder is None:
         return None
-    return f"recorder: {recorder.status.message or recorder.status.state}"
+    status = recorder.status
+    line = (f"recorder {status.state} ({status.summary()}): {status.sweeps} sweeps and {status.events} events "
+            f"written, {status.dropped} dropped, {status.failed} failed")
+    if status.message:
+        line += f"; last problem: {status.message}"
+    return line

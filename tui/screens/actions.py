@@ -23,6 +23,7 @@ from textual.widgets import RichLog, Static
 
 from mltop.diagnostics.actions.registry import action_named
 
+from ..app_api import mltop_app
 from ..output_files import write_here_else_home
 from ..sanitize import literal, one_line, printable
 from ..widgets.key_bar import KeyBar
@@ -56,6 +57,7 @@ class ActionScreen(Screen):
         Binding("c", "cancel", "Cancel", id="mltop.action.cancel"),
         Binding("w", "write", "Write to file", id="mltop.action.write"),
     ]
+    mltop = mltop_app()
 
     class Lines(Message):
         """Lines are waiting in the queue (posted once per batch by the action's thread)."""
@@ -99,21 +101,27 @@ class ActionScreen(Screen):
         output = self.query_one("#action-output", RichLog)
         output.focus()
         self.query_one("#action-explanation").display = False
-        snapshot = getattr(self.app, "snapshot", None)
+        snapshot = self.mltop.snapshot
         container = snapshot.container(self.container_id) if snapshot is not None and self.container_id else None
         self.container_name = container.name if container is not None else None
         self._show_title()
+        from mltop.diagnostics.actions import ActionRun, refusal
+
+        # The app refuses before pushing this screen; asked again here, where the run starts, so no way in
+        # (a key, the palette, a screen of later days) can exec into a source that cannot act.
+        refused = refusal(self.action, self.mltop.source)
+        if refused:
+            self._finish_without_run(refused)
+            return
         if container is None:
             why = ("No container is selected: pick one in the containers table, then press the key again."
                    if self.container_id is None else "That container is no longer in the snapshot: it was removed.")
             self._finish_without_run(why)
             return
-        from mltop.diagnostics.actions import ActionRun
-
         pid = self._py_spy_pid(container) if self.action == "py-spy" else None
         # Made here (it connects lazily) so that `c` can cancel it from the first moment.
-        self.runner = ActionRun(self.action, snapshot, container, self.app.new_engine(),  # type: ignore[attr-defined]
-                                pid=pid, on_line=self._queue, log=getattr(self.app, "action_log", None))
+        self.runner = ActionRun(self.action, snapshot, container, self.mltop.new_engine(),
+                                pid=pid, on_line=self._queue, log=self.mltop.action_log)
         self._started = time.monotonic()
         self._ticker = self.set_interval(0.5, self._show_status, name="action-clock")
         self._show_status()
@@ -128,7 +136,7 @@ class ActionScreen(Screen):
         otherwise None, and ActionRun picks the busiest."""
         from mltop.diagnostics.actions import python_processes
 
-        pid = getattr(self.app, "selected_process_pid", None)
+        pid = self.mltop.selected_process_pid
         if pid is not None and any(p.host_pid == pid for p in python_processes(container)):
             return pid
         return None

@@ -10,6 +10,7 @@ from textual.screen import Screen
 
 from mltop.probes.model import Snapshot
 
+from ..app_api import mltop_app
 from ..widgets.containers_table import LABELS, MARKERS, POD_ROW_PREFIX, ContainersTable, shows_gpus
 from ..widgets.gpu_panel import GpuPanel
 from ..widgets.header import StatusHeader
@@ -46,13 +47,16 @@ class Panes(Vertical):
     """The containers and processes panes, sized together by the dashboard whenever their room changes."""
 
     def on_resize(self) -> None:
-        self.screen.fit_panes()  # type: ignore[attr-defined]
+        screen = self.screen
+        if isinstance(screen, DashboardScreen):
+            screen.fit_panes()
 
 
 class DashboardScreen(Screen):
     """Shows each new snapshot while it is the active screen; catches up when it becomes active again."""
 
     ALLOW_IN_MAXIMIZED_VIEW = "#header, KeyBar"  # `g` fills the screen with the GPUs, keeping these
+    mltop = mltop_app()
 
     BINDINGS = [
         Binding("slash", "filter", "Filter", id="mltop.filter"),
@@ -86,10 +90,10 @@ class DashboardScreen(Screen):
         self.query_one("#gpus", GpuPanel).display = False
         self.query_one("#processes").border_title = "Processes"
         self.query_one("#containers", ContainersTable).focus()
-        self.show_snapshot(self.app.snapshot)  # type: ignore[attr-defined]
+        self.show_snapshot(self.mltop.snapshot)
 
     def on_screen_resume(self) -> None:
-        self.show_snapshot(self.app.snapshot)  # type: ignore[attr-defined]
+        self.show_snapshot(self.mltop.snapshot)
 
     # -- what the app and other screens read ------------------------------------------------------
 
@@ -109,17 +113,16 @@ class DashboardScreen(Screen):
     # -- showing ----------------------------------------------------------------------------------
 
     def show_snapshot(self, snapshot: Snapshot | None) -> None:
-        app = self.app
-        self.query_one(StatusHeader).show(
-            snapshot, app.docker_host, app.interval, app.paused, app.notes,  # type: ignore[attr-defined]
-            replay=not app.source.live,  # type: ignore[attr-defined]
-        )
+        app = self.mltop
+        self.query_one(StatusHeader).show(snapshot, app.docker_host, app.interval, app.paused, app.notes,
+                                          replay=not app.source.live,
+                                          recorder=app.recorder.status.summary() if app.recorder is not None else None)
         if snapshot is None:
             return
-        self.query_one(GpuPanel).show(snapshot, app.history, app.interval)  # type: ignore[attr-defined]
+        self.query_one(GpuPanel).show(snapshot, app.history, app.interval)
         table = self.table
         table.show(snapshot, self.needle, self.sort_column, self.sort_reverse, self._severities(),
-                   previous=getattr(self.app, "previous_snapshot", None), group_pods=self.group_pods)
+                   previous=app.previous_snapshot, group_pods=self.group_pods)
         self._title_table(snapshot)
         self._show_processes()
         self.fit_panes()
@@ -141,7 +144,7 @@ class DashboardScreen(Screen):
         self._reshow()
 
     def _severities(self) -> dict[str | None, str]:
-        return getattr(self.app, "finding_severities", {})
+        return self.mltop.finding_severities
 
     def _title_table(self, snapshot: Snapshot) -> None:
         shown = len(self.table.keys_in_order)
@@ -174,7 +177,7 @@ class DashboardScreen(Screen):
         return SORT_VALUES[self.sort_column][1] == self.sort_reverse
 
     def _show_processes(self) -> None:
-        snapshot = self.app.snapshot  # type: ignore[attr-defined]
+        snapshot = self.mltop.snapshot
         key = self.table.cursor_key
         container = snapshot.container(key) if snapshot is not None and key else None
         processes = self.query_one("#processes", ProcessesTable)
@@ -196,13 +199,13 @@ class DashboardScreen(Screen):
 
     def on_keyed_table_row_selected(self, event: KeyedTable.RowSelected) -> None:
         if event.table.id == "containers" and not event.key.startswith(POD_ROW_PREFIX):
-            self.app.open_detail(event.key)  # type: ignore[attr-defined]
+            self.mltop.open_detail(event.key)
 
     def _reshow(self) -> None:
-        snapshot = self.app.snapshot  # type: ignore[attr-defined]
+        snapshot = self.mltop.snapshot
         if snapshot is not None:
             self.table.show(snapshot, self.needle, self.sort_column, self.sort_reverse, self._severities(),
-                            previous=getattr(self.app, "previous_snapshot", None), group_pods=self.group_pods)
+                            previous=self.mltop.previous_snapshot, group_pods=self.group_pods)
             self._title_table(snapshot)
             self._show_processes()
             self.fit_panes()
@@ -260,4 +263,4 @@ class DashboardScreen(Screen):
     def action_logs(self) -> None:
         key = self.table.cursor_key
         if key and not key.startswith(POD_ROW_PREFIX):
-            self.app.open_logs(key)  # type: ignore[attr-defined]
+            self.mltop.open_logs(key)

@@ -13,6 +13,7 @@ from mltop.diagnostics.workload import classify as classify_workload
 from mltop.probes.model import ContainerConfig, ContainerSample, Snapshot
 
 from .. import format as fmt
+from ..app_api import mltop_app
 from ..widgets.containers_table import status_text
 from ..widgets.gauges import LabelledGraph
 from .logs import LogPane, LogsScreen
@@ -155,11 +156,13 @@ class ContainerDetailScreen(Screen):
         Binding("l", "logs", "Full log", id="mltop.detail.logs"),
         Binding("slash", "search_log", "Search log", id="mltop.detail.search"),
     ]
+    mltop = mltop_app()
 
     def __init__(self, container_id: str):
         super().__init__()
         self.container_id = container_id
         self._config_signature: str | None = None
+        self._events_shown: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(classes="screen-title")
@@ -170,13 +173,13 @@ class ContainerDetailScreen(Screen):
         with Horizontal(id="detail-body"):
             with VerticalScroll(id="detail-config"):
                 yield Static(id="config")
-            yield LogPane(self.container_id, poll_s=getattr(self.app, "interval", 1.0), id="detail-log")
+            yield LogPane(self.container_id, poll_s=self.mltop.interval, id="detail-log")
         yield KeyBar()
 
     def on_mount(self) -> None:
-        if not getattr(getattr(self.app, "source", None), "live", True):  # replay: logs are not recorded
+        if not self.mltop.source.live:  # replay: logs are not recorded
             self.query_one(LogPane).border_title = "log as it is now (logs are not recorded)"
-        self.show_snapshot(getattr(self.app, "snapshot", None))
+        self.show_snapshot(self.mltop.snapshot)
         self.query_one("#detail-config").focus()
 
     def on_resize(self) -> None:
@@ -205,8 +208,8 @@ class ContainerDetailScreen(Screen):
             self.query_one("#config", Static).update(config)
 
     def _show_graphs(self, snapshot: Snapshot, c: ContainerSample) -> None:
-        history = self.app.history  # type: ignore[attr-defined]
-        span = dict(interval_s=getattr(self.app, "interval", None), capacity=history.length)
+        history = self.mltop.history
+        span = dict(interval_s=self.mltop.interval, capacity=history.length)
         boxes = {box.metric: box for box in self.query(GraphBox)}
         # 100% is one core (as `docker stats` counts); without a limit the scale grows to the busiest sample.
         cpu_samples = history.container(c.id, "cpu_percent")
@@ -229,7 +232,7 @@ class ContainerDetailScreen(Screen):
             used = ",".join(str(g.index) for g in c.gpus)
             sm = fmt.percent(c.gpu_sm_percent)
             label = Text(f"GPU {used}  SM {sm}%", style="bold", end="")
-            workload = classify_workload(c, snapshot, previous=getattr(self.app, "previous_snapshot", None))
+            workload = classify_workload(c, snapshot, previous=self.mltop.previous_snapshot)
             if workload is not None:  # what holds the job back, and why (thresholds named)
                 # separating spaces in unstyled runs: some SVG renderers drop a styled run's leading spaces
                 label.append("  ").append(workload.kind, style="bold yellow" if workload.kind != "gpu" else "green")
@@ -249,11 +252,11 @@ class ContainerDetailScreen(Screen):
     def _show_events(self, snapshot: Snapshot) -> None:
         from .timeline import container_events_text
 
-        text = container_events_text(self.app, self.container_id, snapshot)
+        text = container_events_text(self.mltop, self.container_id, snapshot)
         widget = self.query_one("#detail-events", Static)
         widget.display = text is not None
-        if text is not None and text.plain != getattr(widget, "_plain", None):
-            widget._plain = text.plain  # type: ignore[attr-defined]
+        if text is not None and text.plain != self._events_shown:
+            self._events_shown = text.plain
             widget.update(text)
 
     def action_back(self) -> None:

@@ -16,7 +16,8 @@ from textual.widgets import Static
 
 from mltop.diagnostics.findings import SEVERITIES, SEVERITY_LABEL
 
-from ..format import SEVERITY_GLYPH
+from ..app_api import mltop_app
+from ..format import SEVERITY_GLYPH, local_time
 from ..sanitize import literal
 from ..widgets.key_bar import KeyBar
 
@@ -56,6 +57,8 @@ def _wrapping(value: object, style: str = "") -> Text:
 
 class DiagnosticsScreen(Screen):
     """Runs the doctor in a thread worker when opened and on `r`; shows findings most severe first."""
+
+    mltop = mltop_app()
 
     BINDINGS = [
         Binding("escape", "back", "Back", id="mltop.diagnostics.back"),
@@ -99,7 +102,7 @@ class DiagnosticsScreen(Screen):
     # -- running (thread) -----------------------------------------------------------------------------
 
     def action_refresh(self) -> None:
-        snapshot = getattr(self.app, "snapshot", None)
+        snapshot = self.mltop.snapshot
         if snapshot is None:
             self._status(Text("No snapshot yet: the first sweep has not finished. Press r in a moment.",
                               style="yellow"))
@@ -108,7 +111,7 @@ class DiagnosticsScreen(Screen):
             return
         self.running = True
         self._status(Text("running the checks…", style="bold"))
-        self._diagnose(snapshot, getattr(self.app, "previous_snapshot", None))
+        self._diagnose(snapshot, self.mltop.previous_snapshot)
 
     @work(thread=True, exclusive=True, group="diagnostics", exit_on_error=False)
     def _diagnose(self, snapshot, previous) -> None:
@@ -118,11 +121,11 @@ class DiagnosticsScreen(Screen):
         result, error = None, None
         try:
             if self._engine is None:
-                self._engine = self.app.new_engine()  # type: ignore[attr-defined]
+                self._engine = self.mltop.new_engine()
             containers = [self.container_id] if self.container_id else None
             # A device check the user ran (`f`) feeds the findings; none is started from here.
             result = run_doctor(snapshot, self._engine, containers=containers, previous=previous,
-                                action_log=getattr(self.app, "action_log", None))
+                                action_log=self.mltop.action_log)
         except Exception as exc:  # run_doctor never raises; making the engine client might
             log.warning("the doctor could not run", exc_info=True)
             error = f"the doctor could not run: {type(exc).__name__}: {exc}"
@@ -142,7 +145,7 @@ class DiagnosticsScreen(Screen):
     # -- showing --------------------------------------------------------------------------------------
 
     def _container_name(self, snapshot=None) -> str | None:
-        snapshot = snapshot or getattr(self.app, "snapshot", None)
+        snapshot = snapshot or self.mltop.snapshot
         container = snapshot.container(self.container_id) if snapshot and self.container_id else None
         return container.name if container is not None else None
 
@@ -168,7 +171,7 @@ class DiagnosticsScreen(Screen):
             status.append("  ")
         checked = len(result.containers_checked)
         status.append(f"│ {checked} container{'s' if checked != 1 else ''} · {seconds:.1f} s · "
-                      f"{time.strftime('%H:%M:%S', time.localtime(self._finished_at))}", style="dim")
+                      f"{local_time(self._finished_at or time.time(), with_date=False)}", style="dim")
         self._status(status)
 
         body = self.query_one("#diag-body", VerticalScroll)

@@ -23,6 +23,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import RichLog, Static
 
+from ..app_api import mltop_app
 from ..sanitize import literal
 from ..widgets.search_box import SearchBox
 from ..widgets.key_bar import KeyBar
@@ -74,6 +75,7 @@ class LogPane(Vertical):
         Binding("F", "toggle_follow", "Follow", id="mltop.logs.follow"),
         Binding("G", "end", "End", show=False, id="mltop.logs.end"),
     ]
+    mltop = mltop_app()
 
     class Fetched(Message):
         def __init__(self, lines: list[str], error: str | None, first: bool):
@@ -145,7 +147,7 @@ class LogPane(Vertical):
                 self._fetch_cri(cri_path, first)
                 return
             if self._engine is None:
-                self._engine = self.app.new_engine()
+                self._engine = self.mltop.new_engine()
             if first:
                 raw = self._engine.logs(self.container_id, tail=TAIL_LINES, timestamps=True)
             else:
@@ -272,6 +274,7 @@ class LogsScreen(Screen):
     """The log of one container, full screen (`l`)."""
 
     BINDINGS = [Binding("escape", "back", "Back", id="mltop.logs.back")]
+    mltop = mltop_app()
 
     def __init__(self, container_id: str):
         super().__init__()
@@ -279,11 +282,11 @@ class LogsScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static(classes="screen-title")
-        yield LogPane(self.container_id, poll_s=getattr(self.app, "interval", 1.0), classes="logs-full")
+        yield LogPane(self.container_id, poll_s=self.mltop.interval, classes="logs-full")
         yield KeyBar()
 
     def on_mount(self) -> None:
-        self.show_snapshot(getattr(self.app, "snapshot", None))
+        self.show_snapshot(self.mltop.snapshot)
         self.query_one(LogPane).focus_lines()
 
     def show_snapshot(self, snapshot) -> None:

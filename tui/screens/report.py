@@ -14,6 +14,7 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from ..app_api import mltop_app
 from ..output_files import write_here_else_home
 from ..sanitize import literal
 
@@ -26,6 +27,7 @@ class ReportScreen(ModalScreen[None]):
     """A box over the dashboard: "writing…", then the path of the file written."""
 
     BINDINGS = [Binding("escape,enter,q", "close", "Close", id="mltop.report.close")]
+    mltop = mltop_app()
 
     class Written(Message):
         def __init__(self, path: Path | None, error: str | None, summary: str):
@@ -48,28 +50,27 @@ class ReportScreen(ModalScreen[None]):
             yield Static(Text("Writing the report: running the checks and reading the logs…"), id="report-text")
 
     def on_mount(self) -> None:
-        app = self.app
-        snapshot = getattr(app, "snapshot", None)
+        snapshot = self.mltop.snapshot
         if snapshot is None:
             self._show(Text("No snapshot yet: the first sweep has not finished. Try again in a moment.",
                             style="yellow"))
             return
-        self._write(snapshot, getattr(app, "previous_snapshot", None))
+        self._write(snapshot, self.mltop.previous_snapshot)
 
     @work(thread=True, exclusive=True, group="report", exit_on_error=False)
     def _write(self, snapshot, previous) -> None:
         from mltop.diagnostics.doctor import run_doctor
         from mltop.diagnostics.report import build_report, default_report_path, write_report
 
-        app = self.app
-        engine = app.new_engine()  # type: ignore[attr-defined]
+        app = self.mltop
+        engine = app.new_engine()
         path, error, summary = None, None, ""
         try:
             doctor = run_doctor(snapshot, engine, previous=previous)  # never raises
             # History: its lists are copied with list(deque), which holds the GIL, so reading while the
             # event loop records is safe.
-            report = build_report(snapshot, engine, doctor, app.action_log, app.history)  # type: ignore[attr-defined]
-            report = app.add_recorded_history(report)  # type: ignore[attr-defined]  (the timeline, if recording)
+            report = build_report(snapshot, engine, doctor, app.action_log, app.history)
+            report = app.add_recorded_history(report)  # the timeline, if recording
             summary = (f"{len(report.get('containers', ()))} containers, {len(doctor.findings)} findings, "
                        f"{len(report.get('actions', ()))} actions of this session")
             name = default_report_path(".", REPORT_FORMAT).name
@@ -89,7 +90,7 @@ class ReportScreen(ModalScreen[None]):
         else:
             note = dict(message=f"Report not written: {error}", severity="error")
         try:
-            app.call_from_thread(app.notify, markup=False, **note)
+            self.app.call_from_thread(self.app.notify, markup=False, **note)
         except RuntimeError:  # the app is shutting down
             pass
 

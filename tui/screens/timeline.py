@@ -4,7 +4,6 @@ report around the time shown."""
 from __future__ import annotations
 
 import time
-from datetime import datetime
 
 from rich.text import Text
 from textual import work
@@ -13,6 +12,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
+from ..app_api import MltopApi, mltop_app
+from ..format import local_time
 from ..sanitize import literal
 from .diagnostics import DiagnosticsScreen
 from .report import ReportScreen
@@ -48,17 +49,13 @@ def event_summary(e) -> str:
     return f"image {e.title}" if e.title else ""
 
 
-def event_when(t: float, with_date: bool = True) -> str:
-    return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S" if with_date else "%H:%M:%S")
-
-
 def events_text(events, with_date: bool = False) -> Text:
     """Events as lines of text (the detail screen's list); hostile names stay literal."""
     out = Text(no_wrap=False, end="")
     for i, e in enumerate(events):
         if i:
             out.append("\n")
-        out.append(event_when(e.t, with_date) + "  ", style="dim")
+        out.append(local_time(e.t, with_date) + "  ", style="dim")
         out.append(f"{e.kind:<13}", style=_KIND_STYLE.get(e.kind, "bold"))
         out.append(" ")
         out.append_text(literal(event_summary(e)))
@@ -74,6 +71,7 @@ class TimelineScreen(Screen):
         Binding("slash", "filter", "Filter", id="mltop.timeline.filter"),
         Binding("enter", "open", "Container at that time", id="mltop.timeline.open"),
     ]
+    mltop = mltop_app()
 
     def __init__(self) -> None:
         super().__init__()
@@ -92,7 +90,7 @@ class TimelineScreen(Screen):
         self.query_one("#timeline-filter", SearchBox).display = False
         table = self.query_one(DataTable)
         table.add_columns("time", "source", "event", "container", "what")
-        store = getattr(self.app, "recording_store", None)
+        store = self.mltop.recording_store
         if store is None:
             self._title(Text("No recording: start mltop without --no-record (or `mltop serve`) to keep events",
                              style="yellow"))
@@ -119,7 +117,7 @@ class TimelineScreen(Screen):
                     str(x) for x in (e.container, e.kind, e.source, e.code, what, e.container_id)).lower():
                 continue
             self.shown.append(e)
-            table.add_row(Text(event_when(e.t), style="dim"), Text(e.source),
+            table.add_row(Text(local_time(e.t), style="dim"), Text(e.source),
                           Text(e.kind, style=_KIND_STYLE.get(e.kind, "bold")), literal(e.container or "host"),
                           literal(what))
         title = Text(f"Events {len(self.shown)}", style="bold", end="")
@@ -150,25 +148,25 @@ class TimelineScreen(Screen):
         if not self.shown or table.cursor_row is None or table.cursor_row >= len(self.shown):
             return
         event = self.shown[table.cursor_row]
-        app = self.app
+        app = self.mltop
         if event.container_id is None and event.container is None:
             return
-        snapshot = app.snapshot  # type: ignore[attr-defined]
-        if not app.source.live:  # type: ignore[attr-defined]
-            app.replay_seek(event.t)  # type: ignore[attr-defined]
-            snapshot = app.source.latest()  # type: ignore[attr-defined]
+        snapshot = app.snapshot
+        if not app.source.live:
+            app.replay_seek(event.t)
+            snapshot = app.source.latest()
         key = event.container_id or event.container
         match = snapshot.container(key) if snapshot is not None else None
         if match is None and event.container:
             match = snapshot.container(event.container) if snapshot is not None else None
         if match is None:
-            hint = ": `mltop replay --at` shows the past" if app.source.live else ""  # type: ignore[attr-defined]
-            app.notify("That container is not in the snapshot shown" + hint, severity="warning", markup=False)
+            hint = ": `mltop replay --at` shows the past" if app.source.live else ""
+            self.notify("That container is not in the snapshot shown" + hint, severity="warning", markup=False)
             return
-        if app.source.live:  # type: ignore[attr-defined]
-            app.notify("Live: the detail shows the container now; `mltop replay --at TIME` shows it then",
-                       timeout=4)
-        app.open_detail(match.id)  # type: ignore[attr-defined]
+        if app.source.live:
+            self.notify("Live: the detail shows the container now; `mltop replay --at TIME` shows it then",
+                        timeout=4)
+        app.open_detail(match.id)
 
     def action_back(self) -> None:
         self.app.pop_screen()
@@ -193,16 +191,15 @@ class RecordedDiagnosticsScreen(DiagnosticsScreen):
     """Replay's `d`: the findings the recording holds at the time shown; nothing is re-run."""
 
     def action_refresh(self) -> None:
-        app = self.app
-        result = getattr(app, "doctor_result", None)
-        snapshot = getattr(app, "snapshot", None)
-        findings = getattr(result, "findings", ())
+        result = self.mltop.doctor_result
+        snapshot = self.mltop.snapshot
+        findings = result.findings if result is not None else ()
         self._finished_at = getattr(result, "at", None) or time.time()
         self._show_title(snapshot)
         self._show_result(_RecordedResult(findings, snapshot, self.container_id), 0.0)
         status = self.query_one("#diag-status", Static)
         text = Text("recorded findings at ", style="dim", end="")
-        text.append(event_when(self._finished_at), style="bold")
+        text.append(local_time(self._finished_at), style="bold")
         text.append(" (as the doctor judged then; not re-run)", style="dim")
         status.update(text)
 
@@ -213,7 +210,7 @@ class RecordedDiagnosticsScreen(DiagnosticsScreen):
 class RecordedReportScreen(ReportScreen):
     """Replay's `r`: a report of the time shown with the recording's events and figures around it."""
 
-    def _write(self, snapshot, previous) -> None:  # type: ignore[override]
+    def _write(self, snapshot, previous) -> None:  # type: ignore[override]  # the base's is a @work method
         self._write_recorded(snapshot)
 
     @work(thread=True, exclusive=True, group="report", exit_on_error=False)
@@ -223,17 +220,17 @@ class RecordedReportScreen(ReportScreen):
         from mltop.diagnostics.report import build_report, default_report_path, write_report
         from mltop.diagnostics.report_history import REPORT_WINDOW_S, add_history
 
-        app = self.app
+        app = self.mltop
         path, error, summary = None, None, ""
         try:
-            source = app.source  # type: ignore[attr-defined]
             # The findings recorded at that time stand in for a doctor run; logs were not recorded.
-            report = build_report(snapshot, None, app.doctor_result, None, app.history,  # type: ignore[attr-defined]
-                                  log_lines=0)
+            report = build_report(snapshot, None, app.doctor_result, None, app.history, log_lines=0)
             t = snapshot.taken_at
-            report = add_history(report, source.store, t - REPORT_WINDOW_S, t + REPORT_WINDOW_S)
+            store = app.recording_store
+            if store is not None:
+                report = add_history(report, store, t - REPORT_WINDOW_S, t + REPORT_WINDOW_S)
             summary = (f"{len(report.get('containers', ()))} containers, {len(report.get('timeline', ()))} "
-                       f"events around {event_when(t)}")
+                       f"events around {local_time(t)}")
             name = default_report_path(".", "md").name
             for folder in (Path.cwd(), Path.home()):
                 try:
@@ -256,12 +253,12 @@ def recorded_screen(kind: str, container_id: str | None):
 DETAIL_EVENTS = 6  # the newest events under the detail graphs; `e` shows them all
 
 
-def container_events_text(app, container_id: str, snapshot) -> Text | None:
+def container_events_text(app: MltopApi, container_id: str, snapshot) -> Text | None:
     """The container's newest recorded events up to the time shown, or None without a recording."""
-    store = getattr(app, "recording_store", None)
+    store = app.recording_store
     if store is None:
         return None
-    until = None if app.source.live else app.source.horizon  # events up to the next sweep
+    until = app.events_until  # in replay: up to the next sweep
     try:
         shown = snapshot.container(container_id) if snapshot is not None else None
         events = store.events(until=until, container=container_id, newest_first=True, limit=DETAIL_EVENTS,

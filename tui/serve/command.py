@@ -17,6 +17,7 @@ DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_INTERVAL = 5.0
 DEFAULT_DOCTOR_INTERVAL = 300.0  # a doctor run reads every container's logs: ~6 ms of CPU each
 EXIT_CANNOT_LISTEN = 2
+EXIT_BAD_WEB_CONFIG = 2
 EXIT_CANNOT_RECORD = 2  # another mltop records into the same file, or a bad --retention / --max-size
 
 ASSETS = {
@@ -36,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                         help=f"address to serve on (default {DEFAULT_LISTEN}; a non-loopback address is "
                              "reachable from other hosts and says so at start)")
+    parser.add_argument("--web-config", metavar="FILE",
+                        help="TLS and basic auth, in the Prometheus exporter-toolkit's web config format "
+                             "(tls_server_config, basic_auth_users with bcrypt hashes)")
     parser.add_argument("--doctor-interval", type=float, default=DEFAULT_DOCTOR_INTERVAL, metavar="SECONDS",
                         help=f"seconds between doctor runs for mltop_finding (default {DEFAULT_DOCTOR_INTERVAL:g}; "
                              "0 turns the doctor off)")
@@ -74,6 +78,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def exposure_warning(host: str, tls: bool, auth: bool) -> str | None:
+    """What a start on `host` should warn about: a non-loopback address without TLS or without basic auth."""
+    if is_loopback(host) or (tls and auth):
+        return None
+    missing = " or ".join(what for what, have in (("TLS", tls), ("authentication", auth)) if not have)
+    why = {
+        "TLS": "the password and what it serves (container names, images, commands) cross the network in clear",
+        "authentication": "anyone who reaches it can read what it serves (container names, images, commands)",
+        "TLS or authentication": "anyone who reaches it can read what it serves (container names, images, commands)",
+    }[missing]
+    return (f"reachable from other hosts without {missing}: {why}; "
+            "give --web-config (TLS and basic auth, see README) or restrict it with a firewall")
+
+
 def main(args: argparse.Namespace) -> int:
     for flag, key in (("print_alert_rules", "alert_rules"), ("print_scrape_config", "scrape_config"),
                       ("print_systemd_unit", "systemd_unit"), ("print_daemonset", "daemonset")):
@@ -91,7 +109,9 @@ def main(args: argparse.Namespace) -> int:
     from mltop.probes.source import LiveSource
     from mltop.tui.cli import make_sampler, version
 
-    from .http import PooledHTTPServer, make_handler
+    from .front import HttpFront
+    from .http import buffered_answer, make_handler
+    from .webconfig import WebConfig, WebConfigError, load_web_config
     from .loop import SweepLoop
     from .metrics import Exposition
 
@@ -99,10 +119,24 @@ def main(args: argparse.Namespace) -> int:
     exposition = Exposition(lambda: holder["loop"].state, version())
     from mltop.tui.cli.recording_options import recorder_health
 
+    from mltop.probes.engine_events import feed_problems
+
+    from .recorder_metrics import RecorderCollector
+
+    exposition.self_registry.register(RecorderCollector(lambda: holder.get("recorder")))
+    web = WebConfig(path="")
+    if getattr(args, "web_config", None):
+        try:
+            web = load_web_config(args.web_config)
+        except WebConfigError as err:
+            print(f"mltop serve: --web-config {args.web_config}: {err}", file=sys.stderr)
+            return EXIT_BAD_WEB_CONFIG
     handler = make_handler(lambda: holder["loop"].state, exposition.render, args.interval,
-                           extra_health=lambda: recorder_health(holder.get("recorder")))
+                           extra_health=lambda: "; ".join(filter(None, [recorder_health(holder.get("recorder")),
+                                                                        *feed_problems()])) or None,
+                           auth=web.auth)
     try:
-        server = PooledHTTPServer((host, port), handler)
+        server = HttpFront((host, port), buffered_answer(handler), ssl_context=web.ssl_context)
     except OSError as err:
         why = "address already in use" if err.errno == errno.EADDRINUSE else (err.strerror or str(err))
         print(f"mltop serve: cannot listen on {args.listen}: {why}", file=sys.stderr)
@@ -120,10 +154,9 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_CANNOT_RECORD
     holder["recorder"] = recorder
     loop.add_listener(lambda snapshot, doctor: exposition.refresh())  # render in the sweep thread, not a scrape
-    if not is_loopback(host):
-        print(f"mltop serve: listening on {args.listen}, reachable from other hosts: the endpoints have no "
-              "authentication (container names and images are visible); restrict it with a firewall",
-              file=sys.stderr)
+    warning = exposure_warning(host, tls=web.ssl_context is not None, auth=web.auth is not None)
+    if warning:
+        print(f"mltop serve: listening on {args.listen}: {warning}", file=sys.stderr)
     loop.start()
     stop = threading.Event()
 
@@ -134,11 +167,12 @@ def main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     bound = server.server_address
-    print(f"mltop serve: serving http://{args.listen.rpartition(':')[0] or bound[0]}:{bound[1]}/metrics "
+    scheme = "https" if web.ssl_context is not None else "http"
+    print(f"mltop serve: serving {scheme}://{args.listen.rpartition(':')[0] or bound[0]}:{bound[1]}/metrics "
           f"(sweep every {args.interval:g} s, doctor every {args.doctor_interval:g} s); "
           f"started in {(time.monotonic() - started) * 1000:.0f} ms", file=sys.stderr, flush=True)
     try:
-        server.serve_forever(poll_interval=0.5)
+        server.serve_forever()
     finally:
         server.server_close()
         loop.stop()

@@ -1,58 +1,42 @@
-"""The HTTP side: /metrics, /snapshot.json, /findings.json, /healthz, answered from the published state by a
-small fixed pool of threads (a burst of scrapes queues in the listen backlog instead of spawning threads)."""
+"""The HTTP side: /metrics, /snapshot.json, /findings.json, /healthz, answered from the published state on the
+front's few worker threads (front.py reads the requests), behind basic auth when --web-config asks for it."""
 
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import logging
-import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Callable
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from .front import WORKERS  # noqa: F401 (tests size their thread bound by it)
 from .loop import ServeState
 
 log = logging.getLogger(__name__)
-
-WORKERS = 4
 STALE_AFTER_INTERVALS = 3
 
 
-class PooledHTTPServer(HTTPServer):
-    """HTTPServer whose requests run on a bounded thread pool; connections close after each answer
-    (HTTP/1.0), so an idle keep-alive client can never hold a worker."""
+def buffered_answer(handler_class) -> Callable[[bytes, tuple], bytes]:
+    """An `Answer` for front.HttpFront: runs `handler_class` (a BaseHTTPRequestHandler) over a request head
+    that has already arrived whole, and returns what it wrote. The handler never touches the socket, so
+    http.server's parsing (400 for garbage, 431 for more than 100 headers) stays as it was."""
 
-    request_queue_size = 512
-    daemon_threads = True
+    class Buffered(handler_class):
+        def setup(self):
+            self.rfile = io.BytesIO(self.request)
+            self.wfile = io.BytesIO()
 
-    def __init__(self, address: tuple[str, int], handler, workers: int = WORKERS):
-        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.address_family = family
-        # Before binding: a failed bind calls server_close(), which shuts the pool down.
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mltop-serve-http")
-        super().__init__(address, handler)
+        def finish(self):
+            pass
 
-    def process_request(self, request, client_address):
-        self._pool.submit(self._handle, request, client_address)
+    def answer(head: bytes, client_address: tuple) -> bytes:
+        return Buffered(head, client_address, None).wfile.getvalue()
 
-    def _handle(self, request, client_address):
-        try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-        finally:
-            self.shutdown_request(request)
-
-    def handle_error(self, request, client_address):
-        log.debug("request from %s failed", client_address, exc_info=True)
-
-    def server_close(self):
-        super().server_close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    return answer
 
 
 def health(state: ServeState, interval: float, now: float | None = None) -> tuple[int, str]:
@@ -86,15 +70,25 @@ def sources_health(snapshot) -> str:
 
 
 def make_handler(state: Callable[[], ServeState], metrics: Callable[[], bytes], interval: float,
-                 extra_health: Callable[[], str | None] = lambda: None):
-    """`metrics` renders /metrics (metrics.Exposition.render)."""
+                 extra_health: Callable[[], str | None] = lambda: None, auth=None):
+    """`metrics` renders /metrics (metrics.Exposition.render); `auth` (webconfig.BasicAuth) or None."""
     from mltop.probes.model import snapshot_to_json
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "mltop-serve"
-        timeout = 10  # a client that stops sending cannot pin a worker
+        # A request line of one word ("garbage") is HTTP/0.9 to http.server, whose errors have no status line:
+        # answer it as HTTP/1.0 so the client sees its 400.
+        default_request_version = "HTTP/1.0"
 
         def do_GET(self):  # noqa: N802 (the http.server API)
+            if auth is not None and not auth.allows(self.headers.get("Authorization")):
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="mltop serve", charset="UTF-8"')
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", "13")
+                self.end_headers()
+                self.wfile.write(b"Unauthorized\n")
+                return
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 # Text format 0.0.4 only: the cached snapshot part and the live self part concatenate.

@@ -115,25 +115,37 @@ class XidTally:
             return dict(self.counts)
 
 
-def cgroup_id(c: ContainerSample) -> str:
-    """cAdvisor's `id` label: the cgroup path below the hierarchy root (`/docker/<id>` with cgroupfs)."""
-    path = c.cgroup_path or ""
-    if path.startswith("/sys/fs/cgroup/"):
-        rest = path[len("/sys/fs/cgroup/"):]
-        # v1: /sys/fs/cgroup/<controller>/docker/<id>; v2 (unified): /sys/fs/cgroup/system.slice/...
-        head, _, tail = rest.partition("/")
-        if "," in head or head in ("memory", "cpu", "cpuacct", "blkio", "pids", "systemd", "unified"):
-            return "/" + tail
-        return "/" + rest
-    return path or f"/docker/{c.id}"
+CgroupName = Callable[[str], "str | None"]  # a cgroup directory -> its path below the hierarchy's root
+_host_locator = None
+
+
+def host_cgroup_name(directory: str) -> str | None:
+    """The cgroup locator's name for `directory` (probes.cgroups.CgroupLocator.hierarchy_path), with the
+    hierarchies mounted where this process sees them: an agent in a container with the host's tree mounted
+    elsewhere names `/docker/<id>` all the same."""
+    global _host_locator
+    if _host_locator is None:
+        from mltop.probes.cgroups import CgroupLocator
+
+        _host_locator = CgroupLocator()
+    return _host_locator.hierarchy_path(directory)
+
+
+def cgroup_id(c: ContainerSample, name: CgroupName | None = None) -> str:
+    """cAdvisor's `id` label: the cgroup path below the hierarchy root (`/docker/<id>` with cgroupfs,
+    `/system.slice/docker-<id>.scope` with systemd). A sample without a cgroup (a recording) gets cgroupfs's."""
+    named = (name or host_cgroup_name)(c.cgroup_path) if c.cgroup_path else None
+    return named or f"/docker/{c.id}"
 
 
 class SnapshotCollector:
     """GPU, GPU-by-container, container and finding families from the last published state."""
 
-    def __init__(self, state: Callable[[], ServeState], xids: XidTally | None = None):
+    def __init__(self, state: Callable[[], ServeState], xids: XidTally | None = None,
+                 cgroup_name: CgroupName | None = None):
         self._state = state
         self._xids = xids if xids is not None else XidTally()
+        self._cgroup_name = cgroup_name
 
     def describe(self) -> list[Metric]:
         return []  # unchecked: the families depend on what the snapshot holds
@@ -165,7 +177,7 @@ class SnapshotCollector:
         yield xid_counter_family(state.gpus_to_serve(), self._xids.observe(state.gpus_to_serve()))
         yield from gpu_by_container_families(snapshot.containers, state.gpus_to_serve())
         yield workload_family(snapshot, state.previous)
-        yield from container_families(snapshot.containers, snapshot.taken_at)
+        yield from container_families(snapshot.containers, snapshot.taken_at, self._cgroup_name)
         yield from finding_families(state.doctor)
 
 
@@ -262,7 +274,8 @@ def gpu_by_container_families(containers: tuple[ContainerSample, ...],
     yield host_memory
 
 
-def container_families(containers: tuple[ContainerSample, ...], taken_at: float) -> Iterator[Metric]:
+def container_families(containers: tuple[ContainerSample, ...], taken_at: float,
+                       cgroup_name: CgroupName | None = None) -> Iterator[Metric]:
     def gauge(name, help_text):
         return GaugeMetricFamily(name, help_text, labels=CONTAINER_LABELS)
 
@@ -282,7 +295,7 @@ def container_families(containers: tuple[ContainerSample, ...], taken_at: float)
     for c in containers:
         if c.memory_bytes is None and c.cpu_usage_seconds is None:
             continue  # not running, or not measurable from here (remote engine, other PID namespace)
-        labels = [cgroup_id(c), c.image, c.name]
+        labels = [cgroup_id(c, cgroup_name), c.image, c.name]
         _add(cpu, labels, c.cpu_usage_seconds)
         _add(wss, labels, c.memory_bytes)
         if c.memory_bytes is not None:
@@ -340,8 +353,9 @@ class Exposition:
     `refresh`, or by the first scrape that finds them stale) followed by the agent's own few families
     rendered at each scrape. A scrape of 200 containers then costs a bytes copy, not a render."""
 
-    def __init__(self, state: Callable[[], ServeState], version: str):
+    def __init__(self, state: Callable[[], ServeState], version: str, cgroup_name: CgroupName | None = None):
         self._state = state
+        self._cgroup_name = cgroup_name  # None: the host's cgroup locator (tests name built snapshots' paths)
         self.self_registry = CollectorRegistry(auto_describe=False)
         self.self_registry.register(BuildInfoCollector(version))
         self.self_registry.register(_AgeCollector(state))
@@ -360,7 +374,7 @@ class Exposition:
             return text
         with self._lock:
             if self._cached[0] is not state:
-                self._cached = (state, generate_latest(_Pinned(state, self._xids)))
+                self._cached = (state, generate_latest(_Pinned(state, self._xids, self._cgroup_name)))
             return self._cached[1]
 
     def render(self) -> bytes:
@@ -370,12 +384,13 @@ class Exposition:
 class _Pinned:
     """A registry view whose collectors read one given state (so the cache matches what it was built from)."""
 
-    def __init__(self, state: ServeState, xids: XidTally):
+    def __init__(self, state: ServeState, xids: XidTally, cgroup_name: CgroupName | None = None):
         self._state = state
         self._xids = xids
+        self._cgroup_name = cgroup_name
 
     def collect(self) -> Iterator[Metric]:
-        yield from SnapshotCollector(lambda: self._state, self._xids).collect()
+        yield from SnapshotCollector(lambda: self._state, self._xids, self._cgroup_name).collect()
 
 
 class _AgeCollector:

@@ -53,9 +53,17 @@ class Fact:
 # left at the end is what matters at 80 columns: host, engine state, driver/CUDA, the running count, and
 # mltop's own cost in its short form.
 SHRINK_STEPS = (
-    ("cost", 1), ("engine", 1), ("cost", 2), ("engine", 2), ("interval", 1), ("running", 1), ("gpu", 1),
-    ("engine", 3), ("host", 1), ("brand", 1), ("cost", 3), ("gpu", 2), ("host", 2),
+    ("cost", 1), ("engine", 1), ("cost", 2), ("engine", 2), ("interval", 1), ("rec", 1), ("running", 1),
+    ("gpu", 1), ("engine", 3), ("host", 1), ("brand", 1), ("cost", 3), ("gpu", 2), ("rec", 2), ("host", 2),
 )
+
+
+def recorder_fact(summary: str) -> Fact:
+    """The flight recorder's state (RecorderStatus.summary()): "rec ✓" goes on a narrow screen, a loss stays."""
+    if summary == "rec ✓":
+        return Fact("rec", Text(summary, style="dim green"), Text(summary, style="dim green"), Text(""))
+    style = "bold red" if summary.startswith("rec ✗") else "bold yellow"
+    return Fact("rec", Text(summary, style=style), Text(" ".join(summary.split()[:2]), style=style))
 
 
 def cost_forms(snapshot: Snapshot) -> tuple[Text, ...]:
@@ -95,15 +103,15 @@ def _ms(seconds: float) -> str:
 
 
 def header_parts(snapshot: Snapshot | None, docker_host: str, interval: float, paused: bool,
-                 extra: tuple[str, ...] = (), replay: bool = False) -> tuple[list[Fact], list[Text]]:
-    """The facts of the first line (each in its forms, see SHRINK_STEPS), and one line per problem."""
+                 extra: tuple[str, ...] = (), replay: bool = False,
+                 recorder: str | None = None) -> tuple[list[Fact], list[Text]]:
+    """The facts of the first line (each in its forms, see SHRINK_STEPS), and one line per problem.
+    `recorder`: the flight recorder's summary when this dashboard records."""
     facts = []
     if snapshot is None or snapshot.self_cost is None:  # else mltop's own cost item carries the name
         facts.append(Fact("brand", Text("mltop", style="bold"), Text("")))
     if replay and snapshot is not None:  # recorded data: say so, and when it is from (never shrunk away)
-        from ..replay import replay_time_text
-
-        facts.append(Fact("replay", Text(f"REPLAY {replay_time_text(snapshot.taken_at)}",
+        facts.append(Fact("replay", Text(f"REPLAY {fmt.local_time(snapshot.taken_at)}",
                                          style="bold reverse magenta")))
     if paused:
         facts.append(Fact("paused", Text("PAUSED", style="bold reverse")))
@@ -146,6 +154,8 @@ def header_parts(snapshot: Snapshot | None, docker_host: str, interval: float, p
     facts.append(Fact("running", Text(f"{running}/{total} running", style="dim"),
                       Text(f"{running}/{total} up", style="dim")))
     facts.append(Fact("cost", *cost_forms(snapshot)))
+    if recorder:
+        facts.append(recorder_fact(recorder))
     facts.append(Fact("interval", Text(f"every {interval:g}s", style="dim"), Text("")))
     lines = []
     for source, reason in problems(snapshot, extra):
@@ -204,8 +214,8 @@ class StatusHeader(Static):
     """Repaints only when its text changes, so a still dashboard sends nothing."""
 
     def show(self, snapshot: Snapshot | None, docker_host: str, interval: float, paused: bool,
-             extra: tuple[str, ...] = (), replay: bool = False) -> None:
-        self._parts = header_parts(snapshot, docker_host, interval, paused, extra, replay)
+             extra: tuple[str, ...] = (), replay: bool = False, recorder: str | None = None) -> None:
+        self._parts = header_parts(snapshot, docker_host, interval, paused, extra, replay, recorder)
         self._repack()
 
     def on_resize(self) -> None:

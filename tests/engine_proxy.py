@@ -1,0 +1,81 @@
+"""A unix-socket proxy in front of the real engine that a test can cut and restore (stop(), start() on the same
+path), without touching the dockerd other tests share; it notes each request line that passes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+
+class EngineSocketProxy:
+    def __init__(self, path: str, target: str = "/var/run/docker.sock"):
+        self.path, self.target = str(path), target
+        self.requests: list[str] = []  # "GET /v1.41/events?..." as clients sent them
+        self._listener: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    @property
+    def docker_host(self) -> str:
+        return f"unix://{self.path}"
+
+    def events_requests(self) -> list[str]:
+        return [r for r in self.requests if "/events" in r]
+
+    def start(self) -> "EngineSocketProxy":
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(self.path)
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return self
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.target)
+            with self._lock:
+                if self._listener is not listener:  # cut meanwhile
+                    client.close()
+                    upstream.close()
+                    return
+                self._conns += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if from_client:
+                    for line in data.split(b"\r\n"):
+                        if line[:4] in (b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE"):
+                            self.requests.append(line.decode(errors="replace"))
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        """Cut: no new connection is accepted and every open one (an events stream too) is broken."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+            conns, self._conns = self._conns, []
+        if listener is not None:
+            listener.close()
+            os.unlink(self.path)
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()

@@ -1,0 +1,299 @@
+"""The agent's HTTP front: one asyncio loop accepts connections, does TLS, reads each request's line and
+headers under a deadline, and hands only complete requests to a few worker threads.
+
+A connection that has not sent a whole request costs a socket and a few bytes, never a worker: idle or
+trickling clients (slowloris) cannot make scrapes wait. A client address keeps at most 64 connections that
+have waited over a second for their request: a newcomer past that closes the oldest of them (a burst of
+fresh connections, e.g. 200 parallel scrapes, is let in). At the total cap the oldest connection still
+waiting for its request, of the client holding the most, is closed to make room. Either way a newcomer that
+sends its request at once, as Prometheus does, is served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import ssl
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+WORKERS = 4
+HEAD_DEADLINE_S = 5.0  # the TLS handshake, then the request line and headers, each within this
+WRITE_DEADLINE_S = 30.0  # an answer the client does not read is dropped after this
+MAX_HEAD_BYTES = 65536  # http.server's limit for one line; a head past it is refused (414 or 431)
+MAX_CONNECTIONS = 1024
+MAX_CONNECTIONS_PER_CLIENT = 64
+IDLE_AFTER_S = 1.0  # a connection without its request after this long counts against its client's cap
+_FD_RESERVE = 256  # descriptors left for cgroup files, the engine, the recorder (see probes/openfiles)
+
+Answer = Callable[[bytes, tuple], bytes]  # (request head, client address) -> the whole HTTP response
+
+
+def _canned(code: int, reason: str) -> bytes:
+    body = f"{code} {reason}\n".encode()
+    return (f"HTTP/1.0 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+
+
+URI_TOO_LONG = _canned(414, "Request-URI Too Long")
+HEADERS_TOO_LARGE = _canned(431, "Request Header Fields Too Large")
+SERVER_ERROR = _canned(500, "Internal Server Error")
+
+
+def head_end(buffer: bytearray, start: int) -> int:
+    """Where the request head ends (after its blank line), searching from `start`; -1 while incomplete.
+    Lines may end in CRLF or, as http.server accepts, a bare LF."""
+    crlf = buffer.find(b"\n\r\n", start)
+    lf = buffer.find(b"\n\n", start)
+    ends = [i + 3 for i in (crlf,) if i >= 0] + [i + 2 for i in (lf,) if i >= 0]
+    return min(ends) if ends else -1
+
+
+def connection_cap(open_file_limit: int) -> int:
+    """How many connections the front holds at most under this open-file limit. The sampler keeps up to three
+    quarters of the limit as open cgroup files (probes/openfiles): connections get half of the rest."""
+    room = max(16, (open_file_limit - max(_FD_RESERVE, open_file_limit * 3 // 4)) // 2)
+    return min(MAX_CONNECTIONS, room)
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: reading its head, then waiting on a worker, then writing the answer."""
+
+    def __init__(self, front: "HttpFront", peer: tuple):
+        self.front = front
+        self.peer = peer
+        self.client = peer[0]
+        self.state = "head"  # head -> busy -> writing
+        self.opened = front.loop.time()
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.start_task: asyncio.Future | None = None  # accepting (and the TLS handshake), until it is made
+        self.timer = front.loop.call_later(2 * HEAD_DEADLINE_S if front.ssl_context else HEAD_DEADLINE_S,
+                                           self.close)
+
+    # ------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.state != "head":
+            return
+        start = max(0, len(self.buffer) - 2)
+        self.buffer += data
+        end = head_end(self.buffer, start)
+        if end < 0:
+            if len(self.buffer) > MAX_HEAD_BYTES:
+                first_line_ends = self.buffer.find(b"\n", 0, MAX_HEAD_BYTES + 1)
+                self._write_and_close(URI_TOO_LONG if first_line_ends < 0 else HEADERS_TOO_LARGE)
+            return
+        if end > MAX_HEAD_BYTES + 2:
+            self._write_and_close(URI_TOO_LONG if self.buffer.find(b"\n") > MAX_HEAD_BYTES else HEADERS_TOO_LARGE)
+            return
+        self.state = "busy"
+        self.timer.cancel()
+        self.transport.pause_reading()
+        head, self.buffer = bytes(self.buffer[:end]), bytearray()
+        future = self.front.loop.run_in_executor(self.front.pool, self.front.answer, head, self.peer)
+        future.add_done_callback(self._answered)
+
+    def eof_received(self) -> bool:
+        if self.state == "head":
+            self.close()
+        # A plain client that half-closes after its request still gets the answer (TLS cannot half-close).
+        return self.front.ssl_context is None
+
+    def connection_lost(self, exc) -> None:
+        self.timer.cancel()
+        self.transport = None
+        self.front.forget(self)
+
+    # ------------------------------------------------------------ states
+
+    def _answered(self, future: asyncio.Future) -> None:
+        if self.transport is None or future.cancelled():
+            return
+        try:
+            response = future.result()
+        except Exception:
+            log.exception("answering %s failed", self.client)
+            response = SERVER_ERROR
+        self._write_and_close(response)
+
+    def _write_and_close(self, response: bytes) -> None:
+        if self.transport is None:
+            return
+        self.state = "writing"
+        self.timer.cancel()
+        self.transport.write(response)
+        self.transport.close()  # after the buffer is flushed
+        self.timer = self.front.loop.call_later(WRITE_DEADLINE_S, self.abort)
+
+    def close(self) -> None:
+        """Close without answering (a deadline passed, a cap made room, the front stops)."""
+        self.timer.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+        elif self.start_task is not None:
+            self.start_task.cancel()  # still accepting or in the TLS handshake
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class HttpFront:
+    """Listens on `address`; `answer(head, client_address)` runs on one of `workers` threads and returns the
+    whole response, after which the connection closes. Same life cycle as socketserver: serve_forever() on
+    one thread, shutdown() from any other, server_close()."""
+
+    def __init__(self, address: tuple[str, int], answer: Answer, *, ssl_context: ssl.SSLContext | None = None,
+                 workers: int = WORKERS, max_connections: int | None = None,
+                 max_per_client: int = MAX_CONNECTIONS_PER_CLIENT):
+        from mltop.probes.openfiles import raise_open_file_limit
+
+        self.answer = answer
+        self.ssl_context = ssl_context
+        self.max_per_client = max_per_client
+        self.max_connections = max_connections or connection_cap(raise_open_file_limit())
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind(address)
+            self.socket.listen(512)
+            self.socket.setblocking(False)
+        except OSError:
+            self.socket.close()
+            raise
+        self.server_address = self.socket.getsockname()
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mltop-serve-http")
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Event | None = None
+        self._shutdown_requested = threading.Event()
+        self._finished = threading.Event()
+        self._by_client: dict[str, list[_Connection]] = {}  # oldest first
+        self._count = 0
+        self._warned_at = float("-inf")
+
+    # ------------------------------------------------------------ life cycle
+
+    def serve_forever(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        finally:
+            self._finished.set()
+
+    def shutdown(self) -> None:
+        """Stop serve_forever (from another thread or a signal handler) and wait for it."""
+        self._shutdown_requested.set()
+        loop = self.loop
+        if loop is not None and self._stopped is not None:
+            try:
+                loop.call_soon_threadsafe(self._stopped.set)
+            except RuntimeError:  # the loop has closed already
+                pass
+        if threading.current_thread() is not threading.main_thread():
+            self._finished.wait(10)
+
+    def server_close(self) -> None:
+        self.socket.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def connections(self) -> int:
+        return self._count
+
+    async def _serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        if self._shutdown_requested.is_set():
+            return
+        accepting = asyncio.create_task(self._accept_forever())
+        try:
+            await self._stopped.wait()
+        finally:
+            accepting.cancel()
+            for conns in list(self._by_client.values()):
+                for conn in list(conns):
+                    conn.close()
+            await asyncio.sleep(0)
+
+    async def _accept_forever(self) -> None:
+        while True:
+            try:
+                sock, peer = await self.loop.sock_accept(self.socket)
+            except OSError as err:
+                if err.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    if self.loop.time() - self._warned_at > 60:  # once a minute, not once an accept
+                        self._warned_at = self.loop.time()
+                        log.warning("accepting a connection failed (%s): closing idle ones", err.strerror)
+                    self._make_room()
+                    await asyncio.sleep(0.05)
+                    continue
+                log.debug("accept failed", exc_info=True)
+                continue
+            self._admit(sock, peer)
+
+    def _admit(self, sock: socket.socket, peer: tuple) -> None:
+        client = peer[0]
+        if len(self._by_client.get(client, ())) >= self.max_per_client:
+            self._close_idle(client, keep=self.max_per_client - 1)
+        if self._count >= self.max_connections and not self._make_room():
+            sock.close()
+            return
+        sock.setblocking(False)
+        conn = _Connection(self, peer)
+        self._by_client.setdefault(client, []).append(conn)
+        self._count += 1
+        started = asyncio.ensure_future(self.loop.connect_accepted_socket(
+            lambda: conn, sock, ssl=self.ssl_context,
+            ssl_handshake_timeout=HEAD_DEADLINE_S if self.ssl_context else None))
+        conn.start_task = started
+        # A done callback runs even when the task is cancelled before it began (a cap closed the connection
+        # at once): the socket is closed whatever happened.
+        started.add_done_callback(lambda task: self._started(conn, sock, task))
+
+    def _started(self, conn: _Connection, sock: socket.socket, task: asyncio.Future) -> None:
+        conn.start_task = None
+        if task.cancelled() or task.exception() is not None:
+            if not task.cancelled():
+                log.debug("connection from %s failed before its request: %s", conn.client, task.exception())
+            sock.close()
+            conn.timer.cancel()
+            self.forget(conn)
+
+    def forget(self, conn: _Connection) -> None:
+        conns = self._by_client.get(conn.client)
+        if conns is None or conn not in conns:
+            return
+        conns.remove(conn)
+        self._count -= 1
+        if not conns:
+            del self._by_client[conn.client]
+
+    def _close_idle(self, client: str, keep: int) -> None:
+        """Close `client`'s oldest connections that have waited over IDLE_AFTER_S for their request, until it
+        holds `keep`."""
+        conns = self._by_client.get(client, [])
+        now = self.loop.time()
+        for conn in [c for c in conns if c.state == "head" and now - c.opened > IDLE_AFTER_S]:
+            if len(conns) <= keep:
+                return
+            conn.close()
+            self.forget(conn)
+
+    def _make_room(self) -> bool:
+        """Close the oldest connection still waiting for its request, of the client holding the most
+        connections. False when every connection is already being answered."""
+        for conns in sorted(self._by_client.values(), key=len, reverse=True):
+            for conn in conns:
+                if conn.state == "head":
+                    conn.close()
+                    self.forget(conn)
+                    return True
+        return False
