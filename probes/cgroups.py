@@ -6,6 +6,7 @@ This is how cAdvisor does it and it is four orders of magnitude cheaper than the
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Callable
 

@@ -62,8 +62,9 @@ def test_pods_are_sampled_beside_docker_containers(cri_pods, containers, monkeyp
     assert main.status == "running"
     assert f"pod{pod.uid}/{main.id}" in main.cgroup_path
     assert main.cpu_limit_cores == 0.5 and main.memory_limit_bytes == 64 << 20
-    # it burns, held to half a core by its quota (on a loaded machine it may get less than its half)
-    assert 1 < main.cpu_percent <= 60, main.cpu_percent
+    # it burns, held to half a core by its quota (on a loaded machine it may get less than its half; a CFS
+    # period's slack can put a 1 s window a little above it)
+    assert 1 < main.cpu_percent <= 75, main.cpu_percent
     assert main.config.pod_labels["app"] == "trainer" and main.config.pod_annotations["team"] == "vision"
     assert main.config.log_path.endswith("main/0.log")
     assert main.processes and all(p.cmdline for p in main.processes)
