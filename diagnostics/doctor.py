@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
 from mltop.probes.model import SCHEMA_VERSION, ContainerSample, Snapshot
@@ -21,13 +21,14 @@ log = logging.getLogger(__name__)
 
 from .actions.runner import NO_EXEC_ENV, no_exec_reason  # noqa: E402  (re-exported)
 
-__all__ = ["BackgroundDeviceChecks", "DoctorResult", "SkippedCheck", "judge", "latest_device_check", "no_exec_reason",
-           "run_doctor", "worst_by_container"]
+__all__ = ["BackgroundDeviceChecks", "DoctorResult", "SkippedCheck", "judge", "judgeable", "latest_device_check",
+           "no_exec_reason", "run_doctor", "worst_by_container"]
 
 @dataclass(frozen=True)
 class SkippedCheck:
     check: str
-    reason: str
+    reason: str  # the names of `containers` are said in it too, for a reader of the text
+    containers: tuple[str, ...] = ()  # the containers it was skipped for; none: the host, or every container
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ class DoctorResult:
         return {
             "schema_version": SCHEMA_VERSION,
             "findings": [f.to_json() for f in self.findings],
-            "checks_skipped": [{"check": s.check, "reason": s.reason} for s in self.checks_skipped],
+            "checks_skipped": [{"check": s.check, "reason": s.reason, "containers": list(s.containers)}
+                               for s in self.checks_skipped],
         }
 
 
@@ -74,8 +76,45 @@ class _Skips:
             names = self._names[(check, reason)]
             if names and not any(n in reason for n in names):
                 reason = f"{reason} (containers: {', '.join(names)})"
-            out.append(SkippedCheck(check, reason))
+            out.append(SkippedCheck(check, reason, tuple(names)))
         return tuple(out)
+
+
+INSPECT = "inspect"  # how a container the doctor could not judge (no configuration read yet) shows in checks_skipped
+CGROUP_FACTS = "cgroup_facts"
+
+
+def judgeable(containers: Iterable[ContainerSample], skips: _Skips) -> tuple[ContainerSample, ...]:
+    """The containers whose configuration was read. A placeholder (its docker inspect pending or failed) is
+    never judged on its empty configuration: it lands in `skips` with the reason."""
+    out = []
+    for c in containers:
+        unknown = c.config_unknown
+        if unknown is None:
+            out.append(c)
+        else:
+            skips.add(INSPECT, f"not judged: {unknown}, so its configuration is not known", c.name)
+    return tuple(out)
+
+
+def _container_facts(host: HostProbe, selected: Iterable[ContainerSample], cgroup_version: int | None,
+                     skips: _Skips) -> dict[str, ContainerFacts]:
+    """container id -> its cgroup limit files; one that cannot be read is said in `skips`, not judged as empty."""
+    facts: dict[str, ContainerFacts] = {}
+    for c in selected:
+        try:
+            facts[c.id] = found = host.container_facts(c, cgroup_version)
+        except Exception as exc:
+            log.info("cgroup facts of %s unreadable", c.name, exc_info=True)
+            skips.add(CGROUP_FACTS, f"could not read its cgroup files ({type(exc).__name__}: {exc}): {_FACTS_USERS}",
+                      c.name)
+            continue
+        if c.running and not found.cgroup_dirs:  # went away since the sweep, or its cgroups are not ours to see
+            skips.add(CGROUP_FACTS, f"its cgroup was not found: {_FACTS_USERS}", c.name)
+    return facts
+
+
+_FACTS_USERS = "the pids, CPU throttling, read throttle and memlock checks judged it without them"
 
 
 FRAMEWORK_CHECK = "framework_check"  # how a device check that could not run shows in checks_skipped
@@ -167,6 +206,7 @@ def _run_checks(ctx: CheckContext, skips: _Skips) -> list[Finding]:
 def judge(ctx: CheckContext) -> DoctorResult:
     """Run every check over a context built by hand (tests, replays): no logs, exec or sensing of its own."""
     skips = _Skips()
+    ctx = replace(ctx, containers=judgeable(ctx.containers, skips))
     findings = _run_checks(ctx, skips)
     return DoctorResult(findings=tuple(sort_findings(findings)), checks_skipped=skips.result(),
                         containers_checked=tuple(c.name for c in ctx.containers))
@@ -201,23 +241,21 @@ def run_doctor(
     they see a GPU); with `framework_check` the device check runs first (by docker exec, up to
     `framework_check_timeout_s` each) in every selected running container that has none yet, and its results
     join `action_log` when one is given. With `no_exec` (or MLTOP_NO_EXEC=1) nothing is exec'd: the read test
-    and the device check are listed under checks_skipped with the reason. `host` senses what the snapshot does not carry (toolkit binaries,
-    CDI specs, cgroup limit files); `host_facts` / `container_facts` (by container id) replace that sensing,
-    for tests that build their own. Safe to call from a worker thread; never raises for a
-    failing check or source: those land in `checks_skipped` with the reason.
+    and the device check are listed under checks_skipped with the reason. A container whose docker inspect is
+    pending or failed is not judged on its empty configuration: it is listed there too, under "inspect".
+    `host` senses what the snapshot does not carry (toolkit binaries, CDI specs, cgroup limit files; a running
+    container's that cannot be read is listed under "cgroup_facts"); `host_facts` / `container_facts` (by
+    container id) replace that sensing, for tests that build their own. Safe to call from a worker thread;
+    never raises for a failing check or source: those land in `checks_skipped` with the reason.
     """
     selected, missing = snapshot.select(containers)
     skips = _Skips()
+    selected = judgeable(selected, skips)  # no logs, exec or cgroup reads for a placeholder either
     host = host or HostProbe()
     if host_facts is None:
         host_facts = host.host_facts(snapshot.host.cdi_spec_dirs, snapshot.host.nvml.library_path)
     if container_facts is None:
-        container_facts = {}
-        for c in selected:
-            try:
-                container_facts[c.id] = host.container_facts(c, snapshot.host.cgroup_version)
-            except Exception as exc:  # a container that went away between the sweep and now
-                log.debug("cgroup facts of %s unreadable: %s", c.name, exc)
+        container_facts = _container_facts(host, selected, snapshot.host.cgroup_version, skips)
     engine_ok = engine is not None and snapshot.host.engine.ok
 
     logs: dict[str, tuple[str, ...]] = {}
@@ -307,7 +345,7 @@ class BackgroundDeviceChecks:
         if self.forbidden:
             return []
         return [c for c in snapshot.containers
-                if c.running and self.key(c) not in self.outcomes
+                if c.running and c.config_unknown is None and self.key(c) not in self.outcomes
                 and (snapshot.has_gpus(c) or looks_like_gpu_workload(c))]
 
     def run_one(self, snapshot: Snapshot, engine):

@@ -1,15 +1,18 @@
-"""The Finding record every check produces, severity order, and how findings become an exit code."""
+"""Findings together: severity labels, the order they are shown in, evidence lines, and the exit code they make.
+The Finding record every check produces and the severity order are probes.finding_record's."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Iterable
 
-CRITICAL = "critical"
-WARNING = "warning"
-INFO = "info"
-SEVERITIES = (CRITICAL, WARNING, INFO)  # most severe first
-SEVERITY_RANK = {INFO: 0, WARNING: 1, CRITICAL: 2}
+# The record and the order live with the recorder's, which stores and replays findings (probes cannot import
+# diagnostics); the doctor's vocabulary is re-exported from here.
+from mltop.probes.finding_record import CRITICAL, INFO, SEVERITIES, SEVERITY_RANK, WARNING, Finding
+
+__all__ = ["CRITICAL", "EXIT_CRITICAL", "EXIT_OK", "EXIT_WARNING", "INFO", "SEVERITIES", "SEVERITY_LABEL",
+           "SEVERITY_RANK", "WARNING", "Finding", "count_by_severity", "evidence", "exit_code", "severity_order",
+           "sort_findings", "worst_by_container", "worst_severity"]
+
 SEVERITY_LABEL = {CRITICAL: "CRITICAL", WARNING: "WARNING", INFO: "info"}  # shouted when it needs acting on
 
 
@@ -32,41 +35,6 @@ EXIT_CRITICAL = 2
 def evidence(fact: str, source: str) -> str:
     """One evidence line: the exact value read, then where it was read from."""
     return f"{fact} — {source}"
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One diagnosis: a stable `code`, how bad it is, whom it concerns, why we think so and what to do.
-
-    `container` is the container name, or None for the host. `evidence` lines read "value — source"
-    (see `evidence()`); text that came from a container (log lines, State.Error) is quoted verbatim
-    inside them as plain data.
-    """
-
-    code: str
-    severity: str
-    container: str | None
-    title: str
-    evidence: tuple[str, ...]
-    fix: str
-
-    def __post_init__(self) -> None:
-        if self.severity not in SEVERITY_RANK:
-            raise ValueError(f"unknown severity {self.severity!r} (expected one of {SEVERITIES})")
-
-    @property
-    def rank(self) -> int:
-        return SEVERITY_RANK[self.severity]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "code": self.code,
-            "severity": self.severity,
-            "container": self.container,
-            "title": self.title,
-            "evidence": list(self.evidence),
-            "fix": self.fix,
-        }
 
 
 def worst_severity(findings: Iterable[Finding]) -> str | None:

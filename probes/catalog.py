@@ -3,11 +3,15 @@ engine's events feed (shared with the recorder) saying what changed between swee
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 from .engine import ContainerMeta, Engine, EngineError, meta_from_inspect, not_found_errors, provisional_meta
+
+log = logging.getLogger(__name__)
 
 REINSPECT_MAX = 16  # more containers named by events than this since the last sweep: re-list instead
 BACKGROUND_INSPECT_MIN = 8  # fewer containers to inspect than this: inspect them before answering
@@ -146,8 +150,11 @@ class ContainerCatalog:
         for cid, future in done:
             try:
                 meta = future.result()
-            except Exception:  # the engine failed mid-way: inspect it at the next full re-list
+            except Exception as exc:  # the engine failed mid-way: inspect it at the next full re-list
                 self._hints.pop(cid, None)
+                old = metas.get(cid)
+                if old is not None and old.provisional:  # the doctor says why it did not judge it
+                    metas[cid] = replace(old, inspect_error=_inspect_failed(cid, exc))
                 continue
             if meta is None:
                 metas.pop(cid, None)
@@ -164,6 +171,11 @@ class ContainerCatalog:
                 meta = meta_from_inspect(self.engine.inspect(cid))
             except not_found_errors():
                 metas.pop(cid, None)
+            except Exception as exc:  # the engine refused this one inspect: its state is not known, the rest is
+                if _engine_down(exc):
+                    raise
+                if cid in metas:
+                    metas[cid] = replace(metas[cid], inspect_error=_inspect_failed(cid, exc))
             else:
                 (metas if cid in metas else new)[cid] = meta
             # its listed state is not known from an inspect: the next full re-list inspects it once more
@@ -193,14 +205,19 @@ class ContainerCatalog:
             else:
                 to_inspect.append(cid)
 
+        by_id = {entry["Id"]: entry for entry in listed}
+
         def inspect(cid: str) -> ContainerMeta | None:
             try:
                 return meta_from_inspect(self.engine.inspect(cid))
             except not_found_errors():
                 return None  # removed between list and inspect
+            except Exception as exc:  # the engine refused this one inspect: the list stands, this one is unknown
+                if _engine_down(exc):
+                    raise
+                return replace(provisional_meta(by_id[cid]), inspect_error=_inspect_failed(cid, exc))
 
         if self.inspect_in_background and len(to_inspect) > BACKGROUND_INSPECT_MIN:
-            by_id = {entry["Id"]: entry for entry in listed}
             with self._inspect_lock:
                 self._to_inspect += [cid for cid in to_inspect if cid not in self._inspecting]
             for cid in to_inspect:
@@ -221,6 +238,8 @@ class ContainerCatalog:
         for meta in metas:
             if meta is not None:
                 fresh[meta.id] = meta
+                if meta.inspect_error:
+                    hints.pop(meta.id, None)  # inspected again at the next full list
         self._metas = fresh
         self._hints = hints
 
@@ -257,3 +276,17 @@ class ContainerCatalog:
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
             subscription.close()
+
+
+def _engine_down(exc: BaseException) -> bool:
+    """An inspect failed because the engine cannot be reached at all (the sweep says so), not because it refused
+    this one container (an API error: Engine.call reports those as EngineError status "error")."""
+    return isinstance(exc, EngineError) and exc.status != "error"
+
+
+def _inspect_failed(cid: str, exc: BaseException) -> str:
+    """The engine's words for an inspect that failed (what the doctor shows for the container it skips)."""
+    log.info("docker inspect %s failed; inspected again at the next full list", cid[:12], exc_info=True)
+    api_error = exc.__context__ if isinstance(exc, EngineError) else exc  # the SDK's, with the engine's message
+    words = getattr(api_error, "explanation", None) or getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return " ".join(str(words).split())[:300]

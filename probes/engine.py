@@ -136,6 +136,7 @@ class ContainerMeta:
     # Made from the list alone while its inspect is on the way (the dashboard's first frame on a dense host):
     # no PID, no secrets, a configuration with nothing in it but the exit code.
     provisional: bool = False
+    inspect_error: str | None = None  # its inspect failed, in the engine's words (config: provisional, or older)
     runtime: str = "docker"  # the runtime that runs it (probes/identity.py's names)
     kubernetes: KubernetesInfo | None = None  # a CRI runtime's pod container
     cgroup_parent: str | None = None  # where to look for its cgroup when its PID is not known

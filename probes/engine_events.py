@@ -16,6 +16,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .units import local_time
+
 log = logging.getLogger(__name__)
 
 RETRY_S = 2.0  # between reconnection attempts, at most (the first comes after FIRST_RETRY_S, then doubling)
@@ -187,8 +189,7 @@ class EngineEventFeed:
     def _gap(self, since: float, until: float) -> None:
         self._gaps += 1
         log.warning("the engine no longer had its events since %s (it keeps its last 256): events up to %s may be "
-                    "missing", time.strftime("%H:%M:%S", time.localtime(since)),
-                    time.strftime("%H:%M:%S", time.localtime(until)))
+                    "missing", local_time(since, with_date=False), local_time(until, with_date=False))
         with self._lock:
             subs = list(self._subs)
         for sub in subs:

@@ -382,12 +382,24 @@ class ContainerSample:
     # True for a moment on a dense host's first sweeps in the dashboard: the container came from the engine's
     # list and its `docker inspect` is still on the way, so `config` is empty and processes are not read yet.
     config_pending: bool = False
+    # The engine's words when its `docker inspect` failed (tried again at the next full list): `config` is as
+    # empty as while pending (or, when a re-inspect after an event failed, the one read before).
+    config_error: str | None = None
     runtime: str | None = None  # "docker" | "containerd" | "cri-o" | ... (the source that named it)
     kubernetes: KubernetesInfo | None = None  # None outside pods
 
     @property
     def short_id(self) -> str:
         return self.id[:12]
+
+    @property
+    def config_unknown(self) -> str | None:
+        """Why `config` holds nothing to judge (its docker inspect is pending or failed); None once it is read."""
+        if self.config_error:
+            return f"its docker inspect failed ({self.config_error})"
+        if self.config_pending:
+            return "its docker inspect is still pending"
+        return None
 
     @property
     def running(self) -> bool:

@@ -413,7 +413,7 @@ class Sampler:
             processes=processes,
             config=cfg,
             cpu_usage_seconds=counters.cpu_usage_ns / 1e9 if counters.cpu_usage_ns is not None else None,
-            config_pending=meta.provisional,
+            config_pending=meta.provisional, config_error=meta.inspect_error,
             runtime=meta.runtime,
             kubernetes=meta.kubernetes,
         )
@@ -501,7 +501,8 @@ def _unmeasured_sample(meta: ContainerMeta) -> ContainerSample:
         io_read_bytes=None, io_write_bytes=None, io_read_bytes_per_s=None, io_write_bytes_per_s=None,
         net_rx_bytes=None, net_tx_bytes=None, net_rx_bytes_per_s=None, net_tx_bytes_per_s=None,
         oom_kills=None, cpu_throttled_periods=None, pressure=None, cgroup_path=None, gpus=(), processes=(),
-        config=meta.config, config_pending=meta.provisional, runtime=meta.runtime, kubernetes=meta.kubernetes,
+        config=meta.config, config_pending=meta.provisional, config_error=meta.inspect_error,
+        runtime=meta.runtime, kubernetes=meta.kubernetes,
     )
 
 

@@ -6,6 +6,11 @@ A source is one small interface so the dashboard, `serve`, `doctor` and replay n
     source.cannot_act    None when mltop may exec in, attach to or signal the containers it shows; else why not,
                          in words for the user ("Replay shows recorded data"). A recording or a Prometheus
                          cannot act; the action registry asks this (diagnostics.actions.registry.refusal)
+    source.past_label    (optional) what the header calls data from the past: REPLAY for a recording,
+                         PROMETHEUS for a fleet host read from Prometheus
+    source.follows_present (optional) a non-live source whose newest data keeps coming (a Prometheus): the
+                         dashboard starts playing instead of still
+    source.act_command   (optional) the command that acts on these containers where they run (default `mltop`)
     source.latest()      the next snapshot to show: live, a new sweep; a recording, the one at its cursor
     source.close()       release the engine connection, NVML, the database
 

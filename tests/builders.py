@@ -94,6 +94,21 @@ def container(name: str = "trainer", *, config_overrides: dict[str, Any] | None 
     return ContainerSample(**values)
 
 
+def placeholder(name: str = "new-job", state: str = "running", listed_status: str = "Up 2 seconds", *,
+                inspect_error: str | None = None, **overrides: Any) -> ContainerSample:
+    """A container as the engine's list alone describes it, its docker inspect still pending (or failed, with
+    the engine's words in `inspect_error`): the configuration probes.engine.provisional_meta makes, nothing read."""
+    from mltop.probes.engine import provisional_meta
+
+    cid = overrides.pop("id", None) or container_id(name)
+    meta = provisional_meta({"Id": cid, "Names": [f"/{name}"], "State": state, "Status": listed_status,
+                             "Image": "pytorch/pytorch:2.3.0-cuda12.1-cudnn8-runtime"})
+    values: dict[str, Any] = dict(id=cid, status=state, config=meta.config, processes=(), config_pending=True,
+                                  config_error=inspect_error)
+    values.update(overrides)
+    return container(name, **values)
+
+
 def gpu_uuid(index: int) -> str:
     return f"GPU-00000000-0000-0000-0000-{index:012d}"
 

@@ -316,3 +316,21 @@ def test_report_from_a_built_snapshot_needs_no_engine():
     md, html = render_markdown(doc), render_html(doc)
     for text in (md, html):
         assert "oom.killed" in text and "driver.old" in text and "trainer" in text  # trainer's GPU process row
+
+
+def test_a_value_not_known_reads_the_same_in_reports_and_on_screen():
+    """One mark for a missing value: the dashboard's (tui.format) in Markdown and HTML too, never the em dash
+    that separates a value from its source in evidence lines."""
+    from builders import gpu_workload, replace, snapshot
+
+    from mltop.tui import format as fmt
+
+    trainer, gpu0 = gpu_workload("trainer")
+    gpu0 = replace(gpu0, temperature_c=None)
+    doc = build_report(snapshot([trainer], [gpu0], pressure={}), None, log_lines=0)
+    shown = fmt.percent(None)
+    md, html = render_markdown(doc), render_html(doc)
+    (gpu_line,) = [line for line in md.splitlines() if line.startswith("| 0 | NVIDIA")]
+    assert gpu_line.split(" | ")[5] == shown  # the unknown temperature
+    assert f"<td>{shown}</td>" in html
+    assert "| — |" not in md and "<td>—</td>" not in html

@@ -181,7 +181,9 @@ class MltopApp(ReplayMixin, App):
         self._stalled = False
         self._record_path = record  # the flight recorder's file while live (None: not recording)
         if not self.source.live:
-            self.paused = True  # a replay starts still: space plays
+            # a replay starts still (space plays); a source that follows the present (a fleet host read from
+            # Prometheus) starts playing
+            self.paused = not getattr(self.source, "follows_present", False)
 
     def get_default_screen(self) -> Screen:
         return DashboardScreen()
@@ -290,8 +292,8 @@ class MltopApp(ReplayMixin, App):
         # Its own chain, like sampling: run -> message -> timer. Nothing new to judge while paused or while
         # the engine gives no new snapshot.
         snapshot = self.snapshot
-        pending = snapshot is not None and any(c.config_pending for c in snapshot.containers)
-        if pending:  # a dense host's first seconds: judge configurations once they are read
+        pending = snapshot is not None and any(c.config_pending and not c.config_error for c in snapshot.containers)
+        if pending:  # a dense host's first seconds: judge configurations once read (one that failed: not judged)
             self.set_timer(DOCTOR_FIRST_DELAY_S, self._doctor_poll, name="mltop-doctor")
         elif self.paused or snapshot is None or snapshot is self._doctor_judged:
             self.set_timer(DOCTOR_INTERVAL_S, self._doctor_poll, name="mltop-doctor")

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from rich.text import Text
 
-from mltop.probes.units import binary_size
-
-MISSING = "–"  # a value the probes could not give (or not yet: rates need two sweeps)
+from mltop.probes.units import MISSING, binary_size, local_time  # noqa: F401  (local_time: the screens' clock)
 
 # How a severity looks on screen: glyph and style. The containers table marks rows with the same glyphs
 # the diagnostics screen puts before each finding. (Labels and order: diagnostics.findings.)
 SEVERITY_GLYPH = {"critical": ("✖", "bold red"), "warning": ("!", "bold yellow"), "info": ("·", "bold blue")}
 
 HISTORY_SECONDS = 300  # what the graphs cover, live and in replay
-
-
-def local_time(t: float, with_date: bool = True) -> str:
-    """Unix seconds as local wall-clock time: 2026-11-29 03:12:30 (or 03:12:30)."""
-    return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S" if with_date else "%H:%M:%S")
 
 
 def size(value: float | None, missing: str = MISSING) -> str:

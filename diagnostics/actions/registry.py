@@ -71,6 +71,9 @@ class ActingSource(Protocol):
     @property
     def cannot_act(self) -> str | None: ...
 
+    # Optional: the command that acts on these containers where they run (default `mltop`; a fleet host
+    # read from Prometheus says `ssh -t HOST mltop`).
+
 
 def action_named(name: str) -> Action:
     try:
@@ -89,5 +92,6 @@ def refusal(work: InContainerWork | str, source: ActingSource) -> str | None:
     if not why or not work.needs_live_container:
         return None
     live_only = ", ".join(a.key_help[:1].lower() + a.key_help[1:] for a in ACTIONS if a.needs_live_container)
+    where = getattr(source, "act_command", None) or "mltop"  # a fleet host names the ssh command to its host
     return (f"{why}: in-container actions ({live_only}) need the live container. "
-            "Run `mltop` to act on it now.")
+            f"Run `{where}` to act on it now.")

@@ -99,6 +99,11 @@ class CheckContext:
                 return p
         return None
 
+    def configured_containers(self) -> list[ContainerSample]:
+        """Every container of the snapshot whose configuration was read, for host checks that look at them all
+        (a placeholder whose docker inspect is pending or failed has nothing to judge; the doctor lists it)."""
+        return [c for c in self.snapshot.containers if c.config_unknown is None]
+
     def facts(self, c: ContainerSample) -> ContainerFacts:
         """The container's cgroup limit files as the doctor read them (empty when not read)."""
         return self.container_facts.get(c.id) or ContainerFacts()

@@ -37,7 +37,7 @@ def _driver_file_evidence(ctx: CheckContext) -> list[str]:
 
 def gpu_requesters(ctx: CheckContext) -> list[ContainerSample]:
     """Containers that reach GPUs by their configuration (requests, runtime, device nodes, privileged)."""
-    return [c for c in ctx.snapshot.containers if ctx.snapshot.gpu_access(c)]
+    return [c for c in ctx.configured_containers() if ctx.snapshot.gpu_access(c)]
 
 
 @host_check("driver")

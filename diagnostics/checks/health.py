@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
 
 from mltop.probes.model import GpuSample
+from mltop.probes.units import local_time
 
 from ..findings import CRITICAL, INFO, WARNING, Finding, evidence
 from .base import CheckContext, CheckSkipped, _bytes, host_check
@@ -153,7 +153,7 @@ def _ago(seconds: float) -> str:
 
 
 def _when(t: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+    return local_time(t)
 
 
 def _gpu_container_names(g: GpuSample) -> list[str]:

@@ -24,7 +24,7 @@ def check_dev_char_links(ctx: CheckContext) -> list[Finding]:
     if host.cgroup_driver != "systemd":
         return []
     # Only GPUs the toolkit injected vanish: --device nodes and --privileged are in the engine's own cgroup rules.
-    gpu_running = [c for c in ctx.snapshot.containers if c.running and toolkit_injected(ctx, c)]
+    gpu_running = [c for c in ctx.configured_containers() if c.running and toolkit_injected(ctx, c)]
     if not gpu_running:
         return []
     links = ctx.host.nvidia_char_links

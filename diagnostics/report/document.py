@@ -29,11 +29,11 @@ from mltop.probes.redaction import (
     redact_value,
     scrub_values,
 )
+from mltop.probes.units import iso_utc
 
 from ..findings import SEVERITIES, count_by_severity, severity_order
 from .html import render_html
 from .markdown import render_markdown
-from .rows import iso_time
 
 if TYPE_CHECKING:
     from mltop.probes.engine import Engine
@@ -194,10 +194,11 @@ def build_report(
         finding_docs = [f for f in finding_docs if f.get("container") in (None, *selected_names)]
     finding_docs.sort(key=lambda f: (f.get("container") is not None, severity_order(f.get("severity")),
                                      f.get("container") or "", f.get("code") or ""))
-    skipped_docs = [{"check": s.check, "container": None, "reason": s.reason}
-                    for s in (doctor.checks_skipped if doctor is not None else ())]
-    if containers:
-        skipped_docs = [s for s in skipped_docs if s.get("container") in (None, *selected_names)]
+    skipped = list(doctor.checks_skipped if doctor is not None else ())
+    if containers:  # the host's, and those of the containers reported on
+        skipped = [s for s in skipped if not s.containers or selected_names.intersection(s.containers)]
+    skipped_docs = [{"check": s.check, "container": ", ".join(s.containers) or None, "reason": s.reason}
+                    for s in skipped]
 
     results = list(actions.results()) if actions is not None else []
     if containers:
@@ -231,8 +232,8 @@ def build_report(
     doc = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "generator": {"name": "mltop", "version": _mltop_version(),
-                      "generated_at": iso_time(generated_at if generated_at is not None else time.time())},
-        "snapshot": {"taken_at": iso_time(snapshot.taken_at), "interval_s": snapshot.interval_s,
+                      "generated_at": iso_utc(generated_at if generated_at is not None else time.time())},
+        "snapshot": {"taken_at": iso_utc(snapshot.taken_at), "interval_s": snapshot.interval_s,
                      "schema_version": snapshot.schema_version},
         "summary": {"containers": len(container_docs), "gpus": len(snapshot.gpus), "findings": counts,
                     "worst": worst, "checks_skipped": len(skipped_docs), "actions": len(results)},
@@ -280,11 +281,6 @@ def render_json(report: Mapping[str, Any]) -> str:
     return json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n"
 
 
-
-
-
-
-
 def format_for_path(path: str | os.PathLike, format: str | None = None) -> str:
     """The format to write: the one asked for, else the one the file extension names."""
     if format:
@@ -303,12 +299,7 @@ def render(report: Mapping[str, Any], format: str) -> str:
     """The report as text in `format` ("json", "md" or "html")."""
     renderers = {"json": render_json, "md": render_markdown, "html": render_html}
     fmt = format_for_path("", format)
-    text = renderers[fmt](report)
-    if report.get("history_window"):  # recorded history (report_history.add_history)
-        from ..report_history import append_to_rendered
-
-        text = append_to_rendered(text, report, fmt)
-    return text
+    return renderers[fmt](report)
 
 
 def write_report(path: str | os.PathLike, format: str | None = None, report: Mapping[str, Any] | None = None,

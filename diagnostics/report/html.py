@@ -6,6 +6,7 @@ from html import escape
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from mltop.probes.redaction import REDACTED
+from mltop.probes.units import MISSING, iso_utc
 
 from ..one_line import one_line
 from .rows import (
@@ -14,20 +15,25 @@ from .rows import (
     MOUNT_HEADERS,
     PROCESS_HEADERS,
     SKIPPED_HEADERS,
+    TIMELINE_HEADERS,
     action_title,
     config_rows,
     counter_rows,
     gpu_process_rows,
+    figure,
     gpu_row,
+    history_heading,
     history_rows,
     host_rows,
-    iso_time,
     mount_rows,
     no_gpu_line,
     plain,
     process_rows,
+    recorded_charts,
     skipped_rows,
+    spread,
     summary_line,
+    timeline_rows,
 )
 
 CSS = """
@@ -82,7 +88,7 @@ ul.evidence { margin: 0; padding-left: 18px; }
 
 
 def _e(value: Any) -> str:
-    return escape(plain(value) if not isinstance(value, str) else (value or "—"), quote=True)
+    return escape(plain(value) if not isinstance(value, str) else (value or MISSING), quote=True)
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], code_columns: Sequence[int] = (),
@@ -104,7 +110,7 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], code_columns: 
 def _pairs(rows: Iterable[tuple[str, Any]], code_labels: Sequence[str] = ()) -> str:
     body = []
     for label, value in rows:
-        cell = f"<code>{_e(value)}</code>" if label in code_labels and value not in ("—", None) else _e(value)
+        cell = f"<code>{_e(value)}</code>" if label in code_labels and value not in (MISSING, None) else _e(value)
         body.append(f"<tr><th>{escape(label)}</th><td>{cell}</td></tr>")
     return f"<table class=\"kv\"><tbody>{''.join(body)}</tbody></table>"
 
@@ -248,11 +254,66 @@ def _actions(report: Mapping[str, Any], add: Add) -> None:
     for a in report["actions"]:
         command = one_line(" ".join(a.get("command") or []))
         add(f"<h3>{_badge(a.get('status'))} {_e(action_title(a))}</h3>")
-        add(f"<p class=\"muted\">Command: <code>{_e(command)}</code> · started {_e(iso_time(a.get('started_at')))}</p>")
+        add(f"<p class=\"muted\">Command: <code>{_e(command)}</code> · started {_e(iso_utc(a.get('started_at')))}</p>")
         if a.get("explanation"):
             add(f'<p class="explain">{_e(a["explanation"])}</p>')
         add(f"<details open><summary>Output</summary><pre>{escape(a.get('output') or '(no output)')}</pre></details>")
+
+
+SVG_POINTS = 400  # charts are downsampled to about this many points
+
+
+def _history(report: Mapping[str, Any], add: Add) -> None:
+    """The recorded timeline and figures as inline SVG charts (report_history.add_history), when carried."""
+    heading = history_heading(report)
+    if heading is None:
+        return
+    add(f'<h2 id="history">{_e(heading)}</h2>')
+    timeline = timeline_rows(report)
+    add(f"<h3>Timeline ({len(timeline)} events)</h3>")
+    add(_table(TIMELINE_HEADERS, timeline, kinds={0: "num", 1: "code", 2: "code", 3: "name", 4: "text"})
+        if timeline else "<p>No events recorded in this window.</p>")
+    for title, rec, charts in recorded_charts(report):
+        add(f"<h3>{_e(title)}</h3>")
+        for metric, label in charts:
+            chart = svg_chart(rec["t"], rec[metric], label, metric)
+            if chart:
+                add(chart)
+
+
+def svg_chart(times: Sequence[float], values: Sequence[Any], label: str, metric: str, width: int = 640,
+              height: int = 120) -> str:
+    """One inline SVG line chart (polyline; gaps where values are missing), with min/max and the times."""
+    idx = spread(len(times), SVG_POINTS)
+    known = [float(values[i]) for i in idx if values[i] is not None]
+    if not known:
+        return ""
+    t0, t1 = times[0], times[-1] if times[-1] > times[0] else times[0] + 1
+    top = max(known) or 1.0
+    pad = 4
+    segments: list[list[str]] = [[]]
+    for i in idx:
+        v = values[i]
+        if v is None:
+            if segments[-1]:
+                segments.append([])
+            continue
+        x = pad + (times[i] - t0) / (t1 - t0) * (width - 2 * pad)
+        y = height - pad - float(v) / top * (height - 2 * pad)
+        segments[-1].append(f"{x:.1f},{y:.1f}")
+    lines = "".join(f'<polyline fill="none" stroke="#2563eb" stroke-width="1.5" points="{" ".join(s)}"/>'
+                    for s in segments if s)
+    caption = (f"{escape(label)} — max {escape(figure(metric, max(known)))}, last {escape(figure(metric, known[-1]))}"
+               f" · {escape((iso_utc(t0) or '')[11:19])} → {escape((iso_utc(times[-1]) or '')[11:19])} UTC")
+    return (f'<figure class="chart"><svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(label, quote=True)}">'
+            f'<rect width="{width}" height="{height}" fill="#f8fafc" stroke="#cbd5e1"/>{lines}</svg>'
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+def _foot(report: Mapping[str, Any], add: Add) -> None:
     add("</body></html>")
 
 
-SECTIONS: tuple[Callable[[Mapping[str, Any], Add], None], ...] = (_head, _findings, _host, _gpus, _containers, _actions)
+SECTIONS: tuple[Callable[[Mapping[str, Any], Add], None], ...] = (
+    _head, _findings, _host, _gpus, _containers, _actions, _history, _foot)

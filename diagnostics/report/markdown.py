@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from mltop.probes.redaction import REDACTED
+from mltop.probes.units import MISSING, iso_utc
 
 from ..one_line import one_line
 from .rows import (
@@ -13,20 +14,24 @@ from .rows import (
     MOUNT_HEADERS,
     PROCESS_HEADERS,
     SKIPPED_HEADERS,
+    TIMELINE_HEADERS,
     action_title,
     config_rows,
     counter_rows,
     gpu_process_rows,
     gpu_row,
+    history_heading,
     history_rows,
     host_rows,
-    iso_time,
     mount_rows,
     no_gpu_line,
     plain,
     process_rows,
+    recorded_charts,
+    recorded_rows,
     skipped_rows,
     summary_line,
+    timeline_rows,
 )
 
 
@@ -36,7 +41,7 @@ _MD_ESCAPES = str.maketrans({"\\": "\\\\", "|": "\\|", "*": "\\*", "`": "\\`", "
 
 def md_text(value: Any) -> str:
     """Text from containers as inert Markdown: no markup, no HTML, no table breaks."""
-    text = plain(value) if not isinstance(value, str) else (value or "—")
+    text = plain(value) if not isinstance(value, str) else (value or MISSING)
     return " ".join(text.translate(_MD_ESCAPES).splitlines()) if "\n" in text else text.translate(_MD_ESCAPES)
 
 
@@ -52,7 +57,7 @@ def md_code(value: Any) -> str:
     """An inline code span that survives backticks inside and stays inside a table cell."""
     text = " ".join(str(value).split()) if value not in (None, "") else ""
     if not text:
-        return "—"
+        return MISSING
     fence = "`" * (_longest_backtick_run(text) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     escaped = text.replace("|", "\\|")
@@ -76,7 +81,7 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], code_columns
 def md_pairs(rows: Iterable[tuple[str, Any]], code_labels: Sequence[str] = ()) -> str:
     out = ["| | |", "|---|---|"]
     for label, value in rows:
-        cell = md_code(value) if label in code_labels and value not in ("—", None) else md_text(value)
+        cell = md_code(value) if label in code_labels and value not in (MISSING, None) else md_text(value)
         out.append(f"| **{label}** | {cell} |")
     return "\n".join(out)
 
@@ -116,7 +121,7 @@ def _findings(report: Mapping[str, Any], add: Add) -> None:
     if report["findings"]:
         lines = ["| Severity | Container | Check | Finding | Evidence | Fix |", "|---|---|---|---|---|---|"]
         for f in report["findings"]:
-            evidence = "<br>".join(md_text(e) for e in f.get("evidence") or []) or "—"
+            evidence = "<br>".join(md_text(e) for e in f.get("evidence") or []) or MISSING
             sev = _BADGE.get(f.get("severity"), f.get("severity"))
             lines.append(f"| {sev} | {md_text(f.get('container') or 'host')} | {md_code(f.get('code'))} | "
                          f"{md_text(f.get('title'))} | {evidence} | {md_text(f.get('fix'))} |")
@@ -219,8 +224,8 @@ def _actions(report: Mapping[str, Any], add: Add) -> None:
     for a in report["actions"]:
         add(f"### {md_text(action_title(a))}")
         add("")
-        add(f"Command: {md_code(one_line(' '.join(a.get('command') or []))) if a.get('command') else '—'} · started "
-            f"{iso_time(a.get('started_at'))}")
+        add(f"Command: {md_code(one_line(' '.join(a.get('command') or []))) if a.get('command') else MISSING} · started "
+            f"{iso_utc(a.get('started_at'))}")
         if a.get("explanation"):
             add("")
             add(f"> {md_text(a['explanation'])}")
@@ -229,4 +234,19 @@ def _actions(report: Mapping[str, Any], add: Add) -> None:
         add("")
 
 
-SECTIONS: tuple[Callable[[Mapping[str, Any], Add], None], ...] = (_title, _findings, _host, _gpus, _containers, _actions)
+def _history(report: Mapping[str, Any], add: Add) -> None:
+    """The recorded timeline and figures (report_history.add_history), when the report carries them."""
+    heading = history_heading(report)
+    if heading is None:
+        return
+    add("")
+    add(f"## {heading}")
+    timeline = timeline_rows(report)
+    _block(add, f"### Timeline ({len(timeline)} events)",
+           md_table(TIMELINE_HEADERS, timeline) if timeline else "No events recorded in this window.")
+    for title, rec, charts in recorded_charts(report):
+        _block(add, f"### {md_text(title)}", md_table(*recorded_rows(rec, charts)))
+
+
+SECTIONS: tuple[Callable[[Mapping[str, Any], Add], None], ...] = (
+    _title, _findings, _host, _gpus, _containers, _actions, _history)

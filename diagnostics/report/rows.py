@@ -2,34 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
+from ..events import event_summary
 from ..one_line import one_line
-from mltop.probes.units import binary_size
-
-
-def iso_time(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+from mltop.probes.units import MISSING, binary_size, iso_utc
 
 
 def human_bytes(value: Any) -> str:
-    return "—" if value is None else binary_size(value)
+    return MISSING if value is None else binary_size(value)
 
 
 def human_rate(value: Any) -> str:
-    return "—" if value is None else f"{human_bytes(value)}/s"
+    return MISSING if value is None else f"{human_bytes(value)}/s"
 
 
 def human_percent(value: Any) -> str:
-    return "—" if value is None else f"{float(value):.1f}%"
+    return MISSING if value is None else f"{float(value):.1f}%"
 
 
 def plain(value: Any) -> str:
     if value is None or value == "" or value == [] or value == {}:
-        return "—"
+        return MISSING
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (list, tuple)):
@@ -126,7 +120,7 @@ def counter_rows(c: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("OOM kills (cgroup)", plain(k.get("oom_kills"))),
         ("CPU throttled periods", plain(k.get("cpu_throttled_periods"))),
         ("Pressure some avg10 cpu/mem/io", " / ".join(human_percent(pressure.get(r)) for r in ("cpu", "memory", "io"))
-         if pressure else "—"),
+         if pressure else MISSING),
         ("GPU memory / SM", f"{human_bytes(k.get('gpu_memory_bytes'))} / {human_percent(k.get('gpu_sm_percent'))}"),
     ]
 
@@ -158,15 +152,15 @@ def host_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def gpu_row(g: Mapping[str, Any]) -> list[str]:
-    power = "—"
+    power = MISSING
     if g.get("power_w") is not None or g.get("power_limit_w") is not None:
         pw = "?" if g.get("power_w") is None else f"{g['power_w']:.0f}"
         lim = "?" if g.get("power_limit_w") is None else f"{g['power_limit_w']:.0f}"
         power = f"{pw} / {lim} W"
     return [
-        str(g["index"]), g["name"], g.get("pci_bus_id") or "—", human_percent(g.get("utilization_percent")),
+        str(g["index"]), g["name"], g.get("pci_bus_id") or MISSING, human_percent(g.get("utilization_percent")),
         f"{human_bytes(g.get('memory_used_bytes'))} / {human_bytes(g.get('memory_total_bytes'))}",
-        "—" if g.get("temperature_c") is None else f"{g['temperature_c']:.0f} °C", power,
+        MISSING if g.get("temperature_c") is None else f"{g['temperature_c']:.0f} °C", power,
         plain(g.get("throttle_reasons")), g["uuid"],
     ]
 
@@ -193,7 +187,7 @@ def process_rows(c: Mapping[str, Any], limit: int = 30) -> list[list[str]]:
     procs = sorted(c.get("processes") or [], key=lambda p: -(p.get("cpu_percent") or 0))
     return [[str(p["host_pid"]), plain(p.get("container_pid")), plain(p.get("user")),
              human_percent(p.get("cpu_percent")), human_bytes(p.get("rss_bytes")),
-             human_bytes(p.get("gpu_memory_bytes")) if p.get("gpu_memory_bytes") else "—",
+             human_bytes(p.get("gpu_memory_bytes")) if p.get("gpu_memory_bytes") else MISSING,
              one_line(p.get("cmdline") or "", 200)] for p in procs[:limit]]
 
 
@@ -214,7 +208,7 @@ MOUNT_HEADERS = ["Type", "Source", "Destination", "Mode"]
 
 
 def mount_rows(c: Mapping[str, Any]) -> list[list[str]]:
-    return [[m.get("type") or "?", m.get("source") or "—", m.get("destination") or "?",
+    return [[m.get("type") or "?", m.get("source") or MISSING, m.get("destination") or "?",
              "ro" if m.get("read_only") else "rw"] for m in c["config"].get("mounts") or []]
 
 
@@ -229,3 +223,62 @@ def summary_line(report: Mapping[str, Any]) -> str:
     return (f"{f['critical']} critical, {f['warning']} warning, {f['info']} info finding(s) across "
             f"{s['containers']} container(s) and {s['gpus']} GPU(s); {s['checks_skipped']} check(s) skipped; "
             f"{s['actions']} action(s) run.")
+
+
+# --------------------------------------------------------------------------- recorded history (report_history)
+
+# (metric, label) of the figures a recording keeps, in the order the history section shows them.
+CONTAINER_CHARTS = (("cpu_percent", "CPU %"), ("memory_bytes", "memory"), ("gpu_percent", "GPU %"),
+                    ("gpu_memory_bytes", "GPU memory"))
+GPU_CHARTS = (("utilization_percent", "utilisation %"), ("memory_used_bytes", "memory used"))
+HISTORY_MD_ROWS = 24  # Markdown tables are downsampled to about this many rows
+TIMELINE_HEADERS = ["time", "source", "event", "container", "what"]
+
+
+def spread(n: int, most: int) -> list[int]:
+    """About `most` indices spread evenly over range(n), the last always included."""
+    if n <= most:
+        return list(range(n))
+    step = n / most
+    return sorted({int(i * step) for i in range(most)} | {n - 1})
+
+
+def figure(metric: str, value: Any) -> str:
+    """A recorded value in human units: bytes for *_bytes metrics, a percentage otherwise."""
+    return human_bytes(value) if metric.endswith("bytes") else human_percent(value)
+
+
+def history_heading(report: Mapping[str, Any]) -> str | None:
+    """"History <since> → <until> (N recorded sweeps)", or None for a report without recorded history."""
+    window = report.get("history_window")
+    if not window:
+        return None
+    return f"History {window['since']} → {window['until']} ({int(window['sweeps'])} recorded sweeps)"
+
+
+def timeline_rows(report: Mapping[str, Any]) -> list[list[str]]:
+    """One row per recorded event: time, source, kind, container (or host), what happened."""
+    return [[e["time"], e["source"], e["kind"], str(e.get("container") or "host"), event_summary(e)]
+            for e in report.get("timeline") or []]
+
+
+def recorded_charts(report: Mapping[str, Any]) -> list[tuple[str, Mapping[str, list], tuple[tuple[str, str], ...]]]:
+    """(heading, recorded series, (metric, label) present) per container, then per GPU, that has any."""
+    out = []
+    for c in report.get("containers", ()):
+        rec = c.get("recorded")
+        if rec:
+            out.append((f"{c['name']}: recorded figures", rec, tuple(m for m in CONTAINER_CHARTS if m[0] in rec)))
+    for g in report.get("gpus", ()):
+        rec = g.get("recorded")
+        if rec:
+            out.append((f"GPU {g.get('index')}: recorded figures", rec, tuple(m for m in GPU_CHARTS if m[0] in rec)))
+    return out
+
+
+def recorded_rows(rec: Mapping[str, list], charts: Sequence[tuple[str, str]],
+                  most: int = HISTORY_MD_ROWS) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows) of a recorded series downsampled to about `most` rows: the UTC time, then each figure."""
+    rows = [[(iso_utc(rec["t"][i]) or "")[11:19]] + [figure(m, rec[m][i]) for m, _ in charts]
+            for i in spread(len(rec["t"]), most)]
+    return ["time (UTC)"] + [label for _, label in charts], rows

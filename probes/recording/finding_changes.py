@@ -4,9 +4,9 @@ recording carries over the findings still open at its end, so a restart does not
 from __future__ import annotations
 
 import sqlite3
-import time
 from typing import Any, Iterable
 
+from ..units import local_time
 from .entries import Event
 from .source import format_duration, standing_findings
 
@@ -54,6 +54,6 @@ def _cleared_while_down(title: str, last: float | None, started: float) -> tuple
     if last is None:
         return f"{title} (cleared before mltop started recording again)", {"while_down": True}
     gap = format_duration(started - last)
-    when = time.strftime("%H:%M:%S", time.localtime(last))
+    when = local_time(last, with_date=False)
     return (f"{title} (cleared while mltop was not recording: last recorded {when}, back {gap} later)",
             {"while_down": True, "last_recorded_t": last, "restarted_t": started, "gap_s": round(started - last, 3)})

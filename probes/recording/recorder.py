@@ -25,6 +25,7 @@ import time
 from typing import Any, Iterable
 
 from ..model import Snapshot
+from ..units import local_time
 from . import codec, retention
 from .entries import Event, RecorderStatus
 from .finding_changes import FindingChanges
@@ -311,7 +312,7 @@ class Recorder:
         # the one events stream of this process for the engine (the catalog reads the same one)
         def on_gap(since: float, until: float) -> None:
             self.add_event(Event(until, "mltop", "events_gap", title="the engine no longer had its events from "
-                                 f"{time.strftime('%H:%M:%S', time.localtime(since))} on (it keeps its last 256): "
+                                 f"{local_time(since, with_date=False)} on (it keeps its last 256): "
                                  "some may be missing here", detail={"since": since, "until": until}))
 
         self._subscription = subscribe_engine_events(Engine(self.docker_host), on_event, since=time.time(),

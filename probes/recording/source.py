@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from ..finding_record import INFO, SEVERITY_RANK, Finding
 from ..model import Snapshot
 from . import codec
 from .schema import connect_reader
@@ -36,24 +37,7 @@ class RecordedEvent:
                 "detail": self.detail}
 
 
-@dataclass(frozen=True)
-class RecordedFinding:
-    """A finding as the recorder stored it: what replay's diagnostics screen shows (no fix re-run)."""
-
-    code: str
-    severity: str
-    container: str | None
-    title: str
-    evidence: tuple[str, ...]
-    fix: str
-
-    @property
-    def rank(self) -> int:
-        return {"info": 0, "warning": 1, "critical": 2}.get(self.severity, 0)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"code": self.code, "severity": self.severity, "container": self.container, "title": self.title,
-                "evidence": list(self.evidence), "fix": self.fix}
+RecordedFinding = Finding  # a finding as the recorder stored it is the doctor's own record (no fix re-run)
 
 
 class RecordingStore:
@@ -240,8 +224,8 @@ def standing_findings(db: sqlite3.Connection, t: float | None = None) -> list[Re
             continue
         key = (code, container)
         if kind == "appeared":
-            active[key] = RecordedFinding(code, severity or "info", container, title or "",
-                                          tuple(d.get("evidence") or ()), d.get("fix") or "")
+            active[key] = Finding(code, severity if severity in SEVERITY_RANK else INFO, container, title or "",
+                                  tuple(d.get("evidence") or ()), d.get("fix") or "")
         else:
             active.pop(key, None)
     return list(active.values())

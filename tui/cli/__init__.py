@@ -48,6 +48,11 @@ def _replay() -> ModuleType:
     return replay
 
 
+def _fleet() -> ModuleType:
+    from . import fleet
+    return fleet
+
+
 def _elsewhere_in_tui(module: str) -> Callable[[], ModuleType]:
     """The factory of a command module outside this package: mltop.tui.<module>, imported when used."""
     return lambda: importlib.import_module(f"mltop.tui.{module}")
@@ -61,6 +66,8 @@ SUBCOMMANDS: dict[str, tuple[Callable[[], ModuleType], str]] = {
     "run": (_run, "run an action in a container: nvidia-smi, py-spy or device-check"),
     "events": (_events, "print the recorded event timeline (engine, GPU, findings)"),
     "replay": (_replay, "open the dashboard on a recording: step and jump through time"),
+    "fleet": (_fleet, "every host that a Prometheus scrapes `mltop serve` on: hosts, top GPU consumers, "
+                      "findings (read-only)"),
     "serve": (_elsewhere_in_tui("serve.command"),
               "serve /metrics for Prometheus, /snapshot.json, /findings.json, /healthz"),
 }

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
 from ..sanitize import escaped
 
@@ -49,13 +48,14 @@ def main(args: argparse.Namespace) -> int:
         json.dump([e.to_json() for e in events], sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    from ..screens.timeline import event_summary
+    from mltop.diagnostics.events import event_summary
+    from mltop.probes.units import local_time
 
     for e in events:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.t))
+        when = local_time(e.t)
         who = escaped(e.container) if e.container else "host"
         print(f"{when}  {e.source:<7}  {e.kind:<14}  {who:<24}  {escaped(event_summary(e))}")
     if not events:
-        print(f"no events recorded since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(since))}",
+        print(f"no events recorded since {local_time(since)}",
               file=sys.stderr)
     return 0

@@ -116,6 +116,7 @@ class DashboardScreen(Screen):
         app = self.mltop
         self.query_one(StatusHeader).show(snapshot, app.docker_host, app.interval, app.paused, app.notes,
                                           replay=not app.source.live,
+                                          past_label=getattr(app.source, "past_label", "REPLAY"),
                                           recorder=app.recorder.status.summary() if app.recorder is not None else None)
         if snapshot is None:
             return

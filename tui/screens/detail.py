@@ -60,13 +60,13 @@ def config_text(c: ContainerSample) -> Text:
          "bold red" if cfg.oom_killed else "")
     if cfg.error:
         line("error", cfg.error, "red")
-    line("started", cfg.started_at or "–")
+    line("started", cfg.started_at or fmt.MISSING)
     if cfg.finished_at:
         line("finished", cfg.finished_at)
     line("restarts", f"{cfg.restart_count} (policy {cfg.restart_policy or 'no'})")
     if cfg.entrypoint:
         line("entrypoint", one_line(" ".join(cfg.entrypoint)))
-    line("command", one_line(" ".join(cfg.command)) or "–")
+    line("command", one_line(" ".join(cfg.command)) or fmt.MISSING)
 
     section("Limits")
     line("cpu", _cpu_limit(cfg, c))
@@ -86,9 +86,9 @@ def config_text(c: ContainerSample) -> Text:
     if c.shm_bytes is not None:
         shm += f", {fmt.size(c.shm_bytes)} in use"
     line("shm", shm)
-    line("ipc", cfg.ipc_mode or "–")
+    line("ipc", cfg.ipc_mode or fmt.MISSING)
     line("pid", cfg.pid_mode or "private")
-    line("network", cfg.network_mode or "–")
+    line("network", cfg.network_mode or fmt.MISSING)
     if cfg.privileged:
         line("privileged", "yes", "bold yellow")
     if cfg.cap_add:

@@ -180,6 +180,9 @@ class DiagnosticsScreen(Screen):
         if result.missing:
             widgets.append(Static(Text("This container is no longer in the snapshot: it was removed. "
                                        "Go back and pick another.", style="yellow"), classes="diag-note"))
+        elif self.container_id is not None and not result.containers_checked:  # a placeholder: not judged
+            widgets.append(Static(Text("Not judged: its configuration is not read yet (see Checks skipped). "
+                                       "Press r in a moment.", style="yellow"), classes="diag-note"))
         groups: dict[str | None, list] = {}
         for f in result.findings:  # host first, then the worst containers; most severe first in each
             groups.setdefault(f.container, []).append(f)

@@ -12,6 +12,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
+from mltop.diagnostics.events import event_summary
+
 from ..app_api import MltopApi, mltop_app
 from ..format import local_time
 from ..sanitize import literal
@@ -24,29 +26,6 @@ TIMELINE_LIMIT = 5000  # newest events shown; `mltop events` prints any range
 
 _KIND_STYLE = {"oom": "bold red", "die": "red", "kill": "yellow", "engine_down": "bold red", "down": "bold red",
                "appeared": "yellow", "cleared": "green", "health_status": "cyan", "restart": "yellow"}
-
-
-def event_summary(e) -> str:
-    """What happened, in words: the exit code of a die, the health of a health_status, a finding's title."""
-    d = e.detail or {}
-    if e.source == "finding":
-        return f"{e.severity or ''} {e.code or ''}: {e.title or ''}".strip()
-    if e.kind == "die":
-        text = f"exit code {d.get('exit_code', '?')}"
-        return text + (" (137: killed, often the OOM killer)" if d.get("exit_code") == 137 else "")
-    if e.kind == "oom" and d.get("via") == "cgroup":  # a pod container's cgroup counted it (probes/pod_events.py)
-        return f"OOM kill {d.get('oom_kills', '')} in its cgroup".replace("  ", " ")
-    if e.kind == "restart" and d.get("restart_count") is not None:
-        return f"restart {d['restart_count']} (a new container)"
-    if e.kind == "kill" and d.get("signal") is not None:
-        return f"signal {d['signal']}"
-    if e.kind == "health_status":
-        return str(d.get("health") or "")
-    if e.source == "engine" and e.container is None:
-        return e.title or ""
-    if e.source in ("nvml", "mltop"):
-        return e.title or ""
-    return f"image {e.title}" if e.title else ""
 
 
 def events_text(events, with_date: bool = False) -> Text:

@@ -43,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--doctor-interval", type=float, default=DEFAULT_DOCTOR_INTERVAL, metavar="SECONDS",
                         help=f"seconds between doctor runs for mltop_finding (default {DEFAULT_DOCTOR_INTERVAL:g}; "
                              "0 turns the doctor off)")
+    parser.add_argument("--node-name", default=None, metavar="NAME",
+                        help="the host's name on every series (the Hostname label) and in `mltop fleet` "
+                             "(default: $MLTOP_NODE_NAME, else $NODE_NAME as dcgm-exporter reads it, else the "
+                             "machine's hostname)")
     from mltop.tui.cli.recording_options import add_record_arguments
 
     add_record_arguments(parser, retention=True, suppress=True)  # --record PATH, --no-record, --retention, --max-size
@@ -76,6 +80,16 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def node_name(args: argparse.Namespace) -> str | None:
+    """--node-name, else MLTOP_NODE_NAME, else NODE_NAME (the downward API's spec.nodeName in a DaemonSet)."""
+    import os
+
+    for value in (getattr(args, "node_name", None), os.environ.get("MLTOP_NODE_NAME"), os.environ.get("NODE_NAME")):
+        if value and value.strip():
+            return value.strip()
+    return None
 
 
 def exposure_warning(host: str, tls: bool, auth: bool) -> str | None:
@@ -116,7 +130,7 @@ def main(args: argparse.Namespace) -> int:
     from .metrics import Exposition
 
     holder: dict[str, SweepLoop] = {}
-    exposition = Exposition(lambda: holder["loop"].state, version())
+    exposition = Exposition(lambda: holder["loop"].state, version(), node_name=node_name(args))
     from mltop.tui.cli.recording_options import recorder_health
 
     from mltop.probes.engine_events import feed_problems

@@ -15,14 +15,14 @@ from typing import Callable, Iterator
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from mltop.diagnostics.findings import SEVERITIES
 from mltop.diagnostics.workload import classify_all
 from mltop.probes.model import ContainerSample, GpuSample
 
 from .loop import ServeState
-from .pod_labels import label_pods, node_name
+from .pod_labels import label_pods
 
 MIB = 1 << 20
-SEVERITIES = ("critical", "warning", "info")
 
 # dcgm-exporter's label set for device metrics (etc/default-counters.csv fields; labels from its collector).
 DCGM_LABELS = ["gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname"]
@@ -142,10 +142,11 @@ class SnapshotCollector:
     """GPU, GPU-by-container, container and finding families from the last published state."""
 
     def __init__(self, state: Callable[[], ServeState], xids: XidTally | None = None,
-                 cgroup_name: CgroupName | None = None):
+                 cgroup_name: CgroupName | None = None, node_name: str | None = None):
         self._state = state
         self._xids = xids if xids is not None else XidTally()
         self._cgroup_name = cgroup_name
+        self._node_name = node_name
 
     def describe(self) -> list[Metric]:
         return []  # unchecked: the families depend on what the snapshot holds
@@ -155,7 +156,13 @@ class SnapshotCollector:
         snapshot = state.snapshot
         if snapshot is None:
             return
-        yield from label_pods(self._families(state), snapshot, state.gpus_to_serve())
+        hostname = self._node_name or snapshot.host.hostname
+        host = GaugeMetricFamily("mltop_host_info", "The host this agent samples (Hostname: --node-name, NODE_NAME "
+                                 "or the machine's name); the value is 1. The fleet view lists hosts by it.",
+                                 labels=["Hostname"])
+        host.add_metric([hostname], 1.0)
+        yield host
+        yield from label_pods(self._families(state, hostname), snapshot, state.gpus_to_serve())
 
         yield from source_families(snapshot)
         engine = GaugeMetricFamily("mltop_engine_up", "1 when the Docker engine answered the last sweep.",
@@ -171,9 +178,9 @@ class SnapshotCollector:
         yield last
 
 
-    def _families(self, state: ServeState) -> Iterator[Metric]:
+    def _families(self, state: ServeState, hostname: str) -> Iterator[Metric]:
         snapshot = state.snapshot
-        yield from gpu_families(state.gpus_to_serve(), node_name(snapshot))
+        yield from gpu_families(state.gpus_to_serve(), hostname)
         yield xid_counter_family(state.gpus_to_serve(), self._xids.observe(state.gpus_to_serve()))
         yield from gpu_by_container_families(snapshot.containers, state.gpus_to_serve())
         yield workload_family(snapshot, state.previous)
@@ -332,6 +339,22 @@ def finding_families(doctor) -> Iterator[Metric]:
     yield finding
     if doctor is not None:
         yield totals
+        yield skipped_family(doctor)
+
+
+def skipped_family(doctor) -> Metric:
+    """mltop_check_skipped: what the doctor could not judge, per check and container; the reasons are in
+    /findings.json (free text is no label)."""
+    skipped = GaugeMetricFamily("mltop_check_skipped", "1 for every check the last doctor run skipped, per "
+                                "container (host or every container: container=\"\"); reasons in /findings.json.",
+                                labels=["check", "container"])
+    seen: set[tuple[str, str]] = set()
+    for s in doctor.checks_skipped:
+        for container in getattr(s, "containers", ()) or ("",):
+            if (s.check, container) not in seen:
+                seen.add((s.check, container))
+                skipped.add_metric([s.check, container], 1.0)
+    return skipped
 
 
 class BuildInfoCollector:
@@ -353,9 +376,11 @@ class Exposition:
     `refresh`, or by the first scrape that finds them stale) followed by the agent's own few families
     rendered at each scrape. A scrape of 200 containers then costs a bytes copy, not a render."""
 
-    def __init__(self, state: Callable[[], ServeState], version: str, cgroup_name: CgroupName | None = None):
+    def __init__(self, state: Callable[[], ServeState], version: str, cgroup_name: CgroupName | None = None,
+                 node_name: str | None = None):
         self._state = state
         self._cgroup_name = cgroup_name  # None: the host's cgroup locator (tests name built snapshots' paths)
+        self._node_name = node_name
         self.self_registry = CollectorRegistry(auto_describe=False)
         self.self_registry.register(BuildInfoCollector(version))
         self.self_registry.register(_AgeCollector(state))
@@ -374,7 +399,8 @@ class Exposition:
             return text
         with self._lock:
             if self._cached[0] is not state:
-                self._cached = (state, generate_latest(_Pinned(state, self._xids, self._cgroup_name)))
+                self._cached = (state, generate_latest(_Pinned(state, self._xids, self._cgroup_name,
+                                                               self._node_name)))
             return self._cached[1]
 
     def render(self) -> bytes:
@@ -384,13 +410,15 @@ class Exposition:
 class _Pinned:
     """A registry view whose collectors read one given state (so the cache matches what it was built from)."""
 
-    def __init__(self, state: ServeState, xids: XidTally, cgroup_name: CgroupName | None = None):
+    def __init__(self, state: ServeState, xids: XidTally, cgroup_name: CgroupName | None = None,
+                 node_name: str | None = None):
         self._state = state
         self._xids = xids
         self._cgroup_name = cgroup_name
+        self._node_name = node_name
 
     def collect(self) -> Iterator[Metric]:
-        yield from SnapshotCollector(lambda: self._state, self._xids, self._cgroup_name).collect()
+        yield from SnapshotCollector(lambda: self._state, self._xids, self._cgroup_name, self._node_name).collect()
 
 
 class _AgeCollector:

@@ -9,7 +9,6 @@ exactly the labels they had.
 
 from __future__ import annotations
 
-import os
 from typing import Iterable, Iterator
 
 from prometheus_client.core import Metric
@@ -17,11 +16,6 @@ from prometheus_client.core import Metric
 from mltop.probes.model import GpuSample, KubernetesInfo, Snapshot
 
 POD_LABELS = ("namespace", "pod", "container")
-
-
-def node_name(snapshot: Snapshot) -> str:
-    """The `Hostname` label: $NODE_NAME (the DaemonSet sets it from spec.nodeName), else the host's name."""
-    return os.environ.get("NODE_NAME") or snapshot.host.hostname
 
 
 def _pod(k: KubernetesInfo) -> dict[str, str]:

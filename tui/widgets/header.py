@@ -104,14 +104,14 @@ def _ms(seconds: float) -> str:
 
 def header_parts(snapshot: Snapshot | None, docker_host: str, interval: float, paused: bool,
                  extra: tuple[str, ...] = (), replay: bool = False,
-                 recorder: str | None = None) -> tuple[list[Fact], list[Text]]:
+                 recorder: str | None = None, past_label: str = "REPLAY") -> tuple[list[Fact], list[Text]]:
     """The facts of the first line (each in its forms, see SHRINK_STEPS), and one line per problem.
     `recorder`: the flight recorder's summary when this dashboard records."""
     facts = []
     if snapshot is None or snapshot.self_cost is None:  # else mltop's own cost item carries the name
         facts.append(Fact("brand", Text("mltop", style="bold"), Text("")))
     if replay and snapshot is not None:  # recorded data: say so, and when it is from (never shrunk away)
-        facts.append(Fact("replay", Text(f"REPLAY {fmt.local_time(snapshot.taken_at)}",
+        facts.append(Fact("replay", Text(f"{past_label} {fmt.local_time(snapshot.taken_at)}",
                                          style="bold reverse magenta")))
     if paused:
         facts.append(Fact("paused", Text("PAUSED", style="bold reverse")))
@@ -214,8 +214,9 @@ class StatusHeader(Static):
     """Repaints only when its text changes, so a still dashboard sends nothing."""
 
     def show(self, snapshot: Snapshot | None, docker_host: str, interval: float, paused: bool,
-             extra: tuple[str, ...] = (), replay: bool = False, recorder: str | None = None) -> None:
-        self._parts = header_parts(snapshot, docker_host, interval, paused, extra, replay, recorder)
+             extra: tuple[str, ...] = (), replay: bool = False, recorder: str | None = None,
+             past_label: str = "REPLAY") -> None:
+        self._parts = header_parts(snapshot, docker_host, interval, paused, extra, replay, recorder, past_label)
         self._repack()
 
     def on_resize(self) -> None:
