@@ -260,6 +260,15 @@ def run_doctor(
 
     logs: dict[str, tuple[str, ...]] = {}
     for c in selected:
+        if c.kubernetes is not None and c.config.log_path:  # a pod container: the kubelet's log file
+            from mltop.probes.cri.logs import read_log
+            from mltop.probes.redaction import redact_text
+
+            if os.path.exists(c.config.log_path):
+                logs[c.id] = tuple(redact_text(line.text) for line in read_log(c.config.log_path, tail=log_tail))
+            else:
+                skips.add("logs", f"no log file at {c.config.log_path} (is /var/log/pods readable here?)", c.name)
+            continue
         if not engine_ok:
             skips.add("logs", "the Docker engine is not reachable: log-based checks ran without logs", c.name)
             continue

@@ -18,6 +18,10 @@ def event_summary(e: Any) -> str:
     if kind == "die":
         text = f"exit code {d.get('exit_code', '?')}"
         return text + (" (137: killed, often the OOM killer)" if d.get("exit_code") == 137 else "")
+    if kind == "oom" and d.get("via") == "cgroup":  # a pod container's cgroup counted it (probes/pod_events.py)
+        return f"OOM kill {d.get('oom_kills', '')} in its cgroup".replace("  ", " ")
+    if kind == "restart" and d.get("restart_count") is not None:
+        return f"restart {d['restart_count']} (a new container)"
     if kind == "kill" and d.get("signal") is not None:
         return f"signal {d['signal']}"
     if kind == "health_status":

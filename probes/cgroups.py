@@ -16,7 +16,6 @@ Reader = Callable[[str], bytes]  # path -> whole content: read_bytes, or an Open
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 _NO_LIMIT_V1 = 1 << 62  # v1 reports "no limit" as a page-rounded LONG_MAX (9223372036854771712)
-_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 
 
 def detect_cgroup_version(root: str = CGROUP_ROOT) -> int:
@@ -212,11 +211,14 @@ class CgroupLocator:
                 out[controller] = os.path.join(mount, path[len(mounted):].lstrip("/"))
         return out
 
-    def paths_for_id(self, container_id: str, cgroup_parent: str | None = None) -> dict[str, str]:
-        """Guess paths from the id with the cgroupfs and systemd drivers' naming (mltop without host PIDs)."""
+    def paths_for_id(self, container_id: str, cgroup_parent: str | None = None,
+                     guesses: tuple[str, ...] = ()) -> dict[str, str]:
+        """Guess paths from the id with the cgroupfs and systemd drivers' naming (mltop without host PIDs).
+        `guesses`: whole relative paths to try first (a pod container's, by its pod UID and each QoS class)."""
         candidates = [f"docker/{container_id}", f"system.slice/docker-{container_id}.scope"]
         if cgroup_parent:
             candidates.insert(0, f"{cgroup_parent.strip('/')}/{container_id}")
+        candidates[:0] = [g.strip("/") for g in guesses]
         if self.version == 2:
             for rel in candidates:
                 path = os.path.join(self.root, rel)
@@ -525,39 +527,3 @@ def read_net_dev(pid: int, read: Reader = read_bytes) -> tuple[int, int] | None:
             rx += int(fields[0])
             tx += int(fields[8])
     return rx, tx
-
-
-def container_ref_of_pid(pid: int) -> tuple[str, str] | None:
-    """(runtime, container id) of host PID `pid` from /proc/<pid>/cgroup; None for a host process or a PID
-    this process cannot see (gone, or another PID namespace's number)."""
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            return container_ref_from_cgroup_text(f.read())
-    except OSError:
-        return None
-
-
-def container_ref_from_cgroup_text(text: str) -> tuple[str, str] | None:
-    """(runtime, container id) from the text of /proc/<pid>/cgroup, or None for a host process.
-
-    Recognises Docker (cgroupfs `/docker/<id>`, systemd `docker-<id>.scope`), podman (`libpod-<id>`) and
-    Kubernetes pod paths (`kubepods…/pod<uid>/<id>` or `cri-containerd-<id>.scope`, `crio-<id>.scope`).
-    """
-    for line in text.splitlines():
-        path = line.split(":", 2)[-1]
-        if "libpod-" in path:
-            m = _CONTAINER_ID.search(path.split("libpod-", 1)[1])
-            if m:
-                return "podman", m.group(0)
-        if "kubepods" in path:
-            ids = _CONTAINER_ID.findall(path)
-            if ids:
-                return "kubernetes", ids[-1]
-        if "docker" in path:
-            ids = _CONTAINER_ID.findall(path)
-            if ids:
-                return "docker", ids[-1]
-        ids = _CONTAINER_ID.findall(path)
-        if ids and ("containerd" in path or "crio" in path):
-            return "kubernetes" if "kubepods" in path else "containerd", ids[-1]
-    return None

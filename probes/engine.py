@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from .model import ContainerConfig, DeviceMapping, DeviceRequest, EngineStatus, Mount
+from .model import ContainerConfig, DeviceMapping, DeviceRequest, EngineStatus, KubernetesInfo, Mount
 from .unix_api import NoSuchContainer, Unanswered, UnixSocketAPI
 from .redaction import (
     SECRETS_UNREADABLE,
@@ -137,6 +137,10 @@ class ContainerMeta:
     # no PID, no secrets, a configuration with nothing in it but the exit code.
     provisional: bool = False
     inspect_error: str | None = None  # its inspect failed, in the engine's words (config: provisional, or older)
+    runtime: str = "docker"  # the runtime that runs it (probes/identity.py's names)
+    kubernetes: KubernetesInfo | None = None  # a CRI runtime's pod container
+    cgroup_parent: str | None = None  # where to look for its cgroup when its PID is not known
+    cgroup_guesses: tuple[str, ...] = ()  # whole paths to try before its status says (a provisional pod container)
 
 
 def _none_if_zero(value: Any) -> Any:

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from .source_records import KubernetesInfo, SourceStatus  # noqa: F401  (records of the snapshot, kept apart)
+
 SCHEMA_VERSION = 1
 
 
@@ -62,6 +64,17 @@ class HostInfo:
     # Facts about the mltop process itself that limit what it can see (e.g. running in a container
     # without --pid=host), in words.
     limitations: tuple[str, ...] = ()
+    # Every source of containers asked this sweep, Docker first (snapshot --json's host.sources[])
+    sources: tuple[SourceStatus, ...] = ()
+
+    @property
+    def engine_down(self) -> bool:
+        """The Docker engine should answer and does not. False where it is absent but another source (a CRI
+        runtime) answers: a Kubernetes node without Docker is no alarm."""
+        if self.engine.ok:
+            return False
+        docker = next((s for s in self.sources if s.kind == "docker"), None)
+        return not (docker is not None and docker.quiet and any(s.ok for s in self.sources))
 
 
 # --------------------------------------------------------------------------- GPUs
@@ -78,7 +91,10 @@ class GpuProcess:
     name: str | None = None  # process name from /proc, when visible
     container_id: str | None = None  # full id, set by attribution
     container_name: str | None = None
-    runtime: str | None = None  # "docker" | "podman" | "kubernetes" | None for host processes
+    # "docker" | "containerd" | "cri-o" | "podman" (probes/identity.py); None: a host process, or a pod's
+    # container under the cgroupfs driver that no source named (the path does not say which runtime)
+    runtime: str | None = None
+    kubernetes: KubernetesInfo | None = None  # the pod the process's container belongs to
 
 
 @dataclass(frozen=True)
@@ -245,6 +261,12 @@ class ContainerConfig:
     blkio_throttles: Mapping[str, tuple[Mapping[str, Any], ...]]
     ulimits: tuple[Mapping[str, Any], ...]
     devices: tuple[DeviceMapping, ...] = ()  # HostConfig.Devices (--device)
+    # CRI containers: the container's annotations, its pod's labels and annotations (secret-looking values
+    # redacted), and the kubelet's log file of the container
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
+    pod_annotations: Mapping[str, str] = field(default_factory=dict)
+    log_path: str | None = None
 
     def env_value(self, name: str) -> str | None:
         for key, value in self.env:
@@ -399,6 +421,8 @@ class ContainerSample:
     # task of it ran; a whole reading every few sweeps catches up what page aging moved meanwhile.
     carried: frozenset[str] = frozenset()
     stats: ContainerStats | None = None  # cAdvisor's further figures; read only when asked (mltop serve)
+    runtime: str | None = None  # "docker" | "containerd" | "cri-o" | ... (the source that named it)
+    kubernetes: KubernetesInfo | None = None  # None outside pods
 
     @property
     def short_id(self) -> str:

@@ -15,19 +15,16 @@ from .cgroups import (
     CgroupLimits,
     CgroupLocator,
     cgroup_procs,
-    container_ref_of_pid,
     read_counters,
     read_limits,
     read_net_dev,
 )
+from .attribution import attribute_gpu_processes  # (importers of sampler.attribute_gpu_processes keep it)
 from .catalog import ContainerCatalog
 from .engine import ContainerMeta, Engine, EngineError
 from .model import (
-    ContainerGpuUse,
     ContainerSample,
     EngineStatus,
-    GpuProcess,
-    GpuSample,
     HostInfo,
     NvmlStatus,
     Pressure,
@@ -36,6 +33,7 @@ from .model import (
     Snapshot,
 )
 from .openfiles import OpenFiles
+from .sources import CriSources, docker_source_status
 from .openfiles import prepare as prepare_open_files
 from .processes import ProcessKey, ProcessTable, process_key
 
@@ -61,6 +59,7 @@ class ProbeOptions:
     # Answer the first sweep from the engine's list alone while containers are inspected in the background
     # (the dashboard's first frame on a dense host); their samples say config_pending meanwhile.
     inspect_in_background: bool = False
+    cri_endpoint: str | None = None  # --cri-endpoint; None: $MLTOP_CRI_ENDPOINT, else the default sockets
     # Read cAdvisor's further figures (ContainerSample.stats: probes/container_stats.py): `mltop serve` does.
     container_stats: bool = False
 
@@ -118,6 +117,15 @@ class Sampler:
         self.engine = engine or Engine(self.options.docker_host)
         self.catalog = ContainerCatalog(self.engine, watch_events=self.options.watch_events,
                                         inspect_in_background=self.options.inspect_in_background)
+        self.cri = CriSources(self.options.cri_endpoint, background=self.options.inspect_in_background)
+        self._own_netns: int | None = None  # the host's network namespace: PID 1's (hostPID), else mltop's
+        for path in ("/proc/1/ns/net", "/proc/self/ns/net"):
+            try:
+                self._own_netns = os.stat(path).st_ino
+                break
+            except OSError:
+                continue
+        self._host_netns: dict[str, tuple[int, bool]] = {}  # id -> (pid, shares mltop's network namespace)
         self._locator: CgroupLocator | None = None
         self._paths: dict[str, tuple[int | None, dict[str, str]]] = {}  # id -> (pid, paths)
         self._previous: dict[str, _Previous] = {}
@@ -140,6 +148,7 @@ class Sampler:
 
     def close(self) -> None:
         self.catalog.close()
+        self.cri.close()
         self._files.close()
         if self._nvml is not None:
             self._nvml.close()
@@ -161,6 +170,9 @@ class Sampler:
         self._sweep_no += 1
 
         engine_status, metas, info = self._engine_view()
+        cri_statuses, cri_metas = self.cri.view()
+        docker_count = len(metas)
+        metas = metas + cri_metas
         if self._nvml is not None:
             nvml_status, gpus = self._nvml.sample()
         else:
@@ -194,6 +206,8 @@ class Sampler:
         self._files.end_sweep()
         for gone in set(self._unmeasured_samples) - live_ids:
             del self._unmeasured_samples[gone]
+        for stale in set(self._host_netns) - live_ids:
+            del self._host_netns[stale]
         for stale in set(self._previous) - live_ids:
             self._previous.pop(stale, None)
             self._paths.pop(stale, None)
@@ -203,6 +217,9 @@ class Sampler:
         gpus, containers = attribute_gpu_processes(gpus, containers, self.catalog)
         running = sum(1 for m in metas if m.pid and m.status == "running")
         host = self._host_info(engine_status, nvml_status, info, locator, running)
+        named = bool(self.options.docker_host or os.environ.get("DOCKER_HOST"))
+        docker = docker_source_status(engine_status, host.docker_version, docker_count, named, cri_statuses)
+        host = dataclasses.replace(host, sources=(docker, *cri_statuses))
         containers.sort(key=lambda c: c.name)
         return Snapshot(
             taken_at=taken_at,
@@ -269,11 +286,22 @@ class Sampler:
             except CgroupGone:
                 paths = {}
         if not paths:
-            paths = locator.paths_for_id(meta.id)
+            paths = locator.paths_for_id(meta.id, meta.cgroup_parent)
         if not paths:
             raise CgroupGone(meta.id)
         self._paths[meta.id] = (meta.pid, paths)
         return paths
+
+    def _in_host_netns(self, container_id: str, pid: int) -> bool:
+        cached = self._host_netns.get(container_id)
+        if cached is not None and cached[0] == pid:
+            return cached[1]
+        try:
+            shared = os.stat(f"/proc/{pid}/ns/net").st_ino == self._own_netns
+        except OSError:
+            shared = False
+        self._host_netns[container_id] = (pid, shared)
+        return shared
 
     def _unmeasured(self, meta: ContainerMeta) -> ContainerSample:
         # the same sample while the engine says the same: a host with many stopped containers rebuilds none
@@ -297,7 +325,8 @@ class Sampler:
         if meta.provisional:
             # No PID before the inspect: find the cgroup by id, and the network from any of its processes.
             cached = self._paths.get(meta.id)
-            paths = cached[1] if cached is not None else locator.paths_for_id(meta.id)
+            paths = cached[1] if cached is not None else locator.paths_for_id(meta.id, meta.cgroup_parent,
+                                                                              meta.cgroup_guesses)
             if not paths:
                 return self._unmeasured(meta)
             self._paths[meta.id] = (None, paths)
@@ -324,7 +353,10 @@ class Sampler:
                                  idle_since=None if full else prev.counters)
         idle = (not full and counters.cpu_usage_ns is not None
                 and counters.cpu_usage_ns == prev.counters.cpu_usage_ns)
-        net = read_net_dev(net_pid, self._files.read) if net_pid else None
+        # A container in the host's network namespace (a hostNetwork pod, --network host) has no traffic of its
+        # own: /proc/<pid>/net/dev is the host's, which would be shown as its and keep it from ever resting.
+        net = read_net_dev(net_pid, self._files.read) if net_pid and not self._in_host_netns(meta.id, net_pid) \
+            else None
         at_rest = idle and counters == prev.counters and net == prev.net
         if at_rest and prev.at_rest and prev.meta is meta and prev.sample is not None:
             prev.at = read_at
@@ -418,6 +450,8 @@ class Sampler:
             interval_s=dt,
             carried=carried_fields(counters.carried, processes_carried),
             stats=stats,
+            runtime=meta.runtime,
+            kubernetes=meta.kubernetes,
         )
         return this.sample
 
@@ -506,74 +540,5 @@ def _unmeasured_sample(meta: ContainerMeta) -> ContainerSample:
         net_rx_bytes=None, net_tx_bytes=None, net_rx_bytes_per_s=None, net_tx_bytes_per_s=None,
         oom_kills=None, cpu_throttled_periods=None, pressure=None, cgroup_path=None, gpus=(), processes=(),
         config=meta.config, config_pending=meta.provisional, config_error=meta.inspect_error,
+        runtime=meta.runtime, kubernetes=meta.kubernetes,
     )
-
-
-
-
-def attribute_gpu_processes(
-    gpus: tuple[GpuSample, ...] | list[GpuSample],
-    containers: list[ContainerSample],
-    catalog: ContainerCatalog | None = None,
-) -> tuple[list[GpuSample], list[ContainerSample]]:
-    """Join NVML's host PIDs to containers: host PID → /proc/<pid>/cgroup → container id → name.
-
-    Returns GPUs whose processes carry container ids and names, and containers carrying their GPU use
-    (per GPU and per process). Processes in containers the engine does not know (podman, Kubernetes) keep
-    the id with the runtime's name; processes in no container stay host processes.
-    """
-
-    by_id = {c.id: c for c in containers}
-    per_container_gpu: dict[str, dict[int, list[GpuProcess]]] = {}
-    per_pid: dict[int, list[tuple[GpuSample, GpuProcess]]] = {}
-    new_gpus: list[GpuSample] = []
-    for gpu in gpus:
-        procs = []
-        for proc in gpu.processes:
-            ref = container_ref_of_pid(proc.host_pid)
-            if ref is not None:
-                runtime, cid = ref
-                container = by_id.get(cid)
-                if container is None and catalog is not None:
-                    meta = catalog.get(cid)
-                    name = meta.name if meta else None
-                else:
-                    name = container.name if container else None
-                if name is None:
-                    name = f"{runtime}:{cid[:12]}"
-                proc = dataclasses.replace(proc, container_id=cid, container_name=name, runtime=runtime)
-                per_container_gpu.setdefault(cid, {}).setdefault(gpu.index, []).append(proc)
-                per_pid.setdefault(proc.host_pid, []).append((gpu, proc))
-            procs.append(proc)
-        new_gpus.append(dataclasses.replace(gpu, processes=tuple(procs)))
-
-    new_containers = []
-    for container in containers:
-        uses = per_container_gpu.get(container.id)
-        if not uses:
-            new_containers.append(container)
-            continue
-        gpu_uses = []
-        for gpu in new_gpus:
-            procs = uses.get(gpu.index)
-            if not procs:
-                continue
-            mems = [p.gpu_memory_bytes for p in procs if p.gpu_memory_bytes is not None]
-            sms = [p.sm_percent for p in procs if p.sm_percent is not None]
-            gpu_uses.append(ContainerGpuUse(gpu.index, gpu.uuid, sum(mems) if mems else None,
-                                            sum(sms) if sms else None))
-        processes = []
-        for p in container.processes:
-            entries = per_pid.get(p.host_pid)
-            if entries:
-                mems = [gp.gpu_memory_bytes for _, gp in entries if gp.gpu_memory_bytes is not None]
-                sms = [gp.sm_percent for _, gp in entries if gp.sm_percent is not None]
-                p = dataclasses.replace(
-                    p,
-                    gpu_memory_bytes=sum(mems) if mems else None,
-                    gpu_indices=tuple(sorted({g.index for g, _ in entries})),
-                    sm_percent=sum(sms) if sms else None,
-                )
-            processes.append(p)
-        new_containers.append(dataclasses.replace(container, gpus=tuple(gpu_uses), processes=tuple(processes)))
-    return new_gpus, new_containers

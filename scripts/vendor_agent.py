@@ -15,8 +15,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-# rich: the CLI's text escaping; PyYAML and bcrypt: --web-config
-ROOTS = ("docker", "nvidia-ml-py", "psutil", "prometheus-client", "rich", "PyYAML", "bcrypt")
+# rich: the CLI's text escaping; PyYAML and bcrypt: --web-config; grpcio and protobuf: the CRI client (pods)
+ROOTS = ("docker", "nvidia-ml-py", "psutil", "prometheus-client", "rich", "PyYAML", "bcrypt", "grpcio", "protobuf")
 REPO = Path(__file__).resolve().parent.parent
 MLTOP_PACKAGES = {"probes": "mltop/probes", "diagnostics": "mltop/diagnostics", "tui": "mltop/tui"}
 

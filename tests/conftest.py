@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from fixtures_nvml import *  # noqa: E402,F401,F403  (fake NVML fixtures)
 from fixtures_torch import cpu_torch, cuda13_torch_container  # noqa: E402,F401  (PyTorch in containers)
+from cri_harness import cri_node, cri_pods  # noqa: E402,F401  (a private containerd with CRI, and pods)
 from images import BUSYBOX_IMAGE, PYTHON_IMAGE, ImageBuildError, ensure_images  # noqa: E402
 
 TEST_LABEL = "mltop-test"

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import wait_for
 from cpu_placement import steady_cpu
-from mltop.probes.cgroups import container_ref_from_cgroup_text, detect_cgroup_version
+from mltop.probes.cgroups import detect_cgroup_version
 from mltop.probes.engine import Engine
 from mltop.probes.sampler import ProbeOptions, Sampler
 
@@ -242,21 +242,6 @@ def test_socket_permission_denied_names_the_fix(tmp_path):
 
 
 # ----------------------------------------------------------------------------- parsing and JSON
-
-
-@pytest.mark.parametrize(
-    "text, expected",
-    [
-        ("0::/system.slice/docker-" + "a" * 64 + ".scope\n", ("docker", "a" * 64)),
-        ("12:memory:/docker/" + "b" * 64 + "\n11:cpu:/docker/" + "b" * 64 + "\n", ("docker", "b" * 64)),
-        ("0::/machine.slice/libpod-" + "c" * 64 + ".scope/container\n", ("podman", "c" * 64)),
-        ("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234_5678.slice/"
-         "cri-containerd-" + "d" * 64 + ".scope\n", ("kubernetes", "d" * 64)),
-        ("0::/user.slice/user-1000.slice/session-3.scope\n", None),
-    ],
-)
-def test_container_ref_from_cgroup(text, expected):
-    assert container_ref_from_cgroup_text(text) == expected
 
 
 def test_cgroup_v2_files_parse(tmp_path):

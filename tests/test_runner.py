@@ -25,6 +25,7 @@ from mltop.diagnostics.read_test import timed_direct_read
 from mltop.diagnostics.report import build_report
 from mltop.probes.engine import Engine, EngineError, SecretsUnreadable
 from mltop.probes.redaction import REDACTED, SECRETS_UNREADABLE, ContainerSecrets
+from mltop.probes.identity import CgroupIdentity
 
 CONTAINER_ID = "c" * 64
 
@@ -102,7 +103,7 @@ def local_process():
 @pytest.fixture
 def pid_claims_container(monkeypatch):
     """/proc/<pid>/cgroup made to name the container for any PID: only the remote check is left to refuse."""
-    monkeypatch.setattr(runner, "container_ref_of_pid", lambda pid: ("docker", CONTAINER_ID))
+    monkeypatch.setattr(runner, "identity_of_pid", lambda pid: CgroupIdentity("docker", CONTAINER_ID))
 
 
 @pytest.mark.parametrize("host", ["ssh://gpu-box", "tcp://10.0.0.5:2376", "https://gpu-box:2376"])

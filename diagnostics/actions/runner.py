@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from mltop.probes.cgroups import container_ref_of_pid
+from mltop.probes.identity import identity_of_pid
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +75,10 @@ def end_container_process(engine: Any, pid: int, container_id: str) -> bool:
         log.info("not signalling PID %s: engine %s is not local, the PID is another host's", pid,
                  getattr(engine, "docker_host", "?"))
         return False
-    ref = container_ref_of_pid(pid)
-    if ref is None or ref[1] != container_id:
+    identity = identity_of_pid(pid)
+    if identity is None or identity.container_id != container_id:
         log.warning("not signalling PID %s: /proc/%s/cgroup does not name container %s (it names %s)",
-                    pid, pid, container_id[:12], ref[1][:12] if ref else "no container")
+                    pid, pid, container_id[:12], identity.container_id[:12] if identity else "no container")
         return False
     try:
         if os.getpgid(pid) == pid:

@@ -93,6 +93,8 @@ class CheckContext:
         return self.logs.get(c.id, ())
 
     def log_source(self, c: ContainerSample) -> str:
+        if c.kubernetes is not None and c.config.log_path:  # a pod container: the kubelet's log file
+            return f"{c.config.log_path} (last {self.log_tail} lines)"
         return f"docker logs --tail {self.log_tail} {c.name}"
 
     def previous_of(self, c: ContainerSample) -> ContainerSample | None:

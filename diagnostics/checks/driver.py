@@ -19,7 +19,7 @@ from .base import (CheckContext, CheckSkipped, _cfg_source, _line, _log_evidence
 @host_check("engine")
 def check_engine(ctx: CheckContext) -> list[Finding]:
     engine = ctx.snapshot.host.engine
-    if engine.ok:
+    if not ctx.snapshot.host.engine_down:  # answering, or absent where a CRI runtime answers
         return []
     return [Finding(
         "engine.unreachable", CRITICAL, None, "The Docker engine did not answer: containers cannot be checked",

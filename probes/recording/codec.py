@@ -25,6 +25,7 @@ from ..model import (
     Mount,
     NvmlStatus,
     Pressure,
+    SourceStatus,
     Snapshot,
     to_jsonable,
 )
@@ -193,6 +194,7 @@ def config_doc(c: ContainerConfig) -> str:
 def host_from_doc(doc: str, load: str | None) -> HostInfo:
     d = json.loads(doc)
     d["engine"] = EngineStatus(**d["engine"])
+    d["sources"] = tuple(SourceStatus(**s) for s in d.get("sources") or ())
     d["nvml"] = NvmlStatus(**d["nvml"])
     d["runtimes"] = tuple(d.get("runtimes") or ())
     d["cdi_spec_dirs"] = tuple(d.get("cdi_spec_dirs") or ())
@@ -227,6 +229,15 @@ class Interned:
     name: str
     image: str
     config: ContainerConfig
+
+
+def _pod_of(cfg: ContainerConfig):
+    """A recorded pod container's pod, from the kubelet's labels its configuration kept."""
+    if not cfg.pod_labels and "io.kubernetes.pod.name" not in cfg.labels:
+        return None
+    from ..cri.source import kubernetes_from_labels
+
+    return kubernetes_from_labels(cfg.labels, cfg.annotations)
 
 
 def _limit_cores(cfg: ContainerConfig) -> float | None:
@@ -270,7 +281,7 @@ def build_containers(cols: ContainerColumns, interned: Mapping[int, Interned],
             net_rx_bytes=None, net_tx_bytes=None,
             net_rx_bytes_per_s=v["net_rx_bytes_per_s"][i], net_tx_bytes_per_s=v["net_tx_bytes_per_s"][i],
             oom_kills=as_int(v["oom_kills"][i]), cpu_throttled_periods=None, pressure=None, cgroup_path=None,
-            gpus=tuple(uses.get(i, ())), processes=(), config=cfg,
+            gpus=tuple(uses.get(i, ())), processes=(), config=cfg, kubernetes=_pod_of(cfg),
         ))
     return tuple(sorted(out, key=lambda c: c.name))
 

@@ -72,6 +72,9 @@ class Recorder:
         self.docker_host = docker_host
         self.watch_engine = watch_engine
         self.retention_every_s = retention_every_s
+        from ..pod_events import PodEventTracker
+
+        self._pods = PodEventTracker()  # pod containers' lifecycle, from successive sweeps (no CRI event stream)
         self._queue: queue.Queue = queue.Queue(maxsize=_QUEUE_LIMIT)
         self._thread: threading.Thread | None = None
         self._lock_fd: int | None = None
@@ -529,6 +532,8 @@ class Recorder:
             out.append(Event(t, "nvml", "up" if state == "ok" else "down",
                              title=None if state == "ok" else (host.nvml.error or state)))
         self._nvml_state = state
+        out += [Event(e.t, "cri", e.kind, container_id=e.container_id, container=e.container, title=e.title,
+                      detail=e.detail) for e in self._pods.observe(snapshot)]
         return out
 
     def _xid_changes(self, db: sqlite3.Connection, snapshot: Snapshot) -> list[Event]:

@@ -127,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         from mltop.diagnostics.actions.runner import NO_EXEC_ENV
 
         os.environ[NO_EXEC_ENV] = "1"
+    if args.cri_endpoint is not None:  # likewise: every sampler of the process asks this endpoint
+        import os
+
+        from mltop.probes.cri import ENV_VAR
+
+        os.environ[ENV_VAR] = args.cri_endpoint
     try:
         if args.command is None:
             from . import dashboard

@@ -11,6 +11,10 @@ def add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("--docker-host", metavar="URL", default=default(None),
                         help="Docker engine endpoint (default: $DOCKER_HOST or unix:///var/run/docker.sock; "
                              "ssh://user@host works)")
+    parser.add_argument("--cri-endpoint", metavar="URL", default=default(None),
+                        help="CRI runtime socket(s) for Kubernetes pods, comma-separated, or `none` (default: "
+                             "$MLTOP_CRI_ENDPOINT, else whichever of /run/containerd/containerd.sock, "
+                             "/run/k3s/containerd/containerd.sock, /var/run/crio/crio.sock exists)")
     parser.add_argument("--nvml-lib", metavar="PATH", default=default(None),
                         help="alternate libnvidia-ml.so.1 (default: $MLTOP_NVML_LIB, then the system's; "
                              "WSL keeps it in /usr/lib/wsl/lib)")

@@ -116,7 +116,7 @@ def main(args: argparse.Namespace) -> int:
         )
     finally:
         sampler.close()
-    if result.missing and snapshot.host.engine.ok:  # with the engine down, its finding says why
+    if result.missing and not snapshot.host.engine_down:  # with the engine down, its finding says why
         names = ", ".join(escaped(m) for m in result.missing)
         print(f"mltop doctor: no container named or id-prefixed {names}", file=sys.stderr)
         return EXIT_CANNOT_DIAGNOSE

@@ -72,7 +72,7 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_CANNOT_WRITE
     if report["missing_containers"]:
         print("mltop report: not found: " + ", ".join(report["missing_containers"]), file=sys.stderr)
-    if not snapshot.host.engine.ok:
+    if snapshot.host.engine_down:
         print(f"mltop report: {snapshot.host.engine.error} (the report says so)", file=sys.stderr)
     print(path)
     return EXIT_OK

@@ -46,7 +46,7 @@ def main(args: argparse.Namespace) -> int:
         # py-spy picks the busiest process, which needs CPU rates: two sweeps. The others need one.
         snapshot = sampler.sweep_pair(args.interval)[1] if args.action == PY_SPY and args.pid is None \
             else sampler.sweep()
-        if not snapshot.host.engine.ok:
+        if snapshot.host.engine_down:
             print(f"mltop run: {snapshot.host.engine.error}", file=sys.stderr)
             return EXIT_CANNOT_RUN
         container = snapshot.container(args.container)
@@ -54,6 +54,12 @@ def main(args: argparse.Namespace) -> int:
             names = ", ".join(c.name for c in snapshot.containers) or "none"
             print(f"mltop run: no container named or id-prefixed {escaped(args.container)!r} (containers: "
                   f"{escaped(names)})", file=sys.stderr)
+            return EXIT_CANNOT_RUN
+        if container.kubernetes is not None:  # actions exec through the Docker engine; CRI's exec is not used
+            k = container.kubernetes
+            print(f"mltop run: {escaped(container.name)} is a pod container ({container.runtime}): actions run "
+                  f"through the Docker engine; use `kubectl exec -n {escaped(k.namespace)} {escaped(k.pod)} "
+                  f"-c {escaped(k.container)} -- ...`", file=sys.stderr)
             return EXIT_CANNOT_RUN
 
         def show(line: str) -> None:

@@ -30,7 +30,10 @@ def main(args: argparse.Namespace) -> int:
     # Indented for a person at a terminal; one line for a pipe or a file, which the C encoder writes several
     # times faster (Python's json indents only in pure Python): `| jq .` shows it indented.
     sys.stdout.write(json.dumps(doc, indent=2 if sys.stdout.isatty() else None) + "\n")
-    if not snapshot.host.engine.ok:
+    for source in snapshot.host.sources[1:]:  # a CRI runtime that should answer and does not
+        if not source.ok and not source.quiet:
+            print(f"mltop: {source.error}", file=sys.stderr)
+    if snapshot.host.engine_down:
         print(f"mltop: {snapshot.host.engine.error}", file=sys.stderr)
         return 3
     return 0

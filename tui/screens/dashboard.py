@@ -11,7 +11,7 @@ from textual.screen import Screen
 from mltop.probes.model import Snapshot
 
 from ..app_api import mltop_app
-from ..widgets.containers_table import LABELS, MARKERS, ContainersTable, shows_gpus
+from ..widgets.containers_table import LABELS, MARKERS, POD_ROW_PREFIX, ContainersTable, shows_gpus
 from ..widgets.gpu_panel import GpuPanel
 from ..widgets.header import StatusHeader
 from ..widgets.key_bar import KeyBar
@@ -64,6 +64,7 @@ class DashboardScreen(Screen):
         Binding("S", "sort_reverse", "Reverse", show=False, id="mltop.sort_reverse"),
         Binding("l", "logs", "Logs", id="mltop.logs"),
         Binding("g", "toggle_gpus", "GPUs", show=False, id="mltop.gpus"),
+        Binding("P", "group_pods", "Group by pod", show=False, id="mltop.group_pods"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="mltop.clear_filter"),
     ]
 
@@ -72,6 +73,7 @@ class DashboardScreen(Screen):
         self.sort_column = "name"
         self.sort_reverse = False
         self.needle = ""
+        self.group_pods = False  # each pod's containers under a row of its totals (P)
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(id="header")
@@ -121,7 +123,7 @@ class DashboardScreen(Screen):
         self.query_one(GpuPanel).show(snapshot, app.history, app.interval)
         table = self.table
         table.show(snapshot, self.needle, self.sort_column, self.sort_reverse, self._severities(),
-                   previous=app.previous_snapshot)
+                   previous=app.previous_snapshot, group_pods=self.group_pods)
         self._title_table(snapshot)
         self._show_processes()
         self.fit_panes()
@@ -150,10 +152,12 @@ class DashboardScreen(Screen):
         title = Text(f"Containers {shown}", end="")
         if shown != len(snapshot.containers):
             title.append(f" of {len(snapshot.containers)}")
-        if not snapshot.host.engine.ok:
+        if snapshot.host.engine_down:
             title.append(" · engine down", style="bold red")
         arrow = "↑" if self.sort_ascending else "↓"
         title.append(f" · sort {LABELS[self.sort_column]} {arrow}")
+        if self.group_pods:
+            title.append(" · by pod")
         if self.needle:
             title.append(" · filter ")
             title.append_text(literal(self.needle, "reverse"))
@@ -195,14 +199,14 @@ class DashboardScreen(Screen):
             self.fit_panes()
 
     def on_keyed_table_row_selected(self, event: KeyedTable.RowSelected) -> None:
-        if event.table.id == "containers":
+        if event.table.id == "containers" and not event.key.startswith(POD_ROW_PREFIX):
             self.mltop.open_detail(event.key)
 
     def _reshow(self) -> None:
         snapshot = self.mltop.snapshot
         if snapshot is not None:
             self.table.show(snapshot, self.needle, self.sort_column, self.sort_reverse, self._severities(),
-                            previous=self.mltop.previous_snapshot)
+                            previous=self.mltop.previous_snapshot, group_pods=self.group_pods)
             self._title_table(snapshot)
             self._show_processes()
             self.fit_panes()
@@ -253,7 +257,11 @@ class DashboardScreen(Screen):
         if maximized is None and self.is_mounted:
             self.table.focus()  # back from the GPUs full screen (g or escape): keys go to the table again
 
+    def action_group_pods(self) -> None:
+        self.group_pods = not self.group_pods
+        self._reshow()
+
     def action_logs(self) -> None:
         key = self.table.cursor_key
-        if key:
+        if key and not key.startswith(POD_ROW_PREFIX):
             self.mltop.open_logs(key)

@@ -107,7 +107,29 @@ def config_text(c: ContainerSample) -> Text:
     section("Labels")
     for name, value in sorted(cfg.labels.items()):
         line("", f"{name}={value}")
+    if c.kubernetes is not None:
+        pod_text(c, line, section)
     return out
+
+
+def pod_text(c: ContainerSample, line, section) -> None:
+    """The pod a container belongs to: namespace, pod, UID, QoS class, its labels and annotations."""
+    k, cfg = c.kubernetes, c.config
+    section("Pod")
+    line("namespace", k.namespace)
+    line("pod", k.pod)
+    line("container", k.container)
+    line("uid", k.pod_uid)
+    line("qos", k.qos or "–")
+    line("runtime", c.runtime or "–")
+    if cfg.log_path:
+        line("log", cfg.log_path)
+    section("Pod labels")
+    for name, value in sorted(cfg.pod_labels.items()):
+        line("", f"{name}={value}")
+    section("Pod annotations")
+    for name, value in sorted({**cfg.pod_annotations, **cfg.annotations}.items()):
+        line("", f"{name}={value}")
 
 
 def _percent_scale(ceiling: float) -> str:

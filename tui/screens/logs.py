@@ -1,4 +1,5 @@
 """A container's log: the tail, then new lines as they come (follow), with a search that filters and marks.
+A pod container's log is read from its CRI log file (probes/cri/logs.py), the same way.
 
 Lines are fetched in a thread worker through the engine probe (which redacts secrets). Following polls
 with `since` the last line's timestamp instead of holding a streaming connection: a poll is one short
@@ -8,6 +9,7 @@ request, it stops the moment the pane goes away, and it survives an engine resta
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -107,17 +109,43 @@ class LogPane(Vertical):
         self._fetch(first=True)
 
     def on_unmount(self) -> None:
+        follower, self._follower = getattr(self, "_follower", None), None
+        if follower is not None:
+            follower.close()
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.reset()
 
     # -- fetching (thread) -------------------------------------------------------------------------
 
+    def _cri_log_path(self) -> str | None:
+        """A pod container's log file (the kubelet's), read directly: CRI has no log API."""
+        snapshot = getattr(self.app, "snapshot", None)
+        container = snapshot.container(self.container_id) if snapshot is not None else None
+        return container.config.log_path if container is not None and container.kubernetes is not None else None
+
+    def _fetch_cri(self, path: str, first: bool) -> None:
+        from mltop.probes.cri.logs import LogFollower, read_log
+        from mltop.probes.redaction import redact_text
+
+        if first or getattr(self, "_follower", None) is None:
+            self._follower = LogFollower(path)  # from the end: the tail below is what came before
+            lines = read_log(path, tail=TAIL_LINES)
+        else:
+            lines = self._follower.poll()
+        if first and not lines and not os.path.exists(path):
+            raise FileNotFoundError(f"no log file at {path} (is /var/log/pods mounted?)")
+        self.post_message(self.Fetched([f"{line.time} {redact_text(line.text)}" for line in lines], None, first))
+
     @work(thread=True, exclusive=True, group="logs", exit_on_error=False)
     def _fetch(self, first: bool) -> None:
         from mltop.probes.engine import EngineError
 
         try:
+            cri_path = self._cri_log_path()
+            if cri_path is not None:
+                self._fetch_cri(cri_path, first)
+                return
             if self._engine is None:
                 self._engine = self.mltop.new_engine()
             if first:

@@ -113,7 +113,7 @@ def container_text(containers: tuple[ContainerSample, ...], taken_at: float,
     `id` label. Written here rather than through prometheus-client's families: 200 containers make ~7,000
     samples, and formatting each container's labels once keeps a render (and so a scrape that finds the text
     stale) within a few milliseconds."""
-    rows = [(f'id="{_escape(cgroup_id(c))}",image="{_escape(c.image)}",name="{_escape(c.name)}"', c)
+    rows = [(f'id="{_escape(cgroup_id(c))}",image="{_escape(c.image)}",name="{_escape(c.name)}"' + _pod(c), c)
             for c in containers if _measured(c)]
     out: list[str] = []
     for name, kind, help_text, value_of in (*CONTAINER_FAMILIES,
@@ -146,6 +146,14 @@ def container_text(containers: tuple[ContainerSample, ...], taken_at: float,
                 out.append(f"# HELP {name} {help_text}\n# TYPE {name} counter\n")
                 out.extend(lines)
     return "".join(out)
+
+
+def _pod(c: ContainerSample) -> str:
+    """The kubelet's cAdvisor labels of a pod container (namespace, pod, container); nothing outside pods."""
+    k = c.kubernetes
+    if k is None:
+        return ""
+    return f',namespace="{_escape(k.namespace)}",pod="{_escape(k.pod)}",container="{_escape(k.container)}"'
 
 
 def _escape(value: str) -> str:

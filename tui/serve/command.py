@@ -24,6 +24,7 @@ ASSETS = {
     "alert_rules": "alert-rules.yml",
     "scrape_config": "scrape-config.yml",
     "systemd_unit": "mltop-serve.service",
+    "daemonset": "daemonset.yaml",
 }
 
 
@@ -56,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="print an example Prometheus scrape config and exit")
     group.add_argument("--print-systemd-unit", action="store_true",
                        help="print a systemd unit that runs `mltop serve` and exit")
+    group.add_argument("--print-daemonset", action="store_true",
+                       help="print a Kubernetes DaemonSet that runs the agent on every GPU node and exit")
     group.add_argument("--print-grafana-dashboard", action="store_true",
                        help="print mltop's Grafana dashboard (JSON to import: GPUs with GPM, GPU use by container, "
                             "container CPU and memory, findings and Xids) and exit")
@@ -108,7 +111,7 @@ def exposure_warning(host: str, tls: bool, auth: bool) -> str | None:
 
 def main(args: argparse.Namespace) -> int:
     for flag, key in (("print_alert_rules", "alert_rules"), ("print_scrape_config", "scrape_config"),
-                      ("print_systemd_unit", "systemd_unit")):
+                      ("print_systemd_unit", "systemd_unit"), ("print_daemonset", "daemonset")):
         if getattr(args, flag, False):
             sys.stdout.write(asset_text(key))
             return 0

@@ -53,7 +53,20 @@ def health(state: ServeState, interval: float, now: float | None = None) -> tupl
         if state.sweep_error:
             reason += f"; the last attempt failed: {state.sweep_error}"
         return 503, reason
-    return 200, f"ok: last sweep {age:.1f} s ago"
+    return 200, f"ok: last sweep {age:.1f} s ago" + sources_health(state.snapshot)
+
+
+def sources_health(snapshot) -> str:
+    """Each container source's own status: `; sources: docker ok, containerd (CRI) ok`. A source that does not
+    answer does not fail the agent (the sweep still measures what the others name): the text says it."""
+    sources = getattr(getattr(snapshot, "host", None), "sources", ())
+    if not sources:
+        return ""
+    parts = []
+    for s in sources:
+        name = (s.runtime or s.kind) + (" (CRI)" if s.kind == "cri" else "")
+        parts.append(f"{name} {s.status}" + (f" ({s.error})" if s.error and not s.ok and not s.quiet else ""))
+    return "; sources: " + ", ".join(parts)
 
 
 def make_handler(state: Callable[[], ServeState], metrics: Callable[[], bytes], interval: float,

@@ -22,6 +22,7 @@ from mltop.probes.model import ContainerSample, GpuSample
 from .cadvisor import container_text, machine_families
 from .dcgm import gpu_families
 from .loop import ServeState
+from .pod_labels import label_pods
 
 
 GPU_BY_CONTAINER_LABELS = ["container", "container_id", "image", "gpu", "UUID"]
@@ -105,13 +106,9 @@ class SnapshotCollector:
                                  labels=["Hostname"])
         host.add_metric([hostname], 1.0)
         yield host
-        yield from gpu_families(state.gpus_to_serve(), hostname)
-        yield xid_counter_family(state.gpus_to_serve(), self._xids.observe(state.gpus_to_serve()))
-        yield from gpu_by_container_families(snapshot.containers, state.gpus_to_serve())
-        yield workload_family(snapshot, state.previous)
-        yield from machine_families(snapshot.host)  # (the container families: cadvisor.container_text)
-        yield from finding_families(state.doctor)
+        yield from label_pods(self._families(state, hostname), snapshot, state.gpus_to_serve())
 
+        yield from source_families(snapshot)
         engine = GaugeMetricFamily("mltop_engine_up", "1 when the Docker engine answered the last sweep.",
                                    labels=["status"])
         engine.add_metric([snapshot.host.engine.status], 1.0 if snapshot.host.engine.ok else 0.0)
@@ -123,6 +120,25 @@ class SnapshotCollector:
         last = GaugeMetricFamily("mltop_last_sweep_timestamp_seconds", "Unix time the last snapshot was taken.")
         last.add_metric([], snapshot.taken_at)
         yield last
+
+
+    def _families(self, state: ServeState, hostname: str) -> Iterator[Metric]:
+        snapshot = state.snapshot
+        yield from gpu_families(state.gpus_to_serve(), hostname)
+        yield xid_counter_family(state.gpus_to_serve(), self._xids.observe(state.gpus_to_serve()))
+        yield from gpu_by_container_families(snapshot.containers, state.gpus_to_serve())
+        yield workload_family(snapshot, state.previous)
+        yield from machine_families(snapshot.host)  # (the container families: cadvisor.container_text)
+        yield from finding_families(state.doctor)
+
+
+def source_families(snapshot) -> Iterator[Metric]:
+    up = GaugeMetricFamily("mltop_source_up", "1 when the container source (the Docker engine, a CRI runtime) "
+                           "answered the last sweep; the status says why not.",
+                           labels=["kind", "endpoint", "runtime", "version", "status"])
+    for s in snapshot.host.sources:
+        up.add_metric([s.kind, s.endpoint, s.runtime or "", s.version or "", s.status], 1.0 if s.ok else 0.0)
+    yield up
 
 
 def xid_counter_family(gpus: tuple[GpuSample, ...], counts: dict[tuple[str, int], int]) -> Metric:

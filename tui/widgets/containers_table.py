@@ -27,12 +27,17 @@ COLUMNS = (
     ColumnSpec("gpu_mem", "GPU MEM", 7, 5, "right"),
     ColumnSpec("sm", "SM%", 5, 6, "right"),
     ColumnSpec("image", "IMAGE", 18, 7),
+    # Pod containers on a wide screen: NAME then shows the container's own name (7.5: after IMAGE, before PIDS)
+    ColumnSpec("namespace", "NAMESPACE", 12, 7.5),
+    ColumnSpec("pod", "POD", 16, 7.5),
     ColumnSpec("pids", "PIDS", 5, 8, "right"),
     ColumnSpec("io", "I/O R/W /s", 11, 9, "right"),
     ColumnSpec("net", "NET RX/TX /s", 12, 10, "right"),
     ColumnSpec("work", "BOUND", 9, 11),  # what holds a GPU job back (diagnostics.workload); first to go
 )
 GPU_COLUMNS = frozenset({"gpu", "gpu_mem", "sm", "work"})  # left out on a host with no GPU and no GPU requests
+POD_COLUMNS = frozenset({"namespace", "pod"})  # left out where no container is in a pod
+POD_ROW_PREFIX = "pod/"  # the key of a pod's totals row when grouping by pod: pod/<uid>
 LABELS = {spec.key: spec.label for spec in COLUMNS}
 SORT_ORDER = [spec.key for spec in COLUMNS]
 
@@ -64,6 +69,8 @@ SORT_VALUES: dict[str, tuple[Callable[[ContainerSample], Any], bool]] = {
     "io": (lambda c: _sum(c.io_read_bytes_per_s, c.io_write_bytes_per_s), True),
     "net": (lambda c: _sum(c.net_rx_bytes_per_s, c.net_tx_bytes_per_s), True),
     "work": (lambda c: None, False),  # by the snapshot's classes: sorted_ids(..., kinds=)
+    "namespace": (lambda c: c.kubernetes.namespace.lower() if c.kubernetes else None, False),
+    "pod": (lambda c: c.kubernetes.pod.lower() if c.kubernetes else None, False),
 }
 
 
@@ -87,9 +94,12 @@ def gpu_indices(c: ContainerSample) -> str:
     return "req" if c.config.requests_gpus and c.running else ""
 
 
-def row_values(c: ContainerSample, kind: str = "") -> tuple:
+def row_values(c: ContainerSample, kind: str = "", split: bool = False, indent: str = "") -> tuple:
     """What one container's row shows, as plain strings and style names: equal values, equal row. Cheap to
-    build and compare, so a row whose values did not change is not rebuilt (most rows, most ticks)."""
+    build and compare, so a row whose values did not change is not rebuilt (most rows, most ticks).
+    `split`: the NAMESPACE and POD columns show, so NAME is the pod container's own name; `indent`: put before
+    the name (under its pod's totals row)."""
+    k = c.kubernetes
     style = "" if c.running else "dim"
     status_style = style
     if c.config.oom_killed and not c.running:
@@ -100,7 +110,7 @@ def row_values(c: ContainerSample, kind: str = "") -> tuple:
     return (
         style,
         status_style,
-        c.name,
+        indent + (k.container if split and k is not None else c.name),
         c.image,
         status_text(c),
         fmt.percent(c.cpu_percent) if running else "",
@@ -112,10 +122,47 @@ def row_values(c: ContainerSample, kind: str = "") -> tuple:
         str(c.pids) if c.pids is not None else "",
         fmt.pair(fmt.rate(c.io_read_bytes_per_s), fmt.rate(c.io_write_bytes_per_s)) if running else "",
         fmt.pair(fmt.rate(c.net_rx_bytes_per_s), fmt.rate(c.net_tx_bytes_per_s)) if running else "",
+        k.namespace if k is not None else "",
+        k.pod if k is not None else "",
     )
 
 
-_VALUE_COLUMNS = ("cpu", "mem", "gpu", "gpu_mem", "sm", "work", "pids", "io", "net")
+def pod_key(c: ContainerSample) -> str | None:
+    return POD_ROW_PREFIX + c.kubernetes.pod_uid if c.kubernetes is not None else None
+
+
+def pod_row_values(members: list[ContainerSample], split: bool) -> tuple:
+    """A pod's totals row: CPU, memory, GPU memory and SM of its containers together (its sandbox's own few
+    hundred KiB are not counted: CRI does not list the pause container as a workload)."""
+    k = members[0].kubernetes
+    running = [c for c in members if c.running]
+    cpu = _sum(*(c.cpu_percent for c in running))
+    mem = _sum(*(c.memory_bytes for c in running))
+    gpu_mem = _sum(*(c.gpu_memory_bytes for c in members))
+    sm = _sum(*(c.gpu_sm_percent for c in members))
+    gpus = sorted({g.index for c in members for g in c.gpus})
+    name = f"{k.pod}" if split else f"{k.namespace}/{k.pod}"
+    return (
+        "bold",
+        "bold",
+        f"▾ {name} ({len(members)})",
+        "",
+        f"pod {k.qos or ''}".strip(),
+        fmt.percent(cpu) if cpu is not None else "",
+        fmt.size(mem, missing="") if mem is not None else "",
+        ",".join(str(i) for i in gpus),
+        fmt.size(gpu_mem, missing="") if gpu_mem is not None else "",
+        fmt.percent(sm, missing="") if sm is not None else "",
+        "",
+        str(sum(c.pids or 0 for c in running)) if running else "",
+        "",
+        "",
+        k.namespace,
+        k.pod,
+    )
+
+
+_VALUE_COLUMNS = ("cpu", "mem", "gpu", "gpu_mem", "sm", "work", "pids", "io", "net", "namespace", "pod")
 
 
 _COLUMN_OF_VALUE = ("", "", "name", "image", "status", *_VALUE_COLUMNS)  # row_values index -> column key
@@ -155,11 +202,15 @@ def container_cells(c: ContainerSample, snapshot: Snapshot | None = None,
 
 
 def matches(c: ContainerSample, needle: str) -> bool:
-    """The filter: a case-insensitive substring of name, image, status or id."""
+    """The filter: a case-insensitive substring of name (a pod container's is namespace/pod/container), image,
+    status or id, or of its pod's namespace, name or UID."""
     if not needle:
         return True
     needle = needle.lower()
-    return any(needle in text.lower() for text in (c.name, c.image, status_text(c), c.id[:12]))
+    texts = [c.name, c.image, status_text(c), c.id[:12]]
+    if c.kubernetes is not None:
+        texts += [c.kubernetes.namespace, c.kubernetes.pod, c.kubernetes.pod_uid]
+    return any(needle in text.lower() for text in texts)
 
 
 def sorted_ids(containers: tuple[ContainerSample, ...] | list[ContainerSample], column: str,
@@ -192,30 +243,42 @@ class ContainersTable(KeyedTable):
         self._built: dict[str, tuple[ContainerSample, str, tuple, dict[str, Text]]] = {}
 
     def show(self, snapshot: Snapshot, needle: str, sort_column: str, reverse: bool,
-             severities: Mapping[str | None, str] | None = None, previous: Snapshot | None = None) -> None:
-        """`severities`: {container name: worst severity} from the doctor (worst_by_container)."""
+             severities: Mapping[str | None, str] | None = None, previous: Snapshot | None = None,
+             group_pods: bool = False) -> None:
+        """`severities`: {container name: worst severity} from the doctor (worst_by_container). `group_pods`:
+        each pod's containers under a row of the pod's totals."""
         # The class as the doctor and the detail judge it (this sweep and the one before), once per snapshot.
         kinds = workload_kinds(snapshot, previous)
         shown = [c for c in snapshot.containers if matches(c, needle)]
-        self.hide_columns(frozenset() if shows_gpus(snapshot) else GPU_COLUMNS)
+        has_pods = any(c.kubernetes is not None for c in snapshot.containers)
+        self.hide_columns((frozenset() if shows_gpus(snapshot) else GPU_COLUMNS)
+                          | (frozenset() if has_pods else POD_COLUMNS))
+        split = self._split_names()
+        self._split = split
+        grouped = group_pods and has_pods
         rows: dict[str, dict[str, Text]] = {}
         built: dict[str, tuple[ContainerSample, str, tuple, dict[str, Text]]] = {}
+        order = sorted_ids(shown, sort_column, reverse, kinds)
+        if grouped:
+            order = self._group(shown, order, split, rows, built)
         for c in shown:
             kind = kinds.get(c.id, "")
             previous = self._built.get(c.id)
-            if previous is not None and previous[0] is c and previous[1] == kind:
+            indent = "  " if grouped and c.kubernetes is not None else ""
+            if previous is not None and previous[0] is c and previous[1] == kind and previous[2][2] == (
+                    indent + (c.kubernetes.container if split and c.kubernetes else c.name)):
                 # the sampler hands back the very same sample for a container at rest: nothing to format
                 rows[c.id] = previous[3]
                 built[c.id] = previous
                 continue
-            values = row_values(c, kind)
+            values = row_values(c, kind, split, indent)
             # the same cells object as last time tells sync() the row did not change (no refit, no repaint)
             cells = previous[3] if previous is not None and previous[2] == values else \
                 cells_from_values(values, previous[2:] if previous is not None else None)
             rows[c.id] = cells
             built[c.id] = (c, kind, values, cells)
         self._built = built
-        self.sync(rows, sorted_ids(shown, sort_column, reverse, kinds))
+        self.sync(rows, order)
         severities = severities or {}
         marks = {c.id: severities[c.name] for c in shown if severities.get(c.name) in MARKERS}
         if marks != self._marks:
@@ -224,6 +287,42 @@ class ContainersTable(KeyedTable):
             index = {key: i for i, key in enumerate(self._order)}
             for key in changed & index.keys():
                 self.refresh_line(index[key] + 1)
+
+    def _split_names(self) -> bool:
+        """Whether NAMESPACE and POD show at this width (not before the width is known)."""
+        width = self.scrollable_content_region.width
+        return bool(width) and POD_COLUMNS <= {spec.key for spec, _ in self._plan_for(width)}
+
+    def on_resize(self, event) -> None:
+        super().on_resize(event)
+        if self._split_names() != getattr(self, "_split", False):
+            reshow = getattr(self.screen, "_reshow", None)  # the names change with the columns: now, not next tick
+            if reshow is not None:
+                self.call_after_refresh(reshow)
+
+    def _group(self, shown: list[ContainerSample], order: list[str], split: bool, rows: dict, built: dict) -> list[str]:
+        """The order with each pod's totals row first where its first container would be, its containers
+        (in the sorted order) under it; the totals rows go into `rows` and `built`."""
+        by_id = {c.id: c for c in shown}
+        members: dict[str, list[ContainerSample]] = {}
+        for cid in order:
+            key = pod_key(by_id[cid])
+            if key is not None:
+                members.setdefault(key, []).append(by_id[cid])
+        grouped: list[str] = []
+        for cid in order:
+            key = pod_key(by_id[cid])
+            if key is None:
+                grouped.append(cid)
+            elif key not in rows:
+                values = pod_row_values(members[key], split)
+                previous = self._built.get(key)
+                cells = previous[3] if previous is not None and previous[2] == values else cells_from_values(
+                    values, previous[2:] if previous is not None else None)
+                rows[key] = cells
+                built[key] = (members[key][0], "", values, cells)
+                grouped += [key, *(c.id for c in members[key])]
+        return grouped
 
     def marker(self, row_key: str) -> str | None:
         """The severity marked on a row (critical or warning), or None."""

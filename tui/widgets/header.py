@@ -18,8 +18,11 @@ def problems(snapshot: Snapshot, extra: tuple[str, ...] = ()) -> list[tuple[str,
     """(source, reason) for every source that is not giving data, in the probes' own words."""
     host = snapshot.host
     out = []
-    if not host.engine.ok:
+    if host.engine_down:
         out.append(("engine", host.engine.error or host.engine.status))
+    for source in host.sources:
+        if source.kind != "docker" and not source.ok and not source.quiet:
+            out.append(("CRI", source.error or source.status))
     if not host.nvml.ok and host.nvml.status != "disabled":
         out.append(("GPU", host.nvml.error or host.nvml.status))
     for gpu in snapshot.gpus:
@@ -82,6 +85,19 @@ def cost_forms(snapshot: Snapshot) -> tuple[Text, ...]:
     )
 
 
+def source_forms(host) -> tuple[Text, ...]:
+    """Every source that answers, with its version: `docker 24.0 · containerd 1.7 (CRI)`; shorter forms
+    drop the versions, then the words."""
+    answering = [s for s in host.sources if s.ok]
+    long, bare = [], []
+    for s in answering:
+        name = s.runtime or s.kind
+        suffix = " (CRI)" if s.kind == "cri" else ""
+        long.append(f"{name} {s.version}{suffix}" if s.version else f"{name}{suffix}")
+        bare.append(f"{name}{suffix}")
+    return (literal(" · ".join(long)), literal(" · ".join(bare)), literal("+".join(bare).replace(" (CRI)", "")))
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f}ms" if seconds < 10 else f"{seconds:.0f}s"
 
@@ -109,7 +125,10 @@ def header_parts(snapshot: Snapshot | None, docker_host: str, interval: float, p
     engine = Text("engine ")
     engine.append_text(literal(host.engine.docker_host))
     remote = not host.engine.docker_host.startswith(("unix://", "npipe://"))
-    if not host.engine.ok:
+    cri = [s for s in host.sources if s.kind == "cri" and s.ok]
+    if cri and not host.engine_down:
+        facts.append(Fact("engine", *source_forms(host)))
+    elif not host.engine.ok:
         engine.append(" DOWN", style="bold red")
         short = Text("engine DOWN", style="bold red")
         facts.append(Fact("engine", engine, engine, engine if remote else short))
