@@ -3,7 +3,6 @@ grouped by code. Read-only: it reads Prometheus, never a host; what needs the ho
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,6 +17,8 @@ from textual.widgets import Static
 
 from mltop.probes.fleet import FleetHost, FleetReader, FleetSnapshot
 from mltop.probes.prometheus_api import PrometheusError
+from mltop.probes.recording.source import format_duration
+from mltop.probes.units import local_time
 
 from .. import format as fmt
 from ..sanitize import literal
@@ -67,15 +68,7 @@ def agent_text(host: FleetHost, now: float) -> Text:
         return Text(f"up{age}", style="green")
     if host.last_sweep is None:
         return Text("down", style="bold red")
-    return Text(f"down {_ago(now - host.last_sweep)}", style="bold red")
-
-
-def _ago(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.0f}h"
+    return Text(f"down {format_duration(now - host.last_sweep)}", style="bold red")
 
 
 def findings_text(host: FleetHost) -> Text:
@@ -133,7 +126,7 @@ class FleetHeader(Static):
             line.append(f" · {snapshot.hosts_up} hosts up", style="green" if snapshot.hosts_up else "")
             if snapshot.hosts_down:
                 line.append(f" · {snapshot.hosts_down} down", style="bold red")
-            line.append(f" · {time.strftime('%H:%M:%S', time.localtime(snapshot.taken_at))}", style="dim")
+            line.append(f" · {local_time(snapshot.taken_at, with_date=False)}", style="dim")
         if error:
             line.append("\n")
             line.append(error, style="bold red")  # our own message; Prometheus's text inside is plain Text
@@ -153,6 +146,8 @@ class FleetTableScreen(Screen):
 
     TABLE: type[KeyedTable] = KeyedTable
     TITLE_TEXT = ""
+    # Every table's row key starts with its host's job and instance: enter opens that host.
+    BINDINGS = [Binding("enter", "open_host", "Host", id="mltop.fleet.open")]
     DEFAULT_CSS = """
     FleetTableScreen #fleet-table {
         height: 1fr;
@@ -198,12 +193,19 @@ class FleetTableScreen(Screen):
     def rows(self, snapshot: FleetSnapshot) -> tuple[dict[str, dict[str, Text]], list[str]]:
         raise NotImplementedError
 
+    def action_open_host(self) -> None:
+        key = self.table.cursor_key
+        if key is not None:
+            self.fleet_app.open_host(_key_of(key))
+
+    def on_keyed_table_row_selected(self, message: KeyedTable.RowSelected) -> None:
+        self.fleet_app.open_host(_key_of(message.key))
+
 
 class HostsScreen(FleetTableScreen):
     TABLE = HostsTable
     TITLE_TEXT = "Hosts"
     BINDINGS = [
-        Binding("enter", "open_host", "Host", id="mltop.fleet.open"),
         Binding("s", "sort_next", "Sort", id="mltop.fleet.sort"),
         Binding("S", "sort_reverse", "Reverse", show=False, id="mltop.fleet.sort_reverse"),
         Binding("slash", "filter", "Filter", id="mltop.fleet.filter"),
@@ -255,13 +257,6 @@ class HostsScreen(FleetTableScreen):
             self.filter_text = ""
             self._refresh()
 
-    def action_open_host(self) -> None:
-        key = self.table.cursor_key
-        if key is not None:
-            self.fleet_app.open_host(_key_of(key))
-
-    def on_keyed_table_row_selected(self, message: KeyedTable.RowSelected) -> None:
-        self.fleet_app.open_host(_key_of(message.key))
 
 
 def _host_key(h: FleetHost) -> str:
@@ -269,7 +264,8 @@ def _host_key(h: FleetHost) -> str:
 
 
 def _key_of(row_key: str) -> tuple[str, str]:
-    job, _, instance = row_key.partition("\x00")
+    """(job, instance) from a row key of any of the tables: `job\\0instance[\\0...]`."""
+    job, instance = row_key.split("\x00")[:2]
     return (job, instance)
 
 
@@ -278,7 +274,6 @@ class ConsumersScreen(FleetTableScreen):
 
     TABLE = ConsumersTable
     TITLE_TEXT = "Top GPU consumers"
-    BINDINGS = [Binding("enter", "open_host", "Host", id="mltop.fleet.consumer_host")]
 
     def rows(self, snapshot: FleetSnapshot):
         rows, order = {}, []
@@ -294,19 +289,12 @@ class ConsumersScreen(FleetTableScreen):
         self.table.border_title = f"Top GPU consumers ({len(order)}), by GPU memory"
         return rows, order
 
-    def action_open_host(self) -> None:
-        key = self.table.cursor_key
-        if key is not None:
-            job, instance, _ = key.split("\x00", 2)
-            self.fleet_app.open_host((job, instance))
-
 
 class FindingsScreen(FleetTableScreen):
     """Every host's findings grouped by code, most severe code first."""
 
     TABLE = FindingsTable
     TITLE_TEXT = "Findings by code"
-    BINDINGS = [Binding("enter", "open_host", "Host", id="mltop.fleet.finding_host")]
 
     def rows(self, snapshot: FleetSnapshot):
         rows, order = {}, []
@@ -325,12 +313,6 @@ class FindingsScreen(FleetTableScreen):
                 order.append(key)
         self.table.border_title = f"Findings by code ({len(groups)} codes, {len(order)} findings)"
         return rows, order
-
-    def action_open_host(self) -> None:
-        key = self.table.cursor_key
-        if key is not None:
-            job, instance, _ = key.split("\x00", 2)
-            self.fleet_app.open_host((job, instance))
 
 
 class FilterScreen(Screen[str | None]):

@@ -3,11 +3,11 @@ code, and the `mltop fleet --json` document. The table and `--json` both read th
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 from mltop.diagnostics.findings import SEVERITIES, SEVERITY_RANK
 from mltop.probes.fleet import FleetFinding, FleetHost, FleetSnapshot, GpuConsumer
+from mltop.probes.units import iso_utc
 
 
 def worst_finding(host: FleetHost) -> FleetFinding | None:
@@ -49,12 +49,6 @@ def severity_counts(host: FleetHost) -> dict[str, int]:
     return {s: sum(1 for f in host.findings if f.severity == s) for s in SEVERITIES}
 
 
-def iso(t: float | None) -> str | None:
-    if t is None:
-        return None
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def _consumer(c: GpuConsumer) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "host": c.hostname, "instance": c.instance, "container": c.container, "container_id": c.container_id,
@@ -76,7 +70,7 @@ def fleet_to_json(snapshot: FleetSnapshot) -> dict[str, Any]:
         hosts.append({
             "host": h.hostname, "instance": h.instance, "job": h.job,
             "agent": "up" if h.up else "down",
-            "last_sweep": iso(h.last_sweep),
+            "last_sweep": iso_utc(h.last_sweep),
             "last_sweep_age_s": round(snapshot.taken_at - h.last_sweep, 1) if h.last_sweep is not None else None,
             "gpu_count": len(h.gpus),
             "gpu_utilization_mean_percent": h.gpu_utilization_mean,
@@ -96,7 +90,7 @@ def fleet_to_json(snapshot: FleetSnapshot) -> dict[str, Any]:
         })
     return {
         "prometheus": snapshot.prometheus,
-        "taken_at": iso(snapshot.taken_at),
+        "taken_at": iso_utc(snapshot.taken_at),
         "hosts_up": snapshot.hosts_up,
         "hosts_down": snapshot.hosts_down,
         "errors": list(snapshot.errors),
