@@ -4,7 +4,8 @@ Starts a few demo containers on the local engine (a training job, an inference s
 job the OOM killer stopped), builds the test suite's simulated libnvidia-ml.so.1 with a scenario whose
 GPU processes are the demo containers' real host PIDs, runs the dashboard headless against both, and
 saves what it shows: the main dashboard, the GPU panel, a container's detail with its graphs, a log, the
-diagnostics view (`d`) and a py-spy dump (`p`). The GPU figures are the simulation's, not a real GPU's. Not a test (pytest does not collect it).
+diagnostics view (`d`), a py-spy dump (`p`), and `mltop fleet` over three agents scraped by a real
+Prometheus. The GPU figures are the simulation's, not a real GPU's. Not a test (pytest does not collect it).
 """
 
 from __future__ import annotations
@@ -184,6 +185,60 @@ async def capture(out_dir: str, lib: str, demo: dict, history_s: float) -> list[
     return saved
 
 
+async def capture_fleet(out_dir: str, lib: str, scenario: str, work: str) -> list[str]:
+    """`mltop fleet` over three agents on this machine (each its own --node-name and simulated GPUs: the demo's,
+    one with an Xid 79 and ECC errors, one idle), scraped by a real Prometheus: the hosts and the findings."""
+    from pathlib import Path
+
+    from fakenvml import HEALTHY, FakeXid
+    from serve_helpers import PrometheusServer, ServeProcess
+
+    from mltop.probes.fleet import FleetReader
+    from mltop.probes.prometheus_api import PrometheusClient
+    from mltop.tui.fleet.app import FindingsScreen, FleetApp, HostsScreen
+
+    sick = os.path.join(work, "sick.txt")
+    write_scenario(sick, FakeScenario(gpus=[FakeGpu(uuid="GPU-5c0b0000-0000-0000-0000-000000000000", util=0,
+                                                    health={**HEALTHY, "ecc_vol_unc": 3, "ecc_agg_unc": 3})],
+                                      xids=[FakeXid(gpu=0, code=79, at=1.0)]))
+    idle = os.path.join(work, "idle.txt")
+    write_scenario(idle, FakeScenario(gpus=[FakeGpu(uuid="GPU-1d1e0000-0000-0000-0000-000000000000", util=3)]))
+    agents = [ServeProcess("--interval", "1", "--doctor-interval", "2", "--no-record", "--nvml-lib", lib,
+                           "--node-name", name, env={SCENARIO_ENV: path})
+              for name, path in (("gpu-node-01", scenario), ("gpu-node-02", sick), ("gpu-node-03", idle))]
+    prometheus = None
+    saved = []
+    try:
+        for agent in agents:
+            agent.wait_healthy()
+        prometheus = PrometheusServer(Path(work), [f"127.0.0.1:{a.port}" for a in agents])
+        prometheus.wait_for("count(mltop_findings) >= 9", timeout=60, what="every agent's doctor")
+        prometheus.wait_for('mltop_finding{code="gpu.xid"}', timeout=60, what="the Xid finding")
+        app = FleetApp(FleetReader(PrometheusClient(prometheus.url)), refresh_s=2)
+        async with app.run_test(size=SIZE) as pilot:
+            for _ in range(200):
+                if isinstance(app.screen, HostsScreen) and app.screen.table.row_count == 3:
+                    break
+                await pilot.pause(0.1)
+            await pilot.pause(0.5)
+            for name, key, screen_class in (("fleet-hosts", None, HostsScreen),
+                                            ("fleet-findings", "f", FindingsScreen)):
+                if key:
+                    await pilot.press(key)
+                    await pilot.pause(0.8)
+                assert isinstance(app.screen, screen_class)
+                path = os.path.join(out_dir, f"{name}.svg")
+                with open(path, "w") as f:
+                    f.write(keep_leading_spaces(app.export_screenshot()))
+                saved.append(path)
+    finally:
+        if prometheus is not None:
+            prometheus.stop()
+        for agent in agents:
+            agent.stop()
+    return saved
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.path.join(ROOT, "screenshots"))
@@ -204,6 +259,8 @@ def main() -> int:
         write_gpu_scenario(scenario, demo)
         print(f"running the dashboard for {args.history:g} s of history…", flush=True)
         saved = asyncio.run(capture(args.out, lib, demo, args.history))
+        print("running three agents, a Prometheus and the fleet view…", flush=True)
+        saved += asyncio.run(capture_fleet(args.out, lib, scenario, work))
     finally:
         if not args.keep:
             for c in client.containers.list(all=True, filters={"label": LABEL}):
