@@ -54,6 +54,8 @@ class Thresholds:
     pcie_busy_util_percent: float = _threshold(10.0, "GPU utilisation % from which a trained-down PCIe link counts")
     orphaned_memory_bytes: int = _threshold(1 << 30, "GPU memory held by no listed process from which it is orphaned")
     gpu_idle_util_percent: float = _threshold(1.0, "GPU utilisation % at or below which a GPU counts as idle")
+    gpu_alloc_unused_s: float = _threshold(600.0, "seconds a GPU allocated to a pod container goes without a "
+                                           "process of it before k8s.gpu_allocated_unused fires")
 
     def named(self, name: str) -> str:
         """How evidence names a threshold: its value and the CLI option that sets it."""
