@@ -58,6 +58,7 @@ class ContainerSpec:
     memory_limit_bytes: int = 0
     cpu_quota_us: int = 0  # with a 100 ms period
     annotations: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -193,6 +194,7 @@ class CriNode:
                         "io.kubernetes.container.name": spec.name},
                 annotations={"io.kubernetes.container.restartCount": "0", **spec.annotations},
                 log_path=f"{spec.name}/0.log", linux=pb.LinuxContainerConfig(resources=resources),
+                envs=[pb.KeyValue(key=k, value=v) for k, v in spec.env.items()],
             )
             cid = self.client.create_container(sandbox_id, config, sandbox_config)
             pod.containers[spec.name] = cid
