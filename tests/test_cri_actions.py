@@ -135,3 +135,30 @@ def test_mltop_run_names_a_pod_container_and_no_exec_refuses_cri_execs(cri_node,
     assert refused.returncode == 1
     assert "forbids docker exec and CRI exec" in refused.stderr
     assert "NVIDIA-SMI" not in refused.stdout
+
+
+def test_py_spy_attaches_to_a_pod_containers_python_from_the_host(cri_node, test_images, monkeypatch):
+    """p: py-spy dumps a pod container's busiest Python process by its host PID, as for Docker (no exec)."""
+    import uuid
+
+    from mltop.diagnostics.actions import ActionRun
+    from mltop.probes.sampler import ProbeOptions, Sampler
+
+    cri_node.import_images(test_images["python"])
+    tag = uuid.uuid4().hex[:6]
+    spin = f"def mltop_spin_{tag}():\n    while True:\n        sum(range(1000))\nmltop_spin_{tag}()\n"
+    pod = cri_node.run_pod("ml-team", "spinner", [ContainerSpec("main", ["python3", "-c", spin],
+                                                                image=test_images["python"])])
+    monkeypatch.setenv("MLTOP_CRI_ENDPOINT", cri_node.endpoint)
+    sampler = Sampler(ProbeOptions(nvml=False, cri_endpoint=cri_node.endpoint, watch_events=False))
+    try:
+        snap = sampler.sweep_pair(0.5)[1]
+        c = snap.container(pod.containers["main"])
+        result = ActionRun("py-spy", snap, c, sampler.engine).run()
+        pid = cri_node.init_pid(pod.containers["main"])
+    finally:
+        sampler.close()
+        cri_node.remove_pod(pod)
+    assert result.status == "ok", (result.explanation, result.output)
+    assert f"mltop_spin_{tag}" in result.output
+    assert result.command[1:] == ("dump", "--pid", str(pid))  # attached from the host by host PID
