@@ -120,12 +120,13 @@ def classify(c: ContainerSample, snapshot: Snapshot | None = None,
 
 
 def _throttled_share(c: ContainerSample, snapshot: Snapshot | None, previous: Snapshot | None) -> float | None:
-    if previous is None or snapshot is None or not snapshot.interval_s or c.cpu_throttled_periods is None:
+    interval_s = c.interval_s or (snapshot.interval_s if snapshot is not None else None)  # between its readings
+    if previous is None or snapshot is None or not interval_s or c.cpu_throttled_periods is None:
         return None
     before = next((p for p in previous.containers if p.id == c.id), None)
     if before is None or before.cpu_throttled_periods is None:
         return None
-    periods = snapshot.interval_s / ((c.config.cpu_period or 100_000) / 1e6)
+    periods = interval_s / ((c.config.cpu_period or 100_000) / 1e6)
     return (c.cpu_throttled_periods - before.cpu_throttled_periods) / periods if periods else None
 
 

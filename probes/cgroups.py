@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from .openfiles import read_whole as read_bytes  # (its old home: other modules import it from here)
@@ -94,6 +94,9 @@ class CgroupCounters:
     psi_cpu: float | None
     psi_memory: float | None
     psi_io: float | None
+    # The fields above taken from an earlier reading instead of read (see read_counters); not compared, so a
+    # reading equals the one before whatever was carried.
+    carried: frozenset[str] = field(default=frozenset(), compare=False)
 
     @property
     def memory_working_set_bytes(self) -> int | None:
@@ -255,12 +258,15 @@ def read_counters(version: int, paths: dict[str, str], limits: CgroupLimits | No
     - When the CPU counter (nanoseconds, or microseconds on v2) has not moved since then, no task of the
       container ran, and the counters that move only while one runs are carried over rather than read: CFS
       throttled periods, OOM kills (the victim runs to exit) and the task count (fork and exit run).
-    - memory.stat's figures are carried while the memory usage has not moved, running or not: what is left
-      to move them is page aging between the active and inactive lists, and the next whole reading catches
-      that up. (memory.stat is the costliest file of a sweep: about 7 us and 40 lines to scan.)
+    - memory.stat's figures (inactive file, cache, shmem) are carried only for such an idle container whose
+      memory usage has not moved either: then only page aging between the active and inactive lists can move
+      them, and the next whole reading catches that up. A running container's are always read: one pinned at
+      its memory limit turns page cache into anonymous memory at the same usage, and its working set (usage
+      minus inactive file) must follow that at once, before the OOM killer does. (memory.stat is the
+      costliest file of a sweep: about 7 us and 40 lines to scan.)
     - Without a CPU quota a container is never throttled: cpu.stat (v1) is not read for that.
     Usage, I/O, network and pressure can move without the container running (reclaim, writeback, packets
-    received) and are always read."""
+    received) and are always read. The counters' `carried` names every figure taken from `idle_since`."""
     if version == 2:
         return _read_v2(paths["unified"], limits, read, idle_since)
     return _read_v1(paths, limits, read, idle_since)
@@ -299,11 +305,27 @@ def _read_v1_limits(paths: dict[str, str]) -> CgroupLimits:
 
 
 def _carried_memory(earlier: CgroupCounters) -> dict[str, int | None]:
-    """memory.stat's figures from an earlier reading, for a container whose usage has not moved since: only
-    page aging (active to inactive and back, without reclaim) could have moved them, and the sampler reads
-    every container whole every few sweeps."""
+    """memory.stat's figures from an earlier reading, for an idle container whose usage has not moved since:
+    only page aging (active to inactive and back, without reclaim) could have moved them, and the sampler
+    reads every container whole every few sweeps."""
     return {"inactive_file": earlier.memory_inactive_file_bytes, "cache": earlier.memory_cache_bytes,
             "shmem": earlier.memory_shmem_bytes}
+
+
+# What a reading carries (CgroupCounters.carried), interned: a sweep of 500 idle containers builds no sets.
+MEMORY_STAT_FIELDS = frozenset({"memory_inactive_file_bytes", "memory_cache_bytes", "memory_shmem_bytes"})
+TASK_FIELDS = frozenset({"oom_kills", "pids"})
+THROTTLED_FIELD = frozenset({"cpu_throttled_periods"})
+_CARRIED: dict[tuple[bool, bool, bool], frozenset[str]] = {
+    (memory, tasks, throttled): (MEMORY_STAT_FIELDS if memory else frozenset()) | (TASK_FIELDS if tasks else
+                                 frozenset()) | (THROTTLED_FIELD if throttled else frozenset())
+    for memory in (False, True) for tasks in (False, True) for throttled in (False, True)
+}
+
+
+def _memory_held(idle: bool, usage: int | None, idle_since: CgroupCounters | None) -> bool:
+    """Whether memory.stat may be carried: the container ran no task and its usage did not move."""
+    return idle and usage is not None and idle_since is not None and usage == idle_since.memory_usage_bytes
 
 
 def _read_v2(path: str, limits: CgroupLimits | None = None, read: Reader = read_bytes,
@@ -318,7 +340,8 @@ def _read_v2(path: str, limits: CgroupLimits | None = None, read: Reader = read_
     usage_ns = usage_usec * 1000 if usage_usec is not None else None
     idle = idle_since is not None and usage_ns is not None and usage_ns == idle_since.cpu_usage_ns
     memory_usage = _read_int(f"{path}/memory.current", read)
-    if idle_since is not None and memory_usage is not None and memory_usage == idle_since.memory_usage_bytes:
+    memory_held = _memory_held(idle, memory_usage, idle_since)
+    if memory_held:
         carried = _carried_memory(idle_since)
         mem = {"inactive_file": carried["inactive_file"], "file": carried["cache"], "shmem": carried["shmem"]}
     else:
@@ -364,6 +387,7 @@ def _read_v2(path: str, limits: CgroupLimits | None = None, read: Reader = read_
         psi_cpu=_psi_some_avg10(f"{path}/cpu.pressure", read),
         psi_memory=_psi_some_avg10(f"{path}/memory.pressure", read),
         psi_io=_psi_some_avg10(f"{path}/io.pressure", read),
+        carried=_CARRIED[memory_held, idle, False],
     )
 
 
@@ -405,7 +429,8 @@ def _read_v1(paths: dict[str, str], limits: CgroupLimits | None = None, read: Re
     if limits is None:
         limits = _read_v1_limits(paths)
     cfs_dir = paths.get("cpu") or cpu_dir
-    if idle or (idle_since is not None and limits.cpu_quota_cores is None):
+    throttled_held = idle or (idle_since is not None and limits.cpu_quota_cores is None)
+    if throttled_held:
         throttled = idle_since.cpu_throttled_periods
     elif cfs_dir:
         try:
@@ -414,9 +439,11 @@ def _read_v1(paths: dict[str, str], limits: CgroupLimits | None = None, read: Re
             pass
     mem: dict[str, int] = {}
     usage = oom = None
+    memory_held = False
     if mem_dir:
         usage = _read_int(f"{mem_dir}/memory.usage_in_bytes", read)
-        if idle_since is not None and usage is not None and usage == idle_since.memory_usage_bytes:
+        memory_held = _memory_held(idle, usage, idle_since)
+        if memory_held:
             mem = _carried_memory(idle_since)
         else:
             try:
@@ -458,6 +485,7 @@ def _read_v1(paths: dict[str, str], limits: CgroupLimits | None = None, read: Re
         psi_cpu=None,  # cgroup v1 hierarchies carry no per-cgroup PSI
         psi_memory=None,
         psi_io=None,
+        carried=_CARRIED[memory_held, idle, throttled_held],
     )
 
 

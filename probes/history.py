@@ -10,7 +10,7 @@ from .model import Snapshot
 
 # Metrics kept per container and per GPU; a value is None where the snapshot had none (a gap in the graph).
 CONTAINER_METRICS = ("cpu_percent", "memory_bytes", "gpu_percent", "gpu_memory_bytes")
-GPU_METRICS = ("utilization_percent", "memory_used_bytes")
+GPU_METRICS = ("utilization_percent", "memory_used_bytes", "sm_active_percent", "tensor_active_percent")
 
 Series = Deque[float | None]
 
@@ -69,6 +69,9 @@ class History:
                 series = self._gpus[g.uuid] = {m: deque(maxlen=self.length) for m in GPU_METRICS}
             series["utilization_percent"].append(g.utilization_percent)
             series["memory_used_bytes"].append(g.memory_used_bytes)
+            gpm = g.gpm  # GPU Performance Metrics: None on GPUs without them (a gap, as for any unknown)
+            series["sm_active_percent"].append(gpm.sm_active_percent if gpm is not None else None)
+            series["tensor_active_percent"].append(gpm.tensor_active_percent if gpm is not None else None)
         for gone in set(self._gpus) - seen:
             del self._gpus[gone]
 

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from .source_records import GpuAllocation, KubernetesInfo, SourceStatus  # noqa: F401  (records of the snapshot, kept apart)
+
 SCHEMA_VERSION = 1
 
 
@@ -23,31 +25,6 @@ class EngineStatus:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
-
-
-@dataclass(frozen=True)
-class SourceStatus:
-    """One source of containers (the Docker engine, a CRI runtime): whether it answered, what it is, why not.
-
-    status: "ok", "unreachable", "permission_denied", "error", "disabled", "no_cri" (a socket that answers
-    gRPC without the CRI: Docker's own containerd), "absent" (not on this host, and nobody asked for it)."""
-
-    kind: str  # "docker" | "cri"
-    endpoint: str  # "unix:///var/run/docker.sock", "unix:///run/containerd/containerd.sock"
-    status: str
-    error: str | None = None
-    runtime: str | None = None  # "docker", "containerd", "cri-o" once it answered
-    version: str | None = None  # the runtime's version, e.g. "1.7.2"
-    containers: int = 0  # how many containers it named this sweep
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    @property
-    def quiet(self) -> bool:
-        """Not answering, and rightly so: nothing to warn about (absent, turned off, no CRI plugin)."""
-        return self.status in ("absent", "disabled", "no_cri")
 
 
 @dataclass(frozen=True)
@@ -132,6 +109,27 @@ class XidEvent:
 
 
 @dataclass(frozen=True)
+class GpmMetrics:
+    """GPU Performance Metrics (NVML GPM, Hopper and newer) between two samples one sweep apart: what the SMs,
+    tensor pipes and memory really did, where `utilization_percent` only says a kernel was running. Percent
+    0-100 and bytes/s; None where this GPU's NVML does not give the metric."""
+
+    interval_s: float  # between the two samples
+    graphics_active_percent: float | None  # time the graphics/compute engine was busy (DCGM GR_ENGINE_ACTIVE)
+    sm_active_percent: float | None  # share of SMs busy (DCGM SM_ACTIVE)
+    sm_occupancy_percent: float | None  # resident warps vs the maximum (DCGM SM_OCCUPANCY)
+    tensor_active_percent: float | None  # any tensor pipe busy (DCGM PIPE_TENSOR_ACTIVE)
+    fp64_active_percent: float | None  # non-tensor FP64 pipe (DCGM PIPE_FP64_ACTIVE)
+    fp32_active_percent: float | None
+    fp16_active_percent: float | None
+    dram_active_percent: float | None  # DRAM bandwidth used vs peak (DCGM DRAM_ACTIVE)
+    pcie_tx_bytes_per_s: float | None
+    pcie_rx_bytes_per_s: float | None
+    nvlink_tx_bytes_per_s: float | None
+    nvlink_rx_bytes_per_s: float | None
+
+
+@dataclass(frozen=True)
 class MigDevice:
     """One MIG instance of a GPU. Its processes are also on the parent GPU's list (by host PID), where they
     are attributed to containers like any other: `GpuSample.mig_processes(mig)` gives them back."""
@@ -143,6 +141,8 @@ class MigDevice:
     memory_used_bytes: int | None
     memory_total_bytes: int | None
     host_pids: tuple[int, ...] = ()
+    profile: str | None = None  # the GPU instance profile, e.g. "1g.10gb" (from the MIG device's name)
+    gpm: GpmMetrics | None = None  # of its GPU instance (shared by the compute instances in it)
 
 
 @dataclass(frozen=True)
@@ -192,6 +192,7 @@ class GpuSample:
     mig_enabled: bool | None = None
     mig_devices: tuple[MigDevice, ...] = ()
     xid_events: tuple[XidEvent, ...] = ()  # oldest first
+    gpm: GpmMetrics | None = None  # None: not supported or not yet two samples; the reason in unavailable["gpm"]
 
     def mig_processes(self, mig: MigDevice) -> tuple[GpuProcess, ...]:
         """The processes on one MIG device, as attributed on this GPU."""
@@ -199,41 +200,6 @@ class GpuSample:
 
 
 # --------------------------------------------------------------------------- containers
-
-
-@dataclass(frozen=True)
-class GpuAllocation:
-    """A device the kubelet gave a pod container (its pod-resources API), beside whether the container uses it.
-
-    device_id is the device plugin's word: a GPU UUID, `GPU-<uuid>::<n>` for time-slicing replica n, or a
-    `MIG-<uuid>`; uuid is the NVML UUID it names (the replica suffix dropped)."""
-
-    resource_name: str  # "nvidia.com/gpu", "nvidia.com/mig-1g.10gb"
-    device_id: str
-    uuid: str
-    replica: int | None = None  # time-slicing replica; None for a whole GPU or a MIG device
-    mig: bool = False
-    index: int | None = None  # the NVML index of the GPU it names (of the parent GPU for MIG); None: not seen
-    in_use: bool = False  # a process of the container runs on this device (NVML) in this sweep
-    unused_since: float | None = None  # unix time since which no process of the container ran on it
-
-
-@dataclass(frozen=True)
-class KubernetesInfo:
-    """The pod a container belongs to (kubelet labels; containerd's io.kubernetes.cri.* annotations as the
-    fallback; the pod UID and QoS class also from the cgroup path). snapshot --json's `kubernetes`."""
-
-    namespace: str
-    pod: str
-    pod_uid: str
-    container: str
-    qos: str | None  # "Guaranteed" | "Burstable" | "BestEffort" (from the cgroup path); None when not known
-    # The devices the kubelet allocated to it (pod-resources API); () when none or not known (see host.sources)
-    gpus_allocated: tuple[GpuAllocation, ...] = ()
-
-    @property
-    def display_name(self) -> str:
-        return f"{self.namespace}/{self.pod}/{self.container}"
 
 
 @dataclass(frozen=True)
@@ -368,6 +334,49 @@ class ContainerGpuUse:
 
 
 @dataclass(frozen=True)
+class NetInterface:
+    """Counters of one network interface in a container's network namespace (/proc/<pid>/net/dev)."""
+
+    name: str
+    rx_bytes: int
+    rx_packets: int
+    rx_errors: int
+    rx_dropped: int
+    tx_bytes: int
+    tx_packets: int
+    tx_errors: int
+    tx_dropped: int
+
+
+@dataclass(frozen=True)
+class ContainerStats:
+    """The rest of what cAdvisor exports of a container, read for `mltop serve` (probes/container_stats.py).
+    None where this host's cgroups cannot give a figure (e.g. swap without swap accounting, failcnt on v2)."""
+
+    cpu_user_seconds: float | None
+    cpu_system_seconds: float | None
+    cpu_cfs_periods: int | None
+    cpu_cfs_throttled_periods: int | None
+    cpu_cfs_throttled_seconds: float | None
+    cpu_quota_us: int | None  # the CFS quota per period; None when unlimited
+    cpu_period_us: int | None
+    cpu_shares: int | None  # cpu.shares (v1), or cpu.weight converted to shares (v2), as cAdvisor does
+    memory_usage_bytes: int | None  # memory.usage_in_bytes / memory.current: everything charged, cache included
+    memory_rss_bytes: int | None
+    memory_cache_bytes: int | None
+    memory_swap_bytes: int | None
+    memory_mapped_file_bytes: int | None
+    memory_failcnt: int | None  # times usage hit the limit (v1 memory.failcnt; v2 memory.events max)
+    memory_max_usage_bytes: int | None  # v1 memory.max_usage_in_bytes; v2 memory.peak where the kernel has it
+    memory_reservation_bytes: int | None  # soft limit (v1) / memory.low (v2); None when unset
+    processes: int | None
+    threads: int | None  # tasks in the cgroup (pids.current)
+    file_descriptors: int | None
+    sockets: int | None
+    network: tuple[NetInterface, ...] = ()
+
+
+@dataclass(frozen=True)
 class ContainerSample:
     id: str
     name: str
@@ -404,6 +413,14 @@ class ContainerSample:
     # The engine's words when its `docker inspect` failed (tried again at the next full list): `config` is as
     # empty as while pending (or, when a re-inspect after an event failed, the one read before).
     config_error: str | None = None
+    # Seconds between the two readings of this container's counters that its rates (CPU, I/O, network) and
+    # counter differences divide by: each reading is timed as it is made, not when the sweep began.
+    interval_s: float | None = None
+    # The figures of this sample taken from an earlier reading instead of read again, by field name (e.g.
+    # "memory_bytes", "pids", "processes"): only for a container whose CPU counter did not move since, so no
+    # task of it ran; a whole reading every few sweeps catches up what page aging moved meanwhile.
+    carried: frozenset[str] = frozenset()
+    stats: ContainerStats | None = None  # cAdvisor's further figures; read only when asked (mltop serve)
     runtime: str | None = None  # "docker" | "containerd" | "cri-o" | ... (the source that named it)
     kubernetes: KubernetesInfo | None = None  # None outside pods
 
@@ -452,7 +469,7 @@ class Snapshot:
     """One sweep: host facts, GPUs, containers with their processes and GPU use."""
 
     taken_at: float  # unix time
-    interval_s: float | None  # seconds since the previous sweep that rates were computed against
+    interval_s: float | None  # seconds since the previous sweep (each container's rates: its own interval_s)
     host: HostInfo
     gpus: tuple[GpuSample, ...]
     containers: tuple[ContainerSample, ...]
@@ -552,6 +569,8 @@ def to_jsonable(value: Any) -> Any:
         return {str(k): v if type(v) in scalar else to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [v if type(v) in scalar else to_jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(v if type(v) in scalar else to_jsonable(v) for v in value)
     return value
 
 

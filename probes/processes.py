@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import time
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -131,12 +132,15 @@ class ProcessTable:
                 self._seen.add(key)
                 self._prev_ticks[key] = (now, prev[1])
 
-    def sample(self, pid: int, now: float, secrets: frozenset[str] = frozenset()
+    def sample(self, pid: int, secrets: frozenset[str] = frozenset()
                ) -> tuple[ProcessIdentity, ProcessStat, float | None] | None:
-        """(identity, stat, cpu % since the last sweep) or None when the process is gone.
+        """(identity, stat, cpu % since its last reading) or None when the process is gone.
 
+        CPU % divides the ticks between two readings of /proc/<pid>/stat by the time between those two
+        readings, each taken as the file is read (not when the sweep began).
         Command lines are redacted once, when the process is first seen (`secrets`: the container's own
         secret values, scrubbed wherever they appear)."""
+        now = time.monotonic()
         stat = read_stat(pid, self._read)
         if stat is None:
             return None

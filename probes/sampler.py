@@ -19,15 +19,12 @@ from .cgroups import (
     read_limits,
     read_net_dev,
 )
+from .attribution import attribute_gpu_processes  # (importers of sampler.attribute_gpu_processes keep it)
 from .catalog import ContainerCatalog
-from .identity import identity_of_pid
 from .engine import ContainerMeta, Engine, EngineError
 from .model import (
-    ContainerGpuUse,
     ContainerSample,
     EngineStatus,
-    GpuProcess,
-    GpuSample,
     HostInfo,
     NvmlStatus,
     Pressure,
@@ -65,6 +62,8 @@ class ProbeOptions:
     inspect_in_background: bool = False
     cri_endpoint: str | None = None  # --cri-endpoint; None: $MLTOP_CRI_ENDPOINT, else the default sockets
     pod_resources_socket: str | None = None  # --pod-resources-socket; None: $MLTOP_POD_RESOURCES_SOCKET, else the kubelet's
+    # Read cAdvisor's further figures (ContainerSample.stats: probes/container_stats.py): `mltop serve` does.
+    container_stats: bool = False
 
 
 @dataclass
@@ -87,6 +86,23 @@ class _Previous:
         if any(p.cpu_percent != 0.0 for p in processes):
             processes = tuple(dataclasses.replace(p, cpu_percent=0.0) for p in processes)
         return processes
+
+
+# CgroupCounters field -> the ContainerSample figure it makes (a carried inactive_file carries the working set)
+_CARRIED_AS = {"memory_inactive_file_bytes": "memory_bytes", "memory_cache_bytes": "memory_cache_bytes",
+               "memory_shmem_bytes": "shm_bytes", "oom_kills": "oom_kills", "pids": "pids",
+               "cpu_throttled_periods": "cpu_throttled_periods"}
+_carried_cache: dict[tuple[frozenset[str], bool], frozenset[str]] = {}
+
+
+def carried_fields(counters_carried: frozenset[str], processes: bool) -> frozenset[str]:
+    """The ContainerSample fields taken from an earlier reading (one frozenset per combination, interned)."""
+    key = (counters_carried, processes)
+    out = _carried_cache.get(key)
+    if out is None:
+        out = frozenset(_CARRIED_AS[f] for f in counters_carried) | ({"processes"} if processes else frozenset())
+        _carried_cache[key] = out
+    return out
 
 
 def _rate(new: int | None, old: int | None, seconds: float) -> float | None:
@@ -123,7 +139,7 @@ class Sampler:
         self._files = OpenFiles(keep_unread=IDLE_FULL_READ_EVERY + 1)
         self._processes = ProcessTable(self._files.read)
         self._static = hostfacts.static_facts()
-        self._cpu_times: tuple[float, tuple[int, int] | None] | None = None
+        self._cpu_times: tuple[int, int] | None = None  # (total, iowait) jiffies at the last sweep
         self._last_sweep_at: float | None = None
         self._sweep_no = 0
         self._cpu_at: tuple[float, float] | None = None  # (monotonic, process CPU seconds) at the last sweep
@@ -205,7 +221,7 @@ class Sampler:
         gpus, containers = attribute_gpu_processes(gpus, containers, self.catalog)
         allocation_status, containers = self.pod_gpus.apply(containers, gpus, taken_at)
         running = sum(1 for m in metas if m.pid and m.status == "running")
-        host = self._host_info(engine_status, nvml_status, info, locator, now, running)
+        host = self._host_info(engine_status, nvml_status, info, locator, running)
         named = bool(self.options.docker_host or os.environ.get("DOCKER_HOST"))
         docker = docker_source_status(engine_status, host.docker_version, docker_count, named, cri_statuses)
         host = dataclasses.replace(host, sources=(docker, *cri_statuses, *filter(None, [allocation_status])))
@@ -333,8 +349,13 @@ class Sampler:
             net_pid = meta.pid
         prev = self._previous.get(meta.id)
         full = prev is None or (self._sweep_no + hash(meta.id)) % IDLE_FULL_READ_EVERY == 0
-        counters = read_counters(locator.version, paths, self._container_limits(meta, locator.version, paths, now),
-                                 self._files.read, idle_since=None if full else prev.counters)
+        limits = self._container_limits(meta, locator.version, paths, now)
+        # The moment this container's counters are read (as `docker stats` pairs `read` with `preread`): its
+        # rates divide by the time between two of these, not between two sweeps, whose engine list and NVML
+        # sample before the counters take a different time each sweep (a slow nvmlInit, a cold first list).
+        read_at = time.monotonic()
+        counters = read_counters(locator.version, paths, limits, self._files.read,
+                                 idle_since=None if full else prev.counters)
         idle = (not full and counters.cpu_usage_ns is not None
                 and counters.cpu_usage_ns == prev.counters.cpu_usage_ns)
         # A container in the host's network namespace (a hostNetwork pod, --network host) has no traffic of its
@@ -343,14 +364,14 @@ class Sampler:
             else None
         at_rest = idle and counters == prev.counters and net == prev.net
         if at_rest and prev.at_rest and prev.meta is meta and prev.sample is not None:
-            prev.at = now
-            self._processes.carry(prev.process_keys, now)
+            prev.at = read_at
+            self._processes.carry(prev.process_keys, read_at)
             return prev.sample
-        this = self._previous[meta.id] = _Previous(now, counters, net, meta=meta, at_rest=at_rest)
+        this = self._previous[meta.id] = _Previous(read_at, counters, net, meta=meta, at_rest=at_rest)
 
-        cpu_percent = io_r = io_w = net_rx = net_tx = None
+        cpu_percent = io_r = io_w = net_rx = net_tx = dt = None
         if prev is not None:
-            dt = now - prev.at
+            dt = read_at - prev.at
             cpu_rate = _rate(counters.cpu_usage_ns, prev.counters.cpu_usage_ns, dt)
             cpu_percent = cpu_rate / 1e9 * 100.0 if cpu_rate is not None else None
             io_r = _rate(counters.io_read_bytes, prev.counters.io_read_bytes, dt)
@@ -368,11 +389,13 @@ class Sampler:
         limit_percent = cpu_percent / limit_cores if cpu_percent is not None and limit_cores else None
 
         processes: tuple[ProcessSample, ...] = ()
+        processes_carried = False
         # (not before the inspect: a command line is redacted with the container's own secret values)
         if self.options.processes and not meta.provisional:
             if idle and prev.processes is not None:
                 this.processes, this.process_keys = prev.idle_processes(), prev.process_keys
-                self._processes.carry(this.process_keys, now)
+                self._processes.carry(this.process_keys, read_at)
+                processes_carried = True
             else:
                 # The same task count as at the last reading: its processes are probably the same ones, so
                 # cgroup.procs (a fresh open each time, the costliest read of a busy container) is read only
@@ -380,7 +403,7 @@ class Sampler:
                 same_tasks = (not full and prev.processes is not None and counters.pids is not None
                               and counters.pids == prev.counters.pids)
                 this.processes, this.process_keys = self._sample_processes(
-                    locator.version, paths, now, meta.secrets,
+                    locator.version, paths, meta.secrets,
                     known=[key[0] for key in prev.process_keys] if same_tasks else None)
             processes = this.processes
 
@@ -388,6 +411,16 @@ class Sampler:
         if any(v is not None for v in (counters.psi_cpu, counters.psi_memory, counters.psi_io)):
             pressure = Pressure(counters.psi_cpu, counters.psi_memory, counters.psi_io)
         cgroup_path = paths.get("unified") or paths.get("memory") or next(iter(paths.values()), None)
+        stats = None
+        if self.options.container_stats:
+            from .container_stats import read_container_stats
+
+            stats = read_container_stats(
+                locator.version, paths, net_pid=net_pid,
+                pids=[p.host_pid for p in processes] if processes else cgroup_procs(locator.version, paths),
+                usage_ns=counters.cpu_usage_ns, memory_usage=counters.memory_usage_bytes, tasks=counters.pids,
+                previous=prev.sample.stats if prev is not None and prev.sample is not None else None,
+                idle=idle, full=full, read=self._files.read)
         this.sample = ContainerSample(
             id=meta.id,
             name=meta.name,
@@ -419,12 +452,15 @@ class Sampler:
             config=cfg,
             cpu_usage_seconds=counters.cpu_usage_ns / 1e9 if counters.cpu_usage_ns is not None else None,
             config_pending=meta.provisional, config_error=meta.inspect_error,
+            interval_s=dt,
+            carried=carried_fields(counters.carried, processes_carried),
+            stats=stats,
             runtime=meta.runtime,
             kubernetes=meta.kubernetes,
         )
         return this.sample
 
-    def _sample_processes(self, version: int, paths: dict[str, str], now: float, secrets: frozenset[str],
+    def _sample_processes(self, version: int, paths: dict[str, str], secrets: frozenset[str],
                           known: list[int] | None = None
                           ) -> tuple[tuple[ProcessSample, ...], tuple[ProcessKey, ...]]:
         """The container's processes. `known`: PIDs to read instead of listing cgroup.procs; when one of them
@@ -438,7 +474,7 @@ class Sampler:
                 if pid in done:
                     continue
                 done.add(pid)
-                sampled = self._processes.sample(pid, now, secrets)
+                sampled = self._processes.sample(pid, secrets)
                 if sampled is None:
                     if known is not None:
                         break  # one of them exited: others may have started
@@ -461,15 +497,17 @@ class Sampler:
         return tuple(out), tuple(keys)
 
     def _host_info(self, engine_status: EngineStatus, nvml_status: NvmlStatus, info: dict | None,
-                   locator: CgroupLocator, now: float, running: int) -> HostInfo:
+                   locator: CgroupLocator, running: int) -> HostInfo:
         info = info or {}
+        # iowait's share of the CPU time between two readings of /proc/stat: a ratio of two counters read
+        # together, so no clock enters it
         iowait = None
         current = hostfacts.cpu_times()
-        if self._cpu_times is not None and self._cpu_times[1] and current:
-            total = current[0] - self._cpu_times[1][0]
+        if self._cpu_times is not None and current:
+            total = current[0] - self._cpu_times[0]
             if total > 0:
-                iowait = (current[1] - self._cpu_times[1][1]) / total * 100.0
-        self._cpu_times = (now, current)
+                iowait = (current[1] - self._cpu_times[1]) / total * 100.0
+        self._cpu_times = current
         cgroup_version = None
         if info.get("CgroupVersion"):
             cgroup_version = int(info["CgroupVersion"])
@@ -509,78 +547,3 @@ def _unmeasured_sample(meta: ContainerMeta) -> ContainerSample:
         config=meta.config, config_pending=meta.provisional, config_error=meta.inspect_error,
         runtime=meta.runtime, kubernetes=meta.kubernetes,
     )
-
-
-
-
-def attribute_gpu_processes(
-    gpus: tuple[GpuSample, ...] | list[GpuSample],
-    containers: list[ContainerSample],
-    catalog: ContainerCatalog | None = None,
-) -> tuple[list[GpuSample], list[ContainerSample]]:
-    """Join NVML's host PIDs to containers: host PID → /proc/<pid>/cgroup → container id → name.
-
-    Returns GPUs whose processes carry container ids and names, and containers carrying their GPU use
-    (per GPU and per process). Processes in containers the engine does not know (podman, Kubernetes) keep
-    the id with the runtime's name; processes in no container stay host processes.
-    """
-
-    by_id = {c.id: c for c in containers}
-    per_container_gpu: dict[str, dict[int, list[GpuProcess]]] = {}
-    per_pid: dict[int, list[tuple[GpuSample, GpuProcess]]] = {}
-    new_gpus: list[GpuSample] = []
-    for gpu in gpus:
-        procs = []
-        for proc in gpu.processes:
-            identity = identity_of_pid(proc.host_pid)
-            if identity is not None:
-                runtime, cid = identity.runtime, identity.container_id
-                container = by_id.get(cid)
-                kubernetes = None
-                if container is None and catalog is not None:
-                    meta = catalog.get(cid)
-                    name = meta.name if meta else None
-                else:
-                    name = container.name if container else None
-                if container is not None:
-                    runtime = container.runtime or runtime
-                    kubernetes = container.kubernetes
-                if name is None:
-                    name = f"{runtime or 'pod'}:{cid[:12]}"
-                proc = dataclasses.replace(proc, container_id=cid, container_name=name, runtime=runtime,
-                                           kubernetes=kubernetes)
-                per_container_gpu.setdefault(cid, {}).setdefault(gpu.index, []).append(proc)
-                per_pid.setdefault(proc.host_pid, []).append((gpu, proc))
-            procs.append(proc)
-        new_gpus.append(dataclasses.replace(gpu, processes=tuple(procs)))
-
-    new_containers = []
-    for container in containers:
-        uses = per_container_gpu.get(container.id)
-        if not uses:
-            new_containers.append(container)
-            continue
-        gpu_uses = []
-        for gpu in new_gpus:
-            procs = uses.get(gpu.index)
-            if not procs:
-                continue
-            mems = [p.gpu_memory_bytes for p in procs if p.gpu_memory_bytes is not None]
-            sms = [p.sm_percent for p in procs if p.sm_percent is not None]
-            gpu_uses.append(ContainerGpuUse(gpu.index, gpu.uuid, sum(mems) if mems else None,
-                                            sum(sms) if sms else None))
-        processes = []
-        for p in container.processes:
-            entries = per_pid.get(p.host_pid)
-            if entries:
-                mems = [gp.gpu_memory_bytes for _, gp in entries if gp.gpu_memory_bytes is not None]
-                sms = [gp.sm_percent for _, gp in entries if gp.sm_percent is not None]
-                p = dataclasses.replace(
-                    p,
-                    gpu_memory_bytes=sum(mems) if mems else None,
-                    gpu_indices=tuple(sorted({g.index for g, _ in entries})),
-                    sm_percent=sum(sms) if sms else None,
-                )
-            processes.append(p)
-        new_containers.append(dataclasses.replace(container, gpus=tuple(gpu_uses), processes=tuple(processes)))
-    return new_gpus, new_containers

@@ -32,6 +32,9 @@ from serve_helpers import ServeProcess, wait_until  # noqa: E402
 
 LABEL = "mltop-bench-serve"
 GIB = 1 << 30
+# GPU Performance Metrics on both GPUs (NVML_GPM_METRIC_* id -> % or MiB/s): the DCGM_FI_PROF_* families too
+GPM = {1: 97.0, 2: 60.0, 3: 30.0, 5: 40.0, 10: 35.0, 11: 0.0, 12: 20.0, 13: 5.0, 20: 100.0, 21: 200.0,
+       60: 1000.0, 61: 1000.0}
 
 
 def start_containers(client, n: int) -> list:
@@ -73,9 +76,10 @@ def main() -> None:
         scenario = work / "scenario.txt"
         write_scenario(scenario, FakeScenario(gpus=[
             FakeGpu(mem_used=40 * GIB, util=80, processes=[FakeProcess(pids[0], 20 * GIB, sm=50),
-                                                           FakeProcess(pids[1], 18 * GIB, sm=30)]),
+                                                           FakeProcess(pids[1], 18 * GIB, sm=30)], gpm=GPM),
             FakeGpu(uuid="GPU-00000000-0000-0000-0000-000000000001", pci="00000000:3C:00.0", mem_used=30 * GIB,
-                    processes=[FakeProcess(pids[2], 15 * GIB, sm=40), FakeProcess(pids[3], 14 * GIB, sm=20)]),
+                    processes=[FakeProcess(pids[2], 15 * GIB, sm=40), FakeProcess(pids[3], 14 * GIB, sm=20)],
+                    gpm=GPM),
         ]))
         serve = ServeProcess("--interval", str(args.interval), "--doctor-interval", str(args.doctor_interval),
                              "--nvml-lib", str(lib),

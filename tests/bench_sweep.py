@@ -4,6 +4,7 @@ Docker stats API, and what `mltop snapshot --json` costs. A script that prints f
     python tests/bench_sweep.py                 # N = 100 and 500
     python tests/bench_sweep.py --n 20          # a quick look
     python tests/bench_sweep.py --gpus 2        # also a sweep with the simulated NVML (its own line)
+    python tests/bench_sweep.py --gpm 8         # only what GPM sampling adds per GPU (no containers)
 
 Starts N busybox containers (labelled as test containers of this process, so pytest cleans up after an
 interrupted run), measures, removes them. Times are CPU seconds of this process (the machine may be shared:
@@ -256,6 +257,41 @@ def run(n: int | None, rounds: int, stats_samples: int, gpus: int, existing: str
             remove_containers(client)
 
 
+def gpm_cost(gpus: int, rounds: int) -> None:
+    """What GPM sampling adds to a sweep, per GPU: the NVML probe alone over the same simulated GPUs with and
+    without GPM (one sample per GPU per sweep, metrics between the last two). CPU of the whole process (the
+    NVML worker included), averaged over `rounds` sweeps after a warm-up (init, support answers, samples)."""
+    from fakenvml import SCENARIO_ENV, FakeGpu, FakeScenario, build_fake_nvml, write_scenario
+    from mltop.probes.nvml import NvmlProbe
+
+    work = tempfile.mkdtemp(prefix="mltop-bench-gpm-")
+    lib = str(build_fake_nvml(os.path.join(work, "nvml")))
+    metrics = {1: 97.0, 2: 60.0, 3: 30.0, 5: 40.0, 10: 35.0, 11: 0.0, 12: 20.0, 13: 5.0, 20: 100.0, 21: 200.0,
+               60: 1000.0, 61: 1000.0}
+    cost = {}
+    for label, gpm in (("without", None), ("with", metrics)):
+        scenario = os.path.join(work, f"{label}.txt")
+        write_scenario(scenario, FakeScenario(gpus=[FakeGpu(uuid=f"GPU-00000000-0000-4000-8000-{g:012d}", gpm=gpm)
+                                                    for g in range(gpus)]))
+        os.environ[SCENARIO_ENV] = scenario
+        probe = NvmlProbe(lib, kmsg_path="")
+        try:
+            for _ in range(3):
+                status, sampled = probe.sample()
+            assert status.ok and all((g.gpm is not None) == (gpm is not None) for g in sampled), status
+            t0, w0 = time.process_time(), time.perf_counter()
+            for _ in range(rounds):
+                probe.sample()
+            cost[label] = ((time.process_time() - t0) / rounds, (time.perf_counter() - w0) / rounds)
+        finally:
+            probe.close()
+    added_cpu = (cost["with"][0] - cost["without"][0]) / gpus
+    added_wall = (cost["with"][1] - cost["without"][1]) / gpus
+    print(f"\nGPM on {gpus} simulated GPUs, {rounds} sweeps each (NVML probe alone):")
+    print(f"  sweep without GPM: {cost['without'][0] * 1e3:7.3f} ms CPU, with GPM: {cost['with'][0] * 1e3:7.3f} ms CPU")
+    print(f"  GPM adds {added_cpu * 1e3:.3f} ms CPU ({added_wall * 1e3:.3f} ms wall) per GPU per sweep (goal <= 0.2 ms)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, nargs="*", default=[100, 500])
@@ -270,7 +306,12 @@ def main() -> None:
                         "interval (default 0: back to back, where a busy container looks idle)")
     parser.add_argument("--busy", action="store_true", help="containers whose CPU counter moves every second "
                         "(busybox top), so no idle container's reads are skipped")
+    parser.add_argument("--gpm", type=int, metavar="GPUS", help="only measure what GPM sampling adds per GPU, on "
+                        "this many simulated GPUs (no containers)")
     args = parser.parse_args()
+    if args.gpm:
+        gpm_cost(args.gpm, max(args.rounds, 200))
+        return
     global SPACING
     SPACING = args.spacing
     from bench_engine import compile_bytecode

@@ -123,13 +123,16 @@ async def test_first_frame_shows_unknown_rates_as_unknown():
 
 async def test_the_collector_is_off_until_the_first_full_frame_and_on_after():
     """Start-up makes objects that all live on: no cyclic collection among them until the first frame with
-    every row, then they are frozen out of its sight; an app that ends earlier leaves the collector on."""
+    every row, then they are frozen out of its sight; an app that ends earlier leaves the collector on. The
+    dashboard's factory tunes this (`mltop`); constructing an MltopApp alone changes nothing (test_tui_startup)."""
     import gc
+
+    from mltop.tui.cli.dashboard import make_dashboard_app
 
     assert gc.isenabled()
     threshold = gc.get_threshold()
     rows = [snapshot([container("job", cpu_percent=None)]), snapshot([container("job", cpu_percent=12.0)])]
-    app = MltopApp(source=StaticSource(rows), nvml=False, interval=0.25)
+    app = make_dashboard_app(source=StaticSource(rows), nvml=False, interval=0.25)
     try:
         assert not gc.isenabled()
         async with app.run_test(size=(120, 30)) as pilot:
@@ -138,7 +141,7 @@ async def test_the_collector_is_off_until_the_first_full_frame_and_on_after():
                 if app.first_frame_s is not None:
                     break
             assert app.first_frame_s is not None and gc.isenabled() and gc.get_freeze_count() > 0
-        ended = MltopApp(source=StaticSource(rows), nvml=False)
+        ended = make_dashboard_app(source=StaticSource(rows), nvml=False)
         assert not gc.isenabled()
         async with ended.run_test(size=(80, 24)) as pilot:
             await pilot.press("q")

@@ -46,7 +46,8 @@ def three_hosts(docker_client, test_images, fake_nvml_lib, tmp_path_factory):
             # gpu-a: healthy, busy, the trainer container on GPU 0
             "gpu-a": FakeScenario(gpus=[
                 FakeGpu(uuid="GPU-aaaa0000-0000-0000-0000-000000000000", util=80, mem_used=40 * GIB,
-                        processes=[FakeProcess(trainer_pid, used_memory=30 * GIB, sm=75)]),
+                        processes=[FakeProcess(trainer_pid, used_memory=30 * GIB, sm=75)],
+                        gpm={2: 60.0}),  # GPM: SM active 60 % (NVML_GPM_METRIC_SM_UTIL); GPU 1 has no GPM
                 FakeGpu(uuid="GPU-aaaa0000-0000-0000-0000-000000000001", pci="00000000:3C:00.0", util=20,
                         mem_used=8 * GIB)]),
             # gpu-b: an Xid 79 (fallen off the bus) and uncorrected ECC errors on GPU 0
@@ -101,6 +102,9 @@ def test_fleet_json_lists_every_host_worst_first_with_gpus_containers_and_findin
     a = hosts["gpu-a"]
     assert a["gpu_count"] == 2 and [g["index"] for g in a["gpus"]] == ["0", "1"]
     assert a["gpu_utilization_mean_percent"] == pytest.approx(50.0)
+    # SM active from GPM where a GPU has it (dcgm-exporter's ratio): the mean of the GPUs that report it
+    assert [g["sm_active"] for g in a["gpus"]] == [pytest.approx(0.6), None]
+    assert a["sm_active_mean"] == pytest.approx(0.6) and hosts["gpu-c"]["sm_active_mean"] is None
     assert a["gpu_memory_used_bytes"] == 48 * GIB and a["gpu_memory_total_bytes"] == 160 * GIB
     assert not {"gpu.xid", "gpu.ecc"} & {f["code"] for f in a["findings"]}
     trainer = three_hosts["trainer"]
@@ -141,6 +145,7 @@ async def test_fleet_view_hosts_consumers_findings_and_a_host(three_hosts, size)
             assert {"gpus", "util", "gpu_mem"} <= set(table.visible_columns)
             a_key = next(k for k in table.keys_in_order if table.cell_text(k, "host") == "gpu-a")
             assert table.cell_text(a_key, "gpus") == "2" and table.cell_text(a_key, "util") == "50.0"
+            assert table.cell_text(a_key, "sm") == "60.0"
 
         await pilot.press("t")
         await until(pilot, lambda: isinstance(app.screen, ConsumersScreen) and app.screen.table.row_count >= 1,

@@ -58,6 +58,11 @@ def busy_gpu(**overrides) -> FakeGpu:
     return FakeGpu(**values)
 
 
+def others(unavailable) -> dict[str, str]:
+    """What is unavailable besides GPM (these scenarios' GPUs have none: tests/test_gpm.py covers it)."""
+    return {k: v for k, v in unavailable.items() if k != "gpm"}
+
+
 @pytest.fixture
 def probes():
     """Make probes that are closed after the test, so pynvml's global state never leaks between tests."""
@@ -89,7 +94,7 @@ def test_healthy_gpu_gives_values_throttle_names_and_processes(nvml_scenario, pr
     assert gpu.throttle_reasons == ("sw_power_cap", "hw_thermal_slowdown")
     assert gpu.persistence_mode is True
     assert gpu.pci_bus_id == "00000000:3B:00.0"
-    assert gpu.unavailable == {}
+    assert others(gpu.unavailable) == {}
 
     by_pid = {p.host_pid: p for p in gpu.processes}
     assert set(by_pid) == {OWN_PID, OTHER_PID, OTHER_PID + 1}
@@ -173,7 +178,7 @@ def test_old_driver_falls_back_to_v2_calls_and_marks_what_it_lacks(nvml_scenario
     assert gpu.throttle_reasons == ("sw_power_cap", "hw_thermal_slowdown")
     # nvmlDeviceGetMemoryInfo_v2 is missing: the first version answers.
     assert gpu.memory_used_bytes == 61 * GiB
-    assert set(gpu.unavailable) == {"sm_percent"}
+    assert set(others(gpu.unavailable)) == {"sm_percent"}
 
 
 def test_not_supported_field_alone_is_unavailable(nvml_scenario, probes):
@@ -182,7 +187,7 @@ def test_not_supported_field_alone_is_unavailable(nvml_scenario, probes):
 
     assert status.ok
     assert gpu.power_w is None
-    assert gpu.unavailable == {"power_w": "not supported by this GPU or driver"}
+    assert others(gpu.unavailable) == {"power_w": "not supported by this GPU or driver"}
     assert gpu.power_limit_w == 700.0 and gpu.temperature_c == 71.0 and len(gpu.processes) == 3
 
 
@@ -209,7 +214,7 @@ def test_lost_gpu_is_reported_and_the_others_kept(nvml_scenario, probes):
     assert status.status == NvmlState.GPU_LOST
     assert "GPU 1" in status.error and lost.uuid in status.error and "Xid 79" in status.error
     assert len(gpus) == 2
-    assert gpus[0].utilization_percent == 87.0 and gpus[0].unavailable == {} and len(gpus[0].processes) == 3
+    assert gpus[0].utilization_percent == 87.0 and others(gpus[0].unavailable) == {} and len(gpus[0].processes) == 3
     assert gpus[1].uuid == lost.uuid
     assert gpus[1].utilization_percent is None and gpus[1].memory_used_bytes is None
     assert "lost" in gpus[1].unavailable["utilization_percent"]
@@ -318,7 +323,7 @@ def test_health_fields_from_every_call(nvml_scenario, probes):
     assert (gpu.pcie_tx_bytes_per_s, gpu.pcie_rx_bytes_per_s) == (1000 * 1024.0, 2000 * 1024.0)
     assert (gpu.encoder_percent, gpu.decoder_percent) == (15.0, 40.0)
     assert gpu.compute_mode == "exclusive_process" and gpu.mig_enabled is True
-    assert gpu.unavailable == {}
+    assert others(gpu.unavailable) == {}
 
 
 def test_health_calls_a_gpu_lacks_are_unavailable_and_the_rest_still_comes(nvml_scenario, probes):
@@ -405,3 +410,21 @@ def test_unreadable_kernel_log_is_said_not_hidden(nvml_scenario, probes, tmp_pat
     lib = nvml_scenario(FakeScenario(gpus=[busy_gpu()]))
     _, (gpu,) = probes(lib, kmsg_path=str(tmp_path / "no-such-kmsg")).sample()
     assert "cannot read" in gpu.unavailable["xid_events"] and gpu.utilization_percent == 87.0
+
+
+def test_init_delay_makes_every_nvml_init_slow(nvml_scenario):
+    """The scenario's init_delay: nvmlInit takes that long (a host without persistence mode); the calls after
+    it do not, and the probe's slowest call names it."""
+    probe = NvmlProbe(nvml_scenario(FakeScenario(gpus=[busy_gpu()], init_delay_s=0.6)), deadline_s=5.0)
+    try:
+        started = time.monotonic()
+        status, gpus = probe.sample()
+        took = time.monotonic() - started
+        assert status.ok and len(gpus) == 1 and took >= 0.6
+        name, seconds = probe.slowest_call
+        assert name.startswith("nvmlInit") and seconds >= 0.6
+        started = time.monotonic()
+        assert probe.sample()[0].ok
+        assert time.monotonic() - started < 0.5  # initialised once: the next sample does not wait again
+    finally:
+        probe.close()

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from conftest import wait_for
+from cpu_placement import steady_cpu
 from mltop.probes.cgroups import detect_cgroup_version
 from mltop.probes.engine import Engine
 from mltop.probes.sampler import ProbeOptions, Sampler
@@ -32,8 +33,8 @@ def _find(snapshot, container):
     return found
 
 
-def test_cpu_burner_reads_about_one_core(containers, sampler):
-    burner = containers.run(["sh", "-c", "while :; do :; done"])
+def test_cpu_burner_reads_about_one_core(containers, sampler, docker_client):
+    burner = containers.run(["sh", "-c", "while :; do :; done"], **steady_cpu(docker_client))
     idle = containers.run(["sleep", "300"])
     snap = _two_sweeps(sampler, 2.0)
     busy = _find(snap, burner)
@@ -43,8 +44,9 @@ def test_cpu_burner_reads_about_one_core(containers, sampler):
     assert _find(snap, idle).cpu_percent < 5
 
 
-def test_cpu_percent_of_limit(containers, sampler):
-    burner = containers.run(["sh", "-c", "while :; do :; done"], nano_cpus=500_000_000)
+def test_cpu_percent_of_limit(containers, sampler, docker_client):
+    burner = containers.run(["sh", "-c", "while :; do :; done"], nano_cpus=500_000_000,
+                            **steady_cpu(docker_client))
     snap = _two_sweeps(sampler, 2.0)
     c = _find(snap, burner)
     assert c.cpu_limit_cores == pytest.approx(0.5)
@@ -293,9 +295,14 @@ def _v1_tree(root, quota_us: int, usage: int) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("quota_us", [-1, 50000])
-def test_a_running_containers_memory_stat_is_carried_while_its_usage_holds(tmp_path, quota_us):
-    """Between whole readings, memory.stat is read only when the usage moved, running or not, and cpu.stat
-    only when a CPU quota can throttle the container; CPU, usage and OOM kills are read every time."""
+def test_memory_stat_is_carried_only_while_the_container_is_idle_and_its_usage_holds(tmp_path, quota_us):
+    """Between whole readings, memory.stat is carried only for a container whose CPU counter and memory usage
+    both held, and every carried figure is named; a running container's is read even at the same usage (one
+    pinned at its limit turns cache into anonymous memory there). cpu.stat is read only when a CPU quota can
+    throttle the container; CPU, usage and OOM kills of a running container are read every time.
+
+    (This test pinned the opposite before issue 18: a running container's working set carried while its usage
+    held, which hid the cache-to-anonymous shift at the memory limit for up to 10 sweeps.)"""
     from mltop.probes.cgroups import read_bytes, read_counters
 
     paths = _v1_tree(tmp_path, quota_us, usage=100 * MiB)
@@ -307,18 +314,28 @@ def test_a_running_containers_memory_stat_is_carried_while_its_usage_holds(tmp_p
 
     whole = read_counters(1, paths, read=read)
     assert {"memory.stat", "cpu.stat"} <= set(reads) and whole.memory_working_set_bytes == 70 * MiB
+    assert whole.carried == frozenset()
     (tmp_path / "cpuacct" / "cpuacct.usage").write_text("6000000000\n")  # it ran: not idle
     (tmp_path / "memory" / "memory.stat").write_text(f"total_cache {40 * MiB}\ntotal_inactive_file 0\n")
     reads.clear()
-    held = read_counters(1, paths, read=read, idle_since=whole)
-    assert "memory.stat" not in reads and {"cpuacct.usage", "memory.usage_in_bytes", "memory.oom_control"} <= set(reads)
+    busy = read_counters(1, paths, read=read, idle_since=whole)
+    assert {"memory.stat", "cpuacct.usage", "memory.usage_in_bytes", "memory.oom_control"} <= set(reads)
     assert ("cpu.stat" in reads) == (quota_us > 0)
-    assert held.cpu_usage_ns == 6_000_000_000 and held.cpu_throttled_periods == 7
-    assert held.memory_working_set_bytes == 70 * MiB  # carried until the usage moves or the next whole reading
-    (tmp_path / "memory" / "memory.usage_in_bytes").write_text(f"{101 * MiB}\n")
+    assert busy.cpu_usage_ns == 6_000_000_000 and busy.cpu_throttled_periods == 7
+    assert busy.memory_working_set_bytes == 100 * MiB  # the cache went inactive -> active: read at once
+    assert busy.carried == (frozenset() if quota_us > 0 else {"cpu_throttled_periods"})
+    (tmp_path / "memory" / "memory.stat").write_text(f"total_cache {40 * MiB}\ntotal_inactive_file {MiB}\n")
     reads.clear()
-    moved = read_counters(1, paths, read=read, idle_since=held)
-    assert "memory.stat" in reads and moved.memory_working_set_bytes == 101 * MiB
+    idle = read_counters(1, paths, read=read, idle_since=busy)  # CPU counter and usage held
+    assert not {"memory.stat", "cpu.stat", "memory.oom_control", "pids.current"} & set(reads)
+    assert idle.memory_working_set_bytes == 100 * MiB  # carried until the next whole reading
+    assert idle.carried == {"memory_inactive_file_bytes", "memory_cache_bytes", "memory_shmem_bytes", "oom_kills",
+                            "pids", "cpu_throttled_periods"}
+    (tmp_path / "memory" / "memory.usage_in_bytes").write_text(f"{101 * MiB}\n")  # reclaim or a page fault
+    reads.clear()
+    moved = read_counters(1, paths, read=read, idle_since=idle)
+    assert "memory.stat" in reads and moved.memory_working_set_bytes == 100 * MiB
+    assert "memory_inactive_file_bytes" not in moved.carried and "pids" in moved.carried
 
 
 def test_a_known_process_list_is_read_again_when_one_of_them_is_gone(containers, sampler):
@@ -329,7 +346,7 @@ def test_a_known_process_list_is_read_again_when_one_of_them_is_gone(containers,
     paths = sampler._paths[c.id][1]
     listed = sorted(p.host_pid for p in sampler.sweep().container(c.id).processes)
     gone = 4_194_999  # above pid_max: no such process
-    processes, keys = sampler._sample_processes(sampler._locator.version, paths, time.monotonic(), frozenset(),
+    processes, keys = sampler._sample_processes(sampler._locator.version, paths, frozenset(),
                                                 known=[listed[0], gone])
     assert sorted(p.host_pid for p in processes) == listed and len(keys) == 3
 
@@ -354,8 +371,9 @@ def test_snapshot_json_has_documented_keys(containers):
     (ours,) = [x for x in doc["containers"] if x["id"] == c.id]
     for key in ("id", "name", "image", "status", "cpu_percent", "cpu_limit_percent", "memory_bytes",
                 "memory_limit_bytes", "pids", "io_read_bytes_per_s", "io_write_bytes_per_s", "net_rx_bytes_per_s",
-                "net_tx_bytes_per_s", "oom_kills", "gpus", "processes"):
+                "net_tx_bytes_per_s", "oom_kills", "gpus", "processes", "interval_s", "carried"):
         assert key in ours, key
+    assert isinstance(ours["carried"], list) and ours["interval_s"] > 0
     assert ours["memory_limit_bytes"] is None
     assert ours["processes"][0].keys() >= {"host_pid", "container_pid", "user", "cmdline", "cpu_percent",
                                            "rss_bytes", "gpu_memory_bytes"}
@@ -497,7 +515,8 @@ def test_remote_engine_limitation_is_explained():
 # ----------------------------------------------------------------------------- idle containers
 
 
-def test_an_idle_containers_processes_are_carried_then_read_again_when_it_runs(containers, monkeypatch):
+def test_an_idle_containers_processes_are_carried_then_read_again_when_it_runs(containers, monkeypatch,
+                                                                                docker_client):
     """An idle container (CPU counter unmoved) keeps its processes at 0 % without reading them; the sweep after
     it wakes reads them again, with CPU % over one interval, not over the idle stretch."""
     from mltop.probes import sampler as sampler_module
@@ -505,7 +524,8 @@ def test_an_idle_containers_processes_are_carried_then_read_again_when_it_runs(c
     monkeypatch.setattr(sampler_module, "IDLE_FULL_READ_EVERY", 1000)  # no periodic full read in this test
     sampler = Sampler(ProbeOptions(nvml=False))
     try:
-        c = containers.run(["sh", "-c", "mkfifo /tmp/go && read x < /tmp/go && while :; do :; done"])
+        c = containers.run(["sh", "-c", "mkfifo /tmp/go && read x < /tmp/go && while :; do :; done"],
+                           **steady_cpu(docker_client))
         wait_for(lambda: c.exec_run(["test", "-p", "/tmp/go"]).exit_code == 0, what="the fifo")
         first = sampler.sweep().container(c.id)
         for _ in range(8):

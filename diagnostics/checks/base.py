@@ -54,6 +54,12 @@ class Thresholds:
     pcie_busy_util_percent: float = _threshold(10.0, "GPU utilisation % from which a trained-down PCIe link counts")
     orphaned_memory_bytes: int = _threshold(1 << 30, "GPU memory held by no listed process from which it is orphaned")
     gpu_idle_util_percent: float = _threshold(1.0, "GPU utilisation % at or below which a GPU counts as idle")
+    gpu_busy_util_percent: float = _threshold(50.0, "GPU utilisation % from which a GPU counts as busy (GPM checks)")
+    launch_bound_util_percent: float = _threshold(90.0, "GPU utilisation % from which low SM activity is launch-bound")
+    launch_bound_sm_active_percent: float = _threshold(30.0, "GPM SM active % below which a busy GPU is launch-bound")
+    tensor_idle_percent: float = _threshold(5.0, "GPM tensor pipe active % below which a busy GPU's tensor cores idle")
+    memory_bound_dram_active_percent: float = _threshold(60.0, "GPM DRAM active % from which low SM use is memory-bound")
+    memory_bound_sm_active_percent: float = _threshold(40.0, "GPM SM active % below which high DRAM use is memory-bound")
     gpu_alloc_unused_s: float = _threshold(600.0, "seconds a GPU allocated to a pod container goes without a "
                                            "process of it before k8s.gpu_allocated_unused fires")
 

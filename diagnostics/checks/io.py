@@ -19,7 +19,8 @@ def check_io(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     rate = c.io_read_bytes_per_s
     rate_ev = []
     if rate is not None:
-        over = f"over {ctx.snapshot.interval_s:.1f} s" if ctx.snapshot.interval_s else "between 2 sweeps"
+        interval_s = c.interval_s or ctx.snapshot.interval_s
+        over = f"over {interval_s:.1f} s" if interval_s else "between 2 sweeps"
         rate_ev.append(evidence(f"reading {rate / 1e6:.2f} MB/s", f"cgroup I/O counters (blkio/io.stat), {over}"))
 
     # A throttle only slows reads that reach it: below it (or with no reads to judge) it is a note, not a warning.

@@ -18,12 +18,13 @@ def check_cpu_throttle(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     facts = ctx.facts(c)
     stat = facts.cpu_stat
     prev = ctx.previous_of(c)
-    if prev is not None and prev.cpu_throttled_periods is not None and ctx.snapshot.interval_s:
-        # nr_periods is not in the snapshot: count the periods elapsed between the two sweeps.
+    interval_s = c.interval_s or ctx.snapshot.interval_s  # between the two readings of its counters
+    if prev is not None and prev.cpu_throttled_periods is not None and interval_s:
+        # nr_periods is not in the snapshot: count the periods elapsed between the two readings.
         period_s = (c.config.cpu_period or 100_000) / 1e6
-        periods = ctx.snapshot.interval_s / period_s
+        periods = interval_s / period_s
         throttled = c.cpu_throttled_periods - prev.cpu_throttled_periods
-        basis = f"{throttled} of ~{periods:.0f} periods in the last {ctx.snapshot.interval_s:.1f} s"
+        basis = f"{throttled} of ~{periods:.0f} periods in the last {interval_s:.1f} s"
     elif stat.get("nr_periods"):
         periods = stat["nr_periods"]
         throttled = stat.get("nr_throttled", 0)

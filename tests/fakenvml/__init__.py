@@ -107,6 +107,21 @@ class FakeGpu:
     # HEALTH_KEYS -> value or sequence; a healthy GPU by default, {} for one that supports none of them.
     health: dict[str, int | list[int]] = field(default_factory=lambda: dict(HEALTHY))
     step_ms: int | None = None  # how long each item of a sequence lasts (default 1000)
+    # GPU Performance Metrics: None = the GPU has none (older than Hopper); else NVML_GPM_METRIC_* id -> value
+    # (% or MiB/s) or a sequence; gpm_mig: the same per MIG GPU instance id.
+    gpm: dict[int, float | list[float]] | None = None
+    gpm_mig: dict[int, dict[int, float | list[float]]] = field(default_factory=dict)
+
+
+# NVML_GPM_METRIC_* ids (nvidia-ml-py), for scenarios.
+GPM_GRAPHICS, GPM_SM, GPM_OCCUPANCY, GPM_TENSOR = 1, 2, 3, 5
+GPM_DRAM, GPM_FP64, GPM_FP32, GPM_FP16 = 10, 11, 12, 13
+GPM_PCIE_TX, GPM_PCIE_RX, GPM_NVLINK_RX, GPM_NVLINK_TX = 20, 21, 60, 61
+
+
+def _gpm_values(value) -> str:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return ",".join(repr(float(v)) for v in values)
 
 
 @dataclass
@@ -120,6 +135,7 @@ class FakeMig:
     mem_used: int = 0
     gi: int = 1
     ci: int = 0
+    profile: str = "1g.10gb"
 
 
 @dataclass
@@ -155,6 +171,7 @@ def hang(function: str, seconds: float, gpu: int | None = None, times: int | Non
 class FakeScenario:
     gpus: list[FakeGpu] = field(default_factory=list)
     init_error: int = 0
+    init_delay_s: float = 0.0  # how long every nvmlInit* takes (a host without persistence mode)
     driver_version: str = "550.54.15"
     cuda_version: int = 12040
     directives: list[Directive] = field(default_factory=list)
@@ -163,6 +180,8 @@ class FakeScenario:
 
     def render(self) -> str:
         lines = [f"init_error {self.init_error}", f"driver {self.driver_version}", f"cuda {self.cuda_version}"]
+        if self.init_delay_s:
+            lines.append(f"init_delay {self.init_delay_s}")
         for index, g in enumerate(self.gpus):
             words = [
                 "gpu",
@@ -185,6 +204,8 @@ class FakeScenario:
                 words.append(f"util_ts={g.util_ts}")
             if g.step_ms is not None:
                 words.append(f"step_ms={g.step_ms}")
+            if g.gpm is not None:
+                words.append("gpm=1")
             for key, value in g.health.items():
                 if key not in HEALTH_KEYS:
                     raise ValueError(f"unknown fake NVML health key {key!r} (known: {', '.join(HEALTH_KEYS)})")
@@ -198,9 +219,15 @@ class FakeScenario:
                 if p.mig is not None:
                     words.append(f"mig={p.mig}")
                 lines.append(" ".join(words))
+        for index, g in enumerate(self.gpus):
+            for metric, value in (g.gpm or {}).items():
+                lines.append(f"gpm gpu={index} id={metric} value={_gpm_values(value)}")
+            for gi, metrics in g.gpm_mig.items():
+                for metric, value in metrics.items():
+                    lines.append(f"gpm gpu={index} gi={gi} id={metric} value={_gpm_values(value)}")
         for m in self.migs:
             lines.append(f'mig gpu={m.gpu} index={m.index} uuid="{m.uuid}" mem_total={m.mem_total} '
-                         f"mem_used={m.mem_used} gi={m.gi} ci={m.ci}")
+                         f"mem_used={m.mem_used} gi={m.gi} ci={m.ci} profile={m.profile}")
         for x in self.xids:
             lines.append(f"xid gpu={x.gpu} code={x.code} at={x.at}")
         for d in self.directives:

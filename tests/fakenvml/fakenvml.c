@@ -16,6 +16,8 @@
  * `#` starts a comment line.
  *
  *   init_error CODE            nvmlInit* returns CODE (e.g. 18 = LIB_RM_VERSION_MISMATCH, 9 = DRIVER_NOT_LOADED)
+ *   init_delay SECONDS         every nvmlInit* takes SECONDS (fractions allowed) before it answers, as on a host
+ *                              without persistence mode, where init waits for the driver to bring the GPUs up
  *   driver VERSION             nvmlSystemGetDriverVersion, e.g. 550.54.15
  *   cuda N                     nvmlSystemGetCudaDriverVersion(_v2), e.g. 12040
  *   gpu index=I uuid=S name=S util=% mem_util=% mem_total=B mem_used=B temp=C power_mw=MW
@@ -40,9 +42,9 @@
  *                              Sequences: util, mem_util, mem_used, temp, power_mw and every HEALTH key take
  *                              a comma list (util=10,60,95): the value in force is item
  *                              (ms since nvmlInit / step_ms) modulo its length, so values change over time.
- *   mig gpu=I index=J uuid=S mem_total=B mem_used=B gi=N ci=N
+ *   mig gpu=I index=J uuid=S mem_total=B mem_used=B gi=N ci=N [profile=1g.10gb]
  *                              a MIG device in slot J of GPU I (set mig_mode=1 on the GPU): its handle answers
- *                              nvmlDeviceGetUUID, nvmlDeviceGetMemoryInfo(_v2), nvmlDeviceGetGpuInstanceId,
+ *                              nvmlDeviceGetName ("<GPU name> MIG <profile>"), nvmlDeviceGetUUID, nvmlDeviceGetMemoryInfo(_v2), nvmlDeviceGetGpuInstanceId,
  *                              nvmlDeviceGetComputeInstanceId and the running-process calls (procs with mig=J).
  *                              nvmlDeviceGetMaxMigDeviceCount says 7; an empty slot is NOT_FOUND.
  *   proc ... [mig=J]           the process runs on MIG device J of its GPU (also listed on the GPU itself).
@@ -58,6 +60,18 @@
  *                              FUNCTION sleeps SECONDS (fractions allowed) before answering normally.
  *   fail and hang also take [after=K]: the first K matching calls answer normally (a driver that works,
  *                              then hangs).
+ *
+ *   gpu ... gpm=1              the GPU supports GPU Performance Metrics (nvmlGpmQueryDeviceSupport says so);
+ *                              without it (an older GPU) every GPM sample call answers NOT_SUPPORTED.
+ *   gpm gpu=I [gi=N] id=METRIC value=V[,V...]
+ *                              GPM metric METRIC (NVML_GPM_METRIC_*: 2 SM_UTIL, 5 ANY_TENSOR_UTIL, 20
+ *                              PCIE_TX_PER_SEC in MiB/s, ...) of GPU I, or of its MIG GPU instance N: a
+ *                              value (a double) or a sequence stepping every step_ms like the others.
+ *                              nvmlGpmMetricsGet answers the time average of the value between its two
+ *                              samples' times, as the driver computes counters between two samples; a
+ *                              metric the scenario does not give answers NOT_SUPPORTED in its nvmlReturn.
+ *                              Samples from different GPUs/instances, or not newer than the first, are
+ *                              INVALID_ARGUMENT. fakenvmlGpmLiveSamples() (not NVML) counts allocated samples.
  *
  * nvmlDeviceGetProcessUtilization follows NVML: it returns only samples newer than lastSeenTimeStamp, and
  * NVML_ERROR_NOT_FOUND when there are none; a NULL buffer or a short count gets INSUFFICIENT_SIZE and the
@@ -150,6 +164,7 @@ typedef struct {
 #define MAX_DIRECTIVES 64
 #define MAX_SEQ 32
 #define MAX_XIDS 64
+#define MAX_GPM 512
 #define STR 128
 
 /* A value that may change over time: item (ms since init / step) modulo n. n == 0: not set. */
@@ -196,6 +211,15 @@ struct fake_gpu {
     struct seq util_s, mem_util_s, mem_used_s, temp_s, power_s; /* n == 0: the plain value above */
     struct seq health[HF_COUNT];
     unsigned long long events; /* event types registered on the (one) event set */
+    int gpm;                   /* supports GPU Performance Metrics */
+};
+
+/* One GPM metric of a GPU (gi -1) or of one of its MIG GPU instances. */
+struct gpm_metric {
+    int gpu, gi;
+    unsigned int id;
+    int n;
+    double v[MAX_SEQ];
 };
 
 struct xid_event {
@@ -210,6 +234,7 @@ struct fake_mig {
     char uuid[STR];
     unsigned long long mem_total, mem_used;
     unsigned int gi, ci;
+    char profile[STR]; /* e.g. 1g.10gb: its name is "<GPU name> MIG <profile>" */
 };
 
 struct fake_proc {
@@ -236,6 +261,7 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int init_count;
 static char driver_version[STR];
 static int cuda_version;
+static double init_delay_s; /* init_delay: how long every nvmlInit* takes */
 static struct fake_gpu gpus[MAX_GPUS];
 static int gpu_count;
 static struct fake_proc procs[MAX_PROCS];
@@ -245,6 +271,8 @@ static int directive_count;
 static struct fake_mig migs[MAX_GPUS * 7];
 static int mig_count;
 static struct xid_event xids[MAX_XIDS];
+static struct gpm_metric gpm_metrics[MAX_GPM];
+static int gpm_count;
 static int xid_count;
 static struct timeval init_time;
 static int event_set_token;
@@ -347,6 +375,7 @@ static int parse_gpu(char **words, int n, int lineno) {
         else if (!strcmp(k, "pci")) copy_str(g->pci, v);
         else if (!strcmp(k, "lost")) g->lost = number(v, &ok) != 0;
         else if (!strcmp(k, "util_ts")) g->util_ts = number(v, &ok);
+        else if (!strcmp(k, "gpm")) g->gpm = number(v, &ok) != 0;
         else {
             int known = 0;
             for (int f = 0; f < HF_COUNT; f++) {
@@ -419,6 +448,7 @@ static int parse_mig(char **words, int n, int lineno) {
         else if (!strcmp(k, "mem_used")) m->mem_used = number(v, &ok);
         else if (!strcmp(k, "gi")) m->gi = number(v, &ok);
         else if (!strcmp(k, "ci")) m->ci = number(v, &ok);
+        else if (!strcmp(k, "profile")) copy_str(m->profile, v);
         else {
             fprintf(stderr, "fakenvml: line %d: unknown mig key %s\n", lineno, k);
             return 0;
@@ -453,6 +483,39 @@ static int parse_xid(char **words, int n, int lineno) {
     return ok;
 }
 
+static int parse_gpm(char **words, int n, int lineno) {
+    if (gpm_count >= MAX_GPM) return 0;
+    struct gpm_metric *m = &gpm_metrics[gpm_count];
+    memset(m, 0, sizeof *m);
+    m->gpu = m->gi = -1;
+    int ok = 1, has_id = 0;
+    for (int i = 1; i < n; i++) {
+        char *eq = strchr(words[i], '=');
+        if (!eq) return 0;
+        *eq = '\0';
+        const char *k = words[i], *v = eq + 1;
+        if (!strcmp(k, "gpu")) m->gpu = number(v, &ok);
+        else if (!strcmp(k, "gi")) m->gi = number(v, &ok);
+        else if (!strcmp(k, "id")) { m->id = number(v, &ok); has_id = 1; }
+        else if (!strcmp(k, "value")) {
+            char buf[1024];
+            snprintf(buf, sizeof buf, "%s", v);
+            for (char *save = NULL, *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+                char *end;
+                if (m->n >= MAX_SEQ) return 0;
+                m->v[m->n++] = strtod(item, &end);
+                if (end == item || *end) ok = 0;
+            }
+        } else {
+            fprintf(stderr, "fakenvml: line %d: unknown gpm key %s\n", lineno, k);
+            return 0;
+        }
+    }
+    if (m->gpu < 0 || m->gpu >= gpu_count || !has_id || m->n == 0) return 0;
+    gpm_count++;
+    return ok;
+}
+
 static int parse_directive(char **words, int n, int hang) {
     if (n < 3 || directive_count >= MAX_DIRECTIVES) return 0;
     struct directive *d = &directives[directive_count];
@@ -484,10 +547,11 @@ static int parse_directive(char **words, int n, int hang) {
 
 /* Returns NVML_SUCCESS or the code init must return. Called with the lock held. */
 static nvmlReturn_t load_scenario(void) {
-    gpu_count = proc_count = directive_count = xid_count = mig_count = 0;
+    gpu_count = proc_count = directive_count = xid_count = mig_count = gpm_count = 0;
     gettimeofday(&init_time, NULL);
     copy_str(driver_version, "550.54.15");
     cuda_version = 12040;
+    init_delay_s = 0;
     const char *path = getenv("MLTOP_FAKE_NVML_SCENARIO");
     if (!path || !*path) {
         fprintf(stderr, "fakenvml: MLTOP_FAKE_NVML_SCENARIO is not set\n");
@@ -509,9 +573,15 @@ static nvmlReturn_t load_scenario(void) {
         if (!strcmp(kind, "init_error") && n == 2) init_error = number(words[1], &ok);
         else if (!strcmp(kind, "driver") && n == 2) copy_str(driver_version, words[1]);
         else if (!strcmp(kind, "cuda") && n == 2) cuda_version = number(words[1], &ok);
+        else if (!strcmp(kind, "init_delay") && n == 2) {
+            char *end;
+            init_delay_s = strtod(words[1], &end);
+            ok = end != words[1] && !*end && init_delay_s >= 0;
+        }
         else if (!strcmp(kind, "gpu")) ok = parse_gpu(words, n, lineno);
         else if (!strcmp(kind, "proc")) ok = parse_proc(words, n, lineno);
         else if (!strcmp(kind, "xid")) ok = parse_xid(words, n, lineno);
+        else if (!strcmp(kind, "gpm")) ok = parse_gpm(words, n, lineno);
         else if (!strcmp(kind, "mig")) ok = parse_mig(words, n, lineno);
         else if (!strcmp(kind, "fail")) ok = parse_directive(words, n, 0);
         else if (!strcmp(kind, "hang")) ok = parse_directive(words, n, 1);
@@ -524,6 +594,12 @@ static nvmlReturn_t load_scenario(void) {
 }
 
 /* --------------------------------------------------------------------------- call plumbing */
+
+static void sleep_for(double seconds) {
+    struct timespec ts = {(time_t)seconds, (long)((seconds - (time_t)seconds) * 1e9)};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    }
+}
 
 /* Apply fail/hang directives for this call. Sleeps without the lock held. */
 static nvmlReturn_t directive_for(const char *function, int gpu) {
@@ -543,11 +619,7 @@ static nvmlReturn_t directive_for(const char *function, int gpu) {
         else if (code == NVML_SUCCESS) code = d->code;
     }
     pthread_mutex_unlock(&lock);
-    if (sleep_s > 0) {
-        struct timespec ts = {(time_t)sleep_s, (long)((sleep_s - (time_t)sleep_s) * 1e9)};
-        while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
-        }
-    }
+    if (sleep_s > 0) sleep_for(sleep_s);
     return code;
 }
 
@@ -592,7 +664,9 @@ static nvmlReturn_t copy_out(char *buf, unsigned int length, const char *value) 
 static nvmlReturn_t do_init(const char *function) {
     pthread_mutex_lock(&lock);
     nvmlReturn_t r = load_scenario();
+    double delay_s = init_delay_s;
     pthread_mutex_unlock(&lock);
+    if (delay_s > 0) sleep_for(delay_s);
     if (r != NVML_SUCCESS) return r;
     r = directive_for(function, -1);
     if (r != NVML_SUCCESS) return r;
@@ -700,6 +774,12 @@ EXPORT nvmlReturn_t nvmlDeviceGetUUID(void *device, char *uuid, unsigned int len
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetName(void *device, char *name, unsigned int length) {
+    struct fake_mig *mig = as_mig(device);
+    if (mig) {
+        char full[2 * STR + 8];
+        snprintf(full, sizeof full, "%s MIG %s", gpus[mig->gpu].name, mig->profile[0] ? mig->profile : "1g.10gb");
+        return initialized() ? copy_out(name, length, full) : NVML_ERROR_UNINITIALIZED;
+    }
     DEVICE_ENTRY("nvmlDeviceGetName");
     return copy_out(name, length, g->name);
 }
@@ -1130,3 +1210,157 @@ EXPORT nvmlReturn_t nvmlDeviceGetComputeInstanceId(void *device, unsigned int *i
     *id = m->ci;
     return NVML_SUCCESS;
 }
+
+/* --------------------------------------------------------------------------- GPM (GPU Performance Metrics) */
+
+#ifndef MLTOP_FAKE_OLD_DRIVER
+typedef struct {
+    unsigned int version;
+    unsigned int isSupportedDevice;
+} nvmlGpmSupport_t;
+
+typedef struct {
+    char *shortName;
+    char *longName;
+    char *unit;
+} nvmlGpmMetricInfo_t;
+
+typedef struct {
+    unsigned int metricId;
+    nvmlReturn_t nvmlReturn;
+    double value;
+    nvmlGpmMetricInfo_t metricInfo;
+} nvmlGpmMetric_t;
+
+#define GPM_METRIC_MAX 477 /* NVML_GPM_METRIC_MAX of the nvidia-ml-py in use: the callers' array size */
+typedef struct {
+    unsigned int version;
+    unsigned int numMetrics;
+    void *sample1;
+    void *sample2;
+    nvmlGpmMetric_t metrics[GPM_METRIC_MAX];
+} nvmlGpmMetricsGet_t;
+
+#define GPM_SAMPLE_MAGIC 0x47504d53u
+struct fake_gpm_sample {
+    unsigned int magic;
+    int filled;
+    int gpu, gi;
+    double t_ms; /* since init */
+};
+static int gpm_live_samples;
+
+static double ms_since_init_exact(void) {
+    struct timeval now;
+    gettimeofday(&now, NULL);
+    return (now.tv_sec - init_time.tv_sec) * 1000.0 + (now.tv_usec - init_time.tv_usec) / 1000.0;
+}
+
+/* The integral of a metric's stepped value from init to t (ms). */
+static double gpm_integral(const struct gpm_metric *m, double step, double t) {
+    if (t <= 0) return 0;
+    long long steps = (long long)(t / step);
+    double cycle = 0;
+    for (int i = 0; i < m->n; i++) cycle += m->v[i];
+    double sum = (double)(steps / m->n) * cycle * step;
+    int rem = (int)(steps % m->n);
+    for (int i = 0; i < rem; i++) sum += m->v[i] * step;
+    return sum + m->v[rem] * (t - steps * step);
+}
+
+static const char *gpm_unit(unsigned int id) {
+    return ((id >= 20 && id <= 21) || (id >= 60 && id <= 159)) ? "MiB/s" : "%";
+}
+
+EXPORT int fakenvmlGpmLiveSamples(void) { return gpm_live_samples; }
+
+EXPORT nvmlReturn_t nvmlGpmQueryDeviceSupport(void *device, nvmlGpmSupport_t *support) {
+    DEVICE_ENTRY("nvmlGpmQueryDeviceSupport");
+    if (!support) return NVML_ERROR_INVALID_ARGUMENT;
+    if (support->version != 1) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    support->isSupportedDevice = g->gpm ? 1 : 0;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlGpmSampleAlloc(void **sample) {
+    nvmlReturn_t r = enter_system("nvmlGpmSampleAlloc");
+    if (r) return r;
+    if (!sample) return NVML_ERROR_INVALID_ARGUMENT;
+    struct fake_gpm_sample *s = calloc(1, sizeof *s);
+    if (!s) return NVML_ERROR_UNKNOWN;
+    s->magic = GPM_SAMPLE_MAGIC;
+    pthread_mutex_lock(&lock);
+    gpm_live_samples++;
+    pthread_mutex_unlock(&lock);
+    *sample = s;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlGpmSampleFree(void *sample) {
+    struct fake_gpm_sample *s = sample;
+    if (!s || s->magic != GPM_SAMPLE_MAGIC) return NVML_ERROR_INVALID_ARGUMENT;
+    s->magic = 0;
+    free(s);
+    pthread_mutex_lock(&lock);
+    gpm_live_samples--;
+    pthread_mutex_unlock(&lock);
+    return NVML_SUCCESS;
+}
+
+static nvmlReturn_t gpm_take(struct fake_gpu *g, int gi, void *sample) {
+    struct fake_gpm_sample *s = sample;
+    if (!s || s->magic != GPM_SAMPLE_MAGIC) return NVML_ERROR_INVALID_ARGUMENT;
+    if (!g->gpm) return NVML_ERROR_NOT_SUPPORTED;
+    s->gpu = g->index;
+    s->gi = gi;
+    s->t_ms = ms_since_init_exact();
+    s->filled = 1;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlGpmSampleGet(void *device, void *sample) {
+    DEVICE_ENTRY("nvmlGpmSampleGet");
+    return gpm_take(g, -1, sample);
+}
+
+EXPORT nvmlReturn_t nvmlGpmMigSampleGet(void *device, unsigned int gpuInstanceId, void *sample) {
+    DEVICE_ENTRY("nvmlGpmMigSampleGet");
+    if (!g->gpm) return NVML_ERROR_NOT_SUPPORTED;
+    unsigned long long mode;
+    if (health(g, HF_MIG_MODE, &mode) != NVML_SUCCESS || !mode) return NVML_ERROR_NOT_SUPPORTED;
+    for (int i = 0; i < mig_count; i++)
+        if (migs[i].gpu == g->index && migs[i].gi == gpuInstanceId) return gpm_take(g, (int)gpuInstanceId, sample);
+    return NVML_ERROR_NOT_FOUND;
+}
+
+EXPORT nvmlReturn_t nvmlGpmMetricsGet(nvmlGpmMetricsGet_t *request) {
+    if (!initialized()) return NVML_ERROR_UNINITIALIZED;
+    if (!request) return NVML_ERROR_INVALID_ARGUMENT;
+    if (request->version != 1) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    struct fake_gpm_sample *a = request->sample1, *b = request->sample2;
+    if (!a || !b || a->magic != GPM_SAMPLE_MAGIC || b->magic != GPM_SAMPLE_MAGIC || !a->filled || !b->filled)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (a->gpu != b->gpu || a->gi != b->gi || b->t_ms <= a->t_ms || request->numMetrics > GPM_METRIC_MAX)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (a->gpu >= gpu_count) return NVML_ERROR_INVALID_ARGUMENT; /* a sample from before a re-init */
+    nvmlReturn_t r = directive_for("nvmlGpmMetricsGet", a->gpu);
+    if (r) return r;
+    struct fake_gpu *g = &gpus[a->gpu];
+    double step = g->step_ms ? (double)g->step_ms : 1000.0;
+    for (unsigned int i = 0; i < request->numMetrics; i++) {
+        nvmlGpmMetric_t *out = &request->metrics[i];
+        out->nvmlReturn = NVML_ERROR_NOT_SUPPORTED;
+        out->value = 0;
+        out->metricInfo.shortName = out->metricInfo.longName = NULL;
+        out->metricInfo.unit = (char *)gpm_unit(out->metricId);
+        for (int k = 0; k < gpm_count; k++) {
+            const struct gpm_metric *m = &gpm_metrics[k];
+            if (m->gpu != a->gpu || m->gi != a->gi || m->id != out->metricId) continue;
+            out->value = m->n == 1 ? m->v[0]  /* exact, as a steady counter rate is */
+                         : (gpm_integral(m, step, b->t_ms) - gpm_integral(m, step, a->t_ms)) / (b->t_ms - a->t_ms);
+            out->nvmlReturn = NVML_SUCCESS;
+        }
+    }
+    return NVML_SUCCESS;
+}
+#endif

@@ -33,7 +33,9 @@ def add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
                              "e.g. MLTOP_LOG=debug)")
 
 
-def make_sampler(args: argparse.Namespace):
+def make_sampler(args: argparse.Namespace, **options):
+    """A Sampler from the common options; `options`: further ProbeOptions fields (serve: container_stats)."""
     from mltop.probes.sampler import ProbeOptions, Sampler
 
-    return Sampler(ProbeOptions(docker_host=args.docker_host, nvml=not args.no_nvml, nvml_lib=args.nvml_lib))
+    return Sampler(ProbeOptions(docker_host=args.docker_host, nvml=not args.no_nvml, nvml_lib=args.nvml_lib,
+                                **options))

@@ -59,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="print a systemd unit that runs `mltop serve` and exit")
     group.add_argument("--print-daemonset", action="store_true",
                        help="print a Kubernetes DaemonSet that runs the agent on every GPU node and exit")
+    group.add_argument("--print-grafana-dashboard", action="store_true",
+                       help="print mltop's Grafana dashboard (JSON to import: GPUs with GPM, GPU use by container, "
+                            "container CPU and memory, findings and Xids) and exit")
 
 
 def asset_text(key: str) -> str:
@@ -112,6 +115,11 @@ def main(args: argparse.Namespace) -> int:
         if getattr(args, flag, False):
             sys.stdout.write(asset_text(key))
             return 0
+    if getattr(args, "print_grafana_dashboard", False):
+        from .grafana import dashboard_json
+
+        sys.stdout.write(dashboard_json())
+        return 0
     started = time.monotonic()
     logging.basicConfig(level=logging.WARNING, format="mltop serve: %(levelname)s %(name)s: %(message)s")
     try:
@@ -156,7 +164,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"mltop serve: cannot listen on {args.listen}: {why}", file=sys.stderr)
         return EXIT_CANNOT_LISTEN
 
-    loop = SweepLoop(LiveSource(lambda: make_sampler(args)), args.interval, args.doctor_interval,
+    loop = SweepLoop(LiveSource(lambda: make_sampler(args, container_stats=True)), args.interval,
+                     args.doctor_interval,
                      on_sweep_seconds=exposition.sweep_seconds.observe)
     holder["loop"] = loop
     from mltop.tui.cli.recording_options import attach_recorder

@@ -19,75 +19,19 @@ from mltop.diagnostics.findings import SEVERITIES
 from mltop.diagnostics.workload import classify_all
 from mltop.probes.model import ContainerSample, GpuSample
 
+from .cadvisor import container_text, machine_families
+from .dcgm import gpu_families
 from .loop import ServeState
 from .pod_labels import label_pods
 
-MIB = 1 << 20
 
-# dcgm-exporter's label set for device metrics (etc/default-counters.csv fields; labels from its collector).
-DCGM_LABELS = ["gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname"]
-CONTAINER_LABELS = ["id", "image", "name"]  # cAdvisor's
 GPU_BY_CONTAINER_LABELS = ["container", "container_id", "image", "gpu", "UUID"]
-
-# (name, help, GpuSample -> value or None); all gauges, in dcgm-exporter's units.
-DCGM_GAUGES: tuple[tuple[str, str, Callable[[GpuSample], float | None]], ...] = (
-    ("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", lambda g: g.utilization_percent),
-    ("DCGM_FI_DEV_MEM_COPY_UTIL", "Memory utilization (in %).", lambda g: g.memory_utilization_percent),
-    ("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).",
-     lambda g: g.memory_used_bytes // MIB if g.memory_used_bytes is not None else None),
-    ("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).",
-     lambda g: max(g.memory_total_bytes - g.memory_used_bytes, 0) // MIB
-     if g.memory_total_bytes is not None and g.memory_used_bytes is not None else None),
-    ("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).", lambda g: g.temperature_c),
-    ("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", lambda g: g.power_w),
-    ("DCGM_FI_DEV_SM_CLOCK", "SM clock frequency (in MHz).", lambda g: getattr(g, "sm_clock_mhz", None)),
-    ("DCGM_FI_DEV_MEM_CLOCK", "Memory clock frequency (in MHz).", lambda g: g.memory_clock_mhz),
-    ("DCGM_FI_DEV_MAX_SM_CLOCK", "Maximum SM clock frequency (in MHz).", lambda g: g.sm_clock_max_mhz),
-    ("DCGM_FI_DEV_MAX_MEM_CLOCK", "Maximum memory clock frequency (in MHz).", lambda g: g.memory_clock_max_mhz),
-    ("DCGM_FI_DEV_PSTATE", "Performance state (P0 fastest .. P15).", lambda g: g.performance_state),
-    ("DCGM_FI_DEV_FAN_SPEED", "Fan speed (in %).", lambda g: g.fan_percent),
-    ("DCGM_FI_DEV_ENC_UTIL", "Encoder utilization (in %).", lambda g: g.encoder_percent),
-    ("DCGM_FI_DEV_DEC_UTIL", "Decoder utilization (in %).", lambda g: g.decoder_percent),
-    ("DCGM_FI_DEV_PCIE_LINK_GEN", "PCIe current link generation.", lambda g: g.pcie_generation),
-    ("DCGM_FI_DEV_PCIE_LINK_WIDTH", "PCIe current link width (lanes).", lambda g: g.pcie_width),
-    ("DCGM_FI_DEV_PCIE_MAX_LINK_GEN", "PCIe max link generation.", lambda g: g.pcie_generation_max),
-    ("DCGM_FI_DEV_PCIE_MAX_LINK_WIDTH", "PCIe max link width (lanes).", lambda g: g.pcie_width_max),
-    # dcgm-exporter declares the error counts below `counter`, but a counter's samples must end in `_total`
-    # (prometheus-client appends it, promtool lints it): they are gauges here so the names stay dcgm-exporter's
-    # and its dashboards and rules work unchanged. increase()/rate() work on them all the same.
-    ("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", "Total number of single-bit volatile ECC errors (since the driver loaded).",
-     lambda g: g.ecc_volatile_corrected),
-    ("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "Total number of double-bit volatile ECC errors (since the driver loaded).",
-     lambda g: g.ecc_volatile_uncorrected),
-    ("DCGM_FI_DEV_ECC_SBE_AGG_TOTAL", "Total number of single-bit persistent ECC errors (over the GPU's life).",
-     lambda g: g.ecc_aggregate_corrected),
-    ("DCGM_FI_DEV_ECC_DBE_AGG_TOTAL", "Total number of double-bit persistent ECC errors (over the GPU's life).",
-     lambda g: g.ecc_aggregate_uncorrected),
-    ("DCGM_FI_DEV_RETIRED_PENDING", "1 when a page retirement waits for the next GPU reset (pre-Ampere).",
-     lambda g: _flag(g.retired_pages_pending)),
-    ("DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", "Number of remapped rows for correctable errors.",
-     lambda g: g.remapped_rows_correctable),
-    ("DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", "Number of remapped rows for uncorrectable errors.",
-     lambda g: g.remapped_rows_uncorrectable),
-    ("DCGM_FI_DEV_ROW_REMAP_PENDING", "1 when a row remap waits for the next GPU reset.",
-     lambda g: _flag(g.remapped_rows_pending)),
-    ("DCGM_FI_DEV_ROW_REMAP_FAILURE", "Whether remapping of rows has failed (1: the GPU needs service).",
-     lambda g: _flag(g.remapped_rows_failed)),
-    # 0 when none was seen, as dcgm-exporter. `unavailable["xid_events"]` only says the kernel log (Xids from
-    # before mltop started) cannot be read: new Xids still arrive as NVML events.
-    ("DCGM_FI_DEV_XID_ERRORS", "Value of the last XID error encountered (0: none seen).",
-     lambda g: g.xid_events[-1].xid if g.xid_events else 0),
-)
 
 # Xids the rules know, pre-set to 0 on every GPU so that the first one of a kind shows as an increase (a series
 # that appears at 1 has no earlier sample, and increase() cannot see its first step). Hardware: NVIDIA's Xid
 # catalog; application: the Xids k8s-device-plugin does not count against the GPU (internal/rm/health.go).
 XID_HARDWARE = (48, 63, 64, 74, 79, 92, 94, 95, 119, 120)
 XID_APPLICATION = (13, 31, 43, 45)
-
-
-def _flag(value: bool | None) -> int | None:
-    return None if value is None else int(value)
 
 
 class XidTally:
@@ -185,7 +129,7 @@ class SnapshotCollector:
         yield from gpu_by_container_families(snapshot.containers, state.gpus_to_serve())
         yield gpu_allocated_family(snapshot.containers)
         yield workload_family(snapshot, state.previous)
-        yield from container_families(snapshot.containers, snapshot.taken_at, self._cgroup_name)
+        yield from machine_families(snapshot.host)  # (the container families: cadvisor.container_text)
         yield from finding_families(state.doctor)
 
 
@@ -196,20 +140,6 @@ def source_families(snapshot) -> Iterator[Metric]:
     for s in snapshot.host.sources:
         up.add_metric([s.kind, s.endpoint, s.runtime or "", s.version or "", s.status], 1.0 if s.ok else 0.0)
     yield up
-
-
-def gpu_families(gpus: tuple[GpuSample, ...], hostname: str) -> Iterator[Metric]:
-    for name, help_text, value in DCGM_GAUGES:
-        family = GaugeMetricFamily(name, help_text, labels=DCGM_LABELS)
-        for g in gpus:
-            v = value(g)
-            if v is not None:
-                family.add_metric(_dcgm_labels(g, hostname), float(v))
-        yield family
-
-
-def _dcgm_labels(g: GpuSample, hostname: str) -> list[str]:
-    return [str(g.index), g.uuid, g.pci_bus_id or "", f"nvidia{g.index}", g.name, hostname]
 
 
 def xid_counter_family(gpus: tuple[GpuSample, ...], counts: dict[tuple[str, int], int]) -> Metric:
@@ -296,47 +226,6 @@ def gpu_by_container_families(containers: tuple[ContainerSample, ...],
     yield host_memory
 
 
-def container_families(containers: tuple[ContainerSample, ...], taken_at: float,
-                       cgroup_name: CgroupName | None = None) -> Iterator[Metric]:
-    def gauge(name, help_text):
-        return GaugeMetricFamily(name, help_text, labels=CONTAINER_LABELS)
-
-    def counter(name, help_text):
-        return CounterMetricFamily(name, help_text, labels=CONTAINER_LABELS)
-
-    cpu = counter("container_cpu_usage_seconds", "Cumulative CPU time consumed, in seconds.")
-    wss = gauge("container_memory_working_set_bytes", "Current working set (usage - inactive_file), in bytes.")
-    usage = gauge("container_memory_usage_bytes", "Current memory usage including cache, in bytes.")
-    limit = gauge("container_spec_memory_limit_bytes", "Memory limit of the container, in bytes (0: none).")
-    reads = counter("container_fs_reads_bytes", "Cumulative bytes read from block devices.")
-    writes = counter("container_fs_writes_bytes", "Cumulative bytes written to block devices.")
-    rx = counter("container_network_receive_bytes", "Cumulative bytes received on the container's network.")
-    tx = counter("container_network_transmit_bytes", "Cumulative bytes sent on the container's network.")
-    oom = counter("container_oom_events", "OOM kills inside the container's memory cgroup.")
-    seen = gauge("container_last_seen", "Last time the container was seen by the exporter (unix time).")
-    for c in containers:
-        if c.memory_bytes is None and c.cpu_usage_seconds is None:
-            continue  # not running, or not measurable from here (remote engine, other PID namespace)
-        labels = [cgroup_id(c, cgroup_name), c.image, c.name]
-        _add(cpu, labels, c.cpu_usage_seconds)
-        _add(wss, labels, c.memory_bytes)
-        if c.memory_bytes is not None:
-            _add(usage, labels, c.memory_bytes + (c.memory_cache_bytes or 0))
-        limit.add_metric(labels, float(c.memory_limit_bytes or 0))
-        _add(reads, labels, c.io_read_bytes)
-        _add(writes, labels, c.io_write_bytes)
-        _add(rx, labels, c.net_rx_bytes)
-        _add(tx, labels, c.net_tx_bytes)
-        _add(oom, labels, c.oom_kills)
-        seen.add_metric(labels, taken_at)
-    yield from (cpu, wss, usage, limit, reads, writes, rx, tx, oom, seen)
-
-
-def _add(family, labels: list[str], value) -> None:
-    if value is not None:
-        family.add_metric(labels, float(value))
-
-
 def finding_families(doctor) -> Iterator[Metric]:
     finding = GaugeMetricFamily("mltop_finding", "1 for every active doctor finding (host findings: container=\"\").",
                                 labels=["code", "severity", "container"])
@@ -415,11 +304,20 @@ class Exposition:
         with self._lock:
             if self._cached[0] is not state:
                 self._cached = (state, generate_latest(_Pinned(state, self._xids, self._cgroup_name,
-                                                               self._node_name)))
+                                                               self._node_name))
+                                + _container_text(state, self._cgroup_name))
             return self._cached[1]
 
     def render(self) -> bytes:
         return self.refresh() + generate_latest(self.self_registry)
+
+
+def _container_text(state: ServeState, cgroup_name: CgroupName | None = None) -> bytes:
+    """cAdvisor's container families of the state's snapshot, written directly (tui/serve/cadvisor.py)."""
+    snapshot = state.snapshot
+    if snapshot is None:
+        return b""
+    return container_text(snapshot.containers, snapshot.taken_at, lambda c: cgroup_id(c, cgroup_name)).encode()
 
 
 class _Pinned:

@@ -1,5 +1,6 @@
 """The GPU panel: per GPU, utilisation and memory bars with history, temperature, power, bad throttling,
-health problems (Xid, ECC, remap, PCIe link), and which containers use it."""
+health problems (Xid, ECC, remap, PCIe link), and which containers use it; where the GPU has GPU Performance
+Metrics, SM active and tensor active beside utilisation (and their graphs in the GPUs full screen, `g`)."""
 
 from __future__ import annotations
 
@@ -79,6 +80,18 @@ def gpu_title(gpu: GpuSample) -> Text:
     return out
 
 
+def util_text(gpu: GpuSample) -> str:
+    """Utilisation, and beside it what GPM says the SMs and tensor cores did: "97% SM 14% TC 0%"."""
+    out = f"{fmt.percent(gpu.utilization_percent)}%"
+    gpm = gpu.gpm
+    if gpm is not None:
+        if gpm.sm_active_percent is not None:
+            out += f" SM {gpm.sm_active_percent:.0f}%"
+        if gpm.tensor_active_percent is not None:
+            out += f" TC {gpm.tensor_active_percent:.0f}%"
+    return out
+
+
 def gpu_users(gpu: GpuSample) -> Text:
     """Bad throttling first, then who uses the GPU: containers by name with their memory, host PIDs."""
     out = Text(no_wrap=True, end="")
@@ -136,9 +149,7 @@ class GpuCard(Grid):
         _update_static(self.query_one(".gpu-title", Static), gpu_title(gpu))
         _update_static(self.query_one(".gpu-users", Static), gpu_users(gpu))
         util = gpu.utilization_percent
-        self.query_one(".gpu-util", Meter).set_value(
-            util / 100 if util is not None else None, f"{fmt.percent(util)}%"
-        )
+        self.query_one(".gpu-util", Meter).set_value(util / 100 if util is not None else None, util_text(gpu))
         used, total = gpu.memory_used_bytes, gpu.memory_total_bytes
         self.query_one(".gpu-mem", Meter).set_value(
             used / total if used is not None and total else None, fmt.used_of(used, total)
@@ -150,6 +161,16 @@ class GpuCard(Grid):
         self.query_one(".gpu-mem-history", LabelledGraph).show(
             Text("mem used", end=""), history.gpu(gpu.uuid, "memory_used_bytes"),
             float(total) if total else None, fmt.size, **span)
+        self.set_class(gpu.gpm is not None, "-gpm")
+        if gpu.gpm is not None:
+            if not self.query(".gpu-sm-history"):
+                # GPM graphs, mounted for a GPU that has GPM: a third row in the GPUs full screen only (mltop.tcss)
+                self.mount(Static(classes="gpu-gpm-gap"), LabelledGraph(classes="gpu-sm-history"),
+                           LabelledGraph(classes="gpu-tensor-history"))
+            for metric, label in (("sm_active_percent", "SM active"), ("tensor_active_percent", "tensor active")):
+                graph = self.query_one(f".gpu-{metric.split('_')[0]}-history", LabelledGraph)
+                graph.show(Text(label, end=""), history.gpu(gpu.uuid, metric), 100.0, lambda top: f"{top:.0f}%",
+                           **span)
 
 
 def _update_static(widget: Static, content: Text) -> None:
@@ -187,7 +208,8 @@ class GpuPanel(VerticalScroll):
             share = None  # the stylesheet's two lines
             if maximized and height > 0:
                 base, extra = divmod(height, len(cards))
-                share = max(base + (1 if i < extra else 0), self.FULL_SCREEN_MIN)
+                least = self.FULL_SCREEN_MIN + (3 if card.has_class("-gpm") else 0)  # + a GPM caption and graph
+                share = max(base + (1 if i < extra else 0), least)
             if getattr(card, "_share", None) != share:
                 card._share = share  # type: ignore[attr-defined]
                 card.styles.height = share
