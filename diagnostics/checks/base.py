@@ -182,7 +182,24 @@ def _log_evidence(ctx: CheckContext, c: ContainerSample, lines: Iterable[str]) -
 
 
 def _cfg_source(c: ContainerSample) -> str:
+    if c.kubernetes is not None:  # a pod container: its runtime's verbose status (the OCI spec it runs)
+        return f"CRI ContainerStatus {c.name}"
     return f"docker inspect {c.name}"
+
+
+def _mebibytes(n: int | float) -> str:
+    """A size as a pod spec writes it: `512Mi`, `2Gi`."""
+    mib = max(1, int(-(-n // MIB)))
+    return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
+
+
+def pod_resources_fix(c: ContainerSample, resource: str, value: str, why: str) -> str:
+    """A pod spec fix for one resource limit of a pod container, as a patch a user can paste."""
+    k = c.kubernetes
+    assert k is not None
+    return (f"Raise `resources.limits.{resource}` of container `{k.container}` in the pod's spec (set it in its "
+            f"Deployment/StatefulSet/Job: a pod's resources cannot be edited in place), e.g. "
+            f"`containers: [{{name: {k.container}, resources: {{limits: {{{resource}: {value}}}}}}}]`; {why}")
 
 
 def looks_like_gpu_workload(c: ContainerSample) -> list[str]:

@@ -9,8 +9,8 @@ from mltop.probes.model import ContainerSample
 from mltop.probes.units import binary_size
 
 from ..findings import CRITICAL, INFO, WARNING, Finding, evidence
-from .base import (CheckContext, _bytes, _cfg_source, _line, _log_evidence, _matches, container_check,
-                   looks_like_gpu_workload)
+from .base import (CheckContext, _bytes, _cfg_source, _line, _log_evidence, _matches, _mebibytes, container_check,
+                   looks_like_gpu_workload, pod_resources_fix)
 
 
 # --------------------------------------------------------------------------- memory
@@ -29,6 +29,12 @@ def check_host_oom(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     limit_ev = evidence(f"HostConfig.Memory {_bytes(limit) if limit else 'unlimited'}", _cfg_source(c))
     fix = ("Raise the limit (`--memory`), use fewer DataLoader workers or smaller batches; /dev/shm usage is "
            "charged to the memory limit too")
+    if c.kubernetes is not None:  # the same facts in a pod spec's terms
+        limit_ev = evidence(f"resources.limits.memory {_bytes(limit) if limit else 'none (unlimited)'} (the "
+                            "container's cgroup memory limit)", _cfg_source(c))
+        fix = pod_resources_fix(c, "memory", _mebibytes(2 * limit) if limit else "<what it needs>",
+                                "or use fewer DataLoader workers or smaller batches (a /dev/shm emptyDir of "
+                                "medium Memory is charged to the limit too)")
     if cfg.oom_killed:
         ev = [evidence(f"State.OOMKilled true, ExitCode {cfg.exit_code}, FinishedAt {cfg.finished_at}",
                        _cfg_source(c)), limit_ev]
