@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from cri_harness import run_scenario
+from cri_harness import ContainerSpec, run_scenario
 
 
 @pytest.fixture(scope="module")
@@ -17,6 +17,10 @@ def judged(cri_node):
     from mltop.probes.sampler import ProbeOptions, Sampler
 
     pods = run_scenario(cri_node.run_pod)
+    pods["shmfull"] = cri_node.run_pod("ml-team", "shmfull", [ContainerSpec("main", [
+        "sh", "-c", "dd if=/dev/zero of=/dev/shm/batch bs=1M count=60 2>/dev/null; exec sleep 600"])])
+    pods["shmquiet"] = cri_node.run_pod("ml-team", "shmquiet", [ContainerSpec("main", [
+        "sh", "-c", "dd if=/dev/zero of=/dev/shm/batch bs=1M count=8 2>/dev/null; exec sleep 600"])])
     sampler = Sampler(ProbeOptions(nvml=False, cri_endpoint=cri_node.endpoint, watch_events=False))
     try:
         loader = pods["trainer"].containers["loader"]
@@ -50,3 +54,14 @@ def test_a_throttled_pod_container_gets_a_resources_limits_cpu_fix(judged):
     assert "`containers: [{name: server, resources: {limits: {cpu: 1}}}]`" in finding.fix
     assert "--cpus" not in finding.fix
     assert not [k for k in judged if k.startswith("cpu.throttled") and "sizer" in k]  # same quota, idle
+
+
+def test_a_full_default_dev_shm_gets_a_memory_backed_empty_dir_fix(judged):
+    finding = judged["shm.too_small ml-team/shmfull/main"]
+    assert finding.severity == "warning"
+    text = "\n".join(finding.evidence)
+    assert "/dev/shm 67108864 bytes (64.0 MiB) (the pod's own tmpfs" in text and "% of its size" in text
+    assert ("`volumes: [{name: dshm, emptyDir: {medium: Memory, sizeLimit: 8Gi}}]` and in container `main` "
+            "`volumeMounts: [{name: dshm, mountPath: /dev/shm}]`") in finding.fix
+    assert "--shm-size" not in finding.fix
+    assert not [k for k in judged if k.startswith("shm.") and "shmquiet" in k]  # the same 64 MiB, 8 MiB used

@@ -231,7 +231,10 @@ def check_shm(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     size = cfg.shm_size_bytes
     if size is None or size > t.shm_small_bytes:
         return []
-    ev = [evidence(f"HostConfig.ShmSize {_bytes(size)}, IpcMode {ipc}", _cfg_source(c)),
+    shm_config = f"HostConfig.ShmSize {_bytes(size)}, IpcMode {ipc}"
+    if c.kubernetes is not None:
+        shm_config = f"/dev/shm {_bytes(size)} (the pod's own tmpfs: containerd's default size, no emptyDir there)"
+    ev = [evidence(shm_config, _cfg_source(c)),
           evidence(f"{size} <= {t.named('shm_small_bytes')}", "mltop doctor")]
     pressure = False
     hits = _matches(ctx.log_lines(c), _SHM_LOG)
@@ -249,6 +252,10 @@ def check_shm(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
         pressure = True
         ev.append(evidence("ExitCode 135 (SIGBUS)", _cfg_source(c)))
     fix = "Run with `--ipc=host` or `--shm-size=8g` (NCCL: `--shm-size=1g --ulimit memlock=-1`)"
+    if c.kubernetes is not None:
+        fix = ("Mount a memory-backed emptyDir at /dev/shm: `volumes: [{name: dshm, emptyDir: {medium: Memory, "
+               f"sizeLimit: 8Gi}}}}]` and in container `{c.kubernetes.container}` `volumeMounts: [{{name: dshm, "
+               "mountPath: /dev/shm}]` (its pages count against resources.limits.memory: raise that with it)")
     if pressure:
         return [Finding("shm.too_small", WARNING, c.name,
                         f"/dev/shm is only {binary_size(size)} and the workload runs out of it", tuple(ev), fix)]
