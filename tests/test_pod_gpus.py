@@ -66,7 +66,8 @@ def gpu_pods(cri_node, kubelet, fake_nvml_lib, tmp_path_factory):
             first = sampler.sweep()
             time.sleep(WINDOW_S + 0.2)
             second = sampler.sweep()
-        yield dict(pods=pods, first=first, second=second, engine=sampler.engine)
+        yield dict(pods=pods, first=first, second=second, engine=sampler.engine, scenario=str(scenario),
+                   lib=str(fake_nvml_lib))
     finally:
         if sampler is not None:
             sampler.close()
@@ -193,3 +194,27 @@ def test_a_host_without_kubernetes_asks_no_kubelet(monkeypatch, tmp_path):
     assert source.list(pods_seen=False) == (None, {}) or os.path.exists("/var/lib/kubelet/pod-resources/kubelet.sock")
     monkeypatch.setenv("MLTOP_POD_RESOURCES_SOCKET", "none")
     assert PodResourcesSource().list(pods_seen=True) == (None, {})
+
+
+async def test_the_dashboard_shows_gpu_alloc_beside_gpu(gpu_pods, cri_node, kubelet, monkeypatch):
+    """Under pilot: the GPU ALLOC column appears (some pod container holds an allocation) beside GPU."""
+    from conftest import until
+
+    from mltop.tui.app import MltopApp
+    from mltop.tui.screens.dashboard import DashboardScreen
+
+    monkeypatch.setenv("MLTOP_FAKE_NVML_SCENARIO", gpu_pods["scenario"])
+    monkeypatch.setenv("MLTOP_CRI_ENDPOINT", cri_node.endpoint)
+    monkeypatch.setenv("MLTOP_POD_RESOURCES_SOCKET", kubelet.endpoint)
+    app = MltopApp(nvml_lib=gpu_pods["lib"], interval=0.5)
+    worker = gpu_pods["pods"]["worker"].containers["main"]
+    holder = gpu_pods["pods"]["holder"].containers["main"]
+    async with app.run_test(size=(200, 50)) as pilot:
+        def ready():
+            table = app.screen.table if isinstance(app.screen, DashboardScreen) else None
+            return table is not None and worker in table.keys_in_order and table.cell_text(worker, "gpu").strip()
+        await until(pilot, ready, timeout=30, what="the pods with their GPUs")
+        table = app.screen.table
+        assert "gpu_alloc" in table.visible_columns
+        assert (table.cell_text(worker, "gpu").strip(), table.cell_text(worker, "gpu_alloc").strip()) == ("1", "1")
+        assert (table.cell_text(holder, "gpu").strip(), table.cell_text(holder, "gpu_alloc").strip()) == ("", "0")
