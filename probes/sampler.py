@@ -61,7 +61,8 @@ class ProbeOptions:
     # (the dashboard's first frame on a dense host); their samples say config_pending meanwhile.
     inspect_in_background: bool = False
     cri_endpoint: str | None = None  # --cri-endpoint; None: $MLTOP_CRI_ENDPOINT, else the default sockets
-    pod_resources_socket: str | None = None  # --pod-resources-socket; None: $MLTOP_POD_RESOURCES_SOCKET, else the kubelet's
+    # --pod-resources-socket; None: $MLTOP_POD_RESOURCES_SOCKET, else the kubelet's
+    pod_resources_socket: str | None = None
     # Read cAdvisor's further figures (ContainerSample.stats: probes/container_stats.py): `mltop serve` does.
     container_stats: bool = False
 

@@ -35,8 +35,8 @@ def act_pods(cri_node):
         client = cri_node.client
         from mltop.probes.cri import runtime_pb2 as pb
 
-        done = [client._stub.ExecSync(pb.ExecSyncRequest(container_id=p.containers[n], cmd=["test", "-x", "/bin/nvidia-smi"],
-                                                         timeout=5)).exit_code == 0
+        done = [client._stub.ExecSync(pb.ExecSyncRequest(
+                    container_id=p.containers[n], cmd=["test", "-x", "/bin/nvidia-smi"], timeout=5)).exit_code == 0
                 for p, n in ((pods["smi"], "smi-worker"), (pods["slow"], "main"))]
         if all(done):
             break

@@ -22,8 +22,8 @@ DOCKER_CONTAINERD = ("/var/run/docker/containerd/containerd.sock", "/run/contain
 
 
 def test_committed_stubs_match_the_proto(tmp_path):
-    """The stubs describe exactly runtime.proto and podresources.proto (the descriptor, whatever grpcio-tools made them); and with
-    the grpcio-tools that generated them, they are byte for byte what it generates."""
+    """The stubs describe exactly runtime.proto and podresources.proto (the descriptor, whatever grpcio-tools made
+    them); and with the grpcio-tools that generated them, they are byte for byte what it generates."""
     pytest.importorskip("grpc_tools")
     sys.path.insert(0, str(REPO / "scripts"))
     try:

@@ -53,7 +53,8 @@ def main(args: argparse.Namespace) -> int:
             return EXIT_CANNOT_RUN
         container = snapshot.container(args.container)
         if container is None:  # a pod container by its own name, where only one pod container has it
-            named = [c for c in snapshot.containers if c.kubernetes is not None and c.kubernetes.container == args.container]
+            named = [c for c in snapshot.containers
+                     if c.kubernetes is not None and c.kubernetes.container == args.container]
             container = named[0] if len(named) == 1 else None
         if container is None:
             names = ", ".join(c.name for c in snapshot.containers) or "none"
