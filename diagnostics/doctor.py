@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
+from mltop.probes.cri.access import CRI_RUNTIMES
 from mltop.probes.model import SCHEMA_VERSION, ContainerSample, Snapshot
 
 from mltop.probes.host_facts import ContainerFacts, HostFacts, HostProbe
@@ -164,7 +165,7 @@ def _run_device_check(snapshot: Snapshot, c: ContainerSample, engine, skips: _Sk
     if not c.running:
         skips.add(FRAMEWORK_CHECK, "the container is not running", c.name)
         return None
-    if engine is None:
+    if engine is None and c.runtime not in CRI_RUNTIMES:
         skips.add(FRAMEWORK_CHECK, "the Docker engine is not reachable", c.name)
         return None
     try:
@@ -291,17 +292,25 @@ def run_doctor(
 
     read_tests: dict[str, ReadTestResult] = {}
     if io_test:
+        from .actions.run import exec_target
+
         for c in selected:
             if not c.running:
                 skips.add("io.read_test", "the container is not running", c.name)
-            elif not engine_ok:
+            elif not engine_ok and c.runtime not in CRI_RUNTIMES:
                 skips.add("io.read_test", "the Docker engine is not reachable", c.name)
             else:
-                try:
-                    read_tests[c.id] = timed_direct_read(engine, c.id, io_test, io_test_max_mb, io_test_timeout_s)
+                target = None
+                try:  # a pod container's read test runs through its CRI runtime's ExecSync
+                    target = exec_target(engine, c)
+                    read_tests[c.id] = timed_direct_read(target, c.id, io_test, io_test_max_mb, io_test_timeout_s)
                 except Exception as exc:
                     log.info("the read test could not run in %s", c.name, exc_info=True)
-                    skips.add("io.read_test", f"docker exec failed: {type(exc).__name__}: {exc}", c.name)
+                    what = getattr(exc, "explanation", None) or f"exec failed: {type(exc).__name__}: {exc}"
+                    skips.add("io.read_test", what, c.name)
+                finally:
+                    if target is not None and target is not engine:
+                        target.close()
 
     frameworks = _framework_results(snapshot, selected, engine if engine_ok else None, skips, action_log,
                                     framework_check, framework_check_timeout_s)

@@ -13,6 +13,7 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
+from .cri.node_config import ContainerdRuntimes, read_containerd_runtimes
 from .model import ContainerSample
 
 DEFAULT_CDI_DIRS = ("/etc/cdi", "/var/run/cdi")
@@ -34,6 +35,8 @@ class HostFacts:
     driver_version_file: str = PROC_DRIVER_VERSION
     driver_version_line: str | None = None  # its first line; None when the file is absent
     nvml_library_realpath: str | None = None  # where the NVML library symlink points
+    # the node's containerd runtimes (config.toml and its drop-ins); None: no containerd config here
+    containerd: ContainerdRuntimes | None = None
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,9 @@ class HostProbe:
         dev_char_dir: str = "/dev/char",
         proc_driver_version: str = PROC_DRIVER_VERSION,
         sys_block_dir: str = "/sys/dev/block",
+        containerd_config: str | None = None,  # None: $MLTOP_CONTAINERD_CONFIG, else /etc/containerd/config.toml
     ):
+        self.containerd_config = containerd_config
         if path is None:
             parts = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p]
             parts += [d for d in STANDARD_BIN_DIRS if d not in parts]
@@ -97,6 +102,7 @@ class HostProbe:
             driver_version_file=self.proc_driver_version,
             driver_version_line=first,
             nvml_library_realpath=os.path.realpath(nvml_library) if nvml_library else None,
+            containerd=read_containerd_runtimes(self.containerd_config),
         )
 
     def cdi_gpu_specs(self, extra_dirs: Iterable[str] = ()) -> tuple[list[str], list[str]]:

@@ -33,6 +33,7 @@ from .model import (
     Snapshot,
 )
 from .openfiles import OpenFiles
+from .pod_gpus import PodGpuAllocations
 from .sources import CriSources, docker_source_status
 from .openfiles import prepare as prepare_open_files
 from .processes import ProcessKey, ProcessTable, process_key
@@ -60,6 +61,8 @@ class ProbeOptions:
     # (the dashboard's first frame on a dense host); their samples say config_pending meanwhile.
     inspect_in_background: bool = False
     cri_endpoint: str | None = None  # --cri-endpoint; None: $MLTOP_CRI_ENDPOINT, else the default sockets
+    # --pod-resources-socket; None: $MLTOP_POD_RESOURCES_SOCKET, else the kubelet's
+    pod_resources_socket: str | None = None
     # Read cAdvisor's further figures (ContainerSample.stats: probes/container_stats.py): `mltop serve` does.
     container_stats: bool = False
 
@@ -118,6 +121,7 @@ class Sampler:
         self.catalog = ContainerCatalog(self.engine, watch_events=self.options.watch_events,
                                         inspect_in_background=self.options.inspect_in_background)
         self.cri = CriSources(self.options.cri_endpoint, background=self.options.inspect_in_background)
+        self.pod_gpus = PodGpuAllocations(self.options.pod_resources_socket)
         self._own_netns: int | None = None  # the host's network namespace: PID 1's (hostPID), else mltop's
         for path in ("/proc/1/ns/net", "/proc/self/ns/net"):
             try:
@@ -149,6 +153,7 @@ class Sampler:
     def close(self) -> None:
         self.catalog.close()
         self.cri.close()
+        self.pod_gpus.close()
         self._files.close()
         if self._nvml is not None:
             self._nvml.close()
@@ -215,11 +220,12 @@ class Sampler:
 
         self.catalog.start_background_work()
         gpus, containers = attribute_gpu_processes(gpus, containers, self.catalog)
+        allocation_status, containers = self.pod_gpus.apply(containers, gpus, taken_at)
         running = sum(1 for m in metas if m.pid and m.status == "running")
         host = self._host_info(engine_status, nvml_status, info, locator, running)
         named = bool(self.options.docker_host or os.environ.get("DOCKER_HOST"))
         docker = docker_source_status(engine_status, host.docker_version, docker_count, named, cri_statuses)
-        host = dataclasses.replace(host, sources=(docker, *cri_statuses))
+        host = dataclasses.replace(host, sources=(docker, *cri_statuses, *filter(None, [allocation_status])))
         containers.sort(key=lambda c: c.name)
         return Snapshot(
             taken_at=taken_at,

@@ -33,6 +33,23 @@ class SourceStatus:
 
 
 @dataclass(frozen=True)
+class GpuAllocation:
+    """A device the kubelet gave a pod container (its pod-resources API), beside whether the container uses it.
+
+    device_id is the device plugin's word: a GPU UUID, `GPU-<uuid>::<n>` for time-slicing replica n, or a
+    `MIG-<uuid>`; uuid is the NVML UUID it names (the replica suffix dropped)."""
+
+    resource_name: str  # "nvidia.com/gpu", "nvidia.com/mig-1g.10gb"
+    device_id: str
+    uuid: str
+    replica: int | None = None  # time-slicing replica; None for a whole GPU or a MIG device
+    mig: bool = False
+    index: int | None = None  # the NVML index of the GPU it names (of the parent GPU for MIG); None: not seen
+    in_use: bool = False  # a process of the container runs on this device (NVML) in this sweep
+    unused_since: float | None = None  # unix time since which no process of the container ran on it
+
+
+@dataclass(frozen=True)
 class KubernetesInfo:
     """The pod a container belongs to (kubelet labels; containerd's io.kubernetes.cri.* annotations as the
     fallback; the pod UID and QoS class also from the cgroup path). snapshot --json's `kubernetes`."""
@@ -42,6 +59,8 @@ class KubernetesInfo:
     pod_uid: str
     container: str
     qos: str | None  # "Guaranteed" | "Burstable" | "BestEffort" (from the cgroup path); None when not known
+    # The devices the kubelet allocated to it (pod-resources API); () when none or not known (see host.sources)
+    gpus_allocated: tuple[GpuAllocation, ...] = ()
 
     @property
     def display_name(self) -> str:

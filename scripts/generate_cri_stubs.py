@@ -1,4 +1,6 @@
-"""Generate probes/cri/runtime_pb2.py and runtime_pb2_grpc.py from probes/cri/runtime.proto with grpcio-tools.
+"""Generate probes/cri/runtime_pb2.py and runtime_pb2_grpc.py from probes/cri/runtime.proto (the CRI), and
+podresources_pb2.py and podresources_pb2_grpc.py from podresources.proto (the kubelet's pod-resources API),
+with grpcio-tools.
 
     python scripts/generate_cri_stubs.py            # rewrite the committed stubs
     python scripts/generate_cri_stubs.py OUT_DIR    # write them to OUT_DIR instead (the test compares)
@@ -20,7 +22,8 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CRI_DIR = os.path.join(HERE, os.pardir, "probes", "cri")
-STUBS = ("runtime_pb2.py", "runtime_pb2_grpc.py")
+PROTOS = ("runtime.proto", "podresources.proto")
+STUBS = tuple(f"{proto[:-len('.proto')]}{suffix}" for proto in PROTOS for suffix in ("_pb2.py", "_pb2_grpc.py"))
 
 
 def generate(out_dir: str) -> list[str]:
@@ -32,7 +35,7 @@ def generate(out_dir: str) -> list[str]:
             f"--proto_path=mltop/probes/cri={os.path.normpath(CRI_DIR)}",
             f"--python_out={tmp}",
             f"--grpc_python_out={tmp}",
-            "mltop/probes/cri/runtime.proto",
+            *(f"mltop/probes/cri/{proto}" for proto in PROTOS),
         ])
         if code != 0:
             raise SystemExit(f"protoc failed ({code})")

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import pytest
 
 PAUSE_IMAGE = "mltop-test/pause:1"
+NVIDIA_HANDLER = "nvidia"
 QOS_PARENT = {"Guaranteed": "/kubepods", "Burstable": "/kubepods/burstable", "BestEffort": "/kubepods/besteffort"}
 
 
@@ -47,7 +48,9 @@ def private_config(default_toml: str, tmp: str) -> str:
         text, count = re.subn(pattern, replacement, text, count=1, flags=re.M)
         if count != 1:
             raise RuntimeError(f"containerd's default config has no line for {pattern!r}")
-    return text
+    # a runtime handler named `nvidia` (runc underneath: no GPU here), for pods with runtimeClassName: nvidia
+    return text + (f'\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{NVIDIA_HANDLER}]\n'
+                   '  runtime_type = "io.containerd.runc.v2"\n')
 
 
 @dataclass
@@ -58,6 +61,7 @@ class ContainerSpec:
     memory_limit_bytes: int = 0
     cpu_quota_us: int = 0  # with a 100 ms period
     annotations: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -162,7 +166,8 @@ class CriNode:
     # ----------------------------------------------------------------------------- pods
 
     def run_pod(self, namespace: str, name: str, containers: list[ContainerSpec], qos: str = "Burstable",
-                labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None) -> Pod:
+                labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None,
+                runtime_handler: str = "") -> Pod:
         from mltop.probes.cri import runtime_pb2 as pb
 
         uid = str(uuid.uuid4())
@@ -178,7 +183,7 @@ class CriNode:
                 security_context=pb.LinuxSandboxSecurityContext(
                     namespace_options=pb.NamespaceOption(network=pb.NODE))),
         )
-        sandbox_id = self.client.run_pod_sandbox(sandbox_config)
+        sandbox_id = self.client.run_pod_sandbox(sandbox_config, runtime_handler=runtime_handler)
         pod = Pod(namespace, name, uid, qos, sandbox_id, log_directory)
         self.pods.append(pod)
         self._all_pods.append(pod)
@@ -193,6 +198,7 @@ class CriNode:
                         "io.kubernetes.container.name": spec.name},
                 annotations={"io.kubernetes.container.restartCount": "0", **spec.annotations},
                 log_path=f"{spec.name}/0.log", linux=pb.LinuxContainerConfig(resources=resources),
+                envs=[pb.KeyValue(key=k, value=v) for k, v in spec.env.items()],
             )
             cid = self.client.create_container(sandbox_id, config, sandbox_config)
             pod.containers[spec.name] = cid

@@ -22,8 +22,8 @@ DOCKER_CONTAINERD = ("/var/run/docker/containerd/containerd.sock", "/run/contain
 
 
 def test_committed_stubs_match_the_proto(tmp_path):
-    """The stubs describe exactly runtime.proto (the descriptor, whatever grpcio-tools made them); and with
-    the grpcio-tools that generated them, they are byte for byte what it generates."""
+    """The stubs describe exactly runtime.proto and podresources.proto (the descriptor, whatever grpcio-tools made
+    them); and with the grpcio-tools that generated them, they are byte for byte what it generates."""
     pytest.importorskip("grpc_tools")
     sys.path.insert(0, str(REPO / "scripts"))
     try:
@@ -33,17 +33,18 @@ def test_committed_stubs_match_the_proto(tmp_path):
     generate_cri_stubs.generate(str(tmp_path))
     from grpc_tools import protoc
 
-    descriptor_set = tmp_path / "runtime.desc"
-    assert protoc.main(["protoc", f"--proto_path=mltop/probes/cri={CRI_DIR}",
-                        f"--descriptor_set_out={descriptor_set}", "mltop/probes/cri/runtime.proto"]) == 0
     from google.protobuf import descriptor_pb2
 
-    from mltop.probes.cri import runtime_pb2, runtime_pb2_grpc
+    from mltop.probes.cri import podresources_pb2, runtime_pb2, runtime_pb2_grpc
 
-    fresh = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes()).file[0]
-    committed = descriptor_pb2.FileDescriptorProto.FromString(runtime_pb2.DESCRIPTOR.serialized_pb)
-    _drop_json_names(fresh)  # protoc puts them in a descriptor set; Python gencode leaves them out
-    assert fresh == committed, "probes/cri/runtime_pb2.py is stale: run python scripts/generate_cri_stubs.py"
+    for proto, module in (("runtime", runtime_pb2), ("podresources", podresources_pb2)):
+        descriptor_set = tmp_path / f"{proto}.desc"
+        assert protoc.main(["protoc", f"--proto_path=mltop/probes/cri={CRI_DIR}",
+                            f"--descriptor_set_out={descriptor_set}", f"mltop/probes/cri/{proto}.proto"]) == 0
+        fresh = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes()).file[0]
+        committed = descriptor_pb2.FileDescriptorProto.FromString(module.DESCRIPTOR.serialized_pb)
+        _drop_json_names(fresh)  # protoc puts them in a descriptor set; Python gencode leaves them out
+        assert fresh == committed, f"probes/cri/{proto}_pb2.py is stale: run python scripts/generate_cri_stubs.py"
     import grpc_tools
 
     generated_by = runtime_pb2_grpc.GRPC_GENERATED_VERSION

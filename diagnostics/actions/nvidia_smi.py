@@ -18,7 +18,8 @@ def run_nvidia_smi(run: ActionContext) -> ActionOutcome:
     outcome = run.exec_in_container(["nvidia-smi"])
     end_if_interrupted(outcome, "nvidia-smi")
     if outcome.error and not outcome.not_found:
-        raise Finished(FAILED, f"docker exec failed: {outcome.error}")
+        how = "CRI exec" if container.kubernetes is not None else "docker exec"
+        raise Finished(FAILED, f"{how} failed: {outcome.error}")
     if not outcome.not_found and outcome.exit_code == 0:
         return OK, None, 0, {}
     if outcome.not_found:

@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
+from mltop.probes.cri.access import CRI_RUNTIMES, locate
 from mltop.probes.model import ContainerSample, Snapshot
 from mltop.probes.redaction import SECRETS_UNREADABLE, ContainerSecrets, redact_tree
 
@@ -26,6 +27,17 @@ MAX_OUTPUT_LINES = 20_000
 MAX_LINE_CHARS = 4_000
 
 LineCallback = Callable[[str], None]
+
+
+def exec_target(engine: Any, container: ContainerSample) -> Any:
+    """Where a command in `container` runs: the Docker engine, or for a container of a CRI runtime that runtime
+    (its ExecSync); Finished(UNAVAILABLE) when that runtime cannot be found."""
+    if container.runtime not in CRI_RUNTIMES:
+        return engine
+    target, why = locate(container.id)
+    if target is None:
+        raise Finished(UNAVAILABLE, f"mltop could not reach the CRI runtime of {container.name} to exec in it: {why}")
+    return target
 
 
 class ActionRun:
@@ -80,6 +92,7 @@ class ActionRun:
         self._result: ActionResult | None = None
         self._thread: threading.Thread | None = None
         self._secrets = ContainerSecrets()
+        self._target: Any = engine  # where its execs go: the Docker engine, or the pod container's CRI runtime
 
     # -- control -----------------------------------------------------------------------------------
 
@@ -126,7 +139,8 @@ class ActionRun:
             if self.container is None:
                 raise Finished(UNAVAILABLE, f"No container {self.container_key!r} in the snapshot: it may have "
                                             "been removed; refresh and pick it again.")
-            self._secrets = self.engine.container_secrets(self.container.id)
+            self._target = exec_target(self.engine, self.container)
+            self._secrets = self._target.container_secrets(self.container.id)
             if not self._secrets.known:
                 raise Finished(UNAVAILABLE, f"Output {SECRETS_UNREADABLE}: mltop could not read the "
                                             f"environment of {self.container.name} ({self._secrets.error}), so "
@@ -164,6 +178,8 @@ class ActionRun:
             data=redact_tree(data, self._redact),
         )
         self._result = result
+        if self._target is not self.engine:
+            self._target.close()
         if self.log is not None:
             self.log.add(result)
         self._done.set()
@@ -202,7 +218,7 @@ class ActionRun:
         """`docker exec` argv in the container, streaming its output (stdout captured when asked)."""
         assert self.container is not None
         self._command = tuple(shown_as or argv)
-        return runner.exec_in_container(self.engine, self.container.id, argv, self._control(),
+        return runner.exec_in_container(self._target, self.container.id, argv, self._control(),
                                         capture_stdout=capture_stdout)
 
     def run_on_host(self, argv: Sequence[str], env: dict[str, str] | None = None) -> StepOutcome:

@@ -1,4 +1,5 @@
-"""The one runner for commands mltop starts: in a container (docker exec) or on the host; stream, time out, cancel.
+"""The one runner for commands mltop starts: in a container (docker exec, or a pod container's CRI ExecSync) or on
+the host; stream, time out, cancel.
 
 Ending an in-container process is the dangerous part. The engine reports an exec's PID in *its* host's PID
 namespace; a signal sent to that number here hits whatever local process has it. So a PID is signalled only
@@ -10,6 +11,7 @@ process may still run, and the exec's stream is closed so mltop stops waiting fo
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import re
@@ -119,9 +121,9 @@ NO_EXEC_ENV = "MLTOP_NO_EXEC"  # the configuration key: MLTOP_NO_EXEC=1 forbids 
 def no_exec_reason(no_exec: bool = False) -> str | None:
     """Why mltop may not exec into containers (--no-exec, or MLTOP_NO_EXEC=1), or None when it may."""
     if no_exec:
-        return "--no-exec forbids docker exec into containers"
+        return "--no-exec forbids docker exec and CRI exec into containers"
     if os.environ.get(NO_EXEC_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
-        return f"{NO_EXEC_ENV}={os.environ[NO_EXEC_ENV]} forbids docker exec into containers"
+        return f"{NO_EXEC_ENV}={os.environ[NO_EXEC_ENV]} forbids docker exec and CRI exec into containers"
     return None
 
 
@@ -133,8 +135,10 @@ def exec_in_container(engine: Any, container_id: str, argv: Sequence[str], contr
     come through here, so the policy holds in one place."""
     forbidden = no_exec_reason()
     if forbidden:
-        log.info("docker exec %s in %s refused: %s", argv[:1], container_id[:12], forbidden)
+        log.info("exec %s in %s refused: %s", argv[:1], container_id[:12], forbidden)
         return StepOutcome(error=forbidden)
+    if getattr(engine, "kind", None) == "cri":  # a pod container: its runtime's ExecSync (below)
+        return exec_sync(engine, container_id, argv, control, capture_stdout=capture_stdout)
     started = time.monotonic()
     try:
         exec_id = engine.call(
@@ -268,4 +272,68 @@ def _pump(chunks: Callable[[], Iterator[tuple[int, bytes]]], stop: Callable[[], 
             take(stream, rest)
     outcome.stdout = "\n".join(captured)
     outcome.text = "\n".join(text)
+    return outcome
+
+
+# --------------------------------------------------------------------------- a pod container: CRI ExecSync
+#
+# ExecSync answers once, when the command ends, with its whole stdout and stderr: lines arrive then (stdout first,
+# then stderr), not as they are printed. Nothing is signalled here: the runtime ends an exec past the request's
+# `timeout` and one whose call is cancelled (containerd kills it with SIGKILL), so mltop never sends a signal to a
+# PID it did not start.
+
+MAX_STREAM_BYTES = 4 << 20  # of each of stdout and stderr: the rest is dropped, and a line says so
+
+
+def _capped(data: bytes, stream: str) -> bytes:
+    if len(data) <= MAX_STREAM_BYTES:
+        return data
+    cut = data[:MAX_STREAM_BYTES]
+    return cut + f"\n[{stream}: {len(data) - MAX_STREAM_BYTES} more bytes not kept (cap {MAX_STREAM_BYTES})]\n".encode()
+
+
+def exec_sync(target: Any, container_id: str, argv: Sequence[str], control: StepControl, *,
+              capture_stdout: bool = False) -> StepOutcome:
+    """`target`: a probes.cri.access.CriContainer."""
+    import grpc
+
+    from mltop.probes.cri.client import explain_rpc_error
+
+    started = time.monotonic()
+    timeout_s = max(1, math.ceil(control.deadline - started))
+    future = target.client.exec_sync_future(container_id, list(argv), timeout_s)
+    answer: dict[str, Any] = {}
+
+    def chunks() -> Iterator[tuple[int, bytes]]:
+        try:
+            response = future.result()
+        except grpc.FutureCancelledError:
+            return
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED:
+                return
+            answer["error"] = explain_rpc_error(exc, target.endpoint, "ExecSync").message
+            return
+        answer["exit_code"] = response.exit_code
+        if response.stdout:
+            yield 1, _capped(response.stdout, "stdout")
+        if response.stderr:
+            yield 2, _capped(response.stderr, "stderr")
+
+    def stop() -> bool:
+        future.cancel()  # the runtime kills the exec whose call ended
+        return True
+
+    outcome = _pump(chunks, stop, control, capture_stdout)
+    outcome.wall_s = time.monotonic() - started
+    outcome.exit_code = answer.get("exit_code")
+    error = answer.get("error")
+    if error and not (outcome.timed_out or outcome.cancelled):
+        if "deadline" in error.lower() or "timeout" in error.lower():
+            outcome.timed_out = True
+        else:
+            outcome.error = control.redact(error)
+            outcome.not_found = bool(_NOT_FOUND.search(error))
+    if outcome.exit_code in (126, 127) and _NOT_FOUND.search(outcome.text):
+        outcome.not_found = True
     return outcome

@@ -7,7 +7,8 @@ A new check is one function in the module of its domain, registered with `@host_
 from __future__ import annotations
 
 # Import order is registration order, and so the order in which the doctor runs (and reports skips).
-from . import driver, health, toolkit, visibility, memory, io, container, performance, gpu_efficiency  # noqa: F401
+from . import (driver, health, toolkit, visibility, memory, io, container, performance,  # noqa: F401
+               gpu_efficiency, kubernetes)
 from .base import (CONTAINER_CHECKS, EXEC_CHECKS, HOST_CHECKS, CheckContext, CheckSkipped, Thresholds,
                    container_check, host_check, looks_like_gpu_workload)
 from .memory import CudaOom, parse_cuda_oom

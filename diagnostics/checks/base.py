@@ -60,6 +60,8 @@ class Thresholds:
     tensor_idle_percent: float = _threshold(5.0, "GPM tensor pipe active % below which a busy GPU's tensor cores idle")
     memory_bound_dram_active_percent: float = _threshold(60.0, "GPM DRAM active % from which low SM use is memory-bound")
     memory_bound_sm_active_percent: float = _threshold(40.0, "GPM SM active % below which high DRAM use is memory-bound")
+    gpu_alloc_unused_s: float = _threshold(600.0, "seconds a GPU allocated to a pod container goes without a "
+                                           "process of it before k8s.gpu_allocated_unused fires")
 
     def named(self, name: str) -> str:
         """How evidence names a threshold: its value and the CLI option that sets it."""
@@ -180,7 +182,24 @@ def _log_evidence(ctx: CheckContext, c: ContainerSample, lines: Iterable[str]) -
 
 
 def _cfg_source(c: ContainerSample) -> str:
+    if c.kubernetes is not None:  # a pod container: its runtime's verbose status (the OCI spec it runs)
+        return f"CRI ContainerStatus {c.name}"
     return f"docker inspect {c.name}"
+
+
+def _mebibytes(n: int | float) -> str:
+    """A size as a pod spec writes it: `512Mi`, `2Gi`."""
+    mib = max(1, int(-(-n // MIB)))
+    return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
+
+
+def pod_resources_fix(c: ContainerSample, resource: str, value: str, why: str) -> str:
+    """A pod spec fix for one resource limit of a pod container, as a patch a user can paste."""
+    k = c.kubernetes
+    assert k is not None
+    return (f"Raise `resources.limits.{resource}` of container `{k.container}` in the pod's spec (set it in its "
+            f"Deployment/StatefulSet/Job: a pod's resources cannot be edited in place), e.g. "
+            f"`containers: [{{name: {k.container}, resources: {{limits: {{{resource}: {value}}}}}}}]`; {why}")
 
 
 def looks_like_gpu_workload(c: ContainerSample) -> list[str]:

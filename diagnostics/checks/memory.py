@@ -9,8 +9,8 @@ from mltop.probes.model import ContainerSample
 from mltop.probes.units import binary_size
 
 from ..findings import CRITICAL, INFO, WARNING, Finding, evidence
-from .base import (CheckContext, _bytes, _cfg_source, _line, _log_evidence, _matches, container_check,
-                   looks_like_gpu_workload)
+from .base import (CheckContext, _bytes, _cfg_source, _line, _log_evidence, _matches, _mebibytes, container_check,
+                   looks_like_gpu_workload, pod_resources_fix)
 
 
 # --------------------------------------------------------------------------- memory
@@ -29,6 +29,12 @@ def check_host_oom(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     limit_ev = evidence(f"HostConfig.Memory {_bytes(limit) if limit else 'unlimited'}", _cfg_source(c))
     fix = ("Raise the limit (`--memory`), use fewer DataLoader workers or smaller batches; /dev/shm usage is "
            "charged to the memory limit too")
+    if c.kubernetes is not None:  # the same facts in a pod spec's terms
+        limit_ev = evidence(f"resources.limits.memory {_bytes(limit) if limit else 'none (unlimited)'} (the "
+                            "container's cgroup memory limit)", _cfg_source(c))
+        fix = pod_resources_fix(c, "memory", _mebibytes(2 * limit) if limit else "<what it needs>",
+                                "or use fewer DataLoader workers or smaller batches (a /dev/shm emptyDir of "
+                                "medium Memory is charged to the limit too)")
     if cfg.oom_killed:
         ev = [evidence(f"State.OOMKilled true, ExitCode {cfg.exit_code}, FinishedAt {cfg.finished_at}",
                        _cfg_source(c)), limit_ev]
@@ -225,7 +231,10 @@ def check_shm(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     size = cfg.shm_size_bytes
     if size is None or size > t.shm_small_bytes:
         return []
-    ev = [evidence(f"HostConfig.ShmSize {_bytes(size)}, IpcMode {ipc}", _cfg_source(c)),
+    shm_config = f"HostConfig.ShmSize {_bytes(size)}, IpcMode {ipc}"
+    if c.kubernetes is not None:
+        shm_config = f"/dev/shm {_bytes(size)} (the pod's own tmpfs: containerd's default size, no emptyDir there)"
+    ev = [evidence(shm_config, _cfg_source(c)),
           evidence(f"{size} <= {t.named('shm_small_bytes')}", "mltop doctor")]
     pressure = False
     hits = _matches(ctx.log_lines(c), _SHM_LOG)
@@ -243,6 +252,10 @@ def check_shm(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
         pressure = True
         ev.append(evidence("ExitCode 135 (SIGBUS)", _cfg_source(c)))
     fix = "Run with `--ipc=host` or `--shm-size=8g` (NCCL: `--shm-size=1g --ulimit memlock=-1`)"
+    if c.kubernetes is not None:
+        fix = ("Mount a memory-backed emptyDir at /dev/shm: `volumes: [{name: dshm, emptyDir: {medium: Memory, "
+               f"sizeLimit: 8Gi}}}}]` and in container `{c.kubernetes.container}` `volumeMounts: [{{name: dshm, "
+               "mountPath: /dev/shm}]` (its pages count against resources.limits.memory: raise that with it)")
     if pressure:
         return [Finding("shm.too_small", WARNING, c.name,
                         f"/dev/shm is only {binary_size(size)} and the workload runs out of it", tuple(ev), fix)]

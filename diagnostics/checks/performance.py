@@ -6,7 +6,7 @@ from mltop.probes.model import ContainerSample
 
 from ..findings import INFO, WARNING, Finding, evidence
 from ..workload import INPUT_CPU, INPUT_IO, classify
-from .base import CheckContext, _bytes, _cfg_source, container_check
+from .base import CheckContext, _bytes, _cfg_source, container_check, pod_resources_fix
 
 
 @container_check("cpu.throttled")
@@ -41,11 +41,15 @@ def check_cpu_throttle(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     if limit:
         ev.append(evidence(f"CPU limit {limit:g} cores, using {c.cpu_percent or 0:.0f}% of one core",
                            _cfg_source(c)))
+    fix = ("Raise `--cpus` (or remove the quota); match DataLoader workers and `OMP_NUM_THREADS` to the "
+           "cores the container has")
+    if c.kubernetes is not None:
+        more = f"{2 * limit:g}" if limit else "<cores it needs>"
+        fix = pod_resources_fix(c, "cpu", more, "or remove the CPU limit (keep `requests.cpu`); match DataLoader "
+                                "workers and `OMP_NUM_THREADS` to the cores it has")
     return [Finding("cpu.throttled", WARNING, c.name,
                     f"CPU-throttled in {ratio:.0%} of scheduler periods: the data pipeline may starve the GPU",
-                    tuple(ev),
-                    "Raise `--cpus` (or remove the quota); match DataLoader workers and `OMP_NUM_THREADS` to the "
-                    "cores the container has")]
+                    tuple(ev), fix)]
 
 
 @container_check("gpu.idle_reserved")

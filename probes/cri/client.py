@@ -10,6 +10,8 @@ from . import socket_path
 
 # the CRI version string a client states in VersionRequest (kubelet sends its API version)
 CRI_API_VERSION = "v1"
+# the largest answer taken (an ExecSync's whole output): 16 MiB, over grpc's 4 MiB default
+MAX_MESSAGE = 16 << 20
 
 
 class CriError(Exception):
@@ -54,7 +56,8 @@ class CriClient:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         # (one connection; no retries of our own: a sweep that fails tries again at the next one)
-        self._channel = grpc.insecure_channel(endpoint, options=[("grpc.enable_retries", 0)])
+        self._channel = grpc.insecure_channel(endpoint, options=[("grpc.enable_retries", 0),
+                                                                 ("grpc.max_receive_message_length", MAX_MESSAGE)])
         self._stub = RuntimeServiceStub(self._channel)
 
     def close(self) -> None:
@@ -83,6 +86,12 @@ class CriClient:
     def pod_sandbox_status(self, sandbox_id: str, verbose: bool = False) -> pb.PodSandboxStatusResponse:
         return self._call("PodSandboxStatus", pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id,
                                                                           verbose=verbose))
+
+    def exec_sync_future(self, container_id: str, argv: list[str], timeout_s: int):
+        """ExecSync as a gRPC future (cancel() ends the call; the runtime kills an exec past its `timeout`).
+        Raises grpc's errors from .result(): explain them with explain_rpc_error."""
+        request = pb.ExecSyncRequest(container_id=container_id, cmd=list(argv), timeout=int(timeout_s))
+        return self._stub.ExecSync.future(request, timeout=timeout_s + 10.0)
 
     # ----------------------------------------------------------------------------- acting (the tests' kubelet)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from typing import Any
 
 from ..engine import ContainerMeta
@@ -253,6 +254,7 @@ def meta_from_cri(container, status, sandbox, runtime: str) -> ContainerMeta:
     def scrubbed(mapping: dict[str, str]) -> dict[str, str]:
         return {k: scrub_values(redact_value(k, v), secrets) for k, v in mapping.items()}
 
+    shm_size, ipc_mode = shm_of(spec)
     resources = linux.get("resources") or {}
     memory = (resources.get("memory") or {}).get("limit") or None
     cpu = resources.get("cpu") or {}
@@ -268,7 +270,7 @@ def meta_from_cri(container, status, sandbox, runtime: str) -> ContainerMeta:
         restart_policy=None, exit_code=exit_code, oom_killed=reason == "OOMKilled",
         error=(s.message or None) if s is not None and reason not in ("", "Completed", "OOMKilled") else None,
         runtime=(sandbox.runtime_handler or None) if sandbox is not None else None,  # e.g. "nvidia"
-        device_requests=(), shm_size_bytes=None, ipc_mode=None, pid_mode=None,
+        device_requests=(), shm_size_bytes=shm_size, ipc_mode=ipc_mode, pid_mode=None,
         network_mode=None, privileged=False, cap_add=(),
         memory_limit_bytes=int(memory) if memory else None, nano_cpus=None,
         cpu_quota=cpu.get("quota") or None, cpu_period=cpu.get("period") or None,
@@ -292,6 +294,35 @@ def meta_from_cri(container, status, sandbox, runtime: str) -> ContainerMeta:
         kubernetes=kubernetes,
         cgroup_parent=_cgroup_parent(cgroups_path),
     )
+
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def shm_of(spec: dict[str, Any]) -> tuple[int | None, str | None]:
+    """(the size of the container's /dev/shm, "host" when it is the node's own), from the OCI spec's mounts: a
+    tmpfs's `size=` option, else the size of the tmpfs a bind mount brings (containerd binds the sandbox's shm,
+    64 MiB by default; an emptyDir of medium Memory mounted there is its own tmpfs), measured with statvfs."""
+    for m in spec.get("mounts") or ():
+        if not isinstance(m, dict) or m.get("destination") != "/dev/shm":
+            continue
+        source = str(m.get("source") or "")
+        if source.rstrip("/") in ("/dev/shm", "/run/shm"):
+            return None, "host"  # hostIPC: the node's /dev/shm
+        for option in m.get("options") or ():
+            if isinstance(option, str) and option.startswith("size="):
+                number, unit = option[5:].rstrip("bB"), ""
+                if number[-1:].lower() in _SIZE_UNITS:
+                    number, unit = number[:-1], number[-1:].lower()
+                if number.isdigit():
+                    return int(number) * _SIZE_UNITS[unit], None
+        if source.startswith("/"):
+            try:
+                st = os.statvfs(source)
+            except OSError:
+                return None, None
+            return st.f_blocks * st.f_frsize, None
+    return None, None
 
 
 def _qos_from_systemd(cgroups_path: str) -> str | None:

@@ -133,6 +133,18 @@ def main(argv: list[str] | None = None) -> int:
         from mltop.probes.cri import ENV_VAR
 
         os.environ[ENV_VAR] = args.cri_endpoint
+    if args.containerd_config is not None:  # the doctor's HostProbe reads it wherever it runs
+        import os
+
+        from mltop.probes.cri.node_config import ENV_VAR as CONTAINERD_CONFIG_ENV
+
+        os.environ[CONTAINERD_CONFIG_ENV] = args.containerd_config
+    if args.pod_resources_socket is not None:  # likewise for the kubelet's pod-resources API
+        import os
+
+        from mltop.probes.cri.podresources import ENV_VAR as POD_RESOURCES_ENV
+
+        os.environ[POD_RESOURCES_ENV] = args.pod_resources_socket
     try:
         if args.command is None:
             from . import dashboard

@@ -15,6 +15,12 @@ def add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         help="CRI runtime socket(s) for Kubernetes pods, comma-separated, or `none` (default: "
                              "$MLTOP_CRI_ENDPOINT, else whichever of /run/containerd/containerd.sock, "
                              "/run/k3s/containerd/containerd.sock, /var/run/crio/crio.sock exists)")
+    parser.add_argument("--pod-resources-socket", metavar="PATH", default=default(None),
+                        help="the kubelet's pod-resources socket, for the GPUs allocated to pods, or `none` "
+                             "(default: $MLTOP_POD_RESOURCES_SOCKET, else /var/lib/kubelet/pod-resources/kubelet.sock)")
+    parser.add_argument("--containerd-config", metavar="PATH", default=default(None),
+                        help="the node's containerd config.toml for the doctor's pod runtime check (default: "
+                             "$MLTOP_CONTAINERD_CONFIG, else /etc/containerd/config.toml; its imports are read too)")
     parser.add_argument("--nvml-lib", metavar="PATH", default=default(None),
                         help="alternate libnvidia-ml.so.1 (default: $MLTOP_NVML_LIB, then the system's; "
                              "WSL keeps it in /usr/lib/wsl/lib)")

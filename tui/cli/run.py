@@ -24,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("action", choices=[a.name for a in ACTIONS],
                         help="; ".join(f"{a.name}: {a.summary}" for a in ACTIONS))
-    parser.add_argument("container", metavar="CONTAINER", help="container name or id prefix")
+    parser.add_argument("container", metavar="CONTAINER",
+                        help="container name or id prefix; a pod container as NAMESPACE/POD/CONTAINER (or its "
+                             "container name alone where no other pod container has it)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead of streaming")
     parser.add_argument("--timeout", type=float, metavar="SECONDS",
                         help="stop the action after this long (defaults: "
@@ -50,18 +52,15 @@ def main(args: argparse.Namespace) -> int:
             print(f"mltop run: {snapshot.host.engine.error}", file=sys.stderr)
             return EXIT_CANNOT_RUN
         container = snapshot.container(args.container)
+        if container is None:  # a pod container by its own name, where only one pod container has it
+            named = [c for c in snapshot.containers
+                     if c.kubernetes is not None and c.kubernetes.container == args.container]
+            container = named[0] if len(named) == 1 else None
         if container is None:
             names = ", ".join(c.name for c in snapshot.containers) or "none"
             print(f"mltop run: no container named or id-prefixed {escaped(args.container)!r} (containers: "
                   f"{escaped(names)})", file=sys.stderr)
             return EXIT_CANNOT_RUN
-        if container.kubernetes is not None:  # actions exec through the Docker engine; CRI's exec is not used
-            k = container.kubernetes
-            print(f"mltop run: {escaped(container.name)} is a pod container ({container.runtime}): actions run "
-                  f"through the Docker engine; use `kubectl exec -n {escaped(k.namespace)} {escaped(k.pod)} "
-                  f"-c {escaped(k.container)} -- ...`", file=sys.stderr)
-            return EXIT_CANNOT_RUN
-
         def show(line: str) -> None:
             sys.stdout.write(escaped(line) + "\n")
             sys.stdout.flush()

@@ -127,6 +127,7 @@ class SnapshotCollector:
         yield from gpu_families(state.gpus_to_serve(), hostname)
         yield xid_counter_family(state.gpus_to_serve(), self._xids.observe(state.gpus_to_serve()))
         yield from gpu_by_container_families(snapshot.containers, state.gpus_to_serve())
+        yield gpu_allocated_family(snapshot.containers)
         yield workload_family(snapshot, state.previous)
         yield from machine_families(snapshot.host)  # (the container families: cadvisor.container_text)
         yield from finding_families(state.doctor)
@@ -161,6 +162,20 @@ def workload_family(snapshot, previous=None) -> Metric:
     for cid, workload in sorted(classify_all(snapshot, previous=previous).items(), key=lambda kv: by_id[kv[0]].name):
         c = by_id[cid]
         family.add_metric([c.name, c.id, c.image, workload.kind], 1.0)
+    return family
+
+
+def gpu_allocated_family(containers: tuple[ContainerSample, ...]) -> Metric:
+    """One series per device the kubelet allocated to a pod container (its pod-resources API): 1 while a process
+    of the container runs on it, 0 while none does (beside mltop_container_gpu_memory_bytes, what it uses)."""
+    family = GaugeMetricFamily("mltop_container_gpu_allocated",
+                               "Devices the kubelet allocated to the pod container (pod-resources API): 1 when a "
+                               "process of the container runs on it (NVML), 0 when none does.",
+                               labels=[*GPU_BY_CONTAINER_LABELS, "resource", "device_id"])
+    for c in containers:
+        for a in c.kubernetes.gpus_allocated if c.kubernetes is not None else ():
+            family.add_metric([c.name, c.id, c.image, "" if a.index is None else str(a.index), a.uuid,
+                               a.resource_name, a.device_id], 1.0 if a.in_use else 0.0)
     return family
 
 

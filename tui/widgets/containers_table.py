@@ -24,6 +24,8 @@ COLUMNS = (
     ColumnSpec("cpu", "CPU%", 5, 2, "right"),
     ColumnSpec("mem", "MEM USED/LIM", 12, 3, "right"),
     ColumnSpec("gpu", "GPU", 4, 4),
+    # Pod containers given GPUs by the kubelet (pod-resources API): the GPUs allocated, beside GPU (used)
+    ColumnSpec("gpu_alloc", "GPU ALLOC", 9, 4.5),
     ColumnSpec("gpu_mem", "GPU MEM", 7, 5, "right"),
     ColumnSpec("sm", "SM%", 5, 6, "right"),
     ColumnSpec("image", "IMAGE", 18, 7),
@@ -37,6 +39,7 @@ COLUMNS = (
 )
 GPU_COLUMNS = frozenset({"gpu", "gpu_mem", "sm", "work"})  # left out on a host with no GPU and no GPU requests
 POD_COLUMNS = frozenset({"namespace", "pod"})  # left out where no container is in a pod
+ALLOC_COLUMNS = frozenset({"gpu_alloc"})  # left out where the kubelet allocated no GPU to any container
 POD_ROW_PREFIX = "pod/"  # the key of a pod's totals row when grouping by pod: pod/<uid>
 LABELS = {spec.key: spec.label for spec in COLUMNS}
 SORT_ORDER = [spec.key for spec in COLUMNS]
@@ -62,6 +65,7 @@ SORT_VALUES: dict[str, tuple[Callable[[ContainerSample], Any], bool]] = {
     "cpu": (lambda c: c.cpu_percent, True),
     "mem": (lambda c: c.memory_bytes, True),
     "gpu": (lambda c: tuple(g.index for g in c.gpus) or None, False),
+    "gpu_alloc": (lambda c: gpu_allocated(c) or None, False),
     "gpu_mem": (lambda c: c.gpu_memory_bytes, True),
     "sm": (lambda c: c.gpu_sm_percent, True),
     "image": (lambda c: c.image.lower(), False),
@@ -94,6 +98,18 @@ def gpu_indices(c: ContainerSample) -> str:
     return "req" if c.config.requests_gpus and c.running else ""
 
 
+def gpu_allocated(c: ContainerSample) -> str:
+    """The GPUs the kubelet gave a pod container, by NVML index (`?` for a device NVML does not show), each
+    once; time-sliced replicas as `0×2` (two replicas of GPU 0)."""
+    if c.kubernetes is None or not c.kubernetes.gpus_allocated:
+        return ""
+    counts: dict[str, int] = {}
+    for a in c.kubernetes.gpus_allocated:
+        label = str(a.index) if a.index is not None else "?"
+        counts[label] = counts.get(label, 0) + 1
+    return ",".join(label if n == 1 else f"{label}×{n}" for label, n in counts.items())
+
+
 def row_values(c: ContainerSample, kind: str = "", split: bool = False, indent: str = "") -> tuple:
     """What one container's row shows, as plain strings and style names: equal values, equal row. Cheap to
     build and compare, so a row whose values did not change is not rebuilt (most rows, most ticks).
@@ -116,6 +132,7 @@ def row_values(c: ContainerSample, kind: str = "", split: bool = False, indent: 
         fmt.percent(c.cpu_percent) if running else "",
         fmt.used_of(c.memory_bytes, c.memory_limit_bytes) if running else "",
         gpu_indices(c),
+        gpu_allocated(c),
         fmt.size(c.gpu_memory_bytes, missing="") if c.gpus else "",
         fmt.percent(c.gpu_sm_percent, missing="") if c.gpus else "",
         kind,
@@ -151,6 +168,7 @@ def pod_row_values(members: list[ContainerSample], split: bool) -> tuple:
         fmt.percent(cpu) if cpu is not None else "",
         fmt.size(mem, missing="") if mem is not None else "",
         ",".join(str(i) for i in gpus),
+        ",".join(filter(None, (gpu_allocated(c) for c in members))),
         fmt.size(gpu_mem, missing="") if gpu_mem is not None else "",
         fmt.percent(sm, missing="") if sm is not None else "",
         "",
@@ -162,7 +180,7 @@ def pod_row_values(members: list[ContainerSample], split: bool) -> tuple:
     )
 
 
-_VALUE_COLUMNS = ("cpu", "mem", "gpu", "gpu_mem", "sm", "work", "pids", "io", "net", "namespace", "pod")
+_VALUE_COLUMNS = ("cpu", "mem", "gpu", "gpu_alloc", "gpu_mem", "sm", "work", "pids", "io", "net", "namespace", "pod")
 
 
 _COLUMN_OF_VALUE = ("", "", "name", "image", "status", *_VALUE_COLUMNS)  # row_values index -> column key
@@ -252,7 +270,9 @@ class ContainersTable(KeyedTable):
         shown = [c for c in snapshot.containers if matches(c, needle)]
         has_pods = any(c.kubernetes is not None for c in snapshot.containers)
         self.hide_columns((frozenset() if shows_gpus(snapshot) else GPU_COLUMNS)
-                          | (frozenset() if has_pods else POD_COLUMNS))
+                          | (frozenset() if has_pods else POD_COLUMNS)
+                          | (frozenset() if any(c.kubernetes is not None and c.kubernetes.gpus_allocated
+                                                for c in snapshot.containers) else ALLOC_COLUMNS))
         split = self._split_names()
         self._split = split
         grouped = group_pods and has_pods

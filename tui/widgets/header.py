@@ -22,7 +22,7 @@ def problems(snapshot: Snapshot, extra: tuple[str, ...] = ()) -> list[tuple[str,
         out.append(("engine", host.engine.error or host.engine.status))
     for source in host.sources:
         if source.kind != "docker" and not source.ok and not source.quiet:
-            out.append(("CRI", source.error or source.status))
+            out.append(("kubelet" if source.kind == "pod-resources" else "CRI", source.error or source.status))
     if not host.nvml.ok and host.nvml.status != "disabled":
         out.append(("GPU", host.nvml.error or host.nvml.status))
     for gpu in snapshot.gpus:

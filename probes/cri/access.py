@@ -1,0 +1,62 @@
+"""A pod container to act in through its CRI runtime: find which endpoint runs it, read its secrets (its
+environment, from the verbose ContainerStatus) and run a command in it with ExecSync. What the actions use
+where Docker's exec cannot reach (diagnostics/actions/runner.py dispatches on `kind`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from ..identity import CONTAINERD, CRIO
+from ..redaction import ContainerSecrets
+from . import cri_endpoints
+
+log = logging.getLogger(__name__)
+
+CRI_RUNTIMES = (CONTAINERD, CRIO)
+
+
+class CriContainer:
+    """One container on one CRI endpoint; `kind` tells the runner to ExecSync rather than docker exec."""
+
+    kind = "cri"
+
+    def __init__(self, endpoint: str, container_id: str, env: list[str] | None):
+        from .client import CriClient
+
+        self.endpoint = endpoint
+        self.docker_host = endpoint  # what the runner's messages and locality test read
+        self.container_id = container_id
+        self.client = CriClient(endpoint)
+        self._secrets = ContainerSecrets.from_env(env) if env is not None else ContainerSecrets(
+            error="the runtime's ContainerStatus gave no environment")
+
+    def close(self) -> None:
+        self.client.close()
+
+    def container_secrets(self, container_id: str) -> ContainerSecrets:
+        return self._secrets
+
+
+def locate(container_id: str) -> tuple[CriContainer | None, str]:
+    """The CRI endpoint that runs the container (ContainerStatus answers there), or None and why not."""
+    from .client import CriClient, CriError
+
+    tried = []
+    for endpoint, _named in cri_endpoints():
+        client = CriClient(endpoint)
+        try:
+            status = client.container_status(container_id, verbose=True)
+        except CriError as exc:
+            tried.append(f"{endpoint}: {exc.message}")
+            continue
+        finally:
+            client.close()
+        env = None
+        try:
+            info = json.loads(status.info.get("info") or "{}")
+            env = list(((info.get("runtimeSpec") or {}).get("process") or {}).get("env") or [])
+        except (ValueError, AttributeError):
+            log.info("no environment in the verbose status of %s at %s", container_id[:12], endpoint)
+        return CriContainer(endpoint, container_id, env), ""
+    return None, "; ".join(tried) or "no CRI endpoint is configured (--cri-endpoint, MLTOP_CRI_ENDPOINT)"
