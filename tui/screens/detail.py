@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.css.query import NoMatches
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import Screen
@@ -187,19 +188,23 @@ class ContainerDetailScreen(Screen):
         self.query_one("#detail-body").set_class(self.size.width < 110, "-stacked")
 
     def show_snapshot(self, snapshot: Snapshot | None) -> None:
+        try:
+            title_widget = self.query_one(".screen-title", Static)
+        except NoMatches:
+            return  # a sweep landed between push_screen and compose: on_mount shows the newest snapshot
         container = snapshot.container(self.container_id) if snapshot is not None else None
         title = Text(no_wrap=True, end="")
         if container is None:
             title.append(self.container_id[:12], style="bold")
             title.append("  ").append("gone: the container was removed", style="dim")
-            self.query_one(".screen-title", Static).update(title)
+            title_widget.update(title)
             return
         title.append_text(literal(container.name, "bold"))
         # Spaces between styled runs go in plain runs of their own: a styled run that begins with spaces loses
         # them in some SVG renderers (rsvg drew `memory 640Kno limit`).
         title.append("  ").append(container.short_id, style="dim").append("  ")
         title.append(status_text(container), style="" if container.running else "bold red")
-        self.query_one(".screen-title", Static).update(title)
+        title_widget.update(title)
         self._show_graphs(snapshot, container)
         self._show_events(snapshot)
         config = config_text(container)

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
+from textual.css.query import NoMatches
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
@@ -290,6 +291,10 @@ class LogsScreen(Screen):
         self.query_one(LogPane).focus_lines()
 
     def show_snapshot(self, snapshot) -> None:
+        try:
+            title_widget = self.query_one(".screen-title", Static)
+        except NoMatches:
+            return  # a sweep landed between push_screen and compose: on_mount shows the newest snapshot
         container = snapshot.container(self.container_id) if snapshot is not None else None
         title = Text("Log of ", style="bold", no_wrap=True, end="")
         if container is None:
@@ -298,7 +303,7 @@ class LogsScreen(Screen):
         else:
             title.append_text(literal(container.name, "bold"))
             title.append(f"  {container.short_id}  {container.status}", style="dim")
-        self.query_one(".screen-title", Static).update(title)
+        title_widget.update(title)
 
     def action_back(self) -> None:
         if not self.query_one(LogPane).clear_search():
