@@ -1,16 +1,22 @@
 """A unix-socket proxy in front of the real engine that a test can cut and restore (stop(), start() on the same
-path), without touching the dockerd other tests share; it notes each request line that passes."""
+path), or that holds each of the engine's answers a while (a slow engine), without touching the dockerd other
+tests share; it notes each request line that passes. The one proxy of the tests (engine events, the recorder,
+serve with its engine gone, rates behind a slow engine)."""
 
 from __future__ import annotations
 
 import os
 import socket
 import threading
+import time
 
 
 class EngineSocketProxy:
-    def __init__(self, path: str, target: str = "/var/run/docker.sock"):
+    def __init__(self, path: str, target: str = "/var/run/docker.sock", delay_s: float = 0.0):
         self.path, self.target = str(path), target
+        # Each answer's first bytes after a request wait delay_s (a stream's later events pass at once).
+        self.delay_s = delay_s
+        self.answers_delayed = 0
         self.requests: list[str] = []  # "GET /v1.41/events?..." as clients sent them
         self._listener: socket.socket | None = None
         self._conns: list[socket.socket] = []
@@ -45,16 +51,26 @@ class EngineSocketProxy:
                     upstream.close()
                     return
                 self._conns += [client, upstream]
-            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+            asked = threading.Event()
+            threading.Thread(target=self._pipe, args=(client, upstream, True, asked), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False, asked), daemon=True).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+    @property
+    def stopped(self) -> bool:
+        return self._listener is None
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, from_client: bool, asked: threading.Event) -> None:
         try:
             while data := src.recv(65536):
                 if from_client:
+                    asked.set()
                     for line in data.split(b"\r\n"):
                         if line[:4] in (b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE"):
                             self.requests.append(line.decode(errors="replace"))
+                elif self.delay_s and asked.is_set():
+                    asked.clear()
+                    self.answers_delayed += 1
+                    time.sleep(self.delay_s)
                 dst.sendall(data)
         except OSError:
             pass

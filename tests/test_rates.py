@@ -17,11 +17,9 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import types
 
@@ -29,6 +27,7 @@ import pytest
 
 from conftest import until
 from cpu_placement import steady_cpu
+from engine_proxy import EngineSocketProxy
 from fakenvml import FakeGpu, FakeScenario
 from serve_helpers import ServeProcess, wait_until
 
@@ -84,57 +83,6 @@ def _check(shown: float, kernel: float, where: str, interval_s: float | None) ->
 # --------------------------------------------------------------------------- the slow parts
 
 
-class SlowEngineProxy:
-    """A unix socket in front of the engine that holds each of the engine's answers `delay_s` before passing it
-    on (the first bytes after each request); a stream's later events pass at once."""
-
-    def __init__(self, path: str, delay_s: float, target: str = "/var/run/docker.sock"):
-        self.path, self.delay_s, self.target = path, delay_s, target
-        self.listener = socket.socket(socket.AF_UNIX)
-        self.listener.bind(path)
-        self.listener.listen(64)
-        self.answers_delayed = 0
-        self._sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.socket(socket.AF_UNIX)
-            upstream.connect(self.target)
-            self._sockets += [client, upstream]
-            asked = threading.Event()
-            threading.Thread(target=self._pipe, args=(client, upstream, asked, False), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, asked, True), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, asked: threading.Event, answers: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                if not answers:
-                    asked.set()
-                elif asked.is_set():
-                    asked.clear()
-                    self.answers_delayed += 1
-                    time.sleep(self.delay_s)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.listener.close()
-        for s in self._sockets:
-            s.close()
-
-
 @pytest.fixture(params=["slow nvmlInit", "slow engine"])
 def slow(request, nvml_scenario):
     """How mltop is pointed at the slow part: `args` for the command line, `docker_host` and `nvml_lib`."""
@@ -146,14 +94,14 @@ def slow(request, nvml_scenario):
             docker_host = None
         else:
             lib = nvml_scenario(FakeScenario(gpus=[FakeGpu()]))
-            proxy = SlowEngineProxy(os.path.join(directory, "docker.sock"), SLOW_S)
-            docker_host = f"unix://{proxy.path}"
+            proxy = EngineSocketProxy(os.path.join(directory, "docker.sock"), delay_s=SLOW_S).start()
+            docker_host = proxy.docker_host
         args = ["--nvml-lib", lib] + (["--docker-host", docker_host] if docker_host else [])
         yield types.SimpleNamespace(kind=request.param, args=args, docker_host=docker_host, nvml_lib=lib,
                                     proxy=proxy)
     finally:
         if proxy is not None:
-            proxy.close()
+            proxy.stop()
         shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import builders as b
+from engine_proxy import EngineSocketProxy
 from fakenvml import HEALTHY, FakeGpu, FakeProcess, FakeScenario, FakeXid, hang, write_scenario
 from serve_helpers import PrometheusServer, ServeProcess, parse_exposition, wait_until
 
@@ -395,69 +396,10 @@ def test_200_parallel_scrapes_all_answered_with_bounded_threads(fleet):
 # --------------------------------------------------------------------------- faults
 
 
-class DockerSocketProxy:
-    """A unix-socket proxy to the shared engine that the test can cut: serve talks to it, never to the engine
-    directly, so "engine stopped" is simulated without touching the shared dockerd."""
-
-    def __init__(self, path: Path, target: str = "/var/run/docker.sock"):
-        self.path, self.target = str(path), target
-        self.listener = socket.socket(socket.AF_UNIX)
-        self.listener.bind(self.path)
-        self.listener.listen(64)
-        self.conns: list[socket.socket] = []
-        self.lock = threading.Lock()
-        self.stopped = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.socket(socket.AF_UNIX)
-            upstream.connect(self.target)
-            with self.lock:
-                if self.stopped:
-                    client.close()
-                    upstream.close()
-                    return
-                self.conns += [client, upstream]
-            for a, b_ in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b_), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src, dst):
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def stop(self):
-        with self.lock:
-            self.stopped = True
-            conns, self.conns = self.conns, []
-        self.listener.close()
-        os.unlink(self.path)
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-
 def test_engine_gone_mid_run_keeps_metrics_and_gpus(docker_client, containers, nvml_scenario, tmp_path):
     lib = nvml_scenario(gpus=[FakeGpu(mem_used=12 * GIB)])
     c = containers.run(["sleep", "300"], name=f"mltop-serve-engine-{os.getpid()}")
-    proxy = DockerSocketProxy(tmp_path / "docker.sock")
+    proxy = EngineSocketProxy(tmp_path / "docker.sock").start()
     serve = ServeProcess("--interval", "0.5", "--doctor-interval", "0", "--nvml-lib", lib,
                          "--docker-host", f"unix://{tmp_path / 'docker.sock'}")
     try:
