@@ -11,6 +11,7 @@ from collections import Counter
 
 import pytest
 
+from capture import LogRecords
 from conftest import wait_for
 from engine_proxy import EngineSocketProxy
 
@@ -20,21 +21,8 @@ from mltop.probes.engine_events import feed_problems, subscribe_engine_events
 PREFIX = f"mltop-feed-{uuid.uuid4().hex[:6]}"
 
 
-class _Records(logging.Handler):
-    def __init__(self, name: str = "mltop.probes.engine_events"):
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-        self.logger = logging.getLogger(name)
-
-    def emit(self, record):
-        self.records.append(record)
-
-    def __enter__(self):
-        self.logger.addHandler(self)
-        return self
-
-    def __exit__(self, *exc):
-        self.logger.removeHandler(self)
+def _Records() -> LogRecords:
+    return LogRecords("mltop.probes.engine_events")
 
 
 def _actions(raws: list[dict], container_id: str) -> list[str]:

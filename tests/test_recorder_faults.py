@@ -5,12 +5,12 @@ the findings it already knew."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 import pytest
 
 from builders import container, snapshot
+from capture import LogRecords, block_writer
 from conftest import wait_for
 
 from mltop.diagnostics.findings import Finding
@@ -20,26 +20,8 @@ T0 = 1_795_900_000.0
 QUEUE_LIMIT = 256  # recorder._QUEUE_LIMIT, written out: the test says how much work waits
 
 
-class _Records(logging.Handler):
-    """A handler on the recorder's own logger (in-process CLI runs may stop `mltop` propagating)."""
-
-    def __init__(self, name: str = "mltop.probes.recording.recorder"):
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-        self.logger = logging.getLogger(name)
-
-    def emit(self, record):
-        self.records.append(record)
-
-    def __enter__(self):
-        self.logger.addHandler(self)
-        return self
-
-    def __exit__(self, *exc):
-        self.logger.removeHandler(self)
-
-    def with_exception(self, kind: type) -> list[logging.LogRecord]:
-        return [r for r in self.records if r.exc_info and isinstance(r.exc_info[1], kind)]
+def _Records() -> LogRecords:
+    return LogRecords("mltop.probes.recording.recorder")
 
 
 @pytest.fixture
@@ -100,22 +82,8 @@ def test_any_exception_in_a_write_is_a_failure_not_the_end_of_the_writer(recorde
     assert log.with_exception(RuntimeError)
 
 
-def _block_writer(recorder, monkeypatch) -> tuple[threading.Event, threading.Event]:
-    """Make the writer stop inside its next sweep until `release` is set (a disk that stopped answering)."""
-    entered, release = threading.Event(), threading.Event()
-    original = recorder._write_sweep
-
-    def stuck(db, snap):
-        entered.set()
-        release.wait(30)
-        return original(db, snap)
-
-    monkeypatch.setattr(recorder, "_write_sweep", stuck)
-    return entered, release
-
-
 def test_a_full_queue_counts_and_logs_what_it_drops(recorder, monkeypatch):
-    entered, release = _block_writer(recorder, monkeypatch)
+    entered, release = block_writer(recorder, monkeypatch)
     recorder.record(snapshot([container("a")], taken_at=T0))
     assert entered.wait(10)
     with _Records() as log:
@@ -157,7 +125,7 @@ def test_close_under_load_returns_within_its_bound_and_counts_what_is_left(tmp_p
 
 def test_close_with_a_writer_stuck_in_one_write_still_returns(tmp_path, monkeypatch):
     rec = Recorder(str(tmp_path / "h.db"), watch_engine=False, retention_every_s=float("inf")).start()
-    entered, release = _block_writer(rec, monkeypatch)
+    entered, release = block_writer(rec, monkeypatch)
     rec.record(snapshot([container("a")], taken_at=T0))
     assert entered.wait(10)
     for i in range(QUEUE_LIMIT):

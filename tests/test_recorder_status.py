@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 
 import pytest
 
 from builders import container, snapshot
+from capture import block_writer
 from conftest import until
 from engine_proxy import EngineSocketProxy
 from serve_helpers import ServeProcess, parse_exposition, wait_until
@@ -41,15 +41,7 @@ def test_recorder_series_count_failures_and_drops_and_pass_promtool(tmp_path, mo
         rec.record(snapshot([container("a")], taken_at=T0))
         rec.record(snapshot([container("a", cpu_percent=float("inf"))], taken_at=T0 + 1))  # cannot be encoded
         rec.flush()
-        entered, release = threading.Event(), threading.Event()
-        original = rec._write_sweep
-
-        def stuck(db, snap):
-            entered.set()
-            release.wait(30)
-            return original(db, snap)
-
-        monkeypatch.setattr(rec, "_write_sweep", stuck)
+        entered, release = block_writer(rec, monkeypatch)
         rec.record(snapshot([container("a")], taken_at=T0 + 2))
         assert entered.wait(10)
         for i in range(256 + 3):  # three more than the queue holds
