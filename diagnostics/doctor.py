@@ -232,6 +232,8 @@ def run_doctor(
     framework_check_timeout_s: float = FRAMEWORK_CHECK_TIMEOUT_S,
     no_exec: bool = False,
     workload_thresholds: WorkloadThresholds | None = None,
+    allocation_history: str | None = None,
+    allocation_unknown: Mapping[str, str] | None = None,
 ) -> DoctorResult:
     """Diagnose the host and the containers of `snapshot` (all, or those named/id-prefixed in `containers`).
 
@@ -246,7 +248,9 @@ def run_doctor(
     pending or failed is not judged on its empty configuration: it is listed there too, under "inspect".
     `host` senses what the snapshot does not carry (toolkit binaries, CDI specs, cgroup limit files; a running
     container's that cannot be read is listed under "cgroup_facts"); `host_facts` / `container_facts` (by
-    container id) replace that sensing, for tests that build their own. Safe to call from a worker thread;
+    container id) replace that sensing, for tests that build their own. `allocation_history` names where the
+    pod GPU allocations' unused_since came from (a recording; None: this process's sampling) and
+    `allocation_unknown` says per container id why there is no history (k8s.gpu_allocated_unused is skipped). Safe to call from a worker thread;
     never raises for a failing check or source: those land in `checks_skipped` with the reason.
     """
     selected, missing = snapshot.select(containers)
@@ -318,7 +322,8 @@ def run_doctor(
     ctx = CheckContext(snapshot=snapshot, containers=selected, logs=logs, host=host_facts, thresholds=thresholds,
                        log_tail=log_tail, previous=previous, read_tests=read_tests, frameworks=frameworks,
                        container_facts=container_facts,
-                       workload_thresholds=workload_thresholds or WorkloadThresholds())
+                       workload_thresholds=workload_thresholds or WorkloadThresholds(),
+                       allocation_history=allocation_history, allocation_unknown=allocation_unknown or {})
     findings = _run_checks(ctx, skips)
     return DoctorResult(
         findings=tuple(sort_findings(findings)),

@@ -90,6 +90,10 @@ class CheckContext:
     frameworks: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
     container_facts: Mapping[str, ContainerFacts] = field(default_factory=dict)  # container id -> cgroup files
     workload_thresholds: WorkloadThresholds = field(default_factory=WorkloadThresholds)
+    # Pod GPU allocations' unused_since: where the history behind it comes from, for the evidence (None: this
+    # process's own sampling), and per container id why there is none (a one-shot doctor without a recording).
+    allocation_history: str | None = None
+    allocation_unknown: Mapping[str, str] = field(default_factory=dict)
 
     def log_lines(self, c: ContainerSample) -> tuple[str, ...]:
         return self.logs.get(c.id, ())
