@@ -168,6 +168,35 @@ def pod_doc(k: KubernetesInfo | None) -> str | None:
     return json.dumps(doc, separators=(",", ":"))
 
 
+class PodFactIds:
+    """The writer's pod_facts ids: doc -> pfid, with (qos, allocations) -> doc kept so that the sweeps that
+    repeat the last facts (most) skip the JSON encoding."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self._docs: dict[tuple, str | None] = {}
+
+    def load(self, db) -> None:
+        self.ids = {doc: pfid for pfid, doc in db.execute("SELECT pfid, doc FROM pod_facts")}
+
+    def id_of(self, db, k: KubernetesInfo | None) -> int:
+        """The id of a pod container's facts, inserted when new; NONE for none."""
+        if k is None:
+            return NONE
+        key = (k.qos, k.gpus_allocated)
+        doc = self._docs.get(key, False)
+        if doc is False:
+            if len(self._docs) > 4096:
+                self._docs.clear()
+            doc = self._docs[key] = pod_doc(k)
+        if doc is None:
+            return NONE
+        pfid = self.ids.get(doc)
+        if pfid is None:
+            pfid = self.ids[doc] = db.execute("INSERT INTO pod_facts(doc) VALUES (?)", (doc,)).lastrowid
+        return pfid
+
+
 def pod_facts_from_doc(doc: str) -> tuple[str | None, tuple[GpuAllocation, ...]]:
     d = json.loads(doc)
     return d.get("qos"), tuple(GpuAllocation(**dict(zip(_ALLOCATION, a))) for a in d.get("gpus") or ())

@@ -94,8 +94,7 @@ class Recorder:
         self._containers: dict[tuple, int] = {}
         self._last_seen: dict[int, int] = {}
         self._config_docs: dict[int, tuple[Any, str]] = {}
-        self._pod_ids: dict[str, int] = {}  # pod_facts doc -> pfid
-        self._pod_docs: dict[tuple, str | None] = {}  # (qos, allocations) -> doc: most sweeps repeat the last
+        self._pod_facts = codec.PodFactIds()
         self._last_retention = 0.0
         self._findings = FindingChanges()
         self._engine_ok: bool | None = None
@@ -471,7 +470,7 @@ class Recorder:
         pod_ids = []
         cid_of: dict[str, int] = {}
         for c in snapshot.containers:
-            pod_ids.append(self._pod_id(db, c.kubernetes))
+            pod_ids.append(self._pod_facts.id_of(db, c.kubernetes))
             config = self._config_doc(c.config)
             key = (c.id, c.name, c.image, config)
             cid = self._containers.get(key)
@@ -495,23 +494,6 @@ class Recorder:
                    (t, interval, hid, codec.host_load(snapshot.host), codec.pack_gpus(gpu_rows),
                     codec.pack_containers(snapshot.containers, cids, pod_ids)))
 
-    def _pod_id(self, db: sqlite3.Connection, k: Any) -> int:
-        """The pod_facts id of a pod container's QoS and GPU allocations (interned); NONE for none."""
-        if k is None:
-            return codec.NONE
-        key = (k.qos, k.gpus_allocated)
-        doc = self._pod_docs.get(key, False)
-        if doc is False:
-            if len(self._pod_docs) > 4096:
-                self._pod_docs.clear()
-            doc = self._pod_docs[key] = codec.pod_doc(k)
-        if doc is None:
-            return codec.NONE
-        pfid = self._pod_ids.get(doc)
-        if pfid is None:
-            pfid = self._pod_ids[doc] = db.execute("INSERT INTO pod_facts(doc) VALUES (?)", (doc,)).lastrowid
-        return pfid
-
     def _config_doc(self, config: Any) -> str:
         # The sampler keeps one ContainerConfig per inspect, so most sweeps find it here by identity and
         # skip the JSON encoding.
@@ -527,12 +509,13 @@ class Recorder:
     def _load_interned(self) -> None:
         """Read back what the file already interns, so a restarted recorder reuses the rows."""
         db = self._db
-        self._hosts, self._gpu_ids, self._containers, self._pod_ids = {}, {}, {}, {}
+        self._hosts, self._gpu_ids, self._containers = {}, {}, {}
+        self._pod_facts.ids = {}
         if db is None:
             return
         try:
             self._hosts = {doc: hid for hid, doc in db.execute("SELECT hid, doc FROM hosts")}
-            self._pod_ids = {doc: pfid for pfid, doc in db.execute("SELECT pfid, doc FROM pod_facts")}
+            self._pod_facts.load(db)
             self._gpu_ids = {doc: gid for gid, doc in db.execute("SELECT gid, doc FROM gpu_info")}
             for cid, cid_text, name, image, config in db.execute(
                     "SELECT cid, id, name, image, config FROM containers"):
