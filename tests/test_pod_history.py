@@ -298,3 +298,44 @@ def test_a_version_1_recording_still_replays_and_is_carried_forward(recorded, tm
         assert (new.qos, new.gpus_allocated) == ("Guaranteed", holder.kubernetes.gpus_allocated)
     finally:
         store.close()
+
+
+def test_thinning_keeps_the_last_pod_facts_and_mig_devices(tmp_path):
+    """Retention consolidates old sweeps into one a minute: each keeps its bucket's last pod facts (an allocation
+    going out of use keeps when) and MIG devices, and a Docker container beside stays without any."""
+    from builders import container, gpu, gpu_process, replace, snapshot
+
+    from mltop.probes.model import GpuAllocation, KubernetesInfo, MigDevice
+    from mltop.probes.recording import Recorder, RecordingStore
+
+    now = time.time()
+    start = (now - 2 * 3600) // 60 * 60  # two hours ago, on a minute: thinned to one sweep a minute
+    labels = {"io.kubernetes.pod.namespace": NS, "io.kubernetes.pod.name": "p", "io.kubernetes.pod.uid": "u",
+              "io.kubernetes.container.name": "main"}
+    base = container(f"{NS}/p/main", config=replace(container().config, labels=labels))
+    plain = container("plain")
+    path = str(tmp_path / "h.db")
+    recorder = Recorder(path, watch_engine=False, retention_every_s=float("inf")).start()
+    try:
+        for k in range(24):  # 2 minutes at 5 s; the GPU goes out of use at 70 s
+            t = start + 5 * k
+            in_use = t < start + 70
+            alloc = GpuAllocation("nvidia.com/mig-1g.10gb", MIG, MIG, mig=True, index=0, in_use=in_use,
+                                  unused_since=None if in_use else start + 70)
+            pod = replace(base, kubernetes=KubernetesInfo(NS, "p", "u", "main", "Burstable", gpus_allocated=(alloc,)))
+            mig = MigDevice(0, MIG, 1, 0, GIB, 10 * GIB, host_pids=(4000,) if in_use else (), profile="1g.10gb")
+            g = replace(gpu(0), mig_devices=(mig,), processes=(gpu_process(4000, container=pod),) if in_use else ())
+            recorder.record(snapshot([pod, plain], [g], taken_at=t))
+        recorder.enforce_retention(int(now * 1000))
+    finally:
+        recorder.close()
+    store = RecordingStore(path)
+    try:
+        kept = [store.snapshot(t) for t in store.times]
+    finally:
+        store.close()
+    assert len(kept) == 2  # one per minute
+    facts = [(next(c for c in s.containers if c.name == f"{NS}/p/main").kubernetes.gpus_allocated[0]) for s in kept]
+    assert [(a.in_use, a.unused_since) for a in facts] == [(True, None), (False, start + 70)]
+    assert [s.gpus[0].mig_devices[0].host_pids for s in kept] == [(4000,), ()]
+    assert all(next(c for c in s.containers if c.name == "plain").kubernetes is None for s in kept)
