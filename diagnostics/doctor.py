@@ -250,8 +250,9 @@ def run_doctor(
     container's that cannot be read is listed under "cgroup_facts"); `host_facts` / `container_facts` (by
     container id) replace that sensing, for tests that build their own. `allocation_history` names where the
     pod GPU allocations' unused_since came from (a recording; None: this process's sampling) and
-    `allocation_unknown` says per container id why there is no history (k8s.gpu_allocated_unused is skipped). Safe to call from a worker thread;
-    never raises for a failing check or source: those land in `checks_skipped` with the reason.
+    `allocation_unknown` says per container id why there is no history (k8s.gpu_allocated_unused is skipped).
+    Safe to call from a worker thread; never raises for a failing check or source: those land in
+    `checks_skipped` with the reason.
     """
     selected, missing = snapshot.select(containers)
     skips = _Skips()
