@@ -165,6 +165,27 @@ def test_replay_gives_back_qos_allocations_and_the_kubelets_status(recorded):
         store.close()
 
 
+async def test_the_replayed_dashboard_shows_gpu_alloc_beside_gpu(recorded):
+    """`mltop replay` under pilot: the GPU ALLOC column is there, with each pod container's cells as live."""
+    from conftest import until
+
+    from mltop.probes.recording import RecordingSource
+    from mltop.tui.app import MltopApp
+    from mltop.tui.screens.dashboard import DashboardScreen
+
+    app = MltopApp(nvml=False, source=RecordingSource(recorded["path"]))
+    ids = {n: recorded["pods"][n].containers["main"] for n in NAMES}
+    async with app.run_test(size=(200, 50)) as pilot:
+        def ready():
+            table = app.screen.table if isinstance(app.screen, DashboardScreen) else None
+            return table is not None and all(i in table.keys_in_order for i in ids.values())
+        await until(pilot, ready, timeout=30, what="the replayed pods")
+        table = app.screen.table
+        assert "gpu_alloc" in table.visible_columns
+        shown = {n: (table.cell_text(i, "gpu").strip(), table.cell_text(i, "gpu_alloc").strip()) for n, i in ids.items()}
+    assert shown == {"holder": ("", "0"), "worker": ("1", "1"), "leaky": ("2", ""), "migpod": ("3", "3")}
+
+
 def test_replay_judges_the_k8s_findings_as_live_did(recorded):
     from mltop.probes.recording import RecordingStore
 
