@@ -360,3 +360,46 @@ def test_thinning_keeps_the_last_pod_facts_and_mig_devices(tmp_path):
     assert [(a.in_use, a.unused_since) for a in facts] == [(True, None), (False, start + 70)]
     assert [s.gpus[0].mig_devices[0].host_pids for s in kept] == [(4000,), ()]
     assert all(next(c for c in s.containers if c.name == "plain").kubernetes is None for s in kept)
+
+
+def test_the_window_reaches_back_over_an_agent_restart_but_not_over_a_gap(tmp_path):
+    """Two recorder runs of the same node (the agent restarted: its sampler counts unused_since afresh). The
+    doctor's window reaches back into the first run when the second follows it without a gap and the first saw
+    the device unused too; not over a gap, and not past a sweep that saw it in use."""
+    from builders import container, replace, snapshot
+
+    from mltop.probes.model import GpuAllocation, KubernetesInfo
+    from mltop.probes.recording import Recorder, RecordingStore
+    from mltop.probes.recording.allocation_history import with_recorded_allocations
+
+    labels = {"io.kubernetes.pod.namespace": NS, "io.kubernetes.pod.name": "p", "io.kubernetes.pod.uid": "u",
+              "io.kubernetes.container.name": "main"}
+    base = container(f"{NS}/p/main", config=replace(container().config, labels=labels))
+
+    def sweep(t, in_use, since):
+        alloc = GpuAllocation("nvidia.com/gpu", GPU_A, GPU_A, index=0, in_use=in_use, unused_since=since)
+        return snapshot([replace(base, kubernetes=KubernetesInfo(NS, "p", "u", "main", None, gpus_allocated=(alloc,)))],
+                        taken_at=t, interval_s=1.0)
+
+    def doctor_sees(runs):
+        path = str(tmp_path / f"h{len(list(tmp_path.iterdir()))}.db")
+        for run in runs:  # one recorder (an agent's run) each
+            recorder = Recorder(path, watch_engine=False).start()
+            for snap in run:
+                recorder.record(snap)
+            recorder.close()
+        store = RecordingStore(path)
+        try:
+            now = runs[-1][-1].taken_at + 1
+            found = with_recorded_allocations(sweep(now + 0.25, False, now), store, now)
+        finally:
+            store.close()
+        assert found.unknown == {}
+        return found.snapshot.containers[0].kubernetes.gpus_allocated[0].unused_since
+
+    t = 1_800_000_000.0
+    first_run = [sweep(t, True, None), sweep(t + 1, False, t + 1), sweep(t + 2, False, t + 1)]
+    assert doctor_sees([first_run, [sweep(t + 5, False, t + 5), sweep(t + 6, False, t + 5)]]) == t + 1
+    assert doctor_sees([first_run, [sweep(t + 500, False, t + 500)]]) == t + 500  # a gap: not before it
+    in_use_at_its_end = first_run[:2] + [sweep(t + 2, True, None)]
+    assert doctor_sees([in_use_at_its_end, [sweep(t + 5, False, t + 5)]]) == t + 5

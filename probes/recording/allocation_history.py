@@ -3,7 +3,8 @@
 A one-shot `mltop doctor` sees two sweeps a second apart: far too short for k8s.gpu_allocated_unused's window
 (gpu_alloc_unused_s, 600 s by default). `mltop serve` and the dashboard record every sweep, and with it each
 allocation's in_use and unused_since (pod_facts, schema version 2). The recording's last sweep, when it reaches
-up to the doctor's own sweeps, carries that history over to the doctor's snapshot.
+up to the doctor's own sweeps, carries that history over to the doctor's snapshot, and back over earlier
+recorder runs that follow without a gap (an agent restart does not restart the window).
 """
 
 from __future__ import annotations
@@ -77,9 +78,30 @@ def with_recorded_allocations(snapshot: Snapshot, store, first_t: float) -> Reco
         for a in c.kubernetes.gpus_allocated:
             was = kept.get(a.device_id)
             if not a.in_use and was is not None and not was.in_use and was.unused_since is not None:
-                a = dataclasses.replace(a, unused_since=min(was.unused_since, a.unused_since or was.unused_since))
+                since = _earlier_runs(store, c.id, a.device_id, was.unused_since)
+                a = dataclasses.replace(a, unused_since=min(since, a.unused_since or since))
             marked.append(a)
         replaced[c.id] = dataclasses.replace(c, kubernetes=dataclasses.replace(c.kubernetes,
                                                                                gpus_allocated=tuple(marked)))
     containers = tuple(replaced.get(c.id, c) for c in snapshot.containers)
     return RecordedAllocations(dataclasses.replace(snapshot, containers=containers), source, unknown)
+
+
+def _earlier_runs(store, container_id: str, device_id: str, since: float) -> float:
+    """`since` moved back over earlier recorder runs (an agent restarted: its sampler counts afresh): while the
+    sweep just before `since` follows without a gap and saw the device unused too, its unused_since holds."""
+    import bisect
+
+    while True:
+        i = bisect.bisect_left(store.times, int(since * 1000)) - 1
+        if i < 0:
+            return since
+        before = store.snapshot(store.times[i])
+        if before is None or since - before.taken_at > max(FRESH_S, 3 * (before.interval_s or 0.0)):
+            return since
+        c = before.container(container_id)
+        was = next((a for a in (c.kubernetes.gpus_allocated if c is not None and c.kubernetes else ())
+                    if a.device_id == device_id), None)
+        if was is None or was.in_use or was.unused_since is None or was.unused_since >= since:
+            return since
+        since = was.unused_since
