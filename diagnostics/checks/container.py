@@ -7,7 +7,8 @@ import re
 from mltop.probes.model import ContainerSample
 
 from ..findings import INFO, WARNING, Finding, evidence
-from .base import CheckContext, CheckSkipped, _cfg_source, _log_evidence, _matches, container_check
+from .base import (CheckContext, CheckSkipped, _cfg_source, _log_evidence, _matches, by_runtime, container_check,
+                   node_memlock_fix)
 
 
 # --------------------------------------------------------------------------- processes, restarts, CPU
@@ -75,9 +76,13 @@ def check_pids(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     if failed:
         ev.append(evidence(f"pids.events max {failed} (forks refused so far)", f"{base}/pids.events"))
     return [Finding("pids.near_max", WARNING, c.name,
-                    f"The container is at its process/thread limit ({current} of {limit})", tuple(ev),
-                    "Raise `--pids-limit` (or -1 for none); fewer DataLoader workers or threads "
-                    "(`OMP_NUM_THREADS`); errors look like \"can't start new thread\"")]
+                    f"The container is at its process/thread limit ({current} of {limit})", tuple(ev), by_runtime(
+                        c, "Raise `--pids-limit` (or -1 for none); fewer DataLoader workers or threads "
+                           "(`OMP_NUM_THREADS`); errors look like \"can't start new thread\"",
+                        lambda k: "A pod's pids limit is the node's, not its spec's: raise the kubelet's "
+                                  "`podPidsLimit` (KubeletConfiguration; -1 for none) on the node and restart the "
+                                  f"kubelet, then recreate the pod (`{k.delete}`); fewer DataLoader workers or "
+                                  "threads (`OMP_NUM_THREADS`); errors look like \"can't start new thread\""))]
 
 
 
@@ -87,6 +92,9 @@ def gpu_count_of(ctx: CheckContext, c: ContainerSample) -> tuple[int, str]:
     used = {u.index for u in c.gpus} | {g.index for g in ctx.gpus_of(c)}
     if len(used) >= 2:
         return len(used), f"NVML shows it on GPUs {', '.join(str(i) for i in sorted(used))}"
+    allocated = {a.uuid for a in c.kubernetes.gpus_allocated} if c.kubernetes is not None else set()
+    if allocated:
+        return len(allocated), f"the kubelet allocated it {', '.join(sorted(allocated))} (pod-resources API)"
     for r in c.config.device_requests:
         if r.device_ids:
             return len(r.device_ids), f"HostConfig.DeviceRequests DeviceIDs {list(r.device_ids)}"
@@ -129,6 +137,10 @@ def check_memlock(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     return [Finding(
         "nccl.memlock", WARNING if hits else INFO, c.name,
         f"Uses {count} GPUs with locked memory limited to {soft // 1024} KiB: NCCL over InfiniBand/RDMA needs "
-        "it unlimited", tuple(ev),
-        "Run with `--ulimit memlock=-1` (and `--ulimit stack=67108864`), or set `default-ulimits` in daemon.json",
+        "it unlimited", tuple(ev), by_runtime(
+            c, "Run with `--ulimit memlock=-1` (and `--ulimit stack=67108864`), or set `default-ulimits` in "
+               "daemon.json",
+            lambda k: f"Kubernetes has no per-pod ulimit: a pod's processes inherit the {k.node_runtime} runtime's "
+                      f"own locked-memory limit, so raise it on the node: {node_memlock_fix(k.node_runtime)}; "
+                      f"then recreate the pod (`{k.delete}`) so it starts under the new limit"),
     )]

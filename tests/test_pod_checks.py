@@ -1,0 +1,198 @@
+"""The existing GPU checks on pod containers, in Kubernetes terms: CUDA too new for the driver, CUDA out of
+memory, NCCL's locked-memory limit and an Xid on a pod's GPU. Real pods in the private containerd; the simulated
+NVML lists their real host PIDs on its GPUs and delivers the Xids. Each finding names the pod, says `kubectl`, the
+pod spec or the node where a Docker finding says `docker run`, and stays silent on a healthy look-alike."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+
+import pytest
+from cri_harness import ContainerSpec
+from fakenvml import FakeGpu, FakeProcess, FakeScenario, FakeXid, write_scenario
+from pod_resources_server import PodResourcesServer
+
+GIB = 1 << 30
+NS = "ml-team"
+TORCH_OOM = ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity "
+             "of 79.11 GiB of which 1.19 GiB is free.")
+HARMLESS = "step 100: peak memory 14.2 GiB, host memory 3.1 GiB, memory_efficient_attention on"
+NCCL_ENV = {"NCCL_DEBUG": "INFO", "NCCL_IB_HCA": "mlx5", "WORLD_SIZE": "2"}
+LOW_MEMLOCK = ["sh", "-c", "ulimit -l 64; exec sleep 600"]  # 64 KiB, below what containerd passes on
+# What a pod finding never says: Docker's flags, commands and inspect fields.
+DOCKER_WORDS = re.compile(r"docker |--gpus|--ulimit|--shm-size|--ipc=host|--pids-limit|--cpus|--memory\b|"
+                          r"daemon\.json|HostConfig|Config\.Env|State\.Error")
+GPU_UUIDS = [f"GPU-f0000000-0000-0000-0000-00000000000{i}" for i in range(7)]
+
+
+def _echo(line: str) -> list[str]:
+    return ["sh", "-c", f"echo '{line}'; exec sleep 600"]
+
+
+@pytest.fixture(scope="module")
+def judged(cri_node, fake_nvml_lib, tmp_path_factory):
+    """Eleven pods, seven simulated GPUs on a driver that supports CUDA 12.4, Xids 79 and 31 on GPU 4; the doctor
+    over the pods after the Xids arrived."""
+    from mltop.diagnostics.doctor import run_doctor
+    from mltop.probes.host_facts import HostProbe
+    from mltop.probes.sampler import ProbeOptions, Sampler
+
+    specs = {
+        "cudanew": [ContainerSpec("main", ["sleep", "600"], env={"CUDA_VERSION": "12.8.0"})],  # as NVIDIA's images
+        "cudaok": [ContainerSpec("main", ["sleep", "600"], env={"CUDA_VERSION": "12.4.1"})],
+        "oom": [ContainerSpec("main", _echo(TORCH_OOM))],
+        "memok": [ContainerSpec("main", _echo(HARMLESS))],
+        "ddp": [ContainerSpec("main", LOW_MEMLOCK, env=NCCL_ENV)],
+        "single": [ContainerSpec("main", LOW_MEMLOCK, env=NCCL_ENV)],
+        "ddpalloc": [ContainerSpec("main", LOW_MEMLOCK, env=NCCL_ENV)],  # given 2 GPUs, before NCCL's init
+        "xidpod": [ContainerSpec("main", ["sleep", "600"])],
+        "otherpod": [ContainerSpec("main", ["sleep", "600"])],
+    }
+    kubelet = PodResourcesServer()
+    pods = {}
+    sampler = None
+    try:
+        for name, containers in specs.items():
+            pods[name] = cri_node.run_pod(NS, name, containers)
+        kubelet.allocations = {(NS, "ddpalloc", "main"): [("nvidia.com/gpu", GPU_UUIDS[5:7])]}
+        pid = {name: cri_node.init_pid(pod.containers["main"]) for name, pod in pods.items()}
+
+        def on(*names, memory=2 * GIB):
+            return [FakeProcess(pid[n], used_memory=memory, sm=40) for n in names]
+
+        scenario = tmp_path_factory.mktemp("pod-checks") / "scenario.txt"
+        write_scenario(scenario, FakeScenario(driver_version="550.54.15", cuda_version=12040, gpus=[
+            FakeGpu(uuid=GPU_UUIDS[0], pci="00000000:10:00.0", util=40, mem_used=4 * GIB,
+                    processes=on("cudanew", "cudaok")),
+            FakeGpu(uuid=GPU_UUIDS[1], pci="00000000:11:00.0", util=90, mem_used=72 * GIB,
+                    processes=on("oom", memory=70 * GIB) + on("memok")),
+            FakeGpu(uuid=GPU_UUIDS[2], pci="00000000:12:00.0", util=60, mem_used=2 * GIB, processes=on("ddp")),
+            FakeGpu(uuid=GPU_UUIDS[3], pci="00000000:13:00.0", util=60, mem_used=4 * GIB,
+                    processes=on("ddp", "single")),
+            FakeGpu(uuid=GPU_UUIDS[4], pci="00000000:14:00.0", util=50, mem_used=2 * GIB, processes=on("xidpod")),
+            FakeGpu(uuid=GPU_UUIDS[5], pci="00000000:15:00.0", util=50, mem_used=2 * GIB, processes=on("otherpod")),
+            FakeGpu(uuid=GPU_UUIDS[6], pci="00000000:16:00.0"),
+        ], xids=[FakeXid(gpu=4, code=79), FakeXid(gpu=4, code=31, at=0.2)]))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MLTOP_FAKE_NVML_SCENARIO", str(scenario))
+            mp.setenv("MLTOP_KMSG", str(scenario.parent / "no-kmsg"))  # no Xids from this machine's kernel log
+            sampler = Sampler(ProbeOptions(nvml_lib=str(fake_nvml_lib), cri_endpoint=cri_node.endpoint,
+                                           pod_resources_socket=kubelet.endpoint, watch_events=False))
+            deadline = time.monotonic() + 20
+            while True:  # until both Xids arrived and every pod's log holds its line
+                snap = sampler.sweep()
+                xids = {e.xid for g in snap.gpus if g.index == 4 for e in g.xid_events}
+                if xids >= {79, 31} or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+        names = [f"{NS}/{name}/main" for name in pods]
+        host = HostProbe()
+        result = run_doctor(snap, sampler.engine, containers=names, host=host)
+        found = {}
+        for f in result.findings:
+            found.setdefault((f.code, f.container), []).append(f)
+        facts = {c.id: host.container_facts(c, snap.host.cgroup_version) for c in snap.containers
+                 if c.name in names}
+        yield dataclasses.make_dataclass("Judged", ["snap", "result", "found", "facts", "names", "engine"])(
+            snap, result, found, facts, names, sampler.engine)
+    finally:
+        if sampler is not None:
+            sampler.close()
+        for pod in pods.values():
+            cri_node.remove_pod(pod)
+        kubelet.stop()
+
+
+def _one(judged, code, pod):
+    (finding,) = judged.found[(code, f"{NS}/{pod}/main")]
+    return finding
+
+
+def _text(finding) -> str:
+    return "\n".join([finding.title, *finding.evidence, finding.fix])
+
+
+def _silent(judged, code, pod) -> bool:
+    return (code, f"{NS}/{pod}/main") not in judged.found
+
+
+def test_no_pod_finding_speaks_docker(judged):
+    """Every finding on the pods (and the host findings naming them) says kubectl / the pod spec, never a docker
+    command, flag or inspect field."""
+    assert judged.result.findings
+    for f in judged.result.findings:
+        assert not DOCKER_WORDS.search(_text(f)), (f.code, f.container, DOCKER_WORDS.search(_text(f)).group(0))
+
+
+def test_cuda_too_new_for_the_node_driver_names_the_pod_and_fixes_its_image(judged):
+    finding = _one(judged, "driver.cuda_too_new", "cudanew")
+    assert finding.title == "The image needs CUDA 12.8.0, newer than the node's CUDA 12.4"
+    text = "\n".join(finding.evidence)
+    assert f"needs CUDA 12.8.0: env CUDA_VERSION=12.8.0 — CRI ContainerStatus {NS}/cudanew/main" in text
+    assert "host driver 550.54.15 supports CUDA up to 12.4" in text and "needs driver >= 570.26" in text
+    assert finding.fix.startswith("Run container `main` from an image built for CUDA 12.4 (it runs ")
+    assert f"`kubectl -n {NS} set image deployment/<its deployment> main=<image built for CUDA 12.4>`" in finding.fix
+    assert f"`kubectl -n {NS} get pod cudanew -o yaml`" in finding.fix
+    assert f"upgrade the node's driver to >= 570.26 (`kubectl drain {judged.snap.host.hostname} " in finding.fix
+    assert _silent(judged, "driver.cuda_too_new", "cudaok")  # CUDA 12.4.1: what the driver supports
+
+
+def test_cuda_oom_in_the_pods_log_gets_an_env_fix_and_kubectl_logs(judged):
+    finding = _one(judged, "oom.cuda", "oom")
+    assert finding.title.startswith("Out of GPU memory allocating 2.00 GiB on GPU 0; shared with container "
+                                    f"{NS}/memok/main")
+    text = "\n".join(finding.evidence)
+    assert "log line 'torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB" in text
+    assert f"/pods/{NS}_oom_" in text and "main/0.log (last 200 lines)" in text  # the kubelet's log file
+    assert ("`containers: [{name: main, env: [{name: PYTORCH_CUDA_ALLOC_CONF, value: \"expandable_segments:True\"}]}]`"
+            in finding.fix)
+    assert f"`kubectl -n {NS} logs oom -c main`" in finding.fix and "request a whole GPU" in finding.fix
+    assert _silent(judged, "oom.cuda", "memok")  # "memory" in its log, no out-of-memory
+
+
+def test_nccl_memlock_on_a_two_gpu_pod_gets_the_node_runtimes_limit(judged):
+    finding = _one(judged, "nccl.memlock", "ddp")
+    assert finding.title.startswith("Uses 2 GPUs with locked memory limited to 64 KiB")
+    text = "\n".join(finding.evidence)
+    assert "2 GPUs: NVML shows it on GPUs 2, 3" in text and "Max locked memory 65536 bytes (soft)" in text
+    assert finding.fix.startswith("Kubernetes has no per-pod ulimit: a pod's processes inherit the containerd "
+                                  "runtime's own locked-memory limit")
+    assert "LimitMEMLOCK=infinity" in finding.fix and "/etc/systemd/system/containerd.service.d/" in finding.fix
+    assert "sudo systemctl restart containerd" in finding.fix and f"`kubectl -n {NS} delete pod ddp`" in finding.fix
+    # given two GPUs by the kubelet, before any process of it runs on them
+    allocated = _one(judged, "nccl.memlock", "ddpalloc")
+    assert f"the kubelet allocated it {GPU_UUIDS[5]}, {GPU_UUIDS[6]}" in "\n".join(allocated.evidence)
+    assert _silent(judged, "nccl.memlock", "single")  # the same 64 KiB on one GPU: no NCCL across GPUs
+
+
+def test_nccl_memlock_is_silent_on_the_same_pod_with_unlimited_memlock(judged):
+    """The look-alike: the two-GPU pod with `ulimit -l unlimited` (no CAP_SYS_RESOURCE here to start a real one
+    above containerd's own 8 MiB: its read limits file is replaced by the unlimited one's)."""
+    from mltop.diagnostics.doctor import run_doctor
+
+    (ddp,) = [c for c in judged.snap.containers if c.name == f"{NS}/ddp/main"]
+    assert judged.facts[ddp.id].memlock_soft_bytes == 64 * 1024  # what the real pod has
+    facts = dict(judged.facts)
+    facts[ddp.id] = dataclasses.replace(facts[ddp.id], memlock_soft_bytes=-1)
+    again = run_doctor(judged.snap, judged.engine, containers=[ddp.name], container_facts=facts)
+    assert not [f for f in again.findings if f.code == "nccl.memlock"]
+    assert [f.code for f in run_doctor(judged.snap, judged.engine, containers=[ddp.name],
+                                       container_facts=judged.facts).findings].count("nccl.memlock") == 1
+
+
+def test_an_xid_on_a_pods_gpu_names_that_pod_with_kubectl_steps(judged):
+    xids = [f for (code, _), fs in judged.found.items() if code == "gpu.xid" for f in fs]
+    by_code = {int(re.search(r"Xid (\d+)", f.title).group(1)): f for f in xids if f.title.startswith("GPU 4:")}
+    hardware, application = by_code[79], by_code[31]
+    node = judged.snap.host.hostname
+    for finding in (hardware, application):
+        assert finding.title.endswith(f"; affects {NS}/xidpod/main")
+        assert f"on this GPU now: {NS}/xidpod/main" in "\n".join(finding.evidence)
+        assert "otherpod" not in _text(finding)  # on GPU 5: not affected
+    assert (f"keep new pods off this node first (`kubectl cordon {node}`), then `kubectl -n {NS} delete pod xidpod`"
+            in hardware.fix and f"`kubectl uncordon {node}`" in hardware.fix)
+    assert application.fix.endswith(f"; restart the pods on it: `kubectl -n {NS} delete pod xidpod` (their "
+                                    "controllers start them again)")
+    assert not [f for f in xids if not f.title.startswith("GPU 4:")]  # no Xid elsewhere, none naming otherpod
