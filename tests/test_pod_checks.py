@@ -24,7 +24,7 @@ LOW_MEMLOCK = ["sh", "-c", "ulimit -l 64; exec sleep 600"]  # 64 KiB, below what
 # What a pod finding never says: Docker's flags, commands and inspect fields.
 DOCKER_WORDS = re.compile(r"docker |--gpus|--ulimit|--shm-size|--ipc=host|--pids-limit|--cpus|--memory\b|"
                           r"daemon\.json|HostConfig|Config\.Env|State\.Error")
-GPU_UUIDS = [f"GPU-f0000000-0000-0000-0000-00000000000{i}" for i in range(7)]
+GPU_UUIDS = [f"GPU-f0000000-0000-0000-0000-00000000000{i}" for i in range(9)]
 
 
 def _echo(line: str) -> list[str]:
@@ -33,7 +33,7 @@ def _echo(line: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def judged(cri_node, fake_nvml_lib, tmp_path_factory):
-    """Eleven pods, seven simulated GPUs on a driver that supports CUDA 12.4, Xids 79 and 31 on GPU 4; the doctor
+    """Twelve pods, nine simulated GPUs on a driver that supports CUDA 12.4, Xids 79 and 31 on GPU 4; the doctor
     over the pods after the Xids arrived."""
     from mltop.diagnostics.doctor import run_doctor
     from mltop.probes.host_facts import HostProbe
@@ -49,13 +49,17 @@ def judged(cri_node, fake_nvml_lib, tmp_path_factory):
         "ddpalloc": [ContainerSpec("main", LOW_MEMLOCK, env=NCCL_ENV)],  # given 2 GPUs, before NCCL's init
         "xidpod": [ContainerSpec("main", ["sleep", "600"])],
         "otherpod": [ContainerSpec("main", ["sleep", "600"])],
+        "nogpu": [ContainerSpec("main", ["sleep", "600"], env={"CUDA_VERSION": "12.4.1"})],  # on no GPU
+        "idle": [ContainerSpec("main", ["sleep", "600"])],  # holds memory on an idle GPU
+        # runtimeClassName: nvidia, where the Docker engine beside it has no nvidia runtime nor the toolkit
+        "withrt": [ContainerSpec("main", ["sleep", "600"], env={"NVIDIA_VISIBLE_DEVICES": GPU_UUIDS[7]})],
     }
     kubelet = PodResourcesServer()
     pods = {}
     sampler = None
     try:
         for name, containers in specs.items():
-            pods[name] = cri_node.run_pod(NS, name, containers)
+            pods[name] = cri_node.run_pod(NS, name, containers, runtime_handler="nvidia" if name == "withrt" else "")
         kubelet.allocations = {(NS, "ddpalloc", "main"): [("nvidia.com/gpu", GPU_UUIDS[5:7])]}
         pid = {name: cri_node.init_pid(pod.containers["main"]) for name, pod in pods.items()}
 
@@ -74,6 +78,9 @@ def judged(cri_node, fake_nvml_lib, tmp_path_factory):
             FakeGpu(uuid=GPU_UUIDS[4], pci="00000000:14:00.0", util=50, mem_used=2 * GIB, processes=on("xidpod")),
             FakeGpu(uuid=GPU_UUIDS[5], pci="00000000:15:00.0", util=50, mem_used=2 * GIB, processes=on("otherpod")),
             FakeGpu(uuid=GPU_UUIDS[6], pci="00000000:16:00.0"),
+            FakeGpu(uuid=GPU_UUIDS[7], pci="00000000:17:00.0", util=60, mem_used=2 * GIB, processes=on("withrt")),
+            FakeGpu(uuid=GPU_UUIDS[8], pci="00000000:18:00.0", util=0, mem_used=3 * GIB,
+                    processes=[FakeProcess(pid["idle"], used_memory=3 * GIB)]),
         ], xids=[FakeXid(gpu=4, code=79), FakeXid(gpu=4, code=31, at=0.2)]))
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("MLTOP_FAKE_NVML_SCENARIO", str(scenario))
@@ -196,3 +203,29 @@ def test_an_xid_on_a_pods_gpu_names_that_pod_with_kubectl_steps(judged):
     assert application.fix.endswith(f"; restart the pods on it: `kubectl -n {NS} delete pod xidpod` (their "
                                     "controllers start them again)")
     assert not [f for f in xids if not f.title.startswith("GPU 4:")]  # no Xid elsewhere, none naming otherpod
+
+
+def test_a_cuda_pod_on_no_gpu_is_asked_for_nvidia_com_gpu(judged):
+    finding = _one(judged, "gpu.not_visible", "nogpu")
+    text = "\n".join(finding.evidence)
+    assert "env CUDA_VERSION=12.4.1" in text
+    assert "no GPU allocated to it (no `nvidia.com/gpu` in its resources.limits), runtime handler the default" in text
+    assert finding.fix.startswith("Ask for GPUs in the pod spec: `containers: [{name: main, resources: {limits: "
+                                  "{nvidia.com/gpu: 1}}}]` with `runtimeClassName: nvidia`")
+    assert _silent(judged, "gpu.not_visible", "cudaok")  # the same env, its process on a GPU
+
+
+def test_memory_held_on_an_idle_gpu_is_freed_by_deleting_the_pod(judged):
+    finding = _one(judged, "gpu.idle_reserved", "idle")
+    assert f"free the GPU: `kubectl -n {NS} delete pod idle`" in finding.fix
+    assert _silent(judged, "gpu.idle_reserved", "xidpod")  # its GPU is busy
+
+
+def test_a_pods_nvidia_runtime_handler_is_not_judged_by_dockers_runtimes(judged):
+    """The pod runs under containerd's `nvidia` handler; the Docker engine beside it knows no nvidia runtime and
+    this machine has no toolkit: no toolkit finding (Docker's words would be wrong here), and its GPU access is
+    said as the pod's runtime handler."""
+    assert "nvidia" not in judged.snap.host.runtimes
+    assert not [k for k in judged.found if k[0].startswith("toolkit.")]
+    (c,) = [c for c in judged.snap.containers if c.name == f"{NS}/withrt/main"]
+    assert judged.snap.gpu_access(c) == ("runtime handler nvidia (runtimeClassName)",)
