@@ -6,11 +6,12 @@ pod spec or the node where a Docker finding says `docker run`, and stays silent 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import time
 
 import pytest
-from cri_harness import ContainerSpec
+from cri_harness import QOS_PARENT, ContainerSpec
 from fakenvml import FakeGpu, FakeProcess, FakeScenario, FakeXid, write_scenario
 from pod_resources_server import PodResourcesServer
 
@@ -21,10 +22,18 @@ TORCH_OOM = ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00
 HARMLESS = "step 100: peak memory 14.2 GiB, host memory 3.1 GiB, memory_efficient_attention on"
 NCCL_ENV = {"NCCL_DEBUG": "INFO", "NCCL_IB_HCA": "mlx5", "WORLD_SIZE": "2"}
 LOW_MEMLOCK = ["sh", "-c", "ulimit -l 64; exec sleep 600"]  # 64 KiB, below what containerd passes on
+# a subshell starting 40 background sleeps over 4 s, past a pod limit of 8 whenever the test sets it (the refused
+# fork ends the subshell; the container's main process lives on)
+FORKY = ["sh", "-c", "(i=0; while [ $i -lt 40 ]; do sleep 600 & i=$((i+1)); sleep 0.1; done) & exec sleep 600"]
 # What a pod finding never says: Docker's flags, commands and inspect fields.
 DOCKER_WORDS = re.compile(r"docker |--gpus|--ulimit|--shm-size|--ipc=host|--pids-limit|--cpus|--memory\b|"
                           r"daemon\.json|HostConfig|Config\.Env|State\.Error")
 GPU_UUIDS = [f"GPU-f0000000-0000-0000-0000-00000000000{i}" for i in range(9)]
+
+
+def _pod_pids_dir(pod) -> str:
+    v1 = not os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+    return f"/sys/fs/cgroup{'/pids' if v1 else ''}{QOS_PARENT[pod.qos]}/pod{pod.uid}"
 
 
 def _echo(line: str) -> list[str]:
@@ -33,7 +42,7 @@ def _echo(line: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def judged(cri_node, fake_nvml_lib, tmp_path_factory):
-    """Twelve pods, nine simulated GPUs on a driver that supports CUDA 12.4, Xids 79 and 31 on GPU 4; the doctor
+    """Fourteen pods, nine simulated GPUs on a driver that supports CUDA 12.4, Xids 79 and 31 on GPU 4; the doctor
     over the pods after the Xids arrived."""
     from mltop.diagnostics.doctor import run_doctor
     from mltop.probes.host_facts import HostProbe
@@ -53,6 +62,8 @@ def judged(cri_node, fake_nvml_lib, tmp_path_factory):
         "idle": [ContainerSpec("main", ["sleep", "600"])],  # holds memory on an idle GPU
         # runtimeClassName: nvidia, where the Docker engine beside it has no nvidia runtime nor the toolkit
         "withrt": [ContainerSpec("main", ["sleep", "600"], env={"NVIDIA_VISIBLE_DEVICES": GPU_UUIDS[7]})],
+        "forky": [ContainerSpec("main", FORKY)],  # the kubelet's podPidsLimit 8 on its pod cgroup
+        "calm": [ContainerSpec("main", ["sleep", "600"])],  # podPidsLimit 64, two processes
     }
     kubelet = PodResourcesServer()
     pods = {}
@@ -60,6 +71,9 @@ def judged(cri_node, fake_nvml_lib, tmp_path_factory):
     try:
         for name, containers in specs.items():
             pods[name] = cri_node.run_pod(NS, name, containers, runtime_handler="nvidia" if name == "withrt" else "")
+        for name, limit in (("forky", 8), ("calm", 64)):  # as the kubelet writes podPidsLimit
+            with open(_pod_pids_dir(pods[name]) + "/pids.max", "w") as f:
+                f.write(str(limit))
         kubelet.allocations = {(NS, "ddpalloc", "main"): [("nvidia.com/gpu", GPU_UUIDS[5:7])]}
         pid = {name: cri_node.init_pid(pod.containers["main"]) for name, pod in pods.items()}
 
@@ -91,7 +105,9 @@ def judged(cri_node, fake_nvml_lib, tmp_path_factory):
             while True:  # until both Xids arrived and every pod's log holds its line
                 snap = sampler.sweep()
                 xids = {e.xid for g in snap.gpus if g.index == 4 for e in g.xid_events}
-                if xids >= {79, 31} or time.monotonic() > deadline:
+                with open(f"{_pod_pids_dir(pods['forky'])}/{pods['forky'].containers['main']}/pids.events") as f:
+                    refused = int(f.read().split()[1])  # (cgroup v1 counts it where the fork was refused)
+                if (xids >= {79, 31} and refused) or time.monotonic() > deadline:
                     break
                 time.sleep(0.3)
         names = [f"{NS}/{name}/main" for name in pods]
@@ -229,3 +245,16 @@ def test_a_pods_nvidia_runtime_handler_is_not_judged_by_dockers_runtimes(judged)
     assert not [k for k in judged.found if k[0].startswith("toolkit.")]
     (c,) = [c for c in judged.snap.containers if c.name == f"{NS}/withrt/main"]
     assert judged.snap.gpu_access(c) == ("runtime handler nvidia (runtimeClassName)",)
+
+
+def test_a_pod_at_the_kubelets_pod_pids_limit_gets_pod_pids_limit(judged, cri_node):
+    """The limit is the pod cgroup's (podPidsLimit), above the container's own (none): the pod's count against it."""
+    finding = _one(judged, "pids.near_max", "forky")
+    assert re.fullmatch(r"The pod is \(its containers share the pod cgroup's limit\) at its process/thread limit "
+                        r"\([78] of 8\)", finding.title)  # 8, less the subshell whose fork was refused
+    text = "\n".join(finding.evidence)
+    assert re.search(r"pids.current [78], pids.max 8 \(\d+%\) — /sys/fs/cgroup/\S*kubepods/burstable/pod", text)
+    assert "forks refused so far" in text
+    assert finding.fix.startswith("A pod's pids limit is the node's, not its spec's: raise the kubelet's "
+                                  "`podPidsLimit`")
+    assert _silent(judged, "pids.near_max", "calm")  # 2 of 64

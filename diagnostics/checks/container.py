@@ -64,7 +64,7 @@ def check_pids(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     if not base or not facts.pids_max:
         return []
     limit = facts.pids_max
-    current = c.pids
+    current = c.pids if facts.pids_current is None else facts.pids_current  # the pod's count, for the pod's limit
     failed = facts.pids_failed_forks
     ratio = (current or 0) / limit if limit else 0.0
     t = ctx.thresholds
@@ -75,8 +75,10 @@ def check_pids(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
         ev.append(evidence(f"{ratio:.2f} >= {t.named('pids_near_max')}", "mltop doctor"))
     if failed:
         ev.append(evidence(f"pids.events max {failed} (forks refused so far)", f"{base}/pids.events"))
+    whose = "The container is" if facts.pids_current is None else \
+        "The pod is (its containers share the pod cgroup's limit)"
     return [Finding("pids.near_max", WARNING, c.name,
-                    f"The container is at its process/thread limit ({current} of {limit})", tuple(ev), by_runtime(
+                    f"{whose} at its process/thread limit ({current} of {limit})", tuple(ev), by_runtime(
                         c, "Raise `--pids-limit` (or -1 for none); fewer DataLoader workers or threads "
                            "(`OMP_NUM_THREADS`); errors look like \"can't start new thread\"",
                         lambda k: "A pod's pids limit is the node's, not its spec's: raise the kubelet's "
