@@ -42,7 +42,9 @@ def check_dev_char_links(ctx: CheckContext) -> list[Finding]:
         "(NVML: Unknown Error inside them)",
         tuple(ev),
         "`sudo nvidia-ctk system create-dev-char-symlinks --create-all` (and enable the udev rule), "
-        "or start GPU containers through CDI (`--device nvidia.com/gpu=all`)",
+        "or start GPU containers through CDI (`--device nvidia.com/gpu=all`)"
+        + ("; for pods, let the device plugin hand GPUs through CDI (`--device-list-strategy=cdi-cri`)"
+           if any(c.kubernetes is not None for c in gpu_running) else ""),
     )]
 
 
