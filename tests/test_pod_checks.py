@@ -294,3 +294,63 @@ def test_a_read_throttle_on_a_pod_is_the_nodes_not_a_docker_flag(judged):
     assert finding.fix.startswith("Nothing to do while reads stay below it. Kubernetes sets no read throttle itself: "
                                   "something on the node wrote it into the pod's cgroup")
     assert not [k for k in judged.found if k[0].startswith("io.") and k[1] != f"{NS}/throttled/main"]
+
+
+# --------------------------------------------------------------------------- from built snapshots
+# (what a real pod here cannot show: an input-bound GPU, NVML lost after a daemon-reload, the timed read)
+
+
+def _pod(name: str, **overrides):
+    from builders import container
+    from mltop.probes.model import KubernetesInfo
+
+    return container(f"{NS}/{name}/main", runtime="containerd",
+                     kubernetes=KubernetesInfo(NS, name, "uid-" + name, "main", "Burstable"), **overrides)
+
+
+def _judge(snap, **fields):
+    from mltop.diagnostics.checks import CheckContext, HostFacts, Thresholds
+    from mltop.diagnostics.doctor import judge
+
+    ctx = CheckContext(snapshot=snap, containers=snap.containers, logs=fields.pop("logs", {}), host=HostFacts(),
+                       thresholds=Thresholds(), **fields)
+    return judge(ctx).findings
+
+
+def test_an_input_bound_pod_gets_resources_limits_cpu():
+    from builders import GIB, gpu, gpu_process, gpu_use, replace, snapshot
+
+    slow = _pod("loader", gpus=(gpu_use(0, 8 * GIB, 15.0),), cpu_limit_cores=2.0, cpu_limit_percent=99.0)
+    g = gpu(0, utilization_percent=15.0, memory_used_bytes=8 * GIB, processes=(
+        gpu_process(4242, 8 * GIB, 15.0, container=slow),))
+    (f,) = [f for f in _judge(snapshot([slow], [g])) if f.code == "perf.input_bound"]
+    assert "`containers: [{name: main, resources: {limits: {cpu: 4}}}]`" in f.fix and "num_workers" in f.fix
+    assert not DOCKER_WORDS.search(f.fix)
+    busy = replace(slow, gpus=(gpu_use(0, 8 * GIB, 90.0),))  # at its quota with a busy GPU: GPU-bound, silent
+    g2 = replace(g, utilization_percent=90.0, processes=(gpu_process(4242, 8 * GIB, 90.0, container=busy),))
+    assert not [f for f in _judge(snapshot([busy], [g2])) if f.code == "perf.input_bound"]
+
+
+def test_nvml_lost_in_a_pod_recreates_the_pod():
+    from builders import GIB, gpu, gpu_process, gpu_use, snapshot
+
+    c = _pod("trainer", gpus=(gpu_use(0, 4 * GIB, 50.0),), config_overrides={"runtime": "nvidia"})  # its handler
+    g = gpu(0, processes=(gpu_process(4242, 4 * GIB, 50.0, container=c),))
+    logs = {c.id: ("Failed to initialize NVML: Unknown Error",)}
+    (f,) = [f for f in _judge(snapshot([c], [g]), logs=logs) if f.code == "nvml.lost_in_container"]
+    assert f.fix.startswith(f"Recreate the pod: `kubectl -n {NS} delete pod trainer`")
+    assert not DOCKER_WORDS.search(f.fix)
+    assert not [f for f in _judge(snapshot([c], [g])) if f.code == "nvml.lost_in_container"]  # no such line
+
+
+def test_the_read_test_in_a_pod_is_a_cri_exec():
+    from builders import MIB, snapshot
+    from mltop.diagnostics.read_test import ReadTestResult
+
+    c = _pod("reader")
+    slow = ReadTestResult("/data/x", ("dd", "if=/data/x"), True, 64 * MIB, 3.2, 20.0, True, False, 0,
+                          "67108864 bytes copied", "dd")
+    (f,) = [f for f in _judge(snapshot([c]), read_tests={c.id: slow}) if f.code == "io.slow"]
+    assert f"CRI ExecSync in {NS}/reader/main: dd if=/data/x" in "\n".join(f.evidence)
+    fast = dataclasses.replace(slow, seconds=0.07, mb_per_s=900.0)
+    assert not [f for f in _judge(snapshot([c]), read_tests={c.id: fast}) if f.code == "io.slow"]
