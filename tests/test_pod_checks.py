@@ -26,8 +26,8 @@ LOW_MEMLOCK = ["sh", "-c", "ulimit -l 64; exec sleep 600"]  # 64 KiB, below what
 # fork ends the subshell; the container's main process lives on)
 FORKY = ["sh", "-c", "(i=0; while [ $i -lt 40 ]; do sleep 600 & i=$((i+1)); sleep 0.1; done) & exec sleep 600"]
 # What a pod finding never says: Docker's flags, commands and inspect fields.
-DOCKER_WORDS = re.compile(r"docker |--gpus|--ulimit|--shm-size|--ipc=host|--pids-limit|--cpus|--memory\b|--device(?!-list)|"
-                          r"--privileged|--pid=host|--restart|"
+DOCKER_WORDS = re.compile(r"docker |--gpus|--ulimit|--shm-size|--ipc=host|--pids-limit|--cpus|--memory\b|"
+                          r"--device(?!-list)|--privileged|--pid=host|--restart|"
                           r"daemon\.json|HostConfig|Config\.Env|State\.Error")
 GPU_UUIDS = [f"GPU-f0000000-0000-0000-0000-00000000000{i}" for i in range(9)]
 
@@ -290,7 +290,8 @@ def test_a_pod_at_the_kubelets_pod_pids_limit_gets_pod_pids_limit(judged, cri_no
 
 def test_a_read_throttle_on_a_pod_is_the_nodes_not_a_docker_flag(judged):
     finding = _one(judged, "io.throttle_set", "throttled")
-    assert re.search(re.escape(DISK) + r"\) rbps=1048576 — /sys/fs/cgroup/\S*kubepods/burstable/pod", "\n".join(finding.evidence))
+    assert re.search(re.escape(DISK) + r"\) rbps=1048576 — /sys/fs/cgroup/\S*kubepods/burstable/pod",
+                     "\n".join(finding.evidence))
     assert finding.fix.startswith("Nothing to do while reads stay below it. Kubernetes sets no read throttle itself: "
                                   "something on the node wrote it into the pod's cgroup")
     assert not [k for k in judged.found if k[0].startswith("io.") and k[1] != f"{NS}/throttled/main"]
