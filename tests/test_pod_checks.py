@@ -206,14 +206,15 @@ def test_nccl_memlock_on_a_two_gpu_pod_gets_the_node_runtimes_limit(judged):
     finding = _one(judged, "nccl.memlock", "ddp")
     assert finding.title.startswith("Uses 2 GPUs with locked memory limited to 64 KiB")
     text = "\n".join(finding.evidence)
-    assert "2 GPUs: NVML shows it on GPUs 2, 3" in text and "Max locked memory 65536 bytes (soft)" in text
+    assert "2 GPUs: NVML shows it on GPUs 2, 3 — NVML processes joined to containers" in text and "Max locked memory 65536 bytes (soft)" in text
     assert finding.fix.startswith("Kubernetes has no per-pod ulimit: a pod's processes inherit the containerd "
                                   "runtime's own locked-memory limit")
     assert "LimitMEMLOCK=infinity" in finding.fix and "/etc/systemd/system/containerd.service.d/" in finding.fix
     assert "sudo systemctl restart containerd" in finding.fix and f"`kubectl -n {NS} delete pod ddp`" in finding.fix
     # given two GPUs by the kubelet, before any process of it runs on them
     allocated = _one(judged, "nccl.memlock", "ddpalloc")
-    assert f"the kubelet allocated it {GPU_UUIDS[5]}, {GPU_UUIDS[6]}" in "\n".join(allocated.evidence)
+    assert (f"2 GPUs: the kubelet allocated it {GPU_UUIDS[5]}, {GPU_UUIDS[6]} — kubelet pod-resources List"
+            in allocated.evidence)
     assert _silent(judged, "nccl.memlock", "single")  # the same 64 KiB on one GPU: no NCCL across GPUs
 
 
@@ -355,3 +356,21 @@ def test_the_read_test_in_a_pod_is_a_cri_exec():
     assert f"CRI ExecSync in {NS}/reader/main: dd if=/data/x" in "\n".join(f.evidence)
     fast = dataclasses.replace(slow, seconds=0.07, mb_per_s=900.0)
     assert not [f for f in _judge(snapshot([c]), read_tests={c.id: fast}) if f.code == "io.slow"]
+
+
+def test_a_pod_the_runtime_refused_for_its_cuda_says_so_in_pod_terms():
+    """The toolkit's start-time check (NVIDIA_REQUIRE_CUDA) refused the container: CRI's status message says why."""
+    from builders import replace, snapshot
+
+    message = ("failed to create containerd task: nvidia-container-cli: requirement error: unsatisfied condition: "
+               "cuda>=12.8, please update your driver to a newer version")
+    refused = _pod("trainer", status="exited", config_overrides={"error": message, "exit_code": 128,
+                                                                  "env": (("NVIDIA_REQUIRE_CUDA", "cuda>=12.8"),)})
+    (f,) = [f for f in _judge(snapshot([refused])) if f.code == "driver.cuda_too_new"]
+    assert f.container == f"{NS}/trainer/main" and f.title.endswith("newer than the node's CUDA 12.4")
+    assert f"status message {message!r} — CRI ContainerStatus {NS}/trainer/main" in f.evidence
+    assert "set image deployment/<its deployment> main=<image built for CUDA 12.4>" in f.fix
+    assert not DOCKER_WORDS.search("\n".join([f.title, *f.evidence, f.fix]))
+    fits = replace(refused, status="running", config=replace(refused.config, error=None, exit_code=None,
+                                                             env=(("NVIDIA_REQUIRE_CUDA", "cuda>=12.4"),)))
+    assert not [f for f in _judge(snapshot([fits])) if f.code == "driver.cuda_too_new"]

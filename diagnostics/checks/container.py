@@ -89,25 +89,28 @@ def check_pids(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
 
 
 
-def gpu_count_of(ctx: CheckContext, c: ContainerSample) -> tuple[int, str]:
-    """(how many GPUs the container has, how we know): NVML use first, then its device requests."""
+def gpu_count_of(ctx: CheckContext, c: ContainerSample) -> tuple[int, str, str]:
+    """(how many GPUs the container has, how we know, where that was read): NVML use first, then the kubelet's
+    allocation (a pod), then its device requests."""
+    nvml = "NVML processes joined to containers"
     used = {u.index for u in c.gpus} | {g.index for g in ctx.gpus_of(c)}
     if len(used) >= 2:
-        return len(used), f"NVML shows it on GPUs {', '.join(str(i) for i in sorted(used))}"
+        return len(used), f"NVML shows it on GPUs {', '.join(str(i) for i in sorted(used))}", nvml
     allocated = {a.uuid for a in c.kubernetes.gpus_allocated} if c.kubernetes is not None else set()
     if allocated:
-        return len(allocated), f"the kubelet allocated it {', '.join(sorted(allocated))} (pod-resources API)"
+        return len(allocated), f"the kubelet allocated it {', '.join(sorted(allocated))}", "kubelet pod-resources List"
     for r in c.config.device_requests:
         if r.device_ids:
-            return len(r.device_ids), f"HostConfig.DeviceRequests DeviceIDs {list(r.device_ids)}"
+            return len(r.device_ids), f"HostConfig.DeviceRequests DeviceIDs {list(r.device_ids)}", _cfg_source(c)
         if r.count == -1:
-            return len(ctx.snapshot.gpus), f"HostConfig.DeviceRequests Count -1 (all {len(ctx.snapshot.gpus)} GPUs)"
+            return (len(ctx.snapshot.gpus), f"HostConfig.DeviceRequests Count -1 (all {len(ctx.snapshot.gpus)} GPUs)",
+                    _cfg_source(c))
         if r.count > 0:
-            return r.count, f"HostConfig.DeviceRequests Count {r.count}"
+            return r.count, f"HostConfig.DeviceRequests Count {r.count}", _cfg_source(c)
     nodes = [n for n in c.config.nvidia_device_nodes if n[len("/dev/nvidia"):].isdigit()]
     if nodes:
-        return len(nodes), f"HostConfig.Devices {', '.join(nodes)}"
-    return len(used), "NVML processes joined to containers"
+        return len(nodes), f"HostConfig.Devices {', '.join(nodes)}", _cfg_source(c)
+    return len(used), nvml, nvml
 
 
 _MEMLOCK_LOG = re.compile(r"ibv_reg_mr|Cannot allocate memory.*(NCCL|ibv)|NCCL.*(memlock|locked memory)|"
@@ -119,7 +122,7 @@ def check_memlock(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     """nccl.memlock: a multi-GPU container whose locked-memory limit (`ulimit -l`) is not unlimited."""
     if not c.running:
         return []
-    count, how = gpu_count_of(ctx, c)
+    count, how, source = gpu_count_of(ctx, c)
     if count < 2:
         return []
     facts = ctx.facts(c)
@@ -129,7 +132,7 @@ def check_memlock(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
         raise CheckSkipped(f"the locked-memory limit of {c.name} is unknown (its /proc/PID/limits is not readable)")
     if soft == -1:
         return []
-    ev = [evidence(f"{count} GPUs: {how}", _cfg_source(c))]
+    ev = [evidence(f"{count} GPUs: {how}", source)]
     if facts.memlock_soft_bytes is not None:
         ev.append(evidence(f"Max locked memory {soft} bytes (soft)", facts.limits_file or "/proc/PID/limits"))
     else:
