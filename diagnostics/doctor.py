@@ -260,8 +260,10 @@ def run_doctor(
     engine_ok = engine is not None and snapshot.host.engine.ok
 
     logs: dict[str, tuple[str, ...]] = {}
+    previous_logs: dict[str, tuple[str, tuple[str, ...]]] = {}
     for c in selected:
         if c.kubernetes is not None and c.config.log_path:  # a pod container: the kubelet's log file
+            from mltop.probes.cri.attempts import previous_log_path
             from mltop.probes.cri.logs import read_log
             from mltop.probes.redaction import redact_text
 
@@ -269,6 +271,10 @@ def run_doctor(
                 logs[c.id] = tuple(redact_text(line.text) for line in read_log(c.config.log_path, tail=log_tail))
             else:
                 skips.add("logs", f"no log file at {c.config.log_path} (is /var/log/pods readable here?)", c.name)
+            previous_path = previous_log_path(c)  # restarted and running again: why the last attempt ended
+            if previous_path is not None:
+                previous_logs[c.id] = (previous_path, tuple(redact_text(line.text)
+                                                            for line in read_log(previous_path, tail=log_tail)))
             continue
         if not engine_ok:
             skips.add("logs", "the Docker engine is not reachable: log-based checks ran without logs", c.name)
@@ -317,7 +323,7 @@ def run_doctor(
 
     ctx = CheckContext(snapshot=snapshot, containers=selected, logs=logs, host=host_facts, thresholds=thresholds,
                        log_tail=log_tail, previous=previous, read_tests=read_tests, frameworks=frameworks,
-                       container_facts=container_facts,
+                       container_facts=container_facts, previous_logs=previous_logs,
                        workload_thresholds=workload_thresholds or WorkloadThresholds())
     findings = _run_checks(ctx, skips)
     return DoctorResult(
