@@ -164,3 +164,187 @@ def test_a_cold_start_lists_a_crash_loop_once(looped):
     finally:
         sampler.close()
     assert [a.attempt for a in c.kubernetes.previous_attempts] == [3, 2, 1, 0]
+
+
+# --------------------------------------------------------------------------- without a runtime
+
+POD_UID = "5f2d3a1c-8e4b-4c2a-9f1e-0a1b2c3d4e5f"
+
+
+def _cri(cid: str, name: str, attempt: int, created: int, *, uid: str = POD_UID, sandbox: str = "sb1",
+         exit_code: int | None = 3, reason: str = "Error"):
+    """A listed CRI container and its status, as containerd gives them for attempt `attempt` of `name`."""
+    from mltop.probes.cri import runtime_pb2 as pb
+
+    labels = {"io.kubernetes.pod.namespace": "ml-team", "io.kubernetes.pod.name": "trainer",
+              "io.kubernetes.pod.uid": uid, "io.kubernetes.container.name": name}
+    annotations = {"io.kubernetes.container.restartCount": str(attempt)}
+    state = 1 if exit_code is None else 2
+    listed = pb.Container(id=cid, pod_sandbox_id=sandbox, metadata=pb.ContainerMetadata(name=name, attempt=attempt),
+                          state=state, created_at=created, labels=labels, annotations=annotations)
+    status = pb.ContainerStatusResponse(status=pb.ContainerStatus(
+        id=cid, metadata=listed.metadata, state=state, created_at=created, started_at=created + 10**8,
+        finished_at=created + 10**9 if exit_code is not None else 0, exit_code=exit_code or 0,
+        reason=reason if exit_code is not None else "", labels=labels, annotations=annotations,
+        log_path=f"/var/log/pods/ml-team_trainer_{uid}/{name}/{attempt}.log"))
+    return listed, status
+
+
+def test_the_attempts_collapse_to_the_newest_with_the_earlier_exits_newest_first():
+    from mltop.probes.cri.attempts import collapse_attempts
+    from mltop.probes.cri.source import attempt_from_cri, meta_from_cri
+
+    t = 1_795_900_000 * 10**9
+    made = [  # listed in no particular order, as ListContainers gives them
+        _cri("a1", "main", 1, t + 10**10),
+        _cri("s0", "sidecar", 0, t, exit_code=None),
+        _cri("a3", "main", 3, t + 3 * 10**10, exit_code=None),  # the newest: running again
+        _cri("a0", "main", 0, t),
+        _cri("a2", "main", 2, t + 2 * 10**10, exit_code=137, reason="OOMKilled"),
+        _cri("b0", "main", 0, t, uid="0b0b0b0b-0000-4000-8000-000000000000", sandbox="sb2", exit_code=None),
+    ]
+    entries = [(listed, meta_from_cri(listed, status, None, "containerd"), attempt_from_cri(listed, status))
+               for listed, status in made]
+    metas = collapse_attempts(entries)
+    assert [m.id for m in metas] == ["a3", "s0", "b0"]  # one per pod container, where its first attempt stood
+    main = metas[0]
+    assert main.name == "ml-team/trainer/main" and main.status == "running" and main.config.restart_count == 3
+    assert [(a.attempt, a.container_id, a.exit_code, a.reason) for a in main.kubernetes.previous_attempts] == [
+        (2, "a2", 137, "OOMKilled"), (1, "a1", 3, "Error"), (0, "a0", 3, "Error")]
+    assert main.kubernetes.previous_attempts[0].finished_at.startswith("2026-")
+    assert main.kubernetes.previous_attempts[0].log_path.endswith("/main/2.log")
+    assert metas[1].kubernetes.previous_attempts == () and metas[2].kubernetes.previous_attempts == ()
+    # an attempt whose status is still on the way (a cold start) is known by its number and log file only
+    listed, _ = made[0]
+    pending = collapse_attempts([entries[2], (listed, entries[0][1], attempt_from_cri(listed, None))])
+    (early,) = pending[0].kubernetes.previous_attempts
+    assert (early.attempt, early.exit_code, early.reason) == (1, None, "")
+    assert early.log_path == "/var/log/pods/ml-team_trainer_5f2d3a1c-8e4b-4c2a-9f1e-0a1b2c3d4e5f/main/1.log"
+    # the same attempt number twice (the kubelet made it again): the one created last wins
+    again = _cri("a3b", "main", 3, t + 4 * 10**10, exit_code=None)
+    both = collapse_attempts([entries[2], (again[0], meta_from_cri(*again, None, "containerd"),
+                                           attempt_from_cri(*again))])
+    assert [m.id for m in both] == ["a3b"] and both[0].kubernetes.previous_attempts[0].container_id == "a3"
+
+
+def _pod_sample(status: str, restarts: int, previous=(), **config):
+    from builders import container
+    from builders import config as make_config
+
+    from mltop.probes.model import KubernetesInfo
+
+    k = KubernetesInfo("ml-team", "trainer", POD_UID, "main", "Burstable", previous_attempts=tuple(previous))
+    cfg = make_config(restart_count=restarts, log_path=f"/var/log/pods/x/main/{restarts}.log", **config)
+    return container("ml-team/trainer/main", status=status, kubernetes=k, runtime="containerd", config=cfg)
+
+
+def _judge(c, logs=(), previous_logs=None):
+    from builders import snapshot
+
+    from mltop.diagnostics.checks import CheckContext, HostFacts, Thresholds
+    from mltop.diagnostics.checks.container import check_restarts
+
+    ctx = CheckContext(snapshot=snapshot([c]), containers=(c,), logs={c.id: tuple(logs)}, host=HostFacts(),
+                       thresholds=Thresholds(), previous_logs=previous_logs or {})
+    return check_restarts(ctx, c)
+
+
+def test_an_oom_killed_crash_loop_points_at_the_memory_limit():
+    from mltop.probes.model import ContainerAttempt
+
+    earlier = [ContainerAttempt(n, f"c{n}", "exited", 137, "OOMKilled", None, f"2026-12-02T07:0{n}:00Z", None)
+               for n in (2, 1, 0)]
+    c = _pod_sample("exited", 3, earlier, exit_code=137, oom_killed=True, memory_limit_bytes=512 << 20,
+                    finished_at="2026-12-02T07:03:00Z")
+    (loop,) = [f for f in _judge(c) if f.code == "container.restart_loop"]
+    assert loop.title == "CrashLoopBackOff: the pod container has restarted 3 times, last exit code 137 (OOMKilled)"
+    assert ("attempt 3 exited 137 (OOMKilled) at 2026-12-02T07:03:00Z, attempt 2 exited 137 (OOMKilled) at "
+            "2026-12-02T07:02:00Z") in "\n".join(loop.evidence)
+    assert "`containers: [{name: main, resources: {limits: {memory: 1Gi}}}]`" in loop.fix
+    assert "garbage collection" not in "\n".join(loop.evidence)  # attempts 0-3 are all known
+
+
+def test_a_pod_container_dead_of_a_signal_gets_kubectl_not_docker():
+    c = _pod_sample("exited", 0, exit_code=139, finished_at="2026-12-02T07:03:00Z")
+    (crash,) = _judge(c, logs=["Segmentation fault (core dumped)"])
+    assert crash.code == "container.crashed" and crash.title == "The pod container died of SIGSEGV (segmentation fault)"
+    assert crash.fix.startswith("Read the last log lines: `kubectl -n ml-team logs trainer -c main --previous`")
+    assert "log line 'Segmentation fault (core dumped)' — /var/log/pods/x/main/0.log" in "\n".join(crash.evidence)
+    bus = _pod_sample("exited", 0, exit_code=135)
+    assert "emptyDir: {medium: Memory" in _judge(bus)[0].fix
+    killed = _pod_sample("exited", 0, exit_code=137)
+    (info,) = _judge(killed)
+    assert info.severity == "info" and "liveness probe" in info.fix and "docker" not in info.fix
+    # the Docker container of the same facts keeps its words
+    from builders import container
+
+    docker = container("trainer", status="exited", config_overrides=dict(exit_code=139, restart_count=5))
+    assert [f.fix.startswith("Read why it dies: `docker logs") or f.fix.startswith("Read the last log lines: "
+                                                                                     "`docker logs")
+            for f in _judge(docker)] == [True, True]
+
+
+def test_a_running_attempt_shows_the_previous_attempts_log_and_hostile_lines_literally():
+    c = _pod_sample("running", 5, exit_code=None)
+    hostile = ["[bold red]boom[/] \x1b[31m", "HF_TOKEN=[REDACTED]", "Traceback: ValueError('x')"]
+    (loop,) = _judge(c, logs=["started again"], previous_logs={c.id: ("/var/log/pods/x/main/4.log", hostile)})
+    text = "\n".join(loop.evidence)
+    assert "attempts 0-4 removed by the kubelet's garbage collection" in text
+    assert "log line '[bold red]boom[/] \\x1b[31m' — /var/log/pods/x/main/4.log (the previous attempt's log)" in text
+    assert "started again" not in text
+
+
+def test_the_previous_log_is_the_previous_attempts_file_or_its_sibling(tmp_path):
+    from mltop.probes.cri.attempts import previous_log_path
+    from mltop.probes.model import ContainerAttempt
+
+    (tmp_path / "main").mkdir()
+    for n in (2, 3):
+        (tmp_path / "main" / f"{n}.log").write_text("")
+    running = _pod_sample("running", 4, exit_code=None)
+    running = replace_log(running, str(tmp_path / "main" / "4.log"))
+    assert previous_log_path(running) == str(tmp_path / "main" / "3.log")  # collected: its file outlived it
+    kept = ContainerAttempt(2, "c2", "exited", 1, "Error", None, None, str(tmp_path / "main" / "2.log"))
+    assert previous_log_path(replace_k(running, (kept,))) == str(tmp_path / "main" / "2.log")
+    assert previous_log_path(replace_log(running, str(tmp_path / "main" / "2.log"))) is None  # no 1.log
+    from builders import replace
+
+    assert previous_log_path(replace(running, status="exited")) is None  # its own log is the last ended one
+
+
+def replace_log(c, path: str):
+    from builders import replace
+
+    return replace(c, config=replace(c.config, log_path=path))
+
+
+def replace_k(c, previous):
+    from builders import replace
+
+    return replace(c, kubernetes=replace(c.kubernetes, previous_attempts=previous))
+
+
+async def test_the_dashboard_shows_one_row_per_pod_container_and_the_last_exits(looped, monkeypatch):
+    """The containers table holds the newest attempt only; its detail says the restarts and how the last
+    attempts ended."""
+    from conftest import until
+
+    from mltop.tui.app import MltopApp
+    from mltop.tui.screens.detail import ContainerDetailScreen
+
+    ids = looped["ids"]["crasher"]
+    monkeypatch.setenv("MLTOP_CRI_ENDPOINT", looped["node"].endpoint)
+    app = MltopApp(nvml=False, interval=0.5)
+    async with app.run_test(size=(160, 50)) as pilot:
+        table = app.screen.table
+        await until(pilot, lambda: ids[-1] in table.keys_in_order, timeout=30, what="the crasher's row")
+        assert not set(ids[:-1]) & set(table.keys_in_order)  # one row, not one per attempt
+        await until(pilot, lambda: table.move_to_key(ids[-1]), what="the crasher's row")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ContainerDetailScreen), what="the detail screen")
+        text = str(app.screen.query_one("#config").render())
+    lines = text.splitlines()
+    assert "restarts  4" in lines
+    (exits,) = [line for line in lines if line.startswith("exits")]
+    assert exits.startswith("exits     #4 exit 3 Error ") and ", #3 exit 3 Error " in exits
+    assert exits.endswith("(+2 earlier)")
