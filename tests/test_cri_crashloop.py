@@ -16,9 +16,11 @@ import pytest
 from cri_harness import ContainerSpec
 
 TOKEN = "hf_" + "Q7x" * 12  # a Hugging Face token's shape, echoed by the crashing container
+PASSWORD = "correct-horse-battery-staple"  # no token's shape: only its value, from the pod's env, gives it away
+ENV = {"HF_TOKEN": TOKEN, "DB_PASSWORD": PASSWORD}
 ERROR = "RuntimeError: shard 7 of /data/train is corrupt (crc mismatch)"
 CRASH = ["sh", "-c", "echo 'loading shard 7' >&2; echo \"auth with HF_TOKEN=$HF_TOKEN\" >&2; "
-                     f"echo '{ERROR}' >&2; exit 3"]
+                     f"echo \"db login with $DB_PASSWORD\" >&2; echo '{ERROR}' >&2; exit 3"]
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +33,8 @@ def looped(cri_node):
 
     node = cri_node
     pods = {
-        "crasher": node.run_pod("ml-team", "crasher", [ContainerSpec("train", CRASH, env={"HF_TOKEN": TOKEN})]),
-        "collected": node.run_pod("ml-team", "collected", [ContainerSpec("train", CRASH, env={"HF_TOKEN": TOKEN})]),
+        "crasher": node.run_pod("ml-team", "crasher", [ContainerSpec("train", CRASH, env=ENV)]),
+        "collected": node.run_pod("ml-team", "collected", [ContainerSpec("train", CRASH, env=ENV)]),
         "once": node.run_pod("ml-team", "once", [ContainerSpec("main", ["sh", "-c", "echo bye; exit 3"])]),
         "steady": node.run_pod("ml-team", "steady", [ContainerSpec("main", ["sh", "-c", "echo up; exec sleep 600"])]),
     }
@@ -89,7 +91,8 @@ def test_a_crash_loop_gets_crash_loop_back_off_with_exits_log_and_kubectl(looped
     assert "attempt 0 exited 3 (Error)" in text
     log_path = looped["snap"].container(looped["ids"]["crasher"][-1]).config.log_path
     assert f"log line {ERROR!r} — {log_path} (last 200 lines)" in text
-    assert "auth with HF_TOKEN=[REDACTED]" in text and TOKEN not in text  # the secret it printed
+    assert "auth with HF_TOKEN=[REDACTED]" in text and TOKEN not in text  # the secrets it printed
+    assert "db login with [REDACTED]" in text and PASSWORD not in text
     assert finding.fix.startswith("Read why it dies: `kubectl -n ml-team logs crasher -c train --previous` and "
                                   "`kubectl -n ml-team describe pod crasher`")
     assert "docker" not in finding.fix + text
@@ -106,7 +109,8 @@ def test_a_collected_previous_attempt_still_gives_its_log_tail(looped):
     current = looped["snap"].container(looped["ids"]["collected"][-1]).config.log_path
     previous = os.path.join(os.path.dirname(current), "2.log")
     assert f"log line {ERROR!r} — {previous} (the previous attempt's log)" in text
-    assert TOKEN not in text and "attempt running" not in text  # the running attempt's own log is not it
+    assert "db login with [REDACTED]" in text and TOKEN not in text and PASSWORD not in text
+    assert "attempt running" not in text  # the running attempt's own log is not it
 
 
 def test_healthy_look_alikes_raise_nothing(looped):
@@ -139,7 +143,7 @@ def test_snapshot_json_and_the_doctor_cli_name_the_loop(looped, tmp_path):
     found = {(f["code"], f["container"]) for f in report["findings"]}
     assert ("container.restart_loop", "ml-team/crasher/train") in found
     assert not [f for f in found if f[1] == "ml-team/steady/main" and f[0].startswith("container.")]
-    assert TOKEN not in done.stdout
+    assert TOKEN not in done.stdout and PASSWORD not in done.stdout
 
 
 def test_a_cold_start_lists_a_crash_loop_once(looped):
