@@ -328,6 +328,33 @@ def replace_k(c, previous):
     return replace(c, kubernetes=replace(c.kubernetes, previous_attempts=previous))
 
 
+def test_dead_attempts_are_asked_once(cri_pods):
+    """A steady sweep costs the two lists: the dead attempts' statuses were asked when they were new, and a dead
+    container's state does not move. The kubelet's next attempt is asked for alone."""
+    from mltop.probes.cri.source import CriSource
+
+    node = cri_pods.node
+    pod = cri_pods.run("ml-team", "asked", [ContainerSpec("main", ["sh", "-c", "exit 3"])])
+    ids = node.crash_loop(pod, "main", 1)
+    node.wait_exited(ids[-1])
+    source = CriSource(node.endpoint)
+    try:
+        source.view()
+        asked = []
+        client = source._connect()
+        real = client.container_status
+        client.container_status = lambda cid, verbose=True: asked.append(cid) or real(cid, verbose=verbose)
+        status, metas = source.view()
+        assert status.ok and asked == []
+        newest = node.restart_container(pod, "main", command=["sleep", "600"])  # attempt 2
+        metas = source.view()[1]
+        assert asked == [newest]
+    finally:
+        source.close()
+    (main,) = [m for m in metas if m.name == "ml-team/asked/main"]
+    assert main.id == newest and [a.attempt for a in main.kubernetes.previous_attempts] == [1, 0]
+
+
 async def test_the_dashboard_shows_one_row_per_pod_container_and_the_last_exits(looped, monkeypatch):
     """The containers table holds the newest attempt only; its detail says the restarts and how the last
     attempts ended."""
