@@ -355,6 +355,35 @@ def test_dead_attempts_are_asked_once(cri_pods):
     assert main.id == newest and [a.attempt for a in main.kubernetes.previous_attempts] == [1, 0]
 
 
+def test_the_kubelets_next_attempt_is_a_restart_event_not_a_new_container(cri_pods):
+    """The pod events (timeline, `mltop events`) see the attempts as one container: the earlier attempt's
+    disappearance from the list is the restart, not a `destroy` beside a `create`."""
+    from mltop.probes.pod_events import PodEventTracker
+    from mltop.probes.sampler import ProbeOptions, Sampler
+
+    node = cri_pods.node
+    pod = cri_pods.run("ml-team", "evented", [ContainerSpec("main", ["sh", "-c", "exit 3"])])
+    node.wait_exited(pod.containers["main"])
+    tracker = PodEventTracker()
+    sampler = Sampler(ProbeOptions(nvml=False, cri_endpoint=node.endpoint, watch_events=False))
+    try:
+        tracker.observe(sampler.sweep())
+        newest = node.restart_container(pod, "main", command=["sleep", "600"])
+        deadline = time.monotonic() + 20
+        while True:
+            snap = sampler.sweep()
+            if snap.container(newest) is not None and snap.container(newest).status == "running":
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        events = [(e.kind, e.container_id, e.detail) for e in tracker.observe(snap)
+                  if e.container == "ml-team/evented/main"]
+    finally:
+        sampler.close()
+    assert events[0] == ("restart", newest, {"restart_count": 1, "previous_restart_count": 0})
+    assert "destroy" not in [kind for kind, _, _ in events] and "create" not in [kind for kind, _, _ in events]
+
+
 async def test_the_dashboard_shows_one_row_per_pod_container_and_the_last_exits(looped, monkeypatch):
     """The containers table holds the newest attempt only; its detail says the restarts and how the last
     attempts ended."""
