@@ -224,6 +224,12 @@ def test_the_attempts_collapse_to_the_newest_with_the_earlier_exits_newest_first
     (early,) = pending[0].kubernetes.previous_attempts
     assert (early.attempt, early.exit_code, early.reason) == (1, None, "")
     assert early.log_path == "/var/log/pods/ml-team_trainer_5f2d3a1c-8e4b-4c2a-9f1e-0a1b2c3d4e5f/main/1.log"
+    # the sampler keeps a meta's caches while it is the same object: unchanged attempts give the same meta back
+    cache: dict = {}
+    first = collapse_attempts(entries, cache)
+    assert collapse_attempts(entries, cache)[0] is first[0]
+    moved = [*entries[:2], (made[2][0], meta_from_cri(*made[2], None, "containerd"), entries[2][2]), *entries[3:]]
+    assert collapse_attempts(moved, cache)[0] is not first[0]
     # the same attempt number twice (the kubelet made it again): the one created last wins
     again = _cri("a3b", "main", 3, t + 4 * 10**10, exit_code=None)
     both = collapse_attempts([entries[2], (again[0], meta_from_cri(*again, None, "containerd"),

@@ -21,11 +21,18 @@ def _order(entry: tuple[Any, ContainerMeta, ContainerAttempt]) -> tuple[int, int
     return int(container.metadata.attempt), int(container.created_at)
 
 
-def collapse_attempts(entries: Iterable[tuple[Any, ContainerMeta, ContainerAttempt]]) -> list[ContainerMeta]:
+def collapse_attempts(entries: Iterable[tuple[Any, ContainerMeta, ContainerAttempt]],
+                      cache: dict | None = None) -> list[ContainerMeta]:
     """One meta per pod container (pod UID, or the sandbox where none is known, and container name): the newest
     attempt (highest attempt, then the newest created), its `kubernetes.previous_attempts` the others, newest
     first. `entries`: (the listed CRI container, its meta, its attempt record), in list order; the result keeps
-    that order (each pod container where its first attempt stood). Containers outside pods pass through."""
+    that order (each pod container where its first attempt stood). Containers outside pods pass through.
+
+    `cache` (the previous call's, filled anew): while the attempts' metas are the same objects, the same merged
+    meta is given back, so the sampler's caches keyed on a meta's identity (limits, a container at rest) hold."""
+    previous = dict(cache or {})
+    if cache is not None:
+        cache.clear()
     groups: dict[tuple[str, str], list[tuple[Any, ContainerMeta, ContainerAttempt]]] = {}
     order: list[tuple[str, str] | ContainerMeta] = []
     for entry in entries:
@@ -48,10 +55,19 @@ def collapse_attempts(entries: Iterable[tuple[Any, ContainerMeta, ContainerAttem
             out.append(group[0][1])
             continue
         group.sort(key=_order, reverse=True)
-        newest = group[0][1]
-        earlier = tuple(_with_log_path(a, newest.config.log_path) for _, _, a in group[1:])
-        out.append(dataclasses.replace(newest, kubernetes=dataclasses.replace(newest.kubernetes,
-                                                                              previous_attempts=earlier)))
+        members = tuple((entry[1], entry[2]) for entry in group)
+        hit = previous.get(item)
+        if hit is not None and len(hit[0]) == len(members) and all(
+                a[0] is b[0] and a[1] is b[1] for a, b in zip(hit[0], members)):
+            merged = hit[1]
+        else:
+            newest = group[0][1]
+            earlier = tuple(_with_log_path(a, newest.config.log_path) for _, _, a in group[1:])
+            merged = dataclasses.replace(newest, kubernetes=dataclasses.replace(newest.kubernetes,
+                                                                                previous_attempts=earlier))
+        if cache is not None:
+            cache[item] = (members, merged)
+        out.append(merged)
     return out
 
 

@@ -80,6 +80,7 @@ class CriSource:
         # is asked once
         self._metas: dict[str, tuple[tuple[Any, ...], ContainerMeta, Any]] = {}
         self._pool = None
+        self._collapsed: dict = {}  # pod container -> its attempts' metas and the one meta made of them
 
     def close(self) -> None:
         if self._pool is not None:
@@ -152,7 +153,7 @@ class CriSource:
         self._metas, self._provisional = fresh, provisional
         for cid in set(self._pending) - set(keys):
             self._pending.pop(cid)[1].cancel()
-        metas = collapse_attempts(entries)
+        metas = collapse_attempts(entries, self._collapsed)
         return self.status("ok", None, len(metas)), metas
 
     def _status_of(self, client, cid: str):
