@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from .source_records import GpuAllocation, KubernetesInfo, SourceStatus  # noqa: F401  (records of the snapshot, kept apart)
+from .source_records import ContainerAttempt, GpuAllocation, KubernetesInfo, SourceStatus  # noqa: F401  (records of the snapshot, kept apart)
 
 SCHEMA_VERSION = 1
 

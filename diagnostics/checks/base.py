@@ -90,6 +90,9 @@ class CheckContext:
     frameworks: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
     container_facts: Mapping[str, ContainerFacts] = field(default_factory=dict)  # container id -> cgroup files
     workload_thresholds: WorkloadThresholds = field(default_factory=WorkloadThresholds)
+    # container id -> (path, recent lines) of a restarted pod container's last ended attempt's log file, when
+    # that is not its own (it runs again): what `kubectl logs --previous` shows
+    previous_logs: Mapping[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
 
     def log_lines(self, c: ContainerSample) -> tuple[str, ...]:
         return self.logs.get(c.id, ())
@@ -172,12 +175,13 @@ def _matches(lines: Sequence[str], pattern: re.Pattern[str], keep: int = 3) -> l
     return hits[-keep:]
 
 
-def _log_evidence(ctx: CheckContext, c: ContainerSample, lines: Iterable[str]) -> list[str]:
-    """Log lines as evidence, verbatim (repr-quoted: the text is data); repeats folded into one."""
+def _log_evidence(ctx: CheckContext, c: ContainerSample, lines: Iterable[str], source: str | None = None) -> list[str]:
+    """Log lines as evidence, verbatim (repr-quoted: the text is data); repeats folded into one. `source`: where
+    they were read when not the container's own log (a pod container's previous attempt's file)."""
     counts: dict[str, int] = {}
     for line in lines:
         counts[line] = counts.get(line, 0) + 1
-    return [evidence(f"log line {_line(line)!r}" + (f" (x{n})" if n > 1 else ""), ctx.log_source(c))
+    return [evidence(f"log line {_line(line)!r}" + (f" (x{n})" if n > 1 else ""), source or ctx.log_source(c))
             for line, n in counts.items()]
 
 

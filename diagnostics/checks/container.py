@@ -7,6 +7,7 @@ import re
 from mltop.probes.model import ContainerSample
 
 from ..findings import INFO, WARNING, Finding, evidence
+from . import pod_restarts
 from .base import (CheckContext, CheckSkipped, _cfg_source, _log_evidence, _matches, by_runtime, container_check,
                    node_memlock_fix)
 
@@ -24,6 +25,8 @@ def check_restarts(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     """container.restart_loop and container.crashed (exit 134/135/139; 137 without OOM evidence)."""
     cfg = c.config
     t = ctx.thresholds
+    if c.kubernetes is not None:  # a pod container: CrashLoopBackOff and kubectl (checks/pod_restarts.py)
+        return _pod_restarts(ctx, c)
     out = []
     if cfg.restart_count >= t.restart_loop_count or c.status == "restarting":
         ev = [evidence(f"RestartCount {cfg.restart_count}, restart policy {cfg.restart_policy}, status {c.status}",
@@ -51,6 +54,18 @@ def check_restarts(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
                                      _cfg_source(c)),),
                            "`docker kill`, a `docker stop` timeout, or an OOM kill whose flag a restart cleared: "
                            f"check `docker events --filter container={c.name} --filter event=oom`"))
+    return out
+
+
+def _pod_restarts(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
+    out = []
+    if c.config.restart_count >= ctx.thresholds.restart_loop_count:
+        out.append(pod_restarts.restart_loop(ctx, c))
+    code = c.config.exit_code
+    if c.status == "exited" and code in _SIGNALS:
+        out.append(pod_restarts.crashed(ctx, c, _SIGNALS[code]))
+    elif c.status == "exited" and code == 137 and not c.config.oom_killed:
+        out.append(pod_restarts.killed(ctx, c))
     return out
 
 
