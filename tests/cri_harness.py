@@ -281,6 +281,26 @@ class CriNode:
         return ids
 
 
+    def steady_cpu(self, pod: Pod) -> None:
+        """Give a busy pod the CPU it asks for on a loaded machine (cgroup v1 cgroupfs, as tests/cpu_placement.py
+        does for Docker): the most CPU shares on every cgroup from kubepods down to the pod. Without it, at load
+        10 a 0.5-CPU busy loop got less than its quota and was never throttled (the throttling test measured
+        the machine's load). Its quota still caps it."""
+        uid_dir = f"pod{pod.uid}"
+        for controller in ("cpu,cpuacct", "cpu"):
+            root = os.path.join("/sys/fs/cgroup", controller)
+            if not os.path.isfile(os.path.join(root, "cpu.shares")):
+                continue
+            path = root
+            for part in (QOS_PARENT[pod.qos].strip("/").split("/") + [uid_dir]):
+                path = os.path.join(path, part)
+                try:
+                    with open(os.path.join(path, "cpu.shares"), "w") as f:
+                        f.write("262144")
+                except OSError:
+                    return
+            return
+
 def _rmdir_tree(path: str) -> None:
     for dirpath, dirnames, _ in os.walk(path, topdown=False):
         for d in dirnames:
