@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from .source_records import GpuAllocation, KubernetesInfo, SourceStatus  # noqa: F401  (records of the snapshot, kept apart)
-from .gpu_sharing import GpuSharer, GpuSharing  # noqa: F401  (likewise)
+from .sharing_records import GpuSharer, GpuSharing  # noqa: F401  (likewise)
 
 SCHEMA_VERSION = 1
 

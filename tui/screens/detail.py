@@ -11,8 +11,8 @@ from textual.screen import Screen
 from textual.widgets import Static
 
 from mltop.diagnostics.workload import classify as classify_workload
-from mltop.probes.gpu_sharing import GpuSharing, sharing_of
-from mltop.probes.model import ContainerConfig, ContainerSample, Snapshot
+from mltop.probes.gpu_sharing import sharing_of
+from mltop.probes.model import ContainerConfig, ContainerSample, GpuSharing, Snapshot
 
 from .. import format as fmt
 from ..app_api import mltop_app

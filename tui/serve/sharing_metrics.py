@@ -7,8 +7,7 @@ from typing import Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from mltop.probes.gpu_sharing import GpuSharing
-from mltop.probes.model import ContainerSample, GpuSample
+from mltop.probes.model import ContainerSample, GpuSample, GpuSharing
 
 # dcgm-exporter's GPU labels; GPU_I_ID (the MIG GPU instance, as its profiling series name it) "" on a whole GPU
 SHARING_LABELS = ["gpu", "UUID", "GPU_I_ID", "mode"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from mltop.probes.gpu_sharing import GpuSharing
+from mltop.probes.model import GpuSharing
 
 from .. import format as fmt
 from ..sanitize import clip, literal, printable
