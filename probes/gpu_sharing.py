@@ -67,7 +67,7 @@ def _sharing(index: int, mig_index: int | None, uuid: str, total: int | None, pr
     server = next((p for p in processes if is_mps_server(p)), None)
     groups: dict[str | None, list[GpuProcess]] = {}
     for p in processes:
-        if p is server or is_mps_server(p):
+        if is_mps_server(p):
             continue
         if p.container_id is None and p.type == "graphics":
             continue  # a desktop's X server shares nothing an ML job cares about
@@ -88,8 +88,8 @@ def _sharing(index: int, mig_index: int | None, uuid: str, total: int | None, pr
         sharers.append(GpuSharer(
             container_id=cid, name=name, runtime=runtime, device_ids=held[1] if held else (),
             pids=tuple(sorted(p.host_pid for p in procs)),
-            memory_bytes=_sum([p.gpu_memory_bytes for p in procs], bool(procs)),
-            sm_percent=_sum([p.sm_percent for p in procs], bool(procs)),
+            memory_bytes=_sum([p.gpu_memory_bytes for p in procs]),
+            sm_percent=_sum([p.sm_percent for p in procs]),
         ))
     sharers.sort(key=lambda s: (s.container_id is None, -(s.memory_bytes or 0), s.name))
     if server is not None or any(p.type == "mps" for procs in groups.values() for p in procs):
@@ -100,16 +100,14 @@ def _sharing(index: int, mig_index: int | None, uuid: str, total: int | None, pr
         mode = "shared"
     return GpuSharing(
         uuid=uuid, index=index, mig_index=mig_index, mode=mode, sharers=tuple(sharers),
-        memory_used_sum=_sum([s.memory_bytes for s in sharers], True),
+        memory_used_sum=_sum([s.memory_bytes for s in sharers]),
         memory_total_bytes=total,
-        sm_sum=_sum([s.sm_percent for s in sharers], True),
+        sm_sum=_sum([s.sm_percent for s in sharers]),
         mps_server_pid=server.host_pid if server is not None else None,
     )
 
 
-def _sum(values: list, any_expected: bool):
-    """The sum of the known figures; None when none is known (0 when nothing was there to know)."""
+def _sum(values: list):
+    """The sum of the known figures: 0 for none at all (a replica no process uses), None when NVML gave none."""
     known = [v for v in values if v is not None]
-    if known:
-        return sum(known)
-    return None if any_expected and values else 0
+    return sum(known) if known or not values else None

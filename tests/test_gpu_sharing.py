@@ -118,6 +118,7 @@ def _sharer_tuples(record) -> list[tuple]:
 
 
 def test_snapshot_json_names_every_sharer_with_its_memory_and_sm_and_the_sum(shared):
+    from mltop.diagnostics.actions.nvidia_smi import host_gpu_view
     from mltop.probes.model import snapshot_to_json
 
     doc = json.loads(json.dumps(snapshot_to_json(shared["snap"])))
@@ -136,6 +137,10 @@ def test_snapshot_json_names_every_sharer_with_its_memory_and_sm_and_the_sum(sha
     assert mps["memory_used_sum"] == 4 * GIB and mps["sm_sum"] == 80.0
     clients = {p["host_pid"]: p["type"] for p in gpus[GPU_M]["processes"]}
     assert clients[shared["pid"]["mps-a"]] == "mps" and clients[shared["hosts"]["mps"]] == "compute"
+    # `n` on a container without nvidia-smi: the host's view types an MPS client as nvidia-smi does, "M+C"
+    view = host_gpu_view(shared["snap"], shared["snap"].container(shared["pods"]["mps-a"].containers["main"]))
+    (row,) = [ln for ln in view.splitlines() if re.search(rf"\|\s+{shared['pid']['mps-a']} \|", ln)]
+    assert "| M+C " in row and "3072MiB" in row and "50%" in row, row
 
     (s,) = gpus[GPU_S]["sharing"]  # a pod and a host job, nobody asked: "shared"; the X server is not counted
     assert s["mode"] == "shared"
