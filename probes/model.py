@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from .source_records import ContainerAttempt, GpuAllocation, KubernetesInfo, SourceStatus  # noqa: F401  (records of the snapshot, kept apart)
+from .sharing_records import GpuSharer, GpuSharing  # noqa: F401  (likewise)
 
 SCHEMA_VERSION = 1
 
@@ -85,7 +86,7 @@ class GpuProcess:
     """A process NVML reports on one GPU. PIDs are host PIDs: the driver knows no PID namespaces."""
 
     host_pid: int
-    type: str  # "compute" | "graphics"
+    type: str  # "compute" | "graphics" | "mps" (a client of the MPS server: NVML's MPS process list)
     gpu_memory_bytes: int | None  # None when the driver does not say (e.g. no permission, MIG)
     sm_percent: float | None  # None when process utilisation is unavailable on this driver/GPU
     name: str | None = None  # process name from /proc, when visible
@@ -193,6 +194,7 @@ class GpuSample:
     mig_devices: tuple[MigDevice, ...] = ()
     xid_events: tuple[XidEvent, ...] = ()  # oldest first
     gpm: GpmMetrics | None = None  # None: not supported or not yet two samples; the reason in unavailable["gpm"]
+    sharing: tuple[GpuSharing, ...] = ()  # the GPU, or its MIG devices, used by 2+ sharers (probes/gpu_sharing.py)
 
     def mig_processes(self, mig: MigDevice) -> tuple[GpuProcess, ...]:
         """The processes on one MIG device, as attributed on this GPU."""

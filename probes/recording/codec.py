@@ -18,6 +18,7 @@ import zlib
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
+from ..gpu_sharing import with_gpu_sharing
 from ..model import (
     ContainerConfig,
     ContainerGpuUse,
@@ -379,7 +380,7 @@ def build_gpus(rows: list[list[Any]], gpu_docs: Mapping[int, dict], interned: Ma
         for pid, kind, mem_mib, sm, name, cid in procs:
             who = interned.get(cid) if cid is not None else None
             processes.append(GpuProcess(
-                host_pid=pid, type="graphics" if kind == "g" else "compute",
+                host_pid=pid, type={"g": "graphics", "m": "mps"}.get(kind, "compute"),
                 gpu_memory_bytes=None if mem_mib is None else int(mem_mib * MIB), sm_percent=sm, name=name,
                 container_id=who.id if who else None, container_name=who.name if who else None,
                 runtime="docker" if who else None))
@@ -406,5 +407,8 @@ def _mig_from_row(m: list[Any]) -> MigDevice:
 
 def build_snapshot(t_ms: int, interval_ms: int | None, host: HostInfo, gpus: tuple[GpuSample, ...],
                    containers: tuple[ContainerSample, ...]) -> Snapshot:
+    # Who shares a GPU, again from the recorded processes (allocations are not recorded: a time-sliced GPU
+    # replays as "shared" unless MPS shows).
+    gpus = tuple(with_gpu_sharing(gpus, containers))
     return Snapshot(taken_at=t_ms / 1000.0, interval_s=None if interval_ms is None else interval_ms / 1000.0,
                     host=host, gpus=gpus, containers=containers)
