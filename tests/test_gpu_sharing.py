@@ -252,9 +252,10 @@ def test_serve_exposes_sharers_per_gpu_and_passes_promtool(shared):
         assert not errors, errors
 
 
-def test_a_recording_replays_the_sharing_it_can_see(shared, tmp_path):
-    """Allocations are not recorded: replay finds the sharers again from the recorded processes; the MPS GPU
-    stays "mps" (the server's name and the clients' type are recorded), a time-sliced one replays as "shared"."""
+def test_a_recording_replays_the_sharing_as_live_saw_it(shared, tmp_path):
+    """The recording keeps the processes (the MPS server's name, the clients' type) and the pods' allocations
+    (probes/recording: pod_facts), so replay finds the same sharers, modes and sums as live, a time-sliced
+    replica that no process uses included."""
     from mltop.probes.recording import Recorder, RecordingSource
 
     path = str(tmp_path / "h.db")
@@ -262,10 +263,13 @@ def test_a_recording_replays_the_sharing_it_can_see(shared, tmp_path):
     rec.record(shared["snap"])
     rec.flush()
     rec.close()
+    live = {g.uuid: g for g in shared["snap"].gpus}
     replayed = {g.uuid: g for g in RecordingSource(path).latest().gpus}
     (mps,) = replayed[GPU_M].sharing
     assert mps.mode == "mps" and [(s.memory_bytes, s.sm_percent) for s in mps.sharers] == [(3 * GIB, 50.0),
                                                                                           (GIB, 30.0)]
     (ts,) = replayed[GPU_T].sharing
-    assert ts.mode == "shared" and len(ts.sharers) == 2 and ts.memory_used_sum == 8 * GIB  # ts-idle: no process
+    assert ts.mode == "time-sliced" and ts.memory_used_sum == 8 * GIB
+    for uuid, gpu in live.items():
+        assert replayed[uuid].sharing == gpu.sharing, uuid
     assert replayed[GPU_H].sharing == ()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 from ..gpu_sharing import with_gpu_sharing
+from ..identity import DOCKER as DOCKER_RUNTIME
 from ..model import (
     ContainerConfig,
     ContainerGpuUse,
@@ -158,12 +159,16 @@ def unpack_containers(blob: bytes) -> ContainerColumns:
 _ALLOCATION = ("resource_name", "device_id", "uuid", "replica", "mig", "index", "in_use", "unused_since")
 
 
-def pod_doc(k: KubernetesInfo | None) -> str | None:
+def pod_doc(k: KubernetesInfo | None, runtime: str | None = None) -> str | None:
     """A pod container's facts the kubelet's labels do not give, interned in pod_facts: {"qos", "gpus":
-    [[resource_name, device_id, uuid, replica, mig, index, in_use, unused_since], ...]}; None: nothing to keep."""
-    if k is None or (k.qos is None and not k.gpus_allocated):
+    [[resource_name, device_id, uuid, replica, mig, index, in_use, unused_since], ...], "runtime": the CRI
+    runtime that named it (containerd, cri-o; absent for Docker's)}; None: nothing to keep."""
+    runtime = runtime if runtime and runtime != DOCKER_RUNTIME else None
+    if k is None or (k.qos is None and not k.gpus_allocated and runtime is None):
         return None
     doc: dict[str, Any] = {"qos": k.qos}
+    if runtime is not None:
+        doc["runtime"] = runtime
     if k.gpus_allocated:
         doc["gpus"] = [[getattr(a, f) for f in _ALLOCATION] for a in k.gpus_allocated]
     return json.dumps(doc, separators=(",", ":"))
@@ -180,16 +185,16 @@ class PodFactIds:
     def load(self, db) -> None:
         self.ids = {doc: pfid for pfid, doc in db.execute("SELECT pfid, doc FROM pod_facts")}
 
-    def id_of(self, db, k: KubernetesInfo | None) -> int:
+    def id_of(self, db, k: KubernetesInfo | None, runtime: str | None = None) -> int:
         """The id of a pod container's facts, inserted when new; NONE for none."""
         if k is None:
             return NONE
-        key = (k.qos, k.gpus_allocated)
+        key = (k.qos, k.gpus_allocated, runtime)
         doc = self._docs.get(key, False)
         if doc is False:
             if len(self._docs) > 4096:
                 self._docs.clear()
-            doc = self._docs[key] = pod_doc(k)
+            doc = self._docs[key] = pod_doc(k, runtime)
         if doc is None:
             return NONE
         pfid = self.ids.get(doc)
@@ -198,9 +203,32 @@ class PodFactIds:
         return pfid
 
 
-def pod_facts_from_doc(doc: str) -> tuple[str | None, tuple[GpuAllocation, ...]]:
+PodFacts = tuple  # (qos, allocations, runtime): what pod_facts_from_doc gives
+
+
+def pod_facts_from_doc(doc: str) -> tuple[str | None, tuple[GpuAllocation, ...], str | None]:
     d = json.loads(doc)
-    return d.get("qos"), tuple(GpuAllocation(**dict(zip(_ALLOCATION, a))) for a in d.get("gpus") or ())
+    return (d.get("qos"), tuple(GpuAllocation(**dict(zip(_ALLOCATION, a))) for a in d.get("gpus") or ()),
+            d.get("runtime"))
+
+
+def container_runtimes(cols: "ContainerColumns", interned: Mapping[int, "Interned"],
+                       pod_facts: Mapping[int, PodFacts] | None) -> dict[str, str | None]:
+    """{container id: the runtime that named it} for a recorded sweep: a pod container's from its pod facts
+    (None where a version-1 recording kept none: a CRI runtime, which one unknown), Docker's otherwise."""
+    out: dict[str, str | None] = {}
+    for i, cid in enumerate(cols.cids):
+        who = interned.get(cid)
+        if who is None:
+            continue
+        facts = _facts(cols, i, pod_facts)
+        if facts is not None and facts[2]:
+            out[who.id] = facts[2]
+        elif who.config.pod_labels or "io.kubernetes.pod.name" in who.config.labels:
+            out[who.id] = None
+        else:
+            out[who.id] = DOCKER_RUNTIME
+    return out
 
 
 # --------------------------------------------------------------------------- GPUs and host
@@ -332,8 +360,8 @@ def _limit_cores(cfg: ContainerConfig) -> float | None:
 
 def build_containers(cols: ContainerColumns, interned: Mapping[int, Interned],
                      gpu_uuids: Mapping[int, str],
-                     pod_facts: Mapping[int, tuple[str | None, tuple[GpuAllocation, ...]]] | None = None
-                     ) -> tuple[ContainerSample, ...]:
+                     pod_facts: Mapping[int, PodFacts] | None = None,
+                     runtimes: Mapping[str, str | None] | None = None) -> tuple[ContainerSample, ...]:
     uses: dict[int, list[ContainerGpuUse]] = {}
     for position, index, memory, sm in cols.gpu_uses:
         uses.setdefault(position, []).append(
@@ -357,6 +385,7 @@ def build_containers(cols: ContainerColumns, interned: Mapping[int, Interned],
 
         out.append(ContainerSample(
             id=who.id, name=who.name, image=who.image, status=cols.statuses[i], pid=None,
+            runtime=(runtimes or {}).get(who.id, DOCKER_RUNTIME),
             cpu_percent=cpu, cpu_limit_cores=cores,
             cpu_limit_percent=(cpu / cores if cpu is not None and cores else None),
             memory_bytes=as_int(mem), memory_limit_bytes=as_int(limit), memory_cache_bytes=None,
@@ -371,8 +400,8 @@ def build_containers(cols: ContainerColumns, interned: Mapping[int, Interned],
     return tuple(sorted(out, key=lambda c: c.name))
 
 
-def build_gpus(rows: list[list[Any]], gpu_docs: Mapping[int, dict], interned: Mapping[int, Interned]
-               ) -> tuple[GpuSample, ...]:
+def build_gpus(rows: list[list[Any]], gpu_docs: Mapping[int, dict], interned: Mapping[int, Interned],
+               runtimes: Mapping[str, str | None] | None = None) -> tuple[GpuSample, ...]:
     out = []
     for gid, util, mem_util, used_mib, temp, power, throttles, procs, *rest in rows:
         static = gpu_docs[gid]
@@ -383,7 +412,7 @@ def build_gpus(rows: list[list[Any]], gpu_docs: Mapping[int, dict], interned: Ma
                 host_pid=pid, type={"g": "graphics", "m": "mps"}.get(kind, "compute"),
                 gpu_memory_bytes=None if mem_mib is None else int(mem_mib * MIB), sm_percent=sm, name=name,
                 container_id=who.id if who else None, container_name=who.name if who else None,
-                runtime="docker" if who else None))
+                runtime=(runtimes or {}).get(who.id, DOCKER_RUNTIME) if who else None))
         out.append(GpuSample(
             index=static["index"], uuid=static["uuid"], name=static["name"], utilization_percent=util,
             memory_utilization_percent=mem_util,

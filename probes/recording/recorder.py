@@ -470,7 +470,7 @@ class Recorder:
         pod_ids = []
         cid_of: dict[str, int] = {}
         for c in snapshot.containers:
-            pod_ids.append(self._pod_facts.id_of(db, c.kubernetes))
+            pod_ids.append(self._pod_facts.id_of(db, c.kubernetes, c.runtime))
             config = self._config_doc(c.config)
             key = (c.id, c.name, c.image, config)
             cid = self._containers.get(key)

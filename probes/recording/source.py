@@ -116,8 +116,10 @@ class RecordingStore:
                 p != codec.NONE and p not in self._pod_facts for p in cols.pod_ids or ()):
             self.refresh()
         gpu_rows = codec.unpack_gpus(gpus_blob)
-        gpus = codec.build_gpus(gpu_rows, self._gpu_docs, self._interned)
-        containers = codec.build_containers(cols, self._interned, {g.index: g.uuid for g in gpus}, self._pod_facts)
+        runtimes = codec.container_runtimes(cols, self._interned, self._pod_facts)
+        gpus = codec.build_gpus(gpu_rows, self._gpu_docs, self._interned, runtimes)
+        containers = codec.build_containers(cols, self._interned, {g.index: g.uuid for g in gpus}, self._pod_facts,
+                                            runtimes)
         return codec.build_snapshot(t, interval_ms, self._host(hid, load), gpus, containers)
 
     def series(self, t0: float, t1: float
