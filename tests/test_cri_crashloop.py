@@ -414,3 +414,30 @@ async def test_the_dashboard_shows_one_row_per_pod_container_and_the_last_exits(
     (exits,) = [line for line in lines if line.startswith("exits")]
     assert exits.startswith("exits     #4 exit 3 Error ") and ", #3 exit 3 Error " in exits
     assert exits.endswith("(+2 earlier)")
+
+
+def test_a_recording_keeps_the_earlier_attempts_and_replay_names_the_loop_as_live(looped, tmp_path):
+    """Replay shows how the earlier attempts ended, and the doctor on the replay says CrashLoopBackOff with the
+    same exit codes as live (the log files are not the recording's: the tail is live's alone)."""
+    from mltop.diagnostics.doctor import run_doctor
+    from mltop.probes.recording import Recorder, RecordingSource
+
+    path = str(tmp_path / "h.db")
+    rec = Recorder(path, watch_engine=False, retention_every_s=float("inf")).start()
+    rec.record(looped["snap"])
+    rec.flush()
+    rec.close()
+    replayed = RecordingSource(path).latest()
+    live = {c.name: c for c in looped["snap"].containers}
+    for c in replayed.containers:
+        if c.kubernetes is not None and c.kubernetes.pod in looped["pods"]:
+            assert c.kubernetes.previous_attempts == live[c.name].kubernetes.previous_attempts, c.name
+            assert c.runtime == live[c.name].runtime == "containerd"
+    (crasher,) = [c for c in replayed.containers if c.name == "ml-team/crasher/train"]
+    assert [a.exit_code for a in crasher.kubernetes.previous_attempts] == [3, 3, 3, 3]
+    again = run_doctor(replayed, None, containers=["ml-team/crasher/train"])
+    (finding,) = [f for f in again.findings if f.code == "container.restart_loop"]
+    was = findings(looped, "container.restart_loop")["ml-team/crasher/train"]
+    assert finding.title == was.title and "CrashLoopBackOff" in finding.title
+    exits = [e for e in finding.evidence if "attempt" in e and "exit" in e]
+    assert exits and exits == [e for e in was.evidence if "attempt" in e and "exit" in e]

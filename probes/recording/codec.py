@@ -36,7 +36,7 @@ from ..model import (
     Snapshot,
     to_jsonable,
 )
-from ..model import GpuAllocation, KubernetesInfo, MigDevice
+from ..model import ContainerAttempt, GpuAllocation, KubernetesInfo, MigDevice
 
 NONE = 0xFFFFFFFF
 _MAX = NONE - 1
@@ -157,6 +157,7 @@ def unpack_containers(blob: bytes) -> ContainerColumns:
 # --------------------------------------------------------------------------- pods
 
 _ALLOCATION = ("resource_name", "device_id", "uuid", "replica", "mig", "index", "in_use", "unused_since")
+_ATTEMPT = ("attempt", "container_id", "status", "exit_code", "reason", "started_at", "finished_at", "log_path")
 
 
 def pod_doc(k: KubernetesInfo | None, runtime: str | None = None) -> str | None:
@@ -164,11 +165,13 @@ def pod_doc(k: KubernetesInfo | None, runtime: str | None = None) -> str | None:
     [[resource_name, device_id, uuid, replica, mig, index, in_use, unused_since], ...], "runtime": the CRI
     runtime that named it (containerd, cri-o; absent for Docker's)}; None: nothing to keep."""
     runtime = runtime if runtime and runtime != DOCKER_RUNTIME else None
-    if k is None or (k.qos is None and not k.gpus_allocated and runtime is None):
+    if k is None or (k.qos is None and not k.gpus_allocated and runtime is None and not k.previous_attempts):
         return None
     doc: dict[str, Any] = {"qos": k.qos}
     if runtime is not None:
         doc["runtime"] = runtime
+    if k.previous_attempts:  # how the earlier attempts ended (CrashLoopBackOff's evidence), newest first
+        doc["attempts"] = [[getattr(a, f) for f in _ATTEMPT] for a in k.previous_attempts]
     if k.gpus_allocated:
         doc["gpus"] = [[getattr(a, f) for f in _ALLOCATION] for a in k.gpus_allocated]
     return json.dumps(doc, separators=(",", ":"))
@@ -189,7 +192,7 @@ class PodFactIds:
         """The id of a pod container's facts, inserted when new; NONE for none."""
         if k is None:
             return NONE
-        key = (k.qos, k.gpus_allocated, runtime)
+        key = (k.qos, k.gpus_allocated, runtime, k.previous_attempts)
         doc = self._docs.get(key, False)
         if doc is False:
             if len(self._docs) > 4096:
@@ -203,13 +206,14 @@ class PodFactIds:
         return pfid
 
 
-PodFacts = tuple  # (qos, allocations, runtime): what pod_facts_from_doc gives
+PodFacts = tuple  # (qos, allocations, runtime, previous attempts): what pod_facts_from_doc gives
 
 
-def pod_facts_from_doc(doc: str) -> tuple[str | None, tuple[GpuAllocation, ...], str | None]:
+def pod_facts_from_doc(doc: str) -> tuple[str | None, tuple[GpuAllocation, ...], str | None,
+                                          tuple[ContainerAttempt, ...]]:
     d = json.loads(doc)
     return (d.get("qos"), tuple(GpuAllocation(**dict(zip(_ALLOCATION, a))) for a in d.get("gpus") or ()),
-            d.get("runtime"))
+            d.get("runtime"), tuple(ContainerAttempt(**dict(zip(_ATTEMPT, a))) for a in d.get("attempts") or ()))
 
 
 def container_runtimes(cols: "ContainerColumns", interned: Mapping[int, "Interned"],
@@ -332,9 +336,10 @@ class Interned:
     config: ContainerConfig
 
 
-def _pod_of(cfg: ContainerConfig, facts: tuple[str | None, tuple[GpuAllocation, ...]] | None):
-    """A recorded pod container's pod, from the kubelet's labels its configuration kept, with the QoS class and
-    GPU allocations the sweep recorded (`facts`; None in a version-1 recording, which kept neither)."""
+def _pod_of(cfg: ContainerConfig, facts: PodFacts | None):
+    """A recorded pod container's pod, from the kubelet's labels its configuration kept, with the QoS class, GPU
+    allocations and earlier attempts the sweep recorded (`facts`; None in a version-1 recording, which kept
+    none of them)."""
     if not cfg.pod_labels and "io.kubernetes.pod.name" not in cfg.labels:
         return None
     from ..cri.source import kubernetes_from_labels
@@ -342,7 +347,9 @@ def _pod_of(cfg: ContainerConfig, facts: tuple[str | None, tuple[GpuAllocation, 
     if facts is None:
         return kubernetes_from_labels(cfg.labels, cfg.annotations)
     k = kubernetes_from_labels(cfg.labels, cfg.annotations, qos=facts[0])
-    return k if k is None or not facts[1] else replace(k, gpus_allocated=facts[1])
+    if k is None:
+        return None
+    return replace(k, gpus_allocated=facts[1], previous_attempts=facts[3] if len(facts) > 3 else ())
 
 
 def _facts(cols: ContainerColumns, i: int, pod_facts: Mapping[int, Any] | None):
