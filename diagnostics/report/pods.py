@@ -20,6 +20,7 @@ from mltop.probes.model import ContainerSample, Snapshot
 from mltop.probes.redaction import SECRETS_UNREADABLE, ContainerSecrets
 from mltop.probes.units import MISSING, iso_utc
 
+from ..findings import severity_order
 from .rows import human_bytes, human_percent, plain
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,8 @@ def _last_exit(c: ContainerSample) -> dict[str, Any]:
 
 def pod_docs(snapshot: Snapshot, containers: Iterable[ContainerSample],
              findings: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The pods of `containers`, in the order their first container comes, each with those containers."""
+    """The pods of `containers`, each with those containers: the pod with the worst finding first, then by
+    namespace and name (the order an on-call engineer reads them in)."""
     pods: dict[tuple[str, str, str], dict[str, Any]] = {}
     for c in containers:
         k = c.kubernetes
@@ -126,7 +128,16 @@ def pod_docs(snapshot: Snapshot, containers: Iterable[ContainerSample],
             "findings": [f.get("code") for f in findings if f.get("container") == c.name],
             "log_source": cfg.log_path,
         })
-    return list(pods.values())
+    worst = {}
+    for f in findings:
+        rank = severity_order(f.get("severity"))
+        worst[f.get("container")] = min(rank, worst.get(f.get("container"), rank))
+
+    def order(pod: Mapping[str, Any]) -> tuple:
+        ranks = [worst[c["name"]] for c in pod["containers"] if c["name"] in worst]
+        return (min(ranks) if ranks else 2, pod["namespace"], pod["pod"])
+
+    return sorted(pods.values(), key=order)
 
 
 # --------------------------------------------------------------------------- rows (both renderers)
