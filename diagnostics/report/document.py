@@ -34,7 +34,7 @@ from mltop.probes.units import iso_utc
 from ..findings import SEVERITIES, count_by_severity, severity_order
 from .html import render_html
 from .markdown import render_markdown
-from .pods import NO_CRI_SECRETS, cri_secrets, pod_docs, pod_log_tail, reads_kubelet_log, runs_on_cri
+from .pods import NO_CRI_SECRETS, cri_secrets, pod_docs, pod_log_tail, reads_kubelet_log
 
 if TYPE_CHECKING:
     from mltop.probes.engine import Engine
@@ -206,7 +206,7 @@ def build_report(
         results = [r for r in results if r.container_id in selected_ids or r.container in selected_names]
 
     # A pod container's secrets come from its CRI runtime, its log from the kubelet's file; Docker's from the engine.
-    pod_secrets = {c.id: cri_secrets(c) for c in selected if runs_on_cri(c)}
+    pod_secrets = cri_secrets(selected)
     attributed = {}
     for gpu in snapshot.gpus:
         for p in gpu.processes:

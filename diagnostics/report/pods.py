@@ -45,22 +45,19 @@ def reads_kubelet_log(c: ContainerSample) -> bool:
     return c.kubernetes is not None and bool(c.config.log_path)
 
 
-def cri_secrets(c: ContainerSample) -> ContainerSecrets:
-    """The pod container's own secret values, from its environment in the CRI's verbose ContainerStatus (the
-    endpoint that runs it, as the actions find it); when that cannot be read, a ContainerSecrets that says why."""
-    from mltop.probes.cri.access import locate
+def cri_secrets(containers: Iterable[ContainerSample]) -> dict[str, ContainerSecrets]:
+    """{id: the container's own secret values} for the containers of a CRI runtime among `containers`, from
+    their environment in the runtime's verbose ContainerStatus; where that cannot be read, why (fail closed)."""
+    ids = [c.id for c in containers if runs_on_cri(c)]
+    if not ids:
+        return {}
+    from mltop.probes.cri.access import secrets_of
 
     try:
-        target, why = locate(c.id)
+        return secrets_of(ids)
     except Exception as exc:  # grpc missing or broken: fail closed, never raise out of a report
-        log.info("report: the CRI runtime of %s cannot be asked", c.name, exc_info=True)
-        return ContainerSecrets(error=f"{type(exc).__name__}: {exc}")
-    if target is None:
-        return ContainerSecrets(error=why)
-    try:
-        return target.container_secrets(c.id)
-    finally:
-        target.close()
+        log.info("report: the CRI runtime cannot be asked for the pods' secrets", exc_info=True)
+        return {cid: ContainerSecrets(error=f"{type(exc).__name__}: {exc}") for cid in ids}
 
 
 def pod_log_tail(c: ContainerSample, lines: int, secrets: ContainerSecrets) -> dict[str, Any]:
