@@ -236,15 +236,15 @@ def _pods(report: Mapping[str, Any], add: Add) -> None:
                            for p in report["pods"]) + "</p>")
     for pod in report["pods"]:
         add(f'<section class="container" id="{_anchor("pod", pod["pod_uid"] or pod_title(pod))}">')
-        add(f"<h3>Pod {_e(pod_title(pod))} {_badge(pod.get('qos') or 'QoS unknown')}</h3>")
+        add(f"<h3>Pod {_e(pod_title(pod))} <span class=\"muted\">{_e(pod.get('qos') or 'QoS unknown')}</span></h3>")
         add(_pairs(pod_rows(pod), code_labels=("Pod UID",)))
         for heading, mapping in (("Labels", pod.get("labels")), ("Annotations", pod.get("annotations"))):
             rows = map_rows(mapping)
             add(f"<h4>{heading} (redacted)</h4>")
             add(_table(MAP_HEADERS, rows, code_columns=(0,), kinds={0: "code", 1: "text"}) if rows else "<p>None.</p>")
         add("<h4>Containers</h4>")
-        add(_table(POD_CONTAINER_HEADERS, pod_container_rows(pod), code_columns=(6,),
-                   kinds={0: "name", 1: "text", 2: "num", 3: "text", 4: "text", 5: "text", 6: "code"}))
+        add(_table(POD_CONTAINER_HEADERS, pod_container_rows(pod),
+                   kinds={0: "name", 1: "text", 2: "num", 3: "text", 4: "text", 5: "text", 6: "text"}))
         allocations = allocation_rows(pod)
         add("<h4>GPU allocation vs use</h4>")
         add(_table(ALLOCATION_HEADERS, allocations, code_columns=(2,),
