@@ -69,6 +69,9 @@ def reported(cri_node, fake_nvml_lib, tmp_path_factory):
                           env={k: secrets[k] for k in ("HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "DB_PASSWORD")}),
             # `tail /dev/zero` buffers a line that never ends until the cgroup's limit kills it
             ContainerSpec("loader", ["sh", "-c", "tail /dev/zero; exec sleep 600"], memory_limit_bytes=32 << 20),
+            # a container that failed: its third attempt, as the kubelet counts them in this annotation
+            ContainerSpec("setup", ["sh", "-c", "echo 'setup failed'; exit 3"],
+                          annotations={"io.kubernetes.container.restartCount": "2"}),
         ], qos="Burstable", labels={"app": "trainer", "note": HOSTILE},
             annotations={"team": "vision", "deploy.secret-token": secrets["ANNOTATION_TOKEN"],
                          "note": f"pulled with {secrets['HF_TOKEN']}"})
@@ -101,6 +104,10 @@ def reported(cri_node, fake_nvml_lib, tmp_path_factory):
                     break
             main = snap.container(main_id)
             wait_for(lambda: "<script>" in open(main.config.log_path).read(), what="the trainer's log")
+            setup_id = pods["trainer"].containers["setup"]
+            while snap.container(setup_id) is None or snap.container(setup_id).status != "exited":
+                assert time.monotonic() < deadline + 30, "the setup container did not exit"
+                previous, snap = sampler.sweep_pair(0.5)
             names = [c.name for c in snap.containers if c.kubernetes is not None
                      and any(c.id in p.containers.values() for p in pods.values())]
             doctor = run_doctor(snap, sampler.engine, containers=names, previous=previous,
@@ -135,7 +142,7 @@ def test_the_json_report_has_each_pod_with_its_containers(reported):
     from mltop.probes.redaction import REDACTED
 
     doc, pods = reported["doc"], reported["pods"]
-    assert doc["summary"]["pods"] == 2 and doc["summary"]["containers"] == 3
+    assert doc["summary"]["pods"] == 2 and doc["summary"]["containers"] == 4
     trainer = _pod(doc, "trainer")
     assert (trainer["namespace"], trainer["pod_uid"], trainer["qos"]) == ("ml-team", pods["trainer"].uid, "Burstable")
     assert trainer["labels"] == {"app": "trainer", "note": HOSTILE}  # the kubelet's own pod labels are fields
@@ -148,6 +155,9 @@ def test_the_json_report_has_each_pod_with_its_containers(reported):
     assert (main["id"], main["name"], main["state"]) == (pods["trainer"].containers["main"], "ml-team/trainer/main",
                                                          "running")
     assert main["restart_count"] == 0 and main["last_exit"]["exit_code"] is None
+    setup = _container(trainer, "setup")
+    assert (setup["state"], setup["restart_count"], setup["last_exit"]["exit_code"]) == ("exited", 2, 3)
+    assert setup["last_exit"]["finished_at"] and setup["gpus_allocated"] == setup["gpu_use"] == []
     assert main["log_source"].endswith("/main/0.log") and os.path.exists(main["log_source"])
     # GPU allocation beside GPU use: main uses its GPU; loader's sits unused while it runs on another one
     (alloc,) = main["gpus_allocated"]
@@ -194,6 +204,9 @@ def test_markdown_and_html_show_the_pod_section_and_no_secret(reported, tmp_path
     assert "| `app` | trainer |" in trainer and "| `team` | vision |" in trainer
     # the hostile label: markup and HTML escaped, the escape written out
     assert "| `note` | \\[bold\\]x\\[/\\] &lt;script&gt;alert(1)&lt;/script&gt; \\\\x1b\\[31mred\\\\x1b\\[0m |" in trainer
+    row = next(line for line in trainer.splitlines() if line.startswith("| setup |"))
+    assert row.startswith("| setup | exited | 2 | exit code 3 at 20") and "| none | none |" in row
+    assert "setup failed" in trainer  # its log tail, from the kubelet's file
     row = next(line for line in trainer.splitlines() if line.startswith("| loader |"))
     assert "GPU 1" in row and "GPU 2" in row and "oom.killed" in row and "OOM kill(s)" in row
     assert re.search(r"^\| main \| running \| 0 \| . \| GPU 0 \| GPU 0 \| `[^`]*` \|$", trainer, re.M), trainer
