@@ -203,15 +203,16 @@ def test_markdown_and_html_show_the_pod_section_and_no_secret(reported, tmp_path
     assert "| **Namespace** | ml-team |" in trainer and f"| **Pod UID** | `{pods['trainer'].uid}` |" in trainer
     assert "| `app` | trainer |" in trainer and "| `team` | vision |" in trainer
     # the hostile label: markup and HTML escaped, the escape written out
-    assert "| `note` | \\[bold\\]x\\[/\\] &lt;script&gt;alert(1)&lt;/script&gt; \\\\x1b\\[31mred\\\\x1b\\[0m |" in trainer
+    assert ("| `note` | \\[bold\\]x\\[/\\] &lt;script&gt;alert(1)&lt;/script&gt; "
+            "\\\\x1b\\[31mred\\\\x1b\\[0m |") in trainer
     row = next(line for line in trainer.splitlines() if line.startswith("| setup |"))
     assert row.startswith("| setup | exited | 2 | exit code 3 at 20") and "| none | none |" in row
     assert "setup failed" in trainer  # its log tail, from the kubelet's file
     row = next(line for line in trainer.splitlines() if line.startswith("| loader |"))
     assert "GPU 1" in row and "GPU 2" in row and "oom.killed" in row and "OOM kill(s)" in row
     assert re.search(r"^\| main \| running \| 0 \| . \| GPU 0 \| GPU 0 \| `[^`]*` \|$", trainer, re.M), trainer
-    alloc = {line.split(" | ")[1]: line for line in trainer.splitlines() if line.startswith(("| main | ", "| loader | "))
-             and ("allocated" in line)}
+    alloc = {line.split(" | ")[1]: line for line in trainer.splitlines()
+             if line.startswith(("| main | ", "| loader | ")) and "allocated" in line}
     assert f"`nvidia.com/gpu {GPU_A}`" in alloc["0"] and "8.0 GiB, 60.0%" in alloc["0"]
     assert alloc["0"].endswith("| allocated and in use |")
     assert "| allocated, unused since 20" in alloc["1"] and alloc["2"].endswith("| used, not allocated |")

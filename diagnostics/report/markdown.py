@@ -201,7 +201,8 @@ def _pods(report: Mapping[str, Any], add: Add) -> None:
         add(md_pairs(pod_rows(pod), code_labels=("Pod UID",)))
         for heading, mapping in (("Labels", pod.get("labels")), ("Annotations", pod.get("annotations"))):
             rows = map_rows(mapping)
-            _block(add, f"**{heading}** (redacted)", md_table(MAP_HEADERS, rows, code_columns=(0,)) if rows else "None.")
+            body = md_table(MAP_HEADERS, rows, code_columns=(0,)) if rows else "None."
+            _block(add, f"**{heading}** (redacted)", body)
         _block(add, "**Containers**", md_table(POD_CONTAINER_HEADERS, pod_container_rows(pod), code_columns=(6,)))
         allocations = allocation_rows(pod)
         _block(add, "**GPU allocation vs use**", md_table(ALLOCATION_HEADERS, allocations, code_columns=(2,))
