@@ -6,7 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from .source_records import GpuAllocation, KubernetesInfo, SourceStatus  # noqa: F401  (records of the snapshot, kept apart)
+from .source_records import ContainerAttempt, GpuAllocation, KubernetesInfo, SourceStatus  # noqa: F401  (records of the snapshot, kept apart)
+from .sharing_records import GpuSharer, GpuSharing  # noqa: F401  (likewise)
 
 SCHEMA_VERSION = 1
 
@@ -85,7 +86,7 @@ class GpuProcess:
     """A process NVML reports on one GPU. PIDs are host PIDs: the driver knows no PID namespaces."""
 
     host_pid: int
-    type: str  # "compute" | "graphics"
+    type: str  # "compute" | "graphics" | "mps" (a client of the MPS server: NVML's MPS process list)
     gpu_memory_bytes: int | None  # None when the driver does not say (e.g. no permission, MIG)
     sm_percent: float | None  # None when process utilisation is unavailable on this driver/GPU
     name: str | None = None  # process name from /proc, when visible
@@ -193,6 +194,7 @@ class GpuSample:
     mig_devices: tuple[MigDevice, ...] = ()
     xid_events: tuple[XidEvent, ...] = ()  # oldest first
     gpm: GpmMetrics | None = None  # None: not supported or not yet two samples; the reason in unavailable["gpm"]
+    sharing: tuple[GpuSharing, ...] = ()  # the GPU, or its MIG devices, used by 2+ sharers (probes/gpu_sharing.py)
 
     def mig_processes(self, mig: MigDevice) -> tuple[GpuProcess, ...]:
         """The processes on one MIG device, as attributed on this GPU."""
@@ -522,7 +524,12 @@ class Snapshot:
             out.append("HostConfig.DeviceRequests asks for GPUs (--gpus)")
         if any(r.driver == "cdi" and any("nvidia.com/gpu" in d for d in r.device_ids) for r in cfg.device_requests):
             out.append("HostConfig.DeviceRequests names CDI devices nvidia.com/gpu")
-        runtime = cfg.runtime or self.host.default_runtime
+        if c.kubernetes is not None:  # a pod: its sandbox's runtime handler; the Docker engine's default is not its
+            if cfg.runtime and cfg.runtime.startswith("nvidia"):
+                out.append(f"runtime handler {cfg.runtime} (runtimeClassName)")
+            runtime = None
+        else:
+            runtime = cfg.runtime or self.host.default_runtime
         if runtime and runtime.startswith("nvidia"):
             how = "HostConfig.Runtime" if cfg.runtime else "the engine's default runtime"
             out.append(f"{how} {runtime}")

@@ -33,6 +33,7 @@ from .model import (
     Snapshot,
 )
 from .openfiles import OpenFiles
+from .gpu_sharing import with_gpu_sharing
 from .pod_gpus import PodGpuAllocations
 from .sources import CriSources, docker_source_status
 from .openfiles import prepare as prepare_open_files
@@ -221,6 +222,7 @@ class Sampler:
         self.catalog.start_background_work()
         gpus, containers = attribute_gpu_processes(gpus, containers, self.catalog)
         allocation_status, containers = self.pod_gpus.apply(containers, gpus, taken_at)
+        gpus = with_gpu_sharing(gpus, containers)
         running = sum(1 for m in metas if m.pid and m.status == "running")
         host = self._host_info(engine_status, nvml_status, info, locator, running)
         named = bool(self.options.docker_host or os.environ.get("DOCKER_HOST"))

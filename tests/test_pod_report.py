@@ -69,12 +69,13 @@ def reported(cri_node, fake_nvml_lib, tmp_path_factory):
                           env={k: secrets[k] for k in ("HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "DB_PASSWORD")}),
             # `tail /dev/zero` buffers a line that never ends until the cgroup's limit kills it
             ContainerSpec("loader", ["sh", "-c", "tail /dev/zero; exec sleep 600"], memory_limit_bytes=32 << 20),
-            # a container that failed: its third attempt, as the kubelet counts them in this annotation
-            ContainerSpec("setup", ["sh", "-c", "echo 'setup failed'; exit 3"],
-                          annotations={"io.kubernetes.container.restartCount": "2"}),
+            # fails twice (restarted as the kubelet does, below), then runs: CrashLoopBackOff's aftermath
+            ContainerSpec("setup", ["sh", "-c", 'echo "setup failed: login refused for $DB_PASSWORD"; exit 3'],
+                          env={"DB_PASSWORD": secrets["DB_PASSWORD"]}),
         ], qos="Burstable", labels={"app": "trainer", "note": HOSTILE},
             annotations={"team": "vision", "deploy.secret-token": secrets["ANNOTATION_TOKEN"],
                          "note": f"pulled with {secrets['HF_TOKEN']}"})
+        cri_node.crash_loop(pods["trainer"], "setup", 2, command=["sh", "-c", "echo 'setup ok'; exec sleep 600"])
         pods["quiet"] = cri_node.run_pod("ml-team", "quiet", [ContainerSpec("main", ["sleep", "600"])],
                                          qos="BestEffort", labels={"app": "quiet"})
         kubelet.allocations = {
@@ -104,10 +105,6 @@ def reported(cri_node, fake_nvml_lib, tmp_path_factory):
                     break
             main = snap.container(main_id)
             wait_for(lambda: "<script>" in open(main.config.log_path).read(), what="the trainer's log")
-            setup_id = pods["trainer"].containers["setup"]
-            while snap.container(setup_id) is None or snap.container(setup_id).status != "exited":
-                assert time.monotonic() < deadline + 30, "the setup container did not exit"
-                previous, snap = sampler.sweep_pair(0.5)
             names = [c.name for c in snap.containers if c.kubernetes is not None
                      and any(c.id in p.containers.values() for p in pods.values())]
             doctor = run_doctor(snap, sampler.engine, containers=names, previous=previous,
@@ -155,9 +152,16 @@ def test_the_json_report_has_each_pod_with_its_containers(reported):
     assert (main["id"], main["name"], main["state"]) == (pods["trainer"].containers["main"], "ml-team/trainer/main",
                                                          "running")
     assert main["restart_count"] == 0 and main["last_exit"]["exit_code"] is None
+    # the restarted container: its third attempt runs; the last exit is its previous attempt's, with that log
     setup = _container(trainer, "setup")
-    assert (setup["state"], setup["restart_count"], setup["last_exit"]["exit_code"]) == ("exited", 2, 3)
-    assert setup["last_exit"]["finished_at"] and setup["gpus_allocated"] == setup["gpu_use"] == []
+    assert (setup["id"], setup["state"], setup["restart_count"]) == (pods["trainer"].containers["setup"], "running", 2)
+    assert setup["last_exit"] == {"attempt": 1, "exit_code": 3, "reason": "Error", "message": None,
+                                  "finished_at": setup["previous_attempts"][0]["finished_at"]}
+    assert [(a["attempt"], a["exit_code"]) for a in setup["previous_attempts"]] == [(1, 3), (0, 3)]
+    previous_tail = setup["previous_log_tail"]
+    assert previous_tail["source"].endswith("/setup/1.log") and previous_tail["error"] is None
+    assert previous_tail["lines"] == [f"setup failed: login refused for {REDACTED}"]  # its secret, bare
+    assert setup["gpus_allocated"] == setup["gpu_use"] == [] and main["previous_log_tail"] is None
     assert main["log_source"].endswith("/main/0.log") and os.path.exists(main["log_source"])
     # GPU allocation beside GPU use: main uses its GPU; loader's sits unused while it runs on another one
     (alloc,) = main["gpus_allocated"]
@@ -206,8 +210,9 @@ def test_markdown_and_html_show_the_pod_section_and_no_secret(reported, tmp_path
     assert ("| `note` | \\[bold\\]x\\[/\\] &lt;script&gt;alert(1)&lt;/script&gt; "
             "\\\\x1b\\[31mred\\\\x1b\\[0m |") in trainer
     row = next(line for line in trainer.splitlines() if line.startswith("| setup |"))
-    assert row.startswith("| setup | exited | 2 | exit code 3 at 20") and "| none | none |" in row
-    assert "setup failed" in trainer  # its log tail, from the kubelet's file
+    assert row.startswith("| setup | running | 2 | attempt 1: exit code 3 (Error) at 20") and "| none | none |" in row
+    assert "setup: the previous attempt's log (last 1 lines of " in trainer
+    assert "setup failed: login refused for [REDACTED]" in trainer and "setup ok" in trainer
     row = next(line for line in trainer.splitlines() if line.startswith("| loader |"))
     assert "GPU 1" in row and "GPU 2" in row and "oom.killed" in row and "OOM kill(s)" in row
     assert re.search(r"^\| main \| running \| 0 \| . \| GPU 0 \| GPU 0 \| `[^`]*` \|$", trainer, re.M), trainer
@@ -234,14 +239,23 @@ def test_markdown_and_html_show_the_pod_section_and_no_secret(reported, tmp_path
 
 
 def test_secrets_that_cannot_be_read_withhold_the_pod_logs(reported, monkeypatch, tmp_path):
-    """The CRI runtime cannot be asked for the pod's environment: its log tail is withheld (fail closed) and the
-    report says why, as for a Docker container whose inspect fails."""
+    """The CRI runtime that named the pods is gone by the time the report is written (its socket no longer
+    answers): the pods' log tails are withheld (fail closed) and the report says why, as for a Docker container
+    whose inspect fails."""
+    import dataclasses
+
     from mltop.diagnostics.report import build_report
 
-    monkeypatch.setenv("MLTOP_CRI_ENDPOINT", f"unix://{tmp_path}/gone.sock")
-    doc = build_report(reported["snap"], reported["engine"], reported["doctor"], containers=reported["names"])
+    gone = f"unix://{tmp_path}/gone.sock"
+    monkeypatch.setenv("MLTOP_CRI_ENDPOINT", gone)
+    snap = reported["snap"]
+    sources = tuple(dataclasses.replace(s, endpoint=gone) if s.kind == "cri" else s for s in snap.host.sources)
+    snap = dataclasses.replace(snap, host=dataclasses.replace(snap.host, sources=sources))
+    doc = build_report(snap, reported["engine"], reported["doctor"], containers=reported["names"])
     (main,) = [c for c in doc["containers"] if c["name"] == "ml-team/trainer/main"]
     assert main["log_tail"]["lines"] == [] and "not shown: secrets could not be read" in main["log_tail"]["error"]
+    setup = _container(_pod(doc, "trainer"), "setup")
+    assert setup["previous_log_tail"]["lines"] == [] and "gone.sock" in setup["previous_log_tail"]["error"]
     assert "ml-team/trainer/main" in doc["redaction"]["secrets_unreadable"]
     _assert_clean(json.dumps(doc), reported["secrets"], "the report without the pod's secrets")
 

@@ -10,6 +10,8 @@ from ..one_line import one_line
 from .context import ActionContext
 from .results import FAILED, OK, UNAVAILABLE, ActionOutcome, Finished, end_if_interrupted, require_running
 
+SMI_TYPES = {"compute": "C", "graphics": "G", "mps": "M+C"}  # nvidia-smi's Type column (M+C: an MPS client)
+
 
 def run_nvidia_smi(run: ActionContext) -> ActionOutcome:
     container = run.container
@@ -201,7 +203,7 @@ def host_gpu_view(snapshot: Snapshot, container: ContainerSample) -> str:
             name = (sample.cmdline if sample else None) or p.name or "?"
             proc_rows.append([str(g.index), str(p.host_pid),
                               str(sample.container_pid) if sample and sample.container_pid else "?",
-                              "C" if p.type == "compute" else "G", _mib(p.gpu_memory_bytes),
+                              SMI_TYPES.get(p.type, "C"), _mib(p.gpu_memory_bytes),
                               _num(p.sm_percent, "%"), one_line(name, 60)])
     lines.append(f"Processes of {container.name} on these GPUs:")
     if proc_rows:

@@ -206,7 +206,7 @@ def build_report(
         results = [r for r in results if r.container_id in selected_ids or r.container in selected_names]
 
     # A pod container's secrets come from its CRI runtime, its log from the kubelet's file; Docker's from the engine.
-    pod_secrets = cri_secrets(selected)
+    pod_secrets = cri_secrets(snapshot, selected)
     attributed = {}
     for gpu in snapshot.gpus:
         for p in gpu.processes:
@@ -230,7 +230,7 @@ def build_report(
             "log_tail": (pod_log_tail(c, log_lines, pod_secrets.get(c.id) or NO_CRI_SECRETS)
                          if reads_kubelet_log(c) else _log_tail(engine, c, log_lines)),
         })
-    pods = pod_docs(snapshot, selected, finding_docs)
+    pods = pod_docs(snapshot, selected, finding_docs, pod_secrets, log_lines)
 
     counts = count_by_severity(f.get("severity") for f in finding_docs)
     worst = next((s for s in SEVERITIES if counts[s]), None)

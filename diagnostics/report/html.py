@@ -22,6 +22,7 @@ from .pods import (
     pod_findings,
     pod_rows,
     pod_title,
+    previous_log_tails,
 )
 from .rows import (
     GPU_HEADERS,
@@ -253,6 +254,13 @@ def _pods(report: Mapping[str, Any], add: Add) -> None:
         findings = pod_findings(report, pod)
         add("<h4>Findings</h4>")
         add(_findings_table(findings) if findings else "<p>No findings.</p>")
+        for name, tail in previous_log_tails(pod):
+            what = f"{_e(name)}: the previous attempt's log"
+            if tail.get("lines"):
+                add(f"<details><summary>{what} (last {len(tail['lines'])} lines of {_e(tail['source'])})</summary>"
+                    f"<pre>{_pre(chr(10).join(tail['lines']))}</pre></details>")
+            else:
+                add(f"<p class=\"muted\">{what}: {_e(tail.get('error') or 'empty')}</p>")
         for c in pod_container_docs(report, pod):
             _container(c, add, "h4")
         add("</section>")

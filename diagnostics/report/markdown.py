@@ -21,6 +21,7 @@ from .pods import (
     pod_findings,
     pod_rows,
     pod_title,
+    previous_log_tails,
 )
 from .rows import (
     GPU_HEADERS,
@@ -209,6 +210,18 @@ def _pods(report: Mapping[str, Any], add: Add) -> None:
                if allocations else "No GPU allocated to its containers, and none used by them.")
         findings = pod_findings(report, pod)
         _block(add, "**Findings**", _findings_table(findings) if findings else "No findings.")
+        for name, tail in previous_log_tails(pod):
+            add("")
+            what = f"{md_text(name)}: the previous attempt's log"
+            if tail.get("lines"):
+                add(f"<details><summary>{what} (last {len(tail['lines'])} lines of {md_text(tail['source'])})"
+                    "</summary>")
+                add("")
+                add(md_fence("\n".join(tail["lines"])))
+                add("")
+                add("</details>")
+            else:
+                add(f"{what}: {md_text(tail.get('error') or 'empty')}")
         for c in pod_container_docs(report, pod):
             _container(c, add, "####")
 

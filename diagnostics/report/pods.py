@@ -11,6 +11,7 @@ pod's part of the report instead of among the Docker containers.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Any, Iterable, Mapping, Sequence
@@ -45,19 +46,27 @@ def reads_kubelet_log(c: ContainerSample) -> bool:
     return c.kubernetes is not None and bool(c.config.log_path)
 
 
-def cri_secrets(containers: Iterable[ContainerSample]) -> dict[str, ContainerSecrets]:
+def cri_secrets(snapshot: Snapshot, containers: Iterable[ContainerSample]) -> dict[str, ContainerSecrets]:
     """{id: the container's own secret values} for the containers of a CRI runtime among `containers`, from
-    their environment in the runtime's verbose ContainerStatus; where that cannot be read, why (fail closed)."""
+    their environment in the verbose ContainerStatus of the endpoints that answered the snapshot (then the
+    configured ones), as the doctor reads them; where no endpoint answers for one, why (a report fails closed)."""
     ids = [c.id for c in containers if runs_on_cri(c)]
     if not ids:
         return {}
+    from mltop.probes.cri import cri_endpoints
     from mltop.probes.cri.access import secrets_of
 
+    endpoints = [s.endpoint for s in snapshot.host.sources if s.kind == "cri" and s.ok]
+    endpoints += [e for e, _ in cri_endpoints() if e not in endpoints]
     try:
-        return secrets_of(ids)
+        found = secrets_of(endpoints, ids)
     except Exception as exc:  # grpc missing or broken: fail closed, never raise out of a report
         log.info("report: the CRI runtime cannot be asked for the pods' secrets", exc_info=True)
-        return {cid: ContainerSecrets(error=f"{type(exc).__name__}: {exc}") for cid in ids}
+        found, why = {}, f"{type(exc).__name__}: {exc}"
+    else:
+        why = (f"no CRI runtime gave its environment (asked {', '.join(endpoints)})" if endpoints
+               else "no CRI endpoint is configured (--cri-endpoint, MLTOP_CRI_ENDPOINT)")
+    return {cid: found.get(cid) or ContainerSecrets(error=why) for cid in ids}
 
 
 def pod_log_tail(c: ContainerSample, lines: int, secrets: ContainerSecrets) -> dict[str, Any]:
@@ -89,13 +98,30 @@ def _gpu_use(snapshot: Snapshot, c: ContainerSample) -> list[dict[str, Any]]:
 
 
 def _last_exit(c: ContainerSample) -> dict[str, Any]:
+    """How the container last ended: itself when it has exited, else its newest earlier attempt (a restarted
+    container, as `kubectl describe pod` shows under Last State); exit_code None when it never ended."""
     cfg = c.config
-    reason = "OOMKilled" if cfg.oom_killed else None
-    return {"exit_code": cfg.exit_code, "reason": reason, "message": cfg.error, "finished_at": cfg.finished_at}
+    if cfg.exit_code is not None or c.kubernetes is None or not c.kubernetes.previous_attempts:
+        reason = "OOMKilled" if cfg.oom_killed else None
+        return {"attempt": None, "exit_code": cfg.exit_code, "reason": reason, "message": cfg.error,
+                "finished_at": cfg.finished_at}
+    a = c.kubernetes.previous_attempts[0]
+    return {"attempt": a.attempt, "exit_code": a.exit_code, "reason": a.reason or None, "message": None,
+            "finished_at": a.finished_at}
 
 
-def pod_docs(snapshot: Snapshot, containers: Iterable[ContainerSample],
-             findings: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _previous_log_tail(c: ContainerSample, lines: int, secrets: ContainerSecrets) -> dict[str, Any] | None:
+    """The log of the attempt before a restarted container that runs again (`kubectl logs --previous`)."""
+    from mltop.probes.cri.attempts import previous_log_path
+
+    path = previous_log_path(c)
+    if path is None or lines <= 0:
+        return None
+    return pod_log_tail(dataclasses.replace(c, config=dataclasses.replace(c.config, log_path=path)), lines, secrets)
+
+
+def pod_docs(snapshot: Snapshot, containers: Iterable[ContainerSample], findings: Sequence[Mapping[str, Any]],
+             secrets: Mapping[str, ContainerSecrets], log_lines: int) -> list[dict[str, Any]]:
     """The pods of `containers`, each with those containers: the pod with the worst finding first, then by
     namespace and name (the order an on-call engineer reads them in)."""
     pods: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -119,11 +145,15 @@ def pod_docs(snapshot: Snapshot, containers: Iterable[ContainerSample],
             "started_at": cfg.started_at,
             "restart_count": cfg.restart_count,
             "last_exit": _last_exit(c),
+            "previous_attempts": [{"attempt": a.attempt, "container_id": a.container_id, "status": a.status,
+                                   "exit_code": a.exit_code, "reason": a.reason or None, "started_at": a.started_at,
+                                   "finished_at": a.finished_at} for a in k.previous_attempts],
             "oom_kills": c.oom_kills,
             "gpus_allocated": [_allocation(a) for a in k.gpus_allocated],
             "gpu_use": _gpu_use(snapshot, c),
             "findings": [f.get("code") for f in findings if f.get("container") == c.name],
             "log_source": cfg.log_path,
+            "previous_log_tail": _previous_log_tail(c, log_lines, secrets.get(c.id) or NO_CRI_SECRETS),
         })
     worst = {}
     for f in findings:
@@ -168,7 +198,7 @@ def last_exit_text(c: Mapping[str, Any]) -> str:
     e = c.get("last_exit") or {}
     if e.get("exit_code") is None:
         return MISSING
-    text = f"exit code {e['exit_code']}"
+    text = (f"attempt {e['attempt']}: " if e.get("attempt") is not None else "") + f"exit code {e['exit_code']}"
     if e.get("reason"):
         text += f" ({e['reason']})"
     if e.get("message"):
@@ -231,3 +261,8 @@ def pod_container_docs(report: Mapping[str, Any], pod: Mapping[str, Any]) -> lis
     ids = [c["id"] for c in pod["containers"]]
     by_id = {c["id"]: c for c in report["containers"]}
     return [by_id[i] for i in ids if i in by_id]
+
+
+def previous_log_tails(pod: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """(container, its previous attempt's log tail) for the restarted containers of the pod that run again."""
+    return [(c["container"], c["previous_log_tail"]) for c in pod["containers"] if c.get("previous_log_tail")]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Iterable
 
 from ..identity import CONTAINERD, CRIO
 from ..redaction import ContainerSecrets
@@ -53,55 +52,44 @@ def locate(container_id: str) -> tuple[CriContainer | None, str]:
             continue
         finally:
             client.close()
-        return CriContainer(endpoint, container_id, _env_of(status, container_id, endpoint)), ""
-    return None, "; ".join(tried) or NO_ENDPOINT
+        return CriContainer(endpoint, container_id, _env_of(status, endpoint)), ""
+    return None, "; ".join(tried) or "no CRI endpoint is configured (--cri-endpoint, MLTOP_CRI_ENDPOINT)"
 
 
-NO_ENDPOINT = "no CRI endpoint is configured (--cri-endpoint, MLTOP_CRI_ENDPOINT)"
-_ENDPOINT_DOWN = ("unreachable", "permission_denied", "no_cri")  # not worth asking again for the next container
-
-
-def _env_of(status, container_id: str, endpoint: str) -> list[str] | None:
-    """The container's environment (["NAME=value", ...]) from the OCI spec in a verbose ContainerStatus."""
+def _env_of(status, endpoint: str) -> list[str] | None:
+    """The container's environment from its verbose ContainerStatus (the OCI spec); None when it has none."""
     try:
         info = json.loads(status.info.get("info") or "{}")
         return list(((info.get("runtimeSpec") or {}).get("process") or {}).get("env") or [])
     except (ValueError, AttributeError):
-        log.info("no environment in the verbose status of %s at %s", container_id[:12], endpoint)
+        log.info("no environment in the verbose status of %s at %s", status.status.id[:12], endpoint)
         return None
 
 
-def secrets_of(container_ids: Iterable[str]) -> dict[str, ContainerSecrets]:
-    """Each container's own secret values from its environment in the verbose ContainerStatus, for text it
-    prints (a report's log tails); one channel per endpoint, and an endpoint that does not answer is not asked
-    again. A container no endpoint knows gets a ContainerSecrets that says why (`known` False: fail closed)."""
+def secrets_of(endpoints, container_ids) -> dict[str, ContainerSecrets]:
+    """The secrets of pod containers (to scrub from their log files by value, as Docker's logs are), from the
+    first of `endpoints` whose verbose ContainerStatus knows each; one client per endpoint. A container that no
+    endpoint answers for is left out (its text is still redacted by shape)."""
     from .client import CriClient, CriError
 
-    wanted = list(dict.fromkeys(container_ids))
-    found: dict[str, ContainerSecrets] = {}
-    tried: dict[str, list[str]] = {cid: [] for cid in wanted}
-    for endpoint, _named in cri_endpoints() if wanted else ():
-        left = [cid for cid in wanted if cid not in found]
+    out: dict[str, ContainerSecrets] = {}
+    left = list(container_ids)
+    for endpoint in endpoints:
         if not left:
             break
         client = CriClient(endpoint)
         try:
-            for n, cid in enumerate(left):
+            for cid in list(left):
                 try:
                     status = client.container_status(cid, verbose=True)
                 except CriError as exc:
-                    if exc.status in _ENDPOINT_DOWN:
-                        for other in left[n:]:
-                            tried[other].append(f"{endpoint}: {exc.message}")
-                        break
-                    tried[cid].append(f"{endpoint}: {exc.message}")
-                    continue
-                env = _env_of(status, cid, endpoint)
-                found[cid] = ContainerSecrets.from_env(env) if env is not None else ContainerSecrets(
-                    error="the runtime's ContainerStatus gave no environment")
+                    if exc.code == "NOT_FOUND":
+                        continue
+                    break  # this endpoint does not answer: the next one
+                env = _env_of(status, endpoint)
+                if env is not None:
+                    out[cid] = ContainerSecrets.from_env(env)
+                left.remove(cid)
         finally:
             client.close()
-    for cid in wanted:
-        if cid not in found:
-            found[cid] = ContainerSecrets(error="; ".join(tried[cid]) or NO_ENDPOINT)
-    return found
+    return out

@@ -137,7 +137,10 @@ def mig_devices(pynvml: Any, handle: Any, query: Query) -> tuple[MigDevice, ...]
 
         memory = soft(pynvml.nvmlDeviceGetMemoryInfo)
         pids: list[int] = []
-        for fn in (pynvml.nvmlDeviceGetComputeRunningProcesses, pynvml.nvmlDeviceGetGraphicsRunningProcesses):
+        mps = getattr(pynvml, "nvmlDeviceGetMPSComputeRunningProcesses", None)  # MPS clients (MPS on MIG)
+        for fn in (pynvml.nvmlDeviceGetComputeRunningProcesses, pynvml.nvmlDeviceGetGraphicsRunningProcesses, mps):
+            if fn is None:
+                continue
             pids += [int(p.pid) for p in soft(fn) or () if int(p.pid) not in pids]
         out.append(MigDevice(
             index=slot, uuid=text(soft(pynvml.nvmlDeviceGetUUID) or ""),

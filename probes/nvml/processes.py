@@ -1,11 +1,11 @@
-"""The processes on a GPU: who holds memory (compute and graphics) and how much of the SMs each used."""
+"""The processes on a GPU: who holds memory (compute, graphics, MPS clients) and how much of the SMs each used."""
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
 from ..model import GpuProcess
-from .errors import NOT_FOUND, field_reason, code_of, raise_if_fatal
+from .errors import FALL_BACK_ERRORS, NOT_FOUND, field_reason, code_of, raise_if_fatal
 from .health import Query
 
 
@@ -24,16 +24,17 @@ class GpuProcesses:
     def read(self, pynvml: Any, handle: Any, uuid: str, query: Query,
              unavailable: dict[str, str]) -> tuple[GpuProcess, ...]:
         found: dict[int, tuple[str, int | None]] = {}  # pid -> (type, memory); a C+G process counts once
+        # MPS clients first: NVML lists them by their own call (nvidia-smi's "M+C"); the MPS server itself is
+        # an ordinary compute process. No MPS call (older driver) or none supported: simply no MPS clients.
+        for info in self._mps_clients(pynvml, handle):
+            found.setdefault(int(info.pid), ("mps", _memory(pynvml, info.usedGpuMemory)))
         for kind, v3, v2 in (
             ("compute", pynvml.nvmlDeviceGetComputeRunningProcesses_v3, pynvml.nvmlDeviceGetComputeRunningProcesses_v2),
             ("graphics", pynvml.nvmlDeviceGetGraphicsRunningProcesses_v3, pynvml.nvmlDeviceGetGraphicsRunningProcesses_v2),
         ):
             infos = query("processes", (v3, (handle,)), (v2, (handle,)))
             for info in infos or ():
-                memory = info.usedGpuMemory
-                if memory is not None and memory == pynvml.NVML_VALUE_NOT_AVAILABLE_ulonglong.value:
-                    memory = None
-                found.setdefault(int(info.pid), (kind, memory))
+                found.setdefault(int(info.pid), (kind, _memory(pynvml, info.usedGpuMemory)))
 
         sm = self._sm_percent(pynvml, handle, uuid, unavailable) if found else {}
         return tuple(
@@ -46,6 +47,19 @@ class GpuProcesses:
             )
             for pid, (kind, memory) in found.items()
         )
+
+    def _mps_clients(self, pynvml: Any, handle: Any) -> list[Any]:
+        for name in ("nvmlDeviceGetMPSComputeRunningProcesses_v3", "nvmlDeviceGetMPSComputeRunningProcesses_v2"):
+            function = getattr(pynvml, name, None)
+            if function is None:
+                continue
+            try:
+                return list(self._call(function, handle) or ())
+            except pynvml.NVMLError as err:
+                raise_if_fatal(err)
+                if code_of(err) not in FALL_BACK_ERRORS:
+                    return []
+        return []
 
     def _sm_percent(self, pynvml: Any, handle: Any, uuid: str, unavailable: dict[str, str]) -> dict[int, float] | None:
         """SM % per pid from the samples newer than the last ones seen; None when NVML cannot say."""
@@ -66,6 +80,12 @@ class GpuProcesses:
             last_seen = max(last_seen, stamp)
         self._last_seen_us[uuid] = last_seen
         return {pid: value for pid, (_, value) in newest.items()}
+
+
+def _memory(pynvml: Any, value: int | None) -> int | None:
+    if value is not None and value == pynvml.NVML_VALUE_NOT_AVAILABLE_ulonglong.value:
+        return None
+    return value
 
 
 def process_name(pid: int) -> str | None:

@@ -58,7 +58,7 @@ def build_fake_nvml(out_dir: str | os.PathLike, old_driver: bool = False) -> Pat
 @dataclass
 class FakeProcess:
     pid: int
-    type: str = "compute"  # "compute" | "graphics"
+    type: str = "compute"  # "compute" | "graphics" | "mps" (an MPS client: only the MPS process call lists it)
     used_memory: int | None = 1 << 30  # None -> NVML_VALUE_NOT_AVAILABLE
     sm: int = 0  # % in the newest utilisation sample; 0 = no sample (NVML lists only busy processes)
     sm_prev: int | None = None  # an older sample, 1 s before the newest

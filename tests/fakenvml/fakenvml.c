@@ -27,8 +27,10 @@
  *                              lost=1: every query on it returns GPU_IS_LOST (the handle still resolves).
  *                              util_ts: the fixed timestamp (us) of its process-utilisation samples;
  *                              without it, samples are stamped with the wall clock at each call.
- *   proc gpu=I pid=P type=compute|graphics mem=B|na [sm=%] [sm_prev=%]
- *                              a process on GPU I. mem=na -> NVML_VALUE_NOT_AVAILABLE. A process with
+ *   proc gpu=I pid=P type=compute|graphics|mps mem=B|na [sm=%] [sm_prev=%]
+ *                              a process on GPU I. mem=na -> NVML_VALUE_NOT_AVAILABLE. type=mps: an MPS
+ *                              client, listed by nvmlDeviceGetMPSComputeRunningProcesses(_v2,_v3) only (the
+ *                              MPS server itself is a compute process). A process with
  *                              sm>0 has a utilisation sample at the GPU's sample time; sm_prev adds an
  *                              older sample (1 s earlier) so the reader must keep the newest.
  *       [step_ms=MS] [HEALTH=V ...]
@@ -241,7 +243,7 @@ struct fake_proc {
     int mig; /* -1: none */
     int gpu;
     unsigned int pid;
-    int graphics;
+    int graphics; /* 0 compute, 1 graphics, 2 an MPS client */
     unsigned long long mem;
     unsigned int sm, sm_prev;
     int has_sm_prev;
@@ -410,6 +412,7 @@ static int parse_proc(char **words, int n, int lineno) {
         else if (!strcmp(k, "pid")) p->pid = number(v, &ok);
         else if (!strcmp(k, "type")) {
             if (!strcmp(v, "graphics")) p->graphics = 1;
+            else if (!strcmp(v, "mps")) p->graphics = 2; /* listed by the MPS call only */
             else if (strcmp(v, "compute")) ok = 0;
         } else if (!strcmp(k, "mem")) p->mem = strcmp(v, "na") ? number(v, &ok) : NVML_VALUE_NOT_AVAILABLE_ULL;
         else if (!strcmp(k, "sm")) p->sm = number(v, &ok);
@@ -942,12 +945,18 @@ EXPORT nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v2(void *device, unsign
 EXPORT nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v2(void *device, unsigned int *count, nvmlProcessInfo_t *infos) {
     return running_processes("nvmlDeviceGetGraphicsRunningProcesses_v2", device, 1, count, infos);
 }
+EXPORT nvmlReturn_t nvmlDeviceGetMPSComputeRunningProcesses_v2(void *device, unsigned int *count, nvmlProcessInfo_t *infos) {
+    return running_processes("nvmlDeviceGetMPSComputeRunningProcesses_v2", device, 2, count, infos);
+}
 #ifndef MLTOP_FAKE_OLD_DRIVER
 EXPORT nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(void *device, unsigned int *count, nvmlProcessInfo_t *infos) {
     return running_processes("nvmlDeviceGetComputeRunningProcesses_v3", device, 0, count, infos);
 }
 EXPORT nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v3(void *device, unsigned int *count, nvmlProcessInfo_t *infos) {
     return running_processes("nvmlDeviceGetGraphicsRunningProcesses_v3", device, 1, count, infos);
+}
+EXPORT nvmlReturn_t nvmlDeviceGetMPSComputeRunningProcesses_v3(void *device, unsigned int *count, nvmlProcessInfo_t *infos) {
+    return running_processes("nvmlDeviceGetMPSComputeRunningProcesses_v3", device, 2, count, infos);
 }
 
 static unsigned long long wall_clock_us(void) {

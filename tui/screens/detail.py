@@ -10,13 +10,16 @@ from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Static
 
+from mltop.diagnostics.checks.pod_restarts import exits as pod_exits
 from mltop.diagnostics.workload import classify as classify_workload
-from mltop.probes.model import ContainerConfig, ContainerSample, Snapshot
+from mltop.probes.gpu_sharing import sharing_of
+from mltop.probes.model import ContainerConfig, ContainerSample, GpuSharing, Snapshot
 
 from .. import format as fmt
 from ..app_api import mltop_app
 from ..widgets.containers_table import status_text
 from ..widgets.gauges import LabelledGraph
+from ..widgets.gpu_sharing import sharing_rows
 from .logs import LogPane, LogsScreen
 from ..sanitize import literal, one_line
 from ..widgets.key_bar import KeyBar
@@ -40,8 +43,9 @@ def _device_requests(cfg: ContainerConfig) -> str:
     return "; ".join(out) or "none"
 
 
-def config_text(c: ContainerSample) -> Text:
-    """What `docker inspect` says that matters for ML, one fact a line. All values shown literally."""
+def config_text(c: ContainerSample, sharing: tuple[GpuSharing, ...] = ()) -> Text:
+    """What `docker inspect` says that matters for ML, one fact a line, and who shares its GPUs (`sharing`: the
+    shared devices it is one of the sharers of). All values shown literally."""
     cfg = c.config
     out = Text(no_wrap=False, end="")
 
@@ -64,7 +68,13 @@ def config_text(c: ContainerSample) -> Text:
     line("started", cfg.started_at or fmt.MISSING)
     if cfg.finished_at:
         line("finished", cfg.finished_at)
-    line("restarts", f"{cfg.restart_count} (policy {cfg.restart_policy or 'no'})")
+    if c.kubernetes is not None:  # the kubelet restarts it (the pod's restartPolicy, which CRI does not say)
+        line("restarts", str(cfg.restart_count), "yellow" if cfg.restart_count else "")
+        exits = last_exits(c)
+        if exits:
+            line("exits", exits)
+    else:
+        line("restarts", f"{cfg.restart_count} (policy {cfg.restart_policy or 'no'})")
     if cfg.entrypoint:
         line("entrypoint", one_line(" ".join(cfg.entrypoint)))
     line("command", one_line(" ".join(cfg.command)) or fmt.MISSING)
@@ -82,6 +92,9 @@ def config_text(c: ContainerSample) -> Text:
     line("requests", _device_requests(cfg))
     if c.gpus:  # what NVML says its processes use, whatever was requested
         line("in use", ", ".join(f"GPU {g.index} {fmt.size(g.memory_bytes, missing='?')}" for g in c.gpus))
+    for shared in sharing:  # every sharer of the device with its memory and SM, and the sum
+        for i, row in enumerate(sharing_rows(shared)):
+            out.append("\n").append(f"{'shared' if i == 0 else '':<10}", style="bold").append_text(row)
     line("runtime", cfg.runtime or "default")
     shm = fmt.size(cfg.shm_size_bytes, missing="default (64M)")
     if c.shm_bytes is not None:
@@ -111,6 +124,15 @@ def config_text(c: ContainerSample) -> Text:
     if c.kubernetes is not None:
         pod_text(c, line, section)
     return out
+
+
+def last_exits(c: ContainerSample, shown: int = 3) -> str:
+    """How a pod container's last attempts ended, newest first, in one line: `#4 exit 3 Error 07:21:58, …`."""
+    ended = pod_exits(c)
+    words = [f"#{a.attempt} exit {a.exit_code}" + (f" {a.reason}" if a.reason else "")
+             + (f" {a.finished_at[11:19]}" if a.finished_at and len(a.finished_at) >= 19 else "")
+             for a in ended[:shown]]
+    return ", ".join(words) + (f" (+{len(ended) - shown} earlier)" if len(ended) > shown else "")
 
 
 def pod_text(c: ContainerSample, line, section) -> None:
@@ -207,7 +229,7 @@ class ContainerDetailScreen(Screen):
         title_widget.update(title)
         self._show_graphs(snapshot, container)
         self._show_events(snapshot)
-        config = config_text(container)
+        config = config_text(container, sharing_of(snapshot.gpus, container.id))
         if config.plain != self._config_signature:
             self._config_signature = config.plain
             self.query_one("#config", Static).update(config)

@@ -23,6 +23,7 @@ from .cadvisor import container_text, machine_families
 from .dcgm import gpu_families
 from .loop import ServeState
 from .pod_labels import label_pods
+from .sharing_metrics import gpu_sharing_families
 
 
 GPU_BY_CONTAINER_LABELS = ["container", "container_id", "image", "gpu", "UUID"]
@@ -128,6 +129,7 @@ class SnapshotCollector:
         yield xid_counter_family(state.gpus_to_serve(), self._xids.observe(state.gpus_to_serve()))
         yield from gpu_by_container_families(snapshot.containers, state.gpus_to_serve())
         yield gpu_allocated_family(snapshot.containers)
+        yield from gpu_sharing_families(state.gpus_to_serve(), snapshot.containers)
         yield workload_family(snapshot, state.previous)
         yield from machine_families(snapshot.host)  # (the container families: cadvisor.container_text)
         yield from finding_families(state.doctor)

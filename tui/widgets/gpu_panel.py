@@ -1,6 +1,7 @@
 """The GPU panel: per GPU, utilisation and memory bars with history, temperature, power, bad throttling,
-health problems (Xid, ECC, remap, PCIe link), and which containers use it; where the GPU has GPU Performance
-Metrics, SM active and tensor active beside utilisation (and their graphs in the GPUs full screen, `g`)."""
+health problems (Xid, ECC, remap, PCIe link), whether it is shared (MPS, time-sliced) and which containers use
+it; where the GPU has GPU Performance Metrics, SM active and tensor active beside utilisation (and their graphs
+in the GPUs full screen, `g`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from .. import format as fmt
 from mltop.probes.history import History
 
 from .gauges import LabelledGraph, Meter
+from .gpu_sharing import SHARED_MARK, sharing_line
 from ..sanitize import literal
 
 # Clock-event reasons that mean the GPU is slowed by something wrong (heat, power brake, an external
@@ -77,6 +79,8 @@ def gpu_title(gpu: GpuSample) -> Text:
         out.append(" ⚠", style="bold red")
     if health_problems(gpu):
         out.append(" ✖", style="bold red")  # likewise for health: Xid, ECC, remap, PCIe
+    if gpu.sharing:  # the users line says how; this mark survives the one-line layout
+        out.append(f" {SHARED_MARK}{max(len(s.sharers) for s in gpu.sharing)}", style="bold yellow")
     return out
 
 
@@ -99,6 +103,8 @@ def gpu_users(gpu: GpuSample) -> Text:
         out.append(f"✖ {problem} ", style="bold red")
     for reason in bad_throttle_reasons(gpu):
         out.append(f"⚠ {reason} ", style="bold red")
+    if gpu.sharing:  # shared: the mode, how many, their memory and SM together (who: the container detail)
+        out.append_text(sharing_line(gpu.sharing)).append("  ")
     per_container: dict[str, int] = {}
     host_pids: list[int] = []
     for p in gpu.processes:
