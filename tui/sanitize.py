@@ -7,6 +7,7 @@ import re
 from rich.style import Style
 from rich.text import Text
 
+from mltop.diagnostics.inert import escaped  # noqa: F401  (the CLI's commands use it from here)
 from mltop.diagnostics.one_line import one_line  # noqa: F401  (the tui's tables use it from here)
 
 # Terminal escape sequences a log line or label may carry: CSI (colours, cursor moves, screen clears),
@@ -29,19 +30,6 @@ _ESCAPES = re.compile(
 # written over several lines) become spaces first; everything else becomes a replacement character.
 _CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 REPLACEMENT = "\ufffd"
-
-
-# For plain terminal output (the CLI): controls other than tab and newline, and the bidi controls.
-_CLI_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def escaped(value: object) -> str:
-    """Container text for a plain terminal (`mltop doctor`, `mltop run`): control characters and escape
-    sequences shown as inert `\\x1b` / `\\u202e` text, never obeyed; tabs and newlines kept."""
-    return _CLI_CONTROLS.sub(
-        lambda m: f"\\x{ord(m.group(0)):02x}" if ord(m.group(0)) < 0x100 else f"\\u{ord(m.group(0)):04x}",
-        str(value),
-    )
 
 
 def printable(value: object) -> str:

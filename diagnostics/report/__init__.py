@@ -1,5 +1,5 @@
 """Incident reports: a redacted document (document.py) rendered as Markdown (markdown.py) or HTML (html.py),
-both from the rows in rows.py and nothing else."""
+both from the rows in rows.py (pods.py: the pods' part) and nothing else."""
 
 from .document import (
     FORMATS,

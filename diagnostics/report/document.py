@@ -34,6 +34,7 @@ from mltop.probes.units import iso_utc
 from ..findings import SEVERITIES, count_by_severity, severity_order
 from .html import render_html
 from .markdown import render_markdown
+from .pods import NO_CRI_SECRETS, cri_secrets, pod_docs, pod_log_tail, reads_kubelet_log
 
 if TYPE_CHECKING:
     from mltop.probes.engine import Engine
@@ -204,6 +205,8 @@ def build_report(
     if containers:
         results = [r for r in results if r.container_id in selected_ids or r.container in selected_names]
 
+    # A pod container's secrets come from its CRI runtime, its log from the kubelet's file; Docker's from the engine.
+    pod_secrets = cri_secrets(snapshot, selected)
     attributed = {}
     for gpu in snapshot.gpus:
         for p in gpu.processes:
@@ -224,8 +227,10 @@ def build_report(
             "gpu_indices": sorted(set(attributed.get(c.id, ()))),
             "processes": to_jsonable(c.processes),
             "history": _history_for(history, c),
-            "log_tail": _log_tail(engine, c, log_lines),
+            "log_tail": (pod_log_tail(c, log_lines, pod_secrets.get(c.id) or NO_CRI_SECRETS)
+                         if reads_kubelet_log(c) else _log_tail(engine, c, log_lines)),
         })
+    pods = pod_docs(snapshot, selected, finding_docs, pod_secrets, log_lines)
 
     counts = count_by_severity(f.get("severity") for f in finding_docs)
     worst = next((s for s in SEVERITIES if counts[s]), None)
@@ -235,10 +240,12 @@ def build_report(
                       "generated_at": iso_utc(generated_at if generated_at is not None else time.time())},
         "snapshot": {"taken_at": iso_utc(snapshot.taken_at), "interval_s": snapshot.interval_s,
                      "schema_version": snapshot.schema_version},
-        "summary": {"containers": len(container_docs), "gpus": len(snapshot.gpus), "findings": counts,
+        "summary": {"containers": len(container_docs), "pods": len(pods), "gpus": len(snapshot.gpus),
+                    "findings": counts,
                     "worst": worst, "checks_skipped": len(skipped_docs), "actions": len(results)},
         "host": _host(snapshot),
         "gpus": [{**_gpu(g), "history": _gpu_history(history, g)} for g in snapshot.gpus],
+        "pods": pods,
         "containers": container_docs,
         "missing_containers": missing,
         "findings": finding_docs,
@@ -252,12 +259,15 @@ def build_report(
     }
     known = set(secrets)
     unreadable = []
-    if engine is not None:
-        for c in selected:
+    for c in selected:
+        found = pod_secrets.get(c.id)
+        if found is None and engine is not None:
             found = engine.container_secrets(c.id)
-            known |= found.values
-            if not found.known:
-                unreadable.append(c.name)
+        if found is None:
+            continue
+        known |= found.values
+        if not found.known:
+            unreadable.append(c.name)
     if unreadable:
         # Fail closed: their logs are already withheld (engine.logs refuses); whatever else they printed is
         # scrubbed with every pattern mltop has, and the reader is told their bare values could not be.

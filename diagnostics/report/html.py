@@ -8,7 +8,22 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from mltop.probes.redaction import REDACTED
 from mltop.probes.units import MISSING, iso_utc
 
+from ..inert import escaped
 from ..one_line import one_line
+from .pods import (
+    ALLOCATION_HEADERS,
+    MAP_HEADERS,
+    POD_CONTAINER_HEADERS,
+    allocation_rows,
+    map_rows,
+    pod_container_docs,
+    pod_container_ids,
+    pod_container_rows,
+    pod_findings,
+    pod_rows,
+    pod_title,
+    previous_log_tails,
+)
 from .rows import (
     GPU_HEADERS,
     GPU_PROCESS_HEADERS,
@@ -88,7 +103,12 @@ ul.evidence { margin: 0; padding-left: 18px; }
 
 
 def _e(value: Any) -> str:
-    return escape(plain(value) if not isinstance(value, str) else (value or MISSING), quote=True)
+    return escape(escaped(plain(value) if not isinstance(value, str) else (value or MISSING)), quote=True)
+
+
+def _pre(text: str) -> str:
+    """A block of container text (logs, outputs): html-escaped, terminal escapes written out."""
+    return escape(escaped(text))
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], code_columns: Sequence[int] = (),
@@ -149,7 +169,8 @@ def _head(report: Mapping[str, Any], add: Add) -> None:
         f'{_e(report["snapshot"]["taken_at"])} · report schema {_e(report["schema_version"])} · secrets are '
         f"replaced by <code>{escape(REDACTED)}</code></div>")
     add('<nav><a href="#findings">Findings</a><a href="#host">Host</a><a href="#gpus">GPUs</a>'
-        '<a href="#containers">Containers</a><a href="#actions">Actions</a></nav>')
+        + ('<a href="#pods">Pods</a>' if report.get("pods") else "")
+        + '<a href="#containers">Containers</a><a href="#actions">Actions</a></nav>')
     add(f'<p class="summary">{_e(summary_line(report))}</p>')
     if report.get("missing_containers"):
         add(f"<p><strong>Not found:</strong> {_e(', '.join(report['missing_containers']))}</p>")
@@ -158,16 +179,7 @@ def _head(report: Mapping[str, Any], add: Add) -> None:
 def _findings(report: Mapping[str, Any], add: Add) -> None:
     add('<h2 id="findings">Findings</h2>')
     if report["findings"]:
-        rows = []
-        for f in report["findings"]:
-            evidence = "".join(f"<li>{_e(e)}</li>" for e in f.get("evidence") or [])
-            rows.append(
-                f"<tr><td>{_badge(f.get('severity'))}</td><td class=\"name\">{_e(f.get('container') or 'host')}</td>"
-                f"<td class=\"code\"><code>{_e(f.get('code'))}</code></td><td class=\"text\">{_e(f.get('title'))}</td>"
-                f"<td class=\"text\"><ul class=\"evidence\">{evidence}</ul></td><td class=\"text\">{_e(f.get('fix'))}</td></tr>"
-            )
-        add("<table><thead><tr><th>Severity</th><th>Container</th><th>Check</th><th>Finding</th><th>Evidence</th>"
-            f"<th>Fix</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+        add(_findings_table(report["findings"]))
     else:
         add("<p>No findings.</p>")
     add("<h3>Checks skipped</h3>")
@@ -175,6 +187,19 @@ def _findings(report: Mapping[str, Any], add: Add) -> None:
         add(_table(SKIPPED_HEADERS, skipped_rows(report), code_columns=(0,), kinds={0: "code", 1: "name", 2: "text"}))
     else:
         add("<p>None.</p>")
+
+
+def _findings_table(findings: Iterable[Mapping[str, Any]]) -> str:
+    rows = []
+    for f in findings:
+        evidence = "".join(f"<li>{_e(e)}</li>" for e in f.get("evidence") or [])
+        rows.append(
+            f"<tr><td>{_badge(f.get('severity'))}</td><td class=\"name\">{_e(f.get('container') or 'host')}</td>"
+            f"<td class=\"code\"><code>{_e(f.get('code'))}</code></td><td class=\"text\">{_e(f.get('title'))}</td>"
+            f"<td class=\"text\"><ul class=\"evidence\">{evidence}</ul></td><td class=\"text\">{_e(f.get('fix'))}</td></tr>"
+        )
+    return ("<table><thead><tr><th>Severity</th><th>Container</th><th>Check</th><th>Finding</th><th>Evidence</th>"
+            f"<th>Fix</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
 def _host(report: Mapping[str, Any], add: Add) -> None:
@@ -202,18 +227,61 @@ def _gpus(report: Mapping[str, Any], add: Add) -> None:
             add(f"<p>GPU {_e(g['index'])} fields not available:</p><ul>{items}</ul>")
 
 
+def _pods(report: Mapping[str, Any], add: Add) -> None:
+    """Per pod: who it is, its containers' restarts, GPUs allocated beside GPUs used, its findings, then each
+    container's full section. Nothing for a report without pods."""
+    if not report.get("pods"):
+        return
+    add('<h2 id="pods">Pods</h2>')
+    add("<p>" + " · ".join(f'<a href="#{_anchor("pod", p["pod_uid"] or pod_title(p))}">{_e(pod_title(p))}</a>'
+                           for p in report["pods"]) + "</p>")
+    for pod in report["pods"]:
+        add(f'<section class="container" id="{_anchor("pod", pod["pod_uid"] or pod_title(pod))}">')
+        add(f"<h3>Pod {_e(pod_title(pod))} <span class=\"muted\">{_e(pod.get('qos') or 'QoS unknown')}</span></h3>")
+        add(_pairs(pod_rows(pod), code_labels=("Pod UID",)))
+        for heading, mapping in (("Labels", pod.get("labels")), ("Annotations", pod.get("annotations"))):
+            rows = map_rows(mapping)
+            add(f"<h4>{heading} (redacted)</h4>")
+            add(_table(MAP_HEADERS, rows, code_columns=(0,), kinds={0: "code", 1: "text"}) if rows else "<p>None.</p>")
+        add("<h4>Containers</h4>")
+        add(_table(POD_CONTAINER_HEADERS, pod_container_rows(pod),
+                   kinds={0: "name", 1: "text", 2: "num", 3: "text", 4: "text", 5: "text", 6: "text"}))
+        allocations = allocation_rows(pod)
+        add("<h4>GPU allocation vs use</h4>")
+        add(_table(ALLOCATION_HEADERS, allocations, code_columns=(2,),
+                   kinds={0: "name", 1: "num", 2: "text", 3: "text", 4: "text"}) if allocations
+            else "<p>No GPU allocated to its containers, and none used by them.</p>")
+        findings = pod_findings(report, pod)
+        add("<h4>Findings</h4>")
+        add(_findings_table(findings) if findings else "<p>No findings.</p>")
+        for name, tail in previous_log_tails(pod):
+            what = f"{_e(name)}: the previous attempt's log"
+            if tail.get("lines"):
+                add(f"<details><summary>{what} (last {len(tail['lines'])} lines of {_e(tail['source'])})</summary>"
+                    f"<pre>{_pre(chr(10).join(tail['lines']))}</pre></details>")
+            else:
+                add(f"<p class=\"muted\">{what}: {_e(tail.get('error') or 'empty')}</p>")
+        for c in pod_container_docs(report, pod):
+            _container(c, add, "h4")
+        add("</section>")
+
+
 def _containers(report: Mapping[str, Any], add: Add) -> None:
     add('<h2 id="containers">Containers</h2>')
-    if report["containers"]:
+    in_pods = pod_container_ids(report)
+    others = [c for c in report["containers"] if c["id"] not in in_pods]
+    if others:
         add("<p>" + " · ".join(f'<a href="#{_anchor("c", c["id"])}">{_e(c["name"])}</a>'
-                               for c in report["containers"]) + "</p>")
-    for c in report["containers"]:
+                               for c in others) + "</p>")
+    elif in_pods:
+        add("<p>None outside the pods above.</p>")
+    for c in others:
         _container(c, add)
 
 
-def _container(c: Mapping[str, Any], add: Add) -> None:
+def _container(c: Mapping[str, Any], add: Add, heading: str = "h3") -> None:
     add(f'<section class="container" id="{_anchor("c", c["id"])}">')
-    add(f"<h3>{_e(c['name'])} <code class=\"muted\">{_e(c['id'][:12])}</code> {_badge(c['status'])}</h3>")
+    add(f"<{heading}>{_e(c['name'])} <code class=\"muted\">{_e(c['id'][:12])}</code> {_badge(c['status'])}</{heading}>")
     add(_pairs(config_rows(c), code_labels=("Image", "Entrypoint", "Command")))
     add("<h4>Counters</h4>")
     add(_pairs(counter_rows(c)))
@@ -232,7 +300,7 @@ def _container(c: Mapping[str, Any], add: Add) -> None:
     env = c["config"].get("env") or []
     if env:
         add("<h4>Environment (redacted)</h4>")
-        add("<pre>" + escape("\n".join(f"{e['name']}={e['value']}" for e in env)) + "</pre>")
+        add("<pre>" + _pre("\n".join(f"{e['name']}={e['value']}" for e in env)) + "</pre>")
     procs = process_rows(c)
     if procs:
         add("<h4>Processes</h4>")
@@ -240,8 +308,9 @@ def _container(c: Mapping[str, Any], add: Add) -> None:
                    kinds={0: "num", 1: "num", 2: "name", 3: "num", 4: "num", 5: "num", 6: "text"}))
     tail = c.get("log_tail") or {}
     if tail.get("lines"):
-        add(f"<details><summary>Log tail (last {len(tail['lines'])} lines)</summary>"
-            f"<pre>{escape(chr(10).join(tail['lines']))}</pre></details>")
+        source = f" of {_e(tail['source'])}" if tail.get("source") else ""
+        add(f"<details><summary>Log tail (last {len(tail['lines'])} lines{source})</summary>"
+            f"<pre>{_pre(chr(10).join(tail['lines']))}</pre></details>")
     else:
         add(f"<p class=\"muted\">Log tail: {_e(tail.get('error') or 'empty')}</p>")
     add("</section>")
@@ -257,7 +326,7 @@ def _actions(report: Mapping[str, Any], add: Add) -> None:
         add(f"<p class=\"muted\">Command: <code>{_e(command)}</code> · started {_e(iso_utc(a.get('started_at')))}</p>")
         if a.get("explanation"):
             add(f'<p class="explain">{_e(a["explanation"])}</p>')
-        add(f"<details open><summary>Output</summary><pre>{escape(a.get('output') or '(no output)')}</pre></details>")
+        add(f"<details open><summary>Output</summary><pre>{_pre(a.get('output') or '(no output)')}</pre></details>")
 
 
 SVG_POINTS = 400  # charts are downsampled to about this many points
@@ -316,4 +385,4 @@ def _foot(report: Mapping[str, Any], add: Add) -> None:
 
 
 SECTIONS: tuple[Callable[[Mapping[str, Any], Add], None], ...] = (
-    _head, _findings, _host, _gpus, _containers, _actions, _history, _foot)
+    _head, _findings, _host, _gpus, _pods, _containers, _actions, _history, _foot)

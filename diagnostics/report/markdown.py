@@ -7,7 +7,22 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from mltop.probes.redaction import REDACTED
 from mltop.probes.units import MISSING, iso_utc
 
+from ..inert import escaped
 from ..one_line import one_line
+from .pods import (
+    ALLOCATION_HEADERS,
+    MAP_HEADERS,
+    POD_CONTAINER_HEADERS,
+    allocation_rows,
+    map_rows,
+    pod_container_docs,
+    pod_container_ids,
+    pod_container_rows,
+    pod_findings,
+    pod_rows,
+    pod_title,
+    previous_log_tails,
+)
 from .rows import (
     GPU_HEADERS,
     GPU_PROCESS_HEADERS,
@@ -40,8 +55,8 @@ _MD_ESCAPES = str.maketrans({"\\": "\\\\", "|": "\\|", "*": "\\*", "`": "\\`", "
 
 
 def md_text(value: Any) -> str:
-    """Text from containers as inert Markdown: no markup, no HTML, no table breaks."""
-    text = plain(value) if not isinstance(value, str) else (value or MISSING)
+    """Text from containers as inert Markdown: no markup, no HTML, no table breaks, no terminal escapes."""
+    text = escaped(plain(value) if not isinstance(value, str) else (value or MISSING))
     return " ".join(text.translate(_MD_ESCAPES).splitlines()) if "\n" in text else text.translate(_MD_ESCAPES)
 
 
@@ -55,17 +70,18 @@ def _longest_backtick_run(text: str) -> int:
 
 def md_code(value: Any) -> str:
     """An inline code span that survives backticks inside and stays inside a table cell."""
-    text = " ".join(str(value).split()) if value not in (None, "") else ""
+    text = " ".join(escaped(value).split()) if value not in (None, "") else ""
     if not text:
         return MISSING
     fence = "`" * (_longest_backtick_run(text) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
-    escaped = text.replace("|", "\\|")
-    return fence + pad + escaped + pad + fence
+    cell = text.replace("|", "\\|")
+    return fence + pad + cell + pad + fence
 
 
 def md_fence(text: str, info: str = "text") -> str:
     """A fenced block longer than any backtick run inside, so log lines cannot end it early."""
+    text = escaped(text)
     fence = "`" * max(3, _longest_backtick_run(text) + 1)
     return f"{fence}{info}\n{text}\n{fence}"
 
@@ -119,13 +135,7 @@ def _findings(report: Mapping[str, Any], add: Add) -> None:
     add("## Findings")
     add("")
     if report["findings"]:
-        lines = ["| Severity | Container | Check | Finding | Evidence | Fix |", "|---|---|---|---|---|---|"]
-        for f in report["findings"]:
-            evidence = "<br>".join(md_text(e) for e in f.get("evidence") or []) or MISSING
-            sev = _BADGE.get(f.get("severity"), f.get("severity"))
-            lines.append(f"| {sev} | {md_text(f.get('container') or 'host')} | {md_code(f.get('code'))} | "
-                         f"{md_text(f.get('title'))} | {evidence} | {md_text(f.get('fix'))} |")
-        add("\n".join(lines))
+        add(_findings_table(report["findings"]))
     else:
         add("No findings.")
     add("")
@@ -135,6 +145,16 @@ def _findings(report: Mapping[str, Any], add: Add) -> None:
         add(md_table(SKIPPED_HEADERS, skipped_rows(report), code_columns=(0,)))
     else:
         add("None.")
+
+
+def _findings_table(findings: Iterable[Mapping[str, Any]]) -> str:
+    lines = ["| Severity | Container | Check | Finding | Evidence | Fix |", "|---|---|---|---|---|---|"]
+    for f in findings:
+        evidence = "<br>".join(md_text(e) for e in f.get("evidence") or []) or MISSING
+        sev = _BADGE.get(f.get("severity"), f.get("severity"))
+        lines.append(f"| {sev} | {md_text(f.get('container') or 'host')} | {md_code(f.get('code'))} | "
+                     f"{md_text(f.get('title'))} | {evidence} | {md_text(f.get('fix'))} |")
+    return "\n".join(lines)
 
 
 def _host(report: Mapping[str, Any], add: Add) -> None:
@@ -168,16 +188,59 @@ def _gpus(report: Mapping[str, Any], add: Add) -> None:
                 + "; ".join(f"{md_text(k)}: {md_text(v)}" for k, v in g["unavailable"].items()))
 
 
+def _pods(report: Mapping[str, Any], add: Add) -> None:
+    """Per pod: who it is, its containers' restarts, GPUs allocated beside GPUs used, its findings, then each
+    container's full section. Nothing for a report without pods."""
+    if not report.get("pods"):
+        return
+    add("")
+    add("## Pods")
+    for pod in report["pods"]:
+        add("")
+        add(f"### Pod {md_text(pod_title(pod))} — {md_text(pod.get('qos') or 'QoS unknown')}")
+        add("")
+        add(md_pairs(pod_rows(pod), code_labels=("Pod UID",)))
+        for heading, mapping in (("Labels", pod.get("labels")), ("Annotations", pod.get("annotations"))):
+            rows = map_rows(mapping)
+            body = md_table(MAP_HEADERS, rows, code_columns=(0,)) if rows else "None."
+            _block(add, f"**{heading}** (redacted)", body)
+        _block(add, "**Containers**", md_table(POD_CONTAINER_HEADERS, pod_container_rows(pod), code_columns=(6,)))
+        allocations = allocation_rows(pod)
+        _block(add, "**GPU allocation vs use**", md_table(ALLOCATION_HEADERS, allocations, code_columns=(2,))
+               if allocations else "No GPU allocated to its containers, and none used by them.")
+        findings = pod_findings(report, pod)
+        _block(add, "**Findings**", _findings_table(findings) if findings else "No findings.")
+        for name, tail in previous_log_tails(pod):
+            add("")
+            what = f"{md_text(name)}: the previous attempt's log"
+            if tail.get("lines"):
+                add(f"<details><summary>{what} (last {len(tail['lines'])} lines of {md_text(tail['source'])})"
+                    "</summary>")
+                add("")
+                add(md_fence("\n".join(tail["lines"])))
+                add("")
+                add("</details>")
+            else:
+                add(f"{what}: {md_text(tail.get('error') or 'empty')}")
+        for c in pod_container_docs(report, pod):
+            _container(c, add, "####")
+
+
 def _containers(report: Mapping[str, Any], add: Add) -> None:
     add("")
     add("## Containers")
-    for c in report["containers"]:
+    in_pods = pod_container_ids(report)
+    others = [c for c in report["containers"] if c["id"] not in in_pods]
+    if in_pods and not others:
+        add("")
+        add("None outside the pods above.")
+    for c in others:
         _container(c, add)
 
 
-def _container(c: Mapping[str, Any], add: Add) -> None:
+def _container(c: Mapping[str, Any], add: Add, level: str = "###") -> None:
     add("")
-    add(f"### {md_text(c['name'])} ({md_code(c['id'][:12])}) — {md_text(c['status'])}")
+    add(f"{level} {md_text(c['name'])} ({md_code(c['id'][:12])}) — {md_text(c['status'])}")
     add("")
     add(md_pairs(config_rows(c), code_labels=("Image", "Entrypoint", "Command")))
     add("")
@@ -199,7 +262,8 @@ def _container(c: Mapping[str, Any], add: Add) -> None:
     tail = c.get("log_tail") or {}
     add("")
     if tail.get("lines"):
-        add(f"<details><summary>Log tail (last {len(tail['lines'])} lines)</summary>")
+        source = f" of {md_text(tail['source'])}" if tail.get("source") else ""
+        add(f"<details><summary>Log tail (last {len(tail['lines'])} lines{source})</summary>")
         add("")
         add(md_fence("\n".join(tail["lines"])))
         add("")
@@ -249,4 +313,4 @@ def _history(report: Mapping[str, Any], add: Add) -> None:
 
 
 SECTIONS: tuple[Callable[[Mapping[str, Any], Add], None], ...] = (
-    _title, _findings, _host, _gpus, _containers, _actions, _history)
+    _title, _findings, _host, _gpus, _pods, _containers, _actions, _history)

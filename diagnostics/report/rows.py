@@ -220,8 +220,9 @@ def action_title(a: Mapping[str, Any]) -> str:
 def summary_line(report: Mapping[str, Any]) -> str:
     s = report["summary"]
     f = s["findings"]
+    pods = f", {s['pods']} pod(s)" if s.get("pods") else ""
     return (f"{f['critical']} critical, {f['warning']} warning, {f['info']} info finding(s) across "
-            f"{s['containers']} container(s) and {s['gpus']} GPU(s); {s['checks_skipped']} check(s) skipped; "
+            f"{s['containers']} container(s){pods} and {s['gpus']} GPU(s); {s['checks_skipped']} check(s) skipped; "
             f"{s['actions']} action(s) run.")
 
 
