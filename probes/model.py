@@ -488,18 +488,27 @@ class Snapshot:
 
     def select(self, keys: Iterable[str] | None) -> tuple[tuple[ContainerSample, ...], tuple[str, ...]]:
         """(containers matching the names / ids / id prefixes, in that order without repeats; the keys that
-        match none). All containers when `keys` is None or empty."""
+        match none). All containers when `keys` is None or empty. A pod's `namespace/pod` that names no
+        container itself selects every container of the pod (as `kubectl describe pod` shows them)."""
         if not keys:
             return self.containers, ()
         chosen: list[ContainerSample] = []
         missing: list[str] = []
         for key in keys:
             match = self.container(key)
-            if match is None:
+            matches = [match] if match is not None else self.pod_containers(key)
+            if not matches:
                 missing.append(key)
-            elif match not in chosen:
-                chosen.append(match)
+            chosen += [m for m in matches if m not in chosen]
         return tuple(chosen), tuple(missing)
+
+    def pod_containers(self, key: str) -> list[ContainerSample]:
+        """The containers of pod `namespace/pod`; [] for a key that is not one."""
+        namespace, _, pod = key.partition("/")
+        if not pod or "/" in pod:
+            return []
+        return [c for c in self.containers
+                if c.kubernetes is not None and (c.kubernetes.namespace, c.kubernetes.pod) == (namespace, pod)]
 
     # One place for "uses a GPU" and "has GPUs", so no finding contradicts what the same snapshot shows.
 

@@ -102,3 +102,23 @@ def test_the_guessed_pod_paths_read_back_as_that_pod():
         assert sorted(i.qos for i in read) == sorted(["Burstable", "BestEffort", "Guaranteed"] * 2)
         assert {i.runtime for i in read} == {None, runtime}
     assert pod_cgroup_guesses("", B, "containerd") == ()
+
+
+def test_a_pods_namespace_and_name_select_its_containers():
+    """`mltop report ml-team/trainer` / `mltop doctor ml-team/trainer`: a pod selects its containers; a
+    container's own name still selects it alone, and a pod that is not there is reported missing."""
+    import builders as b
+    from mltop.probes.model import KubernetesInfo
+
+    def pod_container(pod: str, name: str):
+        k = KubernetesInfo("ml-team", pod, "uid-" + pod, name, "Burstable")
+        return b.replace(b.container(f"ml-team/{pod}/{name}"), kubernetes=k)
+
+    snap = b.snapshot([pod_container("trainer", "main"), pod_container("trainer", "loader"),
+                       pod_container("trainer-2", "main"), b.container("notebook")])
+    chosen, missing = snap.select(["ml-team/trainer", "notebook", "ml-team/trainer/main", "ml-team/gone"])
+    assert sorted(c.name for c in chosen[:2]) == ["ml-team/trainer/loader", "ml-team/trainer/main"]
+    assert [c.name for c in chosen[2:]] == ["notebook"]  # (the pod's container named again: no repeat)
+    assert missing == ("ml-team/gone",)
+    chosen, _ = snap.select(["ml-team/trainer/loader"])
+    assert [c.name for c in chosen] == ["ml-team/trainer/loader"]
