@@ -130,8 +130,10 @@ def check_device_plugin_missing(ctx: CheckContext) -> list[Finding]:
     if not asks:
         return []
     ev = [evidence(f"{dp.path} holds: {', '.join(dp.entries) or 'nothing'}", "the kubelet's device-plugins directory")]
-    ev.append(evidence("kubelet.sock is there: a kubelet runs on this node" if dp.kubelet_socket else
-                       f"no kubelet.sock, but {len(pods)} pod container(s) run here", "the same directory, CRI"))
+    if dp.kubelet_socket:
+        ev.append(evidence("kubelet.sock is there: a kubelet runs on this node", dp.path))
+    else:
+        ev.append(evidence(f"no kubelet.sock, but {len(pods)} pod container(s) run here", "CRI ListContainers"))
     stale = [s for s in dp.nvidia_sockets if not s.listening]
     for s in stale:
         ev.append(evidence(f"{s.path}: {s.why_not}", "connect() on the socket"))
