@@ -200,6 +200,17 @@ def test_a_pod_under_runc_with_nvidia_cdi_devices_is_silent(cri_node, tmp_path):
             cri_node.remove_pod(pod)
 
 
+def test_cdi_devices_come_from_the_cri_request_and_the_annotations():
+    """containerd 1.6 here has no CDI: the kubelet's CRI `CDI_devices` (as a CDI-enabled runtime's verbose status
+    echoes the request) is read from the JSON shape alone; annotations from the real pod above."""
+    from mltop.probes.cri.source import cdi_devices_of
+
+    annotations = {"cdi.k8s.io/nvidia-device-plugin_main": "nvidia.com/gpu=0, nvidia.com/gpu=1", "team": "a=b"}
+    request = {"CDI_devices": [{"name": "nvidia.com/gpu=1"}, {"name": "vendor.com/fpga=2"}]}
+    assert cdi_devices_of(annotations, request) == ("nvidia.com/gpu=0", "nvidia.com/gpu=1", "vendor.com/fpga=2")
+    assert cdi_devices_of({"team": "a"}, None) == ()
+
+
 # --------------------------------------------------------------------------- k8s.device_plugin_missing
 
 
@@ -355,6 +366,7 @@ def test_no_kubelet_directory_or_nothing_asking_for_gpus_is_silent(cri_node, gpu
     assert plugin_finding(no_pods, kubelet_dir(tmp_path / "node"))[0] is not None
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="drops to the user nobody, which needs root")
 def test_a_device_plugins_directory_mltop_may_not_list_is_a_skip_reason(tmp_path):
     """Read as an unprivileged user (nobody, in a forked child): the directory is there but cannot be listed."""
     from mltop.diagnostics.checks.base import CheckContext, Thresholds
