@@ -25,6 +25,25 @@ from .actions.runner import NO_EXEC_ENV, no_exec_reason  # noqa: E402  (re-expor
 __all__ = ["BackgroundDeviceChecks", "DoctorResult", "SkippedCheck", "judge", "judgeable", "latest_device_check",
            "no_exec_reason", "run_doctor", "worst_by_container"]
 
+def _pod_secrets(snapshot: Snapshot, selected) -> dict[str, Any]:
+    """The secrets of the selected pod containers whose log files will be read, by container id, from the CRI
+    endpoints that answered the snapshot (then the configured ones): their environment, to scrub by value."""
+    ids = [c.id for c in selected if c.kubernetes is not None and c.config.log_path
+           and os.path.exists(c.config.log_path)]
+    if not ids:
+        return {}
+    from mltop.probes.cri import cri_endpoints
+    from mltop.probes.cri.access import secrets_of
+
+    endpoints = [s.endpoint for s in snapshot.host.sources if s.kind == "cri" and s.ok]
+    endpoints += [e for e, _ in cri_endpoints() if e not in endpoints]
+    try:
+        return secrets_of(endpoints, ids)
+    except Exception:  # the runtime went away meanwhile: the logs are still redacted by shape
+        log.info("could not read the secrets of pod containers", exc_info=True)
+        return {}
+
+
 @dataclass(frozen=True)
 class SkippedCheck:
     check: str
@@ -232,6 +251,8 @@ def run_doctor(
     framework_check_timeout_s: float = FRAMEWORK_CHECK_TIMEOUT_S,
     no_exec: bool = False,
     workload_thresholds: WorkloadThresholds | None = None,
+    allocation_history: str | None = None,
+    allocation_unknown: Mapping[str, str] | None = None,
 ) -> DoctorResult:
     """Diagnose the host and the containers of `snapshot` (all, or those named/id-prefixed in `containers`).
 
@@ -246,8 +267,11 @@ def run_doctor(
     pending or failed is not judged on its empty configuration: it is listed there too, under "inspect".
     `host` senses what the snapshot does not carry (toolkit binaries, CDI specs, cgroup limit files; a running
     container's that cannot be read is listed under "cgroup_facts"); `host_facts` / `container_facts` (by
-    container id) replace that sensing, for tests that build their own. Safe to call from a worker thread;
-    never raises for a failing check or source: those land in `checks_skipped` with the reason.
+    container id) replace that sensing, for tests that build their own. `allocation_history` names where the
+    pod GPU allocations' unused_since came from (a recording; None: this process's sampling) and
+    `allocation_unknown` says per container id why there is no history (k8s.gpu_allocated_unused is skipped).
+    Safe to call from a worker thread; never raises for a failing check or source: those land in
+    `checks_skipped` with the reason.
     """
     selected, missing = snapshot.select(containers)
     skips = _Skips()
@@ -260,15 +284,24 @@ def run_doctor(
     engine_ok = engine is not None and snapshot.host.engine.ok
 
     logs: dict[str, tuple[str, ...]] = {}
+    previous_logs: dict[str, tuple[str, tuple[str, ...]]] = {}
+    pod_secrets = _pod_secrets(snapshot, selected)
     for c in selected:
         if c.kubernetes is not None and c.config.log_path:  # a pod container: the kubelet's log file
+            from mltop.probes.cri.attempts import previous_log_path
             from mltop.probes.cri.logs import read_log
             from mltop.probes.redaction import redact_text
 
+            # token shapes and secret assignments; the container's own secret values too where CRI gave them
+            scrub = pod_secrets[c.id].scrub if c.id in pod_secrets else redact_text
             if os.path.exists(c.config.log_path):
-                logs[c.id] = tuple(redact_text(line.text) for line in read_log(c.config.log_path, tail=log_tail))
+                logs[c.id] = tuple(scrub(line.text) for line in read_log(c.config.log_path, tail=log_tail))
             else:
                 skips.add("logs", f"no log file at {c.config.log_path} (is /var/log/pods readable here?)", c.name)
+            previous_path = previous_log_path(c)  # restarted and running again: why the last attempt ended
+            if previous_path is not None:
+                previous_logs[c.id] = (previous_path, tuple(scrub(line.text)
+                                                            for line in read_log(previous_path, tail=log_tail)))
             continue
         if not engine_ok:
             skips.add("logs", "the Docker engine is not reachable: log-based checks ran without logs", c.name)
@@ -317,8 +350,9 @@ def run_doctor(
 
     ctx = CheckContext(snapshot=snapshot, containers=selected, logs=logs, host=host_facts, thresholds=thresholds,
                        log_tail=log_tail, previous=previous, read_tests=read_tests, frameworks=frameworks,
-                       container_facts=container_facts,
-                       workload_thresholds=workload_thresholds or WorkloadThresholds())
+                       container_facts=container_facts, previous_logs=previous_logs,
+                       workload_thresholds=workload_thresholds or WorkloadThresholds(),
+                       allocation_history=allocation_history, allocation_unknown=allocation_unknown or {})
     findings = _run_checks(ctx, skips)
     return DoctorResult(
         findings=tuple(sort_findings(findings)),

@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 REINSPECT_MAX = 16  # more containers named by events than this since the last sweep: re-list instead
 BACKGROUND_INSPECT_MIN = 8  # fewer containers to inspect than this: inspect them before answering
+INSPECT_DEADLINE_S = 5.0  # a sweep waits this long for the inspects it needs; the rest answer provisionally
 
 
 class ContainerCatalog:
@@ -39,6 +40,8 @@ class ContainerCatalog:
         self._inspect_lock = threading.Lock()  # the queue and the futures, against a release from the UI thread
         self._inspections_held = False
         self._inspect_pool = None
+        self.inspect_deadline_s = INSPECT_DEADLINE_S
+        self._late: set[str] = set()  # ids whose inspect missed the deadline and is still out
         self.relist_s = relist_s if relist_s is not None else (30.0 if watch_events else 5.0)
         self._full_relist = True
         self._metas: dict[str, ContainerMeta] = {}
@@ -129,15 +132,11 @@ class ContainerCatalog:
         with self._inspect_lock:
             if not self._to_inspect or self._closed:
                 return
-            if self._inspect_pool is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                # a few threads keep the engine busy; more only fight over the GIL with the UI
-                self._inspect_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mltop-inspect")
+            pool = self._pool()
             queued, self._to_inspect = self._to_inspect, []
             for cid in queued:
                 if cid not in self._inspecting:
-                    self._inspecting[cid] = self._inspect_pool.submit(inspect, cid)
+                    self._inspecting[cid] = pool.submit(inspect, cid)
 
     def _collect_inspected(self) -> None:
         """Put the background inspections that finished in place of their provisional metas."""
@@ -148,6 +147,7 @@ class ContainerCatalog:
             return
         metas = dict(self._metas)
         for cid, future in done:
+            self._late.discard(cid)
             try:
                 meta = future.result()
             except Exception as exc:  # the engine failed mid-way: inspect it at the next full re-list
@@ -166,21 +166,82 @@ class ContainerCatalog:
         """Inspect only the containers events named: new ones appear, removed ones go, the rest update."""
         metas = dict(self._metas)
         new: dict[str, ContainerMeta] = {}
+        answered, late = self._inspect_within_deadline(sorted(ids))
         for cid in ids:
-            try:
-                meta = meta_from_inspect(self.engine.inspect(cid))
-            except not_found_errors():
-                metas.pop(cid, None)
-            except Exception as exc:  # the engine refused this one inspect: its state is not known, the rest is
-                if _engine_down(exc):
-                    raise
+            if cid in late:  # the engine is slow or stuck: keep what is known, say so, collect it later
                 if cid in metas:
-                    metas[cid] = replace(metas[cid], inspect_error=_inspect_failed(cid, exc))
+                    metas[cid] = replace(metas[cid], inspect_error=late[cid])
+                continue
+            outcome = answered[cid]
+            if outcome is None:
+                metas.pop(cid, None)
+            elif isinstance(outcome, BaseException):  # the engine refused this one inspect: the rest is known
+                if cid in metas:
+                    metas[cid] = replace(metas[cid], inspect_error=_inspect_failed(cid, outcome))
             else:
-                (metas if cid in metas else new)[cid] = meta
+                (metas if cid in metas else new)[cid] = outcome
             # its listed state is not known from an inspect: the next full re-list inspects it once more
             self._hints.pop(cid, None)
         self._metas = {**new, **metas}  # new ones first, as the engine lists them (newest first)
+
+    def _inspect_within_deadline(self, ids: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+        """Inspect `ids` on the pool and wait at most inspect_deadline_s: ({id: meta, None when removed, or the
+        exception of a refused inspect}, {id: why it is late} for those still out, which the pool finishes and
+        a later call collects). Raises EngineError when an inspect finds the engine gone altogether.
+
+        A wedged dockerd can list its containers and never answer their inspects; each inspect then ends only
+        at the engine timeout (10 s), which on 100 containers held the first sweep (and `mltop serve`'s
+        /healthz) for minutes before failing it whole."""
+        from concurrent.futures import wait
+
+        if not ids:
+            return {}, {}
+
+        def inspect(cid: str) -> ContainerMeta | None:
+            try:
+                return meta_from_inspect(self.engine.inspect(cid))
+            except not_found_errors():
+                return None  # removed meanwhile
+
+        futures = {}
+        with self._inspect_lock:
+            pool = self._pool()
+            for cid in ids:
+                futures[cid] = self._inspecting.pop(cid, None) or pool.submit(inspect, cid)
+        # an inspect already late at an earlier sweep is not waited for again: one stuck container costs the
+        # deadline once, not at every sweep
+        fresh = [f for cid, f in futures.items() if cid not in self._late]
+        done, _ = wait(fresh, timeout=self.inspect_deadline_s)
+        done |= {f for f in futures.values() if f.done()}
+        answered: dict[str, Any] = {}
+        late: dict[str, str] = {}
+        for cid, future in futures.items():
+            if future not in done:
+                late[cid] = (f"no answer within {self.inspect_deadline_s:g} s: the engine lists its containers but "
+                             f"is slow or stuck on this one (still asking; `docker inspect {cid[:12]}` shows "
+                             "whether it answers at all)")
+                with self._inspect_lock:
+                    self._inspecting[cid] = future
+                self._late.add(cid)
+                continue
+            self._late.discard(cid)
+            exc = future.exception()
+            if exc is not None and _engine_down(exc):
+                raise exc
+            answered[cid] = exc if exc is not None else future.result()
+        if late:
+            log.warning("docker inspect: %d of %d containers unanswered after %g s; they stay provisional",
+                        len(late), len(ids), self.inspect_deadline_s)
+        return answered, late
+
+    def _pool(self):
+        """The catalog's inspect threads (call under _inspect_lock): a few keep the engine busy; more only fight
+        over the GIL with the UI. Four keep a local engine as busy as eight did, for a quarter less CPU."""
+        if self._inspect_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._inspect_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mltop-inspect")
+        return self._inspect_pool
 
     def get(self, container_id: str) -> ContainerMeta | None:
         return self._metas.get(container_id)
@@ -207,16 +268,6 @@ class ContainerCatalog:
 
         by_id = {entry["Id"]: entry for entry in listed}
 
-        def inspect(cid: str) -> ContainerMeta | None:
-            try:
-                return meta_from_inspect(self.engine.inspect(cid))
-            except not_found_errors():
-                return None  # removed between list and inspect
-            except Exception as exc:  # the engine refused this one inspect: the list stands, this one is unknown
-                if _engine_down(exc):
-                    raise
-                return replace(provisional_meta(by_id[cid]), inspect_error=_inspect_failed(cid, exc))
-
         if self.inspect_in_background and len(to_inspect) > BACKGROUND_INSPECT_MIN:
             with self._inspect_lock:
                 self._to_inspect += [cid for cid in to_inspect if cid not in self._inspecting]
@@ -227,19 +278,20 @@ class ContainerCatalog:
             self._hints = hints
             self._collect_inspected()
             return
-        if len(to_inspect) > 4:  # a cold start with many containers: inspect in parallel
-            from concurrent.futures import ThreadPoolExecutor
-
-            # (four keep a local engine as busy as eight did, for a quarter less CPU spent trading the GIL)
-            with ThreadPoolExecutor(max_workers=4, thread_name_prefix="mltop-inspect") as pool:
-                metas = list(pool.map(inspect, to_inspect))
-        else:
-            metas = [inspect(cid) for cid in to_inspect]
-        for meta in metas:
-            if meta is not None:
-                fresh[meta.id] = meta
-                if meta.inspect_error:
-                    hints.pop(meta.id, None)  # inspected again at the next full list
+        answered, late = self._inspect_within_deadline(to_inspect)
+        for cid in to_inspect:
+            if cid in late:
+                fresh[cid] = replace(provisional_meta(by_id[cid]), inspect_error=late[cid])
+                hints.pop(cid, None)  # inspected again at the next full list, unless collected before
+                continue
+            outcome = answered[cid]
+            if outcome is None:
+                continue  # removed between list and inspect
+            if isinstance(outcome, BaseException):  # the engine refused this one: the list stands, it is unknown
+                outcome = replace(provisional_meta(by_id[cid]), inspect_error=_inspect_failed(cid, outcome))
+            fresh[cid] = outcome
+            if outcome.inspect_error:
+                hints.pop(cid, None)  # inspected again at the next full list
         self._metas = fresh
         self._hints = hints
 
@@ -280,8 +332,9 @@ class ContainerCatalog:
 
 def _engine_down(exc: BaseException) -> bool:
     """An inspect failed because the engine cannot be reached at all (the sweep says so), not because it refused
-    this one container (an API error: Engine.call reports those as EngineError status "error")."""
-    return isinstance(exc, EngineError) and exc.status != "error"
+    this one container (an API error: Engine.call reports those as EngineError status "error") or did not answer
+    it in time (the list answered: the engine is there, slow or stuck on this container)."""
+    return isinstance(exc, EngineError) and exc.status != "error" and not exc.timed_out
 
 
 def _inspect_failed(cid: str, exc: BaseException) -> str:

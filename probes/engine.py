@@ -33,10 +33,13 @@ DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 class EngineError(Exception):
     """The engine could not be reached or refused us; `status` says which, the message says what to do."""
 
-    def __init__(self, status: str, message: str):
+    def __init__(self, status: str, message: str, timed_out: bool = False):
         super().__init__(message)
         self.status = status
         self.message = message
+        # The engine took the request and did not answer within the timeout: it may be up and wedged (still
+        # listing containers while their inspects hang), which is not the same as a socket nobody listens on.
+        self.timed_out = timed_out
 
 
 class SecretsUnreadable(EngineError):
@@ -106,7 +109,8 @@ def explain_engine_error(exc: BaseException, docker_host: str) -> EngineError:
             "(`sudo systemctl start docker`)",
         )
     if "timed out" in text.lower() or "timeout" in text.lower():
-        return EngineError("unreachable", f"The Docker engine at {docker_host} did not answer in time.")
+        return EngineError("unreachable", f"The Docker engine at {docker_host} did not answer in time.",
+                           timed_out=True)
     return EngineError("error", f"Docker engine at {docker_host}: {str(exc).strip()[:300] or type(exc).__name__}")
 
 

@@ -61,6 +61,9 @@ class ContainerFacts:
     pids_dir: str | None = None
     pids_max: int | None = None  # None: no limit ("max") or unknown
     pids_failed_forks: int = 0  # pids.events "max": forks refused so far
+    # pids.current of pids_dir when the limit is the pod's (the kubelet's podPidsLimit on the pod's cgroup, which
+    # every container of the pod shares): None when the limit is the container's own (its count is the sample's)
+    pids_current: int | None = None
     cpu_stat_file: str | None = None
     cpu_stat: Mapping[str, int] = field(default_factory=dict)  # nr_periods, nr_throttled, ...
     memlock_soft_bytes: int | None = None  # the init process's RLIMIT_MEMLOCK; -1 = unlimited; None = unknown
@@ -160,16 +163,28 @@ class HostProbe:
         if not container.running:
             return ContainerFacts()
         dirs = self.cgroup_dirs(container, cgroup_version)
-        pids_dir = dirs.get("unified") or dirs.get("pids")
+        pids_dir = own_dir = dirs.get("unified") or dirs.get("pids")
         pids_max = None
+        pids_current = None
         failed = 0
         if pids_dir:
             max_text = (read_text(os.path.join(pids_dir, "pids.max")) or "").strip()
             pids_max = int(max_text) if max_text.isdigit() else None
-            for line in (read_text(os.path.join(pids_dir, "pids.events")) or "").splitlines():
-                key, _, value = line.partition(" ")
-                if key == "max" and value.strip().isdigit():
-                    failed = int(value)
+            pod_dir = os.path.dirname(pids_dir.rstrip("/"))
+            if pids_max is None and container.kubernetes is not None and \
+                    os.path.basename(pod_dir).startswith(("pod", "kubepods-")):
+                # no limit of its own: the kubelet's podPidsLimit sits on the pod's cgroup, above the container's
+                max_text = (read_text(os.path.join(pod_dir, "pids.max")) or "").strip()
+                current_text = (read_text(os.path.join(pod_dir, "pids.current")) or "").strip()
+                if max_text.isdigit():
+                    pids_dir, pids_max = pod_dir, int(max_text)
+                    pids_current = int(current_text) if current_text.isdigit() else None
+            # (a refused fork counts where the forking task is on cgroup v1, where the limit is on v2: read both)
+            for events in dict.fromkeys((os.path.join(d, "pids.events") for d in (own_dir, pids_dir))):
+                for line in (read_text(events) or "").splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "max" and value.strip().isdigit():
+                        failed = max(failed, int(value))
         cpu_dir = dirs.get("unified") or dirs.get("cpu") or dirs.get("cpuacct")
         cpu_stat: dict[str, int] = {}
         if cpu_dir:
@@ -187,6 +202,7 @@ class HostProbe:
             pids_dir=pids_dir,
             pids_max=pids_max,
             pids_failed_forks=failed,
+            pids_current=pids_current,
             cpu_stat_file=os.path.join(cpu_dir, "cpu.stat") if cpu_dir else None,
             cpu_stat=cpu_stat,
         )

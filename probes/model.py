@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from .source_records import GpuAllocation, KubernetesInfo, SourceStatus  # noqa: F401  (records of the snapshot, kept apart)
+from .source_records import ContainerAttempt, GpuAllocation, KubernetesInfo, SourceStatus  # noqa: F401  (records of the snapshot, kept apart)
 
 SCHEMA_VERSION = 1
 
@@ -525,7 +525,12 @@ class Snapshot:
             out.append("HostConfig.DeviceRequests asks for GPUs (--gpus)")
         if any(r.driver == "cdi" and any("nvidia.com/gpu" in d for d in r.device_ids) for r in cfg.device_requests):
             out.append("HostConfig.DeviceRequests names CDI devices nvidia.com/gpu")
-        runtime = cfg.runtime or self.host.default_runtime
+        if c.kubernetes is not None:  # a pod: its sandbox's runtime handler; the Docker engine's default is not its
+            if cfg.runtime and cfg.runtime.startswith("nvidia"):
+                out.append(f"runtime handler {cfg.runtime} (runtimeClassName)")
+            runtime = None
+        else:
+            runtime = cfg.runtime or self.host.default_runtime
         if runtime and runtime.startswith("nvidia"):
             how = "HostConfig.Runtime" if cfg.runtime else "the engine's default runtime"
             out.append(f"{how} {runtime}")

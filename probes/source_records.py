@@ -50,6 +50,22 @@ class GpuAllocation:
 
 
 @dataclass(frozen=True)
+class ContainerAttempt:
+    """An earlier run of a pod container: the kubelet restarts a container by creating a new one with the same
+    name in the same pod (`metadata.attempt` n, log file `<name>/<n>.log`) and keeps the dead one until its
+    garbage collection. What CRI's ContainerStatus says of how it ended, as `kubectl describe pod` shows it."""
+
+    attempt: int  # CRI metadata.attempt (the kubelet's restartCount when it was created)
+    container_id: str
+    status: str  # "exited" (the engine's word), or "running"/"unknown" for a runtime that says so
+    exit_code: int | None  # None while its status is not known yet (a cold start asks it in the background)
+    reason: str  # CRI's reason: "Error", "OOMKilled", "Completed", "" when not known
+    started_at: str | None
+    finished_at: str | None
+    log_path: str | None  # its own log file, `<pod log dir>/<name>/<attempt>.log`
+
+
+@dataclass(frozen=True)
 class KubernetesInfo:
     """The pod a container belongs to (kubelet labels; containerd's io.kubernetes.cri.* annotations as the
     fallback; the pod UID and QoS class also from the cgroup path). snapshot --json's `kubernetes`."""
@@ -61,6 +77,9 @@ class KubernetesInfo:
     qos: str | None  # "Guaranteed" | "Burstable" | "BestEffort" (from the cgroup path); None when not known
     # The devices the kubelet allocated to it (pod-resources API); () when none or not known (see host.sources)
     gpus_allocated: tuple[GpuAllocation, ...] = ()
+    # The earlier attempts of this container that the runtime still keeps (the kubelet keeps dead ones until
+    # its garbage collection), newest first; one container (the newest attempt) is listed per pod container.
+    previous_attempts: tuple[ContainerAttempt, ...] = ()
 
     @property
     def display_name(self) -> str:

@@ -2,6 +2,7 @@
 
     python tests/bench_cri.py                # 100 pod containers (25 pods of 4) on a private containerd
     python tests/bench_cri.py --pods 5 --per-pod 2 --rounds 5
+    python tests/bench_cri.py --restarts 3   # each pod container crash-looped 3 times first (dead attempts kept)
 
 Starts a private containerd with its CRI plugin (tests/cri_harness.py, as the tests do: needs root, containerd
 and the Docker test images), makes the pods through mltop's CRI client, then prints: the import cost of the
@@ -69,6 +70,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--spacing", type=float, default=1.0, help="seconds between steady sweeps")
     parser.add_argument("--profile", action="store_true", help="print where the steady sweeps' CPU goes")
+    parser.add_argument("--restarts", type=int, default=0, metavar="N",
+                        help="restart each pod container N times first, as the kubelet does (the dead attempts "
+                             "are kept: N + 1 CRI containers listed for each pod container mltop shows)")
     parser.add_argument("--dashboard", type=int, default=0, metavar="RUNS",
                         help="also run the real dashboard RUNS times in tmux (tests/bench_tui.py's child): first "
                              "frame with every pod row, steady CPU, RSS")
@@ -86,11 +90,16 @@ def main() -> int:
     try:
         node.start()
         started = time.perf_counter()
+        command = ["sh", "-c", "exit 1"] if args.restarts else ["sleep", "36000"]
         for i in range(args.pods):
-            node.run_pod(f"bench{i % 3}", f"pod{i}", [ContainerSpec(f"c{k}", ["sleep", "36000"])
-                                                   for k in range(args.per_pod)])
+            pod = node.run_pod(f"bench{i % 3}", f"pod{i}", [ContainerSpec(f"c{k}", command)
+                                                         for k in range(args.per_pod)])
+            for k in range(args.per_pod if args.restarts else 0):
+                node.crash_loop(pod, f"c{k}", args.restarts, command=["sleep", "36000"])
         n = args.pods * args.per_pod
-        print(f"{n} pod containers in {args.pods} pods started in {time.perf_counter() - started:.0f} s")
+        print(f"{n} pod containers in {args.pods} pods started in {time.perf_counter() - started:.0f} s"
+              + (f", each restarted {args.restarts} times ({n * (args.restarts + 1)} CRI containers)"
+                 if args.restarts else ""))
 
         sampler = Sampler(ProbeOptions(nvml=False, cri_endpoint=node.endpoint, watch_events=False))
         snap, first_cpu, first_wall = cpu(sampler.sweep)
@@ -103,7 +112,7 @@ def main() -> int:
         cold.close()
         print(f"first sweep, cold: {first_wall * 1000:.0f} ms wall, {first_cpu * 1000:.0f} ms CPU "
               f"(a cold CRI view alone: {cri_wall * 1000:.0f} ms wall, {cri_cpu * 1000:.0f} ms CPU: "
-              f"the lists and {n} verbose ContainerStatus)")
+              f"the lists and {n * (args.restarts + 1)} verbose ContainerStatus)")
         sweeps, views = [], []
         profile = None
         if args.profile:

@@ -26,14 +26,36 @@ from mltop.probes.recording import Recorder, RecordingSource  # noqa: E402
 from mltop.probes.recording import retention  # noqa: E402
 
 
-def make_fleet(n: int, gpus: int = 8):
+def make_fleet(n: int, gpus: int = 8, pods: bool = False, start: float = 0.0):
     base = []
     for i in range(n):
         on_gpu = i % 5 == 0
         c = container(f"job-{i:03d}", memory_limit_bytes=16 * GIB,
                       gpus=(gpu_use(i % gpus, 10 * GIB, 50.0),) if on_gpu else ())
-        base.append(c)
+        base.append(as_pod(c, i, gpus, start) if pods else c)
     return base
+
+
+def as_pod(c, i: int, gpus: int, start: float):
+    """The container as a pod container: the kubelet's labels, a QoS class, and for those on a GPU (and every
+    25th, idle) a kubelet allocation with whether it is in use, as probes.pod_gpus marks it."""
+    from mltop.probes.model import GpuAllocation, KubernetesInfo
+
+    ns, pod, name = "ml-team", f"job-{i:03d}-0", "main"
+    labels = {"io.kubernetes.pod.namespace": ns, "io.kubernetes.pod.name": pod,
+              "io.kubernetes.pod.uid": f"uid-{i:03d}", "io.kubernetes.container.name": name}
+    allocated = ()
+    if c.gpus or i % 25 == 1:
+        uuid = f"GPU-{i % gpus:08d}-0000-0000-0000-000000000000"
+        allocated = (GpuAllocation("nvidia.com/gpu", f"{uuid}::{i // gpus}", uuid, replica=i // gpus,
+                                   index=i % gpus, in_use=bool(c.gpus),
+                                   unused_since=None if c.gpus else start),)
+    qos = ("Guaranteed", "Burstable", "BestEffort")[i % 3]
+    try:
+        k = KubernetesInfo(ns, pod, f"uid-{i:03d}", name, qos, gpus_allocated=allocated)
+    except TypeError:  # an mltop without allocations
+        k = KubernetesInfo(ns, pod, f"uid-{i:03d}", name, qos)
+    return replace(c, name=f"{ns}/{pod}/{name}", config=replace(c.config, labels=labels), kubernetes=k)
 
 
 def sweep_at(base, rng, state, t, gpus: int = 8):
@@ -56,9 +78,9 @@ def sweep_at(base, rng, state, t, gpus: int = 8):
     return snapshot(out, gpu_list, taken_at=t)
 
 
-def record(path: str, n: int, sweeps: int, interval: float, start: float):
+def record(path: str, n: int, sweeps: int, interval: float, start: float, pods: bool = False):
     rng = random.Random(42)
-    base = make_fleet(n)
+    base = make_fleet(n, pods=pods, start=start)
     state = [[rng.uniform(0, 400), rng.uniform(1, 8) * GIB, 1e6, 1e5] for _ in base]
     rec = Recorder(path, watch_engine=False, retention_every_s=float("inf")).start()
     caller_cpu = 0.0
@@ -98,14 +120,18 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=24.0)
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--keep", metavar="PATH", help="write the recording here and keep it")
+    parser.add_argument("--pods", action="store_true",
+                        help="pod containers: kubelet labels, a QoS class, GPU allocations (what pod_facts keeps)")
+    parser.add_argument("--no-replay", action="store_true", help="measure the recording only")
     args = parser.parse_args()
     n, interval = args.containers, args.interval
     sweeps = int(args.hours * 3600 / interval)
     path = args.keep or os.path.join(tempfile.mkdtemp(prefix="mltop-bench-"), "history.db")
     start = time.time() - sweeps * interval
-    print(f"recording {sweeps} sweeps x {n} containers (8 GPUs, every {interval:g} s) into {path} ...", flush=True)
+    kind = "pod containers" if args.pods else "containers"
+    print(f"recording {sweeps} sweeps x {n} {kind} (8 GPUs, every {interval:g} s) into {path} ...", flush=True)
     wall = time.perf_counter()
-    rec, cpu, used = record(path, n, sweeps, interval, start)
+    rec, cpu, used = record(path, n, sweeps, interval, start, pods=args.pods)
     wall = time.perf_counter() - wall
     print(f"  built and written in {wall:.0f} s (snapshot building included)")
     print(f"recording CPU:        {cpu / (sweeps * n) * 1000:.4f} ms per container per sweep "
@@ -115,7 +141,7 @@ def main() -> None:
     # Bytes written per sweep: each commit appends whole pages to the WAL (checkpoints copy them once more).
     wal_path = os.path.join(tempfile.mkdtemp(prefix="mltop-bench-wal-"), "history.db")
     wal_rec = Recorder(wal_path, watch_engine=False, retention_every_s=float("inf")).start()
-    rng, base = random.Random(7), make_fleet(n)
+    rng, base = random.Random(7), make_fleet(n, pods=args.pods, start=start)
     state = [[100.0, 2 * GIB, 1e6, 1e5] for _ in base]
     for k in range(20):
         wal_rec.record(sweep_at(base, rng, state, start + k * interval))
@@ -130,7 +156,11 @@ def main() -> None:
           f"({per_sweep * 86400 / 5 / 1e9:.2f} GB a day at 5 s, before checkpoints copy it into the file)")
     day = used / sweeps * (86400 / 5) * (100 / n)
     print(f"24 h at 5 s, 100 containers, as sampled: {day / 1e6:.0f} MB")
+    blobs = rec._db.execute("SELECT AVG(LENGTH(containers)) FROM sweeps").fetchone()[0]
+    print(f"container blob:       {blobs:.0f} bytes per sweep of {n} (figures, GPU uses and pod-facts ids)")
     rec.close()
+    if args.no_replay:
+        return
 
     # Replay: first frame and a one-minute jump, the data side as the app does it.
     from mltop.tui.app import HISTORY_SECONDS

@@ -73,6 +73,9 @@ class Pod:
     sandbox_id: str
     log_directory: str
     containers: dict[str, str] = field(default_factory=dict)  # container name -> id
+    # what the kubelet would keep to restart a container: the sandbox's config, each container's config
+    sandbox_config: object = None
+    configs: dict[str, object] = field(default_factory=dict)  # container name -> its newest ContainerConfig
 
 
 class CriNode:
@@ -184,7 +187,7 @@ class CriNode:
                     namespace_options=pb.NamespaceOption(network=pb.NODE))),
         )
         sandbox_id = self.client.run_pod_sandbox(sandbox_config, runtime_handler=runtime_handler)
-        pod = Pod(namespace, name, uid, qos, sandbox_id, log_directory)
+        pod = Pod(namespace, name, uid, qos, sandbox_id, log_directory, sandbox_config=sandbox_config)
         self.pods.append(pod)
         self._all_pods.append(pod)
         for spec in containers:
@@ -202,6 +205,7 @@ class CriNode:
             )
             cid = self.client.create_container(sandbox_id, config, sandbox_config)
             pod.containers[spec.name] = cid
+            pod.configs[spec.name] = config
             self.client.start_container(cid)
         return pod
 
@@ -226,6 +230,76 @@ class CriNode:
         if pod in self.pods:
             self.pods.remove(pod)
 
+    # ----------------------------------------------------------------------------- restarts
+
+    def wait_exited(self, container_id: str, timeout_s: float = 20.0) -> int:
+        """The exit code of a container, once it has exited."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = self.client.container_status(container_id).status
+            if status.state == 2:  # CONTAINER_EXITED
+                return status.exit_code
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"container {container_id[:12]} did not exit in {timeout_s} s")
+            time.sleep(0.1)
+
+    def restart_container(self, pod: Pod, name: str, command: list[str] | None = None,
+                          env: dict[str, str] | None = None) -> str:
+        """What the kubelet does once a pod container has exited under restartPolicy Always/OnFailure: create and
+        start a new container of the same name in the same sandbox, attempt n + 1, log file `<name>/<n+1>.log`,
+        annotation io.kubernetes.container.restartCount n + 1; the dead one is kept (until the kubelet's garbage
+        collection). `command`/`env` replace the spec's (an attempt that behaves otherwise, e.g. still running).
+        Returns the new container's id."""
+        from mltop.probes.cri import runtime_pb2 as pb
+
+        previous = pod.configs[name]
+        attempt = previous.metadata.attempt + 1
+        config = pb.ContainerConfig()
+        config.CopyFrom(previous)
+        config.metadata.attempt = attempt
+        config.log_path = f"{name}/{attempt}.log"
+        config.annotations["io.kubernetes.container.restartCount"] = str(attempt)
+        if command is not None:
+            del config.command[:]
+            config.command.extend(command)
+        if env is not None:
+            del config.envs[:]
+            config.envs.extend(pb.KeyValue(key=k, value=v) for k, v in env.items())
+        cid = self.client.create_container(pod.sandbox_id, config, pod.sandbox_config)
+        pod.containers[name] = cid
+        pod.configs[name] = config
+        self.client.start_container(cid)
+        return cid
+
+    def crash_loop(self, pod: Pod, name: str, restarts: int, **last) -> list[str]:
+        """`restarts` kubelet restarts of a container that exits each time (each waited for, then restarted);
+        `last`: restart_container's command/env for the newest attempt. Returns the ids, oldest first."""
+        ids = [pod.containers[name]]
+        for n in range(restarts):
+            self.wait_exited(ids[-1])
+            ids.append(self.restart_container(pod, name, **(last if n == restarts - 1 else {})))
+        return ids
+
+
+    def steady_cpu(self, pod: Pod) -> None:
+        """Give a busy pod the CPU it asks for on a loaded machine (cgroup v1 cgroupfs, as tests/cpu_placement.py
+        does for Docker): the most CPU shares on every cgroup from kubepods down to the pod. Without it, at load
+        10 a 0.5-CPU busy loop got less than its quota and was never throttled (the throttling test measured
+        the machine's load). Its quota still caps it."""
+        uid_dir = f"pod{pod.uid}"
+        for controller in ("cpu,cpuacct", "cpu"):
+            root = os.path.join("/sys/fs/cgroup", controller)
+            if not os.path.isfile(os.path.join(root, "cpu.shares")):
+                continue
+            path = root
+            for part in (QOS_PARENT[pod.qos].strip("/").split("/") + [uid_dir]):
+                path = os.path.join(path, part)
+                try:
+                    with open(os.path.join(path, "cpu.shares"), "w") as f:
+                        f.write("262144")
+                except OSError:
+                    return
+            return
 
 def _rmdir_tree(path: str) -> None:
     for dirpath, dirnames, _ in os.walk(path, topdown=False):

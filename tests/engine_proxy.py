@@ -6,14 +6,20 @@ serve with its engine gone, rates behind a slow engine)."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
 
 
 class EngineSocketProxy:
-    def __init__(self, path: str, target: str = "/var/run/docker.sock", delay_s: float = 0.0):
+    def __init__(self, path: str, target: str = "/var/run/docker.sock", delay_s: float = 0.0,
+                 hold: "re.Pattern[str] | None" = None):
         self.path, self.target = str(path), target
+        # A request whose line matches `hold` is never passed on: its client waits as on a wedged engine
+        # (seen: a dockerd that still lists containers and never answers their inspects).
+        self.hold = hold
+        self.held: list[str] = []
         # Each answer's first bytes after a request wait delay_s (a stream's later events pass at once).
         self.delay_s = delay_s
         self.answers_delayed = 0
@@ -64,9 +70,16 @@ class EngineSocketProxy:
             while data := src.recv(65536):
                 if from_client:
                     asked.set()
+                    held = False
                     for line in data.split(b"\r\n"):
                         if line[:4] in (b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE"):
-                            self.requests.append(line.decode(errors="replace"))
+                            request = line.decode(errors="replace")
+                            self.requests.append(request)
+                            if self.hold is not None and self.hold.search(request):
+                                self.held.append(request)
+                                held = True
+                    if held:
+                        continue
                 elif self.delay_s and asked.is_set():
                     asked.clear()
                     self.answers_delayed += 1

@@ -18,6 +18,7 @@ def judged(cri_node):
     from mltop.probes.sampler import ProbeOptions, Sampler
 
     pods = run_scenario(cri_node.run_pod)
+    cri_node.steady_cpu(pods["api"])  # throttled by its quota, not starved by the machine's load
     pods["shmfull"] = cri_node.run_pod("ml-team", "shmfull", [ContainerSpec("main", [
         "sh", "-c", "dd if=/dev/zero of=/dev/shm/batch bs=1M count=60 2>/dev/null; exec sleep 600"])])
     gpu_env = {"NVIDIA_VISIBLE_DEVICES": "GPU-a0000000-0000-0000-0000-00000000000a"}  # as the device plugin sets it

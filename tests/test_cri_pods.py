@@ -91,7 +91,8 @@ def test_snapshot_json_lists_pods_with_the_docker_engine_unreachable(cri_pods, t
     assert server["runtime"] == "containerd"
     assert server["kubernetes"] == {"namespace": "serving", "pod": "api", "pod_uid": pod.uid,
                                     "container": "server", "qos": "BestEffort",
-                                    "gpus_allocated": []}  # no kubelet here: none known
+                                    "gpus_allocated": [],  # no kubelet here: none known
+                                    "previous_attempts": []}  # never restarted
     assert server["memory_bytes"] is not None  # measured from its cgroup, not from CRI stats
     assert done.returncode == 3  # an engine that was named and does not answer is still said
 
@@ -183,7 +184,7 @@ def test_gpu_processes_of_a_pod_container_are_attributed_to_it(cri_pods, nvml_sc
     doc = json.loads(json.dumps(snapshot_to_json(snap)))
     assert doc["gpus"][0]["processes"][0]["kubernetes"] == {
         "namespace": "ml-team", "pod": "trainer", "pod_uid": pod.uid, "container": "main", "qos": "Burstable",
-        "gpus_allocated": []}
+        "gpus_allocated": [], "previous_attempts": []}
 
 
 def test_doctor_reads_a_pod_containers_log_from_its_cri_log_file(cri_pods):

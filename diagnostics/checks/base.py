@@ -90,6 +90,13 @@ class CheckContext:
     frameworks: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
     container_facts: Mapping[str, ContainerFacts] = field(default_factory=dict)  # container id -> cgroup files
     workload_thresholds: WorkloadThresholds = field(default_factory=WorkloadThresholds)
+    # container id -> (path, recent lines) of a restarted pod container's last ended attempt's log file, when
+    # that is not its own (it runs again): what `kubectl logs --previous` shows
+    previous_logs: Mapping[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    # Pod GPU allocations' unused_since: where the history behind it comes from, for the evidence (None: this
+    # process's own sampling), and per container id why there is none (a one-shot doctor without a recording).
+    allocation_history: str | None = None
+    allocation_unknown: Mapping[str, str] = field(default_factory=dict)
 
     def log_lines(self, c: ContainerSample) -> tuple[str, ...]:
         return self.logs.get(c.id, ())
@@ -126,7 +133,7 @@ class CheckContext:
 
     def gpu_access_evidence(self, c: ContainerSample) -> list[str]:
         """Why the snapshot says `c` has GPUs, as evidence lines."""
-        ev = [evidence(how, f"docker inspect {c.name}") for how in self.snapshot.gpu_access(c)]
+        ev = [evidence(how, _cfg_source(c)) for how in self.snapshot.gpu_access(c)]
         for p in self.snapshot.gpu_processes_of(c):
             mem = _bytes(p.gpu_memory_bytes) if p.gpu_memory_bytes is not None else "an unknown amount of memory"
             ev.append(evidence(f"host pid {p.host_pid} ({p.name or '?'}) holds {mem} on a GPU",
@@ -172,12 +179,13 @@ def _matches(lines: Sequence[str], pattern: re.Pattern[str], keep: int = 3) -> l
     return hits[-keep:]
 
 
-def _log_evidence(ctx: CheckContext, c: ContainerSample, lines: Iterable[str]) -> list[str]:
-    """Log lines as evidence, verbatim (repr-quoted: the text is data); repeats folded into one."""
+def _log_evidence(ctx: CheckContext, c: ContainerSample, lines: Iterable[str], source: str | None = None) -> list[str]:
+    """Log lines as evidence, verbatim (repr-quoted: the text is data); repeats folded into one. `source`: where
+    they were read when not the container's own log (a pod container's previous attempt's file)."""
     counts: dict[str, int] = {}
     for line in lines:
         counts[line] = counts.get(line, 0) + 1
-    return [evidence(f"log line {_line(line)!r}" + (f" (x{n})" if n > 1 else ""), ctx.log_source(c))
+    return [evidence(f"log line {_line(line)!r}" + (f" (x{n})" if n > 1 else ""), source or ctx.log_source(c))
             for line, n in counts.items()]
 
 
@@ -208,7 +216,8 @@ def looks_like_gpu_workload(c: ContainerSample) -> list[str]:
     for name in ("CUDA_VERSION", "NVIDIA_REQUIRE_CUDA", "NVIDIA_VISIBLE_DEVICES", "NV_CUDA_CUDART_VERSION"):
         value = c.config.env_value(name)
         if value is not None:
-            out.append(evidence(f"Config.Env {name}={value}", _cfg_source(c)))
+            label = "env" if c.kubernetes is not None else "Config.Env"  # a pod's env, from the CRI
+            out.append(evidence(f"{label} {name}={value}", _cfg_source(c)))
     return out
 
 
@@ -238,3 +247,59 @@ def container_check(name: str, needs_exec: bool = False) -> Callable[[ContainerC
             EXEC_CHECKS.add(name)
         return fn
     return register
+
+
+# --------------------------------------------------------------------------- Docker or pod wording
+
+
+@dataclass(frozen=True)
+class PodTerms:
+    """A pod container as kubectl names it: the commands a pod finding's evidence and fix hand the user."""
+
+    namespace: str
+    pod: str
+    container: str
+    node_runtime: str  # "containerd" | "cri-o": where node-level settings (ulimits) live
+
+    @property
+    def name(self) -> str:
+        return f"{self.namespace}/{self.pod}/{self.container}"
+
+    @property
+    def logs(self) -> str:
+        return f"kubectl -n {self.namespace} logs {self.pod} -c {self.container}"
+
+    @property
+    def describe(self) -> str:
+        return f"kubectl -n {self.namespace} describe pod {self.pod}"
+
+    @property
+    def yaml(self) -> str:
+        return f"kubectl -n {self.namespace} get pod {self.pod} -o yaml"
+
+    @property
+    def delete(self) -> str:
+        return f"kubectl -n {self.namespace} delete pod {self.pod}"
+
+    def in_spec(self, fields_: str) -> str:
+        """A patch of this container's entry in the pod spec, e.g. `containers: [{name: main, env: [...]}]`."""
+        return f"`containers: [{{name: {self.container}, {fields_}}}]`"
+
+
+def by_runtime(c: ContainerSample, docker: str, pod: Callable[[PodTerms], str]) -> str:
+    """What a finding says to `c`: `docker` (the Docker text, unchanged) for a Docker container, `pod(terms)` for a
+    pod container, in the terms a Kubernetes user acts on (the pod spec, kubectl, the node's runtime)."""
+    k = c.kubernetes
+    if k is None:
+        return docker
+    return pod(PodTerms(k.namespace, k.pod, k.container, c.runtime or "containerd"))
+
+
+def node_memlock_fix(runtime: str) -> str:
+    """Kubernetes has no per-pod ulimit: a pod's processes inherit the node runtime's own RLIMIT_MEMLOCK."""
+    if runtime == "cri-o":
+        return ("in `/etc/crio/crio.conf.d/10-memlock.conf` set `[crio.runtime]` `default_ulimits = "
+                "[\"memlock=-1:-1\"]`, then `sudo systemctl restart crio`")
+    return ("give containerd an unlimited one: `sudo mkdir -p /etc/systemd/system/containerd.service.d && printf "
+            "'[Service]\\nLimitMEMLOCK=infinity\\n' | sudo tee /etc/systemd/system/containerd.service.d/"
+            "memlock.conf && sudo systemctl daemon-reload && sudo systemctl restart containerd`")

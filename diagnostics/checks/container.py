@@ -7,7 +7,9 @@ import re
 from mltop.probes.model import ContainerSample
 
 from ..findings import INFO, WARNING, Finding, evidence
-from .base import CheckContext, CheckSkipped, _cfg_source, _log_evidence, _matches, container_check
+from . import pod_restarts
+from .base import (CheckContext, CheckSkipped, _cfg_source, _log_evidence, _matches, by_runtime, container_check,
+                   node_memlock_fix)
 
 
 # --------------------------------------------------------------------------- processes, restarts, CPU
@@ -23,6 +25,8 @@ def check_restarts(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     """container.restart_loop and container.crashed (exit 134/135/139; 137 without OOM evidence)."""
     cfg = c.config
     t = ctx.thresholds
+    if c.kubernetes is not None:  # a pod container: CrashLoopBackOff and kubectl (checks/pod_restarts.py)
+        return _pod_restarts(ctx, c)
     out = []
     if cfg.restart_count >= t.restart_loop_count or c.status == "restarting":
         ev = [evidence(f"RestartCount {cfg.restart_count}, restart policy {cfg.restart_policy}, status {c.status}",
@@ -53,6 +57,18 @@ def check_restarts(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     return out
 
 
+def _pod_restarts(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
+    out = []
+    if c.config.restart_count >= ctx.thresholds.restart_loop_count:
+        out.append(pod_restarts.restart_loop(ctx, c))
+    code = c.config.exit_code
+    if c.status == "exited" and code in _SIGNALS:
+        out.append(pod_restarts.crashed(ctx, c, _SIGNALS[code]))
+    elif c.status == "exited" and code == 137 and not c.config.oom_killed:
+        out.append(pod_restarts.killed(ctx, c))
+    return out
+
+
 @container_check("pids")
 def check_pids(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     """pids.near_max: the container is at its pids limit, or forks already failed (pids.events max)."""
@@ -63,7 +79,7 @@ def check_pids(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     if not base or not facts.pids_max:
         return []
     limit = facts.pids_max
-    current = c.pids
+    current = c.pids if facts.pids_current is None else facts.pids_current  # the pod's count, for the pod's limit
     failed = facts.pids_failed_forks
     ratio = (current or 0) / limit if limit else 0.0
     t = ctx.thresholds
@@ -74,30 +90,42 @@ def check_pids(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
         ev.append(evidence(f"{ratio:.2f} >= {t.named('pids_near_max')}", "mltop doctor"))
     if failed:
         ev.append(evidence(f"pids.events max {failed} (forks refused so far)", f"{base}/pids.events"))
+    whose = "The container is" if facts.pids_current is None else \
+        "The pod is (its containers share the pod cgroup's limit)"
     return [Finding("pids.near_max", WARNING, c.name,
-                    f"The container is at its process/thread limit ({current} of {limit})", tuple(ev),
-                    "Raise `--pids-limit` (or -1 for none); fewer DataLoader workers or threads "
-                    "(`OMP_NUM_THREADS`); errors look like \"can't start new thread\"")]
+                    f"{whose} at its process/thread limit ({current} of {limit})", tuple(ev), by_runtime(
+                        c, "Raise `--pids-limit` (or -1 for none); fewer DataLoader workers or threads "
+                           "(`OMP_NUM_THREADS`); errors look like \"can't start new thread\"",
+                        lambda k: "A pod's pids limit is the node's, not its spec's: raise the kubelet's "
+                                  "`podPidsLimit` (KubeletConfiguration; -1 for none) on the node and restart the "
+                                  f"kubelet, then recreate the pod (`{k.delete}`); fewer DataLoader workers or "
+                                  "threads (`OMP_NUM_THREADS`); errors look like \"can't start new thread\""))]
 
 
 
 
-def gpu_count_of(ctx: CheckContext, c: ContainerSample) -> tuple[int, str]:
-    """(how many GPUs the container has, how we know): NVML use first, then its device requests."""
+def gpu_count_of(ctx: CheckContext, c: ContainerSample) -> tuple[int, str, str]:
+    """(how many GPUs the container has, how we know, where that was read): NVML use first, then the kubelet's
+    allocation (a pod), then its device requests."""
+    nvml = "NVML processes joined to containers"
     used = {u.index for u in c.gpus} | {g.index for g in ctx.gpus_of(c)}
     if len(used) >= 2:
-        return len(used), f"NVML shows it on GPUs {', '.join(str(i) for i in sorted(used))}"
+        return len(used), f"NVML shows it on GPUs {', '.join(str(i) for i in sorted(used))}", nvml
+    allocated = {a.uuid for a in c.kubernetes.gpus_allocated} if c.kubernetes is not None else set()
+    if allocated:
+        return len(allocated), f"the kubelet allocated it {', '.join(sorted(allocated))}", "kubelet pod-resources List"
     for r in c.config.device_requests:
         if r.device_ids:
-            return len(r.device_ids), f"HostConfig.DeviceRequests DeviceIDs {list(r.device_ids)}"
+            return len(r.device_ids), f"HostConfig.DeviceRequests DeviceIDs {list(r.device_ids)}", _cfg_source(c)
         if r.count == -1:
-            return len(ctx.snapshot.gpus), f"HostConfig.DeviceRequests Count -1 (all {len(ctx.snapshot.gpus)} GPUs)"
+            return (len(ctx.snapshot.gpus), f"HostConfig.DeviceRequests Count -1 (all {len(ctx.snapshot.gpus)} GPUs)",
+                    _cfg_source(c))
         if r.count > 0:
-            return r.count, f"HostConfig.DeviceRequests Count {r.count}"
+            return r.count, f"HostConfig.DeviceRequests Count {r.count}", _cfg_source(c)
     nodes = [n for n in c.config.nvidia_device_nodes if n[len("/dev/nvidia"):].isdigit()]
     if nodes:
-        return len(nodes), f"HostConfig.Devices {', '.join(nodes)}"
-    return len(used), "NVML processes joined to containers"
+        return len(nodes), f"HostConfig.Devices {', '.join(nodes)}", _cfg_source(c)
+    return len(used), nvml, nvml
 
 
 _MEMLOCK_LOG = re.compile(r"ibv_reg_mr|Cannot allocate memory.*(NCCL|ibv)|NCCL.*(memlock|locked memory)|"
@@ -109,7 +137,7 @@ def check_memlock(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     """nccl.memlock: a multi-GPU container whose locked-memory limit (`ulimit -l`) is not unlimited."""
     if not c.running:
         return []
-    count, how = gpu_count_of(ctx, c)
+    count, how, source = gpu_count_of(ctx, c)
     if count < 2:
         return []
     facts = ctx.facts(c)
@@ -119,7 +147,7 @@ def check_memlock(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
         raise CheckSkipped(f"the locked-memory limit of {c.name} is unknown (its /proc/PID/limits is not readable)")
     if soft == -1:
         return []
-    ev = [evidence(f"{count} GPUs: {how}", _cfg_source(c))]
+    ev = [evidence(f"{count} GPUs: {how}", source)]
     if facts.memlock_soft_bytes is not None:
         ev.append(evidence(f"Max locked memory {soft} bytes (soft)", facts.limits_file or "/proc/PID/limits"))
     else:
@@ -129,6 +157,10 @@ def check_memlock(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     return [Finding(
         "nccl.memlock", WARNING if hits else INFO, c.name,
         f"Uses {count} GPUs with locked memory limited to {soft // 1024} KiB: NCCL over InfiniBand/RDMA needs "
-        "it unlimited", tuple(ev),
-        "Run with `--ulimit memlock=-1` (and `--ulimit stack=67108864`), or set `default-ulimits` in daemon.json",
+        "it unlimited", tuple(ev), by_runtime(
+            c, "Run with `--ulimit memlock=-1` (and `--ulimit stack=67108864`), or set `default-ulimits` in "
+               "daemon.json",
+            lambda k: f"Kubernetes has no per-pod ulimit: a pod's processes inherit the {k.node_runtime} runtime's "
+                      f"own locked-memory limit, so raise it on the node: {node_memlock_fix(k.node_runtime)}; "
+                      f"then recreate the pod (`{k.delete}`) so it starts under the new limit"),
     )]

@@ -9,8 +9,8 @@ from mltop.probes.model import ContainerSample
 
 from .. import cuda_compat
 from ..findings import CRITICAL, WARNING, Finding, evidence
-from .base import (CheckContext, CheckSkipped, _cfg_source, _line, _log_evidence, _matches, container_check,
-                   host_check)
+from .base import (CheckContext, CheckSkipped, _cfg_source, _line, _log_evidence, _matches, by_runtime,
+                   container_check, host_check)
 
 
 # --------------------------------------------------------------------------- engine and driver (host)
@@ -147,7 +147,8 @@ def check_cuda_version(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
         ev.append(evidence(f"host driver {nvml.driver_version} supports CUDA up to {nvml.cuda_driver_version}",
                            "NVML nvmlSystemGetDriverVersion / nvmlSystemGetCudaDriverVersion_v2"))
     if start_refused:
-        ev.append(evidence(f"State.Error {error!r}", _cfg_source(c)))
+        ev.append(evidence(by_runtime(c, f"State.Error {error!r}", lambda k: f"status message {error!r}"),
+                           _cfg_source(c)))
     ev += _log_evidence(ctx, c, log_hits)
 
     verdict = None
@@ -167,16 +168,27 @@ def check_cuda_version(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     if verdict.minimum_driver:
         ev.append(evidence(f"CUDA {wanted} needs driver >= {verdict.minimum_driver}", cuda_compat.SOURCE))
     ev.append(evidence(verdict.reason, "CUDA compatibility rules"))
-    if c.config.env_value("NVIDIA_DISABLE_REQUIRE"):
-        ev.append(evidence(f"Config.Env NVIDIA_DISABLE_REQUIRE={c.config.env_value('NVIDIA_DISABLE_REQUIRE')} "
+    disabled = c.config.env_value("NVIDIA_DISABLE_REQUIRE")
+    if disabled:
+        ev.append(evidence(by_runtime(c, "Config.Env", lambda k: "env") + f" NVIDIA_DISABLE_REQUIRE={disabled} "
                            "(the start-time check is off, the failure comes at CUDA init)", _cfg_source(c)))
     driver = f">= {verdict.minimum_driver}" if verdict.minimum_driver else f"supporting CUDA {wanted}"
-    host_txt = f"the host's CUDA {nvml.cuda_driver_version}" if host_cuda else "the host driver"
+    host_txt = by_runtime(c, "the host", lambda k: "the node")
+    host_txt = f"{host_txt}'s CUDA {nvml.cuda_driver_version}" if host_cuda else f"{host_txt} driver"
+    supported = nvml.cuda_driver_version or by_runtime(c, "the host supports", lambda k: "the node supports")
+    node = ctx.snapshot.host.hostname
     return [Finding(
         "driver.cuda_too_new", verdict.severity, c.name,
         f"{who} needs CUDA {wanted}, newer than {host_txt}", tuple(ev),
-        f"Upgrade the host driver to {driver}, or use an image/wheel built for CUDA "
-        f"{nvml.cuda_driver_version or 'the host supports'}",
+        by_runtime(c, f"Upgrade the host driver to {driver}, or use an image/wheel built for CUDA {supported}",
+                   lambda k: f"Run container `{k.container}` from an image built for CUDA {supported} (it runs "
+                             f"{c.image}; NVIDIA's CUDA images carry the CUDA version in their tag): change "
+                             f"`image` in its Deployment/StatefulSet/Job, e.g. `kubectl -n {k.namespace} set image "
+                             f"deployment/<its deployment> {k.container}=<image built for CUDA {supported}>` (its "
+                             f"owner: `{k.yaml}`, metadata.ownerReferences)"
+                             + (", or pip wheels built for it" if who != "The image" else "")
+                             + f"; or upgrade the node's driver to {driver} (`kubectl drain {node} "
+                             "--ignore-daemonsets` first)"),
     )]
 
 

@@ -139,7 +139,8 @@ def check_xid(ctx: CheckContext) -> list[Finding]:
                 f"GPU {g.index}: Xid {xid}, {meaning} ({who})" + (f"; affects {', '.join(users)}" if users else ""),
                 tuple(ev), action.replace(" N`", f" {g.index}`") + (
                     f" (`sudo nvidia-smi -r -i {g.index}` resets GPU {g.index} once no process uses it)"
-                    if kind == "hardware" and " -r -i" not in action else ""),
+                    if kind == "hardware" and " -r -i" not in action else "")
+                + _pod_steps(ctx, g, hardware=kind != "application"),
             ))
     return out
 
@@ -158,6 +159,20 @@ def _when(t: float) -> str:
 
 def _gpu_container_names(g: GpuSample) -> list[str]:
     return sorted({p.container_name for p in g.processes if p.container_name})
+
+
+def _pod_steps(ctx: CheckContext, g: GpuSample, hardware: bool) -> str:
+    """What to do with the pods on GPU `g` (empty when none): a restart is a new pod from its controller, and
+    while the GPU needs a reset the node is cordoned first so the scheduler does not put the new pods back on it."""
+    pods = sorted({(p.kubernetes.namespace, p.kubernetes.pod) for p in g.processes if p.kubernetes is not None})
+    if not pods:
+        return ""
+    deletes = " and ".join(f"`kubectl -n {ns} delete pod {pod}`" for ns, pod in pods)
+    if hardware:
+        return (f"; for the pods on it: keep new pods off this node first (`kubectl cordon "
+                f"{ctx.snapshot.host.hostname}`), then {deletes} (their controllers start them again elsewhere); "
+                f"`kubectl uncordon {ctx.snapshot.host.hostname}` once the GPU is reset")
+    return f"; restart the pods on it: {deletes} (their controllers start them again)"
 
 
 # --------------------------------------------------------------------------- ECC
@@ -201,7 +216,7 @@ def check_ecc(ctx: CheckContext) -> list[Finding]:
         out.append(Finding(
             "gpu.ecc", severity, None,
             f"GPU {g.index} has memory errors" + (f"; affects {', '.join(users)}" if users else ""),
-            tuple(ev), "; ".join(dict.fromkeys(fix)).capitalize(),
+            tuple(ev), "; ".join(dict.fromkeys(fix)).capitalize() + _pod_steps(ctx, g, hardware=True),
         ))
     return out
 

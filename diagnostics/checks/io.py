@@ -5,7 +5,12 @@ from __future__ import annotations
 from mltop.probes.model import ContainerSample
 
 from ..findings import INFO, WARNING, Finding, evidence
-from .base import CheckContext, CheckSkipped, _bytes, _cfg_source, container_check
+from .base import CheckContext, CheckSkipped, _bytes, _cfg_source, by_runtime, container_check
+
+# Kubernetes sets no read throttle of its own: one on a pod's cgroup was written on the node.
+_POD_THROTTLE = ("Kubernetes sets no read throttle itself: something on the node wrote it into the pod's cgroup "
+                 "(the file in the evidence); remove it there (`rbps=max riops=max` for that device in io.max) or "
+                 "in the tool that set it")
 
 
 # --------------------------------------------------------------------------- I/O
@@ -46,7 +51,8 @@ def check_io(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
                                f"({t.named('io_throttle_reached')})", "mltop doctor"))
             out.append(Finding(
                 "io.slow", WARNING, c.name, "Reads are held at the container's read throttle", tuple(ev + rate_ev),
-                "Remove the read throttle (`--device-read-bps`/`--device-read-iops`, io.max) or raise it",
+                by_runtime(c, "Remove the read throttle (`--device-read-bps`/`--device-read-iops`, io.max) or raise it",
+                           lambda k: _POD_THROTTLE),
             ))
         else:
             why = ("no read rate yet" if rate is None else
@@ -54,7 +60,8 @@ def check_io(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
                    f"({t.named('io_throttle_reached')})" if lowest is not None else "an I/O-per-second limit")
             out.append(Finding(
                 "io.throttle_set", INFO, c.name, f"A read throttle is set ({why})", tuple(ev + rate_ev),
-                "Nothing to do while reads stay below it; remove it (`--device-read-bps`, io.max) if they grow",
+                by_runtime(c, "Nothing to do while reads stay below it; remove it (`--device-read-bps`, io.max) if "
+                              "they grow", lambda k: "Nothing to do while reads stay below it. " + _POD_THROTTLE),
             ))
 
     if c.running and not ev and rate is not None and rate > 0 and rate / 1e6 < t.io_min_read_mb_s:
@@ -91,7 +98,8 @@ def check_read_test(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     if r is None:
         return []
     t = ctx.thresholds
-    where = f"docker exec {c.name} {' '.join(r.command)}"
+    where = by_runtime(c, f"docker exec {c.name} {' '.join(r.command)}",
+                       lambda k: f"CRI ExecSync in {k.name}: {' '.join(r.command)}")
     if r.timed_out:
         return [Finding(
             "io.slow", WARNING, c.name, f"A direct read of {r.path} did not finish within {r.seconds:.0f} s",

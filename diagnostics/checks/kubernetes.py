@@ -47,13 +47,16 @@ def check_allocated_unused(ctx: CheckContext, c: ContainerSample) -> list[Findin
     idle = [a for a in k.gpus_allocated
             if not a.in_use and a.unused_since is not None and now - a.unused_since >= t.gpu_alloc_unused_s]
     if not idle:
+        if c.id in ctx.allocation_unknown and any(not a.in_use for a in k.gpus_allocated):
+            raise CheckSkipped(ctx.allocation_unknown[c.id])  # no history: it cannot tell, rather than stay silent
         return []
     ev = []
     for a in idle:
         since = time.strftime("%H:%M:%S", time.localtime(a.unused_since))
         ev.append(evidence(f"allocated {_device(a)} to {k.display_name}", f"kubelet pod-resources List at {endpoint}"))
         ev.append(evidence(f"no process of {k.display_name} on {a.uuid} since {since} ({now - a.unused_since:.0f} s "
-                           f">= {t.named('gpu_alloc_unused_s')})", "NVML running processes joined to containers"))
+                           f">= {t.named('gpu_alloc_unused_s')})", "NVML running processes joined to containers"
+                           + (f", as {ctx.allocation_history} saw them" if ctx.allocation_history else "")))
     return [Finding("k8s.gpu_allocated_unused", WARNING, c.name,
                     f"Holds {len(idle)} allocated GPU(s) that none of its processes has used for "
                     f"{t.gpu_alloc_unused_s:g} s or more",

@@ -9,8 +9,8 @@ from mltop.probes.model import ContainerSample
 from mltop.probes.units import binary_size
 
 from ..findings import CRITICAL, INFO, WARNING, Finding, evidence
-from .base import (CheckContext, _bytes, _cfg_source, _line, _log_evidence, _matches, _mebibytes, container_check,
-                   looks_like_gpu_workload, pod_resources_fix)
+from .base import (CheckContext, _bytes, _cfg_source, _line, _log_evidence, _matches, _mebibytes, by_runtime,
+                   container_check, looks_like_gpu_workload, pod_resources_fix)
 
 
 # --------------------------------------------------------------------------- memory
@@ -192,10 +192,16 @@ def check_cuda_oom(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
         title += f"; shared with {', '.join(neighbours[:3])}"
     severity = WARNING if c.running else CRITICAL  # a running job may have caught it (batch-size finders do)
     return [Finding(
-        "oom.cuda", severity, c.name, title, tuple(ev),
-        "Smaller batch or mixed precision; `PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`; JAX: "
-        "`XLA_PYTHON_CLIENT_PREALLOCATE=false`; TF: `TF_FORCE_GPU_ALLOW_GROWTH=true`"
-        + ("; move the other processes off this GPU or pin this job to a free one" if neighbours else ""),
+        "oom.cuda", severity, c.name, title, tuple(ev), by_runtime(
+            c, "Smaller batch or mixed precision; `PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`; JAX: "
+               "`XLA_PYTHON_CLIENT_PREALLOCATE=false`; TF: `TF_FORCE_GPU_ALLOW_GROWTH=true`"
+               + ("; move the other processes off this GPU or pin this job to a free one" if neighbours else ""),
+            lambda k: "Smaller batch or mixed precision; in the pod spec (its Deployment/StatefulSet/Job) "
+                      + k.in_spec('env: [{name: PYTORCH_CUDA_ALLOC_CONF, value: "expandable_segments:True"}]')
+                      + " (JAX: `XLA_PYTHON_CLIENT_PREALLOCATE=false`, TF: `TF_FORCE_GPU_ALLOW_GROWTH=true`, the "
+                      f"same way); the whole traceback: `{k.logs}` (`--previous` once it restarted)"
+                      + ("; the GPU is shared (time-slicing, MPS, or a pod without `nvidia.com/gpu`): request a "
+                         "whole GPU in `resources.limits`, or move the other pods off it" if neighbours else "")),
     )]
 
 

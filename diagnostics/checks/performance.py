@@ -6,7 +6,7 @@ from mltop.probes.model import ContainerSample
 
 from ..findings import INFO, WARNING, Finding, evidence
 from ..workload import INPUT_CPU, INPUT_IO, classify
-from .base import CheckContext, _bytes, _cfg_source, container_check, pod_resources_fix
+from .base import CheckContext, _bytes, _cfg_source, by_runtime, container_check, pod_resources_fix
 
 
 @container_check("cpu.throttled")
@@ -75,8 +75,10 @@ def check_gpu_idle(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     return [Finding("gpu.idle_reserved", INFO, c.name,
                     f"Holds memory on {len(idle)} idle GPU(s) (one sample: may be a pause between steps)",
                     tuple(ev),
-                    f"If the job is finished or stuck, stop it (`docker stop {c.name}`) to free the GPU; "
-                    "check again with `mltop` over a minute")]
+                    by_runtime(c, f"If the job is finished or stuck, stop it (`docker stop {c.name}`) to free the "
+                                  "GPU; check again with `mltop` over a minute",
+                               lambda k: f"If the job is finished or stuck, free the GPU: `{k.delete}` (or scale "
+                                         "its Deployment/Job down); check again with `mltop` over a minute"))]
 
 
 
@@ -100,6 +102,12 @@ def check_input_bound(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     ev = [evidence(r, "mltop workload classification (one sweep)") for r in w.reasons]
     ev += [evidence(f"GPU {u.index} ({u.uuid}) SM {u.sm_percent if u.sm_percent is not None else '?'}%, "
                     f"{_bytes(u.memory_bytes or 0)} held", "NVML per-process samples") for u in c.gpus]
+    fix = _INPUT_FIX[w.kind]
+    if c.kubernetes is not None and w.kind == INPUT_CPU:
+        limit = c.cpu_limit_cores
+        fix = pod_resources_fix(c, "cpu", f"{2 * limit:g}" if limit else "<cores it needs>",
+                                "or remove the CPU limit; add DataLoader workers (`num_workers`) up to the cores it "
+                                "has, `pin_memory=True`, move decoding/augmentation to the GPU (DALI) or preprocess "
+                                "offline")
     return [Finding("perf.input_bound", WARNING, c.name,
-                    f"Input-bound ({w.kind}): the GPU waits for the data pipeline's {what}", tuple(ev),
-                    _INPUT_FIX[w.kind])]
+                    f"Input-bound ({w.kind}): the GPU waits for the data pipeline's {what}", tuple(ev), fix)]

@@ -8,12 +8,13 @@ from mltop.probes.host_facts import TOOLKIT_BINARIES
 from mltop.probes.model import ContainerSample
 
 from ..findings import CRITICAL, WARNING, Finding, evidence
-from .base import CheckContext, _cfg_source, _log_evidence, _matches, container_check, host_check
+from .base import CheckContext, _cfg_source, _log_evidence, _matches, by_runtime, container_check, host_check
 
 
 def toolkit_injected(ctx: CheckContext, c: ContainerSample) -> bool:
     """The NVIDIA Container Toolkit gives this container its GPUs (a request, or the nvidia runtime)."""
-    runtime = c.config.runtime or ctx.snapshot.host.default_runtime or ""
+    # (a pod runs under its sandbox's runtime handler: the Docker engine's default runtime is not its)
+    runtime = c.config.runtime or (ctx.snapshot.host.default_runtime if c.kubernetes is None else None) or ""
     return c.config.requests_gpus or runtime.startswith("nvidia")
 
 
@@ -41,7 +42,9 @@ def check_dev_char_links(ctx: CheckContext) -> list[Finding]:
         "(NVML: Unknown Error inside them)",
         tuple(ev),
         "`sudo nvidia-ctk system create-dev-char-symlinks --create-all` (and enable the udev rule), "
-        "or start GPU containers through CDI (`--device nvidia.com/gpu=all`)",
+        "or start GPU containers through CDI (`--device nvidia.com/gpu=all`)"
+        + ("; for pods, let the device plugin hand GPUs through CDI (`--device-list-strategy=cdi-cri`)"
+           if any(c.kubernetes is not None for c in gpu_running) else ""),
     )]
 
 
@@ -56,6 +59,10 @@ _TOOLKIT_ERROR = re.compile(
 @container_check("toolkit")
 def check_toolkit(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     """toolkit.missing / toolkit.not_registered for containers that ask for GPUs."""
+    if c.kubernetes is not None:
+        # A pod's runtime handler is the node runtime's, not the engine's (Docker's runtimes say nothing of it): a
+        # handler the runtime lacks makes no sandbox at all; one that is not NVIDIA's is k8s.gpu_runtime's matter.
+        return []
     error = c.config.error or ""
     failed = bool(_TOOLKIT_ERROR.search(error))
     if not c.config.requests_gpus and not failed:
@@ -152,7 +159,11 @@ def check_nvml_lost(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
         "nvml.lost_in_container", WARNING, c.name,
         "The container lost access to its GPUs (NVML: Unknown Error) while the host still sees them",
         tuple(ev),
-        f"Recreate the container (`docker restart {c.name}` is not enough with --gpus under systemd: "
-        "`docker rm -f` and run again); prevent it with `sudo nvidia-ctk system create-dev-char-symlinks "
-        "--create-all`, or start GPU containers through CDI (`--device nvidia.com/gpu=all`)",
+        by_runtime(c, f"Recreate the container (`docker restart {c.name}` is not enough with --gpus under systemd: "
+                      "`docker rm -f` and run again); prevent it with `sudo nvidia-ctk system create-dev-char-symlinks "
+                      "--create-all`, or start GPU containers through CDI (`--device nvidia.com/gpu=all`)",
+                   lambda k: f"Recreate the pod: `{k.delete}` (its controller starts a new one with its GPUs; a "
+                             "container restart in the same pod is not enough); prevent it on the node with `sudo "
+                             "nvidia-ctk system create-dev-char-symlinks --create-all`, or let the device plugin "
+                             "hand GPUs through CDI (`--device-list-strategy=cdi-cri`)"),
     )]

@@ -7,7 +7,7 @@ import re
 from mltop.probes.model import ContainerSample
 
 from ..findings import WARNING, Finding, evidence
-from .base import (CheckContext, _cfg_source, _line, _log_evidence, _matches, container_check,
+from .base import (CheckContext, _cfg_source, _line, _log_evidence, _matches, by_runtime, container_check,
                    looks_like_gpu_workload)
 from .toolkit import toolkit_injected
 
@@ -63,15 +63,19 @@ def check_gpu_visible(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
         title = "Looks like a GPU workload but has no GPU assigned"
         ev += signs + framework_ev
         host = ctx.snapshot.host
-        ev.append(evidence("HostConfig.DeviceRequests empty (no --gpus, no CDI device), Runtime "
-                           f"{cfg.runtime or 'unset'} (engine default {host.default_runtime or 'unknown'}), "
-                           "no /dev/nvidia* in HostConfig.Devices, not privileged", _cfg_source(c)))
+        ev.append(evidence(by_runtime(
+            c, "HostConfig.DeviceRequests empty (no --gpus, no CDI device), Runtime "
+               f"{cfg.runtime or 'unset'} (engine default {host.default_runtime or 'unknown'}), "
+               "no /dev/nvidia* in HostConfig.Devices, not privileged",
+            lambda k: "no GPU allocated to it (no `nvidia.com/gpu` in its resources.limits), runtime handler "
+                      f"{cfg.runtime or 'the default (no runtimeClassName)'}"), _cfg_source(c)))
         ev.append(evidence("none of its processes on any GPU", "NVML running processes joined to containers"))
     elif toolkit_injected(ctx, c) and not cfg.device_requests and not uses_gpu and not cfg.nvidia_device_nodes \
             and not cfg.privileged and visible is not None and visible.strip().lower() in ("", "void", "none"):
         # With the nvidia runtime (and no other way in) the variable decides which GPUs are injected.
         title = f"NVIDIA_VISIBLE_DEVICES={visible!r} hides every GPU from the container"
-        ev.append(evidence(f"Config.Env NVIDIA_VISIBLE_DEVICES={visible!r}", _cfg_source(c)))
+        ev.append(evidence(by_runtime(c, "Config.Env", lambda k: "env") + f" NVIDIA_VISIBLE_DEVICES={visible!r}",
+                           _cfg_source(c)))
         ev += framework_ev
     elif has_gpus and (log_hits or framework_ev):
         if uses_gpu:
@@ -87,9 +91,12 @@ def check_gpu_visible(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
         return _check_cuda_visible_devices(c)
     ev += _log_evidence(ctx, c, log_hits)
     return [Finding(
-        "gpu.not_visible", WARNING, c.name, title, tuple(ev),
-        "Run with `--gpus all` (or `--gpus '\"device=<uuid>\"'`); do not set NVIDIA_VISIBLE_DEVICES to "
-        "void/none/empty; unset a stale CUDA_VISIBLE_DEVICES",
+        "gpu.not_visible", WARNING, c.name, title, tuple(ev), by_runtime(
+            c, "Run with `--gpus all` (or `--gpus '\"device=<uuid>\"'`); do not set NVIDIA_VISIBLE_DEVICES to "
+               "void/none/empty; unset a stale CUDA_VISIBLE_DEVICES",
+            lambda k: "Ask for GPUs in the pod spec: " + k.in_spec("resources: {limits: {nvidia.com/gpu: 1}}")
+                      + " with `runtimeClassName: nvidia`; do not set NVIDIA_VISIBLE_DEVICES to void/none/empty in "
+                      f"its env; unset a stale CUDA_VISIBLE_DEVICES (`{k.yaml}` shows both)"),
     )] + _check_cuda_visible_devices(c)
 
 

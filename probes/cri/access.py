@@ -52,11 +52,44 @@ def locate(container_id: str) -> tuple[CriContainer | None, str]:
             continue
         finally:
             client.close()
-        env = None
-        try:
-            info = json.loads(status.info.get("info") or "{}")
-            env = list(((info.get("runtimeSpec") or {}).get("process") or {}).get("env") or [])
-        except (ValueError, AttributeError):
-            log.info("no environment in the verbose status of %s at %s", container_id[:12], endpoint)
-        return CriContainer(endpoint, container_id, env), ""
+        return CriContainer(endpoint, container_id, _env_of(status, endpoint)), ""
     return None, "; ".join(tried) or "no CRI endpoint is configured (--cri-endpoint, MLTOP_CRI_ENDPOINT)"
+
+
+def _env_of(status, endpoint: str) -> list[str] | None:
+    """The container's environment from its verbose ContainerStatus (the OCI spec); None when it has none."""
+    try:
+        info = json.loads(status.info.get("info") or "{}")
+        return list(((info.get("runtimeSpec") or {}).get("process") or {}).get("env") or [])
+    except (ValueError, AttributeError):
+        log.info("no environment in the verbose status of %s at %s", status.status.id[:12], endpoint)
+        return None
+
+
+def secrets_of(endpoints, container_ids) -> dict[str, ContainerSecrets]:
+    """The secrets of pod containers (to scrub from their log files by value, as Docker's logs are), from the
+    first of `endpoints` whose verbose ContainerStatus knows each; one client per endpoint. A container that no
+    endpoint answers for is left out (its text is still redacted by shape)."""
+    from .client import CriClient, CriError
+
+    out: dict[str, ContainerSecrets] = {}
+    left = list(container_ids)
+    for endpoint in endpoints:
+        if not left:
+            break
+        client = CriClient(endpoint)
+        try:
+            for cid in list(left):
+                try:
+                    status = client.container_status(cid, verbose=True)
+                except CriError as exc:
+                    if exc.code == "NOT_FOUND":
+                        continue
+                    break  # this endpoint does not answer: the next one
+                env = _env_of(status, endpoint)
+                if env is not None:
+                    out[cid] = ContainerSecrets.from_env(env)
+                left.remove(cid)
+        finally:
+            client.close()
+    return out

@@ -2,7 +2,8 @@
 code, restarts, PID and cgroup); every figure still comes from mltop's own cgroup, /proc and NVML sampling.
 
 One sweep costs ListPodSandbox and ListContainers (a few ms); ContainerStatus (verbose, for the PID, the
-cgroup path, the command and environment) only for a container that is new or whose state moved.
+cgroup path, the command and environment) only for a container that is new or whose state moved. The attempts
+of one pod container (the kubelet's restarts) are listed as one container, the newest (attempts.py).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any
 
 from ..engine import ContainerMeta
 from ..identity import CONTAINERD, CRIO, identity_from_path, pod_cgroup_guesses
-from ..model import ContainerConfig, KubernetesInfo, SourceStatus
+from ..model import ContainerAttempt, ContainerConfig, KubernetesInfo, SourceStatus
 from ..redaction import ContainerSecrets, redact_argv, redact_env, redact_value, scrub_values, split_env
 from . import socket_path
+from .attempts import collapse_attempts
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +70,17 @@ class CriSource:
         # found by pod UID and id) and ask their statuses in the background, as the Docker catalog does.
         self.background = background
         self._pending: dict[str, tuple[tuple[Any, ...], Any]] = {}  # id -> (state key, Future of its status)
-        self._provisional: dict[str, tuple[tuple[Any, ...], ContainerMeta]] = {}
+        self._provisional: dict[str, tuple[tuple[Any, ...], ContainerMeta, Any]] = {}
         self.named = named  # the user asked for it: a missing socket is worth saying
         self.timeout_s = timeout_s
         self._client = None
         self._runtime: str | None = None
         self._version: str | None = None
-        self._metas: dict[str, tuple[tuple[Any, ...], ContainerMeta]] = {}  # id -> (state key, meta)
+        # id -> (state key, meta, its ContainerAttempt): a dead earlier attempt's key never moves, so its status
+        # is asked once
+        self._metas: dict[str, tuple[tuple[Any, ...], ContainerMeta, Any]] = {}
         self._pool = None
+        self._collapsed: dict = {}  # pod container -> its attempts' metas and the one meta made of them
 
     def close(self) -> None:
         if self._pool is not None:
@@ -124,27 +129,31 @@ class CriSource:
 
         statuses = self._statuses(client, to_ask, keys)
         runtime = self._runtime or CONTAINERD
-        metas = []
-        fresh: dict[str, tuple[tuple[Any, ...], ContainerMeta]] = {}
-        provisional: dict[str, tuple[tuple[Any, ...], ContainerMeta]] = {}
+        entries = []
+        fresh: dict[str, tuple[tuple[Any, ...], ContainerMeta, Any]] = {}
+        provisional: dict[str, tuple[tuple[Any, ...], ContainerMeta, Any]] = {}
         for container in listed:
             cid = container.id
             sandbox = sandboxes.get(container.pod_sandbox_id)
             if cid in statuses:
                 if statuses[cid] is NOT_FOUND:
                     continue
-                entry = fresh[cid] = (keys[cid], meta_from_cri(container, statuses[cid], sandbox, runtime))
+                status = statuses[cid]
+                entry = fresh[cid] = (keys[cid], meta_from_cri(container, status, sandbox, runtime),
+                                      attempt_from_cri(container, status))
             elif cid in self._pending:  # its status is on the way: the same provisional meta meanwhile
                 entry = self._provisional.get(cid)
                 if entry is None or entry[0] != keys[cid]:
-                    entry = (keys[cid], provisional_meta(container, sandbox, runtime))
+                    entry = (keys[cid], provisional_meta(container, sandbox, runtime),
+                             attempt_from_cri(container, None))
                 provisional[cid] = entry
             else:
                 entry = fresh[cid] = self._metas[cid]
-            metas.append(entry[1])
+            entries.append((container, entry[1], entry[2]))
         self._metas, self._provisional = fresh, provisional
         for cid in set(self._pending) - set(keys):
             self._pending.pop(cid)[1].cancel()
+        metas = collapse_attempts(entries, self._collapsed)
         return self.status("ok", None, len(metas)), metas
 
     def _status_of(self, client, cid: str):
@@ -313,6 +322,19 @@ def cdi_devices_of(annotations: dict[str, str], cri_config: Any) -> tuple[str, .
             if isinstance(device, dict) and device.get("name"):
                 names.append(str(device["name"]))
     return tuple(dict.fromkeys(names))
+
+
+def attempt_from_cri(container, status) -> ContainerAttempt:
+    """How one CRI container (one attempt) ended, from its ContainerStatus (None while not asked yet)."""
+    s = status.status if status is not None else None
+    state = _STATES.get(s.state if s is not None else container.state, "unknown")
+    ended = s is not None and state == "exited"
+    return ContainerAttempt(
+        attempt=int(container.metadata.attempt), container_id=container.id, status=state,
+        exit_code=int(s.exit_code) if ended else None, reason=(s.reason or "") if ended else "",
+        started_at=_iso(s.started_at) if s is not None else None,
+        finished_at=_iso(s.finished_at) if ended else None,
+        log_path=(s.log_path or None) if s is not None else None)
 
 
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}

@@ -3,6 +3,11 @@
 A sweep's containers are one zlib-compressed blob of column-major little-endian uint32 arrays: similar
 numbers sit next to each other (all CPU figures, then all memory figures...), which compresses far better
 than one record per container. Values are scaled integers; NONE marks a value the snapshot did not have.
+
+Pod containers' facts that change rarely (the QoS class, the kubelet's GPU allocations with whether each is in
+use and since when not) are interned in `pod_facts` (schema version 2); a sweep that has any ends its blob with
+one pod-facts id per container (NONE for a Docker container). A blob without them (every blob of a version-1
+recording, and of a host without pods) is exactly the version-1 layout, so old recordings decode unchanged.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 from ..model import (
@@ -29,6 +34,7 @@ from ..model import (
     Snapshot,
     to_jsonable,
 )
+from ..model import GpuAllocation, KubernetesInfo, MigDevice
 
 NONE = 0xFFFFFFFF
 _MAX = NONE - 1
@@ -86,9 +92,11 @@ def _dec(value: int, scale: float) -> float | None:
     return _unrate(value) if scale == RATE else value * scale
 
 
-def pack_containers(containers: Sequence[ContainerSample], cids: Sequence[int]) -> bytes:
+def pack_containers(containers: Sequence[ContainerSample], cids: Sequence[int],
+                    pod_ids: Sequence[int] | None = None) -> bytes:
     """The container blob: n, m, cids, statuses, one array per COLUMNS entry, then m GPU uses
-    (container position, GPU index, memory MiB, SM %·100)."""
+    (container position, GPU index, memory MiB, SM %·100), then, when any container has pod facts, n
+    pod-facts ids (NONE where none)."""
     n = len(containers)
     columns: list[int] = list(cids)
     columns.extend(_STATUS_CODE.get(c.status, len(STATUSES) - 1) for c in containers)
@@ -98,8 +106,13 @@ def pack_containers(containers: Sequence[ContainerSample], cids: Sequence[int]) 
     for position, c in enumerate(containers):
         for g in c.gpus:
             uses.extend((position, g.index, _enc(g.memory_bytes, MIB), _enc(g.sm_percent, 0.01)))
-    m = len(uses) // 4
-    raw = struct.pack(f"<II{len(columns)}I{len(uses)}I", n, m, *columns, *uses)
+    return _pack(n, columns, uses, pod_ids)
+
+
+def _pack(n: int, columns: list[int], uses: list[int], pod_ids: Sequence[int] | None) -> bytes:
+    tail = list(pod_ids) if pod_ids is not None and any(p != NONE for p in pod_ids) else []
+    assert not tail or len(tail) == n
+    raw = struct.pack(f"<II{len(columns)}I{len(uses)}I{len(tail)}I", n, len(uses) // 4, *columns, *uses, *tail)
     return zlib.compress(raw, 6)
 
 
@@ -111,6 +124,7 @@ class ContainerColumns:
     statuses: tuple[str, ...]
     values: dict[str, tuple[float | None, ...]]
     gpu_uses: tuple[tuple[int, int, float | None, float | None], ...]  # (position, index, bytes, sm %)
+    pod_ids: tuple[int, ...] | None = None  # per container its pod_facts id (NONE: none); None: none in the sweep
 
 
 def unpack_containers(blob: bytes) -> ContainerColumns:
@@ -132,7 +146,60 @@ def unpack_containers(blob: bytes) -> ContainerColumns:
          _dec(ints[base + 4 * k + 3], 0.01))
         for k in range(m)
     )
-    return ContainerColumns(tuple(cids), statuses, values, uses)
+    pod_ids = None
+    if n and len(raw) == 8 + 4 * (base + 4 * m + n):  # the version-2 tail: pod-facts ids
+        pod_ids = struct.unpack_from(f"<{n}I", raw, 8 + 4 * (base + 4 * m))
+    return ContainerColumns(tuple(cids), statuses, values, uses, pod_ids)
+
+
+# --------------------------------------------------------------------------- pods
+
+_ALLOCATION = ("resource_name", "device_id", "uuid", "replica", "mig", "index", "in_use", "unused_since")
+
+
+def pod_doc(k: KubernetesInfo | None) -> str | None:
+    """A pod container's facts the kubelet's labels do not give, interned in pod_facts: {"qos", "gpus":
+    [[resource_name, device_id, uuid, replica, mig, index, in_use, unused_since], ...]}; None: nothing to keep."""
+    if k is None or (k.qos is None and not k.gpus_allocated):
+        return None
+    doc: dict[str, Any] = {"qos": k.qos}
+    if k.gpus_allocated:
+        doc["gpus"] = [[getattr(a, f) for f in _ALLOCATION] for a in k.gpus_allocated]
+    return json.dumps(doc, separators=(",", ":"))
+
+
+class PodFactIds:
+    """The writer's pod_facts ids: doc -> pfid, with (qos, allocations) -> doc kept so that the sweeps that
+    repeat the last facts (most) skip the JSON encoding."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self._docs: dict[tuple, str | None] = {}
+
+    def load(self, db) -> None:
+        self.ids = {doc: pfid for pfid, doc in db.execute("SELECT pfid, doc FROM pod_facts")}
+
+    def id_of(self, db, k: KubernetesInfo | None) -> int:
+        """The id of a pod container's facts, inserted when new; NONE for none."""
+        if k is None:
+            return NONE
+        key = (k.qos, k.gpus_allocated)
+        doc = self._docs.get(key, False)
+        if doc is False:
+            if len(self._docs) > 4096:
+                self._docs.clear()
+            doc = self._docs[key] = pod_doc(k)
+        if doc is None:
+            return NONE
+        pfid = self.ids.get(doc)
+        if pfid is None:
+            pfid = self.ids[doc] = db.execute("INSERT INTO pod_facts(doc) VALUES (?)", (doc,)).lastrowid
+        return pfid
+
+
+def pod_facts_from_doc(doc: str) -> tuple[str | None, tuple[GpuAllocation, ...]]:
+    d = json.loads(doc)
+    return d.get("qos"), tuple(GpuAllocation(**dict(zip(_ALLOCATION, a))) for a in d.get("gpus") or ())
 
 
 # --------------------------------------------------------------------------- GPUs and host
@@ -147,11 +214,16 @@ def gpu_static_doc(g: GpuSample) -> str:
 
 
 def gpu_row(g: GpuSample, gid: int, cid_of: Mapping[str, int]) -> list[Any]:
-    """One GPU's varying figures: [gid, util, mem util, mem used MiB, temp, power, throttles, processes]."""
+    """One GPU's varying figures: [gid, util, mem util, mem used MiB, temp, power, throttles, processes] and,
+    for a GPU in MIG mode, its MIG devices (a ninth item, absent otherwise: rows without it read as before)."""
     procs = [[p.host_pid, p.type[:1], _mib(p.gpu_memory_bytes), p.sm_percent, p.name,
               cid_of.get(p.container_id) if p.container_id else None] for p in g.processes]
-    return [gid, g.utilization_percent, g.memory_utilization_percent, _mib(g.memory_used_bytes),
-            g.temperature_c, g.power_w, list(g.throttle_reasons), procs]
+    row = [gid, g.utilization_percent, g.memory_utilization_percent, _mib(g.memory_used_bytes),
+           g.temperature_c, g.power_w, list(g.throttle_reasons), procs]
+    if g.mig_devices:  # which process runs on which MIG device: what pod allocations of MIG devices are judged by
+        row.append([[m.index, m.uuid, m.gpu_instance_id, m.compute_instance_id, _mib(m.memory_used_bytes),
+                     _mib(m.memory_total_bytes), list(m.host_pids), m.profile] for m in g.mig_devices])
+    return row
 
 
 def _mib(value: int | None) -> float | None:
@@ -231,13 +303,22 @@ class Interned:
     config: ContainerConfig
 
 
-def _pod_of(cfg: ContainerConfig):
-    """A recorded pod container's pod, from the kubelet's labels its configuration kept."""
+def _pod_of(cfg: ContainerConfig, facts: tuple[str | None, tuple[GpuAllocation, ...]] | None):
+    """A recorded pod container's pod, from the kubelet's labels its configuration kept, with the QoS class and
+    GPU allocations the sweep recorded (`facts`; None in a version-1 recording, which kept neither)."""
     if not cfg.pod_labels and "io.kubernetes.pod.name" not in cfg.labels:
         return None
     from ..cri.source import kubernetes_from_labels
 
-    return kubernetes_from_labels(cfg.labels, cfg.annotations)
+    if facts is None:
+        return kubernetes_from_labels(cfg.labels, cfg.annotations)
+    k = kubernetes_from_labels(cfg.labels, cfg.annotations, qos=facts[0])
+    return k if k is None or not facts[1] else replace(k, gpus_allocated=facts[1])
+
+
+def _facts(cols: ContainerColumns, i: int, pod_facts: Mapping[int, Any] | None):
+    """The container's recorded pod facts; None where the sweep kept none for it."""
+    return None if cols.pod_ids is None else (pod_facts or {}).get(cols.pod_ids[i])
 
 
 def _limit_cores(cfg: ContainerConfig) -> float | None:
@@ -249,7 +330,9 @@ def _limit_cores(cfg: ContainerConfig) -> float | None:
 
 
 def build_containers(cols: ContainerColumns, interned: Mapping[int, Interned],
-                     gpu_uuids: Mapping[int, str]) -> tuple[ContainerSample, ...]:
+                     gpu_uuids: Mapping[int, str],
+                     pod_facts: Mapping[int, tuple[str | None, tuple[GpuAllocation, ...]]] | None = None
+                     ) -> tuple[ContainerSample, ...]:
     uses: dict[int, list[ContainerGpuUse]] = {}
     for position, index, memory, sm in cols.gpu_uses:
         uses.setdefault(position, []).append(
@@ -281,7 +364,8 @@ def build_containers(cols: ContainerColumns, interned: Mapping[int, Interned],
             net_rx_bytes=None, net_tx_bytes=None,
             net_rx_bytes_per_s=v["net_rx_bytes_per_s"][i], net_tx_bytes_per_s=v["net_tx_bytes_per_s"][i],
             oom_kills=as_int(v["oom_kills"][i]), cpu_throttled_periods=None, pressure=None, cgroup_path=None,
-            gpus=tuple(uses.get(i, ())), processes=(), config=cfg, kubernetes=_pod_of(cfg),
+            gpus=tuple(uses.get(i, ())), processes=(), config=cfg,
+            kubernetes=_pod_of(cfg, _facts(cols, i, pod_facts)),
         ))
     return tuple(sorted(out, key=lambda c: c.name))
 
@@ -289,7 +373,7 @@ def build_containers(cols: ContainerColumns, interned: Mapping[int, Interned],
 def build_gpus(rows: list[list[Any]], gpu_docs: Mapping[int, dict], interned: Mapping[int, Interned]
                ) -> tuple[GpuSample, ...]:
     out = []
-    for gid, util, mem_util, used_mib, temp, power, throttles, procs in rows:
+    for gid, util, mem_util, used_mib, temp, power, throttles, procs, *rest in rows:
         static = gpu_docs[gid]
         processes = []
         for pid, kind, mem_mib, sm, name, cid in procs:
@@ -306,8 +390,18 @@ def build_gpus(rows: list[list[Any]], gpu_docs: Mapping[int, dict], interned: Ma
             memory_total_bytes=static["memory_total_bytes"], temperature_c=temp, power_w=power,
             power_limit_w=static["power_limit_w"], throttle_reasons=tuple(throttles),
             persistence_mode=static["persistence_mode"], processes=tuple(processes),
-            pci_bus_id=static["pci_bus_id"], unavailable=static.get("unavailable") or {}))
+            pci_bus_id=static["pci_bus_id"], unavailable=static.get("unavailable") or {},
+            mig_devices=tuple(_mig_from_row(m) for m in (rest[0] if rest else ())),
+            mig_enabled=True if rest else None))
     return tuple(out)
+
+
+def _mig_from_row(m: list[Any]) -> MigDevice:
+    index, uuid, gi, ci, used_mib, total_mib, pids, profile = m
+    return MigDevice(index=index, uuid=uuid, gpu_instance_id=gi, compute_instance_id=ci,
+                     memory_used_bytes=None if used_mib is None else int(used_mib * MIB),
+                     memory_total_bytes=None if total_mib is None else int(total_mib * MIB),
+                     host_pids=tuple(pids), profile=profile)
 
 
 def build_snapshot(t_ms: int, interval_ms: int | None, host: HostInfo, gpus: tuple[GpuSample, ...],

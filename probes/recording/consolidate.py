@@ -1,10 +1,9 @@
 """Consolidating several sweeps into one, as RRD tools do when they thin old data: averages for CPU and
-rates, the peak for memory (the peak before an OOM kill is what matters), the last state and counters."""
+rates, the peak for memory (the peak before an OOM kill is what matters), the last state and counters, the last
+pod facts (QoS, GPU allocations) and MIG devices."""
 
 from __future__ import annotations
 
-import struct
-import zlib
 from typing import Any, Sequence
 
 from . import codec
@@ -23,6 +22,7 @@ def merge_containers(sweeps: Sequence[codec.ContainerColumns]) -> bytes:
     order: list[int] = []
     seen: dict[int, dict[str, list]] = {}
     status: dict[int, str] = {}
+    pods: dict[int, int] = {}  # cid -> its last pod-facts id
     gpu: dict[tuple[int, int], list[tuple[float | None, float | None]]] = {}
     for cols in sweeps:
         for i, cid in enumerate(cols.cids):
@@ -31,6 +31,8 @@ def merge_containers(sweeps: Sequence[codec.ContainerColumns]) -> bytes:
                 acc = seen[cid] = {name: [] for name, _ in codec.COLUMNS}
                 order.append(cid)
             status[cid] = cols.statuses[i]
+            if cols.pod_ids is not None and cols.pod_ids[i] != codec.NONE:
+                pods[cid] = cols.pod_ids[i]
             for name, _ in codec.COLUMNS:
                 value = cols.values[name][i]
                 if value is not None:
@@ -56,8 +58,7 @@ def merge_containers(sweeps: Sequence[codec.ContainerColumns]) -> bytes:
         sms = [s for _, s in samples if s is not None]
         uses.extend((position_of[cid], index, codec._enc(max(memories) if memories else None, codec.MIB),
                      codec._enc(_mean(sms), 0.01)))
-    raw = struct.pack(f"<II{len(columns)}I{len(uses)}I", len(order), len(uses) // 4, *columns, *uses)
-    return zlib.compress(raw, 6)
+    return codec._pack(len(order), columns, uses, [pods.get(cid, codec.NONE) for cid in order])
 
 
 def merge_gpus(sweeps: Sequence[list[list[Any]]]) -> bytes | None:
@@ -75,5 +76,5 @@ def merge_gpus(sweeps: Sequence[list[list[Any]]]) -> bytes | None:
         used = [r[3] for r in rows if r[3] is not None]
         last = rows[-1]
         merged.append([gid, mean(1), mean(2), max(used) if used else None, mean(4), mean(5),
-                       sorted({t for r in rows for t in r[6]}), last[7]])
+                       sorted({t for r in rows for t in r[6]}), last[7], *last[8:]])  # the last MIG devices
     return codec.pack_gpus(merged)

@@ -94,6 +94,7 @@ class Recorder:
         self._containers: dict[tuple, int] = {}
         self._last_seen: dict[int, int] = {}
         self._config_docs: dict[int, tuple[Any, str]] = {}
+        self._pod_facts = codec.PodFactIds()
         self._last_retention = 0.0
         self._findings = FindingChanges()
         self._engine_ok: bool | None = None
@@ -466,8 +467,10 @@ class Recorder:
         if hid is None:
             hid = self._hosts[host] = db.execute("INSERT INTO hosts(doc) VALUES (?)", (host,)).lastrowid
         cids = []
+        pod_ids = []
         cid_of: dict[str, int] = {}
         for c in snapshot.containers:
+            pod_ids.append(self._pod_facts.id_of(db, c.kubernetes))
             config = self._config_doc(c.config)
             key = (c.id, c.name, c.image, config)
             cid = self._containers.get(key)
@@ -489,7 +492,7 @@ class Recorder:
         db.execute("INSERT OR REPLACE INTO sweeps(t, interval_ms, hid, step_s, host_load, gpus, containers) "
                    "VALUES (?,?,?,0,?,?,?)",
                    (t, interval, hid, codec.host_load(snapshot.host), codec.pack_gpus(gpu_rows),
-                    codec.pack_containers(snapshot.containers, cids)))
+                    codec.pack_containers(snapshot.containers, cids, pod_ids)))
 
     def _config_doc(self, config: Any) -> str:
         # The sampler keeps one ContainerConfig per inspect, so most sweeps find it here by identity and
@@ -507,10 +510,12 @@ class Recorder:
         """Read back what the file already interns, so a restarted recorder reuses the rows."""
         db = self._db
         self._hosts, self._gpu_ids, self._containers = {}, {}, {}
+        self._pod_facts.ids = {}
         if db is None:
             return
         try:
             self._hosts = {doc: hid for hid, doc in db.execute("SELECT hid, doc FROM hosts")}
+            self._pod_facts.load(db)
             self._gpu_ids = {doc: gid for gid, doc in db.execute("SELECT gid, doc FROM gpu_info")}
             for cid, cid_text, name, image, config in db.execute(
                     "SELECT cid, id, name, image, config FROM containers"):

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 # Bump with a new entry in MIGRATIONS; a database is moved forward one step at a time when a recorder opens it.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PAGE_SIZE = 8192
 
 # Times are integer milliseconds since the epoch. Container ids, names, images and configurations are
@@ -54,7 +54,13 @@ CREATE TABLE events(
 CREATE INDEX events_by_t ON events(t);
 """
 
-MIGRATIONS = {1: _V1}  # version reached -> script taking the previous version there
+# 2: pod containers' QoS class and GPU allocations (in use, unused since), interned; a sweep's container blob
+# ends with one id per container when any has them (codec.py). Version-1 blobs decode unchanged.
+_V2 = """
+CREATE TABLE pod_facts(pfid INTEGER PRIMARY KEY AUTOINCREMENT, doc TEXT NOT NULL);
+"""
+
+MIGRATIONS = {1: _V1, 2: _V2}  # version reached -> script taking the previous version there
 
 
 class SchemaTooNew(Exception):
@@ -87,7 +93,9 @@ def connect_writer(path: str) -> sqlite3.Connection:
 
 
 def connect_reader(path: str) -> sqlite3.Connection:
-    """Open an existing database to read (replay, `mltop events`, reports) while a recorder may write."""
+    """Open an existing database to read (replay, `mltop events`, reports) while a recorder may write. An older
+    version is read as it is (nothing is migrated by a reader): readers ask for a later version's tables only
+    where they exist."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"no recording at {path}")
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=5.0)

@@ -53,6 +53,8 @@ class RecordingStore:
         self._hosts: dict[int, Any] = {}
         self._gpu_docs: dict[int, dict] = {}
         self._interned: dict[int, codec.Interned] = {}
+        self._pod_facts: dict[int, tuple] = {}  # pfid -> (qos, allocations); none in a version-1 recording
+        self._has_pod_facts = False  # (refresh looks)
         self.times: list[int] = []
         self._decoded_cache: dict[int, tuple[list, codec.ContainerColumns]] = {}
         self.refresh()
@@ -74,6 +76,13 @@ class RecordingStore:
         known = max(self._gpu_docs, default=0)
         for gid, doc in self.db.execute("SELECT gid, doc FROM gpu_info WHERE gid > ?", (known,)):
             self._gpu_docs[gid] = json.loads(doc)
+        if not self._has_pod_facts:  # a version-1 file still being written by a newer recorder migrates
+            self._has_pod_facts = self.db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'pod_facts'").fetchone() is not None
+        if self._has_pod_facts:
+            known = max(self._pod_facts, default=0)
+            for pfid, doc in self.db.execute("SELECT pfid, doc FROM pod_facts WHERE pfid > ?", (known,)):
+                self._pod_facts[pfid] = codec.pod_facts_from_doc(doc)
 
     # -- sweeps -----------------------------------------------------------------------------------
 
@@ -103,11 +112,12 @@ class RecordingStore:
     def _build(self, row) -> Snapshot:
         t, interval_ms, hid, load, gpus_blob, containers_blob = row
         cols = codec.unpack_containers(containers_blob)
-        if any(cid not in self._interned for cid in cols.cids):
+        if any(cid not in self._interned for cid in cols.cids) or any(
+                p != codec.NONE and p not in self._pod_facts for p in cols.pod_ids or ()):
             self.refresh()
         gpu_rows = codec.unpack_gpus(gpus_blob)
         gpus = codec.build_gpus(gpu_rows, self._gpu_docs, self._interned)
-        containers = codec.build_containers(cols, self._interned, {g.index: g.uuid for g in gpus})
+        containers = codec.build_containers(cols, self._interned, {g.index: g.uuid for g in gpus}, self._pod_facts)
         return codec.build_snapshot(t, interval_ms, self._host(hid, load), gpus, containers)
 
     def series(self, t0: float, t1: float

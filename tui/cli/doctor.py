@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "listed under checks skipped)")
     parser.add_argument("--log-tail", type=int, default=200, metavar="LINES",
                         help="recent log lines read per container for log-based checks (default 200)")
+    from .doctor_recording import add_recording_arguments
+
+    add_recording_arguments(parser)  # --recording PATH, --no-recording: k8s.gpu_allocated_unused's window
     from mltop.diagnostics.workload import WorkloadThresholds
 
     group = parser.add_argument_group("thresholds (heuristics; the evidence names the one that fired)")
@@ -101,11 +104,15 @@ def main(args: argparse.Namespace) -> int:
     try:
         # Two sweeps, so that rates are real and counters (throttling, OOM kills) can be seen rising.
         previous, snapshot = sampler.sweep_pair(args.interval)
+        thresholds = thresholds_from_args(args)
+        from .doctor_recording import recorded_allocations
+
+        snapshot, history, unknown = recorded_allocations(args, snapshot, previous, thresholds.gpu_alloc_unused_s)
         result = run_doctor(
             snapshot,
             sampler.engine,
             containers=args.containers or None,
-            thresholds=thresholds_from_args(args),
+            thresholds=thresholds,
             io_test=args.io_test,
             previous=previous,
             log_tail=args.log_tail,
@@ -113,6 +120,8 @@ def main(args: argparse.Namespace) -> int:
             framework_check=args.framework_check,
             no_exec=getattr(args, "no_exec", False),
             workload_thresholds=workload_thresholds_from_args(args),
+            allocation_history=history,
+            allocation_unknown=unknown,
         )
     finally:
         sampler.close()

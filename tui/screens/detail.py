@@ -10,6 +10,7 @@ from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Static
 
+from mltop.diagnostics.checks.pod_restarts import exits as pod_exits
 from mltop.diagnostics.workload import classify as classify_workload
 from mltop.probes.model import ContainerConfig, ContainerSample, Snapshot
 
@@ -64,7 +65,13 @@ def config_text(c: ContainerSample) -> Text:
     line("started", cfg.started_at or fmt.MISSING)
     if cfg.finished_at:
         line("finished", cfg.finished_at)
-    line("restarts", f"{cfg.restart_count} (policy {cfg.restart_policy or 'no'})")
+    if c.kubernetes is not None:  # the kubelet restarts it (the pod's restartPolicy, which CRI does not say)
+        line("restarts", str(cfg.restart_count), "yellow" if cfg.restart_count else "")
+        exits = last_exits(c)
+        if exits:
+            line("exits", exits)
+    else:
+        line("restarts", f"{cfg.restart_count} (policy {cfg.restart_policy or 'no'})")
     if cfg.entrypoint:
         line("entrypoint", one_line(" ".join(cfg.entrypoint)))
     line("command", one_line(" ".join(cfg.command)) or fmt.MISSING)
@@ -111,6 +118,15 @@ def config_text(c: ContainerSample) -> Text:
     if c.kubernetes is not None:
         pod_text(c, line, section)
     return out
+
+
+def last_exits(c: ContainerSample, shown: int = 3) -> str:
+    """How a pod container's last attempts ended, newest first, in one line: `#4 exit 3 Error 07:21:58, …`."""
+    ended = pod_exits(c)
+    words = [f"#{a.attempt} exit {a.exit_code}" + (f" {a.reason}" if a.reason else "")
+             + (f" {a.finished_at[11:19]}" if a.finished_at and len(a.finished_at) >= 19 else "")
+             for a in ended[:shown]]
+    return ", ".join(words) + (f" (+{len(ended) - shown} earlier)" if len(ended) > shown else "")
 
 
 def pod_text(c: ContainerSample, line, section) -> None:
