@@ -13,7 +13,8 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
-from .cri.node_config import ContainerdRuntimes, read_containerd_runtimes
+from .cri.device_plugins import DevicePluginsDir, read_device_plugins
+from .cri.node_config import NodeRuntimes, read_containerd_runtimes, read_crio_runtimes
 from .model import ContainerSample
 
 DEFAULT_CDI_DIRS = ("/etc/cdi", "/var/run/cdi")
@@ -36,7 +37,11 @@ class HostFacts:
     driver_version_line: str | None = None  # its first line; None when the file is absent
     nvml_library_realpath: str | None = None  # where the NVML library symlink points
     # the node's containerd runtimes (config.toml and its drop-ins); None: no containerd config here
-    containerd: ContainerdRuntimes | None = None
+    containerd: NodeRuntimes | None = None
+    # CRI-O's runtimes (crio.conf and crio.conf.d/*); None: no CRI-O config here
+    crio: NodeRuntimes | None = None
+    # the kubelet's device-plugins directory (kubelet.sock, nvidia*.sock); None: no such directory here
+    device_plugins: DevicePluginsDir | None = None
 
 
 @dataclass(frozen=True)
@@ -76,8 +81,12 @@ class HostProbe:
         proc_driver_version: str = PROC_DRIVER_VERSION,
         sys_block_dir: str = "/sys/dev/block",
         containerd_config: str | None = None,  # None: $MLTOP_CONTAINERD_CONFIG, else /etc/containerd/config.toml
+        crio_config: str | None = None,  # None: $MLTOP_CRIO_CONFIG, else /etc/crio/crio.conf (+ crio.conf.d)
+        device_plugins_dir: str | None = None,  # None: $MLTOP_DEVICE_PLUGINS_DIR, else /var/lib/kubelet/...
     ):
         self.containerd_config = containerd_config
+        self.crio_config = crio_config
+        self.device_plugins_dir = device_plugins_dir
         if path is None:
             parts = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p]
             parts += [d for d in STANDARD_BIN_DIRS if d not in parts]
@@ -106,6 +115,8 @@ class HostProbe:
             driver_version_line=first,
             nvml_library_realpath=os.path.realpath(nvml_library) if nvml_library else None,
             containerd=read_containerd_runtimes(self.containerd_config),
+            crio=read_crio_runtimes(self.crio_config),
+            device_plugins=read_device_plugins(self.device_plugins_dir),
         )
 
     def cdi_gpu_specs(self, extra_dirs: Iterable[str] = ()) -> tuple[list[str], list[str]]:

@@ -269,6 +269,9 @@ class ContainerConfig:
     pod_labels: Mapping[str, str] = field(default_factory=dict)
     pod_annotations: Mapping[str, str] = field(default_factory=dict)
     log_path: str | None = None
+    # CRI containers: the CDI devices it asks for ("nvidia.com/gpu=0"), from the kubelet's CRI request
+    # (CDI_devices) and the device plugin's `cdi.k8s.io/*` annotations; a CDI-enabled runtime injects them
+    cdi_devices: tuple[str, ...] = ()
 
     def env_value(self, name: str) -> str | None:
         for key, value in self.env:

@@ -1,5 +1,6 @@
 """Kubernetes checks: the GPUs the kubelet allocated to a pod container (its pod-resources API) against the GPUs
-its processes use (NVML). Evidence names both sources; fixes are in a pod spec's and kubectl's terms."""
+its processes use (NVML). Evidence names both sources; fixes are in a pod spec's and kubectl's terms. (The node's
+runtime configuration and device plugin: node_runtime.py.)"""
 
 from __future__ import annotations
 
@@ -114,43 +115,3 @@ def _asks_for_gpus(c: ContainerSample) -> list[str]:
     if visible and visible.strip().lower() not in ("void", "none"):
         ev.append(evidence(f"env NVIDIA_VISIBLE_DEVICES={visible}", _cfg_source(c)))
     return ev
-
-
-@container_check("k8s.gpu_runtime")
-def check_pod_gpu_runtime(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
-    """k8s.gpu_runtime: a pod container meant to get GPUs runs under a runtime handler that is not NVIDIA's (the
-    default runc, no runtimeClassName), and containerd's default is not NVIDIA's either: the toolkit's hook never
-    runs, so the GPUs it was given are not in it."""
-    k = c.kubernetes
-    if k is None or not c.running:
-        return []
-    handler = c.config.runtime or ""
-    if "nvidia" in handler.lower():
-        return []
-    asks = _asks_for_gpus(c)
-    if not asks:
-        return []
-    node = ctx.host.containerd
-    if node is not None and node.default_runtime and "nvidia" in node.default_runtime.lower():
-        return []  # containerd runs every pod with NVIDIA's runtime
-    ev = asks + [evidence(f"the pod's runtime handler is {handler or 'the default (no runtimeClassName)'}",
-                          f"CRI PodSandbox of {k.namespace}/{k.pod}")]
-    runtime_class = ("`runtimeClassName: nvidia` in the pod spec, with the RuntimeClass `{apiVersion: node.k8s.io/v1, "
-                     "kind: RuntimeClass, metadata: {name: nvidia}, handler: nvidia}`")
-    if node is None:
-        ev.append(evidence("no containerd configuration here (CRI-O, or not visible to mltop)", "mltop doctor"))
-        fix = f"Set {runtime_class}; the node's runtime must define a handler `nvidia` (NVIDIA Container Toolkit)"
-    elif node.error:
-        ev.append(evidence(f"could not read {node.path}: {node.error}", node.path))
-        fix = f"Set {runtime_class}; check that {node.path} defines a runtime `nvidia`"
-    else:
-        ev.append(evidence(f"containerd runtimes: {', '.join(node.runtimes) or 'none defined'}; default "
-                           f"{node.default_runtime or 'runc'}", ", ".join(node.files)))
-        if any("nvidia" in r.lower() for r in node.runtimes):
-            fix = f"Set {runtime_class}"
-        else:
-            fix = ("Register NVIDIA's runtime with containerd on the node: `sudo nvidia-ctk runtime configure "
-                   "--runtime=containerd && sudo systemctl restart containerd`, then set " + runtime_class)
-    return [Finding("k8s.gpu_runtime", WARNING, c.name,
-                    "Meant to get GPUs but runs without NVIDIA's runtime: its GPUs are not in the container",
-                    tuple(ev), fix)]

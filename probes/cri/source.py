@@ -287,6 +287,7 @@ def meta_from_cri(container, status, sandbox, runtime: str) -> ContainerMeta:
         annotations=scrubbed(annotations), pod_labels=scrubbed(pod_labels),
         pod_annotations=scrubbed(pod_annotations),
         log_path=(s.log_path or None) if s is not None else None,
+        cdi_devices=cdi_devices_of(annotations, info.get("config")),
     )
     pid = info.get("pid") if running else None
     image = (s.image.image if s is not None and s.image.image else container.image.image) or container.image_ref
@@ -303,6 +304,24 @@ def meta_from_cri(container, status, sandbox, runtime: str) -> ContainerMeta:
         kubernetes=kubernetes,
         cgroup_parent=_cgroup_parent(cgroups_path),
     )
+
+
+CDI_ANNOTATION_PREFIX = "cdi.k8s.io/"  # container-device-interface pkg/cdi/annotations.go
+
+
+def cdi_devices_of(annotations: dict[str, str], cri_config: Any) -> tuple[str, ...]:
+    """The CDI devices a container asks for: the `CDI_devices` of the kubelet's CRI ContainerConfig (as the
+    runtime's verbose status echoes it) and the comma-separated values of `cdi.k8s.io/<key>` annotations (the
+    device plugin's annotation strategy), in order, without repeats."""
+    names: list[str] = []
+    for key, value in annotations.items():
+        if key.startswith(CDI_ANNOTATION_PREFIX):
+            names += [v.strip() for v in str(value).split(",") if v.strip()]
+    if isinstance(cri_config, dict):
+        for device in cri_config.get("CDI_devices") or cri_config.get("cdi_devices") or ():
+            if isinstance(device, dict) and device.get("name"):
+                names.append(str(device["name"]))
+    return tuple(dict.fromkeys(names))
 
 
 def attempt_from_cri(container, status) -> ContainerAttempt:

@@ -319,7 +319,7 @@ def config_from_doc(doc: str) -> ContainerConfig:
                       capabilities=tuple(tuple(c) for c in r["capabilities"]))
         for r in d.get("device_requests") or ())
     d["mounts"] = tuple(Mount(**m) for m in d.get("mounts") or ())
-    for key in ("command", "entrypoint", "cap_add", "ulimits"):
+    for key in ("command", "entrypoint", "cap_add", "ulimits", "cdi_devices"):
         d[key] = tuple(d.get(key) or ())
     d["env"] = tuple(tuple(pair) for pair in d.get("env") or ())
     d["blkio_throttles"] = {k: tuple(v) for k, v in (d.get("blkio_throttles") or {}).items()}

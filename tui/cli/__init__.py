@@ -139,6 +139,18 @@ def main(argv: list[str] | None = None) -> int:
         from mltop.probes.cri.node_config import ENV_VAR as CONTAINERD_CONFIG_ENV
 
         os.environ[CONTAINERD_CONFIG_ENV] = args.containerd_config
+    if args.crio_config is not None:  # likewise CRI-O's crio.conf (and the crio.conf.d next to it)
+        import os
+
+        from mltop.probes.cri.node_config import CRIO_ENV_VAR
+
+        os.environ[CRIO_ENV_VAR] = args.crio_config
+    if args.device_plugins_dir is not None:  # likewise the kubelet's device-plugins directory
+        import os
+
+        from mltop.probes.cri.device_plugins import ENV_VAR as DEVICE_PLUGINS_ENV
+
+        os.environ[DEVICE_PLUGINS_ENV] = args.device_plugins_dir
     if args.pod_resources_socket is not None:  # likewise for the kubelet's pod-resources API
         import os
 

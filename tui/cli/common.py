@@ -21,6 +21,12 @@ def add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("--containerd-config", metavar="PATH", default=default(None),
                         help="the node's containerd config.toml for the doctor's pod runtime check (default: "
                              "$MLTOP_CONTAINERD_CONFIG, else /etc/containerd/config.toml; its imports are read too)")
+    parser.add_argument("--crio-config", metavar="PATH", default=default(None),
+                        help="the node's CRI-O crio.conf for the same check (default: $MLTOP_CRIO_CONFIG, else "
+                             "/etc/crio/crio.conf; every file of the crio.conf.d directory next to it is read too)")
+    parser.add_argument("--device-plugins-dir", metavar="PATH", default=default(None),
+                        help="the kubelet's device-plugins directory, where NVIDIA's device plugin listens on "
+                             "nvidia*.sock (default: $MLTOP_DEVICE_PLUGINS_DIR, else /var/lib/kubelet/device-plugins)")
     parser.add_argument("--nvml-lib", metavar="PATH", default=default(None),
                         help="alternate libnvidia-ml.so.1 (default: $MLTOP_NVML_LIB, then the system's; "
                              "WSL keeps it in /usr/lib/wsl/lib)")
