@@ -539,6 +539,9 @@ class Snapshot:
         if c.kubernetes is not None:  # a pod: its sandbox's runtime handler; the Docker engine's default is not its
             if cfg.runtime and cfg.runtime.startswith("nvidia"):
                 out.append(f"runtime handler {cfg.runtime} (runtimeClassName)")
+            cdi = [d for d in cfg.cdi_devices if d.startswith("nvidia.com/")]
+            if cdi:
+                out.append(f"CDI devices {', '.join(cdi)}")
             runtime = None
         else:
             runtime = cfg.runtime or self.host.default_runtime

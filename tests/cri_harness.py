@@ -62,6 +62,9 @@ class ContainerSpec:
     cpu_quota_us: int = 0  # with a 100 ms period
     annotations: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    # > 0: a memory-backed emptyDir of this size at /dev/shm (a tmpfs the kubelet mounts in), instead of the
+    # sandbox's 64 MiB /dev/shm
+    shm_bytes: int = 0
 
 
 @dataclass
@@ -202,6 +205,7 @@ class CriNode:
                 annotations={"io.kubernetes.container.restartCount": "0", **spec.annotations},
                 log_path=f"{spec.name}/0.log", linux=pb.LinuxContainerConfig(resources=resources),
                 envs=[pb.KeyValue(key=k, value=v) for k, v in spec.env.items()],
+                mounts=self._empty_dir_shm(pod, spec),
             )
             cid = self.client.create_container(sandbox_id, config, sandbox_config)
             pod.containers[spec.name] = cid
@@ -229,6 +233,23 @@ class CriNode:
                 pass
         if pod in self.pods:
             self.pods.remove(pod)
+        shm = f"{self.tmp}/empty-dirs/{pod.uid}"
+        if os.path.isdir(shm):  # the pod's memory-backed emptyDirs, as the kubelet tears them down
+            for name in os.listdir(shm):
+                subprocess.run(["umount", os.path.join(shm, name)], capture_output=True)
+            shutil.rmtree(shm, ignore_errors=True)
+
+    def _empty_dir_shm(self, pod: Pod, spec: ContainerSpec) -> list:
+        """The CRI mount of a memory-backed emptyDir at /dev/shm, as the kubelet makes it: a tmpfs of the size
+        limit under the pod's directory, bind-mounted into the container."""
+        from mltop.probes.cri import runtime_pb2 as pb
+
+        if not spec.shm_bytes:
+            return []
+        path = f"{self.tmp}/empty-dirs/{pod.uid}/{spec.name}-dshm"
+        os.makedirs(path, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={spec.shm_bytes}", "tmpfs", path], check=True)
+        return [pb.Mount(container_path="/dev/shm", host_path=path)]
 
     # ----------------------------------------------------------------------------- restarts
 

@@ -27,7 +27,7 @@ LOW_MEMLOCK = ["sh", "-c", "ulimit -l 64; exec sleep 600"]  # 64 KiB, below what
 FORKY = ["sh", "-c", "(i=0; while [ $i -lt 40 ]; do sleep 600 & i=$((i+1)); sleep 0.1; done) & exec sleep 600"]
 # What a pod finding never says: Docker's flags, commands and inspect fields.
 DOCKER_WORDS = re.compile(r"docker |--gpus|--ulimit|--shm-size|--ipc=host|--pids-limit|--cpus|--memory\b|"
-                          r"--device(?!-list)|--privileged|--pid=host|--restart|"
+                          r"--device(?!-list)|--privileged|--pid=host|--restart(?!-loop-count)|"
                           r"daemon\.json|HostConfig|Config\.Env|State\.Error")
 GPU_UUIDS = [f"GPU-f0000000-0000-0000-0000-00000000000{i}" for i in range(9)]
 

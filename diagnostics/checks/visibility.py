@@ -59,7 +59,10 @@ def check_gpu_visible(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
     visible = cfg.env_value("NVIDIA_VISIBLE_DEVICES")
     ev: list[str] = []
     title = None
-    if not has_gpus and (signs or log_hits or framework_ev):
+    # a pod the kubelet gave GPUs that cannot reach them runs without NVIDIA's runtime: k8s.gpu_runtime says
+    # so with the fix (runtimeClassName); "no GPU assigned, ask for nvidia.com/gpu" would be wrong
+    allocated = c.kubernetes is not None and bool(c.kubernetes.gpus_allocated)
+    if not has_gpus and not allocated and (signs or log_hits or framework_ev):
         title = "Looks like a GPU workload but has no GPU assigned"
         ev += signs + framework_ev
         host = ctx.snapshot.host
