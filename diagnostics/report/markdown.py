@@ -212,16 +212,7 @@ def _pods(report: Mapping[str, Any], add: Add) -> None:
         _block(add, "**Findings**", _findings_table(findings) if findings else "No findings.")
         for name, tail in previous_log_tails(pod):
             add("")
-            what = f"{md_text(name)}: the previous attempt's log"
-            if tail.get("lines"):
-                add(f"<details><summary>{what} (last {len(tail['lines'])} lines of {md_text(tail['source'])})"
-                    "</summary>")
-                add("")
-                add(md_fence("\n".join(tail["lines"])))
-                add("")
-                add("</details>")
-            else:
-                add(f"{what}: {md_text(tail.get('error') or 'empty')}")
+            _log_tail(add, f"{md_text(name)}: the previous attempt's log", tail)
         for c in pod_container_docs(report, pod):
             _container(c, add, "####")
 
@@ -259,17 +250,21 @@ def _container(c: Mapping[str, Any], add: Add, level: str = "###") -> None:
     procs = process_rows(c)
     if procs:
         _block(add, "**Processes**", md_table(PROCESS_HEADERS, procs, code_columns=(6,)))
-    tail = c.get("log_tail") or {}
     add("")
+    _log_tail(add, "Log tail", c.get("log_tail") or {})
+
+
+def _log_tail(add: Add, what: str, tail: Mapping[str, Any]) -> None:
+    """A log tail folded under its summary (how many lines, from where), or why there is none."""
     if tail.get("lines"):
         source = f" of {md_text(tail['source'])}" if tail.get("source") else ""
-        add(f"<details><summary>Log tail (last {len(tail['lines'])} lines{source})</summary>")
+        add(f"<details><summary>{what} (last {len(tail['lines'])} lines{source})</summary>")
         add("")
         add(md_fence("\n".join(tail["lines"])))
         add("")
         add("</details>")
     else:
-        add(f"Log tail: {md_text(tail.get('error') or 'empty')}")
+        add(f"{what}: {md_text(tail.get('error') or 'empty')}")
 
 
 def _block(add: Add, heading: str, body: str) -> None:
