@@ -4,8 +4,9 @@ Starts a few demo containers on the local engine (a training job, an inference s
 job the OOM killer stopped), builds the test suite's simulated libnvidia-ml.so.1 with a scenario whose
 GPU processes are the demo containers' real host PIDs, runs the dashboard headless against both, and
 saves what it shows: the main dashboard, the GPU panel, a container's detail with its graphs, a log, the
-diagnostics view (`d`), a py-spy dump (`p`), and `mltop fleet` over three agents scraped by a real
-Prometheus. The GPU figures are the simulation's, not a real GPU's. Not a test (pytest does not collect it).
+diagnostics view (`d`), a py-spy dump (`p`), `mltop fleet` over three agents scraped by a real
+Prometheus, and a Kubernetes node (pods in a private containerd, two of them time-sliced on one GPU, a
+crash-looping job) with its diagnosis. The GPU figures are the simulation's, not a real GPU's. Not a test (pytest does not collect it).
 """
 
 from __future__ import annotations
@@ -239,6 +240,111 @@ async def capture_fleet(out_dir: str, lib: str, scenario: str, work: str) -> lis
     return saved
 
 
+SERVE_LOG = ("i=0; while :; do i=$((i+1)); echo \"INFO POST /v1/embeddings 200 $((8 + i % 20)) ms batch=$((1 + i % 32))\"; "
+             "sleep 0.9; done")
+TOKENIZE = ("echo 'tokenizing shard 00042 of /data/c4-en'; "
+            "echo 'FileNotFoundError: [Errno 2] No such file or directory: /data/c4-en/shard-00042.json.gz' >&2; exit 1")
+
+
+async def capture_pods(out_dir: str, lib: str, work: str) -> list[str]:
+    """A Kubernetes node: pods in a private containerd with CRI (tests/cri_harness.py), the GPUs
+    the kubelet gave them (the tests' pod-resources server), two serving pods time-sliced on one GPU, and a
+    crash-looping job; the dashboard grouped by pod (`P`), and the crash loop's diagnosis (`d`)."""
+    import subprocess
+
+    from cri_harness import PAUSE_IMAGE, ContainerSpec, CriNode
+    from pod_resources_server import PodResourcesServer
+
+    from mltop.tui.app import MltopApp
+    from mltop.tui.screens.diagnostics import DiagnosticsScreen
+
+    subprocess.run(["docker", "build", "-q", "-t", PAUSE_IMAGE, "-"], check=True, capture_output=True,
+                   input=b'FROM mltop-test/busybox:1\nCMD ["sleep", "2147483647"]\n')
+    node = CriNode()
+    kubelet = PodResourcesServer()
+    pods = {}
+    saved = []
+    gpu = [f"GPU-7b3d{i}000-0000-4000-8000-000000000000" for i in range(3)]
+    try:
+        node.start()
+        busy = ["sh", "-c", TRAIN_LOG + " & while :; do :; done"]
+        pods["train0"] = node.run_pod("research", "llama-train-0", [
+            ContainerSpec("trainer", busy, cpu_quota_us=80_000, shm_bytes=1 << 30),
+            ContainerSpec("loader", ["sleep", "3600"], memory_limit_bytes=2 << 30)], qos="Burstable",
+            runtime_handler="nvidia", labels={"app": "llama-train", "team": "research"})
+        pods["train1"] = node.run_pod("research", "llama-train-1", [
+            ContainerSpec("trainer", busy, cpu_quota_us=80_000, shm_bytes=1 << 30)], runtime_handler="nvidia",
+            labels={"app": "llama-train"})
+        pods["vllm"] = node.run_pod("serving", "vllm-api-7f9c", [
+            ContainerSpec("server", ["sh", "-c", INFER_LOG], memory_limit_bytes=4 << 30, shm_bytes=1 << 30)],
+            qos="Guaranteed", runtime_handler="nvidia")
+        pods["embed"] = node.run_pod("serving", "embed-api-5d2", [
+            ContainerSpec("server", ["sh", "-c", SERVE_LOG], memory_limit_bytes=1 << 30, shm_bytes=1 << 30)],
+            qos="Guaranteed", runtime_handler="nvidia")
+        pods["tokenize"] = node.run_pod("data", "tokenize-shards", [ContainerSpec("main", ["sh", "-c", TOKENIZE])],
+                                        qos="BestEffort")
+        crasher = node.crash_loop(pods["tokenize"], "main", 5)[-1]
+        node.wait_exited(crasher)
+        kubelet.allocations = {
+            ("research", "llama-train-0", "trainer"): [("nvidia.com/gpu", [gpu[0]])],
+            ("research", "llama-train-1", "trainer"): [("nvidia.com/gpu", [gpu[1]])],
+            ("serving", "vllm-api-7f9c", "server"): [("nvidia.com/gpu", [f"{gpu[2]}::0"])],
+            ("serving", "embed-api-5d2", "server"): [("nvidia.com/gpu", [f"{gpu[2]}::1"])],
+        }
+        pid = {name: node.init_pid(next(iter(pod.containers.values()))) for name, pod in pods.items()
+               if name != "tokenize"}
+        scenario = os.path.join(work, "pods.txt")
+        write_scenario(scenario, FakeScenario(gpus=[
+            FakeGpu(uuid=gpu[0], util=TRAIN_UTIL, mem_util=61, mem_used=TRAIN_MEM, step_ms=500, temp=74,
+                    power_mw=512_000, processes=[FakeProcess(pid["train0"], used_memory=41 << 30, sm=84)]),
+            FakeGpu(uuid=gpu[1], util=TRAIN_UTIL[3:] + TRAIN_UTIL[:3], mem_util=58, mem_used=39 << 30, step_ms=500,
+                    temp=71, power_mw=498_000, pci="00000000:3B:00.0",
+                    processes=[FakeProcess(pid["train1"], used_memory=39 << 30, sm=81)]),
+            FakeGpu(uuid=gpu[2], util=INFER_UTIL, mem_util=20, mem_used=(28 << 30) + (300 << 20), step_ms=500, temp=55,
+                    power_mw=230_000, pci="00000000:5E:00.0", processes=[
+                        FakeProcess(pid["vllm"], used_memory=22 << 30, sm=31),
+                        FakeProcess(pid["embed"], used_memory=6 << 30, sm=9)]),
+        ]))
+        os.environ.update({SCENARIO_ENV: scenario, "MLTOP_CRI_ENDPOINT": node.endpoint,
+                           "MLTOP_POD_RESOURCES_SOCKET": kubelet.endpoint})
+        app = MltopApp(nvml_lib=lib, interval=0.5)  # (the Docker engine beside it: the header names both)
+        async with app.run_test(size=SIZE) as pilot:
+            async def until(predicate, timeout=60.0):
+                deadline = time.monotonic() + timeout
+                while not predicate():
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("timed out")
+                    await pilot.pause(0.1)
+
+            await until(lambda: app.snapshot is not None and app.snapshot.container(crasher) is not None
+                        and any(g.sharing for g in app.snapshot.gpus))
+            screen = app.screen
+            await pilot.pause(8)  # some history in the GPU bars
+            await pilot.press("P")
+            screen.table.move_to_key(pods["train0"].containers["trainer"])
+            await pilot.pause(0.8)
+            path = os.path.join(out_dir, "pods.svg")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(keep_leading_spaces(app.export_screenshot()))
+            saved.append(path)
+            await until(lambda: screen.table.marker(crasher) in ("warning", "critical"))  # the background doctor
+            screen.table.move_to_key(crasher)
+            await pilot.press("d")
+            await until(lambda: isinstance(app.screen, DiagnosticsScreen) and app.screen.result is not None)
+            await pilot.pause(0.6)
+            path = os.path.join(out_dir, "pod-diagnostics.svg")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(keep_leading_spaces(app.export_screenshot()))
+            saved.append(path)
+    finally:
+        for name in ("MLTOP_CRI_ENDPOINT", "MLTOP_POD_RESOURCES_SOCKET"):
+            os.environ.pop(name, None)
+        for pod in pods.values():
+            node.remove_pod(pod)
+        node.stop()
+        kubelet.stop()
+    return saved
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.path.join(ROOT, "screenshots"))
@@ -261,6 +367,8 @@ def main() -> int:
         saved = asyncio.run(capture(args.out, lib, demo, args.history))
         print("running three agents, a Prometheus and the fleet view…", flush=True)
         saved += asyncio.run(capture_fleet(args.out, lib, scenario, work))
+        print("a Kubernetes node: pods in a private containerd, the kubelet's allocations…", flush=True)
+        saved += asyncio.run(capture_pods(args.out, lib, work))
     finally:
         if not args.keep:
             for c in client.containers.list(all=True, filters={"label": LABEL}):

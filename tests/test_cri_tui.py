@@ -85,6 +85,15 @@ async def test_narrow_dashboard_names_pod_containers_in_full(app, pods):
         assert table.cell_text(main, "name").strip() == "ml-team/trainer/main"
         # (the 80-column header gives sources their short form; nothing wraps into an alarm)
         assert "DOWN" not in app.screen.query_one("#header").plain
+        containers = len(table.keys_in_order)
+        await pilot.press("P")  # grouped, the pod's row names the pod: each container row its own name
+        await until(pilot, lambda: f"pod/{pods['trainer'].uid}" in table.keys_in_order, what="pod rows")
+        await until(pilot, lambda: table.cell_text(main, "name").strip() == "main", what="the short name")
+        assert table.cell_text(f"pod/{pods['trainer'].uid}", "name").strip() == "▾ trainer (2) · ml-team"
+        # the title counts containers, not the pods' totals rows: "Containers 5 · 3 pods", never "7 of 5"
+        title = str(table.border_title)
+        assert title.startswith(f"Containers {containers}") and f" of {containers}" not in title, title
+        assert f"· {len(table.keys_in_order) - containers} pods" in title, title
 
 
 async def test_detail_shows_the_pod_and_its_cri_log(app, pods):

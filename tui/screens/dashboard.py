@@ -148,10 +148,13 @@ class DashboardScreen(Screen):
         return self.mltop.finding_severities
 
     def _title_table(self, snapshot: Snapshot) -> None:
-        shown = len(self.table.keys_in_order)
+        keys = self.table.keys_in_order
+        shown = sum(1 for key in keys if not key.startswith(POD_ROW_PREFIX))  # (a pod's totals row is no container)
         title = Text(f"Containers {shown}", end="")
         if shown != len(snapshot.containers):
             title.append(f" of {len(snapshot.containers)}")
+        if self.group_pods and shown != len(keys):
+            title.append(f" · {len(keys) - shown} pods")
         if snapshot.host.engine_down:
             title.append(" · engine down", style="bold red")
         arrow = "↑" if self.sort_ascending else "↓"

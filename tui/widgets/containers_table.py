@@ -114,7 +114,8 @@ def row_values(c: ContainerSample, kind: str = "", split: bool = False, indent: 
     """What one container's row shows, as plain strings and style names: equal values, equal row. Cheap to
     build and compare, so a row whose values did not change is not rebuilt (most rows, most ticks).
     `split`: the NAMESPACE and POD columns show, so NAME is the pod container's own name; `indent`: put before
-    the name (under its pod's totals row)."""
+    the name, under its pod's totals row, which names the pod: NAME is the container's own name there too
+    (`ns/pod/container` cut to the column's width showed only the pod's name, the same on every row)."""
     k = c.kubernetes
     style = "" if c.running else "dim"
     status_style = style
@@ -126,7 +127,7 @@ def row_values(c: ContainerSample, kind: str = "", split: bool = False, indent: 
     return (
         style,
         status_style,
-        indent + (k.container if split and k is not None else c.name),
+        indent + (k.container if (split or indent) and k is not None else c.name),
         c.image,
         status_text(c),
         fmt.percent(c.cpu_percent) if running else "",
@@ -158,11 +159,13 @@ def pod_row_values(members: list[ContainerSample], split: bool) -> tuple:
     gpu_mem = _sum(*(c.gpu_memory_bytes for c in members))
     sm = _sum(*(c.gpu_sm_percent for c in members))
     gpus = sorted({g.index for c in members for g in c.gpus})
-    name = f"{k.pod}" if split else f"{k.namespace}/{k.pod}"
+    # the pod's own name first: where NAMESPACE does not show, `namespace/pod` cut to the column's width left
+    # only the namespace and the start of the pod's name, the same on every row of a Deployment's pods
+    label = f"▾ {k.pod} ({len(members)})" if split else f"▾ {k.pod} ({len(members)}) · {k.namespace}"
     return (
         "bold",
         "bold",
-        f"▾ {name} ({len(members)})",
+        label,
         "",
         f"pod {k.qos or ''}".strip(),
         fmt.percent(cpu) if cpu is not None else "",
@@ -286,7 +289,7 @@ class ContainersTable(KeyedTable):
             previous = self._built.get(c.id)
             indent = "  " if grouped and c.kubernetes is not None else ""
             if previous is not None and previous[0] is c and previous[1] == kind and previous[2][2] == (
-                    indent + (c.kubernetes.container if split and c.kubernetes else c.name)):
+                    indent + (c.kubernetes.container if (split or indent) and c.kubernetes else c.name)):
                 # the sampler hands back the very same sample for a container at rest: nothing to format
                 rows[c.id] = previous[3]
                 built[c.id] = previous
