@@ -8,6 +8,10 @@ Pod containers' facts that change rarely (the QoS class, the kubelet's GPU alloc
 use and since when not) are interned in `pod_facts` (schema version 2); a sweep that has any ends its blob with
 one pod-facts id per container (NONE for a Docker container). A blob without them (every blob of a version-1
 recording, and of a host without pods) is exactly the version-1 layout, so old recordings decode unchanged.
+
+A GPU with GPU Performance Metrics (Hopper and newer) ends its row of the GPU blob with them, and a MIG device
+with its GPU instance's (schema version 3): what the dashboard's `SM x% TC y%` and the doctor's perf.* checks
+read. A row without GPM (every row of older recordings, and of GPUs without it) is the version-2 row.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping, Sequence
 
 from ..gpu_sharing import with_gpu_sharing
@@ -36,7 +40,7 @@ from ..model import (
     Snapshot,
     to_jsonable,
 )
-from ..model import ContainerAttempt, GpuAllocation, KubernetesInfo, MigDevice
+from ..model import ContainerAttempt, GpmMetrics, GpuAllocation, KubernetesInfo, MigDevice
 
 NONE = 0xFFFFFFFF
 _MAX = NONE - 1
@@ -247,16 +251,50 @@ def gpu_static_doc(g: GpuSample) -> str:
 
 
 def gpu_row(g: GpuSample, gid: int, cid_of: Mapping[str, int]) -> list[Any]:
-    """One GPU's varying figures: [gid, util, mem util, mem used MiB, temp, power, throttles, processes] and,
-    for a GPU in MIG mode, its MIG devices (a ninth item, absent otherwise: rows without it read as before)."""
+    """One GPU's varying figures: [gid, util, mem util, mem used MiB, temp, power, throttles, processes]; for a
+    GPU in MIG mode its MIG devices (a ninth item), and for a GPU with GPM its metrics (a tenth, the ninth then
+    null without MIG). Rows without them read as before; a MIG device with GPM ends with its instance's."""
     procs = [[p.host_pid, p.type[:1], _mib(p.gpu_memory_bytes), p.sm_percent, p.name,
               cid_of.get(p.container_id) if p.container_id else None] for p in g.processes]
     row = [gid, g.utilization_percent, g.memory_utilization_percent, _mib(g.memory_used_bytes),
            g.temperature_c, g.power_w, list(g.throttle_reasons), procs]
     if g.mig_devices:  # which process runs on which MIG device: what pod allocations of MIG devices are judged by
-        row.append([[m.index, m.uuid, m.gpu_instance_id, m.compute_instance_id, _mib(m.memory_used_bytes),
-                     _mib(m.memory_total_bytes), list(m.host_pids), m.profile] for m in g.mig_devices])
+        migs = []
+        for m in g.mig_devices:
+            mig = [m.index, m.uuid, m.gpu_instance_id, m.compute_instance_id, _mib(m.memory_used_bytes),
+                   _mib(m.memory_total_bytes), list(m.host_pids), m.profile]
+            if m.gpm is not None:
+                mig.append(gpm_list(m.gpm))
+            migs.append(mig)
+        row.append(migs)
+    if g.gpm is not None:
+        if not g.mig_devices:
+            row.append(None)
+        row.append(gpm_list(g.gpm))
     return row
+
+
+# GpmMetrics' fields in order (interval_s first); a recorded GPM list holds their values, trailing Nones cut.
+GPM_FIELDS = tuple(f.name for f in fields(GpmMetrics))
+
+
+def gpm_list(m: GpmMetrics) -> list[float | None]:
+    """The metrics as they were (floats kept whole: `SM 14%`, `14.0%` and each threshold read them exactly)."""
+    values = [getattr(m, f) for f in GPM_FIELDS]
+    while values and values[-1] is None:
+        values.pop()
+    return values
+
+
+def gpm_from_list(values: list[float | None] | None) -> GpmMetrics | None:
+    if not values:
+        return None
+    return GpmMetrics(**dict(zip(GPM_FIELDS, [*values, *[None] * (len(GPM_FIELDS) - len(values))])))
+
+
+def row_gpm(row: list[Any]) -> list[float | None] | None:
+    """A GPU row's GPM list, None where the row has none."""
+    return row[9] if len(row) > 9 else None
 
 
 def _mib(value: int | None) -> float | None:
@@ -428,17 +466,18 @@ def build_gpus(rows: list[list[Any]], gpu_docs: Mapping[int, dict], interned: Ma
             power_limit_w=static["power_limit_w"], throttle_reasons=tuple(throttles),
             persistence_mode=static["persistence_mode"], processes=tuple(processes),
             pci_bus_id=static["pci_bus_id"], unavailable=static.get("unavailable") or {},
-            mig_devices=tuple(_mig_from_row(m) for m in (rest[0] if rest else ())),
-            mig_enabled=True if rest else None))
+            mig_devices=tuple(_mig_from_row(m) for m in (rest[0] if rest and rest[0] else ())),
+            mig_enabled=True if rest and rest[0] is not None else None,
+            gpm=gpm_from_list(rest[1] if len(rest) > 1 else None)))
     return tuple(out)
 
 
 def _mig_from_row(m: list[Any]) -> MigDevice:
-    index, uuid, gi, ci, used_mib, total_mib, pids, profile = m
+    index, uuid, gi, ci, used_mib, total_mib, pids, profile, *gpm = m
     return MigDevice(index=index, uuid=uuid, gpu_instance_id=gi, compute_instance_id=ci,
                      memory_used_bytes=None if used_mib is None else int(used_mib * MIB),
                      memory_total_bytes=None if total_mib is None else int(total_mib * MIB),
-                     host_pids=tuple(pids), profile=profile)
+                     host_pids=tuple(pids), profile=profile, gpm=gpm_from_list(gpm[0] if gpm else None))
 
 
 def build_snapshot(t_ms: int, interval_ms: int | None, host: HostInfo, gpus: tuple[GpuSample, ...],

@@ -1,6 +1,7 @@
 """Consolidating several sweeps into one, as RRD tools do when they thin old data: averages for CPU and
 rates, the peak for memory (the peak before an OOM kill is what matters), the last state and counters, the last
-pod facts (QoS, GPU allocations) and MIG devices."""
+pod facts (QoS, GPU allocations) and MIG devices; a GPU's GPM figures are averaged over the bucket's sweeps
+that have them."""
 
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ def merge_containers(sweeps: Sequence[codec.ContainerColumns]) -> bytes:
 
 
 def merge_gpus(sweeps: Sequence[list[list[Any]]]) -> bytes | None:
-    """One GPU blob for `sweeps`: mean utilisation, temperature and power, peak memory, the last processes."""
+    """One GPU blob for `sweeps`: mean utilisation, temperature, power and GPM figures, peak memory, the last
+    processes and MIG devices."""
     by_gid: dict[int, list[list[Any]]] = {}
     for rows in sweeps:
         for row in rows:
@@ -75,6 +77,26 @@ def merge_gpus(sweeps: Sequence[list[list[Any]]]) -> bytes | None:
 
         used = [r[3] for r in rows if r[3] is not None]
         last = rows[-1]
-        merged.append([gid, mean(1), mean(2), max(used) if used else None, mean(4), mean(5),
-                       sorted({t for r in rows for t in r[6]}), last[7], *last[8:]])  # the last MIG devices
+        row = [gid, mean(1), mean(2), max(used) if used else None, mean(4), mean(5),
+               sorted({t for r in rows for t in r[6]}), last[7]]
+        gpm = _mean_gpm([g for g in map(codec.row_gpm, rows) if g])
+        mig = last[8] if len(last) > 8 else None  # the last MIG devices
+        if mig is not None or gpm is not None:
+            row.append(mig)
+        if gpm is not None:
+            row.append(gpm)
+        merged.append(row)
     return codec.pack_gpus(merged)
+
+
+def _mean_gpm(lists: list[list[float | None]]) -> list[float | None] | None:
+    """One GPM list for a bucket: each metric's mean, over the time the samples span (interval_s, the first,
+    summed)."""
+    if not lists:
+        return None
+    width = max(len(values) for values in lists)
+    out: list[float | None] = [sum(values[0] for values in lists)]
+    for k in range(1, width):
+        known = [values[k] for values in lists if k < len(values) and values[k] is not None]
+        out.append(round(sum(known) / len(known), 2) if known else None)
+    return out

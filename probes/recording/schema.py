@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 # Bump with a new entry in MIGRATIONS; a database is moved forward one step at a time when a recorder opens it.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 PAGE_SIZE = 8192
 
 # Times are integer milliseconds since the epoch. Container ids, names, images and configurations are
@@ -60,7 +60,12 @@ _V2 = """
 CREATE TABLE pod_facts(pfid INTEGER PRIMARY KEY AUTOINCREMENT, doc TEXT NOT NULL);
 """
 
-MIGRATIONS = {1: _V1, 2: _V2}  # version reached -> script taking the previous version there
+# 3: GPU Performance Metrics end the GPU rows of a GPU (and the MIG devices) that has them (codec.gpu_row); no
+# table changes, but an mltop that reads up to version 2 would misread such a row: the version tells it to stop.
+# Version-1 and -2 sweeps decode unchanged, and a sweep without GPM is written byte for byte as in version 2.
+_V3 = ""
+
+MIGRATIONS = {1: _V1, 2: _V2, 3: _V3}  # version reached -> script taking the previous version there
 
 
 class SchemaTooNew(Exception):

@@ -126,7 +126,7 @@ class RecordingStore:
                ) -> tuple[list[float], dict[str, dict[str, list]], dict[str, dict[str, list]]]:
         """Graph series straight from the blobs, without building snapshots: (times, per container id
         {metric: values}, per GPU uuid {metric: values}); metrics as probes.history names them."""
-        from ..history import container_gpu_percent
+        from ..history import GPU_METRICS, container_gpu_percent
 
         times: list[float] = []
         containers: dict[str, dict[str, list]] = {}
@@ -134,15 +134,18 @@ class RecordingStore:
         for n, (t, gpu_rows, cols) in enumerate(self._decoded(t0, t1)):
             times.append(t / 1000.0)
             gpu_util: dict[int, float | None] = {}
-            for gid, util, _mu, used_mib, *_ in gpu_rows:
+            for row in gpu_rows:
+                gid, util, _mu, used_mib = row[:4]
                 static = self._gpu_docs.get(gid)
                 if static is None:
                     continue
                 gpu_util[static["index"]] = util
-                s = gpus.setdefault(static["uuid"], {"utilization_percent": [None] * n,
-                                                     "memory_used_bytes": [None] * n})
+                s = gpus.setdefault(static["uuid"], {m: [None] * n for m in GPU_METRICS})
                 s["utilization_percent"].append(util)
                 s["memory_used_bytes"].append(None if used_mib is None else used_mib * codec.MIB)
+                gpm = codec.gpm_from_list(codec.row_gpm(row))  # None on GPUs without GPM: a gap, as live
+                s["sm_active_percent"].append(gpm.sm_active_percent if gpm is not None else None)
+                s["tensor_active_percent"].append(gpm.tensor_active_percent if gpm is not None else None)
             uses: dict[int, list] = {}
             for position, index, memory, sm in cols.gpu_uses:
                 uses.setdefault(position, []).append((index, memory, sm))
