@@ -1,7 +1,7 @@
 """What the flight recorder costs: CPU per container per sweep, bytes per container per sweep, the size of a
 day, and replay speed (first frame, a one-minute jump) on a day of 100 containers.
 
-    .venv/bin/python tests/bench_recorder.py [--containers 100] [--hours 24] [--interval 5]
+    .venv/bin/python tests/bench_recorder.py [--containers 100] [--hours 24] [--interval 5] [--pods] [--gpm]
 
 Builds a synthetic recording with realistic, varying figures (random walks; a fifth of the containers on 8
 GPUs). Goals: <= 0.3 ms CPU per container per sweep, <= 40 bytes per container per sweep, replay first
@@ -58,7 +58,24 @@ def as_pod(c, i: int, gpus: int, start: float):
     return replace(c, name=f"{ns}/{pod}/{name}", config=replace(c.config, labels=labels), kubernetes=k)
 
 
-def sweep_at(base, rng, state, t, gpus: int = 8):
+def gpm_at(rng, interval: float):
+    """GPU Performance Metrics as NVML gives them on a Hopper GPU: doubles with every digit (a ratio of counters),
+    over an interval measured on the monotonic clock."""
+    from mltop.probes.model import GpmMetrics
+
+    def pct() -> float:
+        return rng.uniform(0.0, 100.0)
+
+    return GpmMetrics(interval_s=interval + rng.uniform(-0.01, 0.01), graphics_active_percent=pct(),
+                      sm_active_percent=pct(), sm_occupancy_percent=pct(), tensor_active_percent=pct(),
+                      fp64_active_percent=0.0, fp32_active_percent=pct(), fp16_active_percent=pct(),
+                      dram_active_percent=pct(), pcie_tx_bytes_per_s=rng.uniform(0, 2e9),
+                      pcie_rx_bytes_per_s=rng.uniform(0, 2e9), nvlink_tx_bytes_per_s=rng.uniform(0, 2e11),
+                      nvlink_rx_bytes_per_s=rng.uniform(0, 2e11))
+
+
+def sweep_at(base, rng, state, t, gpus: int = 8, gpm: random.Random | None = None, interval: float = 5.0):
+    """One sweep; `gpm`: a generator of its own for the GPUs' GPM (the rest stays as without), None: no GPM."""
     out = []
     for i, c in enumerate(base):
         s = state[i]
@@ -73,19 +90,21 @@ def sweep_at(base, rng, state, t, gpus: int = 8):
     gpu_list = [gpu(k, utilization_percent=float(rng.randint(0, 100)), memory_used_bytes=rng.randint(1, 70) * GIB,
                     temperature_c=float(rng.randint(40, 80)), power_w=float(rng.randint(100, 700)),
                     processes=[gpu_process(5000 + i, 10 * GIB, 50.0, container=c)
-                               for i, c in enumerate(out) if c.gpus and c.gpus[0].index == k])
+                               for i, c in enumerate(out) if c.gpus and c.gpus[0].index == k],
+                    gpm=gpm_at(gpm, interval) if gpm is not None else None)
                 for k in range(gpus)]
     return snapshot(out, gpu_list, taken_at=t)
 
 
-def record(path: str, n: int, sweeps: int, interval: float, start: float, pods: bool = False):
+def record(path: str, n: int, sweeps: int, interval: float, start: float, pods: bool = False, gpm: bool = False):
     rng = random.Random(42)
     base = make_fleet(n, pods=pods, start=start)
     state = [[rng.uniform(0, 400), rng.uniform(1, 8) * GIB, 1e6, 1e5] for _ in base]
     rec = Recorder(path, watch_engine=False, retention_every_s=float("inf")).start()
+    gpm_rng = random.Random(99) if gpm else None
     caller_cpu = 0.0
     for k in range(sweeps):
-        snap = sweep_at(base, rng, state, start + k * interval)
+        snap = sweep_at(base, rng, state, start + k * interval, gpm=gpm_rng, interval=interval)
         t0 = time.thread_time()
         rec.record(snap)
         caller_cpu += time.thread_time() - t0
@@ -122,6 +141,8 @@ def main() -> None:
     parser.add_argument("--keep", metavar="PATH", help="write the recording here and keep it")
     parser.add_argument("--pods", action="store_true",
                         help="pod containers: kubelet labels, a QoS class, GPU allocations (what pod_facts keeps)")
+    parser.add_argument("--gpm", action="store_true",
+                        help="Hopper GPUs: each GPU's GPU Performance Metrics every sweep (what the GPU rows keep)")
     parser.add_argument("--no-replay", action="store_true", help="measure the recording only")
     args = parser.parse_args()
     n, interval = args.containers, args.interval
@@ -129,9 +150,10 @@ def main() -> None:
     path = args.keep or os.path.join(tempfile.mkdtemp(prefix="mltop-bench-"), "history.db")
     start = time.time() - sweeps * interval
     kind = "pod containers" if args.pods else "containers"
-    print(f"recording {sweeps} sweeps x {n} {kind} (8 GPUs, every {interval:g} s) into {path} ...", flush=True)
+    gpus = "8 GPUs with GPM" if args.gpm else "8 GPUs"
+    print(f"recording {sweeps} sweeps x {n} {kind} ({gpus}, every {interval:g} s) into {path} ...", flush=True)
     wall = time.perf_counter()
-    rec, cpu, used = record(path, n, sweeps, interval, start, pods=args.pods)
+    rec, cpu, used = record(path, n, sweeps, interval, start, pods=args.pods, gpm=args.gpm)
     wall = time.perf_counter() - wall
     print(f"  built and written in {wall:.0f} s (snapshot building included)")
     print(f"recording CPU:        {cpu / (sweeps * n) * 1000:.4f} ms per container per sweep "
@@ -142,13 +164,14 @@ def main() -> None:
     wal_path = os.path.join(tempfile.mkdtemp(prefix="mltop-bench-wal-"), "history.db")
     wal_rec = Recorder(wal_path, watch_engine=False, retention_every_s=float("inf")).start()
     rng, base = random.Random(7), make_fleet(n, pods=args.pods, start=start)
+    gpm_rng = random.Random(98) if args.gpm else None
     state = [[100.0, 2 * GIB, 1e6, 1e5] for _ in base]
     for k in range(20):
-        wal_rec.record(sweep_at(base, rng, state, start + k * interval))
+        wal_rec.record(sweep_at(base, rng, state, start + k * interval, gpm=gpm_rng, interval=interval))
     wal_rec.flush()
     before = os.path.getsize(wal_path + "-wal")
     for k in range(20, 220):
-        wal_rec.record(sweep_at(base, rng, state, start + k * interval))
+        wal_rec.record(sweep_at(base, rng, state, start + k * interval, gpm=gpm_rng, interval=interval))
     wal_rec.flush()
     per_sweep = (os.path.getsize(wal_path + "-wal") - before) / 200
     wal_rec.close()
@@ -158,6 +181,9 @@ def main() -> None:
     print(f"24 h at 5 s, 100 containers, as sampled: {day / 1e6:.0f} MB")
     blobs = rec._db.execute("SELECT AVG(LENGTH(containers)) FROM sweeps").fetchone()[0]
     print(f"container blob:       {blobs:.0f} bytes per sweep of {n} (figures, GPU uses and pod-facts ids)")
+    gpu_blobs = rec._db.execute("SELECT AVG(LENGTH(gpus)) FROM sweeps").fetchone()[0] or 0.0
+    print(f"GPU blob:             {gpu_blobs:.0f} bytes per sweep of 8 GPUs (figures, processes"
+          f"{', GPM' if args.gpm else ''})")
     rec.close()
     if args.no_replay:
         return
