@@ -273,7 +273,7 @@ def _v1_blob(cids, statuses, columns):
 
 def test_a_version_1_recording_still_replays_and_is_carried_forward(recorded, tmp_path):
     """A recording from before pods were kept: its pod container replays with its pod from the kubelet's labels
-    (no QoS, no allocations); a recorder opening it migrates it to version 2 and records pods from then on."""
+    (no QoS, no allocations); a recorder opening it migrates it forward and records pods from then on."""
     from mltop.probes.recording import Recorder, RecordingStore
     from mltop.probes.recording import codec
     from mltop.probes.recording.schema import MIGRATIONS, SCHEMA_VERSION
