@@ -124,6 +124,8 @@ async def test_replays_gpu_panel_shows_sm_and_tensor_active_as_live(recorded):
                         what="five GPU cards, GPM beside the utilisation")
             await pilot.pause(0.2)
             out = texts()
+            # what the GPUs full screen's SM-active graph draws: the recorded figures on replay, as live
+            out["sm graph"] = [v for v in app.history.gpu("GPU-launch", "sm_active_percent") if v is not None][-1:]
             await app.workers.wait_for_complete()
             await pilot.pause()
         return out
@@ -133,6 +135,7 @@ async def test_replays_gpu_panel_shows_sm_and_tensor_active_as_live(recorded):
     assert live["GPU-launch"] == "97.0% SM 30% TC 9%"
     assert live["GPU-fp32"] == "96.0% SM 85% TC 0%"
     assert "SM" not in live["GPU-ampere"]
+    assert live["sm graph"] == [29.996]
     assert replay == live
 
 
