@@ -114,7 +114,7 @@ def test_snapshot_with_docker_none_opens_no_connection_and_lists_the_pods(cri_no
     assert "--docker-host none or MLTOP_DOCKER_HOST=none" in sources["docker"]["error"]
 
 
-def test_with_neither_docker_nor_cri_nothing_is_asked_and_it_says_so(cri_node, engine):
+def test_with_neither_docker_nor_cri_nothing_is_asked_and_it_says_so(cri_node, engine, tmp_path):
     env = _env(cri_node, engine)
     done, doc, sources, ids = _snapshot(env, "--docker-host", "none", "--cri-endpoint", "none")
     assert done.returncode == 0, done.stderr  # asked for on purpose: the host and GPUs are still read
@@ -127,6 +127,13 @@ def test_with_neither_docker_nor_cri_nothing_is_asked_and_it_says_so(cri_node, e
     assert doctor.returncode in (0, 1, 2) and not [f for f in json.loads(doctor.stdout)["findings"]
                                                    if f["code"].startswith("engine.")]
     assert "mltop doctor: no container source is asked" in doctor.stderr
+    report = _mltop(env, "report", "--no-nvml", "--no-doctor", "--docker-host", "none", "--cri-endpoint", "none",
+                    "-o", str(tmp_path / "r.json"))
+    assert report.returncode == 0 and "mltop report: no container source is asked" in report.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["host"]["engine"]["status"] == "disabled"
+    run = _mltop(env, "run", "nvidia-smi", "anything", "--no-nvml", "--docker-host", "none", "--cri-endpoint", "none")
+    assert run.returncode == 3 and "mltop run: no container source is asked" in run.stderr
+    assert "Traceback" not in doctor.stderr + report.stderr + run.stderr
     assert engine.connections == 0
 
 
@@ -230,3 +237,47 @@ def test_serve_says_docker_disabled_and_stays_healthy(cri_node, node_pods, engin
         assert engine.connections == 0
     finally:
         serve.stop()
+
+
+def test_a_docker_source_meant_not_to_answer_is_no_alarm_anywhere():
+    """Turned off, or absent from a node whose CRI runtime answers: mltop_engine_up's status says which (so
+    MltopEngineDown leaves it be), and a fleet host read back from that label is no alarm either. The
+    look-alike: the same engine down where it should answer."""
+    import dataclasses
+
+    from builders import snapshot
+
+    from mltop.probes.model import EngineStatus, SourceStatus
+    from mltop.tui.serve.metrics import engine_family
+    from mltop.tui.widgets.header import header_parts, problems
+
+    def host_with(engine, *sources):
+        snap = snapshot()
+        return dataclasses.replace(snap, host=dataclasses.replace(snap.host, engine=engine, sources=sources))
+
+    def up(snap):
+        (sample,) = engine_family(snap.host).samples
+        return sample.labels["status"], sample.value
+
+    def header(snap):
+        facts, lines = header_parts(snap, snap.host.docker_host, 1.0, False)
+        return " ".join(f.text.plain for f in facts), [line.plain for line in lines]
+
+    cri = SourceStatus("cri", "unix:///run/containerd/containerd.sock", "ok", None, "containerd", "1.7.2", 3)
+    off = EngineStatus("disabled", "Docker turned off (--docker-host none)", "none")
+    down = EngineStatus("unreachable", "No Docker engine at unix:///var/run/docker.sock", "unix:///var/run/docker.sock")
+    disabled = host_with(off, SourceStatus("docker", "none", "disabled", off.error), cri)
+    absent = host_with(down, SourceStatus("docker", down.docker_host, "absent"), cri)
+    alarm = host_with(down, SourceStatus("docker", down.docker_host, "unreachable", down.error), cri)
+    assert up(disabled) == ("disabled", 0.0) and up(absent) == ("absent", 0.0) and up(alarm) == ("unreachable", 0.0)
+    assert not disabled.host.engine_down and not absent.host.engine_down and alarm.host.engine_down
+    assert disabled.host.no_container_source is None  # CRI is asked
+
+    # a fleet host: no sources, only the agent's mltop_engine_up (probes/fleet_host.py)
+    for status, word in (("disabled", "docker off"), ("absent", "no docker")):
+        fleet = host_with(EngineStatus(status, "why", "prometheus: h1:10140"))
+        assert not fleet.host.engine_down
+        text, lines = header(fleet)
+        assert word in text and "DOWN" not in text and not [p for p in problems(fleet) if p[0] == "engine"]
+    fleet_down = host_with(EngineStatus("unreachable", "the agent's engine did not answer", "prometheus: h1:10140"))
+    assert fleet_down.host.engine_down and "DOWN" in header(fleet_down)[0]
