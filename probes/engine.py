@@ -28,6 +28,12 @@ from .redaction import (
 log = logging.getLogger(__name__)
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+# mltop's own spelling of the engine endpoint, before $DOCKER_HOST (the docker CLI's, which mltop reads too)
+ENV_VAR = "MLTOP_DOCKER_HOST"
+# --docker-host / $MLTOP_DOCKER_HOST values that turn the Docker engine off, as `--cri-endpoint none` turns CRI
+# off. Not from $DOCKER_HOST: to the docker CLI `DOCKER_HOST=none` is a machine named "none".
+DISABLED = ("none", "off")
+DISABLED_HOST = "none"  # the docker_host of an engine turned off
 
 
 class EngineError(Exception):
@@ -49,9 +55,35 @@ class SecretsUnreadable(EngineError):
         super().__init__("secrets_unreadable", f"{SECRETS_UNREADABLE} ({reason or 'no reason given'})")
 
 
+def _named_host(cli_value: str | None) -> tuple[str | None, str]:
+    """The endpoint the user named for mltop (--docker-host, then $MLTOP_DOCKER_HOST) and where it came from."""
+    if cli_value:
+        return cli_value, "--docker-host"
+    env = os.environ.get(ENV_VAR)
+    return (env, ENV_VAR) if env else (None, "")
+
+
+def docker_turned_off(cli_value: str | None = None) -> str | None:
+    """Why the Docker engine is not to be asked at all (`--docker-host none`, `MLTOP_DOCKER_HOST=none`), or None."""
+    named, where = _named_host(cli_value)
+    if named is not None and named.strip().lower() in DISABLED:
+        value = named.strip()
+        return f"Docker turned off ({where} {value})" if where.startswith("--") else \
+            f"Docker turned off ({where}={value})"
+    return None
+
+
 def docker_host_in_use(cli_value: str | None = None) -> str:
-    """The endpoint in use: --docker-host, then $DOCKER_HOST, then the current docker context, then the socket."""
-    return cli_value or os.environ.get("DOCKER_HOST") or _context_host() or DEFAULT_DOCKER_HOST
+    """The endpoint in use: --docker-host, then $MLTOP_DOCKER_HOST, then $DOCKER_HOST, then the current docker
+    context, then the socket; `none` where the engine is turned off (docker_turned_off)."""
+    if docker_turned_off(cli_value):
+        return DISABLED_HOST
+    return _named_host(cli_value)[0] or os.environ.get("DOCKER_HOST") or _context_host() or DEFAULT_DOCKER_HOST
+
+
+def docker_host_named(cli_value: str | None = None) -> bool:
+    """Whether the user named an engine (an option or a variable) rather than mltop finding the default one."""
+    return bool(_named_host(cli_value)[0] or os.environ.get("DOCKER_HOST"))
 
 
 def _context_host() -> str | None:
@@ -81,6 +113,12 @@ def _context_host() -> str | None:
 def explain_engine_error(exc: BaseException, docker_host: str) -> EngineError:
     """Turn a connection failure into a status and an actionable message."""
     text = f"{exc!r} {exc}"
+    if docker_host.strip().lower() in DISABLED:  # $DOCKER_HOST=none: the docker CLI's variable, a host name to it
+        return EngineError(
+            "error",
+            f"DOCKER_HOST={docker_host} is no Docker endpoint: to turn the engine off, use --docker-host none or "
+            f"{ENV_VAR}=none (mltop leaves $DOCKER_HOST to the docker CLI, for which it names a machine).",
+        )
     socket_path = docker_host[len("unix://"):] if docker_host.startswith("unix://") else None
     if docker_host.startswith("ssh://"):
         return EngineError(
@@ -281,10 +319,14 @@ class Engine:
     """A lazily connected Docker client that reports failures as `EngineStatus` instead of raising."""
 
     def __init__(self, docker_host: str | None = None, timeout_s: float = 10.0):
+        # --docker-host none: never connect; every call raises EngineError("disabled") with this reason
+        self.disabled = docker_turned_off(docker_host)
         self.docker_host = docker_host_in_use(docker_host)
-        # from_env() honours DOCKER_HOST and TLS variables; a --docker-host or a docker context is explicit
-        self._explicit_host = None if (not docker_host and os.environ.get("DOCKER_HOST")) else (
-            docker_host or (self.docker_host if self.docker_host != DEFAULT_DOCKER_HOST else None))
+        named = _named_host(docker_host)[0]
+        # from_env() honours DOCKER_HOST and TLS variables; a --docker-host, $MLTOP_DOCKER_HOST or a docker
+        # context is explicit
+        self._explicit_host = None if (not named and os.environ.get("DOCKER_HOST")) else (
+            named or (self.docker_host if self.docker_host != DEFAULT_DOCKER_HOST else None))
         self._timeout_s = timeout_s
         self._client = None
         self._lock = threading.Lock()
@@ -311,6 +353,8 @@ class Engine:
             return self._client
 
     def _connect(self):
+        if self.disabled:
+            raise EngineError("disabled", f"{self.disabled}: mltop does not ask the Docker engine")
         docker = _import_docker(ssh=self.docker_host.startswith("ssh://"))
         if self.docker_host.startswith("ssh://"):
             self._check_ssh()
@@ -381,6 +425,8 @@ class Engine:
         return api
 
     def status(self) -> EngineStatus:
+        if self.disabled:
+            return EngineStatus("disabled", self.disabled, self.docker_host)
         try:
             self.client.ping()
         except EngineError as err:

@@ -213,7 +213,7 @@ class PrometheusHostSource:
             docker_version=None, docker_host=f"prometheus: {self.instance}",
             cgroup_version=None, cgroup_driver=None, runtimes=(), default_runtime=None, cdi_spec_dirs=(),
             engine=EngineStatus(engine.labels.get("status", "ok") if engine else "unknown",
-                                None if engine is None or engine.value == 1 else "the agent's engine did not answer",
+                                None if engine is None or engine.value == 1 else _engine_error(engine.labels),
                                 f"prometheus: {self.instance}"),
             nvml=NvmlStatus(nvml.labels.get("status", "ok") if nvml else "unknown",
                             None if nvml is None or nvml.value == 1 else "the agent's NVML did not answer"),
@@ -371,3 +371,13 @@ class PrometheusHostSource:
 
 def _int(value: float | None) -> int | None:
     return None if value is None else int(value)
+
+
+def _engine_error(labels: dict) -> str:
+    """Why an agent's engine gave no containers, from mltop_engine_up's status (metrics.engine_family)."""
+    status = labels.get("status", "")
+    if status == "disabled":
+        return "Docker turned off on the agent (--docker-host none)"
+    if status == "absent":
+        return "no Docker engine on the agent's node (its CRI runtime answers)"
+    return "the agent's engine did not answer"

@@ -72,11 +72,22 @@ class HostInfo:
     @property
     def engine_down(self) -> bool:
         """The Docker engine should answer and does not. False where it is absent but another source (a CRI
-        runtime) answers: a Kubernetes node without Docker is no alarm."""
-        if self.engine.ok:
+        runtime) answers: a Kubernetes node without Docker is no alarm; nor is an engine turned off
+        (--docker-host none). ("absent" as the engine's own status: a fleet host read from an agent's
+        mltop_engine_up, which says so where the agent judged it.)"""
+        if self.engine.ok or self.engine.status in ("disabled", "absent"):
             return False
         docker = next((s for s in self.sources if s.kind == "docker"), None)
         return not (docker is not None and docker.quiet and any(s.ok for s in self.sources))
+
+    @property
+    def no_container_source(self) -> str | None:
+        """Why no source names containers, by choice: the Docker engine turned off and no CRI runtime asked
+        (--cri-endpoint none, or none of its default sockets here); None while one is asked."""
+        if self.engine.status != "disabled" or any(s.kind == "cri" for s in self.sources):
+            return None
+        return (f"no container source is asked: {self.engine.error or 'Docker turned off'}, and no CRI runtime "
+                "(--cri-endpoint none, or none of its default sockets here): the host and its GPUs only")
 
 
 # --------------------------------------------------------------------------- containers

@@ -21,7 +21,7 @@ from .cgroups import (
 )
 from .attribution import attribute_gpu_processes  # (importers of sampler.attribute_gpu_processes keep it)
 from .catalog import ContainerCatalog
-from .engine import ContainerMeta, Engine, EngineError
+from .engine import ContainerMeta, Engine, EngineError, docker_host_named
 from .model import (
     ContainerSample,
     EngineStatus,
@@ -225,7 +225,7 @@ class Sampler:
         gpus = with_gpu_sharing(gpus, containers)
         running = sum(1 for m in metas if m.pid and m.status == "running")
         host = self._host_info(engine_status, nvml_status, info, locator, running)
-        named = bool(self.options.docker_host or os.environ.get("DOCKER_HOST"))
+        named = docker_host_named(self.options.docker_host)
         docker = docker_source_status(engine_status, host.docker_version, docker_count, named, cri_statuses)
         host = dataclasses.replace(host, sources=(docker, *cri_statuses, *filter(None, [allocation_status])))
         containers.sort(key=lambda c: c.name)
@@ -264,6 +264,8 @@ class Sampler:
         return (f"Docker events watcher failed ({error}): containers are re-listed every sweep",)
 
     def _engine_view(self) -> tuple[EngineStatus, list[ContainerMeta], dict | None]:
+        if self.engine.disabled:  # --docker-host none: nothing asked, nothing logged
+            return self.engine.status(), [], None
         try:
             metas = self.catalog.containers()
             info = self.engine.info()
@@ -533,7 +535,9 @@ class Sampler:
             nvml=nvml_status,
             pressure=hostfacts.host_pressure(),
             iowait_percent=iowait,
-            limitations=hostfacts.view_limitations(self._unseen, running, self.engine.docker_host)
+            # (a turned-off engine is no remote one: the pods' processes are this host's)
+            limitations=hostfacts.view_limitations(self._unseen, running, "unix://" if self.engine.disabled
+                                                   else self.engine.docker_host)
             + self._watch_limitations(engine_status),
         )
 

@@ -48,7 +48,8 @@ class CriSources:
 def docker_source_status(engine: EngineStatus, version: str | None, containers: int, named: bool,
                          others: list[SourceStatus], socket_exists: bool | None = None) -> SourceStatus:
     """The Docker engine as one source among others. Where nobody named an engine, its default socket does not
-    exist and a CRI runtime answers, it is "absent": a Kubernetes node without Docker, not an engine down."""
+    exist and a CRI runtime answers, it is "absent": a Kubernetes node without Docker, not an engine down.
+    Turned off (--docker-host none), it is "disabled", its reason in `error`, like the engine's own status."""
     status = engine.status
     error = engine.error
     if socket_exists is None:

@@ -24,6 +24,7 @@ class EngineSocketProxy:
         self.delay_s = delay_s
         self.answers_delayed = 0
         self.requests: list[str] = []  # "GET /v1.41/events?..." as clients sent them
+        self.connections = 0  # clients that connected (a turned-off engine must see none)
         self._listener: socket.socket | None = None
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -49,6 +50,7 @@ class EngineSocketProxy:
                 client, _ = listener.accept()
             except OSError:
                 return
+            self.connections += 1
             upstream = socket.socket(socket.AF_UNIX)
             upstream.connect(self.target)
             with self._lock:

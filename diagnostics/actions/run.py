@@ -33,6 +33,9 @@ def exec_target(engine: Any, container: ContainerSample) -> Any:
     """Where a command in `container` runs: the Docker engine, or for a container of a CRI runtime that runtime
     (its ExecSync); Finished(UNAVAILABLE) when that runtime cannot be found."""
     if container.runtime not in CRI_RUNTIMES:
+        off = getattr(engine, "disabled", None)
+        if off:  # --docker-host none: no docker exec (a pod container's runtime still execs, below)
+            raise Finished(UNAVAILABLE, f"{off}: mltop does not docker exec into {container.name}")
         return engine
     target, why = locate(container.id)
     if target is None:

@@ -316,8 +316,10 @@ class Recorder:
                                  f"{local_time(since, with_date=False)} on (it keeps its last 256): "
                                  "some may be missing here", detail={"since": since, "until": until}))
 
-        self._subscription = subscribe_engine_events(Engine(self.docker_host), on_event, since=time.time(),
-                                                     on_gap=on_gap)
+        engine = Engine(self.docker_host)
+        if engine.disabled:  # --docker-host none: no engine, no events to record from it
+            return
+        self._subscription = subscribe_engine_events(engine, on_event, since=time.time(), on_gap=on_gap)
 
     @property
     def engine_events(self):

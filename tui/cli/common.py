@@ -9,7 +9,8 @@ def add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     """Options accepted before or after the subcommand (`mltop --docker-host X doctor` and the reverse)."""
     default = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
     parser.add_argument("--docker-host", metavar="URL", default=default(None),
-                        help="Docker engine endpoint (default: $DOCKER_HOST or unix:///var/run/docker.sock; "
+                        help="Docker engine endpoint, or `none` to not ask Docker at all (default: "
+                             "$MLTOP_DOCKER_HOST, then $DOCKER_HOST, the docker context, unix:///var/run/docker.sock; "
                              "ssh://user@host works)")
     parser.add_argument("--cri-endpoint", metavar="URL", default=default(None),
                         help="CRI runtime socket(s) for Kubernetes pods, comma-separated, or `none` (default: "

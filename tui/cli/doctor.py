@@ -63,7 +63,8 @@ def workload_thresholds_from_args(args: argparse.Namespace):
 def render_text(result, snapshot) -> str:
     from mltop.diagnostics.findings import SEVERITY_LABEL, count_by_severity
 
-    lines = [f"mltop doctor: host {escaped(snapshot.host.hostname)}, engine {escaped(snapshot.host.docker_host)}, "
+    engine = "docker off" if snapshot.host.engine.status == "disabled" else f"engine {escaped(snapshot.host.docker_host)}"
+    lines = [f"mltop doctor: host {escaped(snapshot.host.hostname)}, {engine}, "
              f"{len(result.containers_checked)} container(s) checked"]
     groups: dict[str | None, list] = {}
     for f in result.findings:  # already host first, worst containers first, most severe first
@@ -129,6 +130,8 @@ def main(args: argparse.Namespace) -> int:
         names = ", ".join(escaped(m) for m in result.missing)
         print(f"mltop doctor: no container named or id-prefixed {names}", file=sys.stderr)
         return EXIT_CANNOT_DIAGNOSE
+    if snapshot.host.no_container_source:
+        print(f"mltop doctor: {snapshot.host.no_container_source}", file=sys.stderr)
     if args.json:
         json.dump(result.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -74,5 +74,7 @@ def main(args: argparse.Namespace) -> int:
         print("mltop report: not found: " + ", ".join(report["missing_containers"]), file=sys.stderr)
     if snapshot.host.engine_down:
         print(f"mltop report: {snapshot.host.engine.error} (the report says so)", file=sys.stderr)
+    if snapshot.host.no_container_source:
+        print(f"mltop report: {snapshot.host.no_container_source}", file=sys.stderr)
     print(path)
     return EXIT_OK

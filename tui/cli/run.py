@@ -60,6 +60,8 @@ def main(args: argparse.Namespace) -> int:
             names = ", ".join(c.name for c in snapshot.containers) or "none"
             print(f"mltop run: no container named or id-prefixed {escaped(args.container)!r} (containers: "
                   f"{escaped(names)})", file=sys.stderr)
+            if snapshot.host.no_container_source:
+                print(f"mltop run: {snapshot.host.no_container_source}", file=sys.stderr)
             return EXIT_CANNOT_RUN
         def show(line: str) -> None:
             sys.stdout.write(escaped(line) + "\n")

@@ -110,10 +110,7 @@ class SnapshotCollector:
         yield from label_pods(self._families(state, hostname), snapshot, state.gpus_to_serve())
 
         yield from source_families(snapshot)
-        engine = GaugeMetricFamily("mltop_engine_up", "1 when the Docker engine answered the last sweep.",
-                                   labels=["status"])
-        engine.add_metric([snapshot.host.engine.status], 1.0 if snapshot.host.engine.ok else 0.0)
-        yield engine
+        yield engine_family(snapshot.host)
         nvml = GaugeMetricFamily("mltop_nvml_up", "1 when NVML answered the last sweep; the status says why not.",
                                  labels=["status"])
         nvml.add_metric([snapshot.host.nvml.status], 1.0 if snapshot.host.nvml.ok else 0.0)
@@ -133,6 +130,19 @@ class SnapshotCollector:
         yield workload_family(snapshot, state.previous)
         yield from machine_families(snapshot.host)  # (the container families: cadvisor.container_text)
         yield from finding_families(state.doctor)
+
+
+def engine_family(host) -> Metric:
+    """mltop_engine_up: 1 when the Docker engine answered. Where it is meant not to (turned off by --docker-host
+    none, or absent from a node whose CRI runtime answers) the status says so, as mltop_nvml_up's "disabled"
+    does, and MltopEngineDown leaves it be; the fleet view reads the same label (probes/fleet_host.py)."""
+    family = GaugeMetricFamily("mltop_engine_up", "1 when the Docker engine answered the last sweep; the status "
+                               "says why not (disabled: --docker-host none; absent: a node without Docker).",
+                               labels=["status"])
+    docker = next((s for s in host.sources if s.kind == "docker"), None)
+    status = docker.status if docker is not None and docker.quiet and not host.engine_down else host.engine.status
+    family.add_metric([status], 1.0 if host.engine.ok else 0.0)
+    return family
 
 
 def source_families(snapshot) -> Iterator[Metric]:

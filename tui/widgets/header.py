@@ -20,6 +20,8 @@ def problems(snapshot: Snapshot, extra: tuple[str, ...] = ()) -> list[tuple[str,
     out = []
     if host.engine_down:
         out.append(("engine", host.engine.error or host.engine.status))
+    if host.no_container_source:  # --docker-host none and no CRI: nothing lists containers, by choice
+        out.append(("sources", host.no_container_source))
     for source in host.sources:
         if source.kind != "docker" and not source.ok and not source.quiet:
             out.append(("kubelet" if source.kind == "pod-resources" else "CRI", source.error or source.status))
@@ -128,6 +130,9 @@ def header_parts(snapshot: Snapshot | None, docker_host: str, interval: float, p
     cri = [s for s in host.sources if s.kind == "cri" and s.ok]
     if cri and not host.engine_down:
         facts.append(Fact("engine", *source_forms(host)))
+    elif not host.engine.ok and not host.engine_down:  # turned off (--docker-host none), or a node without it
+        facts.append(Fact("engine", Text("docker off" if host.engine.status == "disabled" else "no docker",
+                                         style="dim")))
     elif not host.engine.ok:
         engine.append(" DOWN", style="bold red")
         short = Text("engine DOWN", style="bold red")
