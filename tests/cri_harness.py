@@ -340,15 +340,7 @@ class CriNode:
         """Give a busy pod the CPU it asks for on a loaded machine (cgroup v1 cgroupfs, as tests/cpu_placement.py
         does for Docker): the most CPU shares on every cgroup from kubepods down to the pod. Without it, at load
         10 a 0.5-CPU busy loop got less than its quota and was never throttled (the throttling test measured
-        the machine's load). Its quota still caps it. Under systemd (cgroup v2), the most CPUWeight on the
-        pod's slices instead."""
-        if self.systemd_cgroup:
-            leaf = pod_slice(pod.qos, pod.uid)
-            parts = leaf[:-len(".slice")].split("-")
-            for n in range(1, len(parts) + 1):  # kubepods.slice, kubepods-burstable.slice, the pod's
-                subprocess.run(["systemctl", "set-property", "--runtime", "-".join(parts[:n]) + ".slice",
-                                "CPUWeight=10000"], capture_output=True)
-            return
+        the machine's load). Its quota still caps it."""
         uid_dir = f"pod{pod.uid}"
         for controller in ("cpu,cpuacct", "cpu"):
             root = os.path.join("/sys/fs/cgroup", controller)
