@@ -20,6 +20,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 from fixtures_nvml import *  # noqa: E402,F401,F403  (fake NVML fixtures)
 from fixtures_torch import cpu_torch, cuda13_torch_container  # noqa: E402,F401  (PyTorch in containers)
 from cri_harness import cri_node, cri_pods  # noqa: E402,F401  (a private containerd with CRI, and pods)
+# the cgroup v2 guest and its one driver run, for every test module of the tier (registered once here: a module
+# importing them would hold its own session instance, and boot the guest again)
+from vm.fixtures import cgroup_v2_guest, v2_run  # noqa: E402,F401
 from images import BUSYBOX_IMAGE, PYTHON_IMAGE, ImageBuildError, ensure_images  # noqa: E402
 
 TEST_LABEL = "mltop-test"

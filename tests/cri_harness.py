@@ -20,11 +20,22 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-import pytest
+try:
+    import pytest
+except ImportError:  # in the cgroup v2 guest (tests/vm/v2_driver.py): CriNode alone, without the fixtures
+    pytest = None
 
 PAUSE_IMAGE = "mltop-test/pause:1"
 NVIDIA_HANDLER = "nvidia"
 QOS_PARENT = {"Guaranteed": "/kubepods", "Burstable": "/kubepods/burstable", "BestEffort": "/kubepods/besteffort"}
+# the kubelet's systemd driver names a pod's slice after its QoS class and UID (dashes escaped to _); systemd
+# nests it by its dashes: kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid_>.slice
+QOS_SLICE = {"Guaranteed": "kubepods", "Burstable": "kubepods-burstable", "BestEffort": "kubepods-besteffort"}
+
+
+def pod_slice(qos: str, uid: str) -> str:
+    """The cgroup_parent the kubelet's systemd driver gives a pod sandbox: the pod's slice name alone."""
+    return f"{QOS_SLICE[qos]}-pod{uid.replace('-', '_')}.slice"
 
 
 def _require(reason: str):
@@ -33,8 +44,9 @@ def _require(reason: str):
     pytest.skip(f"no CRI test runtime: {reason}")
 
 
-def private_config(default_toml: str, tmp: str) -> str:
-    """`containerd config default` with what a second containerd on this host needs changed."""
+def private_config(default_toml: str, tmp: str, systemd_cgroup: bool = False) -> str:
+    """`containerd config default` with what a second containerd on this host needs changed; `systemd_cgroup`:
+    runc's systemd cgroup driver (`SystemdCgroup = true`), as a cgroup v2 + systemd node's containerd runs."""
     edits = [
         (r"^root = .*$", f'root = "{tmp}/root"'),
         (r"^state = .*$", f'state = "{tmp}/state"'),
@@ -48,9 +60,18 @@ def private_config(default_toml: str, tmp: str) -> str:
         text, count = re.subn(pattern, replacement, text, count=1, flags=re.M)
         if count != 1:
             raise RuntimeError(f"containerd's default config has no line for {pattern!r}")
+    if systemd_cgroup:
+        text, count = re.subn(r"^(\s+)SystemdCgroup = false$", r"\g<1>SystemdCgroup = true", text, count=1,
+                              flags=re.M)
+        if count != 1:
+            raise RuntimeError("containerd's default config has no SystemdCgroup line for runc")
     # a runtime handler named `nvidia` (runc underneath: no GPU here), for pods with runtimeClassName: nvidia
-    return text + (f'\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{NVIDIA_HANDLER}]\n'
-                   '  runtime_type = "io.containerd.runc.v2"\n')
+    nvidia = f'\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{NVIDIA_HANDLER}]\n' \
+             '  runtime_type = "io.containerd.runc.v2"\n'
+    if systemd_cgroup:
+        nvidia += f'[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{NVIDIA_HANDLER}.options]\n' \
+                  '  SystemdCgroup = true\n'
+    return text + nvidia
 
 
 @dataclass
@@ -82,9 +103,13 @@ class Pod:
 
 
 class CriNode:
-    """One private containerd; run_pod() makes pods like a kubelet would."""
+    """One private containerd; run_pod() makes pods like a kubelet would. `systemd_cgroup`: runc's systemd driver
+    and pods in the kubelet's systemd slices (the cgroup v2 guest); `images_tar`: the test images as a `docker
+    save` archive, where this host's engine lacks the pause image (the guest's)."""
 
-    def __init__(self):
+    def __init__(self, systemd_cgroup: bool = False, images_tar: str | None = None):
+        self.systemd_cgroup = systemd_cgroup
+        self.images_tar = images_tar
         self.tmp = tempfile.mkdtemp(prefix="mltop-cri-")
         self.socket = f"{self.tmp}/containerd.sock"
         self.endpoint = f"unix://{self.socket}"
@@ -103,7 +128,7 @@ class CriNode:
                                  check=True).stdout
         os.makedirs(f"{self.tmp}/cni")
         with open(f"{self.tmp}/config.toml", "w") as f:
-            f.write(private_config(default, self.tmp))
+            f.write(private_config(default, self.tmp, self.systemd_cgroup))
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(["containerd", "--config", f"{self.tmp}/config.toml"],
                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -122,8 +147,12 @@ class CriNode:
         self.import_images("mltop-test/busybox:1", PAUSE_IMAGE)
 
     def import_images(self, *images: str) -> None:
-        """`docker save` of the Docker test images into this containerd's k8s.io namespace."""
-        saver = subprocess.Popen(["docker", "save", *images], stdout=subprocess.PIPE)
+        """`docker save` of the Docker test images (or the archive `images_tar`) into this containerd's k8s.io
+        namespace."""
+        if self.images_tar:
+            saver = subprocess.Popen(["cat", self.images_tar], stdout=subprocess.PIPE)
+        else:
+            saver = subprocess.Popen(["docker", "save", *images], stdout=subprocess.PIPE)
         done = subprocess.run(["ctr", "--address", self.socket, "-n", "k8s.io", "image", "import", "-"],
                               stdin=saver.stdout, capture_output=True, text=True)
         saver.stdout.close()
@@ -142,7 +171,12 @@ class CriNode:
             except subprocess.TimeoutExpired:
                 os.kill(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-        self._remove_pod_cgroups()
+        if self.systemd_cgroup:  # the pods' slices (their scopes went with their containers)
+            slices = [pod_slice(p.qos, p.uid) for p in self._all_pods]
+            if slices:
+                subprocess.run(["systemctl", "stop", *slices], capture_output=True)
+        else:
+            self._remove_pod_cgroups()
         subprocess.run(["umount", "-R", self.tmp], capture_output=True)  # nothing, unless a sandbox leaked
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -185,7 +219,7 @@ class CriNode:
             log_directory=log_directory, labels=pod_labels,
             annotations={"kubernetes.io/config.source": "api", **(annotations or {})},
             linux=pb.LinuxPodSandboxConfig(
-                cgroup_parent=f"{QOS_PARENT[qos]}/pod{uid}",
+                cgroup_parent=pod_slice(qos, uid) if self.systemd_cgroup else f"{QOS_PARENT[qos]}/pod{uid}",
                 security_context=pb.LinuxSandboxSecurityContext(
                     namespace_options=pb.NamespaceOption(network=pb.NODE))),
         )
@@ -335,42 +369,47 @@ def _rmdir_tree(path: str) -> None:
         pass
 
 
-@pytest.fixture(scope="session")
-def cri_node(test_images):
-    """A private containerd with the test images, for the session; skip (or fail under
-    MLTOP_REQUIRE_DOCKER=1) where containerd or root is missing."""
-    if shutil.which("containerd") is None or shutil.which("ctr") is None:
-        _require("containerd and ctr are not installed (Debian: they come with docker.io)")
-    if os.geteuid() != 0:
-        _require("a second containerd needs root")
+def build_pause_image(busybox: str) -> None:
+    """The pause image: busybox whose command sleeps (the sandbox holds the pod's namespaces; no registry here)."""
     subprocess.run(["docker", "build", "-q", "-t", PAUSE_IMAGE, "-"], check=True, capture_output=True,
-                   input=f'FROM {test_images["busybox"]}\nCMD ["sleep", "2147483647"]\n'.encode())
-    node = CriNode()
-    try:
-        node.start()
-    except Exception:
+                   input=f'FROM {busybox}\nCMD ["sleep", "2147483647"]\n'.encode())
+
+
+if pytest is not None:
+    @pytest.fixture(scope="session")
+    def cri_node(test_images):
+        """A private containerd with the test images, for the session; skip (or fail under
+        MLTOP_REQUIRE_DOCKER=1) where containerd or root is missing."""
+        if shutil.which("containerd") is None or shutil.which("ctr") is None:
+            _require("containerd and ctr are not installed (Debian: they come with docker.io)")
+        if os.geteuid() != 0:
+            _require("a second containerd needs root")
+        build_pause_image(test_images["busybox"])
+        node = CriNode()
+        try:
+            node.start()
+        except Exception:
+            node.stop()
+            raise
+        yield node
         node.stop()
-        raise
-    yield node
-    node.stop()
 
+    @pytest.fixture
+    def cri_pods(cri_node):
+        """Pods made in one test, removed when it ends."""
+        made: list[Pod] = []
 
-@pytest.fixture
-def cri_pods(cri_node):
-    """Pods made in one test, removed when it ends."""
-    made: list[Pod] = []
+        class Maker:
+            node = cri_node
 
-    class Maker:
-        node = cri_node
+            def run(self, *args, **kwargs) -> Pod:
+                pod = cri_node.run_pod(*args, **kwargs)
+                made.append(pod)
+                return pod
 
-        def run(self, *args, **kwargs) -> Pod:
-            pod = cri_node.run_pod(*args, **kwargs)
-            made.append(pod)
-            return pod
-
-    yield Maker()
-    for pod in made:
-        cri_node.remove_pod(pod)
+        yield Maker()
+        for pod in made:
+            cri_node.remove_pod(pod)
 
 
 def run_scenario(make) -> dict[str, Pod]:

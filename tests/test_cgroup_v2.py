@@ -19,8 +19,6 @@ import re
 
 import pytest
 
-from vm.fixtures import cgroup_v2_guest, v2_run  # noqa: F401  (fixtures)
-
 pytestmark = pytest.mark.cgroup_v2
 
 MIB = 1 << 20

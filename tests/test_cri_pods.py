@@ -248,3 +248,37 @@ def test_a_cold_start_answers_from_the_list_and_asks_statuses_in_the_background(
         sampler.close()
     assert all(not c.config_pending and c.pid and c.kubernetes.qos for c in done)
     assert {c.kubernetes.qos for c in done} == {"Burstable", "BestEffort", "Guaranteed"}
+
+
+def test_a_child_oom_killed_in_a_running_pod_container_is_no_container_oom_kill(cri_pods):
+    """containerd writes reason OOMKilled into a container's status on any OOM kill in its cgroup, also while the
+    container runs on (here its shell outlives the killed `tail`). The kubelet reads the reason only once a
+    container has exited; so does mltop: the container lives on, its processes' kills are counted from the cgroup
+    (oom_kills), and the doctor says a process was killed, not the container (it said "The container was killed
+    for running out of memory", with "State.OOMKilled true, ExitCode None")."""
+    import time
+
+    from mltop.diagnostics.doctor import run_doctor
+    from mltop.probes.sampler import ProbeOptions, Sampler
+
+    node = cri_pods.node
+    pod = cri_pods.run("ml-team", "oomer", [ContainerSpec("loader", ["sh", "-c", "tail /dev/zero; exec sleep 300"],
+                                                          memory_limit_bytes=32 << 20)])
+    cid = pod.containers["loader"]
+    deadline = time.monotonic() + 30
+    while node.client.container_status(cid).status.reason != "OOMKilled":  # what containerd says of it
+        assert time.monotonic() < deadline, node.client.container_status(cid).status
+        time.sleep(0.2)
+    assert node.client.container_status(cid).status.state == 1  # CONTAINER_RUNNING
+    sampler = Sampler(ProbeOptions(nvml=False, cri_endpoint=node.endpoint, watch_events=False))
+    try:
+        previous, snap = sampler.sweep_pair(0.5)
+    finally:
+        sampler.close()
+    loader = snap.container(cid)
+    assert loader.running and loader.config.oom_killed is False and loader.oom_kills == 1
+    (finding,) = [f for f in run_doctor(snap, sampler.engine, containers=[loader.name], previous=previous).findings
+                  if f.code == "oom.killed"]
+    assert finding.title.startswith("1 process(es) in the container were OOM-killed (the container lives on")
+    assert not any("OOMKilled" in e for e in finding.evidence), finding.evidence
+    assert "resources.limits.memory 33554432 bytes (32.0 MiB)" in "\n".join(finding.evidence)

@@ -212,5 +212,11 @@ def test_throttled_periods_count_over_the_interval_between_the_containers_own_re
     f = find(run(now, previous=previous), "cpu.throttled", "busy")
     assert any("8 of ~10 periods in the last 1.0 s = 80%" in e for e in f.evidence), f.evidence
     assert _throttled_share(after, now, previous) == pytest.approx(0.8)
+    # the periods are estimated from the interval; the kernel's own count is never below those it throttled
+    # (a pod at its quota on the cgroup v2 tier read "nr_throttled 900: 23 of ~23 periods in the last 2.3 s = 101%")
+    every = replace(before, cpu_throttled_periods=124, interval_s=2.3)
+    f = find(run(snapshot([every], interval_s=2.3), previous=previous), "cpu.throttled", "busy")
+    assert any("24 of ~24 periods in the last 2.3 s = 100%" in e for e in f.evidence), f.evidence
+    assert f.title.startswith("CPU-throttled in 100% of scheduler periods")
     legacy = replace(after, interval_s=None)  # a recording made before the field: the sweep's interval
     assert "cpu.throttled" not in codes(run(snapshot([legacy], interval_s=4.0), previous=previous))  # 8 of ~40

@@ -276,7 +276,9 @@ def meta_from_cri(container, status, sandbox, runtime: str) -> ContainerMeta:
         started_at=_iso(s.started_at) if s is not None else None,
         finished_at=None if running or s is None else _iso(s.finished_at),
         restart_count=int(restarts) if restarts and restarts.isdigit() else int(container.metadata.attempt),
-        restart_policy=None, exit_code=exit_code, oom_killed=reason == "OOMKilled",
+        # containerd writes reason OOMKilled on any OOM kill in the container, also while it runs on (a child
+        # killed at the limit); like the kubelet, only an exited container's reason says how it ended
+        restart_policy=None, exit_code=exit_code, oom_killed=reason == "OOMKilled" and state == "exited",
         error=(s.message or None) if s is not None and reason not in ("", "Completed", "OOMKilled") else None,
         runtime=(sandbox.runtime_handler or None) if sandbox is not None else None,  # e.g. "nvidia"
         device_requests=(), shm_size_bytes=shm_size, ipc_mode=ipc_mode, pid_mode=None,

@@ -45,11 +45,21 @@ def cgroup_v2_guest():
 @pytest.fixture(scope="session")
 def v2_run(cgroup_v2_guest, tmp_path_factory):
     """One run of tests/vm/v2_driver.py in the guest: its JSON (workloads, direct cgroup reads, and mltop's
-    snapshot, doctor, serve metrics and recording)."""
+    snapshot, doctor, serve metrics and recording; the Kubernetes pods' under "pods")."""
+    import subprocess
+
+    from cri_harness import PAUSE_IMAGE, build_pause_image
     from fakenvml import SOURCE, build_fake_nvml
 
     share = cgroup_v2_guest.share
-    shutil.copy(HERE / "v2_driver.py", share / "v2_driver.py")
+    for name in ("v2_driver.py", "v2_pods.py"):
+        shutil.copy(HERE / name, share / name)
+    # the pods' CriNode (the host suite's, without its fixtures) and its images: the guest's engine has no
+    # pause image, so the host's test images travel as one `docker save` archive
+    shutil.copy(HERE.parent / "cri_harness.py", share / "cri_harness.py")
+    build_pause_image("mltop-test/busybox:1")
+    subprocess.run(["docker", "save", "-o", str(share / "cri-images.tar"), "mltop-test/busybox:1", PAUSE_IMAGE],
+                   check=True, capture_output=True)
     (share / "fakenvml").mkdir(exist_ok=True)
     shutil.copy(SOURCE.with_name("__init__.py"), share / "fakenvml" / "__init__.py")
     lib = build_fake_nvml(share)  # glibc matches: the host's build loads in the guest

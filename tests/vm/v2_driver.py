@@ -23,6 +23,7 @@ SHARE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, SHARE)  # fakenvml (the scenario writer) is shared next to this file
 
 from fakenvml import FakeGpu, FakeProcess, SCENARIO_ENV, write_scenario  # noqa: E402
+from v2_pods import measure_pods, start_pods  # noqa: E402
 
 MLTOP = os.path.join(os.path.dirname(sys.executable), "mltop")
 LABEL = "mltop-v2-driver"
@@ -237,6 +238,9 @@ def main() -> int:
         "dev_char_nvidia": sorted(e for e in os.listdir("/dev/char") if e.startswith("195:")),
     }}
     t0 = time.monotonic()
+    # the Kubernetes pods (a private containerd, runc's systemd driver) start beside the Docker workloads
+    pods_pool = ThreadPoolExecutor(1)
+    pods_started = pods_pool.submit(start_pods, SHARE)
     workloads = start_workloads()
     report["start_s"] = round(time.monotonic() - t0, 1)
     report["workloads"] = workloads
@@ -254,6 +258,11 @@ def main() -> int:
     after = {n: cgroup_files(w["id"], w["pid"]) for n, w in workloads.items()}
     report.update(before=before, snapshot=snap, after=after)
     report["doctor"] = mltop("--nvml-lib", lib, "doctor", "--json", env=env)
+    t_pods = time.monotonic()
+    node, pods = pods_started.result()
+    pods_pool.shutdown()
+    report["pods"] = measure_pods(node, pods, cgroup_files, mltop)
+    report["pods"]["phase_s"] = round(time.monotonic() - t_pods, 1)  # what the pods add after the Docker phase
     report["serve"] = serve_and_record(lib, env, os.path.join("/tmp", "history.db"))
     report["agent"] = agent_in_a_container()
     sh(["docker", "rm", "-f", *WORKLOADS, "v2-agent"], check=False)
