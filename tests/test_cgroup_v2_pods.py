@@ -148,3 +148,11 @@ def test_pod_doctor_names_every_planted_fault_and_nothing_on_the_guaranteed_idle
     for (code, who), f in found.items():
         text = "\n".join([f["title"], *f["evidence"], f["fix"]])
         assert not DOCKER_WORDS.search(text), (code, who, DOCKER_WORDS.search(text).group(0))
+
+
+def test_a_node_of_pods_alone_raises_no_docker_engine_finding(run):
+    """`--docker-host none` on the pods' node: Docker is not asked, so nothing says it is down."""
+    doc = pods(run)["doctor"]["json"]
+    assert not [f for f in doc["findings"] if f["code"].startswith("engine.")], doc["findings"]
+    docker = [s for s in pods(run)["snapshot"]["json"]["host"]["sources"] if s["kind"] == "docker"]
+    assert docker and docker[0]["status"] == "disabled", docker
