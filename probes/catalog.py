@@ -325,6 +325,7 @@ class ContainerCatalog:
             self._closed = True
             if self._inspect_pool is not None:
                 self._inspect_pool.shutdown(wait=False, cancel_futures=True)
+                self._inspect_pool = None  # (a list asked after close inspects on a new pool, not a dead one)
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
             subscription.close()
