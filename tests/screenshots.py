@@ -113,6 +113,14 @@ def keep_leading_spaces(svg: str) -> str:
     return _LEADING_SPACES.sub(move, svg)
 
 
+def save_svg(app, out_dir: str, name: str) -> str:
+    """What the app shows now, as out_dir/<name>.svg; its path."""
+    path = os.path.join(out_dir, f"{name}.svg")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(keep_leading_spaces(app.export_screenshot()))
+    return path
+
+
 async def capture(out_dir: str, lib: str, demo: dict, history_s: float) -> list[str]:
     from mltop.tui.app import MltopApp
     from mltop.tui.screens.logs import LogPane
@@ -123,10 +131,7 @@ async def capture(out_dir: str, lib: str, demo: dict, history_s: float) -> list[
     saved = []
 
     def save(name: str) -> None:
-        path = os.path.join(out_dir, f"{name}.svg")
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(keep_leading_spaces(app.export_screenshot()))
-        saved.append(path)
+        saved.append(save_svg(app, out_dir, name))
 
     async with app.run_test(size=SIZE) as pilot:
         async def until(predicate, timeout=30.0):
@@ -228,10 +233,7 @@ async def capture_fleet(out_dir: str, lib: str, scenario: str, work: str) -> lis
                     await pilot.press(key)
                     await pilot.pause(0.8)
                 assert isinstance(app.screen, screen_class)
-                path = os.path.join(out_dir, f"{name}.svg")
-                with open(path, "w") as f:
-                    f.write(keep_leading_spaces(app.export_screenshot()))
-                saved.append(path)
+                saved.append(save_svg(app, out_dir, name))
     finally:
         if prometheus is not None:
             prometheus.stop()
@@ -323,19 +325,13 @@ async def capture_pods(out_dir: str, lib: str, work: str) -> list[str]:
             await pilot.press("P")
             screen.table.move_to_key(pods["train0"].containers["trainer"])
             await pilot.pause(0.8)
-            path = os.path.join(out_dir, "pods.svg")
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(keep_leading_spaces(app.export_screenshot()))
-            saved.append(path)
+            saved.append(save_svg(app, out_dir, "pods"))
             await until(lambda: screen.table.marker(crasher) in ("warning", "critical"))  # the background doctor
             screen.table.move_to_key(crasher)
             await pilot.press("d")
             await until(lambda: isinstance(app.screen, DiagnosticsScreen) and app.screen.result is not None)
             await pilot.pause(0.6)
-            path = os.path.join(out_dir, "pod-diagnostics.svg")
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(keep_leading_spaces(app.export_screenshot()))
-            saved.append(path)
+            saved.append(save_svg(app, out_dir, "pod-diagnostics"))
     finally:
         for name in ("MLTOP_CRI_ENDPOINT", "MLTOP_POD_RESOURCES_SOCKET"):
             os.environ.pop(name, None)
