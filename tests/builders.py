@@ -31,6 +31,12 @@ MIB = 1 << 20
 GIB = 1 << 30
 
 
+def recent_start(hours_ago: float = 24.0) -> float:
+    """A start for synthetic times: on a whole hour, `hours_ago` before now (never a fixed date, which the
+    recorder's retention, or any 'how old is it' check, would one day find too old)."""
+    return (time.time() // 3600 - hours_ago) * 3600.0
+
+
 def container_id(name: str) -> str:
     """A stable 64-hex id for a name, so tests can refer to the same container in two snapshots."""
     return hashlib.sha256(name.encode()).hexdigest()

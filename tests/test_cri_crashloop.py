@@ -198,7 +198,7 @@ def test_the_attempts_collapse_to_the_newest_with_the_earlier_exits_newest_first
     from mltop.probes.cri.attempts import collapse_attempts
     from mltop.probes.cri.source import attempt_from_cri, meta_from_cri
 
-    t = 1_795_900_000 * 10**9
+    t = int(time.time() - 3600) * 10**9
     made = [  # listed in no particular order, as ListContainers gives them
         _cri("a1", "main", 1, t + 10**10),
         _cri("s0", "sidecar", 0, t, exit_code=None),

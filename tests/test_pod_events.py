@@ -8,13 +8,13 @@ import subprocess
 import sys
 import time
 
-from builders import config, container, replace, snapshot
+from builders import config, container, recent_start, replace, snapshot
 from cri_harness import ContainerSpec
 
 from mltop.probes.model import KubernetesInfo
 from mltop.probes.pod_events import PodEventTracker
 
-T0 = 1_795_900_000.0
+T0 = recent_start()
 K = KubernetesInfo("ml-team", "trainer", "5f2d3a1c-8e4b-4c2a-9f1e-0a1b2c3d4e5f", "main", "Burstable")
 
 

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from builders import GIB, MIB, container, container_id, gpu_workload, replace, snapshot
+from builders import GIB, MIB, container, container_id, gpu_workload, recent_start, replace, snapshot
 from conftest import wait_for
 
 from mltop.diagnostics.findings import Finding
@@ -21,7 +21,7 @@ from mltop.probes.recording import (Event, Recorder, RecorderLocked, RecordingSo
 from mltop.probes.recording import retention
 
 PREFIX = f"mltop-rec-{uuid.uuid4().hex[:6]}"
-T0 = 1_795_900_000.0  # a fixed start for synthetic recordings
+T0 = recent_start()  # synthetic recordings start a day ago, on the hour
 
 
 def synthetic(path: str, sweeps: int = 120, step_s: float = 5.0, containers: int = 3, start: float = T0,
@@ -319,7 +319,7 @@ sys.path.insert(0, {tests!r})
 from builders import container, snapshot
 from mltop.probes.recording import Recorder
 rec = Recorder({path!r}, watch_engine=False).start()
-t = 1795900000.0
+t = {t0!r}
 i = 0
 while True:
     rec.record(snapshot([container("c%d" % k, cpu_percent=float(i)) for k in range(50)], taken_at=t + i))
@@ -333,7 +333,7 @@ while True:
 
 def test_kill_9_during_recording_leaves_a_replayable_file(tmp_path):
     path = str(tmp_path / "h.db")
-    script = KILL_SCRIPT.format(tests=os.path.dirname(__file__), path=path)
+    script = KILL_SCRIPT.format(tests=os.path.dirname(__file__), path=path, t0=T0)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "recording"

@@ -9,14 +9,14 @@ import time
 
 import pytest
 
-from builders import container, snapshot
+from builders import container, recent_start, snapshot
 from capture import LogRecords, block_writer
 from conftest import wait_for
 
 from mltop.diagnostics.findings import Finding
 from mltop.probes.recording import Event, Recorder, RecordingStore
 
-T0 = 1_795_900_000.0
+T0 = recent_start()
 QUEUE_LIMIT = 256  # recorder._QUEUE_LIMIT, written out: the test says how much work waits
 
 

@@ -11,7 +11,7 @@ import zlib
 
 import pytest
 
-from builders import gpu, gpu_process, replace, snapshot
+from builders import gpu, gpu_process, recent_start, replace, snapshot
 from fakenvml import (
     GPM_DRAM, GPM_FP16, GPM_FP32, GPM_FP64, GPM_GRAPHICS, GPM_OCCUPANCY, GPM_PCIE_RX, GPM_PCIE_TX, GPM_SM,
     GPM_TENSOR, FakeGpu, FakeMig, FakeProcess, FakeScenario,
@@ -169,7 +169,7 @@ def test_a_gpu_without_gpm_is_recorded_byte_for_byte_as_in_version_2(tmp_path):
     g1 = gpu(1, mig_devices=migs, mig_enabled=True)
     path = str(tmp_path / "h.db")
     recorder = Recorder(path, watch_engine=False, retention_every_s=float("inf")).start()
-    recorder.record(snapshot([], [g0, g1], taken_at=1_795_900_000.0))
+    recorder.record(snapshot([], [g0, g1], taken_at=recent_start()))
     recorder.flush()
     recorder.close()
     db = sqlite3.connect(path)
@@ -201,21 +201,23 @@ def test_a_gpus_gpm_ends_its_row_and_thinning_averages_it():
 
 def test_a_version_2_recording_still_replays_and_goes_on_with_gpm(tmp_path):
     path = str(tmp_path / "v2.db")
+    t0 = recent_start()
+    t0_ms = int(t0 * 1000)
     db = sqlite3.connect(path, isolation_level=None)
     db.executescript(f"BEGIN;\n{MIGRATIONS[1]}\n{MIGRATIONS[2]}\nPRAGMA user_version=2;\nCOMMIT;")
-    old = snapshot([], [gpu(0)], taken_at=1_795_900_000.0)
+    old = snapshot([], [gpu(0)], taken_at=t0)
     hid = db.execute("INSERT INTO hosts(doc) VALUES (?)", (codec.host_doc(old.host),)).lastrowid
     gid = db.execute("INSERT INTO gpu_info(doc) VALUES (?)", (codec.gpu_static_doc(old.gpus[0]),)).lastrowid
     mig = [[0, "MIG-a", 1, 0, 1024.0, 10240.0, [], "1g.10gb"]]
     db.execute("INSERT INTO sweeps(t, interval_ms, hid, host_load, gpus, containers) VALUES (?,?,?,?,?,?)",
-               (1_795_900_000_000, 1000, hid, None,
+               (t0_ms, 1000, hid, None,
                 _v2_gpu_blob([[gid, 70.0, 30.0, 8192.0, 55.0, 300.0, ["sw_power_cap"], [], mig]]),
                 codec.pack_containers([], [])))
     db.close()
 
     store = RecordingStore(path)
     try:
-        (g,) = store.snapshot(1_795_900_000_000).gpus
+        (g,) = store.snapshot(t0_ms).gpus
     finally:
         store.close()
     assert (g.utilization_percent, g.throttle_reasons, g.gpm, g.mig_enabled) == (70.0, ("sw_power_cap",), None, True)
@@ -223,7 +225,7 @@ def test_a_version_2_recording_still_replays_and_goes_on_with_gpm(tmp_path):
 
     recorder = Recorder(path, watch_engine=False, retention_every_s=float("inf")).start()  # (times are old)
     hopper = gpu(0, gpm=_gpm(sm_active_percent=14.0, tensor_active_percent=0.0))
-    recorder.record(snapshot([], [hopper], taken_at=1_795_900_005.0))
+    recorder.record(snapshot([], [hopper], taken_at=t0 + 5))
     recorder.flush()
     recorder.close()
     check = sqlite3.connect(path)
@@ -231,7 +233,7 @@ def test_a_version_2_recording_still_replays_and_goes_on_with_gpm(tmp_path):
     check.close()
     store = RecordingStore(path)
     try:
-        assert store.snapshot(1_795_900_000_000).gpus[0].gpm is None  # the old sweep as it was
-        assert store.snapshot(1_795_900_005_000).gpus[0].gpm == hopper.gpm
+        assert store.snapshot(t0_ms).gpus[0].gpm is None  # the old sweep as it was
+        assert store.snapshot(t0_ms + 5000).gpus[0].gpm == hopper.gpm
     finally:
         store.close()

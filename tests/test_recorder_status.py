@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from builders import container, snapshot
+from builders import container, recent_start, snapshot
 from capture import block_writer
 from conftest import until
 from engine_proxy import EngineSocketProxy
@@ -16,7 +16,7 @@ from serve_helpers import ServeProcess, parse_exposition, wait_until
 
 from mltop.probes.recording import Recorder, codec
 
-T0 = 1_795_900_000.0
+T0 = recent_start()
 
 
 def _promtool_problems(text: str) -> str:

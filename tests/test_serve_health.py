@@ -54,7 +54,7 @@ def test_health_series_carry_dcgm_names_units_and_labels_and_skip_unknown_values
 
 
 def test_xid_gauge_is_the_last_xid_and_the_counter_counts_each_event_once_across_states():
-    t0 = 1_700_000_000.0
+    t0 = time.time() - 3600
     first = (XidEvent(13, t0, "NVML events"), XidEvent(79, t0 + 5, "NVML events"))
     gpu0 = b.gpu(0, xid_events=first)
     quiet = b.gpu(1)  # no Xid, and the probe could watch: 0, as dcgm-exporter says
@@ -90,7 +90,7 @@ def test_xid_gauge_is_the_last_xid_and_the_counter_counts_each_event_once_across
 
 
 def test_exposition_keeps_counting_xids_across_published_states():
-    t0 = 1_700_000_000.0
+    t0 = time.time() - 3600
     g = b.gpu(0, xid_events=(XidEvent(94, t0, "NVML events"),))
     states = [_state(b.snapshot([], [g])), _state(b.snapshot([], [g])),
               _state(b.snapshot([], [b.replace(g, xid_events=g.xid_events + (XidEvent(94, t0 + 9, "NVML events"),))]))]
