@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +28,7 @@ from mltop.probes.redaction import (
     redact_value,
     scrub_values,
 )
+from mltop.probes.safe_files import PRIVATE_FILE_MODE, replace_file
 from mltop.probes.units import iso_utc
 
 from ..findings import SEVERITIES, count_by_severity, severity_order
@@ -313,8 +313,10 @@ def render(report: Mapping[str, Any], format: str) -> str:
 
 
 def write_report(path: str | os.PathLike, format: str | None = None, report: Mapping[str, Any] | None = None,
-                 **build_kwargs: Any) -> Path:
-    """Render `report` (or build one from `build_kwargs`, see build_report) and write it atomically.
+                 mode: int = PRIVATE_FILE_MODE, **build_kwargs: Any) -> Path:
+    """Render `report` (or build one from `build_kwargs`, see build_report) and write it atomically, `mode`
+    (0600 unless asked: a report holds the host's containers, commands and logs) by probes.safe_files: a name
+    that is a symbolic link is replaced by the report, never followed.
 
     Returns the absolute path written. Raises ValueError for an unknown format and OSError when the file
     cannot be written.
@@ -322,22 +324,7 @@ def write_report(path: str | os.PathLike, format: str | None = None, report: Map
     fmt = format_for_path(path, format)
     if report is None:
         report = build_report(**build_kwargs)
-    text = render(report, fmt)
-    target = Path(path).expanduser().resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=str(target.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644 & ~_umask())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return target
+    return replace_file(path, render(report, fmt), mode)
 
 
 def default_report_path(directory: str | os.PathLike = ".", format: str = "html",
@@ -348,9 +335,3 @@ def default_report_path(directory: str | os.PathLike = ".", format: str = "html"
     host = "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in (hostname or socket.gethostname()))
     stamp = datetime.fromtimestamp(now if now is not None else time.time(), timezone.utc).strftime("%Y%m%d-%H%M%S")
     return Path(directory) / f"mltop-report-{host}-{stamp}.{format_for_path('', format)}"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

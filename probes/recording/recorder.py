@@ -25,6 +25,7 @@ import time
 from typing import Any, Iterable
 
 from ..model import Snapshot
+from ..safe_files import UnsafeFile, open_private, private_directory
 from ..units import local_time
 from . import codec, retention
 from .entries import Event, RecorderStatus
@@ -53,6 +54,8 @@ class RecorderLocked(Exception):
 
 
 def _describe_db_error(exc: BaseException, path: str) -> str:
+    if isinstance(exc, UnsafeFile):
+        return f"{exc.strerror}; not recording"
     text = str(exc)
     if "full" in text:
         return f"disk full: cannot write {path}; recording paused until there is room"
@@ -78,6 +81,7 @@ class Recorder:
         self._queue: queue.Queue = queue.Queue(maxsize=_QUEUE_LIMIT)
         self._thread: threading.Thread | None = None
         self._lock_fd: int | None = None
+        self._lock_error: OSError | None = None
         self._db: sqlite3.Connection | None = None
         self._state, self._message = "stopped", None
         self._last_write_t: float | None = None
@@ -117,7 +121,18 @@ class Recorder:
     def start(self) -> "Recorder":
         """Take the file's lock and start the writer. RecorderLocked when another recorder has it; any other
         problem (read-only path, bad file) becomes an error status, and record() then does nothing."""
+        try:
+            loose = private_directory(os.path.dirname(self.path))
+        except OSError as exc:
+            loose = None  # cannot create it: the lock and the database open report it
+            log.debug("cannot create the directory of %s: %s", self.path, exc)
+        if loose:
+            log.warning("recording into %s: %s", self.path, loose)
         self._take_lock()
+        if isinstance(self._lock_error, UnsafeFile):  # a planted lock: refused, and the database left alone
+            self._state, self._message = "error", _describe_db_error(self._lock_error, self.path)
+            log.warning("cannot record into %s: %s", self.path, self._message)
+            return self
         started = time.time()
         try:
             self._db = connect_writer(self.path)
@@ -143,9 +158,9 @@ class Recorder:
 
     def _take_lock(self) -> None:
         lock_path = self.path + ".lock"
+        self._lock_error = None
         try:
-            os.makedirs(os.path.dirname(lock_path), exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_private(lock_path)  # 0600, never through a link: it is truncated and written below
         except OSError as exc:
             # A path we cannot even create a lock in: the database open reports it as a status.
             self._lock_error = exc

@@ -7,6 +7,8 @@ import sqlite3
 from contextlib import contextmanager
 from typing import Iterator
 
+from ..safe_files import open_private, refuse_links
+
 # Bump with a new entry in MIGRATIONS; a database is moved forward one step at a time when a recorder opens it.
 SCHEMA_VERSION = 3
 PAGE_SIZE = 8192
@@ -73,9 +75,13 @@ class SchemaTooNew(Exception):
 
 
 def connect_writer(path: str) -> sqlite3.Connection:
-    """Open (creating) the database for the one writer: WAL, schema migrated forward."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    """Open (creating) the database for the one writer: WAL, schema migrated forward. The file is created 0600
+    (SQLite gives its -wal and -shm the database's mode) and never reached through a symbolic link: sqlite3
+    cannot open with O_NOFOLLOW, so safe_files creates or checks the file first and SQLite then opens that
+    name, in the directory the recorder made private (Recorder.start). Raises safe_files.UnsafeFile for a link."""
+    path = os.path.abspath(path)
+    refuse_links(*(path + suffix for suffix in ("-wal", "-shm", "-journal")))
+    os.close(open_private(path))
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:

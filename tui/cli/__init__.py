@@ -120,7 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.interval < 0.25:
         parser.error("--interval must be at least 0.25 seconds")
-    configure_logging(args.log_file, to_stderr=args.command is not None)
+    try:
+        configure_logging(args.log_file, to_stderr=args.command is not None)
+    except OSError as err:
+        print(f"mltop: cannot log to {err.filename or args.log_file}: {err.strerror or err}", file=sys.stderr)
+        return 2
     if args.no_exec:  # one policy for the whole process: the runner refuses every docker exec under it
         import os
 

@@ -24,13 +24,14 @@ def log_level(value: str | None) -> int | None:
 
 
 def configure_logging(log_file: str | None, *, to_stderr: bool) -> logging.Handler | None:
-    """Send the `mltop` logger to the file, else to stderr when `to_stderr`, else nowhere. Returns the handler."""
+    """Send the `mltop` logger to the file, else to stderr when `to_stderr`, else nowhere. Returns the handler.
+    Raises OSError when the file cannot be opened (safe_files.UnsafeFile for a symbolic link)."""
     logger = logging.getLogger("mltop")
     level = log_level(os.environ.get("MLTOP_LOG"))
     path = log_file or os.environ.get("MLTOP_LOG_FILE") or None
     handler: logging.Handler | None
     if path:
-        handler = logging.FileHandler(path, encoding="utf-8")
+        handler = _PrivateFileHandler(path)
     elif to_stderr:
         handler = _Stderr()
     else:
@@ -48,6 +49,19 @@ def configure_logging(log_file: str | None, *, to_stderr: bool) -> logging.Handl
     logger.addHandler(handler)
     logger.propagate = False
     return handler
+
+
+class _PrivateFileHandler(logging.FileHandler):
+    """A log file appended to, created 0600 and never opened through a symbolic link (probes.safe_files):
+    the log may name containers, paths and errors, and as root a planted link must not aim it at a file."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, encoding="utf-8")
+
+    def _open(self):
+        from mltop.probes.safe_files import open_append
+
+        return os.fdopen(open_append(self.baseFilename), "a", encoding=self.encoding, errors=self.errors)
 
 
 class _Stderr(logging.StreamHandler):

@@ -21,12 +21,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where to write the report; .json, .md or .html picks the format")
     parser.add_argument("--format", choices=("json", "md", "html"),
                         help="report format (default: from the file extension)")
+    parser.add_argument("--mode", type=_file_mode, default=0o600, metavar="OCTAL",
+                        help="the report's permissions (default 600: only you can read it; 644 to share it)")
     parser.add_argument("--log-lines", type=int, default=100, metavar="LINES",
                         help="log lines per container in the report (default 100; 0 for none)")
     parser.add_argument("--no-doctor", action="store_true", help="leave the doctor's findings out")
     from mltop.tui.cli.report_options import add_since_arguments
 
     add_since_arguments(parser)
+
+
+def _file_mode(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file mode: give octal digits, such as 600 or 644")
+    return mode
 
 
 def main(args: argparse.Namespace) -> int:
@@ -66,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
         if problem:
             print(f"mltop report: {problem} (the report has no history)", file=sys.stderr)
     try:
-        path = write_report(args.output, fmt, report=report)
+        path = write_report(args.output, fmt, report=report, mode=args.mode)
     except OSError as err:
         print(f"mltop report: cannot write {args.output}: {err.strerror or err}", file=sys.stderr)
         return EXIT_CANNOT_WRITE

@@ -40,13 +40,11 @@ def output_file_name(action: str, container: str, when: float) -> str:
 
 
 def write_output(text: str, name: str) -> Path:
-    """Write `text` to `name` in the current directory, or in the home directory when that fails."""
+    """Write `text` to `name` (0600, never through a link) in the current directory, or in the home directory
+    when that fails."""
+    from mltop.probes.safe_files import replace_file
 
-    def write(path: Path) -> Path:
-        path.write_text(text, encoding="utf-8")
-        return path.resolve()
-
-    return write_here_else_home(name, write)
+    return write_here_else_home(name, lambda path: replace_file(path, text))
 
 
 class ActionScreen(Screen):
