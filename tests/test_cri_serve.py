@@ -99,7 +99,7 @@ def _daemonset_docs() -> tuple[dict, dict]:
 
     text = subprocess.run([sys.executable, "-m", "mltop.tui.cli", "serve", "--print-daemonset"],
                           capture_output=True, text=True, check=True).stdout
-    (daemonset,) = [d for d in yaml.safe_load_all(text) if d]
+    (daemonset,) = [d for d in yaml.safe_load_all(text) if d and d["kind"] == "DaemonSet"]
     commented = "\n".join(line[2:] for line in text.splitlines()
                           if line.startswith("# ") and not line.startswith("# ---") and ":" in line
                           and not line[2:3].isupper())

@@ -117,3 +117,51 @@ def test_agent_with_the_host_cgroup_tree_mounted_elsewhere_labels_cadvisor_ids_a
     wss = [(l["id"], v) for l, v in m["container_memory_working_set_bytes"] if l["name"] == holder.name]
     assert wss and wss[0][0] == kernel_name and wss[0][1] > 0
     assert not any(l["id"].startswith(("/host/", "/sys/")) for l, _ in m["container_cpu_usage_seconds_total"])
+
+
+# What the Dockerfile's run line and the DaemonSet keep: every capability dropped but these two.
+KEPT_CAPABILITIES = ["SYS_PTRACE", "DAC_READ_SEARCH"]
+
+
+def _run_least_privileged_agent(containers, agent_image, tmp_path, cap_add, name):
+    port = free_port()
+    history = tmp_path / f"history-{name}"
+    history.mkdir()
+    agent = containers.run(
+        ["--interval", "1", "--doctor-interval", "0", "--no-nvml"],
+        image=agent_image, name=f"mltop-agent-{name}-{os.getpid()}", pid_mode="host",
+        ports={"10140/tcp": ("127.0.0.1", port)}, cap_drop=["ALL"], cap_add=cap_add,
+        security_opt=["no-new-privileges"], read_only=True,
+        volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"},
+                 "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "ro"},
+                 str(history): {"bind": "/var/lib/mltop", "mode": "rw"}},
+    )
+    return agent, f"http://127.0.0.1:{port}", history
+
+
+def test_the_agent_image_refuses_exec_and_reads_every_container_with_only_the_capabilities_it_keeps(
+        docker_client, containers, agent_image, tmp_path):
+    """The Dockerfile's run line: all capabilities dropped but SYS_PTRACE and DAC_READ_SEARCH, no new
+    privileges, a read-only root. A process of another user in another container still has its open files
+    counted (that is what the two are kept for: without them the count is missing), the recording is 0600."""
+    env = docker_client.images.get(agent_image).attrs["Config"]["Env"]
+    assert "MLTOP_NO_EXEC=1" in env
+    holder = containers.run(["sleep", "300"], name=f"mltop-agent-caps-held-{os.getpid()}", user="1000:1000")
+
+    def holder_fds(agent, url):
+        if docker_client.containers.get(agent.id).status != "running":
+            raise AssertionError(f"the agent exited: {agent.logs().decode(errors='replace')}")
+        code, body = http_get(url + "/metrics", timeout=2)
+        m = parse_exposition(body.decode()) if code == 200 else {}
+        if not any(labels.get("name") == holder.name for labels, _ in m.get("container_cpu_usage_seconds_total", [])):
+            return None  # not swept yet
+        return [v for labels, v in m.get("container_file_descriptors", []) if labels.get("name") == holder.name] or [None]
+
+    agent, url, history = _run_least_privileged_agent(containers, agent_image, tmp_path, KEPT_CAPABILITIES, "caps")
+    (fds,) = wait_until(lambda: holder_fds(agent, url), 60, "the holder on the least-privileged agent's /metrics")
+    assert fds is not None and fds >= 3, fds  # sleep's stdin, stdout, stderr
+    assert oct(os.stat(history / "history.db").st_mode & 0o777) == oct(0o600)
+
+    bare, bare_url, _ = _run_least_privileged_agent(containers, agent_image, tmp_path, [], "nocaps")
+    (missing,) = wait_until(lambda: holder_fds(bare, bare_url), 60, "the holder on the capability-less agent")
+    assert missing is None  # the two capabilities are what let the agent see it
