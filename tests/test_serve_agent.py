@@ -153,9 +153,11 @@ def test_the_agent_image_refuses_exec_and_reads_every_container_with_only_the_ca
             raise AssertionError(f"the agent exited: {agent.logs().decode(errors='replace')}")
         code, body = http_get(url + "/metrics", timeout=2)
         m = parse_exposition(body.decode()) if code == 200 else {}
-        if not any(labels.get("name") == holder.name for labels, _ in m.get("container_cpu_usage_seconds_total", [])):
+        swept = m.get("container_cpu_usage_seconds_total", [])
+        if not any(labels.get("name") == holder.name for labels, _ in swept):
             return None  # not swept yet
-        return [v for labels, v in m.get("container_file_descriptors", []) if labels.get("name") == holder.name] or [None]
+        fds = [v for labels, v in m.get("container_file_descriptors", []) if labels.get("name") == holder.name]
+        return fds or [None]
 
     agent, url, history = _run_least_privileged_agent(containers, agent_image, tmp_path, KEPT_CAPABILITIES, "caps")
     (fds,) = wait_until(lambda: holder_fds(agent, url), 60, "the holder on the least-privileged agent's /metrics")

@@ -58,8 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--print-systemd-unit", action="store_true",
                        help="print a systemd unit that runs `mltop serve` and exit")
     group.add_argument("--print-daemonset", action="store_true",
-                       help="print a Kubernetes DaemonSet that runs the agent on every GPU node, with the NetworkPolicy "
-                            "that lets only the monitoring namespace reach it, and exit")
+                       help="print a Kubernetes DaemonSet that runs the agent on every GPU node, with the "
+                            "NetworkPolicy that lets only the monitoring namespace reach it, and exit")
     group.add_argument("--print-grafana-dashboard", action="store_true",
                        help="print mltop's Grafana dashboard (JSON to import: GPUs with GPM, GPU use by container, "
                             "container CPU and memory, findings and Xids) and exit")
