@@ -242,3 +242,51 @@ def test_a_servers_escape_sequences_and_length_never_reach_the_terminal(serve):
     line = out.stderr
     assert line.count("\n") == 1 and "500" in line and "boom" in line and len(line) < 600
     assert not any(c in line for c in "\x1b\x07\x9b"), repr(line)
+
+
+async def test_the_fleet_view_shows_a_truncated_answer_in_its_header_and_keeps_running(serve):
+    """Truncated answers, then a 500 full of escape sequences, then a good answer whose host name holds some:
+    the view says each in its header (printable), keeps refreshing, and shows the host once it can."""
+    from conftest import until
+
+    from mltop.probes.fleet import FleetReader
+    from mltop.tui.fleet.app import FleetApp, HostsScreen
+
+    state = {"mode": "truncated"}
+    host = {"job": "mltop", "instance": "h1:9400"}
+
+    def respond(conn, request):
+        if state["mode"] == "truncated":
+            cut_short(conn, request)
+        elif state["mode"] == "evil500":
+            answer(conn, json.dumps({"status": "error", "error": EVIL}).encode(), "500 Internal Server Error")
+        elif request.params.get("query", "").startswith("last_over_time(mltop_host_info"):
+            answer(conn, vector(({**host, "Hostname": "\x1b[31mgpu-\x1b]0;x\x07evil\x1b[0m"}, 1)))
+        elif request.params.get("query") == "up":
+            answer(conn, vector((host, 1)))
+        else:
+            answer(conn, vector())
+
+    server = serve(respond)
+    app = FleetApp(FleetReader(PrometheusClient(server.url, timeout=3)), refresh_s=0.2)
+
+    def header() -> str:
+        screen = app.screen
+        return str(screen.query_one("#fleet-header").render()) if isinstance(screen, HostsScreen) else ""
+
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: "the answer broke off after 40 bytes" in header(), what="the truncation said")
+        reads = app.reads
+        await until(pilot, lambda: app.reads >= reads + 3, what="refreshes going on after it")
+        assert app.is_running and isinstance(app.screen, HostsScreen)
+
+        state["mode"] = "evil500"
+        await until(pilot, lambda: "boom" in header(), what="the 500's text")
+        assert not any(c in header() for c in "\x1b\x07\x9b") and len(header()) < 800
+
+        state["mode"] = "good"
+        await until(pilot, lambda: app.screen.table.row_count == 1, what="the host, once Prometheus answers")
+        table = app.screen.table
+        name = table.cell_text(table.keys_in_order[0], "host")
+        assert name == "gpu-evil", repr(name)
+        await until(pilot, lambda: "1 hosts up" in header() and "boom" not in header(), what="the error cleared")
