@@ -72,7 +72,7 @@ def shown_url(url: str) -> str:
 
 
 def get(url: str, headers: Mapping[str, str], *, timeout: float, max_bytes: int = DEFAULT_MAX_BYTES,
-        context: ssl.SSLContext | None = None, shown: str | None = None) -> tuple[int, bytes]:
+        context: ssl.SSLContext | None = None, shown: str | None = None) -> tuple[int, bytearray]:
     """GET `url` within `timeout` seconds in all; (status, body) of a 2xx answer. A 4xx/5xx answer raises
     `HttpStatus` (its body cut to ERROR_BODY_BYTES); anything else that goes wrong raises PrometheusError.
     `shown` is how the server is named in messages (the URL without credentials)."""
@@ -138,7 +138,7 @@ def transport_error(err: BaseException, shown: str, timeout: float) -> Prometheu
     return PrometheusError("bad_response", f"{shown}: the answer could not be read ({_reason(err)})")
 
 
-def read_capped(response: http.client.HTTPResponse, max_bytes: int, shown: str) -> bytes:
+def read_capped(response: http.client.HTTPResponse, max_bytes: int, shown: str) -> bytearray:
     """The body, read in chunks and given up as soon as it passes `max_bytes` (so memory stays near the cap)."""
     declared = response.headers.get("Content-Length", "")
     if declared.strip().isdigit() and int(declared) > max_bytes:
@@ -153,7 +153,7 @@ def read_capped(response: http.client.HTTPResponse, max_bytes: int, shown: str) 
             raise _too_large(shown, max_bytes, "it went on past that")
     if response.length:  # a Content-Length that the connection closed short of (read(n) does not raise)
         raise _truncated(shown, len(body))
-    return bytes(body)
+    return body  # not copied to bytes: at the cap that would be a second 64 MiB
 
 
 def _truncated(shown: str, got: int) -> PrometheusError:
@@ -216,9 +216,9 @@ class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
 
 class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
     def __init__(self, deadline: float, context: ssl.SSLContext | None):
-        super().__init__(context=context or ssl.create_default_context())
+        super().__init__(context=context)
         self._connection = _deadline_connection(http.client.HTTPSConnection, deadline)
-        self._tls = context or ssl.create_default_context()
+        self._tls = context  # None: http.client's default context (the system's CAs)
 
     def https_open(self, req):
         return self.do_open(self._connection, req, context=self._tls)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 import urllib.parse
@@ -27,8 +28,9 @@ Respond = Callable[[socket.socket, Request], None]
 class MisbehavingServer:
     """Listens on `host`:free port; `respond(sock, request)` writes whatever it likes, then the socket closes."""
 
-    def __init__(self, respond: Respond, host: str = "127.0.0.1"):
+    def __init__(self, respond: Respond, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None):
         self.respond = respond
+        self.tls = tls
         self.requests: list[Request] = []
         self._listener = socket.create_server((host, 0))
         self.host, self.port = host, self._listener.getsockname()[1]
@@ -37,7 +39,7 @@ class MisbehavingServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def _serve(self) -> None:
         while not self._stop.is_set():
@@ -52,6 +54,8 @@ class MisbehavingServer:
             conn.settimeout(10)
             head = b""
             try:
+                if self.tls is not None:
+                    conn = self.tls.wrap_socket(conn, server_side=True)  # closed without close_notify
                 while b"\r\n\r\n" not in head:
                     data = conn.recv(65536)
                     if not data:

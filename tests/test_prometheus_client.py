@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -27,8 +28,8 @@ def serve(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     servers = []
 
-    def start(respond, host="127.0.0.1"):
-        server = MisbehavingServer(respond, host)
+    def start(respond, host="127.0.0.1", tls=None):
+        server = MisbehavingServer(respond, host, tls)
         servers.append(server)
         return server
 
@@ -222,6 +223,31 @@ def test_a_same_origin_redirect_is_followed_with_the_credentials_and_loops_are_c
     err = failure(PrometheusClient(loop.url, timeout=5))
     assert err.kind == "redirected" and "more than 5 redirects" in str(err)
     assert len(loop.requests) == 6
+
+
+def test_an_http_proxy_from_the_environment_is_still_used(serve, monkeypatch):
+    proxy = serve(lambda conn, request: answer(conn, vector(({"job": "a"}, 1))))
+    monkeypatch.setenv("http_proxy", proxy.url)
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    samples = PrometheusClient("http://prometheus.invalid:9090", timeout=5).query("up")
+    assert [s.labels for s in samples] == [{"job": "a"}]
+    assert proxy.requests[0].target.startswith("http://prometheus.invalid:9090/api/v1/query?")
+
+
+def test_tls_without_the_ca_says_to_give_it_and_tls_cut_short_is_truncated(serve, tmp_path):
+    from test_serve_tls import _write_ca_and_server_cert
+
+    ca = _write_ca_and_server_cert(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(tmp_path / "tls" / "server.crt", tmp_path / "tls" / "server.key")
+    server = serve(cut_short, tls=tls)
+    err = failure(PrometheusClient(server.url, timeout=5))
+    assert err.kind == "unreachable" and "TLS failed" in str(err) and "--ca-file" in str(err)
+    err = failure(PrometheusClient(server.url, timeout=5, ca_file=str(ca)))
+    assert err.kind == "truncated", err
+    server.respond = lambda conn, request: answer(conn, vector(({"job": "a"}, 1)))
+    assert len(PrometheusClient(server.url, timeout=5, ca_file=str(ca)).query("up")) == 1
 
 
 EVIL = "\x1b]0;owned\x07\x1b[2J\x1b[31mboom\x9b1m" + "A" * 5000
