@@ -127,8 +127,8 @@ class PrometheusClient:
         url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
         self.queries += 1
         try:
-            _, body = prometheus_http.get(url, self._headers, timeout=self.timeout, max_bytes=self.max_answer_bytes,
-                                          context=self._context, shown=self.display_url)
+            body = prometheus_http.get(url, self._headers, timeout=self.timeout, max_bytes=self.max_answer_bytes,
+                                   context=self._context, shown=self.display_url)
         except prometheus_http.HttpStatus as err:
             raise self._status_error(err, params) from None
         try:

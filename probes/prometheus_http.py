@@ -72,8 +72,8 @@ def shown_url(url: str) -> str:
 
 
 def get(url: str, headers: Mapping[str, str], *, timeout: float, max_bytes: int = DEFAULT_MAX_BYTES,
-        context: ssl.SSLContext | None = None, shown: str | None = None) -> tuple[int, bytearray]:
-    """GET `url` within `timeout` seconds in all; (status, body) of a 2xx answer. A 4xx/5xx answer raises
+        context: ssl.SSLContext | None = None, shown: str | None = None) -> bytearray:
+    """GET `url` within `timeout` seconds in all; the body of a 2xx answer. A 4xx/5xx answer raises
     `HttpStatus` (its body cut to ERROR_BODY_BYTES); anything else that goes wrong raises PrometheusError.
     `shown` is how the server is named in messages (the URL without credentials)."""
     shown = shown or shown_url(url)
@@ -83,7 +83,7 @@ def get(url: str, headers: Mapping[str, str], *, timeout: float, max_bytes: int 
     request = urllib.request.Request(url, headers=dict(headers))
     try:
         with opener.open(request, timeout=max(deadline - time.monotonic(), 0.001)) as response:
-            return response.status, read_capped(response, max_bytes, shown)
+            return read_capped(response, max_bytes, shown)
     except urllib.error.HTTPError as err:
         if 300 <= err.code < 400:
             raise PrometheusError("redirected", f"{shown} answered {err.code} {server_text(err.reason, 80)} "

@@ -123,6 +123,11 @@ def test_the_cap_is_the_callers_and_a_declared_length_is_refused_before_reading(
     assert err.kind == "too_large" and "declares 400 MiB" in str(err)
     assert time.monotonic() - start < 5  # refused on the header, not after reading 400 MiB
 
+    out = subprocess.run([sys.executable, "-m", "mltop.tui.cli", "fleet", "--json", "--prometheus", server.url,
+                          "--max-answer-mib", "1"], capture_output=True, text=True, timeout=60, cwd=REPO,
+                         env={k: v for k, v in os.environ.items() if "proxy" not in k.lower()})
+    assert out.returncode == 3 and "larger than the 1 MiB cap" in out.stderr and "--max-answer-mib" in out.stderr
+
 
 def cut_short(conn, request):
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n" + vector()[:40])
