@@ -86,8 +86,7 @@ def get(url: str, headers: Mapping[str, str], *, timeout: float, max_bytes: int 
             return read_capped(response, max_bytes, shown)
     except urllib.error.HTTPError as err:
         if 300 <= err.code < 400:
-            raise PrometheusError("redirected", f"{shown} answered {err.code} {server_text(err.reason, 80)} "
-                                  f"and it was not followed (more than {MAX_REDIRECTS} redirects, or one "
+            raise PrometheusError("redirected", f"{shown} answered {err.code} and it was not followed (more than {MAX_REDIRECTS} redirects, or one "
                                   "without a usable Location): give --prometheus the address it serves on"
                                   ) from None
         try:
