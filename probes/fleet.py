@@ -9,6 +9,7 @@ host whose agent stopped keeps its row: `up` says 0 (or nothing), and the last s
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -155,11 +156,11 @@ class FleetReader:
             names[key] = s.labels.get("Hostname") or s.labels.get("instance", "?")
         up = {_key(s.labels): s.value == 1.0 for s in q("up")}
         last = {_key(s.labels): s.value for s in q(f"last_over_time(mltop_last_sweep_timestamp_seconds[{lb}])")}
-        running = {_key(s.labels): int(s.value)
+        running = {_key(s.labels): _count(s.value)
                    for s in q("count by (job, instance) (container_last_seen)")}
         by_severity: dict[HostKey, dict[str, int]] = {}
         for s in q("sum by (job, instance, severity) (mltop_findings)"):
-            by_severity.setdefault(_key(s.labels), {})[s.labels.get("severity", "")] = int(s.value)
+            by_severity.setdefault(_key(s.labels), {})[s.labels.get("severity", "")] = _count(s.value)
         findings: dict[HostKey, list[FleetFinding]] = {}
         for s in q("mltop_finding == 1"):
             key = _key(s.labels)
@@ -211,7 +212,7 @@ class FleetReader:
             return ()
         sm = {_consumer_key(s.labels): s.value
               for s in q(f"sum by ({group}) (mltop_container_gpu_sm_utilization_percent)")}
-        count = {_consumer_key(s.labels): int(s.value)
+        count = {_consumer_key(s.labels): _count(s.value)
                  for s in q(f"count by ({group}) (mltop_container_gpu_memory_bytes)")}
         out = []
         for s in memory:
@@ -232,6 +233,11 @@ def _key(labels: Mapping[str, str]) -> HostKey:
 
 def _consumer_key(labels: Mapping[str, str]) -> tuple[str, ...]:
     return (*_key(labels), labels.get("container_id", ""), labels.get("container", ""))
+
+
+def _count(value: float) -> int:
+    """A count from Prometheus as an int; NaN or ±Inf (which a server may answer) count as 0."""
+    return int(value) if math.isfinite(value) else 0
 
 
 def _index_key(index: str) -> tuple[int, str]:

@@ -1,9 +1,10 @@
 """A small client for Prometheus's HTTP query API (and what speaks it: Thanos, Mimir, VictoriaMetrics).
 
-Three JSON GETs are all the fleet view needs (`/api/v1/query`, `/api/v1/query_range`, `/-/ready` is not
-assumed), so this is the standard library: no client that pulls pandas in. Failures become a
-`PrometheusError` whose `kind` and message say what a user can act on: unreachable, refused (HTTP 4xx/5xx
-or a query error), timeout, unauthorised, or an answer that is not Prometheus's.
+Two JSON GETs are all the fleet view needs (`/api/v1/query`, `/api/v1/query_range`; `/-/ready` is not
+assumed), so this is the standard library: no client that pulls pandas in. Each request is bounded
+(prometheus_http.py: one deadline, a size cap, same-origin redirects); failures become a `PrometheusError`
+whose `kind` and message say what a user can act on: unreachable, refused (HTTP 4xx/5xx or a query error),
+timeout, unauthorised, redirected, too_large, truncated, or an answer that is not Prometheus's (bad_response).
 """
 
 from __future__ import annotations
@@ -11,26 +12,20 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import ssl
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from typing import Mapping
+
+from . import prometheus_http
+from .prometheus_http import DEFAULT_MAX_BYTES, SERVER_TEXT_CHARS, PrometheusError, server_text
+
+__all__ = ["PrometheusClient", "PrometheusError", "RangeSeries", "Sample"]
 
 TOKEN_ENV = "MLTOP_PROMETHEUS_TOKEN"  # bearer token
 USER_ENV = "MLTOP_PROMETHEUS_USER"  # basic auth, with MLTOP_PROMETHEUS_PASSWORD
 PASSWORD_ENV = "MLTOP_PROMETHEUS_PASSWORD"
 URL_ENV = "MLTOP_PROMETHEUS_URL"
-
-
-class PrometheusError(Exception):
-    """A query that got no answer. `kind`: unreachable | timeout | unauthorized | refused | bad_response."""
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -52,7 +47,8 @@ class PrometheusClient:
     """Instant and range queries against one Prometheus base URL (`http://prom:9090`, or a path prefix)."""
 
     def __init__(self, url: str, *, timeout: float = 10.0, bearer_token: str | None = None,
-                 basic_auth: tuple[str, str] | None = None, ca_file: str | None = None):
+                 basic_auth: tuple[str, str] | None = None, ca_file: str | None = None,
+                 max_answer_bytes: int = DEFAULT_MAX_BYTES):
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError(f"--prometheus {url!r}: expected an http:// or https:// URL, e.g. http://prometheus:9090")
@@ -66,7 +62,8 @@ class PrometheusClient:
                 netloc += f":{parsed.port}"
             parsed = parsed._replace(netloc=netloc)
         self.url = urllib.parse.urlunsplit(parsed).rstrip("/")
-        self.timeout = timeout
+        self.timeout = timeout  # seconds for a whole request: connect, headers and body
+        self.max_answer_bytes = max_answer_bytes
         self._headers = {"Accept": "application/json", "User-Agent": "mltop-fleet"}
         if bearer_token:
             self._headers["Authorization"] = f"Bearer {bearer_token}"
@@ -78,12 +75,13 @@ class PrometheusClient:
 
     @classmethod
     def from_environment(cls, url: str, *, ca_file: str | None = None, timeout: float = 10.0,
+                         max_answer_bytes: int = DEFAULT_MAX_BYTES,
                          environ: Mapping[str, str] = os.environ) -> "PrometheusClient":
         """Credentials come from the environment, never the command line (where `ps` would show them)."""
         user = environ.get(USER_ENV)
         basic = (user, environ.get(PASSWORD_ENV, "")) if user else None
         return cls(url, timeout=timeout, bearer_token=environ.get(TOKEN_ENV) or None, basic_auth=basic,
-                   ca_file=ca_file)
+                   ca_file=ca_file, max_answer_bytes=max_answer_bytes)
 
     @property
     def display_url(self) -> str:
@@ -95,66 +93,90 @@ class PrometheusClient:
         if at is not None:
             params["time"] = f"{at:.3f}"
         data = self._get("/api/v1/query", params)
-        if data.get("resultType") == "scalar":
-            t, v = data["result"]
-            return [Sample({}, float(v), float(t))]
-        if data.get("resultType") != "vector":
-            raise PrometheusError("bad_response", f"{expr}: expected a vector, got {data.get('resultType')!r}")
-        return [Sample(item.get("metric", {}), float(item["value"][1]), float(item["value"][0]))
-                for item in data.get("result", [])]
+        try:
+            if data.get("resultType") == "scalar":
+                t, v = data["result"]
+                return [Sample({}, float(v), float(t))]
+            if data.get("resultType") != "vector":
+                raise PrometheusError("bad_response", f"{self.display_url}: {expr}: expected a vector, got "
+                                      f"{server_text(repr(data.get('resultType')), 40)}")
+            return [Sample(_labels(item), float(item["value"][1]), float(item["value"][0]))
+                    for item in _result(data)]
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
+            raise self._misshapen(expr, err) from None
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> list[RangeSeries]:
         data = self._get("/api/v1/query_range",
                          {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"})
         if data.get("resultType") != "matrix":
-            raise PrometheusError("bad_response", f"{expr}: expected a matrix, got {data.get('resultType')!r}")
-        return [RangeSeries(item.get("metric", {}), tuple((float(t), float(v)) for t, v in item.get("values", [])))
-                for item in data.get("result", [])]
+            raise PrometheusError("bad_response", f"{self.display_url}: {expr}: expected a matrix, got "
+                                  f"{server_text(repr(data.get('resultType')), 40)}")
+        try:
+            return [RangeSeries(_labels(item), tuple((float(t), float(v)) for t, v in item.get("values", [])))
+                    for item in _result(data)]
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
+            raise self._misshapen(expr, err) from None
+
+    def _misshapen(self, expr: str, err: Exception) -> PrometheusError:
+        return PrometheusError("bad_response", f"{self.display_url}: the answer to {expr} is not shaped as "
+                               f"Prometheus's ({server_text(f'{type(err).__name__}: {err}', 120)}): is it "
+                               "Prometheus?")
 
     def _get(self, path: str, params: dict[str, str]) -> dict:
+        """The `data` of one successful API answer, read under the deadline and the size cap."""
         url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
-        request = urllib.request.Request(url, headers=self._headers)
         self.queries += 1
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout, context=self._context) as response:
-                body = response.read()
-        except urllib.error.HTTPError as err:
-            detail = _error_text(err.read())
-            if err.code in (401, 403):
-                raise PrometheusError("unauthorized", f"{self.display_url} answered {err.code} {err.reason}: set "
-                                      f"{TOKEN_ENV}, or {USER_ENV} and {PASSWORD_ENV}") from None
-            if err.code == 503 and "timeout" in detail.lower() or err.code == 504:
-                raise PrometheusError("timeout", f"{self.display_url}: the query timed out ({detail or err.reason})"
-                                      ) from None
-            raise PrometheusError("refused", f"{self.display_url} refused the query ({err.code}: "
-                                  f"{detail or err.reason}): {params.get('query', '')}") from None
-        except (socket.timeout, TimeoutError):
-            raise PrometheusError("timeout", f"{self.display_url} did not answer within {self.timeout:g} s") from None
-        except urllib.error.URLError as err:
-            reason = err.reason
-            if isinstance(reason, (socket.timeout, TimeoutError)):
-                raise PrometheusError("timeout", f"{self.display_url} did not answer within {self.timeout:g} s"
-                                      ) from None
-            if isinstance(reason, ssl.SSLError):
-                raise PrometheusError("unreachable", f"{self.display_url}: TLS failed ({reason}); "
-                                      "give the server's CA with --ca-file") from None
-            raise PrometheusError("unreachable", f"cannot reach Prometheus at {self.display_url}: {reason}") from None
-        except (ConnectionError, OSError) as err:
-            raise PrometheusError("unreachable", f"cannot reach Prometheus at {self.display_url}: {err}") from None
+            body = prometheus_http.get(url, self._headers, timeout=self.timeout, max_bytes=self.max_answer_bytes,
+                                   context=self._context, shown=self.display_url)
+        except prometheus_http.HttpStatus as err:
+            raise self._status_error(err, params) from None
         try:
-            doc = json.loads(body)
-        except ValueError:
+            doc = json.loads(body.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise PrometheusError("bad_response", f"{self.display_url}{path}: the answer is not UTF-8 text: is it "
+                                  "Prometheus?") from None
+        except (ValueError, RecursionError):
             raise PrometheusError("bad_response", f"{self.display_url}{path} did not answer JSON: is it Prometheus?"
                                   ) from None
         if not isinstance(doc, dict) or doc.get("status") != "success":
             message = doc.get("error", "") if isinstance(doc, dict) else ""
-            raise PrometheusError("refused", f"{self.display_url} refused the query: {message}")
-        return doc.get("data") or {}
+            raise PrometheusError("refused", f"{self.display_url} refused the query: {server_text(message)}")
+        data = doc.get("data") or {}
+        if not isinstance(data, dict):
+            raise PrometheusError("bad_response", f"{self.display_url}{path}: its `data` is not an object: is it "
+                                  "Prometheus?")
+        return data
+
+    def _status_error(self, err: prometheus_http.HttpStatus, params: Mapping[str, str]) -> PrometheusError:
+        detail = _error_text(err.body)
+        if err.code in (401, 403):
+            return PrometheusError("unauthorized", f"{self.display_url} answered {err.code} {err.reason}: set "
+                                   f"{TOKEN_ENV}, or {USER_ENV} and {PASSWORD_ENV}")
+        if err.code == 503 and "timeout" in detail.lower() or err.code == 504:
+            return PrometheusError("timeout", f"{self.display_url}: the query timed out ({detail or err.reason})")
+        return PrometheusError("refused", f"{self.display_url} refused the query ({err.code}: "
+                               f"{detail or err.reason}): {params.get('query', '')}")
+
+
+def _result(data: Mapping) -> list:
+    result = data.get("result", [])
+    if not isinstance(result, list):
+        raise TypeError(f"result is {type(result).__name__}, not a list")
+    return result
+
+
+def _labels(item: Mapping) -> dict[str, str]:
+    labels = item.get("metric", {})
+    if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        raise TypeError("a series' labels are not strings")
+    return labels
 
 
 def _error_text(body: bytes) -> str:
+    """Prometheus's `error` from an error answer's JSON, else the start of its text; cut, as the server wrote it."""
     try:
         doc = json.loads(body)
-        return str(doc.get("error") or "")
-    except ValueError:
-        return body[:200].decode("utf-8", "replace").strip()
+        return server_text(doc.get("error") or "") if isinstance(doc, dict) else ""
+    except (ValueError, RecursionError):
+        return server_text(body[:SERVER_TEXT_CHARS * 4].decode("utf-8", "replace"))

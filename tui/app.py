@@ -57,6 +57,7 @@ from mltop.probes.source import SnapshotSource
 
 from .format import HISTORY_SECONDS
 from .replay import REPLAY_BINDINGS, TIMELINE_BINDING, ReplayMixin
+from .sanitize import printable
 from .screens.dashboard import DashboardScreen
 from .screens.help import HelpScreen
 from .startup import GC_SETTLE_S, StartupTuning
@@ -463,7 +464,7 @@ class MltopApp(ReplayMixin, App):
         act: the registry's answer (each action's needs_live_container, the source's cannot_act)."""
         why = refusal(kind, self.source) if kind in BY_NAME else None
         if why:
-            self.notify(why, severity="warning", timeout=6, markup=False)
+            self.notify(printable(why), severity="warning", timeout=6, markup=False)  # a host name is the server's
         return bool(why)
 
     def action_toggle_pause(self) -> None:

@@ -33,7 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refresh", type=float, default=5.0, metavar="SECONDS",
                         help="seconds between refreshes of the view (default 5)")
     parser.add_argument("--query-timeout", type=float, default=10.0, metavar="SECONDS",
-                        help="give up on a Prometheus query after this long (default 10)")
+                        help="give up on a Prometheus query after this long, connect, headers and body "
+                             "together (default 10)")
+    parser.add_argument("--max-answer-mib", type=float, default=64.0, metavar="MIB",
+                        help="give up on a Prometheus answer larger than this (default 64 MiB)")
 
 
 def make_reader(args: argparse.Namespace, *, top: int = 50):
@@ -43,7 +46,8 @@ def make_reader(args: argparse.Namespace, *, top: int = 50):
     url = args.prometheus or os.environ.get(URL_ENV)
     if not url:
         raise ValueError(f"give the Prometheus to read: --prometheus URL or ${URL_ENV}")
-    client = PrometheusClient.from_environment(url, ca_file=args.ca_file, timeout=args.query_timeout)
+    client = PrometheusClient.from_environment(url, ca_file=args.ca_file, timeout=args.query_timeout,
+                                               max_answer_bytes=int(args.max_answer_mib * 2**20))
     return FleetReader(client, lookback=args.lookback, top=top)
 
 
@@ -68,6 +72,7 @@ def run_view(reader, args: argparse.Namespace) -> int:
 def main(args: argparse.Namespace) -> int:
     from mltop.probes.fleet import NO_TARGETS
     from mltop.probes.prometheus_api import PrometheusError
+    from mltop.tui.sanitize import printable  # a server's text in our messages: shown, never obeyed
 
     try:
         reader = make_reader(args, top=100_000 if args.json else 50)
@@ -79,7 +84,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         snapshot = reader.read()
     except PrometheusError as err:
-        print(f"mltop fleet: {err}", file=sys.stderr)
+        print(f"mltop fleet: {printable(err)}", file=sys.stderr)
         return EXIT_PROMETHEUS
     from mltop.tui.fleet.document import fleet_to_json
 
@@ -88,5 +93,5 @@ def main(args: argparse.Namespace) -> int:
         print(f"mltop fleet: {NO_TARGETS}", file=sys.stderr)
         return EXIT_NO_TARGETS
     for error in snapshot.errors:
-        print(f"mltop fleet: {error}", file=sys.stderr)
+        print(f"mltop fleet: {printable(error)}", file=sys.stderr)
     return 0

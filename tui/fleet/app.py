@@ -21,7 +21,7 @@ from mltop.probes.recording.source import format_duration
 from mltop.probes.units import local_time
 
 from .. import format as fmt
-from ..sanitize import literal
+from ..sanitize import literal, printable
 from ..widgets.key_bar import KeyBar
 from ..widgets.keyed_table import ColumnSpec, KeyedTable
 from .document import findings_by_code, severity_counts, sorted_hosts, worst_finding
@@ -127,12 +127,12 @@ class FleetHeader(Static):
             if snapshot.hosts_down:
                 line.append(f" · {snapshot.hosts_down} down", style="bold red")
             line.append(f" · {local_time(snapshot.taken_at, with_date=False)}", style="dim")
-        if error:
+        if error:  # our message with the server's text inside it: made printable, never markup
             line.append("\n")
-            line.append(error, style="bold red")  # our own message; Prometheus's text inside is plain Text
+            line.append(printable(error), style="bold red")
         elif snapshot is not None and snapshot.errors:
             line.append("\n")
-            line.append(f"{len(snapshot.errors)} queries failed: {snapshot.errors[0]}", style="yellow")
+            line.append(printable(f"{len(snapshot.errors)} queries failed: {snapshot.errors[0]}"), style="yellow")
         elif snapshot is not None and not snapshot.hosts:
             from mltop.probes.fleet import NO_TARGETS
 
