@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import ipaddress
 import logging
 import signal
 import sys
@@ -40,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--web-config", metavar="FILE",
                         help="TLS and basic auth, in the Prometheus exporter-toolkit's web config format "
                              "(tls_server_config, basic_auth_users with bcrypt hashes)")
+    parser.add_argument("--expose-snapshot", action="store_true",
+                        help="serve /snapshot.json and /findings.json (every container's command, mounts, labels "
+                             "and environment) to any client; by default only loopback clients and those that "
+                             "pass --web-config's basic auth get them, others 403")
     parser.add_argument("--doctor-interval", type=float, default=DEFAULT_DOCTOR_INTERVAL, metavar="SECONDS",
                         help=f"seconds between doctor runs for mltop_finding (default {DEFAULT_DOCTOR_INTERVAL:g}; "
                              "0 turns the doctor off)")
@@ -77,12 +80,9 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    from .http import is_loopback_address
+
+    return host == "localhost" or is_loopback_address(host)
 
 
 def node_name(args: argparse.Namespace) -> str | None:
@@ -132,7 +132,7 @@ def main(args: argparse.Namespace) -> int:
     from mltop.tui.cli import make_sampler, version
 
     from .front import HttpFront
-    from .http import buffered_answer, make_handler
+    from .http import buffered_answer, make_handler, password_check_needed
     from .webconfig import WebConfig, WebConfigError, load_web_config
     from .loop import SweepLoop
     from .metrics import Exposition
@@ -156,9 +156,10 @@ def main(args: argparse.Namespace) -> int:
     handler = make_handler(lambda: holder["loop"].state, exposition.render, args.interval,
                            extra_health=lambda: "; ".join(filter(None, [recorder_health(holder.get("recorder")),
                                                                         *feed_problems()])) or None,
-                           auth=web.auth)
+                           auth=web.auth, expose_snapshot=args.expose_snapshot)
     try:
-        server = HttpFront((host, port), buffered_answer(handler), ssl_context=web.ssl_context)
+        server = HttpFront((host, port), buffered_answer(handler), ssl_context=web.ssl_context,
+                           costly=password_check_needed(web.auth))
     except OSError as err:
         why = "address already in use" if err.errno == errno.EADDRINUSE else (err.strerror or str(err))
         print(f"mltop serve: cannot listen on {args.listen}: {why}", file=sys.stderr)

@@ -4,9 +4,16 @@ headers under a deadline, and hands only complete requests to a few worker threa
 A connection that has not sent a whole request costs a socket and a few bytes, never a worker: idle or
 trickling clients (slowloris) cannot make scrapes wait. A client address keeps at most 64 connections that
 have waited over a second for their request: a newcomer past that closes the oldest of them (a burst of
-fresh connections, e.g. 200 parallel scrapes, is let in). At the total cap the oldest connection still
-waiting for its request, of the client holding the most, is closed to make room. Either way a newcomer that
-sends its request at once, as Prometheus does, is served.
+fresh connections, e.g. 200 parallel scrapes, is let in), and at most 256 connections in all. At the total
+cap the oldest connection still waiting for its request, of the client holding the most, is closed to make
+room (else its oldest answer that the client stopped reading). Either way a newcomer that sends its request
+at once, as Prometheus does, is served.
+
+Answers the clients do not read are bounded too: a client with 8 MiB of answers waiting to be sent gets 503
+for its next request, and past 32 MiB in all the stalled answers of the client with the most waiting are
+dropped to make room (else the newcomer gets 503). An answer of which the client takes no byte for 10 s is
+dropped. A request whose password has not been checked yet (`costly`) waits for a check thread of its own,
+never for the workers: at most 2 per client and 16 in all wait, the rest get 429 at once.
 """
 
 from __future__ import annotations
@@ -24,25 +31,36 @@ log = logging.getLogger(__name__)
 
 WORKERS = 4
 HEAD_DEADLINE_S = 5.0  # the TLS handshake, then the request line and headers, each within this
-WRITE_DEADLINE_S = 30.0  # an answer the client does not read is dropped after this
+WRITE_DEADLINE_S = 60.0  # an answer not taken whole after this is dropped
+WRITE_STALL_S = 10.0  # ... and one of which the client takes no byte for this long
+STALLED_AFTER_S = 1.0  # an answer that made no progress for this long may be dropped to make room
 MAX_HEAD_BYTES = 65536  # http.server's limit for one line; a head past it is refused (414 or 431)
 MAX_CONNECTIONS = 1024
-MAX_CONNECTIONS_PER_CLIENT = 64
+MAX_CONNECTIONS_PER_CLIENT = 64  # waiting over IDLE_AFTER_S for their request
+MAX_OPEN_PER_CLIENT = 256  # in any state
 IDLE_AFTER_S = 1.0  # a connection without its request after this long counts against its client's cap
+MAX_PENDING_PER_CLIENT = 8 << 20  # bytes of answers waiting to be sent to one client address
+MAX_PENDING = 32 << 20  # ... to all (/metrics is 1.3 MB at 200 containers; the DaemonSet's limit is 256 Mi)
+CHECK_THREADS = 1
+CHECKS_PER_CLIENT = 2  # requests waiting for (or in) a password check, per client address
+CHECKS_WAITING = 16  # ... in all
 _FD_RESERVE = 256  # descriptors left for cgroup files, the engine, the recorder (see probes/openfiles)
 
 Answer = Callable[[bytes, tuple], bytes]  # (request head, client address) -> the whole HTTP response
+Costly = Callable[[bytes], bool]  # request head -> whether answering it costs a password check
 
 
-def _canned(code: int, reason: str) -> bytes:
-    body = f"{code} {reason}\n".encode()
-    return (f"HTTP/1.0 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+def _canned(code: int, reason: str, why: str = "", headers: str = "") -> bytes:
+    body = f"{code} {reason}{': ' + why if why else ''}\n".encode()
+    return (f"HTTP/1.0 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n{headers}"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
 
 
 URI_TOO_LONG = _canned(414, "Request-URI Too Long")
 HEADERS_TOO_LARGE = _canned(431, "Request Header Fields Too Large")
 SERVER_ERROR = _canned(500, "Internal Server Error")
+BUSY = _canned(503, "Service Unavailable", "too many answers are waiting to be read", "Retry-After: 1\r\n")
+TOO_MANY_CHECKS = _canned(429, "Too Many Requests", "too many password checks are waiting", "Retry-After: 1\r\n")
 
 
 def head_end(buffer: bytearray, start: int) -> int:
@@ -73,6 +91,8 @@ class _Connection(asyncio.Protocol):
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
         self.start_task: asyncio.Future | None = None  # accepting (and the TLS handshake), until it is made
+        self.written_at = self.progress_at = 0.0  # when the answer was handed over; when it last moved
+        self.left = 0  # bytes of the answer still waiting to be sent, as last seen
         self.timer = front.loop.call_later(2 * HEAD_DEADLINE_S if front.ssl_context else HEAD_DEADLINE_S,
                                            self.close)
 
@@ -90,17 +110,16 @@ class _Connection(asyncio.Protocol):
         if end < 0:
             if len(self.buffer) > MAX_HEAD_BYTES:
                 first_line_ends = self.buffer.find(b"\n", 0, MAX_HEAD_BYTES + 1)
-                self._write_and_close(URI_TOO_LONG if first_line_ends < 0 else HEADERS_TOO_LARGE)
+                self.write_and_close(URI_TOO_LONG if first_line_ends < 0 else HEADERS_TOO_LARGE)
             return
         if end > MAX_HEAD_BYTES + 2:
-            self._write_and_close(URI_TOO_LONG if self.buffer.find(b"\n") > MAX_HEAD_BYTES else HEADERS_TOO_LARGE)
+            self.write_and_close(URI_TOO_LONG if self.buffer.find(b"\n") > MAX_HEAD_BYTES else HEADERS_TOO_LARGE)
             return
         self.state = "busy"
         self.timer.cancel()
         self.transport.pause_reading()
         head, self.buffer = bytes(self.buffer[:end]), bytearray()
-        future = self.front.loop.run_in_executor(self.front.pool, self.front.answer, head, self.peer)
-        future.add_done_callback(self._answered)
+        self.front.dispatch(self, head)
 
     def eof_received(self) -> bool:
         if self.state == "head":
@@ -115,7 +134,7 @@ class _Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------ states
 
-    def _answered(self, future: asyncio.Future) -> None:
+    def answered(self, future: asyncio.Future) -> None:
         if self.transport is None or future.cancelled():
             return
         try:
@@ -123,16 +142,41 @@ class _Connection(asyncio.Protocol):
         except Exception:
             log.exception("answering %s failed", self.client)
             response = SERVER_ERROR
-        self._write_and_close(response)
+        self.write_and_close(response)
 
-    def _write_and_close(self, response: bytes) -> None:
+    def write_and_close(self, response: bytes) -> None:
         if self.transport is None:
             return
         self.state = "writing"
         self.timer.cancel()
         self.transport.write(response)
         self.transport.close()  # after the buffer is flushed
-        self.timer = self.front.loop.call_later(WRITE_DEADLINE_S, self.abort)
+        self.written_at = self.progress_at = self.front.loop.time()
+        self.left = self.transport.get_write_buffer_size()
+        if self.left:
+            self.timer = self.front.loop.call_later(STALLED_AFTER_S, self._watch_write)
+
+    def pending(self) -> int:
+        """Bytes of this connection's answer still waiting in the agent (0 before the answer, and once dropped)."""
+        if self.state != "writing" or self.transport is None:
+            return 0
+        return self.transport.get_write_buffer_size()
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds since the client last took a byte of its answer (0 while it takes them)."""
+        if self.state != "writing" or self.transport is None:
+            return 0.0
+        left = self.transport.get_write_buffer_size()
+        if left < self.left:
+            self.left, self.progress_at = left, now
+        return now - self.progress_at
+
+    def _watch_write(self) -> None:
+        now = self.front.loop.time()
+        if self.stalled_for(now) > WRITE_STALL_S or now - self.written_at > WRITE_DEADLINE_S:
+            self.abort()
+        elif self.transport is not None:
+            self.timer = self.front.loop.call_later(STALLED_AFTER_S, self._watch_write)
 
     def close(self) -> None:
         """Close without answering (a deadline passed, a cap made room, the front stops)."""
@@ -143,23 +187,31 @@ class _Connection(asyncio.Protocol):
             self.start_task.cancel()  # still accepting or in the TLS handshake
 
     def abort(self) -> None:
+        """Drop the connection, its unsent answer with it."""
+        self.timer.cancel()
+        self.state = "dropped"
         if self.transport is not None:
             self.transport.abort()
 
 
 class HttpFront:
     """Listens on `address`; `answer(head, client_address)` runs on one of `workers` threads and returns the
-    whole response, after which the connection closes. Same life cycle as socketserver: serve_forever() on
-    one thread, shutdown() from any other, server_close()."""
+    whole response, after which the connection closes. A head for which `costly(head)` is true (its password
+    is not checked yet) is answered on the check thread instead. Same life cycle as socketserver:
+    serve_forever() on one thread, shutdown() from any other, server_close()."""
 
     def __init__(self, address: tuple[str, int], answer: Answer, *, ssl_context: ssl.SSLContext | None = None,
                  workers: int = WORKERS, max_connections: int | None = None,
-                 max_per_client: int = MAX_CONNECTIONS_PER_CLIENT):
+                 max_per_client: int = MAX_CONNECTIONS_PER_CLIENT, costly: Costly | None = None,
+                 max_pending: int = MAX_PENDING, max_pending_per_client: int = MAX_PENDING_PER_CLIENT):
         from mltop.probes.openfiles import raise_open_file_limit
 
         self.answer = answer
+        self.costly = costly
         self.ssl_context = ssl_context
         self.max_per_client = max_per_client
+        self.max_open_per_client = max(max_per_client, MAX_OPEN_PER_CLIENT)
+        self.max_pending, self.max_pending_per_client = max_pending, max_pending_per_client
         self.max_connections = max_connections or connection_cap(raise_open_file_limit())
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.socket = socket.socket(family, socket.SOCK_STREAM)
@@ -173,6 +225,8 @@ class HttpFront:
             raise
         self.server_address = self.socket.getsockname()
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mltop-serve-http")
+        self.check_pool = ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="mltop-serve-check")
+        self._checks: dict[str, int] = {}  # client -> requests waiting for (or in) a password check
         self.loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
         self._shutdown_requested = threading.Event()
@@ -204,6 +258,7 @@ class HttpFront:
     def server_close(self) -> None:
         self.socket.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.check_pool.shutdown(wait=False, cancel_futures=True)
 
     def connections(self) -> int:
         return self._count
@@ -243,6 +298,9 @@ class HttpFront:
         client = peer[0]
         if len(self._by_client.get(client, ())) >= self.max_per_client:
             self._close_idle(client, keep=self.max_per_client - 1)
+        if len(self._by_client.get(client, ())) >= self.max_open_per_client and self._drop_stalled(client) is None:
+            sock.close()
+            return
         if self._count >= self.max_connections and not self._make_room():
             sock.close()
             return
@@ -289,11 +347,79 @@ class HttpFront:
 
     def _make_room(self) -> bool:
         """Close the oldest connection still waiting for its request, of the client holding the most
-        connections. False when every connection is already being answered."""
-        for conns in sorted(self._by_client.values(), key=len, reverse=True):
+        connections, else the oldest stalled answer of such a client. False when every connection is busy."""
+        biggest = sorted(self._by_client.items(), key=lambda item: len(item[1]), reverse=True)
+        for conns in (conns for _, conns in biggest):
             for conn in conns:
                 if conn.state == "head":
                     conn.close()
                     self.forget(conn)
                     return True
+        return any(self._drop_stalled(client) is not None for client, _ in biggest)
+
+    # ------------------------------------------------------------ answering, within the caps
+
+    def dispatch(self, conn: _Connection, head: bytes) -> None:
+        """Hand a complete request to a worker, or to the check thread, or refuse it at once (a cap)."""
+        if not self._room_to_answer(conn.client):
+            conn.write_and_close(BUSY)
+            return
+        try:
+            costly = self.costly is not None and self.costly(head)
+        except Exception:  # a head the triage cannot read: the bounded queue, not a worker, pays for it
+            log.debug("sorting the request of %s failed", conn.client, exc_info=True)
+            costly = True
+        if not costly:
+            future = self.loop.run_in_executor(self.pool, self.answer, head, conn.peer)
+            future.add_done_callback(conn.answered)
+            return
+        waiting = self._checks.get(conn.client, 0)
+        if waiting >= CHECKS_PER_CLIENT or sum(self._checks.values()) >= CHECKS_WAITING:
+            conn.write_and_close(TOO_MANY_CHECKS)
+            return
+        self._checks[conn.client] = waiting + 1
+        future = self.loop.run_in_executor(self.check_pool, self.answer, head, conn.peer)
+        future.add_done_callback(lambda f: (self._checked(conn.client), conn.answered(f)))
+
+    def _checked(self, client: str) -> None:
+        left = self._checks.get(client, 1) - 1
+        if left > 0:
+            self._checks[client] = left
+        else:
+            self._checks.pop(client, None)
+
+    def pending(self, client: str | None = None) -> int:
+        """Bytes of answers waiting to be sent, to `client` or to all."""
+        groups = [self._by_client.get(client, [])] if client is not None else self._by_client.values()
+        return sum(conn.pending() for conns in groups for conn in conns)
+
+    def _room_to_answer(self, client: str) -> bool:
+        """Whether `client`'s next answer fits the caps on bytes waiting to be sent; at the total cap, stalled
+        answers of the clients with the most waiting are dropped to make room, never the asker's own."""
+        if self.pending(client) >= self.max_pending_per_client:
+            return False
+        total = self.pending()
+        if total < self.max_pending:
+            return True
+        others = {other: self.pending(other) for other in self._by_client if other != client}
+        for other in sorted(others, key=others.__getitem__, reverse=True):
+            while total >= self.max_pending:
+                dropped = self._drop_stalled(other)
+                if dropped is None:
+                    break
+                total -= dropped
+            if total < self.max_pending:
+                return True
         return False
+
+    def _drop_stalled(self, client: str) -> int | None:
+        """Drop `client`'s oldest answer that has made no progress for STALLED_AFTER_S: the bytes it held, or
+        None when there is none."""
+        now = self.loop.time()
+        for conn in self._by_client.get(client, []):
+            if conn.stalled_for(now) > STALLED_AFTER_S:
+                held = conn.pending()
+                conn.abort()
+                self.forget(conn)
+                return held
+        return None
