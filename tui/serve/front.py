@@ -41,6 +41,9 @@ MAX_OPEN_PER_CLIENT = 256  # in any state
 IDLE_AFTER_S = 1.0  # a connection without its request after this long counts against its client's cap
 MAX_PENDING_PER_CLIENT = 8 << 20  # bytes of answers waiting to be sent to one client address
 MAX_PENDING = 32 << 20  # ... to all (/metrics is 1.3 MB at 200 containers; the DaemonSet's limit is 256 Mi)
+SEND_BUFFER_BYTES = 64 << 10  # per connection in the kernel: 1.3 MB in 20 RTTs, 64 MiB for 1024 stalled clients
+ANSWER_SIZE_WINDOW_S = 300.0
+MIN_EXPECTED_ANSWER = 64 << 10
 CHECK_THREADS = 1
 CHECKS_PER_CLIENT = 2  # requests waiting for (or in) a password check, per client address
 CHECKS_WAITING = 16  # ... in all
@@ -93,6 +96,7 @@ class _Connection(asyncio.Protocol):
         self.start_task: asyncio.Future | None = None  # accepting (and the TLS handshake), until it is made
         self.written_at = self.progress_at = 0.0  # when the answer was handed over; when it last moved
         self.left = 0  # bytes of the answer still waiting to be sent, as last seen
+        self.reserved = 0  # while busy: the bytes its answer is expected to take (counted against the caps)
         self.timer = front.loop.call_later(2 * HEAD_DEADLINE_S if front.ssl_context else HEAD_DEADLINE_S,
                                            self.close)
 
@@ -135,6 +139,7 @@ class _Connection(asyncio.Protocol):
     # ------------------------------------------------------------ states
 
     def answered(self, future: asyncio.Future) -> None:
+        self.reserved = 0
         if self.transport is None or future.cancelled():
             return
         try:
@@ -142,6 +147,9 @@ class _Connection(asyncio.Protocol):
         except Exception:
             log.exception("answering %s failed", self.client)
             response = SERVER_ERROR
+        self.front.note_answer_size(len(response))
+        if not self.front.room_to_answer(self.client, len(response)):
+            response = BUSY
         self.write_and_close(response)
 
     def write_and_close(self, response: bytes) -> None:
@@ -157,7 +165,10 @@ class _Connection(asyncio.Protocol):
             self.timer = self.front.loop.call_later(STALLED_AFTER_S, self._watch_write)
 
     def pending(self) -> int:
-        """Bytes of this connection's answer still waiting in the agent (0 before the answer, and once dropped)."""
+        """Bytes of this connection's answer waiting in the agent, or expected to while it is being answered
+        (0 before its request, and once dropped)."""
+        if self.state == "busy":
+            return self.reserved
         if self.state != "writing" or self.transport is None:
             return 0
         return self.transport.get_write_buffer_size()
@@ -227,6 +238,8 @@ class HttpFront:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mltop-serve-http")
         self.check_pool = ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="mltop-serve-check")
         self._checks: dict[str, int] = {}  # client -> requests waiting for (or in) a password check
+        self._largest = [0, 0]  # the largest answer of this ANSWER_SIZE_WINDOW_S and of the one before
+        self._largest_since = 0.0
         self.loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
         self._shutdown_requested = threading.Event()
@@ -305,6 +318,12 @@ class HttpFront:
             sock.close()
             return
         sock.setblocking(False)
+        try:
+            # A fixed send buffer: the kernel would otherwise grow it to megabytes per client that does not
+            # read (memory the caps above do not see, and that the agent's cgroup pays for).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        except OSError:
+            pass
         conn = _Connection(self, peer)
         self._by_client.setdefault(client, []).append(conn)
         self._count += 1
@@ -359,11 +378,25 @@ class HttpFront:
 
     # ------------------------------------------------------------ answering, within the caps
 
+    def note_answer_size(self, size: int) -> None:
+        now = self.loop.time()
+        if now - self._largest_since > ANSWER_SIZE_WINDOW_S:
+            self._largest, self._largest_since = [self._largest[1], 0], now
+        self._largest[1] = max(self._largest[1], size)
+
+    def expected_answer_size(self) -> int:
+        """What an answer is expected to take before it is made: the largest of the last minutes (/metrics)."""
+        return max(MIN_EXPECTED_ANSWER, *self._largest)
+
     def dispatch(self, conn: _Connection, head: bytes) -> None:
-        """Hand a complete request to a worker, or to the check thread, or refuse it at once (a cap)."""
-        if not self._room_to_answer(conn.client):
+        """Hand a complete request to a worker, or to the check thread, or refuse it at once (a cap). The
+        answer's expected size is counted against the caps from now on, so answers that could not be sent are
+        not made (and do not pile up in memory) in the first place."""
+        expected = self.expected_answer_size()
+        if not self.room_to_answer(conn.client, expected):
             conn.write_and_close(BUSY)
             return
+        conn.reserved = expected
         try:
             costly = self.costly is not None and self.costly(head)
         except Exception:  # a head the triage cannot read: the bounded queue, not a worker, pays for it
@@ -393,22 +426,25 @@ class HttpFront:
         groups = [self._by_client.get(client, [])] if client is not None else self._by_client.values()
         return sum(conn.pending() for conns in groups for conn in conns)
 
-    def _room_to_answer(self, client: str) -> bool:
-        """Whether `client`'s next answer fits the caps on bytes waiting to be sent; at the total cap, stalled
-        answers of the clients with the most waiting are dropped to make room, never the asker's own."""
-        if self.pending(client) >= self.max_pending_per_client:
+    def room_to_answer(self, client: str, size: int = 0) -> bool:
+        """Whether an answer of `size` bytes to `client` fits the caps on bytes waiting to be sent (asked when a
+        request arrives, and again when its answer is ready); at the total cap, stalled answers of the clients
+        with the most waiting are dropped to make room, never the asker's own. A client with nothing waiting
+        gets its answer even if that alone is past its cap."""
+        mine = self.pending(client)
+        if mine and mine + size > self.max_pending_per_client:
             return False
         total = self.pending()
-        if total < self.max_pending:
+        if total + size <= self.max_pending or not total:
             return True
         others = {other: self.pending(other) for other in self._by_client if other != client}
         for other in sorted(others, key=others.__getitem__, reverse=True):
-            while total >= self.max_pending:
+            while total + size > self.max_pending:
                 dropped = self._drop_stalled(other)
                 if dropped is None:
                     break
                 total -= dropped
-            if total < self.max_pending:
+            if total + size <= self.max_pending:
                 return True
         return False
 
