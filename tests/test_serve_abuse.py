@@ -235,7 +235,8 @@ import json, sys, time, urllib.request, urllib.error, base64
 ports, auth = json.loads(sys.argv[1]), "Basic " + base64.b64encode(sys.argv[2].encode()).decode()
 def get(port, path, headers={}):
     try:
-        with urllib.request.urlopen(urllib.request.Request(f"http://192.0.2.1:{port}{path}", headers=headers), timeout=5) as r:
+        request = urllib.request.Request(f"http://192.0.2.1:{port}{path}", headers=headers)
+        with urllib.request.urlopen(request, timeout=5) as r:
             return r.status, r.read().decode()[:300]
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode()[:300]

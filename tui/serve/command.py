@@ -95,15 +95,16 @@ def node_name(args: argparse.Namespace) -> str | None:
     return None
 
 
-def exposure_warning(host: str, tls: bool, auth: bool) -> str | None:
+def exposure_warning(host: str, tls: bool, auth: bool, expose_snapshot: bool = False) -> str | None:
     """What a start on `host` should warn about: a non-loopback address without TLS or without basic auth."""
     if is_loopback(host) or (tls and auth):
         return None
     missing = " or ".join(what for what, have in (("TLS", tls), ("authentication", auth)) if not have)
+    served = "container names and images" + (", commands, labels and environment" if expose_snapshot else "")
     why = {
-        "TLS": "the password and what it serves (container names, images, commands) cross the network in clear",
-        "authentication": "anyone who reaches it can read what it serves (container names, images, commands)",
-        "TLS or authentication": "anyone who reaches it can read what it serves (container names, images, commands)",
+        "TLS": f"the password and what it serves ({served}) cross the network in clear",
+        "authentication": f"anyone who reaches it can read what it serves ({served})",
+        "TLS or authentication": f"anyone who reaches it can read what it serves ({served})",
     }[missing]
     return (f"reachable from other hosts without {missing}: {why}; "
             "give --web-config (TLS and basic auth, see README) or restrict it with a firewall")
@@ -146,6 +147,7 @@ def main(args: argparse.Namespace) -> int:
     from .recorder_metrics import RecorderCollector
 
     exposition.self_registry.register(RecorderCollector(lambda: holder.get("recorder")))
+    expose_snapshot = getattr(args, "expose_snapshot", False)
     web = WebConfig(path="")
     if getattr(args, "web_config", None):
         try:
@@ -156,7 +158,7 @@ def main(args: argparse.Namespace) -> int:
     handler = make_handler(lambda: holder["loop"].state, exposition.render, args.interval,
                            extra_health=lambda: "; ".join(filter(None, [recorder_health(holder.get("recorder")),
                                                                         *feed_problems()])) or None,
-                           auth=web.auth, expose_snapshot=args.expose_snapshot)
+                           auth=web.auth, expose_snapshot=expose_snapshot)
     try:
         server = HttpFront((host, port), buffered_answer(handler), ssl_context=web.ssl_context,
                            costly=password_check_needed(web.auth))
@@ -178,7 +180,8 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_CANNOT_RECORD
     holder["recorder"] = recorder
     loop.add_listener(lambda snapshot, doctor: exposition.refresh())  # render in the sweep thread, not a scrape
-    warning = exposure_warning(host, tls=web.ssl_context is not None, auth=web.auth is not None)
+    warning = exposure_warning(host, tls=web.ssl_context is not None, auth=web.auth is not None,
+                               expose_snapshot=expose_snapshot)
     if warning:
         print(f"mltop serve: listening on {args.listen}: {warning}", file=sys.stderr)
     loop.start()

@@ -161,8 +161,8 @@ class _Connection(asyncio.Protocol):
         self.transport.close()  # after the buffer is flushed
         self.written_at = self.progress_at = self.front.loop.time()
         self.left = self.transport.get_write_buffer_size()
-        if self.left:
-            self.timer = self.front.loop.call_later(STALLED_AFTER_S, self._watch_write)
+        # Also with nothing left here: a TLS close waits for the client's answer, and it may never come.
+        self.timer = self.front.loop.call_later(STALLED_AFTER_S, self._watch_write)
 
     def pending(self) -> int:
         """Bytes of this connection's answer waiting in the agent, or expected to while it is being answered
