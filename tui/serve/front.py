@@ -10,10 +10,12 @@ room (else its oldest answer that the client stopped reading). Either way a newc
 at once, as Prometheus does, is served.
 
 Answers the clients do not read are bounded too: a client with 8 MiB of answers waiting to be sent gets 503
-for its next request, and past 32 MiB in all the stalled answers of the client with the most waiting are
-dropped to make room (else the newcomer gets 503). An answer of which the client takes no byte for 10 s is
-dropped. A request whose password has not been checked yet (`costly`) waits for a check thread of its own,
-never for the workers: at most 2 per client and 16 in all wait, the rest get 429 at once.
+for its next request; past 32 MiB in all (answers waiting, and those being made at the size of the largest
+recent answer) the stalled answers of the client with the most waiting are dropped to make room, else the
+newcomer gets 503. At most 8 answers are made and not yet handed to their connection. An answer of which the
+client takes no byte for 10 s, or not all in 60 s, is dropped. A request whose password has not been checked
+yet (`costly`) waits for a check thread of its own, never for the workers: at most 2 per client and 16 in
+all wait, the rest get 429 at once.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ MAX_PENDING_PER_CLIENT = 8 << 20  # bytes of answers waiting to be sent to one c
 MAX_PENDING = 32 << 20  # ... to all (/metrics is 1.3 MB at 200 containers; the DaemonSet's limit is 256 Mi)
 SEND_BUFFER_BYTES = 64 << 10  # per connection in the kernel: 1.3 MB in 20 RTTs, 64 MiB for 1024 stalled clients
 ANSWER_SIZE_WINDOW_S = 300.0
-MIN_EXPECTED_ANSWER = 64 << 10
 CHECK_THREADS = 1
+ANSWERS_MADE = 2 * WORKERS  # answers made and not yet handed to their connection, at most
 CHECKS_PER_CLIENT = 2  # requests waiting for (or in) a password check, per client address
 CHECKS_WAITING = 16  # ... in all
 _FD_RESERVE = 256  # descriptors left for cgroup files, the engine, the recorder (see probes/openfiles)
@@ -80,6 +82,10 @@ def connection_cap(open_file_limit: int) -> int:
     quarters of the limit as open cgroup files (probes/openfiles): connections get half of the rest."""
     room = max(16, (open_file_limit - max(_FD_RESERVE, open_file_limit * 3 // 4)) // 2)
     return min(MAX_CONNECTIONS, room)
+
+
+class _NoRoom(Exception):
+    """A worker found no room for one more answer made and not yet written."""
 
 
 class _Connection(asyncio.Protocol):
@@ -139,7 +145,7 @@ class _Connection(asyncio.Protocol):
     # ------------------------------------------------------------ states
 
     def answered(self, future: asyncio.Future) -> None:
-        self.reserved = 0
+        granted, self.reserved = self.reserved, 0
         if self.transport is None or future.cancelled():
             return
         try:
@@ -148,7 +154,7 @@ class _Connection(asyncio.Protocol):
             log.exception("answering %s failed", self.client)
             response = SERVER_ERROR
         self.front.note_answer_size(len(response))
-        if not self.front.room_to_answer(self.client, len(response)):
+        if not self.front.room_to_answer(self.client, len(response), granted):
             response = BUSY
         self.write_and_close(response)
 
@@ -165,10 +171,7 @@ class _Connection(asyncio.Protocol):
         self.timer = self.front.loop.call_later(STALLED_AFTER_S, self._watch_write)
 
     def pending(self) -> int:
-        """Bytes of this connection's answer waiting in the agent, or expected to while it is being answered
-        (0 before its request, and once dropped)."""
-        if self.state == "busy":
-            return self.reserved
+        """Bytes of this connection's answer waiting in the agent (0 before its answer, and once dropped)."""
         if self.state != "writing" or self.transport is None:
             return 0
         return self.transport.get_write_buffer_size()
@@ -238,6 +241,7 @@ class HttpFront:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mltop-serve-http")
         self.check_pool = ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="mltop-serve-check")
         self._checks: dict[str, int] = {}  # client -> requests waiting for (or in) a password check
+        self._made = threading.Semaphore(ANSWERS_MADE)
         self._largest = [0, 0]  # the largest answer of this ANSWER_SIZE_WINDOW_S and of the one before
         self._largest_since = 0.0
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -386,7 +390,7 @@ class HttpFront:
 
     def expected_answer_size(self) -> int:
         """What an answer is expected to take before it is made: the largest of the last minutes (/metrics)."""
-        return max(MIN_EXPECTED_ANSWER, *self._largest)
+        return max(self._largest)
 
     def dispatch(self, conn: _Connection, head: bytes) -> None:
         """Hand a complete request to a worker, or to the check thread, or refuse it at once (a cap). The
@@ -403,16 +407,35 @@ class HttpFront:
             log.debug("sorting the request of %s failed", conn.client, exc_info=True)
             costly = True
         if not costly:
-            future = self.loop.run_in_executor(self.pool, self.answer, head, conn.peer)
-            future.add_done_callback(conn.answered)
+            future = self.loop.run_in_executor(self.pool, self._answer, head, conn.peer)
+            future.add_done_callback(self._finished_answer(conn))
             return
         waiting = self._checks.get(conn.client, 0)
         if waiting >= CHECKS_PER_CLIENT or sum(self._checks.values()) >= CHECKS_WAITING:
             conn.write_and_close(TOO_MANY_CHECKS)
             return
         self._checks[conn.client] = waiting + 1
-        future = self.loop.run_in_executor(self.check_pool, self.answer, head, conn.peer)
-        future.add_done_callback(lambda f: (self._checked(conn.client), conn.answered(f)))
+        future = self.loop.run_in_executor(self.check_pool, self._answer, head, conn.peer)
+        answered = self._finished_answer(conn)
+        future.add_done_callback(lambda f: (self._checked(conn.client), answered(f)))
+
+    def _answer(self, head: bytes, peer: tuple) -> bytes:
+        """On a worker: make the answer once fewer than ANSWERS_MADE answers wait for the loop to write them,
+        so workers that outrun the loop (the GIL, 1000 requests at once) do not pile answers up in memory."""
+        if not self._made.acquire(timeout=WRITE_STALL_S):
+            raise _NoRoom  # the loop has not taken an answer for 10 s (it is stopping)
+        return self.answer(head, peer)
+
+    def _finished_answer(self, conn: _Connection):
+        def finished(future: asyncio.Future) -> None:
+            if not future.cancelled():
+                if isinstance(future.exception(), _NoRoom):
+                    conn.reserved = 0
+                    conn.write_and_close(BUSY)
+                    return
+                self._made.release()
+            conn.answered(future)
+        return finished
 
     def _checked(self, client: str) -> None:
         left = self._checks.get(client, 1) - 1
@@ -426,25 +449,33 @@ class HttpFront:
         groups = [self._by_client.get(client, [])] if client is not None else self._by_client.values()
         return sum(conn.pending() for conns in groups for conn in conns)
 
-    def room_to_answer(self, client: str, size: int = 0) -> bool:
+    def committed(self) -> int:
+        """Bytes of answers waiting to be sent, and expected of those being made, to all."""
+        return sum(conn.pending() + conn.reserved for conns in self._by_client.values() for conn in conns)
+
+    def room_to_answer(self, client: str, size: int = 0, granted: int = 0) -> bool:
         """Whether an answer of `size` bytes to `client` fits the caps on bytes waiting to be sent (asked when a
         request arrives, and again when its answer is ready); at the total cap, stalled answers of the clients
         with the most waiting are dropped to make room, never the asker's own. A client with nothing waiting
-        gets its answer even if that alone is past its cap."""
+        gets its answer even if that alone is past its cap. The total counts the answers being made (by their
+        expected size), so a flood is refused before its answers are made; a client's own share counts only
+        what it has not read, so a burst of parallel scrapes from one reader is answered. `granted`: what the
+        request was let in with; only an answer larger than that asks the total again."""
         mine = self.pending(client)
         if mine and mine + size > self.max_pending_per_client:
             return False
-        total = self.pending()
-        if total + size <= self.max_pending or not total:
+        need = size - granted
+        total = self.committed()
+        if need <= 0 or total + need <= self.max_pending or not total:
             return True
         others = {other: self.pending(other) for other in self._by_client if other != client}
         for other in sorted(others, key=others.__getitem__, reverse=True):
-            while total + size > self.max_pending:
+            while total + need > self.max_pending:
                 dropped = self._drop_stalled(other)
                 if dropped is None:
                     break
                 total -= dropped
-            if total + size <= self.max_pending:
+            if total + need <= self.max_pending:
                 return True
         return False
 
