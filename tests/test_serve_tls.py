@@ -219,6 +219,8 @@ def test_basic_auth_checks_each_password_and_remembers_only_a_bounded_set_of_dig
     assert not auth.allows(None) and not auth.allows("") and not auth.allows("Basic")
     for i in range(300):
         assert not auth.allows(basic_auth("u", f"guess-{i}")["Authorization"])
-    assert len(auth._cache) == BasicAuth.CACHE_SIZE
-    assert not any(b"guess" in key for key in auth._cache)
-    assert auth.allows(right)
+    assert len(auth._refused) == BasicAuth.REFUSED_SIZE and len(auth._verified) == 1
+    assert not any(b"guess" in key for key in auth._refused)
+    assert auth.known(right) is True  # 300 wrong passwords did not push the right one out
+    assert auth.known(basic_auth("u", "guess-299")["Authorization"]) is False
+    assert auth.known(basic_auth("u", "never-tried")["Authorization"]) is None  # only a check can tell

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import ipaddress
 import logging
 import signal
 import sys
@@ -40,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--web-config", metavar="FILE",
                         help="TLS and basic auth, in the Prometheus exporter-toolkit's web config format "
                              "(tls_server_config, basic_auth_users with bcrypt hashes)")
+    parser.add_argument("--expose-snapshot", action="store_true",
+                        help="serve /snapshot.json and /findings.json (every container's command, mounts, labels "
+                             "and environment) to any client; by default only loopback clients and those that "
+                             "pass --web-config's basic auth get them, others 403")
     parser.add_argument("--doctor-interval", type=float, default=DEFAULT_DOCTOR_INTERVAL, metavar="SECONDS",
                         help=f"seconds between doctor runs for mltop_finding (default {DEFAULT_DOCTOR_INTERVAL:g}; "
                              "0 turns the doctor off)")
@@ -78,12 +81,9 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    from .http import is_loopback_address
+
+    return host == "localhost" or is_loopback_address(host)
 
 
 def node_name(args: argparse.Namespace) -> str | None:
@@ -96,15 +96,16 @@ def node_name(args: argparse.Namespace) -> str | None:
     return None
 
 
-def exposure_warning(host: str, tls: bool, auth: bool) -> str | None:
+def exposure_warning(host: str, tls: bool, auth: bool, expose_snapshot: bool = False) -> str | None:
     """What a start on `host` should warn about: a non-loopback address without TLS or without basic auth."""
     if is_loopback(host) or (tls and auth):
         return None
     missing = " or ".join(what for what, have in (("TLS", tls), ("authentication", auth)) if not have)
+    served = "container names and images" + (", commands, labels and environment" if expose_snapshot else "")
     why = {
-        "TLS": "the password and what it serves (container names, images, commands) cross the network in clear",
-        "authentication": "anyone who reaches it can read what it serves (container names, images, commands)",
-        "TLS or authentication": "anyone who reaches it can read what it serves (container names, images, commands)",
+        "TLS": f"the password and what it serves ({served}) cross the network in clear",
+        "authentication": f"anyone who reaches it can read what it serves ({served})",
+        "TLS or authentication": f"anyone who reaches it can read what it serves ({served})",
     }[missing]
     return (f"reachable from other hosts without {missing}: {why}; "
             "give --web-config (TLS and basic auth, see README) or restrict it with a firewall")
@@ -133,7 +134,7 @@ def main(args: argparse.Namespace) -> int:
     from mltop.tui.cli import make_sampler, version
 
     from .front import HttpFront
-    from .http import buffered_answer, make_handler
+    from .http import buffered_answer, make_handler, password_check_needed
     from .webconfig import WebConfig, WebConfigError, load_web_config
     from .loop import SweepLoop
     from .metrics import Exposition
@@ -147,6 +148,7 @@ def main(args: argparse.Namespace) -> int:
     from .recorder_metrics import RecorderCollector
 
     exposition.self_registry.register(RecorderCollector(lambda: holder.get("recorder")))
+    expose_snapshot = getattr(args, "expose_snapshot", False)
     web = WebConfig(path="")
     if getattr(args, "web_config", None):
         try:
@@ -157,9 +159,10 @@ def main(args: argparse.Namespace) -> int:
     handler = make_handler(lambda: holder["loop"].state, exposition.render, args.interval,
                            extra_health=lambda: "; ".join(filter(None, [recorder_health(holder.get("recorder")),
                                                                         *feed_problems()])) or None,
-                           auth=web.auth)
+                           auth=web.auth, expose_snapshot=expose_snapshot)
     try:
-        server = HttpFront((host, port), buffered_answer(handler), ssl_context=web.ssl_context)
+        server = HttpFront((host, port), buffered_answer(handler), ssl_context=web.ssl_context,
+                           costly=password_check_needed(web.auth))
     except OSError as err:
         why = "address already in use" if err.errno == errno.EADDRINUSE else (err.strerror or str(err))
         print(f"mltop serve: cannot listen on {args.listen}: {why}", file=sys.stderr)
@@ -178,7 +181,8 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_CANNOT_RECORD
     holder["recorder"] = recorder
     loop.add_listener(lambda snapshot, doctor: exposition.refresh())  # render in the sweep thread, not a scrape
-    warning = exposure_warning(host, tls=web.ssl_context is not None, auth=web.auth is not None)
+    warning = exposure_warning(host, tls=web.ssl_context is not None, auth=web.auth is not None,
+                               expose_snapshot=expose_snapshot)
     if warning:
         print(f"mltop serve: listening on {args.listen}: {warning}", file=sys.stderr)
     loop.start()

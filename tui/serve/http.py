@@ -1,10 +1,14 @@
 """The HTTP side: /metrics, /snapshot.json, /findings.json, /healthz, answered from the published state on the
-front's few worker threads (front.py reads the requests), behind basic auth when --web-config asks for it."""
+front's few worker threads (front.py reads the requests), behind basic auth when --web-config asks for it.
+/snapshot.json and /findings.json (every container's command, mounts, labels, environment) go only to
+loopback clients and to clients that passed basic auth, unless --expose-snapshot."""
 
 from __future__ import annotations
 
 import gzip
+import http.client
 import io
+import ipaddress
 import json
 import logging
 import time
@@ -18,6 +22,41 @@ from .loop import ServeState
 
 log = logging.getLogger(__name__)
 STALE_AFTER_INTERVALS = 3
+PRIVATE_PATHS = ("/snapshot.json", "/findings.json")
+PRIVATE_REFUSED = (b"403 Forbidden: this carries every container's command, mounts, labels and environment, so "
+                   b"mltop serve answers it only to loopback clients and to clients that pass --web-config's "
+                   b"basic auth; start it with --expose-snapshot to serve it to any client that reaches it\n")
+
+
+def is_loopback_address(host: str) -> bool:
+    """Whether `host` (an IP address as a socket gives it) is a loopback address: 127.0.0.0/8, ::1, or
+    127.x mapped in IPv6. A client address on the host's own network interfaces is not: anything on the
+    network may stand behind it (a pod on the host network, a NAT)."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+def password_check_needed(auth) -> "Callable[[bytes], bool] | None":
+    """front.HttpFront's `costly`: whether answering a request head costs a bcrypt check (its Authorization
+    header's verdict is not remembered yet). Parses the head as http.server will (http.client.parse_headers),
+    so both read the same header."""
+    if auth is None:
+        return None
+
+    def costly(head: bytes) -> bool:
+        lines = io.BytesIO(head)
+        lines.readline()  # the request line
+        try:
+            headers = http.client.parse_headers(lines)
+        except http.client.HTTPException:
+            return False  # http.server refuses this head (431) before any check
+        return auth.known(headers.get("Authorization")) is None
+
+    return costly
 
 
 def buffered_answer(handler_class) -> Callable[[bytes, tuple], bytes]:
@@ -70,8 +109,9 @@ def sources_health(snapshot) -> str:
 
 
 def make_handler(state: Callable[[], ServeState], metrics: Callable[[], bytes], interval: float,
-                 extra_health: Callable[[], str | None] = lambda: None, auth=None):
-    """`metrics` renders /metrics (metrics.Exposition.render); `auth` (webconfig.BasicAuth) or None."""
+                 extra_health: Callable[[], str | None] = lambda: None, auth=None, expose_snapshot: bool = False):
+    """`metrics` renders /metrics (metrics.Exposition.render); `auth` (webconfig.BasicAuth) or None;
+    `expose_snapshot`: serve PRIVATE_PATHS to any client, not only loopback and authenticated ones."""
     from mltop.probes.model import snapshot_to_json
 
     class Handler(BaseHTTPRequestHandler):
@@ -90,7 +130,10 @@ def make_handler(state: Callable[[], ServeState], metrics: Callable[[], bytes], 
                 self.wfile.write(b"Unauthorized\n")
                 return
             path = self.path.split("?", 1)[0]
-            if path == "/metrics":
+            if (path in PRIVATE_PATHS and auth is None and not expose_snapshot
+                    and not is_loopback_address(self.client_address[0])):
+                self._send(403, PRIVATE_REFUSED, "text/plain; charset=utf-8")
+            elif path == "/metrics":
                 # Text format 0.0.4 only: the cached snapshot part and the live self part concatenate.
                 self._send(200, metrics(), CONTENT_TYPE_LATEST)
             elif path == "/snapshot.json":

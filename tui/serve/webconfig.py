@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import os
 import re
 import ssl
@@ -43,43 +44,81 @@ class WebConfigError(ValueError):
 
 class BasicAuth:
     """Checks `Authorization: Basic` headers against bcrypt hashes. A bcrypt check costs tens of ms on
-    purpose, and Prometheus sends the same credentials every scrape: results are remembered by a digest of
-    (user, password, hash), so the password itself is never kept."""
+    purpose, and Prometheus sends the same credentials every scrape: each verdict is remembered by a keyed
+    digest of (user, password, hash), never the password. Passwords that passed and passwords that failed are
+    remembered apart, so a flood of wrong ones cannot push the right one out. One check runs at a time (as
+    exporter-toolkit's bcrypt mutex); the front (front.py) asks `known()` first and sends a request whose
+    verdict is not known to its own small, bounded queue."""
 
-    CACHE_SIZE = 256
+    VERIFIED_SIZE = 64
+    REFUSED_SIZE = 256
+    MAX_PASSWORD_BYTES = 72  # bcrypt reads no further; Go's bcrypt (exporter-toolkit) refuses longer ones too
 
     def __init__(self, users: dict[str, bytes]):
         self.users = dict(users)
-        self._cache: OrderedDict[bytes, bool] = OrderedDict()
+        self._key = os.urandom(32)  # the digests mean nothing outside this process
+        self._verified: OrderedDict[bytes, None] = OrderedDict()
+        self._refused: OrderedDict[bytes, None] = OrderedDict()
         self._lock = threading.Lock()
+        self._check = threading.Lock()
 
-    def allows(self, header: str | None) -> bool:
-        if not header:
-            return False
+    def credentials(self, header: str | None) -> tuple[str, bytes] | None:
+        """(user, password) from the header, or None when it cannot carry a valid password: missing, another
+        scheme, bad base64, not UTF-8, no colon, a password past 72 bytes. Never raises."""
+        if not header or len(header) > 1024:
+            return None
         scheme, _, encoded = header.strip().partition(" ")
         if scheme.lower() != "basic":
-            return False
+            return None
         try:
-            user, sep, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+            decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
+            return None
+        user, sep, password = decoded.partition(":")
+        secret = password.encode()
+        if not sep or not user or len(secret) > self.MAX_PASSWORD_BYTES:
+            return None
+        return user, secret
+
+    def _digest(self, user: str, password: bytes) -> bytes:
+        target = self.users.get(user, _DUMMY_HASH)
+        return hmac.new(self._key, b"\0".join((user.encode(), password, target)), hashlib.sha256).digest()
+
+    def known(self, header: str | None) -> bool | None:
+        """The verdict when it costs no bcrypt check (a refused header, a remembered verdict); None when only a
+        check can tell."""
+        creds = self.credentials(header)
+        if creds is None:
             return False
-        if not sep:
-            return False
-        hashed = self.users.get(user)
-        target = hashed if hashed is not None else _DUMMY_HASH
-        key = hashlib.sha256(b"\0".join((user.encode(), password.encode(), target))).digest()
+        key = self._digest(*creds)
         with self._lock:
-            known = self._cache.get(key)
-            if known is not None:
-                self._cache.move_to_end(key)
-                return known
+            if key in self._verified:
+                self._verified.move_to_end(key)
+                return True
+            if key in self._refused:
+                return False
+        return None
+
+    def allows(self, header: str | None) -> bool:
+        verdict = self.known(header)
+        if verdict is not None:
+            return verdict
+        user, password = self.credentials(header)
+        hashed = self.users.get(user)
         import bcrypt
 
-        ok = bcrypt.checkpw(password.encode(), target) and hashed is not None
+        with self._check:
+            try:
+                # An unknown user still costs one check, so timing does not tell users apart.
+                ok = bcrypt.checkpw(password, hashed if hashed is not None else _DUMMY_HASH) and hashed is not None
+            except ValueError:  # a hash bcrypt will not read: no password matches it
+                ok = False
+        key = self._digest(user, password)
         with self._lock:
-            self._cache[key] = ok
-            while len(self._cache) > self.CACHE_SIZE:
-                self._cache.popitem(last=False)
+            cache, size = (self._verified, self.VERIFIED_SIZE) if ok else (self._refused, self.REFUSED_SIZE)
+            cache[key] = None
+            while len(cache) > size:
+                cache.popitem(last=False)
         return ok
 
 
