@@ -121,10 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.interval < 0.25:
         parser.error("--interval must be at least 0.25 seconds")
     configure_logging(args.log_file, to_stderr=args.command is not None)
-    if args.no_exec:  # one policy for the whole process: the runner refuses every docker exec under it
+    if args.no_exec:  # one policy for the whole process: the action registry refuses every exec and attach
         import os
 
-        from mltop.diagnostics.actions.runner import NO_EXEC_ENV
+        from mltop.diagnostics.actions.registry import NO_EXEC_ENV
 
         os.environ[NO_EXEC_ENV] = "1"
     if args.cri_endpoint is not None:  # likewise: every sampler of the process asks this endpoint
