@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from types import SimpleNamespace
 
 import pytest
@@ -97,7 +96,8 @@ def test_the_no_exec_rule_refuses_by_what_the_work_reaches(monkeypatch):
     assert refusal(PY_SPY) is None
 
 
-def test_mltop_run_py_spy_is_refused_under_no_exec_and_py_spy_never_runs(containers, counted_py_spy, monkeypatch):
+def test_mltop_run_py_spy_is_refused_under_no_exec_and_py_spy_never_runs(containers, sampler, counted_py_spy,
+                                                                         monkeypatch):
     c = containers.run(["python3", "-c", SPIN], image="python")
     env = {**os.environ, "PATH": counted_py_spy.path}
     env.pop("MLTOP_NO_EXEC", None)
@@ -113,6 +113,11 @@ def test_mltop_run_py_spy_is_refused_under_no_exec_and_py_spy_never_runs(contain
     assert refused.stderr.strip() == f"mltop run: py-spy refused — {refusal(PY_SPY)}"
     assert "mltop_spin" not in refused.stdout
     assert counted_py_spy.runs() == []  # py-spy never started
+    # an ActionRun asks too, for a caller that did not (a script, a screen of later days)
+    snap = sampler.sweep()
+    result = ActionRun(PY_SPY, snap, snap.container(c.id), sampler.engine).run()
+    assert result.status == UNAVAILABLE and result.explanation == refusal(PY_SPY) and result.output == ""
+    assert counted_py_spy.runs() == []
     # and `--no-exec` on the command line is the same setting (it sets MLTOP_NO_EXEC=1 for the process)
     flagged = subprocess.run([*argv[:3], "--no-exec", *argv[3:]], capture_output=True, text=True, timeout=120,
                              env=env)

@@ -1,8 +1,10 @@
 """ActionRun: one action against one container, run to its end in the calling thread; cancel from any thread.
 
-Every line is redacted (token shapes, then the container's own secret values) before anyone sees it. When the
-container's secrets cannot be read the action does not run: its output could echo a secret mltop would not
-recognise, so the result says "not shown: secrets could not be read" instead (fail closed).
+First the action registry is asked whether the action may run at all (`refusal`: --no-exec, a source that
+cannot act); a refused run ends `unavailable` with its words and touches nothing. Every line is redacted (token
+shapes, then the container's own secret values) before anyone sees it, and the output is capped (runner.py).
+When the container's secrets cannot be read the action does not run: its output could echo a secret mltop would
+not recognise, so the result says "not shown: secrets could not be read" instead (fail closed).
 """
 
 from __future__ import annotations
@@ -207,9 +209,10 @@ class ActionRun:
             for part in line.split("\n"):
                 self.emit(part)
             return
+        line = cut_line(line)
         if not self._cap.admit(len(line) + 1):
             return  # past the cap: neither kept nor shown; the last line says how much
-        line = cut_line(self._redact(cut_line(line)))
+        line = cut_line(self._redact(line))
         self._lines.append(line)
         self._show(line)
 
