@@ -16,7 +16,7 @@ import logging
 import os
 from typing import Any, Iterable, Mapping, Sequence
 
-from mltop.probes.cri.access import cri_secrets, runs_on_cri  # noqa: F401  (re-exported: the report reads them here)
+from mltop.probes.cri.access import cri_secrets  # noqa: F401  (re-exported: document.py reads it here)
 from mltop.probes.model import ContainerSample, Snapshot
 from mltop.probes.redaction import SECRETS_UNREADABLE, ContainerSecrets
 from mltop.probes.units import MISSING, iso_utc
