@@ -20,7 +20,8 @@ from .workload import WorkloadThresholds
 
 log = logging.getLogger(__name__)
 
-from .actions.runner import NO_EXEC_ENV, no_exec_reason  # noqa: E402  (re-exported)
+from .actions.registry import (DEVICE_CHECK, NO_EXEC_ENV, READ_TEST, no_exec_reason,  # noqa: E402  (re-exported)
+                               refusal)
 
 __all__ = ["BackgroundDeviceChecks", "DoctorResult", "SkippedCheck", "judge", "judgeable", "latest_device_check",
            "no_exec_reason", "run_doctor", "worst_by_container"]
@@ -312,16 +313,18 @@ def run_doctor(
             log.info("could not read the logs of %s", c.name, exc_info=True)
             skips.add("logs", f"could not read the logs: {type(exc).__name__}: {exc}", c.name)
 
-    forbidden = no_exec_reason(no_exec)
-    if forbidden and io_test:
-        skips.add("io.read_test", forbidden)
+    # Whether the read test and the device check may exec: the action registry decides, in its words
+    read_refused = refusal(READ_TEST, no_exec=no_exec)
+    check_refused = refusal(DEVICE_CHECK, no_exec=no_exec)
+    if read_refused and io_test:
+        skips.add("io.read_test", read_refused)
         io_test = None
-    if forbidden and framework_check:
-        skips.add(FRAMEWORK_CHECK, forbidden + " (the device check runs in the container)")
+    if check_refused and framework_check:
+        skips.add(FRAMEWORK_CHECK, check_refused)
         framework_check = False
-    elif forbidden:
-        skips.add("exec", forbidden + ": the device check and the read test did not run; checks judged the "
-                            "image, logs and NVML only")
+    elif check_refused:
+        skips.add("exec", check_refused + " The device check and the read test did not run; checks judged the "
+                                          "image, logs and NVML only.")
 
     read_tests: dict[str, ReadTestResult] = {}
     if io_test:
@@ -373,9 +376,16 @@ class BackgroundDeviceChecks:
     def __init__(self, action_log, timeout_s: float = FRAMEWORK_CHECK_TIMEOUT_S, no_exec: bool = False):
         self.action_log = action_log
         self.timeout_s = timeout_s
-        self.forbidden = no_exec_reason(no_exec)
+        self.no_exec = no_exec
         self.outcomes: dict[tuple[str, str | None], str] = {}  # (id, StartedAt) -> status, for each start tried
         self._lock = threading.Lock()
+
+    @property
+    def forbidden(self) -> str | None:
+        """Why no background device check may run now (the action registry's words), or None."""
+        from .actions.registry import BACKGROUND_DEVICE_CHECK
+
+        return refusal(BACKGROUND_DEVICE_CHECK, no_exec=self.no_exec)
 
     @staticmethod
     def key(c: ContainerSample) -> tuple[str, str | None]:

@@ -399,7 +399,7 @@ def test_every_action_and_in_container_work_says_whether_it_needs_the_live_conta
         "Replay shows recorded data: in-container actions (nvidia-smi, py-spy, framework check) need the live "
         "container. Run `mltop` to act on it now.")  # the words `p` has always shown in replay
     # Work that does not need the live container is never refused by a source
-    reader = dataclasses.replace(CONTAINER_WORK[0], needs_live_container=False)
+    reader = dataclasses.replace(CONTAINER_WORK[0], reaches=frozenset())
     assert refusal(reader, RecordingSource) is None
     with pytest.raises(ValueError, match="unknown action 'framework'"):
         refusal("framework", RecordingSource)

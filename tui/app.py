@@ -447,9 +447,6 @@ class MltopApp(ReplayMixin, App):
             self.push_screen(recorded_screen(kind, self.selected_container_id))
             return
         spec = CONTAINER_SCREENS[kind]
-        if kind in BY_NAME and self.device_checks.forbidden:  # every action runs a docker exec or ptrace
-            self.notify(f"{spec.title}: {self.device_checks.forbidden}", severity="warning")
-            return
         screen_class = getattr(importlib.import_module(f"mltop.tui.{spec.module}"), spec.screen_class)
         if getattr(self.screen, "kind", None) in CONTAINER_SCREENS:
             # `p` pressed on an nvidia-smi panel switches to py-spy instead of stacking panels
@@ -461,7 +458,7 @@ class MltopApp(ReplayMixin, App):
 
     def refuses_action(self, kind: str) -> bool:
         """True (and says why) when `kind` is an action that needs the live container and the source cannot
-        act: the registry's answer (each action's needs_live_container, the source's cannot_act)."""
+        act or --no-exec forbids it: the registry's answer (its rules, each action's `reaches`)."""
         why = refusal(kind, self.source) if kind in BY_NAME else None
         if why:
             self.notify(printable(why), severity="warning", timeout=6, markup=False)  # a host name is the server's

@@ -4,7 +4,7 @@ An `ActionRun` (run.py) runs one action to its end in the calling thread (a TUI 
 hands each output line to `on_line` as it arrives, and returns a frozen `ActionResult` (results.py);
 `cancel()` may be called from any thread. Every line is redacted before anyone sees it. Results go to an
 `ActionLog`, the session history a report reads. The actions themselves are listed once, in registry.py,
-each saying whether it needs the live container; `refusal(action, source)` is asked before any of them runs.
+each saying what it does to the container; `refusal(action, source)` is asked before any of them runs.
 
 Commands are argv lists, never shell strings, and all of them go through runner.py: `docker exec` for what
 runs inside the container, a host subprocess for py-spy (which attaches to the container's processes by
@@ -19,8 +19,9 @@ from .device_check import DEVICE_CHECK_LABEL, device_check_source, summarize_dev
 from .nvidia_smi import container_gpus, explain_missing_nvidia_smi, explain_nvidia_smi_failure, host_gpu_view
 from .py_spy import PtraceFacts, explain_py_spy_failure, find_py_spy, ptrace_facts, python_processes
 from .context import ActionContext
-from .registry import (ACTION_NAMES, ACTIONS, BACKGROUND_DEVICE_CHECK, CONTAINER_WORK, DEVICE_CHECK, NVIDIA_SMI,
-                       PY_SPY, READ_TEST, Action, ContainerWork, action_named, refusal)
+from .registry import (ACTION_NAMES, ACTIONS, BACKGROUND_DEVICE_CHECK, CONTAINER_WORK, DEVICE_CHECK, NO_EXEC_ENV,
+                       NVIDIA_SMI, PY_SPY, READ_TEST, Action, ContainerWork, Standing, action_named, no_exec_reason,
+                       refusal)
 from .results import CANCELLED, FAILED, OK, TIMEOUT, UNAVAILABLE, ActionLog, ActionResult
 from .run import ActionRun
 from .runner import StepOutcome
@@ -28,8 +29,8 @@ from .runner import StepOutcome
 __all__ = [
     "ACTIONS", "ACTION_NAMES", "Action", "ActionContext", "ActionLog", "ActionResult", "ActionRun",
     "BACKGROUND_DEVICE_CHECK", "CANCELLED", "CONTAINER_WORK", "ContainerWork", "DEVICE_CHECK",
-    "DEVICE_CHECK_LABEL", "FAILED", "NVIDIA_SMI", "OK", "PY_SPY", "PtraceFacts", "READ_TEST", "REDACTED",
-    "StepOutcome", "TIMEOUT", "UNAVAILABLE", "action_named", "container_gpus", "device_check_source",
+    "DEVICE_CHECK_LABEL", "FAILED", "NO_EXEC_ENV", "NVIDIA_SMI", "OK", "PY_SPY", "PtraceFacts", "READ_TEST", "REDACTED",
+    "Standing", "StepOutcome", "TIMEOUT", "UNAVAILABLE", "action_named", "container_gpus", "device_check_source",
     "explain_missing_nvidia_smi", "explain_nvidia_smi_failure", "explain_py_spy_failure", "find_py_spy",
-    "host_gpu_view", "ptrace_facts", "python_processes", "refusal", "summarize_device_check",
+    "host_gpu_view", "no_exec_reason", "ptrace_facts", "python_processes", "refusal", "summarize_device_check",
 ]

@@ -1,8 +1,18 @@
-"""The one list of actions: name, dashboard key, title, default timeout, the function that runs it, and whether
-it needs the live container. Also the in-container work that has no key (the read test, the background device
-check), and the one question every caller asks before any of it runs: `refusal(work, source)`.
+"""The one list of actions: name, dashboard key, title, default timeout, the function that runs it, and what it
+does to the container. Also the in-container work that has no key (the read test, the background device check),
+and the one question every door asks before any of it runs: `refusal(work, source)`.
 
 `mltop run`, the dashboard's keys and the action screen all read ACTIONS; nothing else names an action.
+
+Who may act is decided here and nowhere else. Each piece of work says what it does to the container (`reaches`:
+EXEC, ATTACH, SIGNAL, STOP); each rule in RULES looks at that and at where the caller stands (the source, the
+process's --no-exec / MLTOP_NO_EXEC) and refuses in the words the user reads. The dashboard, `mltop run`, the
+doctor's read test and device check and the background device check all ask `refusal`; the runner refuses a
+docker exec under --no-exec again as a last guard. A later policy (a read-only mode: no exec, no signals, no
+stop) is one more field of Standing and one more rule.
+
+--no-exec covers py-spy: it does not exec into the container, but it attaches to the container's processes from
+the host (ptrace) and reads their memory, which is the reach into a container the flag forbids.
 """
 
 from __future__ import annotations
@@ -12,9 +22,20 @@ from typing import Callable, Protocol, Union
 
 from .context import ActionContext
 from .device_check import run_device_check
+from .no_exec import NO_EXEC_ENV, no_exec_reason  # noqa: F401  (the setting; the rule is below)
 from .nvidia_smi import run_nvidia_smi
 from .py_spy import run_py_spy
 from .results import ActionOutcome
+
+# What a piece of work does to the container as it runs now (an Action's or ContainerWork's `reaches`).
+EXEC = "exec"  # runs a command inside it: docker exec, a pod container's CRI ExecSync
+ATTACH = "attach"  # attaches to its processes from the host by their host PID (ptrace: py-spy)
+SIGNAL = "signal"  # sends a signal to one of its processes
+STOP = "stop"  # stops, restarts or removes it
+_DOES = {EXEC: "runs a command inside the container", ATTACH: "attaches to the container's processes from the host",
+         SIGNAL: "signals the container's processes", STOP: "stops the container"}
+
+NO_EXEC_REACHES = frozenset({EXEC, ATTACH})  # what --no-exec forbids
 
 
 @dataclass(frozen=True)
@@ -26,9 +47,15 @@ class Action:
     timeout_s: float  # default; `mltop run --timeout` overrides it
     run: Callable[[ActionContext], ActionOutcome]
     summary: str  # one line for `mltop run --help`
-    # It execs in, attaches to or signals the container as it runs now: a source that cannot act (a
-    # recording, a Prometheus) refuses it. Every action says so itself: there is no other list.
-    needs_live_container: bool
+    # What it does to the container as it runs now (EXEC, ATTACH, ...): the rules refuse by it. Every action
+    # says so itself: there is no other list.
+    reaches: frozenset[str]
+
+    @property
+    def needs_live_container(self) -> bool:
+        """It acts on the container as it runs now: a source that cannot act (a recording, a Prometheus)
+        refuses it."""
+        return bool(self.reaches)
 
 
 @dataclass(frozen=True)
@@ -37,7 +64,11 @@ class ContainerWork:
 
     name: str
     title: str
-    needs_live_container: bool
+    reaches: frozenset[str]
+
+    @property
+    def needs_live_container(self) -> bool:
+        return bool(self.reaches)
 
 
 NVIDIA_SMI = "nvidia-smi"
@@ -46,20 +77,20 @@ DEVICE_CHECK = "device-check"
 
 ACTIONS: tuple[Action, ...] = (
     Action(NVIDIA_SMI, "n", "nvidia-smi", "nvidia-smi", 30.0, run_nvidia_smi,
-           "nvidia-smi inside the container, else the host's view of its GPUs", needs_live_container=True),
+           "nvidia-smi inside the container, else the host's view of its GPUs", reaches=frozenset({EXEC})),
     Action(PY_SPY, "p", "py-spy dump", "py-spy", 30.0, run_py_spy, "dump the stacks of its busiest Python process",
-           needs_live_container=True),  # ptrace by host PID: a recorded PID may be another process by now
+           reaches=frozenset({ATTACH})),  # ptrace by host PID: a recorded PID may be another process by now
     Action(DEVICE_CHECK, "f", "Framework device check", "Framework check", 180.0, run_device_check,
-           "which device each ML framework in it really uses", needs_live_container=True),
+           "which device each ML framework in it really uses", reaches=frozenset({EXEC})),
 )
 BY_NAME: dict[str, Action] = {a.name: a for a in ACTIONS}
 ACTION_NAMES = tuple(BY_NAME)
 
 # `mltop doctor --io-test`: dd with O_DIRECT by docker exec (read_test.py).
-READ_TEST = ContainerWork("io.read_test", "the read test", needs_live_container=True)
+READ_TEST = ContainerWork("io.read_test", "The read test", reaches=frozenset({EXEC}))
 # The dashboard's device check without a key press (doctor.BackgroundDeviceChecks), an ActionRun of DEVICE_CHECK.
-BACKGROUND_DEVICE_CHECK = ContainerWork("device-check.background", "the background device check",
-                                        needs_live_container=True)
+BACKGROUND_DEVICE_CHECK = ContainerWork("device-check.background", "The background device check",
+                                        reaches=frozenset({EXEC}))
 CONTAINER_WORK: tuple[ContainerWork, ...] = (READ_TEST, BACKGROUND_DEVICE_CHECK)
 
 InContainerWork = Union[Action, ContainerWork]
@@ -82,16 +113,54 @@ def action_named(name: str) -> Action:
         raise ValueError(f"unknown action {name!r}; expected one of {', '.join(ACTION_NAMES)}") from None
 
 
-def refusal(work: InContainerWork | str, source: ActingSource) -> str | None:
-    """Why `work` (an Action, ContainerWork or action name) may not run on the containers `source` shows, in
-    the words the user reads; None when it may. The source says whether it can act (`cannot_act`); the
-    work says whether it needs to (`needs_live_container`)."""
-    if isinstance(work, str):
-        work = action_named(work)
-    why = source.cannot_act
-    if not why or not work.needs_live_container:
+@dataclass(frozen=True)
+class Standing:
+    """Where the caller stands, as the rules see it: what the source cannot do and what the process forbids."""
+
+    cannot_act: str | None = None  # the source's cannot_act: a recording, a Prometheus
+    act_command: str = "mltop"  # the command that acts on these containers where they run
+    no_exec: str | None = None  # no_exec_reason(): --no-exec / MLTOP_NO_EXEC
+
+    @classmethod
+    def of(cls, source: ActingSource | None = None, *, no_exec: bool = False) -> "Standing":
+        """`source` None: the live containers of this host (`mltop run`, the doctor)."""
+        return cls(cannot_act=getattr(source, "cannot_act", None) if source is not None else None,
+                   act_command=getattr(source, "act_command", None) or "mltop",
+                   no_exec=no_exec_reason(no_exec))
+
+
+Rule = Callable[[InContainerWork, Standing], "str | None"]
+
+
+def _source_cannot_act(work: InContainerWork, standing: Standing) -> str | None:
+    if not standing.cannot_act or not work.needs_live_container:
         return None
     live_only = ", ".join(a.key_help[:1].lower() + a.key_help[1:] for a in ACTIONS if a.needs_live_container)
-    where = getattr(source, "act_command", None) or "mltop"  # a fleet host names the ssh command to its host
-    return (f"{why}: in-container actions ({live_only}) need the live container. "
-            f"Run `{where}` to act on it now.")
+    return (f"{standing.cannot_act}: in-container actions ({live_only}) need the live container. "
+            f"Run `{standing.act_command}` to act on it now.")
+
+
+def _no_exec(work: InContainerWork, standing: Standing) -> str | None:
+    reach = sorted(work.reaches & NO_EXEC_REACHES)
+    if not standing.no_exec or not reach:
+        return None
+    return f"{standing.no_exec}: {work.title} {' and '.join(_DOES[r] for r in reach)}."
+
+
+# Asked in order; the first that refuses says why. A new policy is one more rule here.
+RULES: tuple[Rule, ...] = (_source_cannot_act, _no_exec)
+
+
+def refusal(work: InContainerWork | str, source: ActingSource | None = None, *,
+            no_exec: bool = False) -> str | None:
+    """Why `work` (an Action, ContainerWork or action name) may not run on the containers `source` shows (None:
+    this host's live containers), in the words the user reads; None when it may. `no_exec`: --no-exec given
+    to this call (MLTOP_NO_EXEC is read in any case)."""
+    if isinstance(work, str):
+        work = action_named(work)
+    standing = Standing.of(source, no_exec=no_exec)
+    for rule in RULES:
+        why = rule(work, standing)
+        if why:
+            return why
+    return None

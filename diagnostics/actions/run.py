@@ -1,8 +1,10 @@
 """ActionRun: one action against one container, run to its end in the calling thread; cancel from any thread.
 
-Every line is redacted (token shapes, then the container's own secret values) before anyone sees it. When the
-container's secrets cannot be read the action does not run: its output could echo a secret mltop would not
-recognise, so the result says "not shown: secrets could not be read" instead (fail closed).
+First the action registry is asked whether the action may run at all (`refusal`: --no-exec, a source that
+cannot act); a refused run ends `unavailable` with its words and touches nothing. Every line is redacted (token
+shapes, then the container's own secret values) before anyone sees it, and the output is capped (runner.py).
+When the container's secrets cannot be read the action does not run: its output could echo a secret mltop would
+not recognise, so the result says "not shown: secrets could not be read" instead (fail closed).
 """
 
 from __future__ import annotations
@@ -17,14 +19,11 @@ from mltop.probes.model import ContainerSample, Snapshot
 from mltop.probes.redaction import SECRETS_UNREADABLE, ContainerSecrets, redact_tree
 
 from . import runner
-from .registry import action_named
+from .registry import ActingSource, action_named, refusal
 from .results import CANCELLED, FAILED, OK, TIMEOUT, UNAVAILABLE, ActionLog, ActionResult, Finished
-from .runner import StepControl, StepOutcome
+from .runner import OutputCap, StepControl, StepOutcome, cut_line
 
 log = logging.getLogger(__name__)
-
-MAX_OUTPUT_LINES = 20_000
-MAX_LINE_CHARS = 4_000
 
 LineCallback = Callable[[str], None]
 
@@ -73,6 +72,8 @@ class ActionRun:
         all_processes: bool = False,
         log: ActionLog | None = None,
         py_spy: str | None = None,
+        source: ActingSource | None = None,
+        no_exec: bool = False,
     ):
         self.spec = action_named(action)
         self.action = action
@@ -86,10 +87,12 @@ class ActionRun:
         self.all_processes = all_processes
         self.log = log
         self.py_spy = py_spy
+        self.source = source  # what the snapshot came from (None: this host's live containers); asked by refusal
+        self.no_exec = no_exec
         self._cancel = threading.Event()
         self._done = threading.Event()
         self._lines: list[str] = []
-        self._dropped_lines = 0
+        self._cap = OutputCap()  # runner.MAX_OUTPUT_BYTES kept in all, over every step of the action
         self._command: tuple[str, ...] = ()
         self._deadline = 0.0
         self._result: ActionResult | None = None
@@ -139,6 +142,9 @@ class ActionRun:
         self._deadline = t0 + self.timeout_s
         status, explanation, exit_code, data = OK, None, None, {}
         try:
+            refused = refusal(self.spec, self.source, no_exec=self.no_exec)  # the registry decides, before anything
+            if refused:
+                raise Finished(UNAVAILABLE, refused)
             if self.container is None:
                 raise Finished(UNAVAILABLE, f"No container {self.container_key!r} in the snapshot: it may have "
                                             "been removed; refresh and pick it again.")
@@ -164,8 +170,10 @@ class ActionRun:
         if status not in (TIMEOUT, CANCELLED):
             if self._cancel.is_set():
                 status = CANCELLED
-        if self._dropped_lines:
-            self._lines.append(f"[{self._dropped_lines} more lines not kept]")
+        dropped = self._cap.note()
+        if dropped:
+            self._lines.append(dropped)
+            self._show(dropped)
         container = self.container
         result = ActionResult(
             action=self.action,
@@ -194,19 +202,21 @@ class ActionRun:
         return self._secrets.scrub(text)
 
     def emit(self, line: str) -> None:
-        """One output line: redacted, kept, and handed to `on_line`."""
+        """One output line: cut at runner.MAX_LINE_BYTES, redacted, kept and handed to `on_line`, while the
+        action's output is within runner.MAX_OUTPUT_BYTES."""
         line = line.rstrip("\r\n")
         if "\n" in line:
             for part in line.split("\n"):
                 self.emit(part)
             return
-        line = self._redact(line)
-        if len(line) > MAX_LINE_CHARS:
-            line = line[:MAX_LINE_CHARS] + " …"
-        if len(self._lines) < MAX_OUTPUT_LINES:
-            self._lines.append(line)
-        else:
-            self._dropped_lines += 1
+        line = cut_line(line)
+        if not self._cap.admit(len(line) + 1):
+            return  # past the cap: neither kept nor shown; the last line says how much
+        line = cut_line(self._redact(line))
+        self._lines.append(line)
+        self._show(line)
+
+    def _show(self, line: str) -> None:
         if self.on_line is not None:
             try:
                 self.on_line(line)
@@ -221,10 +231,14 @@ class ActionRun:
         """`docker exec` argv in the container, streaming its output (stdout captured when asked)."""
         assert self.container is not None
         self._command = tuple(shown_as or argv)
-        return runner.exec_in_container(self._target, self.container.id, argv, self._control(),
-                                        capture_stdout=capture_stdout)
+        return self._counted(runner.exec_in_container(self._target, self.container.id, argv, self._control(),
+                                                      capture_stdout=capture_stdout))
 
     def run_on_host(self, argv: Sequence[str], env: dict[str, str] | None = None) -> StepOutcome:
         """A host subprocess (argv), stdout and stderr merged, streamed line by line."""
         self._command = tuple(argv)
-        return runner.run_on_host(argv, self._control(), env=env)
+        return self._counted(runner.run_on_host(argv, self._control(), env=env))
+
+    def _counted(self, outcome: StepOutcome) -> StepOutcome:
+        self._cap.add_dropped(outcome.dropped_bytes, outcome.dropped_lines)  # what the step's cap refused
+        return outcome

@@ -24,11 +24,104 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from mltop.probes.identity import identity_of_pid
 
+from .no_exec import no_exec_reason
+
 log = logging.getLogger(__name__)
 
 _NOT_FOUND = re.compile(r"executable file not found|no such file or directory|not found in \$PATH", re.I)
 _EOF = object()
 _LOCAL_SCHEMES = ("unix://", "npipe://", "fd://")
+
+
+# What one command's output may cost, in every path (docker exec, CRI ExecSync, a host subprocess) and in the
+# ActionRun that keeps it: a line is cut at MAX_LINE_BYTES (the cut said with CUT_MARK), and MAX_OUTPUT_BYTES are
+# kept in all; the rest is counted and a last line says how much was dropped. Output is split in linear time.
+MAX_LINE_BYTES = 64 << 10
+MAX_OUTPUT_BYTES = 4 << 20
+CUT_MARK = " …"
+
+
+def cut_line(line: str) -> str:
+    """`line` cut at MAX_LINE_BYTES characters (bytes for the ASCII most output is), the cut said."""
+    return line if len(line) <= MAX_LINE_BYTES else line[:MAX_LINE_BYTES] + CUT_MARK
+
+
+class LineSplitter:
+    """Bytes in, whole lines out (without the newline), in time linear in what is fed; a line longer than
+    MAX_LINE_BYTES comes out cut as soon as it is that long (flag True), and its rest is skipped to the next
+    newline."""
+
+    def __init__(self, max_line: int = MAX_LINE_BYTES):
+        self.max_line = max_line
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._skipping = False  # a line already given out cut: drop bytes up to its newline
+
+    def feed(self, data: bytes) -> Iterator[tuple[bytes, bool]]:
+        start, end = 0, len(data)
+        while start < end:
+            newline = data.find(b"\n", start)
+            stop = end if newline < 0 else newline
+            if not self._skipping:
+                piece = data[start:stop]
+                room = self.max_line - self._size
+                if len(piece) > room:
+                    self._parts.append(piece[:room])
+                    yield self._take(), True
+                    self._skipping = True
+                elif piece:
+                    self._parts.append(piece)
+                    self._size += len(piece)
+            if newline < 0:
+                return
+            if self._skipping:
+                self._skipping = False
+            else:
+                yield self._take(), False
+            start = newline + 1
+
+    def rest(self) -> bytes | None:
+        """The last line when the output did not end with a newline; None when nothing is pending."""
+        if self._skipping or not self._parts:
+            return None
+        return self._take()
+
+    def _take(self) -> bytes:
+        line = b"".join(self._parts)
+        self._parts, self._size = [], 0
+        return line
+
+
+class OutputCap:
+    """Keeps count of what one command's output has kept: `admit(n)` True while MAX_OUTPUT_BYTES are not spent;
+    what is refused is counted, and `note()` says how much that was."""
+
+    def __init__(self, limit: int = MAX_OUTPUT_BYTES):
+        self.limit = limit
+        self.kept = 0
+        self.dropped_bytes = 0
+        self.dropped_lines = 0
+        self._full = False  # once a line did not fit, none after it is kept (the output keeps its order)
+
+    def add_dropped(self, size: int, lines: int) -> None:
+        """Output another cap refused (a step's), said in this one's note."""
+        self.dropped_bytes += size
+        self.dropped_lines += lines
+
+    def admit(self, size: int) -> bool:
+        if not self._full and self.kept + size <= self.limit:
+            self.kept += size
+            return True
+        self._full = True
+        self.dropped_bytes += size
+        self.dropped_lines += 1
+        return False
+
+    def note(self) -> str | None:
+        if not self.dropped_lines:
+            return None
+        return (f"[{self.dropped_bytes} more bytes in {self.dropped_lines} lines not kept: output is capped at "
+                f"{self.limit >> 20} MiB]")
 
 
 @dataclass
@@ -44,6 +137,8 @@ class StepOutcome:
     error: str | None = None  # it could not be started at all (engine error, OSError)
     still_running: bool = False  # cancelled or timed out but we could not end it (remote engine)
     wall_s: float = 0.0  # from start to the end of its output
+    dropped_bytes: int = 0  # output past MAX_OUTPUT_BYTES: not kept, not emitted
+    dropped_lines: int = 0
 
 
 @dataclass
@@ -115,24 +210,11 @@ def _exec_exit_code(engine: Any, exec_id: str) -> int | None:
     return None
 
 
-NO_EXEC_ENV = "MLTOP_NO_EXEC"  # the configuration key: MLTOP_NO_EXEC=1 forbids every docker exec, like --no-exec
-
-
-def no_exec_reason(no_exec: bool = False) -> str | None:
-    """Why mltop may not exec into containers (--no-exec, or MLTOP_NO_EXEC=1), or None when it may."""
-    if no_exec:
-        return "--no-exec forbids docker exec and CRI exec into containers"
-    if os.environ.get(NO_EXEC_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
-        return f"{NO_EXEC_ENV}={os.environ[NO_EXEC_ENV]} forbids docker exec and CRI exec into containers"
-    return None
-
-
-
 def exec_in_container(engine: Any, container_id: str, argv: Sequence[str], control: StepControl, *,
                       capture_stdout: bool = False) -> StepOutcome:
     """`docker exec` argv in the container, streaming its output (stdout captured when asked). Nothing is
-    exec'd under --no-exec / MLTOP_NO_EXEC=1: every action, the read test and the background device check
-    come through here, so the policy holds in one place."""
+    exec'd under --no-exec / MLTOP_NO_EXEC=1: the registry's `refusal` decides that before any work starts;
+    this is the last guard, for a caller that forgot to ask."""
     forbidden = no_exec_reason()
     if forbidden:
         log.info("exec %s in %s refused: %s", argv[:1], container_id[:12], forbidden)
@@ -230,13 +312,16 @@ def _pump(chunks: Callable[[], Iterator[tuple[int, bytes]]], stop: Callable[[], 
 
     threading.Thread(target=reader, name="mltop-step-reader", daemon=True).start()
     outcome = StepOutcome()
-    buffers = {1: b"", 2: b""}
+    splitters = {1: LineSplitter(), 2: LineSplitter()}
+    cap = OutputCap()
     captured: list[str] = []
     text: list[str] = []
     stopping_since: float | None = None
 
-    def take(stream: int, line_bytes: bytes) -> None:
-        line = line_bytes.decode("utf-8", errors="replace").rstrip("\r")
+    def take(stream: int, line_bytes: bytes, cut: bool = False) -> None:
+        if not cap.admit(len(line_bytes) + 1):
+            return  # past the cap: counted, said once at the end
+        line = line_bytes.decode("utf-8", errors="replace").rstrip("\r") + (CUT_MARK if cut else "")
         if capture_stdout and stream == 1:
             captured.append(line)
         elif control.emit is not None:
@@ -263,13 +348,16 @@ def _pump(chunks: Callable[[], Iterator[tuple[int, bytes]]], stop: Callable[[], 
                 log.info("the output stream ended with an error: %r", data)
                 outcome.error = control.redact(f"{type(data).__name__}: {data}")
             continue
-        buffers[stream] += data
-        while b"\n" in buffers[stream]:
-            line, buffers[stream] = buffers[stream].split(b"\n", 1)
-            take(stream, line)
-    for stream, rest in buffers.items():
+        for line, cut in splitters[stream].feed(data):
+            take(stream, line, cut)
+    for stream, splitter in splitters.items():
+        rest = splitter.rest()
         if rest:
             take(stream, rest)
+    outcome.dropped_bytes, outcome.dropped_lines = cap.dropped_bytes, cap.dropped_lines
+    dropped = cap.note()
+    if dropped:  # in the text; an ActionRun adds the counts to its own cap, which says them once
+        text.append(dropped)
     outcome.stdout = "\n".join(captured)
     outcome.text = "\n".join(text)
     return outcome
@@ -282,14 +370,13 @@ def _pump(chunks: Callable[[], Iterator[tuple[int, bytes]]], stop: Callable[[], 
 # `timeout` and one whose call is cancelled (containerd kills it with SIGKILL), so mltop never sends a signal to a
 # PID it did not start.
 
-MAX_STREAM_BYTES = 4 << 20  # of each of stdout and stderr: the rest is dropped, and a line says so
-
-
 def _capped(data: bytes, stream: str) -> bytes:
-    if len(data) <= MAX_STREAM_BYTES:
+    """Each of ExecSync's stdout and stderr cut at MAX_OUTPUT_BYTES before it is split (the rest said)."""
+    if len(data) <= MAX_OUTPUT_BYTES:
         return data
-    cut = data[:MAX_STREAM_BYTES]
-    return cut + f"\n[{stream}: {len(data) - MAX_STREAM_BYTES} more bytes not kept (cap {MAX_STREAM_BYTES})]\n".encode()
+    cut = data[:MAX_OUTPUT_BYTES]
+    return cut + (f"\n[{stream}: {len(data) - MAX_OUTPUT_BYTES} more bytes not kept: output is capped at "
+                  f"{MAX_OUTPUT_BYTES >> 20} MiB]\n").encode()
 
 
 def exec_sync(target: Any, container_id: str, argv: Sequence[str], control: StepControl, *,

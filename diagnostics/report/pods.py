@@ -16,7 +16,7 @@ import logging
 import os
 from typing import Any, Iterable, Mapping, Sequence
 
-from mltop.probes.cri.access import CRI_RUNTIMES
+from mltop.probes.cri.access import cri_secrets  # noqa: F401  (re-exported: document.py reads it here)
 from mltop.probes.model import ContainerSample, Snapshot
 from mltop.probes.redaction import SECRETS_UNREADABLE, ContainerSecrets
 from mltop.probes.units import MISSING, iso_utc
@@ -36,37 +36,9 @@ _POD_IDENTITY_LABELS = ("io.kubernetes.pod.name", "io.kubernetes.pod.namespace",
 NO_CRI_SECRETS = ContainerSecrets(error="no CRI runtime named this container")
 
 
-def runs_on_cri(c: ContainerSample) -> bool:
-    """A container of a CRI runtime (containerd, CRI-O): its environment and log are not the Docker engine's."""
-    return c.runtime in CRI_RUNTIMES
-
-
 def reads_kubelet_log(c: ContainerSample) -> bool:
     """A pod container whose log is the kubelet's file (the doctor's log source for it too)."""
     return c.kubernetes is not None and bool(c.config.log_path)
-
-
-def cri_secrets(snapshot: Snapshot, containers: Iterable[ContainerSample]) -> dict[str, ContainerSecrets]:
-    """{id: the container's own secret values} for the containers of a CRI runtime among `containers`, from
-    their environment in the verbose ContainerStatus of the endpoints that answered the snapshot (then the
-    configured ones), as the doctor reads them; where no endpoint answers for one, why (a report fails closed)."""
-    ids = [c.id for c in containers if runs_on_cri(c)]
-    if not ids:
-        return {}
-    from mltop.probes.cri import cri_endpoints
-    from mltop.probes.cri.access import secrets_of
-
-    endpoints = [s.endpoint for s in snapshot.host.sources if s.kind == "cri" and s.ok]
-    endpoints += [e for e, _ in cri_endpoints() if e not in endpoints]
-    try:
-        found = secrets_of(endpoints, ids)
-    except Exception as exc:  # grpc missing or broken: fail closed, never raise out of a report
-        log.info("report: the CRI runtime cannot be asked for the pods' secrets", exc_info=True)
-        found, why = {}, f"{type(exc).__name__}: {exc}"
-    else:
-        why = (f"no CRI runtime gave its environment (asked {', '.join(endpoints)})" if endpoints
-               else "no CRI endpoint is configured (--cri-endpoint, MLTOP_CRI_ENDPOINT)")
-    return {cid: found.get(cid) or ContainerSecrets(error=why) for cid in ids}
 
 
 def pod_log_tail(c: ContainerSample, lines: int, secrets: ContainerSecrets) -> dict[str, Any]:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Iterable
 
 from ..identity import CONTAINERD, CRIO
+from ..model import ContainerSample, Snapshot
 from ..redaction import ContainerSecrets
 from . import cri_endpoints
 
@@ -93,3 +95,29 @@ def secrets_of(endpoints, container_ids) -> dict[str, ContainerSecrets]:
         finally:
             client.close()
     return out
+
+
+def runs_on_cri(c: ContainerSample) -> bool:
+    """A container of a CRI runtime (containerd, CRI-O): its environment and log are not the Docker engine's."""
+    return c.runtime in CRI_RUNTIMES
+
+
+def cri_secrets(snapshot: Snapshot, containers: Iterable[ContainerSample]) -> dict[str, ContainerSecrets]:
+    """{id: the container's own secret values} for the containers of a CRI runtime among `containers`, from
+    their environment in the verbose ContainerStatus of the endpoints that answered the snapshot (then the
+    configured ones); where no endpoint answers for one, why (the report and the dashboard's log pane fail
+    closed on it)."""
+    ids = [c.id for c in containers if runs_on_cri(c)]
+    if not ids:
+        return {}
+    endpoints = [s.endpoint for s in snapshot.host.sources if s.kind == "cri" and s.ok]
+    endpoints += [e for e, _ in cri_endpoints() if e not in endpoints]
+    try:
+        found = secrets_of(endpoints, ids)
+    except Exception as exc:  # grpc missing or broken: fail closed, never raise
+        log.info("the CRI runtime cannot be asked for the pods' secrets", exc_info=True)
+        found, why = {}, f"{type(exc).__name__}: {exc}"
+    else:
+        why = (f"no CRI runtime gave its environment (asked {', '.join(endpoints)})" if endpoints
+               else "no CRI endpoint is configured (--cri-endpoint, MLTOP_CRI_ENDPOINT)")
+    return {cid: found.get(cid) or ContainerSecrets(error=why) for cid in ids}

@@ -125,10 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         print(f"mltop: cannot log to {err.filename or args.log_file}: {err.strerror or err}", file=sys.stderr)
         return 2
-    if args.no_exec:  # one policy for the whole process: the runner refuses every docker exec under it
+    if args.no_exec:  # one policy for the whole process: the action registry refuses every exec and attach
         import os
 
-        from mltop.diagnostics.actions.runner import NO_EXEC_ENV
+        from mltop.diagnostics.actions.registry import NO_EXEC_ENV
 
         os.environ[NO_EXEC_ENV] = "1"
     if args.cri_endpoint is not None:  # likewise: every sampler of the process asks this endpoint

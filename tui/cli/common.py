@@ -36,8 +36,9 @@ def add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("--interval", type=float, metavar="SECONDS", default=default(1.0),
                         help="refresh / sampling interval in seconds (default 1, minimum 0.25)")
     parser.add_argument("--no-exec", action="store_true", default=default(False),
-                        help="never docker exec into a container (also MLTOP_NO_EXEC=1): actions, the read test "
-                             "and the background device check are refused, and the doctor lists what it skipped")
+                        help="never docker exec into a container nor attach to its processes (also MLTOP_NO_EXEC=1): "
+                             "every action (py-spy included), the read test and the background device check are "
+                             "refused, and the doctor lists what it skipped")
     parser.add_argument("--log-file", metavar="PATH", default=default(None),
                         help="write mltop's own log here (default: $MLTOP_LOG_FILE; level from $MLTOP_LOG, "
                              "e.g. MLTOP_LOG=debug)")

@@ -1,6 +1,7 @@
 """`mltop run nvidia-smi|py-spy|device-check CONTAINER`: one action, its output streamed as it arrives.
 
-Exit status: 0 when the action ran (ok), 1 when it failed, timed out or is unavailable in that container,
+Exit status: 0 when the action ran (ok), 1 when it failed, timed out, is unavailable in that container or is
+refused (--no-exec / MLTOP_NO_EXEC=1: the action registry's rules, asked before anything is sampled),
 3 when the container is unknown or the engine unreachable, 130 when interrupted.
 """
 
@@ -38,11 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from mltop.diagnostics.actions import OK, PY_SPY, ActionRun
+    from mltop.diagnostics.actions import OK, PY_SPY, ActionRun, refusal
 
     if args.timeout is not None and args.timeout <= 0:
         print("mltop run: --timeout must be positive", file=sys.stderr)
         return EXIT_CANNOT_RUN
+    refused = refusal(args.action)  # the registry's rules; ActionRun asks again where it starts
+    if refused:
+        print(f"mltop run: {args.action} refused — {refused}", file=sys.stderr)
+        return EXIT_ACTION_FAILED
     sampler = make_sampler(args)
     try:
         # py-spy picks the busiest process, which needs CPU rates: two sweeps. The others need one.

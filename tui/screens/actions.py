@@ -119,7 +119,7 @@ class ActionScreen(Screen):
         pid = self._py_spy_pid(container) if self.action == "py-spy" else None
         # Made here (it connects lazily) so that `c` can cancel it from the first moment.
         self.runner = ActionRun(self.action, snapshot, container, self.mltop.new_engine(),
-                                pid=pid, on_line=self._queue, log=self.mltop.action_log)
+                                pid=pid, on_line=self._queue, log=self.mltop.action_log, source=self.mltop.source)
         self._started = time.monotonic()
         self._ticker = self.set_interval(0.5, self._show_status, name="action-clock")
         self._show_status()

@@ -1,7 +1,9 @@
 """A container's log: the tail, then new lines as they come (follow), with a search that filters and marks.
 A pod container's log is read from its CRI log file (probes/cri/logs.py), the same way.
 
-Lines are fetched in a thread worker through the engine probe (which redacts secrets). Following polls
+Lines are fetched in a thread worker through the engine probe (which redacts secrets); a pod container's lines
+are scrubbed of its own secret values (its environment, from the CRI's verbose ContainerStatus), and withheld
+while those cannot be read, as the engine probe withholds a Docker container's. Following polls
 with `since` the last line's timestamp instead of holding a streaming connection: a poll is one short
 request, it stops the moment the pane goes away, and it survives an engine restart.
 """
@@ -96,6 +98,7 @@ class LogPane(Vertical):
         self.error: str | None = None
         self._fetched_once = False
         self._engine = None
+        self._secrets = None  # a pod container's secret values, once read (ContainerSecrets)
         self._seen_at_last: set[str] = set()  # texts of the lines at the newest timestamp, to skip repeats
         self._timer = None
 
@@ -125,10 +128,35 @@ class LogPane(Vertical):
         container = snapshot.container(self.container_id) if snapshot is not None else None
         return container.config.log_path if container is not None and container.kubernetes is not None else None
 
+    def _pod_secrets(self):
+        """The pod container's own secret values, from its runtime's verbose ContainerStatus (its environment), as
+        the report and the doctor read them; read once, and again on every poll while they cannot be read."""
+        from mltop.probes.cri.access import cri_secrets, runs_on_cri
+        from mltop.probes.redaction import ContainerSecrets
+
+        if self._secrets is not None:
+            return self._secrets
+        snapshot = getattr(self.app, "snapshot", None)
+        container = snapshot.container(self.container_id) if snapshot is not None else None
+        if container is None:
+            return ContainerSecrets(error="the container is no longer in the snapshot")
+        if runs_on_cri(container):
+            secrets = cri_secrets(snapshot, [container])[container.id]
+        else:  # a pod container the Docker engine runs: its environment is the engine's
+            if self._engine is None:
+                self._engine = self.mltop.new_engine()
+            secrets = self._engine.container_secrets(container.id)
+        if secrets.known:
+            self._secrets = secrets
+        return secrets
+
     def _fetch_cri(self, path: str, first: bool) -> None:
         from mltop.probes.cri.logs import LogFollower, read_log
-        from mltop.probes.redaction import redact_text
+        from mltop.probes.engine import SecretsUnreadable
 
+        secrets = self._pod_secrets()
+        if not secrets.known:  # fail closed, as the Docker path does: a line could echo a value mltop cannot name
+            raise SecretsUnreadable(secrets.error)
         if first or getattr(self, "_follower", None) is None:
             self._follower = LogFollower(path)  # from the end: the tail below is what came before
             lines = read_log(path, tail=TAIL_LINES)
@@ -136,7 +164,7 @@ class LogPane(Vertical):
             lines = self._follower.poll()
         if first and not lines and not os.path.exists(path):
             raise FileNotFoundError(f"no log file at {path} (is /var/log/pods mounted?)")
-        self.post_message(self.Fetched([f"{line.time} {redact_text(line.text)}" for line in lines], None, first))
+        self.post_message(self.Fetched([f"{line.time} {secrets.scrub(line.text)}" for line in lines], None, first))
 
     @work(thread=True, exclusive=True, group="logs", exit_on_error=False)
     def _fetch(self, first: bool) -> None:
