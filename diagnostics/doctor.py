@@ -27,10 +27,9 @@ __all__ = ["BackgroundDeviceChecks", "DoctorResult", "SkippedCheck", "judge", "j
            "no_exec_reason", "run_doctor", "worst_by_container"]
 
 def _pod_secrets(snapshot: Snapshot, selected) -> dict[str, Any]:
-    """The secrets of the selected pod containers whose log files will be read, by container id, from the CRI
+    """The secrets of the selected pod containers whose log files may be read, by container id, from the CRI
     endpoints that answered the snapshot (then the configured ones): their environment, to scrub by value."""
-    ids = [c.id for c in selected if c.kubernetes is not None and c.config.log_path
-           and os.path.exists(c.config.log_path)]
+    ids = [c.id for c in selected if c.kubernetes is not None and c.config.log_path]
     if not ids:
         return {}
     from mltop.probes.cri import cri_endpoints
@@ -40,7 +39,7 @@ def _pod_secrets(snapshot: Snapshot, selected) -> dict[str, Any]:
     endpoints += [e for e, _ in cri_endpoints() if e not in endpoints]
     try:
         return secrets_of(endpoints, ids)
-    except Exception:  # the runtime went away meanwhile: the logs are still redacted by shape
+    except Exception:  # the runtime went away meanwhile: those logs are not read (run_doctor says why)
         log.info("could not read the secrets of pod containers", exc_info=True)
         return {}
 
@@ -291,15 +290,23 @@ def run_doctor(
         if c.kubernetes is not None and c.config.log_path:  # a pod container: the kubelet's log file
             from mltop.probes.cri.attempts import previous_log_path
             from mltop.probes.cri.logs import read_log
-            from mltop.probes.redaction import redact_text
-
-            # token shapes and secret assignments; the container's own secret values too where CRI gave them
-            scrub = pod_secrets[c.id].scrub if c.id in pod_secrets else redact_text
-            if os.path.exists(c.config.log_path):
+            previous_path = previous_log_path(c)  # restarted and running again: why the last attempt ended
+            has_log = os.path.exists(c.config.log_path)
+            if c.id not in pod_secrets:
+                if has_log or previous_path is not None:
+                    # Without the container's own secret values a secret echoed bare cannot be recognised: its log
+                    # is not read (as the report and the log pane withhold it), rather than quoted unscrubbed.
+                    skips.add("logs", "its log was not read: its secrets could not be read from the container "
+                                      "runtime, so a secret it printed could not be scrubbed", c.name)
+                else:
+                    skips.add("logs", f"no log file at {c.config.log_path} (is /var/log/pods readable here?)",
+                              c.name)
+                continue
+            scrub = pod_secrets[c.id].scrub  # token shapes, secret assignments and the container's own values
+            if has_log:
                 logs[c.id] = tuple(scrub(line.text) for line in read_log(c.config.log_path, tail=log_tail))
             else:
                 skips.add("logs", f"no log file at {c.config.log_path} (is /var/log/pods readable here?)", c.name)
-            previous_path = previous_log_path(c)  # restarted and running again: why the last attempt ended
             if previous_path is not None:
                 previous_logs[c.id] = (previous_path, tuple(scrub(line.text)
                                                             for line in read_log(previous_path, tail=log_tail)))

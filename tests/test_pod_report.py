@@ -260,6 +260,26 @@ def test_secrets_that_cannot_be_read_withhold_the_pod_logs(reported, monkeypatch
     _assert_clean(json.dumps(doc), reported["secrets"], "the report without the pod's secrets")
 
 
+def test_the_doctor_reads_no_pod_log_whose_secrets_cannot_be_read(reported, monkeypatch, tmp_path):
+    """As the report and the log pane: with the runtime gone, the doctor does not judge and quote a pod's log
+    scrubbed by pattern only (a secret echoed bare would pass); it says which logs it did not read, and why."""
+    import dataclasses
+
+    from mltop.diagnostics.doctor import run_doctor
+
+    gone = f"unix://{tmp_path}/gone.sock"
+    monkeypatch.setenv("MLTOP_CRI_ENDPOINT", gone)
+    snap = reported["snap"]
+    sources = tuple(dataclasses.replace(s, endpoint=gone) if s.kind == "cri" else s for s in snap.host.sources)
+    snap = dataclasses.replace(snap, host=dataclasses.replace(snap.host, sources=sources))
+    result = run_doctor(snap, reported["engine"], containers=reported["names"])
+    skipped = {name: s.reason for s in result.checks_skipped if s.check == "logs" for name in s.containers}
+    assert "ml-team/trainer/main" in skipped, result.checks_skipped
+    assert "secrets could not be read" in skipped["ml-team/trainer/main"]
+    _assert_clean(json.dumps([dataclasses.asdict(f) for f in result.findings], default=str), reported["secrets"],
+                  "the doctor without the pod's secrets")
+
+
 def test_mltop_report_writes_the_pod_section_without_the_docker_engine(reported, tmp_path):
     """The real CLI, with the Docker engine unreachable: the pods come from the CRI, the allocations from the
     kubelet's socket, the GPU use from NVML; the report holds them and no secret."""
