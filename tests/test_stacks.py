@@ -17,7 +17,7 @@ from conftest import wait_for
 from fixtures_torch import TORCH_IN_CONTAINER, _libstdcxx
 from serve_helpers import free_port
 
-from mltop.diagnostics.stacks import ProcessStack, group, parse_main_thread
+from mltop.diagnostics.actions.stacks import ProcessStack, group, parse_main_thread
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -95,3 +95,8 @@ def test_doctor_stacks_names_the_rank_that_never_reached_all_reduce(containers, 
                            "--cri-endpoint", "none", *(c.name for c in ranks)],
                           capture_output=True, text=True, timeout=240, cwd=REPO).stdout
     assert text.startswith("rank 2 differ") and "the other 3 (rank 0, rank 1, rank 3) wait in" in text, text
+    # the dashboard's `k` (the `stacks` action) on one rank finds the other ranks of its job by MASTER_ADDR/PORT
+    action = subprocess.run([sys.executable, "-m", "mltop.tui.cli", "run", "stacks", ranks[0].name, "--no-nvml",
+                             "--cri-endpoint", "none"], capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert "rank 2 differ" in action.stdout and "the other 3 (rank 0, rank 1, rank 3) wait in" in action.stdout, \
+        action.stdout + action.stderr

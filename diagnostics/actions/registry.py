@@ -14,6 +14,7 @@ from .context import ActionContext
 from .device_check import run_device_check
 from .nvidia_smi import run_nvidia_smi
 from .py_spy import run_py_spy
+from .stacks_action import run_stacks
 from .results import ActionOutcome
 
 
@@ -43,6 +44,7 @@ class ContainerWork:
 NVIDIA_SMI = "nvidia-smi"
 PY_SPY = "py-spy"
 DEVICE_CHECK = "device-check"
+STACKS = "stacks"
 
 ACTIONS: tuple[Action, ...] = (
     Action(NVIDIA_SMI, "n", "nvidia-smi", "nvidia-smi", 30.0, run_nvidia_smi,
@@ -51,6 +53,9 @@ ACTIONS: tuple[Action, ...] = (
            needs_live_container=True),  # ptrace by host PID: a recorded PID may be another process by now
     Action(DEVICE_CHECK, "f", "Framework device check", "Framework check", 180.0, run_device_check,
            "which device each ML framework in it really uses", needs_live_container=True),
+    Action(STACKS, "k", "Stacks of the job's ranks", "Rank stacks", 120.0, run_stacks,
+           "py-spy dumps of its and its job's other ranks' Python processes, grouped: which rank is stuck",
+           needs_live_container=True),
 )
 BY_NAME: dict[str, Action] = {a.name: a for a in ACTIONS}
 ACTION_NAMES = tuple(BY_NAME)

@@ -148,7 +148,7 @@ def main(args: argparse.Namespace) -> int:
 
 def _stacks(args: argparse.Namespace) -> int:
     """`mltop doctor --stacks`: the stack groups of the containers' Python processes."""
-    from mltop.diagnostics.stacks import collect_stacks, render
+    from mltop.diagnostics.actions.stacks import collect_stacks, render
 
     sampler = make_sampler(args)
     try:

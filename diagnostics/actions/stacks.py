@@ -16,8 +16,8 @@ from typing import Iterable
 
 from mltop.probes.model import ContainerSample, ProcessSample
 
-from .actions.py_spy import PY_SPY_MISSING, explain_py_spy_failure, find_py_spy, ptrace_facts, python_processes
-from .one_line import one_line
+from .py_spy import PY_SPY_MISSING, explain_py_spy_failure, find_py_spy, ptrace_facts, python_processes
+from ..one_line import one_line
 
 DUMP_TIMEOUT_S = 30.0
 OUTPUT_CAP = 1 << 20  # bytes of a py-spy dump read
