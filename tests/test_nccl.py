@@ -112,6 +112,14 @@ def test_the_parser_never_crashes_on_any_text(lines):
     assert len(found.timeouts) <= 3 and len(found.errors) <= 6
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300), st.text(max_size=300))
+def test_any_text_around_the_watchdog_marker_parses_or_is_none(before, after):
+    t = parse_timeout(before + "Watchdog caught collective operation timeout: WorkNCCL(" + after)
+    assert t is not None and len(t.line) <= LINE_CAP
+    assert t.seq is None or t.seq >= 0 and (t.op is None or len(t.op) <= 64)
+
+
 def test_pathological_lines_are_bounded():
     bad = [WATCHDOG[:-60] + "=" * 1_000_000, "[Rank " * 200_000 + "Watchdog caught collective operation timeout",
            "WorkNCCL(" + "a=1," * 300_000, "NCCL WARN " * 100_000]

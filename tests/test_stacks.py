@@ -95,8 +95,31 @@ def test_doctor_stacks_names_the_rank_that_never_reached_all_reduce(containers, 
                            "--cri-endpoint", "none", *(c.name for c in ranks)],
                           capture_output=True, text=True, timeout=240, cwd=REPO).stdout
     assert text.startswith("rank 2 differ") and "the other 3 (rank 0, rank 1, rank 3) wait in" in text, text
-    # the dashboard's `k` (the `stacks` action) on one rank finds the other ranks of its job by MASTER_ADDR/PORT
+    # the dashboard's `K` (the `stacks` action) on one rank finds the other ranks of its job by MASTER_ADDR/PORT
     action = subprocess.run([sys.executable, "-m", "mltop.tui.cli", "run", "stacks", ranks[0].name, "--no-nvml",
                              "--cri-endpoint", "none"], capture_output=True, text=True, timeout=240, cwd=REPO)
     assert "rank 2 differ" in action.stdout and "the other 3 (rank 0, rank 1, rank 3) wait in" in action.stdout, \
         action.stdout + action.stderr
+
+
+async def test_dashboard_key_groups_the_ranks_of_the_selected_containers_job(containers):
+    """`K` on one of two containers of one job (the same MASTER_ADDR/MASTER_PORT): both are dumped and grouped."""
+    from test_tui_actions import SIZE, open_action, select
+    from conftest import until
+    from test_tui import make_app
+
+    port = str(free_port())
+    spin = "import time\ndef mltop_rank_wait():\n    while True: time.sleep(0.1)\nmltop_rank_wait()"
+    job = [containers.run(["python3", "-c", spin], image="python",
+                          environment={"MASTER_ADDR": "10.9.9.9", "MASTER_PORT": port, "RANK": str(r)})
+           for r in range(2)]
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, app, job[0])
+        await until(pilot, lambda: all(app.snapshot.container(c.id).processes for c in job), what="their processes")
+        screen = await open_action(pilot, app, "K")
+        await until(pilot, lambda: screen.result is not None, timeout=90, what="the stacks")
+        assert screen.status == "ok", screen.explanation_text
+        text = "\n".join(screen.lines)
+        assert "all 2 Python processes have the same stack" in text and "mltop_rank_wait" in text, text
+        assert job[1].name in screen.lines[0]

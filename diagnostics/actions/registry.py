@@ -53,7 +53,7 @@ ACTIONS: tuple[Action, ...] = (
            needs_live_container=True),  # ptrace by host PID: a recorded PID may be another process by now
     Action(DEVICE_CHECK, "f", "Framework device check", "Framework check", 180.0, run_device_check,
            "which device each ML framework in it really uses", needs_live_container=True),
-    Action(STACKS, "k", "Stacks of the job's ranks", "Rank stacks", 120.0, run_stacks,
+    Action(STACKS, "K", "Stacks of the job's ranks", "Rank stacks", 120.0, run_stacks,
            "py-spy dumps of its and its job's other ranks' Python processes, grouped: which rank is stuck",
            needs_live_container=True),
 )
