@@ -143,25 +143,26 @@ def test_snapshot_json_lists_the_ports_of_the_sysfs_root(tmp_path):
 
 
 def test_doctor_on_the_tree_names_the_port_that_went_down_and_the_rising_errors(tmp_path):
+    from mltop.diagnostics.doctor import run_doctor
+    from mltop.probes.sampler import ProbeOptions, Sampler
+
     _tree(tmp_path)
-    # the doctor's two sweeps are --interval apart: change the tree between them from a background thread
-    import threading
-
-    def flip():
-        time.sleep(1.5)
-        set_state(tmp_path, "mlx5_1", 1, "1: DOWN", "2: Polling")
+    sampler = Sampler(ProbeOptions(docker_host="none", nvml=False, cri_endpoint="none", watch_events=False,
+                                   sysfs_root=str(tmp_path)))
+    try:
+        previous = sampler.sweep()
+        set_state(tmp_path, "mlx5_1", 1, "1: DOWN", "2: Polling")  # between the doctor's two sweeps
         set_counters(tmp_path, "mlx5_0", 1, {"symbol_error": 12, "link_error_recovery": 2})
-
-    t = threading.Thread(target=flip)
-    t.start()
-    done = _mltop("doctor", "--json", "--interval", "3", "--no-nvml", "--docker-host", "none", "--cri-endpoint",
-                  "none", "--sysfs-root", str(tmp_path))
-    t.join()
-    found = {(f["code"], f["title"].split(" is ")[0].removesuffix(" link")) for f in json.loads(done.stdout)["findings"]}
+        snap = sampler.sweep()
+    finally:
+        sampler.close()
+    result = run_doctor(snap, None, previous=previous)
+    found = {(f.code, f.title.split(" is ")[0].removesuffix(" link")) for f in result.findings}
     assert ("ib.port_down", "InfiniBand mlx5_1 port 1") in found  # active at the first sweep, down at the second
     assert ("ib.errors", "InfiniBand mlx5_0 port 1") in found and ("ib.link_flapping", "InfiniBand mlx5_0 port 1") in found
     assert not any(code.startswith("ib.") and "mlx5_2" in what for code, what in found)  # disabled, never active
     assert not any("mlx5_1" in what and code == "ib.errors" for code, what in found)  # 7777 symbol errors, flat
+    assert not any(s.check.startswith("ib.") for s in result.checks_skipped)
 
 
 def _node_infiniband(text: str) -> dict[tuple[str, tuple], float]:

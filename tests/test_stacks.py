@@ -56,6 +56,13 @@ def test_line_numbers_do_not_split_a_group_and_the_main_thread_is_compared():
     assert [s.rank for s in report.outliers] == ["2"] and len(report.groups[0].members) == 2
 
 
+def test_a_hostile_dump_is_parsed_in_bounded_time_and_frames():
+    hostile = 'Thread 1 (idle): "MainThread"\n' + ("    f (" + "(" * 100_000 + ":1)\n") * 20 + "    g (x.py:1)\n" * 100_000
+    started = time.perf_counter()
+    frames = parse_main_thread(hostile)
+    assert time.perf_counter() - started < 5.0 and len(frames) == 256 and all(len(f) <= 400 for _, f in frames)
+
+
 def test_a_failed_dump_is_listed_not_grouped():
     report = group([ProcessStack("r0", 1, "0", (), error="py-spy was refused")])
     assert report.groups == () and report.failed[0].error == "py-spy was refused"

@@ -48,16 +48,11 @@ def check_gpu_missing(ctx: CheckContext) -> list[Finding]:
     return out
 
 
-def _rise(ctx: CheckContext, port: IbPort, name: str) -> int | None:
-    """How much a counter rose between the previous sweep and this one (None: no earlier reading)."""
-    now = port.counters.get(name)
-    if now is None:
+def _rise(now: IbPort, before: IbPort | None, name: str) -> int | None:
+    """How much a counter rose between the previous sweep's reading and this one (None: no earlier reading)."""
+    if before is None or name not in now.counters or name not in before.counters:
         return None
-    if ctx.previous is not None:
-        for before in ctx.previous.infiniband:
-            if (before.device, before.port) == (port.device, port.port) and name in before.counters:
-                return max(0, now - before.counters[name])
-    return None
+    return max(0, now.counters[name] - before.counters[name])
 
 
 def _window(ctx: CheckContext) -> str:
@@ -76,6 +71,7 @@ def check_ib_ports(ctx: CheckContext) -> list[Finding]:
     ports = ctx.snapshot.infiniband  # () on a host without HCAs: nothing to judge, and nothing skipped
     out = []
     active = [p for p in ports if p.active]
+    earlier = {(p.device, p.port): p for p in ctx.previous.infiniband} if ctx.previous is not None else {}
     for p in ports:
         source = f"{_IB_SOURCE}/{p.device}/ports/{p.port}"
         # (a port disabled by hand, phys_state 3, is a choice, unless it was up in this process's sight)
@@ -89,7 +85,8 @@ def check_ib_ports(ctx: CheckContext) -> list[Finding]:
                 "`sudo mlxlink -d <pci> -m` for the cable's signal, the subnet manager: `sminfo`); until it is "
                 "back NCCL uses the other ports or falls back to sockets",
             ))
-        rises = {n: _rise(ctx, p, n) for n in FLAP_COUNTERS + ERROR_COUNTERS}
+        before = earlier.get((p.device, p.port))
+        rises = {n: _rise(p, before, n) for n in FLAP_COUNTERS + ERROR_COUNTERS}
         flaps = {n: r for n, r in rises.items() if n in FLAP_COUNTERS and r}
         if flaps:
             out.append(Finding(
