@@ -358,11 +358,16 @@ def run_doctor(
     frameworks = _framework_results(snapshot, selected, engine if engine_ok else None, skips, action_log,
                                     framework_check, framework_check_timeout_s)
 
+    from mltop.probes.net_interfaces import container_interfaces
+
+    interfaces = {c.id: names for c in selected if c.running and c.config.env_value("NCCL_SOCKET_IFNAME")
+                  for names in [container_interfaces(c.pid)] if names is not None}
     ctx = CheckContext(snapshot=snapshot, containers=selected, logs=logs, host=host_facts, thresholds=thresholds,
                        log_tail=log_tail, previous=previous, read_tests=read_tests, frameworks=frameworks,
                        container_facts=container_facts, previous_logs=previous_logs,
                        workload_thresholds=workload_thresholds or WorkloadThresholds(),
-                       allocation_history=allocation_history, allocation_unknown=allocation_unknown or {})
+                       allocation_history=allocation_history, allocation_unknown=allocation_unknown or {},
+                       interfaces=interfaces)
     findings = _run_checks(ctx, skips)
     return DoctorResult(
         findings=tuple(sort_findings(findings)),

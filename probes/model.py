@@ -9,6 +9,7 @@ from typing import Any, Iterable, Mapping
 from .source_records import ContainerAttempt, GpuAllocation, KubernetesInfo, SourceStatus  # noqa: F401  (records of the snapshot, kept apart)
 from .sharing_records import GpuSharer, GpuSharing  # noqa: F401  (likewise)
 from .gpu_records import GpmMetrics, GpuProcess, GpuSample, MigDevice, XidEvent  # noqa: F401  (likewise)
+from .fabric_records import IbPort, PciGpu  # noqa: F401  (likewise)
 
 SCHEMA_VERSION = 1
 
@@ -369,6 +370,10 @@ class Snapshot:
     containers: tuple[ContainerSample, ...]
     schema_version: int = SCHEMA_VERSION
     self_cost: SelfCost | None = None  # None in snapshots not made by a live sweep (tests, recordings)
+    # The host's fabric from sysfs (--sysfs-root): InfiniBand/RoCE ports, and the NVIDIA GPUs on PCI (listed by
+    # NVML or not). Not recorded: a replayed snapshot has none.
+    infiniband: tuple[IbPort, ...] = ()
+    pci_gpus: tuple[PciGpu, ...] = ()
 
     def container(self, key: str) -> ContainerSample | None:
         """Find a container by full id, id prefix or name."""

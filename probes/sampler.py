@@ -32,7 +32,9 @@ from .model import (
     SelfCost,
     Snapshot,
 )
+from .infiniband import InfinibandProbe
 from .openfiles import OpenFiles
+from .pci import PciGpuProbe
 from .gpu_sharing import with_gpu_sharing
 from .pod_gpus import PodGpuAllocations
 from .sources import CriSources, docker_source_status
@@ -66,6 +68,8 @@ class ProbeOptions:
     pod_resources_socket: str | None = None
     # Read cAdvisor's further figures (ContainerSample.stats: probes/container_stats.py): `mltop serve` does.
     container_stats: bool = False
+    sysfs_root: str = "/sys"  # --sysfs-root: where the host's /sys is mounted (an agent in a container)
+    kmsg_path: str | None = None  # the kernel log for PCI GPUs NVML lost (None: $MLTOP_KMSG, else /dev/kmsg)
 
 
 @dataclass
@@ -145,6 +149,8 @@ class Sampler:
         self._last_sweep_at: float | None = None
         self._sweep_no = 0
         self._cpu_at: tuple[float, float] | None = None  # (monotonic, process CPU seconds) at the last sweep
+        self._infiniband = InfinibandProbe(self.options.sysfs_root)
+        self._pci_gpus = PciGpuProbe(self.options.sysfs_root, self.options.kmsg_path)
         self._nvml = None
         if self.options.nvml:
             from .nvml import NvmlProbe, resolve_library_path
@@ -156,6 +162,7 @@ class Sampler:
         self.cri.close()
         self.pod_gpus.close()
         self._files.close()
+        self._pci_gpus.close()
         if self._nvml is not None:
             self._nvml.close()
 
@@ -208,6 +215,7 @@ class Sampler:
                 self._paths.pop(meta.id, None)
                 self._previous.pop(meta.id, None)
                 self._limits.pop(meta.id, None)
+        infiniband = self._infiniband.sample(self._files.read)
         self._processes.end_sweep()
         self._files.end_sweep()
         for gone in set(self._unmeasured_samples) - live_ids:
@@ -229,6 +237,7 @@ class Sampler:
         docker = docker_source_status(engine_status, host.docker_version, docker_count, named, cri_statuses)
         host = dataclasses.replace(host, sources=(docker, *cri_statuses, *filter(None, [allocation_status])))
         containers.sort(key=lambda c: c.name)
+        pci_gpus = self._pci_gpus.sample([g.pci_bus_id for g in gpus] if nvml_status.ok else None)
         return Snapshot(
             taken_at=taken_at,
             interval_s=interval,
@@ -236,6 +245,8 @@ class Sampler:
             gpus=tuple(gpus),
             containers=tuple(containers),
             self_cost=self._self_cost(time.perf_counter() - started),
+            infiniband=infiniband,
+            pci_gpus=pci_gpus,
         )
 
     def _self_cost(self, sweep_s: float) -> SelfCost:

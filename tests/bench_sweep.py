@@ -5,6 +5,7 @@ Docker stats API, and what `mltop snapshot --json` costs. A script that prints f
     python tests/bench_sweep.py --n 20          # a quick look
     python tests/bench_sweep.py --gpus 2        # also a sweep with the simulated NVML (its own line)
     python tests/bench_sweep.py --gpm 8         # only what GPM sampling adds per GPU (no containers)
+    python tests/bench_sweep.py --infiniband 8  # only what reading 8 HCA ports adds to a sweep (a sysfs tree)
 
 Starts N busybox containers (labelled as test containers of this process, so pytest cleans up after an
 interrupted run), measures, removes them. Times are CPU seconds of this process (the machine may be shared:
@@ -292,6 +293,37 @@ def gpm_cost(gpus: int, rounds: int) -> None:
     print(f"  GPM adds {added_cpu * 1e3:.3f} ms CPU ({added_wall * 1e3:.3f} ms wall) per GPU per sweep (goal <= 0.2 ms)")
 
 
+def infiniband_cost(ports: int, rounds: int) -> None:
+    """What the InfiniBand probe adds to a sweep: `ports` HCA ports (one per HCA, node_exporter's ~22 counters
+    each) in a sysfs tree under a temporary root, read with the sweep's kept-open files, every counter every sweep.
+    The tree is on tmpfs or disk, not sysfs: a real attribute read costs its driver's show() on top."""
+    from pathlib import Path
+
+    from sysfs_tree import write_ib_port
+    from mltop.probes.infiniband import InfinibandProbe
+    from mltop.probes.openfiles import OpenFiles
+
+    root = Path(tempfile.mkdtemp(prefix="mltop-bench-ib-"))
+    for i in range(ports):
+        write_ib_port(root, f"mlx5_{i}", 1)
+    files = OpenFiles(keep_unread=2)
+    probe = InfinibandProbe(str(root))
+    for _ in range(3):
+        files.begin_sweep()
+        probe.sample(files.read)
+        files.end_sweep()
+    t0, w0 = time.process_time(), time.perf_counter()
+    for _ in range(rounds):
+        files.begin_sweep()
+        sampled = probe.sample(files.read)
+        files.end_sweep()
+    cpu, wall = (time.process_time() - t0) / rounds, (time.perf_counter() - w0) / rounds
+    files.close()
+    counters = sum(len(p.counters) for p in sampled)
+    print(f"\nInfiniBand: {ports} ports, {counters} counters a sweep, {rounds} sweeps:")
+    print(f"  {cpu * 1e3:.3f} ms CPU ({wall * 1e3:.3f} ms wall) per sweep, {cpu * 1e6 / ports:.0f} us CPU per port")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, nargs="*", default=[100, 500])
@@ -308,7 +340,12 @@ def main() -> None:
                         "(busybox top), so no idle container's reads are skipped")
     parser.add_argument("--gpm", type=int, metavar="GPUS", help="only measure what GPM sampling adds per GPU, on "
                         "this many simulated GPUs (no containers)")
+    parser.add_argument("--infiniband", type=int, metavar="PORTS", help="only measure what reading this many HCA "
+                        "ports adds to a sweep (a sysfs tree under a temporary root; no containers)")
     args = parser.parse_args()
+    if args.infiniband:
+        infiniband_cost(args.infiniband, max(args.rounds, 200))
+        return
     if args.gpm:
         gpm_cost(args.gpm, max(args.rounds, 200))
         return

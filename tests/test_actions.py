@@ -396,8 +396,8 @@ def test_every_action_and_in_container_work_says_whether_it_needs_the_live_conta
             why = refusal(w, source)
             assert why is not None and why.startswith(source.cannot_act + ": in-container actions (")
     assert refusal("py-spy", RecordingSource) == (
-        "Replay shows recorded data: in-container actions (nvidia-smi, py-spy, framework check) need the live "
-        "container. Run `mltop` to act on it now.")  # the words `p` has always shown in replay
+        "Replay shows recorded data: in-container actions (nvidia-smi, py-spy, framework check, rank stacks) "
+        "need the live container. Run `mltop` to act on it now.")  # the words `p` has always shown in replay
     # Work that does not need the live container is never refused by a source
     reader = dataclasses.replace(CONTAINER_WORK[0], reaches=frozenset())
     assert refusal(reader, RecordingSource) is None

@@ -142,7 +142,7 @@ class MltopApp(ReplayMixin, App):
 
     def __init__(self, docker_host: str | None = None, nvml_lib: str | None = None, nvml: bool = True,
                  interval: float = 1.0, processes: bool = True, source: SnapshotSource | None = None,
-                 record: str | None = None, tuning: StartupTuning | None = None):
+                 record: str | None = None, tuning: StartupTuning | None = None, sysfs_root: str = "/sys"):
         self._launch_age_s = _process_age_s()
         self._created_at = time.perf_counter()
         self._tuning = tuning  # the real dashboard's (startup.py), settled at the first full frame
@@ -154,6 +154,7 @@ class MltopApp(ReplayMixin, App):
         self.nvml_lib = nvml_lib
         self.nvml = nvml
         self.processes = processes
+        self.sysfs_root = sysfs_root
         self.interval = max(float(interval), 0.25)
         self.paused = False
         self.snapshot: Snapshot | None = None
@@ -224,7 +225,7 @@ class MltopApp(ReplayMixin, App):
         from mltop.probes.sampler import ProbeOptions, Sampler
 
         options = ProbeOptions(docker_host=self._docker_host_arg, nvml=self.nvml, nvml_lib=self.nvml_lib,
-                               processes=self.processes, inspect_in_background=True)
+                               processes=self.processes, inspect_in_background=True, sysfs_root=self.sysfs_root)
         try:
             sampler = Sampler(options)
             sampler.catalog.hold_background_inspections()  # until the first frame is painted (_sampled_once)
@@ -233,7 +234,7 @@ class MltopApp(ReplayMixin, App):
             log.warning("the GPU probe failed to start", exc_info=True)
             self.notes = (f"the GPU probe failed to start ({type(exc).__name__}: {exc}); GPUs are not shown",)
             return Sampler(ProbeOptions(docker_host=self._docker_host_arg, nvml=False,
-                                        processes=self.processes))
+                                        processes=self.processes, sysfs_root=self.sysfs_root))
 
     def _sweep_into(self, future: Future) -> None:
         try:

@@ -25,6 +25,7 @@ from .device_check import run_device_check
 from .no_exec import NO_EXEC_ENV, no_exec_reason  # noqa: F401  (the setting; the rule is below)
 from .nvidia_smi import run_nvidia_smi
 from .py_spy import run_py_spy
+from .stacks_action import run_stacks
 from .results import ActionOutcome
 
 # What a piece of work does to the container as it runs now (an Action's or ContainerWork's `reaches`).
@@ -74,6 +75,7 @@ class ContainerWork:
 NVIDIA_SMI = "nvidia-smi"
 PY_SPY = "py-spy"
 DEVICE_CHECK = "device-check"
+STACKS = "stacks"
 
 ACTIONS: tuple[Action, ...] = (
     Action(NVIDIA_SMI, "n", "nvidia-smi", "nvidia-smi", 30.0, run_nvidia_smi,
@@ -82,6 +84,9 @@ ACTIONS: tuple[Action, ...] = (
            reaches=frozenset({ATTACH})),  # ptrace by host PID: a recorded PID may be another process by now
     Action(DEVICE_CHECK, "f", "Framework device check", "Framework check", 180.0, run_device_check,
            "which device each ML framework in it really uses", reaches=frozenset({EXEC})),
+    Action(STACKS, "K", "Stacks of the job's ranks", "Rank stacks", 120.0, run_stacks,
+           "py-spy dumps of its and its job's other ranks' Python processes, grouped: which rank is stuck",
+           reaches=frozenset({ATTACH})),  # ptrace by host PID, as py-spy dump
 )
 BY_NAME: dict[str, Action] = {a.name: a for a in ACTIONS}
 ACTION_NAMES = tuple(BY_NAME)

@@ -97,6 +97,9 @@ class CheckContext:
     # process's own sampling), and per container id why there is none (a one-shot doctor without a recording).
     allocation_history: str | None = None
     allocation_unknown: Mapping[str, str] = field(default_factory=dict)
+    # container id -> the network interfaces in its namespace (probes/net_interfaces.py), read for the containers
+    # that name NCCL_SOCKET_IFNAME; absent: not read
+    interfaces: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def log_lines(self, c: ContainerSample) -> tuple[str, ...]:
         return self.logs.get(c.id, ())

@@ -31,6 +31,10 @@ def add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("--nvml-lib", metavar="PATH", default=default(None),
                         help="alternate libnvidia-ml.so.1 (default: $MLTOP_NVML_LIB, then the system's; "
                              "WSL keeps it in /usr/lib/wsl/lib)")
+    parser.add_argument("--sysfs-root", metavar="DIR", default=default("/sys"),
+                        help="where the host's sysfs is mounted, for InfiniBand ports and the GPUs on PCI "
+                             "(node_exporter's --path.sysfs; default /sys: an agent in a container with the "
+                             "host's /sys mounted at /host/sys passes --sysfs-root /host/sys)")
     parser.add_argument("--no-nvml", action="store_true", default=default(False),
                         help="do not load NVML at all")
     parser.add_argument("--interval", type=float, metavar="SECONDS", default=default(1.0),
@@ -49,4 +53,4 @@ def make_sampler(args: argparse.Namespace, **options):
     from mltop.probes.sampler import ProbeOptions, Sampler
 
     return Sampler(ProbeOptions(docker_host=args.docker_host, nvml=not args.no_nvml, nvml_lib=args.nvml_lib,
-                                **options))
+                                sysfs_root=args.sysfs_root, **options))

@@ -35,6 +35,7 @@ def main(args: argparse.Namespace) -> int:
         nvml_lib=args.nvml_lib,
         nvml=not args.no_nvml,
         interval=args.interval,
+        sysfs_root=args.sysfs_root,
         record=None if args.no_record else (args.record or default_record_path()),
     )
     app.run()

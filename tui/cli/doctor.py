@@ -30,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "sees a GPU, so driver.cuda_too_new and gpu.not_visible judge the frameworks too, "
                              "not only the image (seconds to minutes per container; a check that cannot run is "
                              "listed under checks skipped)")
+    parser.add_argument("--stacks", action="store_true",
+                        help="which rank is stuck: dump every Python process of the containers with py-spy, group "
+                             "them by identical stack and name the ranks whose stack differs from the rest (rank "
+                             "from the process's RANK/LOCAL_RANK); exit 0 when all agree, 1 when some differ")
     parser.add_argument("--log-tail", type=int, default=200, metavar="LINES",
                         help="recent log lines read per container for log-based checks (default 200)")
     from .doctor_recording import add_recording_arguments
@@ -101,6 +105,8 @@ def main(args: argparse.Namespace) -> int:
     if args.io_test and not args.containers:
         print("mltop doctor: --io-test needs at least one CONTAINER to read in", file=sys.stderr)
         return EXIT_CANNOT_DIAGNOSE
+    if args.stacks:
+        return _stacks(args)
     sampler = make_sampler(args)
     try:
         # Two sweeps, so that rates are real and counters (throttling, OOM kills) can be seen rising.
@@ -138,3 +144,24 @@ def main(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(render_text(result, snapshot))
     return result.exit_code
+
+
+def _stacks(args: argparse.Namespace) -> int:
+    """`mltop doctor --stacks`: the stack groups of the containers' Python processes."""
+    from mltop.diagnostics.actions.stacks import collect_stacks, render
+
+    sampler = make_sampler(args)
+    try:
+        snapshot = sampler.sweep()
+    finally:
+        sampler.close()
+    selected, missing = snapshot.select(args.containers or None)
+    if missing:
+        print(f"mltop doctor: no such container: {', '.join(escaped(m) for m in missing)}", file=sys.stderr)
+        return EXIT_CANNOT_DIAGNOSE
+    report = collect_stacks(selected)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print("\n".join(escaped(line) for line in render(report).splitlines()))
+    return 1 if report.outliers else 0

@@ -21,6 +21,7 @@ from mltop.probes.model import ContainerSample, GpuSample
 
 from .cadvisor import container_text, machine_families
 from .dcgm import gpu_families
+from .infiniband_metrics import infiniband_families
 from .loop import ServeState
 from .pod_labels import label_pods
 from .sharing_metrics import gpu_sharing_families
@@ -129,6 +130,7 @@ class SnapshotCollector:
         yield from gpu_sharing_families(state.gpus_to_serve(), snapshot.containers)
         yield workload_family(snapshot, state.previous)
         yield from machine_families(snapshot.host)  # (the container families: cadvisor.container_text)
+        yield from infiniband_families(snapshot.infiniband)
         yield from finding_families(state.doctor)
 
 
