@@ -87,6 +87,8 @@ def test_the_no_exec_rule_refuses_by_what_the_work_reaches(monkeypatch):
                   "processes: py-spy dump attaches to the container's processes from the host.",
         "device-check": "MLTOP_NO_EXEC=1 forbids docker exec and CRI exec into containers and attaching to their "
                         "processes: Framework device check runs a command inside the container.",
+        "stacks": "MLTOP_NO_EXEC=1 forbids docker exec and CRI exec into containers and attaching to their "
+                  "processes: Stacks of the job's ranks attaches to the container's processes from the host.",
     }
     # --no-exec is about reaching into the container: work that only signals or stops is another policy's
     for reach, refused in ((EXEC, True), (ATTACH, True), (SIGNAL, False), (STOP, False)):
