@@ -8,7 +8,8 @@ from typing import Any, Iterable, Mapping
 
 from .source_records import ContainerAttempt, GpuAllocation, KubernetesInfo, SourceStatus  # noqa: F401  (records of the snapshot, kept apart)
 from .sharing_records import GpuSharer, GpuSharing  # noqa: F401  (likewise)
-from .gpu_records import GpmMetrics, GpuProcess, GpuSample, MigDevice, XidEvent  # noqa: F401  (likewise)
+from .gpu_records import (FABRIC_STATES, NVLINK_COUNTERS, GpmMetrics, GpuFabric, GpuProcess, GpuSample,  # noqa: F401
+                          MigDevice, NvLink, NvLinkErrorWindow, NvLinkRise, XidEvent)  # (likewise)
 
 SCHEMA_VERSION = 1
 
