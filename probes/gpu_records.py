@@ -39,6 +39,18 @@ class XidEvent:
 
 
 @dataclass(frozen=True)
+class SXidEvent:
+    """One SXid (an NVSwitch error) from the kernel log: the switch's, not a GPU's."""
+
+    sxid: int
+    time: float  # unix time
+    switch: str  # "nvswitch3"
+    pci_bus_id: str  # the switch's
+    severity: str | None  # "Fatal" | "Non-fatal"
+    text: str  # the kernel log line, verbatim
+
+
+@dataclass(frozen=True)
 class GpmMetrics:
     """GPU Performance Metrics (NVML GPM, Hopper and newer) between two samples one sweep apart: what the SMs,
     tensor pipes and memory really did, where `utilization_percent` only says a kernel was running. Percent

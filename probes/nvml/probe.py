@@ -138,6 +138,7 @@ class NvmlProbe:
             driver_version=self._driver_version,
             cuda_driver_version=self._cuda_version,
             library_path=self._library_in_use or self.library_path,
+            sxid_events=self._xids.sxids,
         )
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
