@@ -1,5 +1,5 @@
 """The GPU panel: per GPU, utilisation and memory bars with history, temperature, power, bad throttling,
-health problems (Xid, ECC, remap, PCIe link), whether it is shared (MPS, time-sliced) and which containers use
+health problems (Xid, ECC, remap, PCIe link, NVLink, fabric), the NVLinks up (`NVL 17/18 ✗1`), whether it is shared (MPS, time-sliced) and which containers use
 it; where the GPU has GPU Performance Metrics, SM active and tensor active beside utilisation (and their graphs
 in the GPUs full screen, `g`)."""
 
@@ -55,6 +55,28 @@ def health_problems(gpu: GpuSample, now: float | None = None) -> list[str]:
     busy = (gpu.utilization_percent or 0) >= 10
     if busy and gen and gen_max and width and width_max and (gen < gen_max or width < width_max):
         out.append(f"PCIe Gen{gen} x{width} of Gen{gen_max} x{width_max}")
+    down = [link.link for link in gpu.nvlinks if not link.active]
+    if down and len(down) < len(gpu.nvlinks):  # all down is the fabric's matter: the fabric word says it
+        out.append("NVLink " + ",".join(map(str, down[:4])) + ("…" if len(down) > 4 else "") + " down")
+    if gpu.nvlink_errors is not None and gpu.nvlink_errors.rises:
+        out.append("NVLink errors rising")
+    fabric = gpu.fabric
+    if fabric is not None and fabric.state in ("not_started", "in_progress"):
+        out.append(f"fabric {fabric.state.replace('_', ' ')}")
+    elif fabric is not None and fabric.state == "completed" and fabric.status:
+        out.append(f"fabric failed ({fabric.status_text})")
+    return out
+
+
+def nvlink_text(gpu: GpuSample) -> Text:
+    """" NVL 17/18 ✗1": links up of the GPU's links, and how many are down; empty without NVLink."""
+    out = Text(no_wrap=True, end="")
+    if not gpu.nvlinks:
+        return out
+    down = len(gpu.nvlinks) - gpu.nvlinks_active
+    out.append(f" NVL {gpu.nvlinks_active}/{len(gpu.nvlinks)}", style="dim" if not down else "")
+    if down:
+        out.append(f" ✗{down}", style="bold red")
     return out
 
 
@@ -72,6 +94,7 @@ def gpu_title(gpu: GpuSample) -> Text:
         power = f" {gpu.power_w:.0f}"
         power += f"/{gpu.power_limit_w:.0f}W" if gpu.power_limit_w else "W"
         out.append(power)
+    out.append_text(nvlink_text(gpu))
     if gpu.mig_devices:
         out.append(f" MIG×{len(gpu.mig_devices)}", style="dim")
     if bad_throttle_reasons(gpu):
