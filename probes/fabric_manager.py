@@ -47,6 +47,9 @@ def read_fabric_manager(proc_root: str = "/proc", path: str | None = None) -> Fa
         if props.get("LoadState") not in (None, "", "not-found"):
             unit_state = props.get("ActiveState") or None
             unit_file_state = props.get("UnitFileState") or None
+    # The running process's binary, unless it is an interpreter running a script of that name; else PATH's.
+    if exe is None or not os.path.basename(exe).startswith(PROCESS_NAME):
+        exe = None
     binary = exe or shutil.which(PROCESS_NAME, path=path)
     version, source = _version(binary, path)
     return FabricManagerFacts(tuple(pids), unit_state, unit_file_state, version, source, binary)

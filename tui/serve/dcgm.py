@@ -142,6 +142,7 @@ DCGM_NVLINK_TOTALS: dict[str, tuple[str, str]] = {
     "replay": ("DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL", "Total number of NVLink retries."),
     "recovery": ("DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL", "Total number of NVLink recovery errors."),
 }
+MLTOP_GPU_LABELS = ["gpu", "UUID"]  # as mltop's other per-GPU families (mltop_gpu_xid_errors)
 FABRIC_STATE_VALUES = {name: value for value, name in FABRIC_STATES.items()}
 
 
@@ -157,12 +158,12 @@ def nvlink_families(gpus: tuple[GpuSample, ...], hostname: str) -> Iterator[Metr
                 family.add_metric(_dcgm_labels(g, hostname), float(sum(v for v in values if v is not None)))
         yield family
     up = GaugeMetricFamily("mltop_gpu_nvlink_up", "1 when the NVLink is active, 0 when it is down "
-                           "(nvmlDeviceGetNvLinkState).", labels=DCGM_LABELS + ["link"])
+                           "(nvmlDeviceGetNvLinkState).", labels=MLTOP_GPU_LABELS + ["link"])
     errors = CounterMetricFamily("mltop_gpu_nvlink_errors", "NVLink data-link errors of one link since the driver "
                                  "loaded, by counter: replay, recovery, crc_flit, crc_data "
-                                 "(nvmlDeviceGetNvLinkErrorCounter).", labels=DCGM_LABELS + ["link", "counter"])
+                                 "(nvmlDeviceGetNvLinkErrorCounter).", labels=MLTOP_GPU_LABELS + ["link", "counter"])
     for g in linked:
-        labels = _dcgm_labels(g, hostname)
+        labels = [str(g.index), g.uuid]
         for link in g.nvlinks:
             up.add_metric(labels + [str(link.link)], float(link.active))
             for field, _ in NVLINK_COUNTERS:
@@ -173,13 +174,13 @@ def nvlink_families(gpus: tuple[GpuSample, ...], hostname: str) -> Iterator[Metr
     yield errors
     state = GaugeMetricFamily("mltop_gpu_fabric_state", "The GPU's NVSwitch fabric registration "
                               "(nvmlDeviceGetGpuFabricInfoV): 0 not supported, 1 not started, 2 in progress, "
-                              "3 completed; the state also as a label.", labels=DCGM_LABELS + ["state"])
+                              "3 completed; the state also as a label.", labels=MLTOP_GPU_LABELS + ["state"])
     status = GaugeMetricFamily("mltop_gpu_fabric_status", "The fabric registration's status, an nvmlReturn_t "
-                               "(0: success).", labels=DCGM_LABELS)
+                               "(0: success).", labels=MLTOP_GPU_LABELS)
     for g in gpus:
         if g.fabric is None:
             continue
-        labels = _dcgm_labels(g, hostname)
+        labels = [str(g.index), g.uuid]
         state.add_metric(labels + [g.fabric.state], float(FABRIC_STATE_VALUES.get(g.fabric.state, -1)))
         status.add_metric(labels, float(g.fabric.status))
     yield state
