@@ -134,7 +134,7 @@ class NvLinkReader:
                 raise_if_fatal(err)
                 code = code_of(err)
                 reason = NO_FABRIC_REASON if code == NOT_SUPPORTED else field_reason(err, function)
-                if code in (FUNCTION_NOT_FOUND, ARGUMENT_VERSION_MISMATCH):  # not in this driver / struct version: try the older call
+                if code in (FUNCTION_NOT_FOUND, ARGUMENT_VERSION_MISMATCH):  # not in this driver: the older call
                     continue
                 if code == NOT_SUPPORTED:
                     gpu.no_fabric, gpu.fabric = reason, None
