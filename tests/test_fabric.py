@@ -189,6 +189,21 @@ def test_a_registered_fabric_with_its_fabric_manager_raises_nothing(nvml_scenari
     assert codes(doctor(status, gpus, fm_running())) == []
 
 
+def test_fabric_manager_running_of_unknown_version_on_a_registered_fabric_raises_nothing(nvml_scenario):
+    from mltop.probes.fabric_manager import FabricManagerFacts
+    status, gpus = sample(nvml_scenario(hgx(2)))
+    unknown = FabricManagerFacts((4321,), None, None, None, None, None)  # no systemctl, no version to read
+    assert codes(doctor(status, gpus, unknown)) == []
+
+
+def test_an_older_driver_answers_through_the_deprecated_fabric_call(nvml_scenario):
+    # the old-driver build lacks nvmlDeviceGetGpuFabricInfoV: the probe falls back to nvmlDeviceGetGpuFabricInfo
+    status, gpus = sample(nvml_scenario(hgx(2, state=FABRIC_IN_PROGRESS), old_driver=True))
+    assert [g.fabric.state for g in gpus] == ["in_progress", "in_progress"]
+    assert gpus[0].fabric.health_mask is None  # the v1 struct has none
+    assert codes(doctor(status, gpus, fm_running())) == ["fabric.not_ready"]
+
+
 def test_fabric_not_supported_raises_nothing_even_without_fabric_manager(nvml_scenario):
     from mltop.probes.fabric_manager import FabricManagerFacts
     status, gpus = sample(nvml_scenario(pcie_board()))

@@ -117,11 +117,12 @@ def fabric_manager_problems(ctx: CheckContext) -> tuple[list[str], list[str]]:
                          "/var/log/fabricmanager.log)")
     elif fm.unit_state not in (None, "active"):
         ev.append(evidence(f"nv-fabricmanager runs (pid {fm.pids[0]}) but unit {FM_UNIT} is {fm.unit_state}", where))
+        fixes.append(f"let systemd run it: `sudo systemctl enable {FM_UNIT}` and `sudo systemctl restart {FM_UNIT}`")
     if fm.version is not None and driver is not None and fm.version != driver:
         ev.append(evidence(f"Fabric Manager {fm.version} != driver {driver}: Fabric Manager refuses to run "
                            "with another driver version", f"{fm.version_source}; NVML nvmlSystemGetDriverVersion"))
         fixes.append(_install(driver, f"sudo systemctl restart {FM_UNIT}"))
-    elif fm.version is None and fm.running:
+    elif fm.version is None and fm.running and ev:  # alone, an unknown version is no problem to report
         ev.append(evidence("Fabric Manager's version could not be read (no nv-fabricmanager --version, no "
                            "package)", "nv-fabricmanager --version / dpkg-query / rpm"))
     return ev, fixes
