@@ -278,7 +278,9 @@ def run_doctor(
     selected = judgeable(selected, skips)  # no logs, exec or cgroup reads for a placeholder either
     host = host or HostProbe()
     if host_facts is None:
-        host_facts = host.host_facts(snapshot.host.cdi_spec_dirs, snapshot.host.nvml.library_path)
+        fabric = any(g.fabric is not None and g.fabric.state != "not_supported" for g in snapshot.gpus)
+        host_facts = host.host_facts(snapshot.host.cdi_spec_dirs, snapshot.host.nvml.library_path,
+                                     fabric_needed=fabric)
     if container_facts is None:
         container_facts = _container_facts(host, selected, snapshot.host.cgroup_version, skips)
     engine_ok = engine is not None and snapshot.host.engine.ok

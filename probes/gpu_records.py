@@ -39,6 +39,18 @@ class XidEvent:
 
 
 @dataclass(frozen=True)
+class SXidEvent:
+    """One SXid (an NVSwitch error) from the kernel log: the switch's, not a GPU's."""
+
+    sxid: int
+    time: float  # unix time
+    switch: str  # "nvswitch3"
+    pci_bus_id: str  # the switch's
+    severity: str | None  # "Fatal" | "Non-fatal"
+    text: str  # the kernel log line, verbatim
+
+
+@dataclass(frozen=True)
 class GpmMetrics:
     """GPU Performance Metrics (NVML GPM, Hopper and newer) between two samples one sweep apart: what the SMs,
     tensor pipes and memory really did, where `utilization_percent` only says a kernel was running. Percent
@@ -73,6 +85,59 @@ class MigDevice:
     host_pids: tuple[int, ...] = ()
     profile: str | None = None  # the GPU instance profile, e.g. "1g.10gb" (from the MIG device's name)
     gpm: GpmMetrics | None = None  # of its GPU instance (shared by the compute instances in it)
+
+
+# NVLink DL error counters, as NvLink fields name them, with NVML's NVML_NVLINK_ERROR_DL_* counter numbers.
+NVLINK_COUNTERS: tuple[tuple[str, int], ...] = (("replay", 0), ("recovery", 1), ("crc_flit", 2), ("crc_data", 3))
+
+
+@dataclass(frozen=True)
+class NvLink:
+    """One NVLink of a GPU: up or not, and its data-link error counters since the driver loaded (cumulative:
+    judge a rise, never a level). None: the counter could not be read."""
+
+    link: int
+    active: bool
+    replay: int | None = None  # NVML_NVLINK_ERROR_DL_REPLAY: packets sent again after a CRC error
+    recovery: int | None = None  # DL_RECOVERY: the link retrained to recover
+    crc_flit: int | None = None  # DL_CRC_FLIT: flow-control unit CRC errors
+    crc_data: int | None = None  # DL_CRC_DATA: data CRC errors
+
+
+@dataclass(frozen=True)
+class NvLinkRise:
+    link: int
+    counter: str  # one of NVLINK_COUNTERS' names
+    before: int
+    after: int
+
+
+@dataclass(frozen=True)
+class NvLinkErrorWindow:
+    """How a GPU's NVLink error counters moved between the probe's last two reads of them (they are read less
+    often than every sweep, so the window is carried in the snapshot rather than left to two snapshots)."""
+
+    start: float  # unix time of the earlier read
+    end: float  # unix time of the later read
+    rises: tuple[NvLinkRise, ...] = ()  # the counters that rose, by link; empty: none did
+
+
+# NVML_GPU_FABRIC_STATE_* in words
+FABRIC_STATES = {0: "not_supported", 1: "not_started", 2: "in_progress", 3: "completed"}
+
+
+@dataclass(frozen=True)
+class GpuFabric:
+    """The GPU's place in the NVSwitch fabric (nvmlDeviceGetGpuFabricInfoV): Fabric Manager registers the GPUs of
+    an HGX board with the NVSwitches; until it has (state "completed", status 0), CUDA fails with error 802."""
+
+    state: str  # "not_supported" (no NVSwitch: PCIe boards) | "not_started" | "in_progress" | "completed"
+    status: int  # an nvmlReturn_t: 0 success, else why registration failed
+    status_text: str  # NVML's words for the status
+    clique_id: int | None = None
+    cluster_uuid: str | None = None
+    health_mask: int | None = None  # v2 and later; 0 or None: nothing to report
+    read_at: float | None = None  # unix time
 
 
 @dataclass(frozen=True)
@@ -124,6 +189,15 @@ class GpuSample:
     xid_events: tuple[XidEvent, ...] = ()  # oldest first
     gpm: GpmMetrics | None = None  # None: not supported or not yet two samples; the reason in unavailable["gpm"]
     sharing: tuple[GpuSharing, ...] = ()  # the GPU, or its MIG devices, used by 2+ sharers (probes/gpu_sharing.py)
+    # NVLink: empty on a GPU without it (a PCIe board; the reason in unavailable["nvlinks"])
+    nvlinks: tuple[NvLink, ...] = ()
+    nvlink_errors_at: float | None = None  # unix time the counters in `nvlinks` were read
+    nvlink_errors: NvLinkErrorWindow | None = None  # None: fewer than two reads yet
+    fabric: GpuFabric | None = None  # None: NVML cannot say (older driver; the reason in unavailable["fabric"])
+
+    @property
+    def nvlinks_active(self) -> int:
+        return sum(1 for link in self.nvlinks if link.active)
 
     def mig_processes(self, mig: MigDevice) -> tuple[GpuProcess, ...]:
         """The processes on one MIG device, as attributed on this GPU."""

@@ -13,6 +13,7 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
+from .fabric_manager import FabricManagerFacts, read_fabric_manager
 from .cri.device_plugins import DevicePluginsDir, read_device_plugins
 from .cri.node_config import NodeRuntimes, read_containerd_runtimes, read_crio_runtimes
 from .model import ContainerSample
@@ -42,6 +43,8 @@ class HostFacts:
     crio: NodeRuntimes | None = None
     # the kubelet's device-plugins directory (kubelet.sock, nvidia*.sock); None: no such directory here
     device_plugins: DevicePluginsDir | None = None
+    # NVIDIA Fabric Manager (probes/fabric_manager.py); None: not read (no GPU here is on an NVSwitch fabric)
+    fabric_manager: FabricManagerFacts | None = None
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,9 @@ class HostProbe:
         containerd_config: str | None = None,  # None: $MLTOP_CONTAINERD_CONFIG, else /etc/containerd/config.toml
         crio_config: str | None = None,  # None: $MLTOP_CRIO_CONFIG, else /etc/crio/crio.conf (+ crio.conf.d)
         device_plugins_dir: str | None = None,  # None: $MLTOP_DEVICE_PLUGINS_DIR, else /var/lib/kubelet/...
+        proc_root: str = "/proc",  # where Fabric Manager's process is looked for
     ):
+        self.proc_root = proc_root
         self.containerd_config = containerd_config
         self.crio_config = crio_config
         self.device_plugins_dir = device_plugins_dir
@@ -99,7 +104,9 @@ class HostProbe:
 
     # ----------------------------------------------------------------- host
 
-    def host_facts(self, extra_cdi_dirs: Iterable[str] = (), nvml_library: str | None = None) -> HostFacts:
+    def host_facts(self, extra_cdi_dirs: Iterable[str] = (), nvml_library: str | None = None,
+                   fabric_needed: bool = False) -> HostFacts:
+        """`fabric_needed`: a GPU is on an NVSwitch fabric, so Fabric Manager is looked for too."""
         specs, dirs = self.cdi_gpu_specs(extra_cdi_dirs)
         text = read_text(self.proc_driver_version)
         first = None
@@ -117,6 +124,7 @@ class HostProbe:
             containerd=read_containerd_runtimes(self.containerd_config),
             crio=read_crio_runtimes(self.crio_config),
             device_plugins=read_device_plugins(self.device_plugins_dir),
+            fabric_manager=read_fabric_manager(self.proc_root, self.path) if fabric_needed else None,
         )
 
     def cdi_gpu_specs(self, extra_dirs: Iterable[str] = ()) -> tuple[list[str], list[str]]:

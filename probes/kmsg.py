@@ -1,7 +1,10 @@
 """Xid errors from the kernel log (/dev/kmsg), so those from before mltop started are seen too.
 
 The NVIDIA driver logs each Xid as `NVRM: Xid (PCI:0000:0b:00): 79, pid=..., GPU has fallen off the bus.`;
-the PCI address names the GPU. Reading /dev/kmsg needs root (or CAP_SYSLOG with dmesg_restrict); without it
+the PCI address names the GPU. The NVSwitch driver logs its own errors the same way as SXids (switch Xids):
+`nvidia-nvswitch3: SXid (PCI:0000:05:00.0): 12028, Non-fatal, Link 32 egress non-posted PRIV error (First)` (the
+format of nvswitch's NVSWITCH_PRINT_SXID: `nvidia-%s: SXid (PCI:%04x:%02x:%02x.%x): %05d, ` then the text); the PCI
+address names the switch. Reading /dev/kmsg needs root (or CAP_SYSLOG with dmesg_restrict); without it
 the reader says why and yields nothing. Any path can stand in for /dev/kmsg (a file in the same record
 format, `PRI,SEQ,USEC,FLAGS;MESSAGE` a line), which is how tests feed it.
 """
@@ -21,6 +24,19 @@ ENV_KMSG = "MLTOP_KMSG"  # a path to read instead of /dev/kmsg; empty turns the 
 DEFAULT_KMSG = "/dev/kmsg"
 
 _XID = re.compile(r"NVRM: Xid \(PCI:([0-9a-fA-F]{4,8}):([0-9a-fA-F]{2}):([0-9a-fA-F]{2})(?:\.\d)?\): (\d+)")
+
+_SXID = re.compile(r"nvidia-(nvswitch\d+): SXid \(PCI:([0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}(?:\.\d)?)\): "
+                   r"(\d+)(?:, ([A-Za-z-]+))?")
+
+
+@dataclass(frozen=True)
+class KernelSXid:
+    switch: str  # "nvswitch3"
+    pci: str  # the switch's PCI address as logged, e.g. "0000:05:00.0"
+    sxid: int
+    severity: str | None  # "Fatal" | "Non-fatal" (the word after the code), None when absent
+    time: float  # unix time
+    text: str  # the message, verbatim
 
 
 @dataclass(frozen=True)
@@ -42,22 +58,30 @@ def normalise_pci(bus_id: str | None) -> str | None:
     return f"{domain & 0xffff:04x}:{bus:02x}:{device:02x}"
 
 
-def parse_record(record: str, boot_time: float) -> KernelXid | None:
-    """One kmsg record -> a KernelXid, or None when it is no Xid line."""
+def parse_record(record: str, boot_time: float) -> KernelXid | KernelSXid | None:
+    """One kmsg record -> a KernelXid or KernelSXid, or None when it is neither."""
     head, sep, message = record.partition(";")
     if not sep:
         return None
     m = _XID.search(message)
     if not m:
-        return None
+        s = _SXID.search(message) if "SXid" in message else None
+        if s is None:
+            return None
+        return KernelSXid(switch=s.group(1), pci=s.group(2).lower(), sxid=int(s.group(3)), severity=s.group(4),
+                          time=_record_time(head, boot_time), text=message.strip())
+    when = _record_time(head, boot_time)
+    pci = normalise_pci(f"{m.group(1)}:{m.group(2)}:{m.group(3)}")
+    return KernelXid(pci=pci or "", xid=int(m.group(4)), time=when, text=message.strip())
+
+
+def _record_time(head: str, boot_time: float) -> float:
     fields = head.split(",")
     try:
         usec = int(fields[2])
     except (IndexError, ValueError):
         usec = None
-    when = boot_time + usec / 1e6 if usec is not None else time.time()
-    pci = normalise_pci(f"{m.group(1)}:{m.group(2)}:{m.group(3)}")
-    return KernelXid(pci=pci or "", xid=int(m.group(4)), time=when, text=message.strip())
+    return boot_time + usec / 1e6 if usec is not None else time.time()
 
 
 class KmsgReader:
@@ -78,7 +102,7 @@ class KmsgReader:
         # kmsg stamps records in microseconds of the monotonic clock since boot.
         self._boot_time = time.time() - time.monotonic()
 
-    def poll(self) -> list[KernelXid]:
+    def poll(self) -> list[KernelXid | KernelSXid]:
         if not self.path or (self.unavailable and self._fd is None and self._offset < 0):
             return []
         try:
@@ -94,7 +118,7 @@ class KmsgReader:
             self.close()
             return []
 
-    def _read_device(self) -> list[KernelXid]:
+    def _read_device(self) -> list[KernelXid | KernelSXid]:
         out = []
         assert self._fd is not None
         while True:
@@ -113,7 +137,7 @@ class KmsgReader:
                 out.append(xid)
         return out
 
-    def _read_file(self) -> list[KernelXid]:
+    def _read_file(self) -> list[KernelXid | KernelSXid]:
         assert self._fd is not None
         os.lseek(self._fd, self._offset, os.SEEK_SET)
         chunks = []

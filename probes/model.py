@@ -8,7 +8,8 @@ from typing import Any, Iterable, Mapping
 
 from .source_records import ContainerAttempt, GpuAllocation, KubernetesInfo, SourceStatus  # noqa: F401  (records of the snapshot, kept apart)
 from .sharing_records import GpuSharer, GpuSharing  # noqa: F401  (likewise)
-from .gpu_records import GpmMetrics, GpuProcess, GpuSample, MigDevice, XidEvent  # noqa: F401  (likewise)
+from .gpu_records import (FABRIC_STATES, NVLINK_COUNTERS, GpmMetrics, GpuFabric, GpuProcess, GpuSample,  # noqa: F401
+                          MigDevice, NvLink, NvLinkErrorWindow, NvLinkRise, SXidEvent, XidEvent)  # (likewise)
 from .fabric_records import IbPort, PciGpu  # noqa: F401  (likewise)
 
 SCHEMA_VERSION = 1
@@ -39,6 +40,7 @@ class NvmlStatus:
     driver_version: str | None = None
     cuda_driver_version: str | None = None
     library_path: str | None = None
+    sxid_events: tuple[SXidEvent, ...] = ()  # NVSwitch errors from the kernel log, oldest first
 
     @property
     def ok(self) -> bool:

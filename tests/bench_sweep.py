@@ -324,6 +324,46 @@ def infiniband_cost(ports: int, rounds: int) -> None:
     print(f"  {cpu * 1e3:.3f} ms CPU ({wall * 1e3:.3f} ms wall) per sweep, {cpu * 1e6 / ports:.0f} us CPU per port")
 
 
+def nvlink_cost(gpus: int, rounds: int, sweep_s: float = 1.0) -> None:
+    """What reading NVLink and the fabric adds to a sweep: the NVML probe alone over `gpus` simulated GPUs with 18
+    links each and fabric info, against the same GPUs without NVLink (a PCIe board, whose links are asked once).
+    A sweep that reads links, counters and fabric info costs more than one between reads (every
+    NvLinkReader.interval_s); the steady figure is what a dashboard sweeping every `sweep_s` pays on average."""
+    from fakenvml import SCENARIO_ENV, FakeFabric, FakeGpu, FakeScenario, build_fake_nvml, nvlinks, write_scenario
+    from mltop.probes.nvml import NvmlProbe
+    from mltop.probes.nvml.nvlink import NvLinkReader
+
+    work = tempfile.mkdtemp(prefix="mltop-bench-nvlink-")
+    lib = str(build_fake_nvml(os.path.join(work, "nvml")))
+    cost = {}
+    for label, links, interval in (("pcie", False, NvLinkReader.interval_s), ("cached", True, NvLinkReader.interval_s),
+                                   ("reading", True, 0.0)):
+        scenario = os.path.join(work, f"{label}.txt")
+        write_scenario(scenario, FakeScenario(gpus=[
+            FakeGpu(uuid=f"GPU-00000000-0000-4000-8000-{g:012d}", nvlinks=nvlinks(18) if links else [],
+                    fabric=FakeFabric() if links else None) for g in range(gpus)]))
+        os.environ[SCENARIO_ENV] = scenario
+        probe = NvmlProbe(lib, kmsg_path="")
+        probe._nvlink.interval_s = interval
+        try:
+            for _ in range(3):
+                status, sampled = probe.sample()
+            assert status.ok and all(len(g.nvlinks) == (18 if links else 0) for g in sampled), status
+            t0 = time.process_time()
+            for _ in range(rounds):
+                probe.sample()
+            cost[label] = (time.process_time() - t0) / rounds
+        finally:
+            probe.close()
+    reading, cached = cost["reading"] - cost["pcie"], cost["cached"] - cost["pcie"]
+    steady = cached + (reading - cached) * min(1.0, sweep_s / NvLinkReader.interval_s)
+    print(f"\nNVLink and fabric on {gpus} simulated GPUs x 18 links, {rounds} sweeps each (NVML probe alone):")
+    print(f"  sweep without NVLink: {cost['pcie'] * 1e3:.3f} ms CPU; a sweep that reads links, counters and fabric "
+          f"adds {reading * 1e3:.3f} ms, one between reads {cached * 1e3:.3f} ms")
+    print(f"  steady, sweeping every {sweep_s:g} s (reads every {NvLinkReader.interval_s:g} s): adds "
+          f"{steady * 1e3:.3f} ms CPU per sweep (goal <= 0.3 ms)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, nargs="*", default=[100, 500])
@@ -342,9 +382,14 @@ def main() -> None:
                         "this many simulated GPUs (no containers)")
     parser.add_argument("--infiniband", type=int, metavar="PORTS", help="only measure what reading this many HCA "
                         "ports adds to a sweep (a sysfs tree under a temporary root; no containers)")
+    parser.add_argument("--nvlink", type=int, metavar="GPUS", help="only measure what reading NVLink (18 links a "
+                        "GPU) and the fabric adds to a sweep, on this many simulated GPUs (no containers)")
     args = parser.parse_args()
     if args.infiniband:
         infiniband_cost(args.infiniband, max(args.rounds, 200))
+        return
+    if args.nvlink:
+        nvlink_cost(args.nvlink, max(args.rounds, 200))
         return
     if args.gpm:
         gpm_cost(args.gpm, max(args.rounds, 200))

@@ -107,7 +107,29 @@ def _no_claim_on_the_snapshot(s, f, c) -> str | None:
     return None
 
 
+def _nvlink_down(s: Snapshot, f: Finding, c) -> str | None:
+    g = _gpu(s, f)
+    if g is None or not any(not link.active for link in g.nvlinks):
+        return "says an NVLink is down, but every link of that GPU is up (or it has none)"
+    return _named_on_gpu(s, f)
+
+
+def _nvlink_errors(s: Snapshot, f: Finding, c) -> str | None:
+    g = _gpu(s, f)
+    if g is None or g.nvlink_errors is None or not g.nvlink_errors.rises:
+        return "says NVLink error counters rise, but none rose on that GPU"
+    return _named_on_gpu(s, f)
+
+
+def _on_fabric(s: Snapshot) -> bool:
+    return any(g.fabric is not None and g.fabric.state != "not_supported" for g in s.gpus)
+
+
 CLAIMS: dict[str, Claim] = {
+    "nvlink.down": _nvlink_down,
+    "nvlink.errors": _nvlink_errors,
+    "fabric.not_ready": lambda s, f, c: None if _on_fabric(s) else "speaks of an NVSwitch fabric, but no GPU is on one",
+    "nvswitch.sxid": _host(lambda s: bool(s.host.nvml.sxid_events), "SXids in the kernel log"),
     "engine.unreachable": _host(lambda s: not s.host.engine.ok, "the engine is down"),
     "driver.nvml_mismatch": _host(lambda s: s.host.nvml.status == "version_mismatch", "a version mismatch"),
     "driver.not_loaded": _host(lambda s: s.host.nvml.status in ("driver_not_loaded", "library_not_found"),

@@ -59,8 +59,9 @@ def busy_gpu(**overrides) -> FakeGpu:
 
 
 def others(unavailable) -> dict[str, str]:
-    """What is unavailable besides GPM (these scenarios' GPUs have none: tests/test_gpm.py covers it)."""
-    return {k: v for k, v in unavailable.items() if k != "gpm"}
+    """What is unavailable besides GPM, NVLink and the fabric (these scenarios' GPUs have none: tests/test_gpm.py
+    and tests/test_fabric.py cover them)."""
+    return {k: v for k, v in unavailable.items() if k not in ("gpm", "nvlinks", "fabric")}
 
 
 @pytest.fixture

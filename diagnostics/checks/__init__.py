@@ -8,7 +8,7 @@ from __future__ import annotations
 
 # Import order is registration order, and so the order in which the doctor runs (and reports skips).
 from . import (driver, health, toolkit, visibility, memory, io, container, performance,  # noqa: F401
-               gpu_efficiency, kubernetes, node_runtime, fabric, nccl)
+               gpu_efficiency, kubernetes, node_runtime, fabric, pci_infiniband, nccl)
 from .base import (CONTAINER_CHECKS, EXEC_CHECKS, HOST_CHECKS, CheckContext, CheckSkipped, Thresholds,
                    container_check, host_check, looks_like_gpu_workload)
 from .memory import CudaOom, parse_cuda_oom

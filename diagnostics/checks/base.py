@@ -51,6 +51,8 @@ class Thresholds:
     io_throttle_reached: float = _threshold(0.5, "read rate / read throttle at or above which it binds (rates jitter)")
     io_min_read_mb_s: float = _threshold(100.0, "read throughput (MB/s) below which reads are slow")
     xid_recent_s: float = _threshold(3600.0, "seconds within which an Xid is a warning (older ones are info)")
+    nvlink_errors_min: int = _threshold(1, "rise of an NVLink error counter between two reads from which "
+                                        "nvlink.errors fires")
     pcie_busy_util_percent: float = _threshold(10.0, "GPU utilisation % from which a trained-down PCIe link counts")
     orphaned_memory_bytes: int = _threshold(1 << 30, "GPU memory held by no listed process from which it is orphaned")
     gpu_idle_util_percent: float = _threshold(1.0, "GPU utilisation % at or below which a GPU counts as idle")

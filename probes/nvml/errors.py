@@ -22,6 +22,7 @@ class NvmlState:
 
 # NVML return codes (nvml.h), so that mapping them needs no pynvml import.
 UNINITIALIZED = 1
+INVALID_ARGUMENT = 2
 NOT_SUPPORTED = 3
 NO_PERMISSION = 4
 NOT_FOUND = 6

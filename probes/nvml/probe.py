@@ -27,6 +27,7 @@ from .errors import (
 from .gpm import GpmSampler
 from .health import read_health, text, throttle_reason_names, unreachable_gpu
 from .library import LibraryNotLoaded, forget_library, load_library
+from .nvlink import NvLinkReader
 from .processes import GpuProcesses
 from .worker import NvmlWorker
 from .xid import XidEvents
@@ -72,6 +73,7 @@ class NvmlProbe:
         self._sweep_slowest: tuple[str, float] | None = None
         self.last_slowest_call: tuple[str, float] | None = None  # of the latest completed sweep
         self._gpm = GpmSampler(self._call)  # GPU Performance Metrics, one sample per GPU per sweep
+        self._nvlink = NvLinkReader(self._call)  # NVLink states and error counters, fabric registration
 
     # ----------------------------------------------------------------- public
 
@@ -136,6 +138,7 @@ class NvmlProbe:
             driver_version=self._driver_version,
             cuda_driver_version=self._cuda_version,
             library_path=self._library_in_use or self.library_path,
+            sxid_events=self._xids.sxids,
         )
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -219,6 +222,7 @@ class NvmlProbe:
             raise InitFailed(self._status(state, message)) from None
         self._initialized = True
         self._processes.forget()
+        self._nvlink.forget()
         try:
             self._driver_version = self._call(pynvml.nvmlSystemGetDriverVersion)
         except pynvml.NVMLError:
@@ -306,6 +310,7 @@ class NvmlProbe:
             processes = self._processes.read(pynvml, handle, uuid, query, unavailable)
             health = read_health(pynvml, handle, query)
             health.update(self._gpm.read(pynvml, handle, uuid, health.get("mig_devices", ()), unavailable))
+            health.update(self._nvlink.read(pynvml, handle, uuid, unavailable))
         except GpuLost:
             reason = (
                 f"GPU {index}" + (f" ({uuid})" if uuid else "")

@@ -6,8 +6,8 @@ import dataclasses
 import time
 from typing import Any, Callable
 
-from ..kmsg import KmsgReader, normalise_pci
-from ..model import GpuSample, XidEvent
+from ..kmsg import KernelSXid, KmsgReader, normalise_pci
+from ..model import GpuSample, SXidEvent, XidEvent
 from .health import text
 
 XID_EVENT_TYPE = 0x8  # nvmlEventTypeXidCriticalError
@@ -23,6 +23,7 @@ class XidEvents:
         self._kmsg = KmsgReader(kmsg_path)
         self._event_set: Any = None  # NVML event set registered for Xid events; None when unsupported
         self._xids: list[tuple[str | None, str | None, XidEvent]] = []  # (uuid, pci, event), oldest first
+        self.sxids: tuple[SXidEvent, ...] = ()  # NVSwitch errors from the kernel log, oldest first
 
     def register(self, pynvml: Any) -> None:
         """Ask NVML for Xid events on every GPU; without them, only the kernel log tells of Xids."""
@@ -54,6 +55,10 @@ class XidEvents:
         """The GPUs with the Xid events seen so far (NVML events and kernel log), matched by uuid or PCI id."""
         self._drain(pynvml)
         for kx in self._kmsg.poll():
+            if isinstance(kx, KernelSXid):
+                self.sxids = (*self.sxids, SXidEvent(kx.sxid, kx.time, kx.switch, kx.pci, kx.severity,
+                                                     kx.text))[-XID_KEEP:]
+                continue
             duplicate = any(e.xid == kx.xid and abs(e.time - kx.time) < XID_DEDUP_S and e.source == "NVML events"
                             for _, _, e in self._xids)
             if not duplicate:

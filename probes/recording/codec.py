@@ -40,7 +40,7 @@ from ..model import (
     Snapshot,
     to_jsonable,
 )
-from ..model import ContainerAttempt, GpmMetrics, GpuAllocation, KubernetesInfo, MigDevice
+from ..model import ContainerAttempt, GpmMetrics, GpuAllocation, KubernetesInfo, MigDevice, SXidEvent
 
 NONE = 0xFFFFFFFF
 _MAX = NONE - 1
@@ -338,7 +338,9 @@ def host_from_doc(doc: str, load: str | None) -> HostInfo:
     d = json.loads(doc)
     d["engine"] = EngineStatus(**d["engine"])
     d["sources"] = tuple(SourceStatus(**s) for s in d.get("sources") or ())
-    d["nvml"] = NvmlStatus(**d["nvml"])
+    nvml = d["nvml"]
+    nvml["sxid_events"] = tuple(SXidEvent(**e) for e in nvml.get("sxid_events") or ())
+    d["nvml"] = NvmlStatus(**nvml)
     d["runtimes"] = tuple(d.get("runtimes") or ())
     d["cdi_spec_dirs"] = tuple(d.get("cdi_spec_dirs") or ())
     d["limitations"] = tuple(d.get("limitations") or ())

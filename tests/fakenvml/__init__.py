@@ -88,6 +88,43 @@ def _series(value) -> str:
 
 
 @dataclass
+class FakeNvLink:
+    """NVLink `link` of a GPU (count: links link..link+count-1 alike): active or not, and its four DL error
+    counters (NVML_NVLINK_ERROR_DL_REPLAY, _RECOVERY, _CRC_FLIT, _CRC_DATA), each a value or a sequence stepping
+    every step_ms of its GPU."""
+
+    link: int = 0
+    count: int = 1
+    active: bool = True
+    replay: int | list[int] = 0
+    recovery: int | list[int] = 0
+    crc_flit: int | list[int] = 0
+    crc_data: int | list[int] = 0
+
+
+def nvlinks(count: int = 18, down: tuple[int, ...] = (), **counters) -> list[FakeNvLink]:
+    """`count` links (18 on an H100 SXM), those in `down` inactive; `counters` (replay=..., crc_flit=...) apply
+    to link 0 only, the rest stay at 0."""
+    out = [FakeNvLink(link=0, active=0 not in down, **counters)]
+    out += [FakeNvLink(link=i, active=i not in down) for i in range(1, count)]
+    return out
+
+
+# NVML_GPU_FABRIC_STATE_*
+FABRIC_NOT_SUPPORTED, FABRIC_NOT_STARTED, FABRIC_IN_PROGRESS, FABRIC_COMPLETED = 0, 1, 2, 3
+
+
+@dataclass
+class FakeFabric:
+    """nvmlDeviceGetGpuFabricInfo(V) of a GPU: state (FABRIC_*) and status (an nvmlReturn_t)."""
+
+    state: int = FABRIC_COMPLETED
+    status: int = 0
+    clique: int = 1
+    health: int = 0
+
+
+@dataclass
 class FakeGpu:
     uuid: str = "GPU-00000000-0000-0000-0000-000000000000"
     name: str = "NVIDIA H100 80GB HBM3"
@@ -111,6 +148,8 @@ class FakeGpu:
     # (% or MiB/s) or a sequence; gpm_mig: the same per MIG GPU instance id.
     gpm: dict[int, float | list[float]] | None = None
     gpm_mig: dict[int, dict[int, float | list[float]]] = field(default_factory=dict)
+    nvlinks: list[FakeNvLink] = field(default_factory=list)  # empty: no NVLink (every link NOT_SUPPORTED)
+    fabric: FakeFabric | None = None  # None: nvmlDeviceGetGpuFabricInfo(V) answers NOT_SUPPORTED
 
 
 # NVML_GPM_METRIC_* ids (nvidia-ml-py), for scenarios.
@@ -225,6 +264,15 @@ class FakeScenario:
             for gi, metrics in g.gpm_mig.items():
                 for metric, value in metrics.items():
                     lines.append(f"gpm gpu={index} gi={gi} id={metric} value={_gpm_values(value)}")
+        for index, g in enumerate(self.gpus):
+            for link in g.nvlinks:
+                lines.append(f"nvlink gpu={index} link={link.link} count={link.count} state={int(link.active)} "
+                             f"replay={_series(link.replay)} recovery={_series(link.recovery)} "
+                             f"crc_flit={_series(link.crc_flit)} crc_data={_series(link.crc_data)}")
+            if g.fabric is not None:
+                f = g.fabric
+                lines.append(f"fabric gpu={index} state={f.state} status={f.status} clique={f.clique} "
+                             f"health={f.health}")
         for m in self.migs:
             lines.append(f'mig gpu={m.gpu} index={m.index} uuid="{m.uuid}" mem_total={m.mem_total} '
                          f"mem_used={m.mem_used} gi={m.gi} ci={m.ci} profile={m.profile}")

@@ -75,6 +75,19 @@
  *                              Samples from different GPUs/instances, or not newer than the first, are
  *                              INVALID_ARGUMENT. fakenvmlGpmLiveSamples() (not NVML) counts allocated samples.
  *
+ *   nvlink gpu=I link=L [count=N] [state=1|0] [replay=V[,V...]] [recovery=V...] [crc_flit=V...] [crc_data=V...]
+ *                              NVLink L of GPU I (count=N: links L..L+N-1 alike): nvmlDeviceGetNvLinkState says
+ *                              state (default 1, active), nvmlDeviceGetNvLinkErrorCounter the four DL counters
+ *                              (NVML_NVLINK_ERROR_DL_REPLAY 0, DL_RECOVERY 1, DL_CRC_FLIT 2, DL_CRC_DATA 3), each a
+ *                              value or a sequence stepping every step_ms like the others (default 0). A GPU with
+ *                              no nvlink line answers NOT_SUPPORTED for every link (a PCIe board); a link past the
+ *                              last one declared answers INVALID_ARGUMENT, as NVML does past the GPU's links.
+ *   fabric gpu=I state=S [status=R] [clique=N] [health=MASK]
+ *                              nvmlDeviceGetGpuFabricInfo(V) of GPU I: state (0 NOT_SUPPORTED, 1 NOT_STARTED,
+ *                              2 IN_PROGRESS, 3 COMPLETED) and status (an nvmlReturn_t, default 0). Without a
+ *                              fabric line the call answers NOT_SUPPORTED (a board without NVSwitch, older
+ *                              driver). The old-driver build lacks the versioned nvmlDeviceGetGpuFabricInfoV.
+ *
  * nvmlDeviceGetProcessUtilization follows NVML: it returns only samples newer than lastSeenTimeStamp, and
  * NVML_ERROR_NOT_FOUND when there are none; a NULL buffer or a short count gets INSUFFICIENT_SIZE and the
  * needed count.
@@ -167,6 +180,7 @@ typedef struct {
 #define MAX_SEQ 32
 #define MAX_XIDS 64
 #define MAX_GPM 512
+#define MAX_NVLINKS 36 /* NVML_NVLINK_MAX_LINKS of the nvidia-ml-py in use */
 #define STR 128
 
 /* A value that may change over time: item (ms since init / step) modulo n. n == 0: not set. */
@@ -214,6 +228,11 @@ struct fake_gpu {
     struct seq health[HF_COUNT];
     unsigned long long events; /* event types registered on the (one) event set */
     int gpm;                   /* supports GPU Performance Metrics */
+    int nvlinks;               /* links declared (0: no NVLink) */
+    unsigned int nvlink_state[MAX_NVLINKS];
+    struct seq nvlink_errors[MAX_NVLINKS][4]; /* n == 0: 0 */
+    int has_fabric;
+    unsigned int fabric_state, fabric_status, fabric_clique, fabric_health;
 };
 
 /* One GPM metric of a GPU (gi -1) or of one of its MIG GPU instances. */
@@ -519,6 +538,72 @@ static int parse_gpm(char **words, int n, int lineno) {
     return ok;
 }
 
+static int parse_nvlink(char **words, int n, int lineno) {
+    static const char *counters[4] = {"replay", "recovery", "crc_flit", "crc_data"};
+    int gpu = -1, link = -1, count = 1, ok = 1;
+    unsigned int state = 1;
+    struct seq errors[4];
+    memset(errors, 0, sizeof errors);
+    for (int i = 1; i < n; i++) {
+        char *eq = strchr(words[i], '=');
+        if (!eq) return 0;
+        *eq = '\0';
+        const char *k = words[i], *v = eq + 1;
+        int known = 0;
+        for (int c = 0; c < 4; c++) {
+            if (!strcmp(k, counters[c])) {
+                parse_seq(v, &errors[c], &ok);
+                known = 1;
+            }
+        }
+        if (known) continue;
+        if (!strcmp(k, "gpu")) gpu = number(v, &ok);
+        else if (!strcmp(k, "link")) link = number(v, &ok);
+        else if (!strcmp(k, "count")) count = number(v, &ok);
+        else if (!strcmp(k, "state")) state = number(v, &ok);
+        else {
+            fprintf(stderr, "fakenvml: line %d: unknown nvlink key %s\n", lineno, k);
+            return 0;
+        }
+    }
+    if (gpu < 0 || gpu >= gpu_count || link < 0 || count < 1 || link + count > MAX_NVLINKS) return 0;
+    struct fake_gpu *g = &gpus[gpu];
+    for (int l = link; l < link + count; l++) {
+        g->nvlink_state[l] = state;
+        memcpy(g->nvlink_errors[l], errors, sizeof errors);
+        if (l + 1 > g->nvlinks) g->nvlinks = l + 1;
+    }
+    return ok;
+}
+
+static int parse_fabric(char **words, int n, int lineno) {
+    int gpu = -1, ok = 1;
+    unsigned int state = 0, status = 0, clique = 0, health_mask = 0;
+    for (int i = 1; i < n; i++) {
+        char *eq = strchr(words[i], '=');
+        if (!eq) return 0;
+        *eq = '\0';
+        const char *k = words[i], *v = eq + 1;
+        if (!strcmp(k, "gpu")) gpu = number(v, &ok);
+        else if (!strcmp(k, "state")) state = number(v, &ok);
+        else if (!strcmp(k, "status")) status = number(v, &ok);
+        else if (!strcmp(k, "clique")) clique = number(v, &ok);
+        else if (!strcmp(k, "health")) health_mask = number(v, &ok);
+        else {
+            fprintf(stderr, "fakenvml: line %d: unknown fabric key %s\n", lineno, k);
+            return 0;
+        }
+    }
+    if (gpu < 0 || gpu >= gpu_count) return 0;
+    struct fake_gpu *g = &gpus[gpu];
+    g->has_fabric = 1;
+    g->fabric_state = state;
+    g->fabric_status = status;
+    g->fabric_clique = clique;
+    g->fabric_health = health_mask;
+    return ok;
+}
+
 static int parse_directive(char **words, int n, int hang) {
     if (n < 3 || directive_count >= MAX_DIRECTIVES) return 0;
     struct directive *d = &directives[directive_count];
@@ -586,6 +671,8 @@ static nvmlReturn_t load_scenario(void) {
         else if (!strcmp(kind, "xid")) ok = parse_xid(words, n, lineno);
         else if (!strcmp(kind, "gpm")) ok = parse_gpm(words, n, lineno);
         else if (!strcmp(kind, "mig")) ok = parse_mig(words, n, lineno);
+        else if (!strcmp(kind, "nvlink")) ok = parse_nvlink(words, n, lineno);
+        else if (!strcmp(kind, "fabric")) ok = parse_fabric(words, n, lineno);
         else if (!strcmp(kind, "fail")) ok = parse_directive(words, n, 0);
         else if (!strcmp(kind, "hang")) ok = parse_directive(words, n, 1);
         else ok = 0;
@@ -1125,6 +1212,80 @@ EXPORT nvmlReturn_t nvmlDeviceGetDecoderUtilization(void *device, unsigned int *
     DEVICE_ENTRY("nvmlDeviceGetDecoderUtilization");
     return codec(g, HF_DEC, util, period);
 }
+
+/* --------------------------------------------------------------------------- NVLink and the fabric */
+
+static nvmlReturn_t nvlink_of(struct fake_gpu *g, unsigned int link) {
+    if (g->nvlinks == 0) return NVML_ERROR_NOT_SUPPORTED;
+    if (link >= (unsigned int)g->nvlinks) return NVML_ERROR_INVALID_ARGUMENT;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetNvLinkState(void *device, unsigned int link, unsigned int *isActive) {
+    DEVICE_ENTRY("nvmlDeviceGetNvLinkState");
+    if (!isActive) return NVML_ERROR_INVALID_ARGUMENT;
+    nvmlReturn_t r = nvlink_of(g, link);
+    if (r == NVML_SUCCESS) *isActive = g->nvlink_state[link] ? 1 : 0;
+    return r;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetNvLinkErrorCounter(void *device, unsigned int link, unsigned int counter,
+                                                    unsigned long long *value) {
+    DEVICE_ENTRY("nvmlDeviceGetNvLinkErrorCounter");
+    if (!value || counter > 3) return NVML_ERROR_INVALID_ARGUMENT;
+    nvmlReturn_t r = nvlink_of(g, link);
+    if (r == NVML_SUCCESS) *value = seq_value(g, &g->nvlink_errors[link][counter], 0);
+    return r;
+}
+
+/* nvmlGpuFabricInfo_t (deprecated call) and nvmlGpuFabricInfo_v2_t/_v3_t (nvmlDeviceGetGpuFabricInfoV). */
+typedef struct {
+    unsigned char clusterUuid[16];
+    nvmlReturn_t status;
+    unsigned int cliqueId;
+    unsigned int state;
+} nvmlGpuFabricInfo_t;
+
+typedef struct {
+    unsigned int version;
+    unsigned char clusterUuid[16];
+    nvmlReturn_t status;
+    unsigned int cliqueId;
+    unsigned int state;
+    unsigned int healthMask;
+} nvmlGpuFabricInfo_v2_t;
+
+static void cluster_uuid(struct fake_gpu *g, unsigned char *uuid) {
+    for (int i = 0; i < 16; i++) uuid[i] = (unsigned char)(g->fabric_clique + i);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetGpuFabricInfo(void *device, nvmlGpuFabricInfo_t *info) {
+    DEVICE_ENTRY("nvmlDeviceGetGpuFabricInfo");
+    if (!info) return NVML_ERROR_INVALID_ARGUMENT;
+    if (!g->has_fabric) return NVML_ERROR_NOT_SUPPORTED;
+    cluster_uuid(g, info->clusterUuid);
+    info->status = g->fabric_status;
+    info->cliqueId = g->fabric_clique;
+    info->state = g->fabric_state;
+    return NVML_SUCCESS;
+}
+
+#ifndef MLTOP_FAKE_OLD_DRIVER
+EXPORT nvmlReturn_t nvmlDeviceGetGpuFabricInfoV(void *device, nvmlGpuFabricInfo_v2_t *info) {
+    DEVICE_ENTRY("nvmlDeviceGetGpuFabricInfoV");
+    if (!info) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned int v = info->version >> 24, size = info->version & 0xffffff;
+    if (v < 1 || v > 3 || size < sizeof(nvmlGpuFabricInfo_v2_t) - (v == 1 ? 4 : 0))
+        return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    if (!g->has_fabric) return NVML_ERROR_NOT_SUPPORTED;
+    cluster_uuid(g, info->clusterUuid);
+    info->status = g->fabric_status;
+    info->cliqueId = g->fabric_clique;
+    info->state = g->fabric_state;
+    if (v >= 2) info->healthMask = g->fabric_health;
+    return NVML_SUCCESS;
+}
+#endif
 
 /* --------------------------------------------------------------------------- events (Xid) */
 

@@ -1,13 +1,13 @@
-"""dcgm-exporter's GPU families from the last snapshot: device fields (DCGM_FI_DEV_*) and, from GPU Performance
+"""dcgm-exporter's GPU families from the last snapshot: device fields (DCGM_FI_DEV_*, NVLink errors included) and, from GPU Performance
 Metrics, the profiling fields (DCGM_FI_PROF_*) as ratios 0-1 and bytes per second, the way DCGM reports them."""
 
 from __future__ import annotations
 
 from typing import Callable, Iterator
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from mltop.probes.model import GpmMetrics, GpuSample
+from mltop.probes.model import FABRIC_STATES, NVLINK_COUNTERS, GpmMetrics, GpuSample
 
 MIB = 1 << 20
 
@@ -80,6 +80,7 @@ def gpu_families(gpus: tuple[GpuSample, ...], hostname: str) -> Iterator[Metric]
                 family.add_metric(_dcgm_labels(g, hostname), float(v))
         yield family
     yield from prof_families(gpus, hostname)
+    yield from nvlink_families(gpus, hostname)
 
 
 def _dcgm_labels(g: GpuSample, hostname: str) -> list[str]:
@@ -129,3 +130,58 @@ def prof_families(gpus: tuple[GpuSample, ...], hostname: str) -> Iterator[Metric
             if value is not None:
                 family.add_metric(labels, value * scale)
         yield family
+
+
+# --------------------------------------------------------------------------- NVLink and the fabric
+
+# dcgm-exporter's NVLink error fields (its counters CSVs), totals over the GPU's links; gauges for the reason the
+# ECC counts above are. NvLink field -> (name, help).
+DCGM_NVLINK_TOTALS: dict[str, tuple[str, str]] = {
+    "crc_flit": ("DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL", "Total number of NVLink flow-control CRC errors."),
+    "crc_data": ("DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL", "Total number of NVLink data CRC errors."),
+    "replay": ("DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL", "Total number of NVLink retries."),
+    "recovery": ("DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL", "Total number of NVLink recovery errors."),
+}
+MLTOP_GPU_LABELS = ["gpu", "UUID"]  # as mltop's other per-GPU families (mltop_gpu_xid_errors)
+FABRIC_STATE_VALUES = {name: value for value, name in FABRIC_STATES.items()}
+
+
+def nvlink_families(gpus: tuple[GpuSample, ...], hostname: str) -> Iterator[Metric]:
+    """NVLink error totals under dcgm-exporter's names; per link, its state and counters, and each GPU's fabric
+    registration under mltop_ names (dcgm-exporter has none for them). Nothing for a GPU without NVLink."""
+    linked = [g for g in gpus if g.nvlinks]
+    for field, (name, help_text) in DCGM_NVLINK_TOTALS.items():
+        family = GaugeMetricFamily(name, help_text, labels=DCGM_LABELS)
+        for g in linked:
+            values = [getattr(link, field) for link in g.nvlinks]
+            if any(v is not None for v in values):
+                family.add_metric(_dcgm_labels(g, hostname), float(sum(v for v in values if v is not None)))
+        yield family
+    up = GaugeMetricFamily("mltop_gpu_nvlink_up", "1 when the NVLink is active, 0 when it is down "
+                           "(nvmlDeviceGetNvLinkState).", labels=MLTOP_GPU_LABELS + ["link"])
+    errors = CounterMetricFamily("mltop_gpu_nvlink_errors", "NVLink data-link errors of one link since the driver "
+                                 "loaded, by counter: replay, recovery, crc_flit, crc_data "
+                                 "(nvmlDeviceGetNvLinkErrorCounter).", labels=MLTOP_GPU_LABELS + ["link", "counter"])
+    for g in linked:
+        labels = [str(g.index), g.uuid]
+        for link in g.nvlinks:
+            up.add_metric(labels + [str(link.link)], float(link.active))
+            for field, _ in NVLINK_COUNTERS:
+                value = getattr(link, field)
+                if value is not None:
+                    errors.add_metric(labels + [str(link.link), field], float(value))
+    yield up
+    yield errors
+    state = GaugeMetricFamily("mltop_gpu_fabric_state", "The GPU's NVSwitch fabric registration "
+                              "(nvmlDeviceGetGpuFabricInfoV): 0 not supported, 1 not started, 2 in progress, "
+                              "3 completed; the state also as a label.", labels=MLTOP_GPU_LABELS + ["state"])
+    status = GaugeMetricFamily("mltop_gpu_fabric_status", "The fabric registration's status, an nvmlReturn_t "
+                               "(0: success).", labels=MLTOP_GPU_LABELS)
+    for g in gpus:
+        if g.fabric is None:
+            continue
+        labels = [str(g.index), g.uuid]
+        state.add_metric(labels + [g.fabric.state], float(FABRIC_STATE_VALUES.get(g.fabric.state, -1)))
+        status.add_metric(labels, float(g.fabric.status))
+    yield state
+    yield status

@@ -1,5 +1,5 @@
 """The GPU panel: per GPU, utilisation and memory bars with history, temperature, power, bad throttling,
-health problems (Xid, ECC, remap, PCIe link), whether it is shared (MPS, time-sliced) and which containers use
+health problems (Xid, ECC, remap, PCIe link, NVLink, fabric), the NVLinks up (`NVL 17/18 ✗1`), whether it is shared (MPS, time-sliced) and which containers use
 it; where the GPU has GPU Performance Metrics, SM active and tensor active beside utilisation (and their graphs
 in the GPUs full screen, `g`)."""
 
@@ -55,6 +55,30 @@ def health_problems(gpu: GpuSample, now: float | None = None) -> list[str]:
     busy = (gpu.utilization_percent or 0) >= 10
     if busy and gen and gen_max and width and width_max and (gen < gen_max or width < width_max):
         out.append(f"PCIe Gen{gen} x{width} of Gen{gen_max} x{width_max}")
+    down = [link.link for link in gpu.nvlinks if not link.active]
+    if down and len(down) < len(gpu.nvlinks):  # all down is the fabric's matter: the fabric word says it
+        out.append("NVLink " + ",".join(map(str, down[:4])) + ("…" if len(down) > 4 else "") + " down")
+    if gpu.nvlink_errors is not None and gpu.nvlink_errors.rises:
+        out.append("NVLink errors rising")
+    fabric = gpu.fabric
+    if fabric is not None and fabric.state in ("not_started", "in_progress"):
+        out.append(f"fabric {fabric.state.replace('_', ' ')}")
+    elif fabric is not None and fabric.state == "completed" and fabric.status:
+        out.append(f"fabric failed ({fabric.status_text})")
+    return out
+
+
+def nvlink_text(gpu: GpuSample, tight: bool = False) -> Text:
+    """" NVL 17/18 ✗1": links up of the GPU's links, and how many are down (" NVL17/18✗1" when `tight`);
+    empty without NVLink."""
+    out = Text(no_wrap=True, end="")
+    if not gpu.nvlinks:
+        return out
+    down = len(gpu.nvlinks) - gpu.nvlinks_active
+    gap = "" if tight else " "
+    out.append(f" NVL{gap}{gpu.nvlinks_active}/{len(gpu.nvlinks)}", style="dim" if not down else "")
+    if down:
+        out.append(f"{gap}✗{down}", style="bold red")
     return out
 
 
@@ -62,23 +86,38 @@ def short_gpu_name(name: str) -> str:
     return name.removeprefix("NVIDIA ").removeprefix("Tesla ")
 
 
-def gpu_title(gpu: GpuSample) -> Text:
+def gpu_title(gpu: GpuSample, width: int | None = None) -> Text:
+    """Index, name, temperature, power, NVLinks up and the marks. Given the `width` it has (one line of a card at
+    80 columns is ~34), it sheds what matters least until it fits: the power limit, the name's last word (the
+    memory type), the spaces of the NVLink count, the temperature."""
+    for step in range(5):
+        out = _title(gpu, limit=step < 1, full_name=step < 2, tight=step >= 3, temperature=step < 4)
+        if width is None or width <= 0 or out.cell_len <= width or not gpu.nvlinks:
+            break  # (a GPU without NVLink keeps the title it always had: the Static crops its end)
+    return out
+
+
+def _title(gpu: GpuSample, limit: bool, full_name: bool, tight: bool, temperature: bool) -> Text:
     out = Text(f"{gpu.index} ", style="bold", no_wrap=True, end="")
-    out.append_text(literal(short_gpu_name(gpu.name)))
-    if gpu.temperature_c is not None:
+    name = short_gpu_name(gpu.name)
+    if not full_name and name.count(" ") >= 2:
+        name = name.rsplit(" ", 1)[0]
+    out.append_text(literal(name))
+    if gpu.temperature_c is not None and temperature:
         hot = gpu.temperature_c >= 85
         out.append(f" {gpu.temperature_c:.0f}°C", style="bold red" if hot else "")
     if gpu.power_w is not None:
         power = f" {gpu.power_w:.0f}"
-        power += f"/{gpu.power_limit_w:.0f}W" if gpu.power_limit_w else "W"
+        power += f"/{gpu.power_limit_w:.0f}W" if gpu.power_limit_w and limit else "W"
         out.append(power)
+    out.append_text(nvlink_text(gpu, tight))
     if gpu.mig_devices:
         out.append(f" MIG×{len(gpu.mig_devices)}", style="dim")
     if bad_throttle_reasons(gpu):
         # the reasons are spelled out on the card's second line; this mark survives the one-line layout
         out.append(" ⚠", style="bold red")
     if health_problems(gpu):
-        out.append(" ✖", style="bold red")  # likewise for health: Xid, ECC, remap, PCIe
+        out.append(" ✖", style="bold red")  # likewise for health: Xid, ECC, remap, PCIe, NVLink, fabric
     if gpu.sharing:  # the users line says how; this mark survives the one-line layout
         out.append(f" {SHARED_MARK}{max(len(s.sharers) for s in gpu.sharing)}", style="bold yellow")
     return out
@@ -152,7 +191,8 @@ class GpuCard(Grid):
             # host can be before the card's children exist. Show it once they do.
             self.call_after_refresh(self.show, gpu, history, interval_s)
             return
-        _update_static(self.query_one(".gpu-title", Static), gpu_title(gpu))
+        title = self.query_one(".gpu-title", Static)
+        _update_static(title, gpu_title(gpu, title.size.width))
         _update_static(self.query_one(".gpu-users", Static), gpu_users(gpu))
         util = gpu.utilization_percent
         self.query_one(".gpu-util", Meter).set_value(util / 100 if util is not None else None, util_text(gpu))
