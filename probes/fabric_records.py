@@ -32,6 +32,10 @@ class IbPort:
     counters: Mapping[str, int] = field(default_factory=dict)
     # counters/<name> -> its rise per second between this reading and the one before (data counters in octets)
     counter_rates: Mapping[str, float] = field(default_factory=dict)
+    # counters/<name> -> how much it rose between the last two counter readings (those that rose), and the seconds
+    # between them (None after one reading): the window the doctor judges, kept until the next reading
+    counter_rises: Mapping[str, int] = field(default_factory=dict)
+    rise_window_s: float | None = None
     # this process saw the port ACTIVE at an earlier reading (or at this one)
     seen_active: bool = False
     board_id: str | None = None  # of the HCA (<device>/board_id, fw_ver, hca_type)

@@ -21,10 +21,11 @@ MAX_DEVICES = 64
 MAX_PORTS = 32
 MAX_COUNTERS = 64  # files read per counters/ directory
 VALUE_CAP = 256  # bytes of a sysfs attribute taken
-# Counters are re-read every this many sweeps (state and rate at every one); 1: every sweep. Eight ports' 22
-# counter files each cost 0.8 ms of CPU a sweep with the sweep's kept-open files (`python tests/bench_sweep.py
-# --infiniband 8`, on a tree in a temporary directory), so every sweep reads them.
-COUNTERS_EVERY = 1
+# Counters, the link layer and the HCA's identity are re-read every this many seconds (state, phys_state and rate
+# at every sweep), the first two readings one sweep apart so that a one-shot doctor has a window at once.
+# Eight ports' 22 counter files each cost 0.8 ms of CPU a reading with the sweep's kept-open files
+# (`python tests/bench_sweep.py --infiniband 8`, a tree in a temporary directory): about 0.1 ms a sweep at 1 s.
+COUNTERS_INTERVAL_S = 10.0
 
 Read = Callable[[str], bytes]
 
@@ -112,33 +113,62 @@ def counter_rates(new: _Reading, old: _Reading | None) -> dict[str, float]:
     return out
 
 
-class InfinibandProbe:
-    """Reads every HCA port at each sweep; keeps the previous counters for rates, and which ports were active."""
+def counter_rises(new: _Reading, old: _Reading | None) -> dict[str, int]:
+    """Each counter's rise between two readings, for those that rose (a reset or a wrap is no rise)."""
+    if old is None:
+        return {}
+    return {name: value - old.counters[name] for name, value in new.counters.items()
+            if name in old.counters and value > old.counters[name]}
 
-    def __init__(self, sysfs_root: str = "/sys", read: Read = read_whole, counters_every: int = COUNTERS_EVERY):
+
+@dataclass(frozen=True)
+class _PortReading:
+    """What a counters reading of one port gives, kept until the next one."""
+
+    reading: _Reading
+    rates: dict[str, float]
+    rises: dict[str, int]
+    window_s: float | None  # between this reading and the one before
+    link_layer: str | None
+
+
+class InfinibandProbe:
+    """Reads every HCA port's state at each sweep and its counters every `counters_interval_s`; keeps the last two
+    counter readings for rates and rises, and which ports were active."""
+
+    def __init__(self, sysfs_root: str = "/sys", read: Read = read_whole,
+                 counters_interval_s: float = COUNTERS_INTERVAL_S, clock: Callable[[], float] = time.monotonic):
         self.class_dir = os.path.join(sysfs_root, *CLASS_DIR)
         self._read = read
-        self._counters_every = max(1, counters_every)
-        self._sweeps = 0
-        self._previous: dict[tuple[str, int], _Reading] = {}
+        self.counters_interval_s = counters_interval_s
+        self._clock = clock
+        self._readings = 0
+        self._last_read: float | None = None
+        self._ports: dict[tuple[str, int], _PortReading] = {}
         self._counter_names: dict[tuple[str, int], list[str]] = {}
+        self._devices: dict[str, dict[str, str | None]] = {}
         self._seen_active: set[tuple[str, int]] = set()
-        self._rates: dict[tuple[str, int], dict[str, float]] = {}
 
     def sample(self, read: Read | None = None) -> tuple[IbPort, ...]:
         """Every port of every HCA; () on a host without any (or without the sysfs class)."""
         read = read or self._read
-        self._sweeps += 1
-        with_counters = self._sweeps == 1 or self._sweeps % self._counters_every == 0
+        now = self._clock()
+        with_counters = (self._readings < 2 or self._last_read is None
+                         or now - self._last_read >= self.counters_interval_s)
+        if with_counters:
+            self._readings += 1
+            self._last_read = now
         out = []
         for device in _listdir(self.class_dir, MAX_DEVICES):
             device_dir = os.path.join(self.class_dir, device)
-            info = {name: _text(read, os.path.join(device_dir, name)) for name in ("board_id", "fw_ver", "hca_type")}
+            if with_counters or device not in self._devices:
+                self._devices[device] = {name: _text(read, os.path.join(device_dir, name))
+                                         for name in ("board_id", "fw_ver", "hca_type")}
             for port_name in _listdir(os.path.join(device_dir, "ports"), MAX_PORTS):
                 if not port_name.isdigit():
                     continue
                 out.append(self._port(read, device, int(port_name), os.path.join(device_dir, "ports", port_name),
-                                      info, with_counters))
+                                      self._devices[device], with_counters))
         return tuple(out)
 
     def _port(self, read: Read, device: str, port: int, port_dir: str, info: dict[str, str | None],
@@ -149,19 +179,21 @@ class InfinibandProbe:
         rate = _text(read, os.path.join(port_dir, "rate"))
         if state_id == 4:
             self._seen_active.add(key)
-        previous = self._previous.get(key)
-        if with_counters or previous is None:
+        kept = self._ports.get(key)
+        if with_counters or kept is None:
             names = self._counter_names.get(key)
             if names is None:
                 names = self._counter_names[key] = _listdir(os.path.join(port_dir, "counters"), MAX_COUNTERS)
-            reading = _Reading(time.monotonic(), read_counters(read, port_dir, names))
-            self._rates[key] = counter_rates(reading, previous)
-            self._previous[key] = previous = reading
-        counters, rates = previous.counters, self._rates.get(key, {})  # (between readings: the last one's)
-        return IbPort(
+            reading = _Reading(self._clock(), read_counters(read, port_dir, names))
+            before = kept.reading if kept is not None else None
+            kept = self._ports[key] = _PortReading(
+                reading, counter_rates(reading, before), counter_rises(reading, before),
+                reading.at - before.at if before is not None else None,
+                _text(read, os.path.join(port_dir, "link_layer")))
+        return IbPort(  # between readings: the last one's counters, rates and rises
             device=device, port=port, state=state, state_id=state_id, phys_state=phys, phys_state_id=phys_id,
-            rate=rate, rate_bytes_per_s=parse_rate(rate),
-            link_layer=_text(read, os.path.join(port_dir, "link_layer")),
-            counters=counters, counter_rates=rates, seen_active=key in self._seen_active,
+            rate=rate, rate_bytes_per_s=parse_rate(rate), link_layer=kept.link_layer,
+            counters=kept.reading.counters, counter_rates=kept.rates, counter_rises=kept.rises,
+            rise_window_s=kept.window_s, seen_active=key in self._seen_active,
             board_id=info["board_id"], firmware_version=info["fw_ver"], hca_type=info["hca_type"],
         )

@@ -69,20 +69,20 @@ def test_no_infiniband_class_is_no_ports_and_no_error(tmp_path):
 # --------------------------------------------------------------------------- findings on built snapshots
 
 
-def _port(device: str, *, active: bool = True, seen_active: bool = False, **counters: int) -> IbPort:
+def _port(device: str, *, active: bool = True, seen_active: bool = False, rises: dict | None = None,
+          **counters: int) -> IbPort:
     return IbPort(device=device, port=1, state="ACTIVE" if active else "DOWN", state_id=4 if active else 1,
                   phys_state="LinkUp" if active else "Polling", phys_state_id=5 if active else 2,
                   rate="400 Gb/sec (4X NDR)", rate_bytes_per_s=50_000_000_000, link_layer="InfiniBand",
                   counters={"symbol_error": 0, "link_downed": 0, "link_error_recovery": 0, "port_rcv_errors": 0,
                             **counters},
+                  counter_rises=rises or {}, rise_window_s=10.0 if rises is not None else None,
                   seen_active=seen_active or active)
 
 
-def _judge(ports, previous_ports=None):
+def _judge(ports):
     snap = b.replace(b.snapshot(), infiniband=tuple(ports))
-    previous = b.replace(b.snapshot(taken_at=snap.taken_at - 5), infiniband=tuple(previous_ports or ports))
-    ctx = CheckContext(snapshot=snap, containers=(), logs={}, host=HostFacts(), thresholds=Thresholds(),
-                       previous=previous)
+    ctx = CheckContext(snapshot=snap, containers=(), logs={}, host=HostFacts(), thresholds=Thresholds())
     return judge(ctx).findings
 
 
@@ -112,16 +112,41 @@ def test_a_port_disabled_by_hand_beside_active_peers_is_silent():
 
 
 def test_rising_link_downed_is_flapping_and_rising_symbol_errors_are_errors():
-    found = _judge([_port("mlx5_0", link_downed=5, symbol_error=120)],
-                   [_port("mlx5_0", link_downed=3, symbol_error=100)])
+    found = _judge([_port("mlx5_0", link_downed=5, symbol_error=120, rises={"link_downed": 2, "symbol_error": 20})])
     assert _codes(found) == ["ib.errors", "ib.link_flapping"]
     flap = next(f for f in found if f.code == "ib.link_flapping")
-    assert "link_downed +2" in flap.title and any("counters/link_downed" in e for e in flap.evidence)
+    assert "link_downed +2 over 10.0 s" in flap.title and any("counters/link_downed" in e for e in flap.evidence)
 
 
 def test_high_but_flat_counters_are_silent():
-    ports = [_port("mlx5_0", link_downed=40, symbol_error=99999, port_rcv_errors=5000)]
-    assert _judge(ports, ports) == ()
+    ports = [_port("mlx5_0", link_downed=40, symbol_error=99999, port_rcv_errors=5000, rises={})]
+    assert _judge(ports) == ()
+
+
+def test_counters_are_read_every_interval_and_their_rises_kept_between_readings(tmp_path):
+    """State at every sweep, counters at the first two sweeps (a one-shot doctor's window) and then every
+    counters_interval_s: a rise seen at one reading stays the port's window until the next reading replaces it."""
+    _tree(tmp_path)
+    now = [1000.0]
+    probe = InfinibandProbe(str(tmp_path), counters_interval_s=10.0, clock=lambda: now[0])
+    port = lambda: {(p.device, p.port): p for p in probe.sample()}[("mlx5_0", 1)]
+    assert port().counter_rises == {}  # one reading: no window yet
+    now[0] += 1
+    set_counters(tmp_path, "mlx5_0", 1, {"symbol_error": 12})
+    second = port()
+    assert second.counter_rises == {"symbol_error": 12} and second.rise_window_s == 1.0  # the second sweep reads
+    now[0] += 1
+    set_counters(tmp_path, "mlx5_0", 1, {"symbol_error": 50})
+    set_state(tmp_path, "mlx5_0", 1, "1: DOWN", "2: Polling")
+    between = port()
+    assert between.state == "DOWN"  # state at every sweep
+    assert between.counters["symbol_error"] == 12 and between.counter_rises == {"symbol_error": 12}  # kept
+    now[0] += 10
+    later = port()
+    assert later.counters["symbol_error"] == 50 and later.counter_rises == {"symbol_error": 38}
+    assert later.rise_window_s == 11.0
+    now[0] += 10
+    assert port().counter_rises == {}  # flat since: the window is empty again
 
 
 # --------------------------------------------------------------------------- real commands on a real tree

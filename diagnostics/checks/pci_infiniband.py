@@ -49,16 +49,8 @@ def check_gpu_missing(ctx: CheckContext) -> list[Finding]:
     return out
 
 
-def _rise(now: IbPort, before: IbPort | None, name: str) -> int | None:
-    """How much a counter rose between the previous sweep's reading and this one (None: no earlier reading)."""
-    if before is None or name not in now.counters or name not in before.counters:
-        return None
-    return max(0, now.counters[name] - before.counters[name])
-
-
-def _window(ctx: CheckContext) -> str:
-    assert ctx.previous is not None  # (a rise needs it)
-    return f"over {ctx.snapshot.taken_at - ctx.previous.taken_at:.1f} s"
+def _window(p: IbPort) -> str:
+    return f"over {p.rise_window_s:.1f} s" if p.rise_window_s is not None else "since the last reading"
 
 
 def _port_facts(p: IbPort) -> str:
@@ -72,7 +64,6 @@ def check_ib_ports(ctx: CheckContext) -> list[Finding]:
     ports = ctx.snapshot.infiniband  # () on a host without HCAs: nothing to judge, and nothing skipped
     out = []
     active = [p for p in ports if p.active]
-    earlier = {(p.device, p.port): p for p in ctx.previous.infiniband} if ctx.previous is not None else {}
     for p in ports:
         source = f"{_IB_SOURCE}/{p.device}/ports/{p.port}"
         # (a port disabled by hand, phys_state 3, is a choice, unless it was up in this process's sight)
@@ -86,15 +77,14 @@ def check_ib_ports(ctx: CheckContext) -> list[Finding]:
                 "`sudo mlxlink -d <pci> -m` for the cable's signal, the subnet manager: `sminfo`); until it is "
                 "back NCCL uses the other ports or falls back to sockets",
             ))
-        before = earlier.get((p.device, p.port))
-        rises = {n: _rise(p, before, n) for n in FLAP_COUNTERS + ERROR_COUNTERS}
+        rises = p.counter_rises  # between the probe's last two counter readings
         flaps = {n: r for n, r in rises.items() if n in FLAP_COUNTERS and r}
         if flaps:
             out.append(Finding(
                 "ib.link_flapping", WARNING, None,
                 f"InfiniBand {p.name} link is flapping ({', '.join(f'{n} +{r}' for n, r in flaps.items())} "
-                f"{_window(ctx)})",
-                tuple(evidence(f"{n} {p.counters[n]} (+{r} {_window(ctx)})", f"{source}/counters/{n}")
+                f"{_window(p)})",
+                tuple(evidence(f"{n} {p.counters[n]} (+{r} {_window(p)})", f"{source}/counters/{n}")
                       for n, r in flaps.items()) + (evidence(_port_facts(p), source),),
                 "A link that goes down and recovers stalls every collective across it: reseat or replace the cable "
                 "or transceiver, and check the switch port's own error counters (`ibqueryerrors`)",
@@ -104,8 +94,8 @@ def check_ib_ports(ctx: CheckContext) -> list[Finding]:
             out.append(Finding(
                 "ib.errors", WARNING, None,
                 f"InfiniBand {p.name} is counting errors ({', '.join(f'{n} +{r}' for n, r in errors.items())} "
-                f"{_window(ctx)})",
-                tuple(evidence(f"{n} {p.counters[n]} (+{r} {_window(ctx)})", f"{source}/counters/{n}")
+                f"{_window(p)})",
+                tuple(evidence(f"{n} {p.counters[n]} (+{r} {_window(p)})", f"{source}/counters/{n}")
                       for n, r in errors.items()) + (evidence(_port_facts(p), source),),
                 "Rising symbol or receive errors point at the cable, transceiver or switch port (`ibqueryerrors`, "
                 "`sudo mlxlink -d <pci> -c` for the BER); rising discards at congestion or a slow receiver. "
