@@ -290,10 +290,15 @@ def run_doctor(
         if c.kubernetes is not None and c.config.log_path:  # a pod container: the kubelet's log file
             from mltop.probes.cri.attempts import previous_log_path
             from mltop.probes.cri.logs import read_log
-            from mltop.probes.redaction import redact_text
+            from mltop.probes.redaction import ContainerSecrets
+            from mltop.probes.text import LOG_LINE_CAP
 
-            # token shapes and secret assignments; the container's own secret values too where CRI gave them
-            scrub = pod_secrets[c.id].scrub if c.id in pod_secrets else redact_text
+            # token shapes and secret assignments; the container's own secret values too where CRI gave them;
+            # each line judged and cut to the cap
+            secrets = pod_secrets.get(c.id, ContainerSecrets())
+
+            def scrub(text: str, secrets: ContainerSecrets = secrets) -> str:
+                return secrets.scrub(text, LOG_LINE_CAP)
             if os.path.exists(c.config.log_path):
                 logs[c.id] = tuple(scrub(line.text) for line in read_log(c.config.log_path, tail=log_tail))
             else:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from .text import ELLIPSIS, JUDGE_MARGIN, strip_escapes
 
 REDACTED = "[REDACTED]"
 # What stands in for container text when its secrets could not be read: without them a secret echoed bare
@@ -29,47 +31,70 @@ _SECRET_NAME_RE = re.compile(
 # Names that contain a secret-looking part but are well known not to be secrets.
 _NOT_SECRET_NAMES = {"PWD", "OLDPWD", "PATH", "NVIDIA_DRIVER_CAPABILITIES", "KEYBOARD", "XAUTHORITY"}
 
-# Well-known token shapes, matched anywhere in a value or a line of text.
+# Well-known token shapes, matched anywhere in a value or a line of text. Every pattern is linear: a shape
+# that opens with a run-class character may only start where a run starts (the lookbehind), so a long run
+# such as "sk-sk-sk-…" or "eyJ-eyJ-…" is scanned once, not once from each of its positions.
+_RUN_START = r"(?<![A-Za-z0-9_\-])"
 _TOKEN_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
     re.compile(p)
     for p in (
         r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[0-9A-Z]{16}\b",  # AWS access key id
         r"(?i)(?<=aws_secret_access_key[=: ])[A-Za-z0-9/+=]{40}",  # AWS secret next to its name
-        r"\bhf_[A-Za-z0-9]{30,}\b",  # Hugging Face
-        r"\bgh[pousr]_[A-Za-z0-9]{36,}\b",  # GitHub classic and fine-grained app tokens
-        r"\bgithub_pat_[A-Za-z0-9_]{40,}\b",
-        r"\bglpat-[A-Za-z0-9_\-]{20,}\b",  # GitLab
-        r"\bxox[abposr]-[A-Za-z0-9-]{10,}\b",  # Slack
+        _RUN_START + r"hf_[A-Za-z0-9]{30,}\b",  # Hugging Face
+        _RUN_START + r"gh[pousr]_[A-Za-z0-9]{36,}\b",  # GitHub classic and fine-grained app tokens
+        _RUN_START + r"github_pat_[A-Za-z0-9_]{40,}\b",
+        _RUN_START + r"glpat-[A-Za-z0-9_\-]{20,}",  # GitLab
+        _RUN_START + r"xox[abposr]-[A-Za-z0-9-]{10,}",  # Slack
         r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+",
-        r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_\-]{20,}\b",  # OpenAI / Anthropic style
-        r"\bAIza[0-9A-Za-z_\-]{35}\b",  # Google API key
-        r"\bya29\.[0-9A-Za-z_\-]{20,}",  # Google OAuth access token
-        r"\bnpm_[A-Za-z0-9]{36}\b",
-        r"\bpypi-[A-Za-z0-9_\-]{50,}\b",
-        r"\bwandb_[A-Za-z0-9]{20,}\b|\b(?<=WANDB_API_KEY=)[0-9a-f]{40}\b",
-        r"\beyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\b",  # JWT
+        _RUN_START + r"sk-(?:proj-|ant-)?[A-Za-z0-9_\-]{20,}",  # OpenAI / Anthropic style
+        _RUN_START + r"AIza[0-9A-Za-z_\-]{35}\b",  # Google API key
+        _RUN_START + r"ya29\.[0-9A-Za-z_\-]{20,}",  # Google OAuth access token
+        _RUN_START + r"npm_[A-Za-z0-9]{36}\b",
+        _RUN_START + r"pypi-[A-Za-z0-9_\-]{50,}",
+        _RUN_START + r"wandb_[A-Za-z0-9]{20,}\b|\b(?<=WANDB_API_KEY=)[0-9a-f]{40}\b",
+        _RUN_START + r"eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}",  # JWT
         r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)",
-        r"(?i)\b(?:bearer|basic)\s+[A-Za-z0-9._~+/=\-]{16,}",  # Authorization header values
+        r"(?i)(?<![A-Za-z0-9_\-])(?:bearer|basic)\s+[A-Za-z0-9._~+/=\-]{16,}",  # Authorization values
     )
 )
-# user:password@ in URLs (database DSNs, git remotes)
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]+):(?P<pw>[^@/\s]+)@")
-# NAME=value inside free text (commands, logs) where NAME looks secret
-_ASSIGNMENT = re.compile(r"(?P<name>\b[A-Za-z_][A-Za-z0-9_.\-]*)(?P<sep>=|:\s?)(?P<value>\"[^\"]*\"|'[^']*'|[^\s,;&]+)")
-
-
-# `--api-token VALUE` / `-password VALUE` on command lines: a flag with a secret-looking name, then its value
-_FLAG_VALUE = re.compile(r"(?P<flag>(?<![\w-])--?[A-Za-z][A-Za-z0-9_.\-]*)(?P<sep>\s+)(?P<value>\"[^\"]*\"|'[^']*'|[^\s\-][^\s]*)")
+# `Authorization: <scheme> <value>` (any scheme: token, Bearer, Basic, Digest): the name kept, the rest gone.
+_AUTH_HEADER = re.compile(
+    r"(?i)(?P<head>(?<![A-Za-z0-9_\-])(?:proxy-)?authorization[\"']?[ \t]*[:=][ \t]*[\"']?)"
+    r"(?P<value>(?:[A-Za-z]+[ \t]+)?[^\s\"',;]+)"
+)
+# A signed URL's signature in its query: `sig=` (Azure SAS) is too short a name to judge anywhere else.
+# (X-Amz-Signature, X-Goog-Signature, Signature and X-Amz-Security-Token are secret names: see below.)
+_URL_SIG = re.compile(r"(?i)(?P<head>[?&]sig=)(?P<value>[^&\s\"'#]+)")
+# [user]:password@ in URLs (database DSNs, git remotes, `redis://:password@host`). The scheme starts where
+# a run of scheme characters starts, so "ab.ab.ab.…" is one try, not one per letter.
+_URL_CREDENTIALS = re.compile(
+    r"(?<![a-zA-Z0-9+.\-])(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+# NAME=value, NAME = value, NAME: value inside free text (commands, logs, INI files). Only the name and its
+# separator are matched; the value is read after it, and only for a secret name. The name is the whole run
+# of name characters before the separator (a run is tried once, where it starts), and a match never
+# swallows the rest of the line, so `INFO:root:token=…` is judged at each of its separators.
+_NAME_SEP = re.compile(r"(?<![A-Za-z0-9_.\-])(?P<name>[A-Za-z0-9_.\-]+)(?P<sep>[ \t]*=[ \t]*|:[ \t]?)")
+_VALUE = re.compile(r"\"[^\"]*\"|'[^']*'|[^\s,;&]+")
+# `--api-token VALUE` / `-password VALUE` on command lines: a flag with a secret-looking name, then its value.
+# A flag starts where a run of flag characters starts (not inside `a.-b.-c`).
+_FLAG_VALUE = re.compile(
+    r"(?P<flag>(?<![\w.\-])--?[A-Za-z][A-Za-z0-9_.\-]*)(?P<sep>\s+)(?P<value>\"[^\"]*\"|'[^']*'|[^\s\-]\S*)")
 # "password": "value" in JSON, and 'token': 'value' in Python reprs
 _QUOTED_KEY = re.compile(
     r"(?P<key>(?P<q>[\"'])(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)(?P=q)\s*:\s*)(?P<value>\"(?:[^\"\\]|\\.)*\"|'[^']*'|[^\s,}\]]+)"
 )
+# A cheap first look at a name before the full judgement: no secret name lacks all of these.
+_SECRET_HINT = re.compile(
+    r"TOKEN|SECRET|PASS|PWD|KEY|CRED|AUTH|PRIVATE|SESSION|COOKIE|SIGNATURE|CERT|DSN|CONNECTION|WEBHOOK",
+    re.IGNORECASE)
 # Values too short or too common to scrub by value: replacing every "1" or "true" would wreck the text.
 _MIN_SCRUB_LEN = 6
 _NOT_SCRUBBED = {"true", "false", "none", "null", "yes", "no", "changeme", "default", REDACTED.lower()}
 
 
 def is_secret_name(name: str) -> bool:
+    if not _SECRET_HINT.search(name):
+        return False
     upper = name.upper()
     if upper in _NOT_SECRET_NAMES:
         return False
@@ -126,8 +151,11 @@ class ContainerSecrets:
     def from_env(cls, entries: Iterable[str] | None) -> "ContainerSecrets":
         return cls(secret_values(split_env(entries)))
 
-    def scrub(self, text: str) -> str:
-        """Token shapes and secret assignments, then this container's own values wherever they appear."""
+    def scrub(self, text: str, cap: int | None = None) -> str:
+        """Token shapes and secret assignments, then this container's own values wherever they appear; with
+        `cap`, as container text entering mltop (`redact_contained`: judged and cut to `cap`)."""
+        if cap is not None:
+            return redact_contained(text, cap, self.values)
         return scrub_values(redact_text(text), self.values)
 
 
@@ -142,15 +170,15 @@ def redact_tree(value: Any, redact: Callable[[str], str], *, keys: bool = False)
     return value
 
 
-def redact_value(name: str, value: str) -> str:
-    """The value to show for environment variable `name`."""
+def redact_value(name: str, value: str, cap: int | None = None) -> str:
+    """The value to show for environment variable (or label) `name`; with `cap`, judged and cut to it."""
     if value and is_secret_name(name):
         return REDACTED
-    return redact_text(value)
+    return redact_contained(value, cap) if cap is not None else redact_text(value)
 
 
-def redact_env(pairs: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-    return tuple((name, redact_value(name, value)) for name, value in pairs)
+def redact_env(pairs: Iterable[tuple[str, str]], cap: int | None = None) -> tuple[tuple[str, str], ...]:
+    return tuple((name, redact_value(name, value, cap)) for name, value in pairs)
 
 
 def split_env(entries: Iterable[str] | None) -> tuple[tuple[str, str], ...]:
@@ -162,33 +190,155 @@ def split_env(entries: Iterable[str] | None) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def redact_argv(argv: Iterable[str]) -> tuple[str, ...]:
-    """Redact a command given as a list: the value after a secret-named flag (`--hf-token`, VALUE) too."""
+# Password flags that only some programs give (`mysql -psecret`, `sshpass -p secret`, `curl -u user:pass`):
+# a short flag like `-p` is a port for ssh and "make parents" for mkdir, so it is judged by the program it
+# follows in the same command (a word whose basename is the program, up to the next `;`, `|`, `&` or line
+# break). "password" flags take the whole value, attached (`-psecret`) or as the next word; "credentials"
+# flags take `user:password` and lose what follows the first colon. A program with no rule (ssh) ends the
+# rule of the one before it (`sshpass -p pw ssh -p 22 host`: the port stays).
+_PROGRAM_RULES: dict[str, tuple[str, frozenset[str]] | None] = {
+    **{name: ("password", frozenset({"-p"})) for name in (
+        "mysql", "mysqldump", "mysqladmin", "mysqlimport", "mysqlcheck", "mysqlshow", "mysqlslap", "mysqlpump",
+        "mysqlsh", "mariadb", "mariadb-dump", "mariadb-admin", "sshpass", "mongo", "mongosh", "mongodump",
+        "mongorestore", "mongoexport", "mongoimport", "mongostat", "mongotop")},
+    "redis-cli": ("password", frozenset({"-a"})),
+    "curl": ("credentials", frozenset({"-u", "-U", "--user", "--proxy-user"})),
+    **{name: None for name in ("ssh", "scp", "sftp", "rsync", "mkdir", "python", "python3", "docker", "kubectl")},
+}
+_PROGRAM = re.compile(r"(?<![\w.\-])(?P<prog>" + "|".join(
+    re.escape(name) for name in sorted(_PROGRAM_RULES, key=len, reverse=True)) + r")(?![\w.\-])")
+_SEGMENT = re.compile(r"[^\n;|&]+")
+_WORD = re.compile(r"(?:\"[^\"\n]*\"|'[^'\n]*'|[^\s\"'])+|[\"']")
+
+
+def _program_rule(word: str) -> tuple[bool, tuple[str, frozenset[str]] | None]:
+    """(whether `word` names a program with or without a rule, that rule)."""
+    name = word.strip("\"'").rsplit("/", 1)[-1]
+    return (name in _PROGRAM_RULES), _PROGRAM_RULES.get(name)
+
+
+def _program_secrets(words: Sequence[str]) -> dict[int, str]:
+    """Replacements, by index, for the words of one command that a program's own password flags mark."""
+    out: dict[int, str] = {}
+    rule = None
+    for i, word in enumerate(words):
+        named, word_rule = _program_rule(word)
+        if named:
+            rule = word_rule
+            continue
+        if rule is None or i in out:
+            continue
+        kind, flags = rule
+        following = words[i + 1] if i + 1 < len(words) else None
+        if word in flags:
+            if following is None or following.startswith("-") or following == REDACTED:
+                continue
+            out[i + 1] = REDACTED if kind == "password" else _credentials(following)
+            continue
+        short = next((f for f in flags if len(f) == 2 and word.startswith(f) and len(word) > 2), None)
+        if short is None and kind == "credentials":
+            short = next((f + "=" for f in flags if word.startswith(f + "=")), None)
+        if short is not None and word[len(short):] not in ("", REDACTED):
+            out[i] = short + (REDACTED if kind == "password" else _credentials(word[len(short):]))
+    return out
+
+
+def _credentials(value: str) -> str:
+    """`user:password` with the password redacted (quotes kept); a bare user is no secret (curl prompts)."""
+    user, colon, password = value.partition(":")
+    if not colon or not password or password.strip("\"'") == REDACTED:
+        return value
+    quote = value[0] if value[:1] in ("\"", "'") and value.endswith(value[0]) else ""
+    return f"{user}:{REDACTED}{quote}"
+
+
+def _redact_program_flags(text: str) -> str:
+    """`_program_secrets` on each command of free text that names one of the programs."""
+    if not _PROGRAM.search(text):  # the common case
+        return text
+    out: list[str] = []
+    last = 0
+    for segment in _SEGMENT.finditer(text):
+        program = _PROGRAM.search(text, segment.start(), segment.end())
+        if program is None:
+            continue
+        words = list(_WORD.finditer(text, program.start(), segment.end()))
+        for index, replacement in sorted(_program_secrets([w.group(0) for w in words]).items()):
+            out.append(text[last:words[index].start()])
+            out.append(replacement)
+            last = words[index].end()
+    out.append(text[last:])
+    return "".join(out)
+
+
+def redact_argv(argv: Iterable[str], cap: int | None = None) -> tuple[str, ...]:
+    """Redact a command given as a list: the value after a secret-named flag (`--hf-token`, VALUE) too, and
+    the program's own password flags (`mysql`, `-psecret`). Escape sequences are removed first. With `cap`:
+    judged within `cap` characters in all and a margin, and cut to `cap` (the cut argument ends with `…`)."""
+    args: list[str] = []
+    judged_cut = False
+    total = 0
+    for arg in argv:
+        arg = strip_escapes(arg)
+        if cap is not None and total + len(arg) > cap + JUDGE_MARGIN:
+            args.append(arg[: max(cap + JUDGE_MARGIN - total, 0)])
+            judged_cut = True
+            break
+        args.append(arg)
+        total += len(arg)
     out: list[str] = []
     secret_flag = False
-    for arg in argv:
-        if secret_flag and not arg.startswith("-"):
+    for arg in args:
+        if secret_flag and arg and not arg.startswith("-"):
             out.append(REDACTED)
         else:
             out.append(redact_text(arg))
         secret_flag = arg.startswith("-") and "=" not in arg and is_secret_name(arg.lstrip("-"))
-    return tuple(out)
+    for index, replacement in _program_secrets(out).items():
+        out[index] = replacement
+    if cap is None:
+        return tuple(out)
+    shown: list[str] = []
+    total = 0
+    for arg in out:
+        if total + len(arg) > cap or (judged_cut and len(shown) == len(out) - 1):
+            shown.append(arg[: max(cap - total - 1, 0)] + ELLIPSIS)
+            break
+        shown.append(arg)
+        total += len(arg)
+    return tuple(shown)
+
+
+def _redact_assignments(text: str) -> str:
+    """NAME=value (and NAME = value, NAME: value) with a secret name: the value redacted."""
+    out: list[str] = []
+    last = 0
+    for m in _NAME_SEP.finditer(text):
+        if m.start() < last or not is_secret_name(m["name"]):
+            continue
+        value = _VALUE.match(text, m.end())
+        if value is None or value.group(0) == REDACTED or value.group(0).startswith("["):
+            continue
+        out.append(text[last:m.end()])
+        out.append(REDACTED)
+        last = value.end()
+    out.append(text[last:])
+    return "".join(out)
 
 
 def redact_text(text: str) -> str:
-    """Redact token shapes, URL credentials and NAME=value assignments with secret names in free text."""
+    """Redact token shapes, URL credentials, NAME=value assignments with secret names, secret-named flags'
+    values and programs' password flags in free text. Escape sequences are removed first (one inside a token
+    would hide it). Linear in the text: no pattern here backtracks over a run more than once."""
     if not text:
         return text
+    text = strip_escapes(text)
     for pattern in _TOKEN_PATTERNS:
         text = pattern.sub(REDACTED, text)
+    text = _AUTH_HEADER.sub(lambda m: m["head"] + REDACTED if m["value"] != REDACTED else m.group(0), text)
+    text = _URL_SIG.sub(lambda m: m["head"] + REDACTED, text)
     text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
-
-    def _assignment(m: re.Match[str]) -> str:
-        if is_secret_name(m["name"]) and m["value"] not in ("", REDACTED) and not m["value"].startswith("["):
-            return f"{m['name']}{m['sep']}{REDACTED}"
-        return m.group(0)
-
-    text = _ASSIGNMENT.sub(_assignment, text)
+    text = _redact_assignments(text)
 
     def _quoted(m: re.Match[str]) -> str:
         value = m["value"]
@@ -204,4 +354,19 @@ def redact_text(text: str) -> str:
             return f"{m['flag']}{m['sep']}{REDACTED}"
         return m.group(0)
 
-    return _FLAG_VALUE.sub(_flag, text)
+    text = _FLAG_VALUE.sub(_flag, text)
+    return _redact_program_flags(text)
+
+
+def redact_contained(text: str, cap: int, secrets: Iterable[str] = ()) -> str:
+    """Container text as it enters mltop: escape sequences removed, judged within `cap` characters and a
+    margin (a secret the cut falls in is recognised whole), redacted, scrubbed of the container's own secret
+    `secrets`, and cut to `cap` with `…`. Linear in `text`, and bounded by `cap` past the escape removal."""
+    if not text:
+        return text
+    text = strip_escapes(text)
+    judged_cut = len(text) > cap + JUDGE_MARGIN
+    redacted = scrub_values(redact_text(text[: cap + JUDGE_MARGIN] if judged_cut else text), secrets)
+    if judged_cut or len(redacted) > cap:
+        return redacted[: max(cap - 1, 0)] + ELLIPSIS
+    return redacted

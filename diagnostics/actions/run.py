@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 from mltop.probes.cri.access import CRI_RUNTIMES, locate
 from mltop.probes.model import ContainerSample, Snapshot
 from mltop.probes.redaction import SECRETS_UNREADABLE, ContainerSecrets, redact_tree
+from mltop.probes.text import LOG_LINE_CAP
 
 from . import runner
 from .registry import action_named
@@ -24,7 +25,6 @@ from .runner import StepControl, StepOutcome
 log = logging.getLogger(__name__)
 
 MAX_OUTPUT_LINES = 20_000
-MAX_LINE_CHARS = 4_000
 
 LineCallback = Callable[[str], None]
 
@@ -200,9 +200,7 @@ class ActionRun:
             for part in line.split("\n"):
                 self.emit(part)
             return
-        line = self._redact(line)
-        if len(line) > MAX_LINE_CHARS:
-            line = line[:MAX_LINE_CHARS] + " …"
+        line = self._secrets.scrub(line, LOG_LINE_CAP)  # escapes out, judged and cut to the cap, redacted
         if len(self._lines) < MAX_OUTPUT_LINES:
             self._lines.append(line)
         else:

@@ -127,7 +127,8 @@ class LogPane(Vertical):
 
     def _fetch_cri(self, path: str, first: bool) -> None:
         from mltop.probes.cri.logs import LogFollower, read_log
-        from mltop.probes.redaction import redact_text
+        from mltop.probes.redaction import redact_contained
+        from mltop.probes.text import LOG_LINE_CAP
 
         if first or getattr(self, "_follower", None) is None:
             self._follower = LogFollower(path)  # from the end: the tail below is what came before
@@ -136,7 +137,7 @@ class LogPane(Vertical):
             lines = self._follower.poll()
         if first and not lines and not os.path.exists(path):
             raise FileNotFoundError(f"no log file at {path} (is /var/log/pods mounted?)")
-        self.post_message(self.Fetched([f"{line.time} {redact_text(line.text)}" for line in lines], None, first))
+        self.post_message(self.Fetched([f"{line.time} {redact_contained(line.text, LOG_LINE_CAP)}" for line in lines], None, first))
 
     @work(thread=True, exclusive=True, group="logs", exit_on_error=False)
     def _fetch(self, first: bool) -> None:
