@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .text import ELLIPSIS, JUDGE_MARGIN, strip_escapes
+from .text import ELLIPSIS, JUDGE_MARGIN, VALUE_CAP, strip_escapes
 
 REDACTED = "[REDACTED]"
 # What stands in for container text when its secrets could not be read: without them a secret echoed bare
@@ -120,10 +120,12 @@ def secret_values(pairs: Iterable[tuple[str, str]]) -> frozenset[str]:
             continue
         if is_secret_name(name):
             found.add(value)
+        judged = strip_escapes(value[: VALUE_CAP + JUDGE_MARGIN])  # what of the value is ever shown, and more
         for pattern in _TOKEN_PATTERNS:
-            found.update(m.group(0) for m in pattern.finditer(value))
-        found.update(m["pw"] for m in _URL_CREDENTIALS.finditer(value))
-    return frozenset(v for v in found if len(v) >= _MIN_SCRUB_LEN and v.lower() not in _NOT_SCRUBBED)
+            found.update(m.group(0) for m in pattern.finditer(judged))
+        found.update(m["pw"] for m in _URL_CREDENTIALS.finditer(judged))
+    return frozenset(v for v in found if len(v) >= _MIN_SCRUB_LEN and v.lower() not in _NOT_SCRUBBED
+                     and v not in REDACTED)
 
 
 def scrub_values(text: str, values: Iterable[str]) -> str:
@@ -159,14 +161,21 @@ class ContainerSecrets:
         return scrub_values(redact_text(text), self.values)
 
 
-def redact_tree(value: Any, redact: Callable[[str], str], *, keys: bool = False) -> Any:
-    """Every string in nested mappings and sequences through `redact` (mapping keys too when `keys`)."""
+MAX_TREE_DEPTH = 64  # deeper than any document mltop writes: what is below is cut to `…`
+
+
+def redact_tree(value: Any, redact: Callable[[str], str], *, keys: bool = False, _depth: int = 0) -> Any:
+    """Every string in nested mappings and sequences through `redact` (mapping keys too when `keys`);
+    containers nested deeper than MAX_TREE_DEPTH become `…` (no recursion limit for hostile input to hit)."""
     if isinstance(value, str):
         return redact(value)
+    if isinstance(value, (Mapping, list, tuple)) and _depth >= MAX_TREE_DEPTH:
+        return ELLIPSIS
     if isinstance(value, Mapping):
-        return {(redact(str(k)) if keys else k): redact_tree(v, redact, keys=keys) for k, v in value.items()}
+        return {(redact(str(k)) if keys else k): redact_tree(v, redact, keys=keys, _depth=_depth + 1)
+                for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [redact_tree(v, redact, keys=keys) for v in value]
+        return [redact_tree(v, redact, keys=keys, _depth=_depth + 1) for v in value]
     return value
 
 
@@ -231,14 +240,14 @@ def _program_secrets(words: Sequence[str]) -> dict[int, str]:
         kind, flags = rule
         following = words[i + 1] if i + 1 < len(words) else None
         if word in flags:
-            if following is None or following.startswith("-") or following == REDACTED:
+            if following is None or following.startswith(("-", REDACTED)):
                 continue
             out[i + 1] = REDACTED if kind == "password" else _credentials(following)
             continue
         short = next((f for f in flags if len(f) == 2 and word.startswith(f) and len(word) > 2), None)
         if short is None and kind == "credentials":
             short = next((f + "=" for f in flags if word.startswith(f + "=")), None)
-        if short is not None and word[len(short):] not in ("", REDACTED):
+        if short is not None and word[len(short):] and not word[len(short):].startswith(REDACTED):
             out[i] = short + (REDACTED if kind == "password" else _credentials(word[len(short):]))
     return out
 
@@ -246,7 +255,7 @@ def _program_secrets(words: Sequence[str]) -> dict[int, str]:
 def _credentials(value: str) -> str:
     """`user:password` with the password redacted (quotes kept); a bare user is no secret (curl prompts)."""
     user, colon, password = value.partition(":")
-    if not colon or not password or password.strip("\"'") == REDACTED:
+    if not colon or not password or password.strip("\"'").startswith(REDACTED):
         return value
     quote = value[0] if value[:1] in ("\"", "'") and value.endswith(value[0]) else ""
     return f"{user}:{REDACTED}{quote}"
@@ -317,7 +326,7 @@ def _redact_assignments(text: str) -> str:
         if m.start() < last or not is_secret_name(m["name"]):
             continue
         value = _VALUE.match(text, m.end())
-        if value is None or value.group(0) == REDACTED or value.group(0).startswith("["):
+        if value is None or value.group(0).startswith("["):  # [REDACTED] already, or a list
             continue
         out.append(text[last:m.end()])
         out.append(REDACTED)
@@ -335,14 +344,14 @@ def redact_text(text: str) -> str:
     text = strip_escapes(text)
     for pattern in _TOKEN_PATTERNS:
         text = pattern.sub(REDACTED, text)
-    text = _AUTH_HEADER.sub(lambda m: m["head"] + REDACTED if m["value"] != REDACTED else m.group(0), text)
-    text = _URL_SIG.sub(lambda m: m["head"] + REDACTED, text)
+    text = _AUTH_HEADER.sub(lambda m: m.group(0) if m["value"].startswith(REDACTED) else m["head"] + REDACTED, text)
+    text = _URL_SIG.sub(lambda m: m["head"] + REDACTED, text)  # [REDACTED] again: the same
     text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
     text = _redact_assignments(text)
 
     def _quoted(m: re.Match[str]) -> str:
         value = m["value"]
-        if is_secret_name(m["name"]) and value.strip("\"'") not in ("", REDACTED):
+        if is_secret_name(m["name"]) and value.strip("\"'") and not value.strip("\"'").startswith(REDACTED):
             quote = value[0] if value[:1] in ("\"", "'") else ""
             return f"{m['key']}{quote}{REDACTED}{quote}"
         return m.group(0)
@@ -350,7 +359,7 @@ def redact_text(text: str) -> str:
     text = _QUOTED_KEY.sub(_quoted, text)
 
     def _flag(m: re.Match[str]) -> str:
-        if is_secret_name(m["flag"].lstrip("-")) and m["value"] != REDACTED:
+        if is_secret_name(m["flag"].lstrip("-")) and not m["value"].startswith(REDACTED):
             return f"{m['flag']}{m['sep']}{REDACTED}"
         return m.group(0)
 

@@ -81,7 +81,7 @@ _CUDA_OOM = re.compile(
     r"CUBLAS_STATUS_ALLOC_FAILED|CUDA_ERROR_OUT_OF_MEMORY|CUDA error: out of memory|cudaErrorMemoryAllocation")
 _TRIED = re.compile(r"Tried to allocate ([\d.]+) ?([KMGT]i?B|B|bytes)", re.IGNORECASE)
 _XLA_BYTES = re.compile(r"(?:allocat[a-z]{0,6}|trying to allocate) (\d+) bytes", re.IGNORECASE)  # bounded: linear
-_TF_SHAPE = re.compile(r"OOM when allocating tensor with shape\s*\[([^\]]*)\] and type (\w+)")
+_TF_SHAPE = re.compile(r"OOM when allocating tensor with shape\s*\[([^\]]{0,200})\] and type (\w+)")  # bounded
 _GPU_INDEX = re.compile(r"\bGPU (\d+)\b|device:GPU:(\d+)|GPU_(\d+)_bfc")
 _TORCH_PROCESS = re.compile(r"Process (\d+) has ([\d.]+ ?[KMGT]i?B) memory in use")
 _UNITS = {"b": 1, "bytes": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,

@@ -211,7 +211,7 @@ def _verbose_info(status) -> dict[str, Any]:
         return {}
     try:
         info = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
         return {}
     return info if isinstance(info, dict) else {}
 
