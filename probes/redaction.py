@@ -35,28 +35,41 @@ _NOT_SECRET_NAMES = {"PWD", "OLDPWD", "PATH", "NVIDIA_DRIVER_CAPABILITIES", "KEY
 # that opens with a run-class character may only start where a run starts (the lookbehind), so a long run
 # such as "sk-sk-sk-…" or "eyJ-eyJ-…" is scanned once, not once from each of its positions.
 _RUN_START = r"(?<![A-Za-z0-9_\-])"
-_TOKEN_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
-    re.compile(p)
-    for p in (
-        r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[0-9A-Z]{16}\b",  # AWS access key id
-        r"(?i)(?<=aws_secret_access_key[=: ])[A-Za-z0-9/+=]{40}",  # AWS secret next to its name
-        _RUN_START + r"hf_[A-Za-z0-9]{30,}\b",  # Hugging Face
-        _RUN_START + r"gh[pousr]_[A-Za-z0-9]{36,}\b",  # GitHub classic and fine-grained app tokens
-        _RUN_START + r"github_pat_[A-Za-z0-9_]{40,}\b",
-        _RUN_START + r"glpat-[A-Za-z0-9_\-]{20,}",  # GitLab
-        _RUN_START + r"xox[abposr]-[A-Za-z0-9-]{10,}",  # Slack
-        r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+",
-        _RUN_START + r"sk-(?:proj-|ant-)?[A-Za-z0-9_\-]{20,}",  # OpenAI / Anthropic style
-        _RUN_START + r"AIza[0-9A-Za-z_\-]{35}\b",  # Google API key
-        _RUN_START + r"ya29\.[0-9A-Za-z_\-]{20,}",  # Google OAuth access token
-        _RUN_START + r"npm_[A-Za-z0-9]{36}\b",
-        _RUN_START + r"pypi-[A-Za-z0-9_\-]{50,}",
-        _RUN_START + r"wandb_[A-Za-z0-9]{20,}\b|\b(?<=WANDB_API_KEY=)[0-9a-f]{40}\b",
-        _RUN_START + r"eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}",  # JWT
-        r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)",
-        r"(?i)(?<![A-Za-z0-9_\-])(?:bearer|basic)\s+[A-Za-z0-9._~+/=\-]{16,}",  # Authorization values
+# Each shape with the cues (lower case) one of which its text must hold: a substring test is far cheaper than
+# a regex pass, so a line is searched only for the shapes it could hold.
+_TOKENS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = tuple(
+    (cues, re.compile(p))
+    for cues, p in (
+        (("akia", "asia", "agpa", "aida", "aroa", "anpa", "anva", "aipa"),
+         r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[0-9A-Z]{16}\b"),  # AWS access key id
+        (("aws_secret_access_key",), r"(?i)(?<=aws_secret_access_key[=: ])[A-Za-z0-9/+=]{40}"),  # next to its name
+        (("hf_",), _RUN_START + r"hf_[A-Za-z0-9]{30,}\b"),  # Hugging Face
+        (("gh",), _RUN_START + r"gh[pousr]_[A-Za-z0-9]{36,}\b"),  # GitHub classic and fine-grained app tokens
+        (("github_pat_",), _RUN_START + r"github_pat_[A-Za-z0-9_]{40,}\b"),
+        (("glpat-",), _RUN_START + r"glpat-[A-Za-z0-9_\-]{20,}"),  # GitLab
+        (("xox",), _RUN_START + r"xox[abposr]-[A-Za-z0-9-]{10,}"),  # Slack
+        (("hooks.slack.com",), r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"),
+        (("sk-",), _RUN_START + r"sk-(?:proj-|ant-)?[A-Za-z0-9_\-]{20,}"),  # OpenAI / Anthropic style
+        (("aiza",), _RUN_START + r"AIza[0-9A-Za-z_\-]{35}\b"),  # Google API key
+        (("ya29.",), _RUN_START + r"ya29\.[0-9A-Za-z_\-]{20,}"),  # Google OAuth access token
+        (("npm_",), _RUN_START + r"npm_[A-Za-z0-9]{36}\b"),
+        (("pypi-",), _RUN_START + r"pypi-[A-Za-z0-9_\-]{50,}"),
+        (("wandb_",), _RUN_START + r"wandb_[A-Za-z0-9]{20,}\b|\b(?<=WANDB_API_KEY=)[0-9a-f]{40}\b"),
+        (("eyj",), _RUN_START + r"eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}"),  # JWT
+        (("-----begin",), r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)"),
+        (("bearer", "basic"),
+         r"(?i)(?<![A-Za-z0-9_\-])(?:bearer|basic)\s+[A-Za-z0-9._~+/=\-]{16,}"),  # Authorization values
     )
 )
+_TOKEN_PATTERNS: tuple[re.Pattern[str], ...] = tuple(pattern for _, pattern in _TOKENS)
+
+
+def _token_patterns(text: str) -> list[re.Pattern[str]]:
+    """The token shapes whose cues `text` holds."""
+    low = text.lower()
+    return [pattern for cues, pattern in _TOKENS if any(cue in low for cue in cues)]
+
+
 # `Authorization: <scheme> <value>` (any scheme: token, Bearer, Basic, Digest): the name kept, the rest gone.
 _AUTH_HEADER = re.compile(
     r"(?i)(?P<head>(?<![A-Za-z0-9_\-])(?:proxy-)?authorization[\"']?[ \t]*[:=][ \t]*[\"']?)"
@@ -121,7 +134,7 @@ def secret_values(pairs: Iterable[tuple[str, str]]) -> frozenset[str]:
         if is_secret_name(name):
             found.add(value)
         judged = strip_escapes(value[: VALUE_CAP + JUDGE_MARGIN])  # what of the value is ever shown, and more
-        for pattern in _TOKEN_PATTERNS:
+        for pattern in _token_patterns(judged):
             found.update(m.group(0) for m in pattern.finditer(judged))
         found.update(m["pw"] for m in _URL_CREDENTIALS.finditer(judged))
     return frozenset(v for v in found if len(v) >= _MIN_SCRUB_LEN and v.lower() not in _NOT_SCRUBBED
@@ -342,12 +355,18 @@ def redact_text(text: str) -> str:
     if not text:
         return text
     text = strip_escapes(text)
-    for pattern in _TOKEN_PATTERNS:
+    low = text.lower()  # cues first: a substring test is far cheaper than a pass of a pattern
+    for pattern in _token_patterns(text):
         text = pattern.sub(REDACTED, text)
-    text = _AUTH_HEADER.sub(lambda m: m.group(0) if m["value"].startswith(REDACTED) else m["head"] + REDACTED, text)
-    text = _URL_SIG.sub(lambda m: m["head"] + REDACTED, text)  # [REDACTED] again: the same
-    text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
-    text = _redact_assignments(text)
+    if "authorization" in low:
+        text = _AUTH_HEADER.sub(lambda m: m.group(0) if m["value"].startswith(REDACTED) else m["head"] + REDACTED,
+                                text)
+    if "sig=" in low:
+        text = _URL_SIG.sub(lambda m: m["head"] + REDACTED, text)  # [REDACTED] again: the same
+    if "://" in text:
+        text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
+    if "=" in text or ":" in text:
+        text = _redact_assignments(text)
 
     def _quoted(m: re.Match[str]) -> str:
         value = m["value"]
@@ -356,14 +375,16 @@ def redact_text(text: str) -> str:
             return f"{m['key']}{quote}{REDACTED}{quote}"
         return m.group(0)
 
-    text = _QUOTED_KEY.sub(_quoted, text)
+    if "'" in text or '"' in text:
+        text = _QUOTED_KEY.sub(_quoted, text)
 
     def _flag(m: re.Match[str]) -> str:
         if is_secret_name(m["flag"].lstrip("-")) and not m["value"].startswith(REDACTED):
             return f"{m['flag']}{m['sep']}{REDACTED}"
         return m.group(0)
 
-    text = _FLAG_VALUE.sub(_flag, text)
+    if "-" in text:
+        text = _FLAG_VALUE.sub(_flag, text)
     return _redact_program_flags(text)
 
 
