@@ -171,7 +171,7 @@ class ContainerSecrets:
         `cap`, as container text entering mltop (`redact_contained`: judged and cut to `cap`)."""
         if cap is not None:
             return redact_contained(text, cap, self.values)
-        return scrub_values(redact_text(text), self.values)
+        return _judged_twice(text, lambda t: scrub_values(_redact_plain(t), self.values)) if text else text
 
 
 MAX_TREE_DEPTH = 64  # deeper than any document mltop writes: what is below is cut to `…`
@@ -350,11 +350,28 @@ def _redact_assignments(text: str) -> str:
 
 def redact_text(text: str) -> str:
     """Redact token shapes, URL credentials, NAME=value assignments with secret names, secret-named flags'
-    values and programs' password flags in free text. Escape sequences are removed first (one inside a token
-    would hide it). Linear in the text: no pattern here backtracks over a run more than once."""
+    values and programs' password flags in free text, judged as it came and with its escape sequences removed
+    (`_judged_twice`: an escape inside a token hides it from every pattern). Linear: no pattern here
+    backtracks over a run twice."""
     if not text:
         return text
-    text = strip_escapes(text)
+    return _judged_twice(text, _redact_plain)
+
+
+def _judged_twice(text: str, redact: Callable[[str], str]) -> str:
+    """`redact` on the text as it came, then on it with its escape sequences removed: an escape inside a token
+    hides the token from the first look; one that swallows a token's first character (ESC, space, "h" is a
+    whole sequence) hides it from the second. When the second finds nothing more, the text keeps its escapes
+    (a screen removes them, a report writes them out, visible and inert); otherwise it comes without."""
+    raw = redact(text)
+    plain = strip_escapes(raw)
+    if plain is raw:  # no escapes: the common case
+        return raw
+    redacted = redact(plain)
+    return raw if redacted == plain else redacted
+
+
+def _redact_plain(text: str) -> str:
     low = text.lower()  # cues first: a substring test is far cheaper than a pass of a pattern
     for pattern in _token_patterns(text):
         text = pattern.sub(REDACTED, text)
@@ -389,14 +406,15 @@ def redact_text(text: str) -> str:
 
 
 def redact_contained(text: str, cap: int, secrets: Iterable[str] = ()) -> str:
-    """Container text as it enters mltop: escape sequences removed, judged within `cap` characters and a
-    margin (a secret the cut falls in is recognised whole), redacted, scrubbed of the container's own secret
-    `secrets`, and cut to `cap` with `…`. Linear in `text`, and bounded by `cap` past the escape removal."""
+    """Container text as it enters mltop: judged within `cap` characters and a margin (a secret the cut falls
+    in is recognised whole), as it came and with its escape sequences removed (`_judged_twice`), redacted,
+    scrubbed of the container's own secret `secrets`, and cut to `cap` with `…`. Linear in `text`; what is
+    judged is bounded by `cap`."""
     if not text:
         return text
-    text = strip_escapes(text)
     judged_cut = len(text) > cap + JUDGE_MARGIN
-    redacted = scrub_values(redact_text(text[: cap + JUDGE_MARGIN] if judged_cut else text), secrets)
+    judged = text[: cap + JUDGE_MARGIN] if judged_cut else text
+    redacted = _judged_twice(judged, lambda t: scrub_values(_redact_plain(t), secrets))
     if judged_cut or len(redacted) > cap:
         return redacted[: max(cap - 1, 0)] + ELLIPSIS
     return redacted
