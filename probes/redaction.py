@@ -229,6 +229,9 @@ _PROGRAM_RULES: dict[str, tuple[str, frozenset[str]] | None] = {
 }
 _PROGRAM = re.compile(r"(?<![\w.\-])(?P<prog>" + "|".join(
     re.escape(name) for name in sorted(_PROGRAM_RULES, key=len, reverse=True)) + r")(?![\w.\-])")
+_RULED_PROGRAM = re.compile(r"(?<![\w.\-])(?:" + "|".join(
+    re.escape(name) for name in sorted(_PROGRAM_RULES, key=len, reverse=True) if _PROGRAM_RULES[name])
+    + r")(?![\w.\-])")
 _SEGMENT = re.compile(r"[^\n;|&]+")
 _WORD = re.compile(r"(?:\"[^\"\n]*\"|'[^'\n]*'|[^\s\"'])+|[\"']")
 
@@ -276,7 +279,7 @@ def _credentials(value: str) -> str:
 
 def _redact_program_flags(text: str) -> str:
     """`_program_secrets` on each command of free text that names one of the programs."""
-    if not _PROGRAM.search(text):  # the common case
+    if not _RULED_PROGRAM.search(text):  # the common case: none of the programs with password flags
         return text
     out: list[str] = []
     last = 0
