@@ -299,6 +299,7 @@ def run_doctor(
 
             def scrub(text: str, secrets: ContainerSecrets = secrets) -> str:
                 return secrets.scrub(text, LOG_LINE_CAP)
+
             if os.path.exists(c.config.log_path):
                 logs[c.id] = tuple(scrub(line.text) for line in read_log(c.config.log_path, tail=log_tail))
             else:
