@@ -44,6 +44,31 @@ def _pod_secrets(snapshot: Snapshot, selected) -> dict[str, Any]:
         return {}
 
 
+def _read_pod_logs(c, secrets, log_tail: int, skips, logs: dict, previous_logs: dict) -> None:
+    """A pod container's log (the kubelet's file) and its previous attempt's, scrubbed of its own secret values,
+    into `logs` and `previous_logs`; without those values (`secrets` None) neither is read, and `skips` says why."""
+    from mltop.probes.cri.attempts import previous_log_path
+    from mltop.probes.cri.logs import read_log
+    from mltop.probes.text import LOG_LINE_CAP
+
+    previous_path = previous_log_path(c)  # restarted and running again: why the last attempt ended
+    has_log = os.path.exists(c.config.log_path)
+    if secrets is None and (has_log or previous_path is not None):
+        # Without the container's own secret values a secret echoed bare cannot be recognised: its log is not
+        # read (as the report and the log pane withhold it), rather than quoted unscrubbed.
+        skips.add("logs", "its log was not read: its secrets could not be read from the container runtime, so a "
+                          "secret it printed could not be scrubbed", c.name)
+        return
+    if not has_log:
+        skips.add("logs", f"no log file at {c.config.log_path} (is /var/log/pods readable here?)", c.name)
+    else:  # token shapes, secret assignments and the container's own values; each line cut to the cap
+        logs[c.id] = tuple(secrets.scrub(line.text, LOG_LINE_CAP)
+                           for line in read_log(c.config.log_path, tail=log_tail))
+    if previous_path is not None:
+        previous_logs[c.id] = (previous_path, tuple(secrets.scrub(line.text, LOG_LINE_CAP)
+                                                    for line in read_log(previous_path, tail=log_tail)))
+
+
 @dataclass(frozen=True)
 class SkippedCheck:
     check: str
@@ -290,28 +315,7 @@ def run_doctor(
     pod_secrets = _pod_secrets(snapshot, selected)
     for c in selected:
         if c.kubernetes is not None and c.config.log_path:  # a pod container: the kubelet's log file
-            from mltop.probes.cri.attempts import previous_log_path
-            from mltop.probes.cri.logs import read_log
-            previous_path = previous_log_path(c)  # restarted and running again: why the last attempt ended
-            has_log = os.path.exists(c.config.log_path)
-            if c.id not in pod_secrets:
-                if has_log or previous_path is not None:
-                    # Without the container's own secret values a secret echoed bare cannot be recognised: its log
-                    # is not read (as the report and the log pane withhold it), rather than quoted unscrubbed.
-                    skips.add("logs", "its log was not read: its secrets could not be read from the container "
-                                      "runtime, so a secret it printed could not be scrubbed", c.name)
-                else:
-                    skips.add("logs", f"no log file at {c.config.log_path} (is /var/log/pods readable here?)",
-                              c.name)
-                continue
-            scrub = pod_secrets[c.id].scrub  # token shapes, secret assignments and the container's own values
-            if has_log:
-                logs[c.id] = tuple(scrub(line.text) for line in read_log(c.config.log_path, tail=log_tail))
-            else:
-                skips.add("logs", f"no log file at {c.config.log_path} (is /var/log/pods readable here?)", c.name)
-            if previous_path is not None:
-                previous_logs[c.id] = (previous_path, tuple(scrub(line.text)
-                                                            for line in read_log(previous_path, tail=log_tail)))
+            _read_pod_logs(c, pod_secrets.get(c.id), log_tail, skips, logs, previous_logs)
             continue
         if not engine_ok:
             skips.add("logs", "the Docker engine is not reachable: log-based checks ran without logs", c.name)

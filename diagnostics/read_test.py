@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mltop.probes.redaction import redact_text
+from mltop.probes.redaction import redact_contained
+from mltop.probes.text import LOG_LINE_CAP
 
 from .actions.runner import StepControl, exec_in_container
 
@@ -48,10 +49,14 @@ def read_command(path: str, max_mb: int, direct: bool = True) -> list[str]:
     return argv
 
 
+def _redact_line(text: str) -> str:
+    return redact_contained(text, LOG_LINE_CAP)
+
+
 def _exec(engine, container_id: str, argv: list[str], timeout_s: float) -> tuple[int | None, str, float, bool]:
     """Run argv in the container; (exit code, output, wall seconds, timed out). Ended on timeout by the
     action runner, which signals only a PID that /proc shows is this container's on a local engine."""
-    outcome = exec_in_container(engine, container_id, argv, StepControl.within(timeout_s, redact=redact_text))
+    outcome = exec_in_container(engine, container_id, argv, StepControl.within(timeout_s, redact=_redact_line))
     if outcome.timed_out:
         return None, "", outcome.wall_s, True
     if outcome.error and outcome.exit_code is None and not outcome.text:

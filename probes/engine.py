@@ -24,6 +24,7 @@ from .redaction import (
     secret_values,
     split_env,
 )
+from .text import COMMAND_CAP, LOG_LINE_CAP, VALUE_CAP
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +200,7 @@ def config_from_inspect(attrs: dict[str, Any], secrets: frozenset[str] | None = 
         secrets = secret_values(raw_env)
 
     def argv(values) -> tuple[str, ...]:
-        return tuple(scrub_values(a, secrets) for a in redact_argv(values or ()))
+        return tuple(scrub_values(a, secrets) for a in redact_argv(values or (), cap=COMMAND_CAP))
 
     host = attrs.get("HostConfig") or {}
     state = attrs.get("State") or {}
@@ -232,8 +233,8 @@ def config_from_inspect(attrs: dict[str, Any], secrets: frozenset[str] | None = 
     return ContainerConfig(
         command=argv(cfg.get("Cmd")),
         entrypoint=argv(cfg.get("Entrypoint")),
-        env=redact_env(raw_env),
-        labels={k: scrub_values(redact_value(k, v), secrets) for k, v in (cfg.get("Labels") or {}).items()},
+        env=redact_env(raw_env, cap=VALUE_CAP),
+        labels={k: scrub_values(redact_value(k, v, VALUE_CAP), secrets) for k, v in (cfg.get("Labels") or {}).items()},
         created=attrs.get("Created"),
         started_at=state.get("StartedAt"),
         finished_at=None if running else state.get("FinishedAt"),
@@ -539,7 +540,7 @@ class Engine:
                                  timestamps=timestamps)
         )
         text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
-        return [secrets.scrub(line) for line in text.splitlines()]
+        return [secrets.scrub(line, LOG_LINE_CAP) for line in text.splitlines()]
 
 
 def not_found_errors() -> tuple[type[BaseException], ...]:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from .cgroups import Reader, read_bytes
-from .redaction import redact_text, scrub_values
+from .redaction import redact_contained
+from .text import COMMAND_CAP
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -153,7 +154,7 @@ class ProcessTable:
             if identity is None:
                 return None
             identity = ProcessIdentity(identity.container_pid, identity.user,
-                                       scrub_values(redact_text(identity.cmdline), secrets))
+                                       redact_contained(identity.cmdline, COMMAND_CAP, secrets))
             self._identity[key] = identity
         self._seen.add(key)
         prev = self._prev_ticks.get(key)

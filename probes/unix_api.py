@@ -215,7 +215,7 @@ class UnixSocketAPI:
             return status, None
         try:
             return 200, json.loads(body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # not JSON, or nested past the parser's depth
             raise Unanswered(f"{url}: not JSON") from exc
 
 

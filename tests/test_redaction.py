@@ -13,6 +13,7 @@ from mltop.probes.redaction import (
     is_secret_name,
     looks_like_token,
     redact_argv,
+    redact_contained,
     redact_env,
     redact_text,
     scrub_values,
@@ -132,3 +133,58 @@ def test_argv_values_after_secret_flags_are_redacted():
     argv = ["python", "train.py", "--hub-token", "s3cr3t-value", "--epochs", "3", "--api-key=abc123", "-v"]
     assert redact_argv(argv) == ("python", "train.py", "--hub-token", REDACTED, "--epochs", "3",
                                  f"--api-key={REDACTED}", "-v")
+
+
+# Each pattern redaction used to miss, with a look-alike that must stay as written.
+MISSED = [
+    ("INFO:root:token=tk-8f3a9c2e71 ready", "tk-8f3a9c2e71", "INFO:root:step=100 loss=0.31 lr=1e-4"),
+    ("mysql -u root -pHunt3r2pw db", "Hunt3r2pw", "mkdir -p /data/out && ssh -p 22 host"),
+    ("mysql -u root -p Hunt3r2pw db", "Hunt3r2pw", "python -u train.py -p 5"),
+    ("/usr/bin/mysqldump -pHunt3r2pw runs", "Hunt3r2pw", "rsync -p -e ssh src dst"),
+    ("sshpass -p Hunt3r2pw ssh -p 2222 host", "Hunt3r2pw", "ssh -p 2222 host"),
+    ("redis-cli -a Hunt3r2pw ping", "Hunt3r2pw", "tar -a -cf out.tar.gz dir"),
+    ("curl -u alice:Wonderl4nd https://api.internal/v1", "Wonderl4nd", "docker run -u 1000:1000 img"),
+    ("curl -ualice:Wonderl4nd https://api.internal/v1", "Wonderl4nd", "curl -u alice https://api.internal/v1"),
+    ("REDIS_URL=redis://:Hunt3r2pw@cache:6379/0", "Hunt3r2pw", "REDIS_URL=redis://cache:6379/0"),
+    ("Authorization: token 0123456789abcdef0123456789abcdef01234567", "0123456789abcdef",
+     "the token 0123456789abcdef0123456789abcdef01234567 embedding row"),
+    ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "wJalrXUtnFEMI",
+     "region = us-east-1"),
+    ("https://b.s3.amazonaws.com/k?X-Amz-Signature=d34db33fc4f3&X-Amz-Date=20240101T000000Z", "d34db33fc4f3",
+     "https://b.s3.amazonaws.com/k?X-Amz-Date=20240101T000000Z&versionId=3"),
+    ("https://acct.blob.core.windows.net/c/f?sv=2021-08-06&sr=b&sig=abcDEF%2Bxyz%3D", "abcDEF%2Bxyz",
+     "https://example.org/plot?page=2&sigma=0.5&signal=on"),
+]
+
+
+@pytest.mark.parametrize("text, secret, look_alike", MISSED, ids=[t[0][:28] for t in MISSED])
+def test_once_missed_patterns_are_redacted_and_look_alikes_are_not(text, secret, look_alike):
+    assert secret not in redact_text(text) and REDACTED in redact_text(text)
+    assert redact_text(look_alike) == look_alike
+
+
+def test_program_password_flags_in_a_command_list():
+    assert redact_argv(["mysql", "-u", "root", "-pHunt3r2pw"]) == ("mysql", "-u", "root", f"-p{REDACTED}")
+    assert redact_argv(["sshpass", "-p", "pw123456", "ssh", "-p", "22", "h"]) == (
+        "sshpass", "-p", REDACTED, "ssh", "-p", "22", "h")
+    assert redact_argv(["curl", "-u", "u:pass1234", "https://x"]) == ("curl", "-u", f"u:{REDACTED}", "https://x")
+    assert redact_argv(["mkdir", "-p", "/data/out"]) == ("mkdir", "-p", "/data/out")
+
+
+@pytest.mark.parametrize("escape", ["\x1b[0m", "\x1b]0;title\x07", "\x1b[1;31m", "\x9b4m"])
+def test_an_escape_sequence_inside_a_token_does_not_hide_it(escape):
+    token = TOKENS["hugging face"]
+    split = token[:10] + escape + token[10:]
+    for out in (redact_text(f"login {split} ok"), redact_contained(f"login {split} ok", 4096)):
+        assert token[10:] not in out and REDACTED in out and "\x1b" not in out
+
+
+def test_container_text_is_cut_at_the_cap_with_an_ellipsis_and_a_secret_at_the_cut_is_still_redacted():
+    token = TOKENS["github classic"]
+    text = "x" * 90 + " " + token + " tail"
+    out = redact_contained(text, 100)
+    assert len(out) == 100 and out.endswith("…") and token[:8] not in out
+    assert redact_contained("a." * 20000, 4096).endswith("…") and len(redact_contained("a." * 20000, 4096)) == 4096
+    assert redact_contained("short line", 4096) == "short line"
+    argv = redact_argv(["python", "-c", "y" * 10000, "--flag"], cap=200)
+    assert sum(map(len, argv)) <= 200 and argv[-1].endswith("…")

@@ -9,22 +9,12 @@ from rich.text import Text
 
 from mltop.diagnostics.inert import escaped  # noqa: F401  (the CLI's commands use it from here)
 from mltop.diagnostics.one_line import one_line  # noqa: F401  (the tui's tables use it from here)
+from mltop.probes.text import ESCAPES
 
-# Terminal escape sequences a log line or label may carry: CSI (colours, cursor moves, screen clears),
-# OSC (window titles, hyperlinks, clipboard writes) ended by BEL or ST, DCS/SOS/PM/APC strings, the
-# 8-bit CSI/OSC forms, and the short two-byte escapes. They are removed, not shown: coloured log output
-# is common and "[32m" noise would hide the text.
-_ESCAPES = re.compile(
-    r"""
-      \x1b\[[0-?]*[ -/]*[@-~]                 # CSI ... final byte
-    | \x9b[0-?]*[ -/]*[@-~]                   # 8-bit CSI
-    | (?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?   # OSC ... BEL | ST
-    | (?:\x1b[PX^_]|[\x90\x98\x9e\x9f])[^\x1b\x9c]*(?:\x1b\\|\x9c)?  # DCS, SOS, PM, APC ... ST
-    | \x1b[ -/]*[0-~]                         # other escapes (charset selection, keypad modes, RIS)
-    | \x1b                                    # a lone ESC
-    """,
-    re.VERBOSE,
-)
+# Terminal escape sequences (probes/text.py) are removed, not shown: coloured log output is common and "[32m"
+# noise would hide the text. The probes already removed them from what they redact (an escape inside a
+# token would hide it from redaction); this pass covers names and anything else shown.
+
 # What is left that a terminal would act on, plus the Unicode bidi controls that can reorder what the
 # reader sees. Tabs are expanded and line breaks (a `python -c` script in a command line, a label
 # written over several lines) become spaces first; everything else becomes a replacement character.
@@ -37,7 +27,7 @@ def printable(value: object) -> str:
     text = value if isinstance(value, str) else str(value)
     if text.isprintable():  # the common case: nothing to do
         return text
-    text = _ESCAPES.sub("", text).expandtabs(4).replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    text = ESCAPES.sub("", text).expandtabs(4).replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
     return _CONTROLS.sub(REPLACEMENT, text)
 
 

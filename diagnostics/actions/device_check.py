@@ -25,7 +25,7 @@ def _parse_check_json(stdout: str) -> dict | None:
         if line.startswith("{"):
             try:
                 doc = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):  # the container's stdout: not JSON, or nested past the parser
                 return None
             return doc if isinstance(doc, dict) else None
     return None

@@ -21,7 +21,7 @@ from mltop.probes.redaction import SECRETS_UNREADABLE, ContainerSecrets, redact_
 from . import runner
 from .registry import ActingSource, action_named, refusal
 from .results import CANCELLED, FAILED, OK, TIMEOUT, UNAVAILABLE, ActionLog, ActionResult, Finished
-from .runner import OutputCap, StepControl, StepOutcome, cut_line
+from .runner import MAX_LINE_BYTES, OutputCap, StepControl, StepOutcome, cut_line
 
 log = logging.getLogger(__name__)
 
@@ -209,10 +209,9 @@ class ActionRun:
             for part in line.split("\n"):
                 self.emit(part)
             return
-        line = cut_line(line)
+        line = self._secrets.scrub(line, MAX_LINE_BYTES)  # escapes out, judged and cut to the cap, redacted
         if not self._cap.admit(len(line) + 1):
             return  # past the cap: neither kept nor shown; the last line says how much
-        line = cut_line(self._redact(line))
         self._lines.append(line)
         self._show(line)
 

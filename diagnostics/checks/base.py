@@ -178,7 +178,30 @@ def _line(text: str, limit: int = 400) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def _matches(lines: Sequence[str], pattern: re.Pattern[str], keep: int = 3) -> list[str]:
+@dataclass(frozen=True)
+class LogSign:
+    """A log line that says something: `anywhere` found in it, or a `first` part with a `then` part later on
+    the same line. The regex `A.*B` says the same but retries `.*` from every A, which is quadratic on a line
+    that repeats A (a container printing "NCCL NCCL NCCL …"); this looks for B once, after the first A."""
+
+    anywhere: re.Pattern[str]
+    pairs: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = ()
+
+    @classmethod
+    def of(cls, anywhere: str, *pairs: tuple[str, str], flags: int = 0) -> "LogSign":
+        return cls(re.compile(anywhere, flags), tuple((re.compile(a, flags), re.compile(b, flags)) for a, b in pairs))
+
+    def search(self, line: str) -> bool:
+        if self.anywhere.search(line):
+            return True
+        for first, then in self.pairs:
+            m = first.search(line)
+            if m is not None and then.search(line, m.end()):
+                return True
+        return False
+
+
+def _matches(lines: Sequence[str], pattern: re.Pattern[str] | LogSign, keep: int = 3) -> list[str]:
     """The last `keep` lines matching `pattern`, verbatim."""
     hits = [line for line in lines if pattern.search(line)]
     return hits[-keep:]

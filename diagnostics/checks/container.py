@@ -8,8 +8,8 @@ from mltop.probes.model import ContainerSample
 
 from ..findings import INFO, WARNING, Finding, evidence
 from . import pod_restarts
-from .base import (CheckContext, CheckSkipped, _cfg_source, _log_evidence, _matches, by_runtime, container_check,
-                   node_memlock_fix)
+from .base import (CheckContext, CheckSkipped, LogSign, _cfg_source, _log_evidence, _matches, by_runtime,
+                   container_check, node_memlock_fix)
 
 
 # --------------------------------------------------------------------------- processes, restarts, CPU
@@ -128,8 +128,8 @@ def gpu_count_of(ctx: CheckContext, c: ContainerSample) -> tuple[int, str, str]:
     return len(used), nvml, nvml
 
 
-_MEMLOCK_LOG = re.compile(r"ibv_reg_mr|Cannot allocate memory.*(NCCL|ibv)|NCCL.*(memlock|locked memory)|"
-                          r"NET/IB : .*(failed|error)", re.IGNORECASE)
+_MEMLOCK_LOG = LogSign.of(r"ibv_reg_mr", (r"Cannot allocate memory", r"NCCL|ibv"), (r"NCCL", r"memlock|locked memory"),
+                          (r"NET/IB : ", r"failed|error"), flags=re.IGNORECASE)
 
 
 @container_check("nccl.memlock")

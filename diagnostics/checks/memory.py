@@ -9,7 +9,7 @@ from mltop.probes.model import ContainerSample
 from mltop.probes.units import binary_size
 
 from ..findings import CRITICAL, INFO, WARNING, Finding, evidence
-from .base import (CheckContext, _bytes, _cfg_source, _line, _log_evidence, _matches, _mebibytes, by_runtime,
+from .base import (CheckContext, LogSign, _bytes, _cfg_source, _line, _log_evidence, _matches, _mebibytes, by_runtime,
                    container_check, looks_like_gpu_workload, pod_resources_fix)
 
 
@@ -80,8 +80,8 @@ _CUDA_OOM = re.compile(
     r"CUDA out of memory|OutOfMemoryError|OOM when allocating tensor|RESOURCE_EXHAUSTED: Out of memory|"
     r"CUBLAS_STATUS_ALLOC_FAILED|CUDA_ERROR_OUT_OF_MEMORY|CUDA error: out of memory|cudaErrorMemoryAllocation")
 _TRIED = re.compile(r"Tried to allocate ([\d.]+) ?([KMGT]i?B|B|bytes)", re.IGNORECASE)
-_XLA_BYTES = re.compile(r"(?:allocat\w*|trying to allocate) (\d+) bytes", re.IGNORECASE)
-_TF_SHAPE = re.compile(r"OOM when allocating tensor with shape\s*\[([^\]]*)\] and type (\w+)")
+_XLA_BYTES = re.compile(r"(?:allocat[a-z]{0,6}|trying to allocate) (\d+) bytes", re.IGNORECASE)  # bounded: linear
+_TF_SHAPE = re.compile(r"OOM when allocating tensor with shape\s*\[([^\]]{0,200})\] and type (\w+)")  # bounded
 _GPU_INDEX = re.compile(r"\bGPU (\d+)\b|device:GPU:(\d+)|GPU_(\d+)_bfc")
 _TORCH_PROCESS = re.compile(r"Process (\d+) has ([\d.]+ ?[KMGT]i?B) memory in use")
 _UNITS = {"b": 1, "bytes": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
@@ -208,9 +208,9 @@ def check_cuda_oom(ctx: CheckContext, c: ContainerSample) -> list[Finding]:
 # --------------------------------------------------------------------------- shared memory
 
 
-_SHM_LOG = re.compile(
-    r"bus error|out of shared memory|failed to extend /dev/shm|/dev/shm.*No space left on device|"
-    r"No space left on device.*/dev/shm|NCCL.*(shm|shared memory)", re.IGNORECASE)
+_SHM_LOG = LogSign.of(
+    r"bus error|out of shared memory|failed to extend /dev/shm", (r"/dev/shm", r"No space left on device"),
+    (r"No space left on device", r"/dev/shm"), (r"NCCL", r"shm|shared memory"), flags=re.IGNORECASE)
 
 
 def _ml_signs(ctx: CheckContext, c: ContainerSample) -> list[str]:

@@ -63,7 +63,7 @@ def _env_of(status, endpoint: str) -> list[str] | None:
     try:
         info = json.loads(status.info.get("info") or "{}")
         return list(((info.get("runtimeSpec") or {}).get("process") or {}).get("env") or [])
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         log.info("no environment in the verbose status of %s at %s", status.status.id[:12], endpoint)
         return None
 

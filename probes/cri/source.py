@@ -18,6 +18,7 @@ from ..engine import ContainerMeta
 from ..identity import CONTAINERD, CRIO, identity_from_path, pod_cgroup_guesses
 from ..model import ContainerAttempt, ContainerConfig, KubernetesInfo, SourceStatus
 from ..redaction import ContainerSecrets, redact_argv, redact_env, redact_value, scrub_values, split_env
+from ..text import COMMAND_CAP, VALUE_CAP
 from . import socket_path
 from .attempts import collapse_attempts
 
@@ -210,7 +211,7 @@ def _verbose_info(status) -> dict[str, Any]:
         return {}
     try:
         info = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
         return {}
     return info if isinstance(info, dict) else {}
 
@@ -258,10 +259,10 @@ def meta_from_cri(container, status, sandbox, runtime: str) -> ContainerMeta:
     secrets = ContainerSecrets.from_env(process.get("env")).values
 
     def argv(values) -> tuple[str, ...]:
-        return tuple(scrub_values(a, secrets) for a in redact_argv(values or ()))
+        return tuple(scrub_values(a, secrets) for a in redact_argv(values or (), cap=COMMAND_CAP))
 
     def scrubbed(mapping: dict[str, str]) -> dict[str, str]:
-        return {k: scrub_values(redact_value(k, v), secrets) for k, v in mapping.items()}
+        return {k: scrub_values(redact_value(k, v, VALUE_CAP), secrets) for k, v in mapping.items()}
 
     shm_size, ipc_mode = shm_of(spec)
     resources = linux.get("resources") or {}
@@ -271,7 +272,7 @@ def meta_from_cri(container, status, sandbox, runtime: str) -> ContainerMeta:
     exit_code = None if running or s is None or state == "created" else int(s.exit_code)
     reason = s.reason if s is not None else ""
     config = ContainerConfig(
-        command=argv(process.get("args")), entrypoint=(), env=redact_env(raw_env),
+        command=argv(process.get("args")), entrypoint=(), env=redact_env(raw_env, cap=VALUE_CAP),
         labels=scrubbed(labels), created=_iso(container.created_at),
         started_at=_iso(s.started_at) if s is not None else None,
         finished_at=None if running or s is None else _iso(s.finished_at),

@@ -153,6 +153,7 @@ class LogPane(Vertical):
     def _fetch_cri(self, path: str, first: bool) -> None:
         from mltop.probes.cri.logs import LogFollower, read_log
         from mltop.probes.engine import SecretsUnreadable
+        from mltop.probes.text import LOG_LINE_CAP
 
         secrets = self._pod_secrets()
         if not secrets.known:  # fail closed, as the Docker path does: a line could echo a value mltop cannot name
@@ -164,7 +165,7 @@ class LogPane(Vertical):
             lines = self._follower.poll()
         if first and not lines and not os.path.exists(path):
             raise FileNotFoundError(f"no log file at {path} (is /var/log/pods mounted?)")
-        self.post_message(self.Fetched([f"{line.time} {secrets.scrub(line.text)}" for line in lines], None, first))
+        self.post_message(self.Fetched([f"{line.time} {secrets.scrub(line.text, LOG_LINE_CAP)}" for line in lines], None, first))
 
     @work(thread=True, exclusive=True, group="logs", exit_on_error=False)
     def _fetch(self, first: bool) -> None:
