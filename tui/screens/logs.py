@@ -165,7 +165,8 @@ class LogPane(Vertical):
             lines = self._follower.poll()
         if first and not lines and not os.path.exists(path):
             raise FileNotFoundError(f"no log file at {path} (is /var/log/pods mounted?)")
-        self.post_message(self.Fetched([f"{line.time} {secrets.scrub(line.text, LOG_LINE_CAP)}" for line in lines], None, first))
+        self.post_message(self.Fetched([f"{line.time} {secrets.scrub(line.text, LOG_LINE_CAP)}" for line in lines],
+                                       None, first))
 
     @work(thread=True, exclusive=True, group="logs", exit_on_error=False)
     def _fetch(self, first: bool) -> None:
