@@ -1,0 +1,93 @@
+"""Silences applied to a doctor run: a GPU set healthy has its older Xid events and ECC counts left out before the
+checks judge it, and a finding a silence holds is marked (shown dimmed, no exit code, silenced="true")."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable, Sequence
+
+from mltop.probes.gpu_records import GpuSample
+from mltop.probes.model import Snapshot
+from mltop.probes.recording.silences import HEALTHY, Silence
+
+from .findings import Finding
+
+# ECC counts a set-healthy mark takes as its baseline (detail["ecc"]); only errors past them raise gpu.ecc again
+ECC_FIELDS = ("ecc_volatile_uncorrected", "ecc_aggregate_uncorrected", "remapped_rows_uncorrectable")
+
+
+def gpu_of(ref: str, gpus: Sequence[GpuSample]) -> GpuSample | None:
+    """The GPU a `gpu:N` / `gpu:UUID` target names in this snapshot."""
+    ref = ref[4:] if ref.startswith("gpu:") else ref
+    for g in gpus:
+        if (ref.isdigit() and g.index == int(ref)) or g.uuid == ref:
+            return g
+    return None
+
+
+def _mark_uuid(s: Silence, gpus: Sequence[GpuSample]) -> str | None:
+    uuid = (s.detail or {}).get("uuid")
+    if isinstance(uuid, str):
+        return uuid  # resolved when it was set: a renumbering after a reboot does not move it to another board
+    g = gpu_of(s.target, gpus)
+    return g.uuid if g is not None else None
+
+
+def healthy_gpus(snapshot: Snapshot, silences: Iterable[Silence]) -> Snapshot:
+    """The snapshot with each GPU set healthy judged from its mark on: Xid events up to the mark dropped, ECC counts
+    taken relative to those the mark recorded (a reset that zeroed them leaves nothing to subtract)."""
+    marks: dict[str, Silence] = {}
+    for s in silences:
+        if s.code == HEALTHY:
+            uuid = _mark_uuid(s, snapshot.gpus)
+            if uuid is not None and (uuid not in marks or marks[uuid].since < s.since):
+                marks[uuid] = s
+    if not marks:
+        return snapshot
+    gpus = []
+    for g in snapshot.gpus:
+        mark = marks.get(g.uuid)
+        if mark is None:
+            gpus.append(g)
+            continue
+        changes: dict = {"xid_events": tuple(e for e in g.xid_events if e.time > mark.since)}
+        baseline = (mark.detail or {}).get("ecc") or {}
+        for field in ECC_FIELDS:
+            now, then = getattr(g, field, None), baseline.get(field)
+            if isinstance(now, int) and isinstance(then, int) and now >= then:
+                changes[field] = now - then
+        if isinstance(baseline.get("remapped_rows_failed"), bool) and baseline["remapped_rows_failed"]:
+            changes["remapped_rows_failed"] = False  # failed before the repair; a new failure cannot be told apart
+        gpus.append(dataclasses.replace(g, **changes))
+    return dataclasses.replace(snapshot, gpus=tuple(gpus))
+
+
+def matches(s: Silence, f: Finding, snapshot: Snapshot | None) -> bool:
+    """Whether silence `s` holds finding `f`: the same code, and the target host-wide, the finding's container, its
+    pod (namespace/pod: every container of it), or its GPU (gpu:N or gpu:UUID)."""
+    if s.code != f.code:
+        return False
+    if not s.target:
+        return True
+    if s.target.startswith("gpu:"):
+        if f.gpu is None:
+            return False
+        ref = s.target[4:]
+        if ref == f.gpu:
+            return True
+        g = gpu_of(s.target, snapshot.gpus) if snapshot is not None else None
+        return g is not None and g.uuid == f.gpu
+    if f.container is None:
+        return False
+    return f.container == s.target or f.container.startswith(s.target + "/")
+
+
+def mark_silenced(findings: Iterable[Finding], silences: Iterable[Silence], snapshot: Snapshot | None,
+                  now: float) -> list[Finding]:
+    """The findings, each one an active silence holds carrying it (`Finding.silenced`)."""
+    holding = [s for s in silences if s.code != HEALTHY and s.active(now)]
+    out = []
+    for f in findings:
+        s = next((s for s in holding if matches(s, f, snapshot)), None)
+        out.append(f if s is None else dataclasses.replace(f, silenced=s))
+    return out
