@@ -91,3 +91,40 @@ def mark_silenced(findings: Iterable[Finding], silences: Iterable[Silence], snap
         s = next((s for s in holding if matches(s, f, snapshot)), None)
         out.append(f if s is None else dataclasses.replace(f, silenced=s))
     return out
+
+
+def remark(result, silences: Iterable[Silence], snapshot: Snapshot | None, now: float):
+    """A DoctorResult with its findings marked afresh: a silence added since the run holds, one that ended no
+    longer does (the agent re-marks its last run every sweep, between doctor runs)."""
+    plain = [dataclasses.replace(f, silenced=None) if f.silenced is not None else f for f in result.findings]
+    return dataclasses.replace(result, findings=tuple(mark_silenced(plain, silences, snapshot, now)))
+
+
+class SilenceCache:
+    """The silences of one recording, read again at most every `every_s` seconds (the agent asks every sweep); a
+    file that cannot be read gives none, logged once per problem."""
+
+    def __init__(self, book, every_s: float = 2.0, clock=None):
+        import time
+
+        self.book = book
+        self.every_s = every_s
+        self._clock = clock or time.monotonic
+        self._read_at: float | None = None
+        self._silences: list[Silence] = []
+        self._problem: str | None = None
+
+    def current(self) -> list[Silence]:
+        now = self._clock()
+        if self._read_at is None or now - self._read_at >= self.every_s:
+            self._read_at = now
+            try:
+                self._silences, self._problem = self.book.all(), None
+            except Exception as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+                if problem != self._problem:
+                    import logging
+
+                    logging.getLogger(__name__).warning("cannot read the silences in %s: %s", self.book.path, problem)
+                self._silences, self._problem = [], problem
+        return self._silences

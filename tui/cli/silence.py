@@ -24,24 +24,28 @@ EXIT_BAD = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--recording", metavar="PATH", dest="recording_path",
-                        help="the recording that holds the silences (default: where `mltop serve` and the dashboard "
-                             "record, /var/lib/mltop/history.db as root, else $XDG_STATE_HOME/mltop/history.db)")
+    where = argparse.ArgumentParser(add_help=False)  # every verb takes it, before or after its arguments
+    where.add_argument("--recording", metavar="PATH", dest="recording_path",
+                       help="the recording that holds the silences (default: where `mltop serve` and the dashboard "
+                            "record, /var/lib/mltop/history.db as root, else $XDG_STATE_HOME/mltop/history.db)")
+    from .common import add_common
+
+    add_common(where, suppress=True)  # --nvml-lib for set-healthy, wherever it is written
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    add = verbs.add_parser("add", help="silence a finding code for a target (or host-wide) for a while")
+    add = verbs.add_parser("add", parents=[where], help="silence a finding code for a target (or host-wide) for a while")
     add.add_argument("code", metavar="CODE", help="the finding's code as `mltop doctor` shows it (gpu.xid)")
     add.add_argument("target", metavar="TARGET", nargs="?",
                      help="a container name, namespace/pod, gpu:N or gpu:UUID (default: host-wide)")
     add.add_argument("--for", dest="duration", required=True, metavar="DURATION",
                      help="how long: 90s, 15m, 2h, 1d, 1w")
     add.add_argument("--reason", required=True, metavar="TEXT", help="why: who knows about it, which ticket")
-    listing = verbs.add_parser("list", help="the silences and GPU health marks, active first")
+    listing = verbs.add_parser("list", parents=[where], help="the silences and GPU health marks, active first")
     listing.add_argument("--json", action="store_true", help="print them as a JSON list")
     listing.add_argument("--all", action="store_true", help="show expired silences too")
-    remove = verbs.add_parser("remove", help="lift a silence (or a GPU's health mark)")
+    remove = verbs.add_parser("remove", parents=[where], help="lift a silence (or a GPU's health mark)")
     remove.add_argument("code", metavar="CODE")
     remove.add_argument("target", metavar="TARGET", nargs="?")
-    healthy = verbs.add_parser("set-healthy", help="after a repair: a GPU's older Xid and ECC errors no longer raise")
+    healthy = verbs.add_parser("set-healthy", parents=[where], help="after a repair: a GPU's older Xid and ECC errors no longer raise")
     healthy.add_argument("target", metavar="gpu:N", help="gpu:N or gpu:UUID")
     healthy.add_argument("--reason", default="set healthy after a repair", metavar="TEXT")
 
