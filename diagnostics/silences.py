@@ -128,3 +128,16 @@ class SilenceCache:
                     logging.getLogger(__name__).warning("cannot read the silences in %s: %s", self.book.path, problem)
                 self._silences, self._problem = [], problem
         return self._silences
+
+
+def silence_words(s: Silence, now: float | None = None) -> str:
+    """"until 14:05 (in 1h59m): ticket OPS-12", a silence as the doctor and the dashboard show it."""
+    import time
+
+    from mltop.probes.recording.source import format_duration
+    from mltop.probes.units import local_time
+
+    if s.until is None:
+        return f"until removed: {s.reason}"
+    now = time.time() if now is None else now
+    return f"until {local_time(s.until)} (in {format_duration(s.until - now)}): {s.reason}"

@@ -36,6 +36,7 @@ def main(args: argparse.Namespace) -> int:
         nvml=not args.no_nvml,
         interval=args.interval,
         record=None if args.no_record else (args.record or default_record_path()),
+        silences=args.record or default_record_path(),  # `mltop silence` writes there, recording or not
     )
     app.run()
     return app.return_code or 0

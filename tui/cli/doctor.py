@@ -78,6 +78,8 @@ def render_text(result, snapshot) -> str:
             lines.append(f"  {label:<8}  {f.code:<{width}}  {escaped(f.title)}")
             pad = " " * 12
             if f.silenced is not None:
+                from mltop.diagnostics.silences import silence_words
+
                 lines.append(f"{pad}silenced: {escaped(silence_words(f.silenced))} ({f.severity}, not counted)")
             for i, item in enumerate(f.evidence):
                 lines.append(f"{pad}{'evidence: ' if i == 0 else ' ' * 10}{escaped(item)}")
@@ -97,18 +99,6 @@ def render_text(result, snapshot) -> str:
     lines.append(f"{counts['critical']} critical, {counts['warning']} warning, {counts['info']} info"
                  f"{f', {silenced} silenced' if silenced else ''} -> exit {result.exit_code}")
     return "\n".join(lines) + "\n"
-
-
-def silence_words(s) -> str:
-    """"until 14:05 (in 1h59m): ticket OPS-12" for a silence as the doctor and the dashboard show it."""
-    import time
-
-    from mltop.probes.recording.source import format_duration
-    from mltop.probes.units import local_time
-
-    if s.until is None:
-        return f"until removed: {s.reason}"
-    return f"until {local_time(s.until)} (in {format_duration(s.until - time.time())}): {s.reason}"
 
 
 def main(args: argparse.Namespace) -> int:
