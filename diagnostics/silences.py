@@ -137,6 +137,8 @@ def silence_words(s: Silence, now: float | None = None) -> str:
     from mltop.probes.recording.source import format_duration
     from mltop.probes.units import local_time
 
+    if getattr(s, "words", None):  # a fleet host's (probes.fleet_host.RemoteSilence): only that it is silenced
+        return s.words
     if s.until is None:
         return f"until removed: {s.reason}"
     now = time.time() if now is None else now
