@@ -100,6 +100,26 @@ def test_a_pod_or_host_wide_silence_and_remove(shm_full, tmp_path):
     assert bad.returncode == 3 and "not a duration" in bad.stderr
 
 
+def test_the_agents_re_marking_follows_the_clock(tmp_path):
+    """Between doctor runs the agent re-marks its last result every sweep: a silence that ended no longer holds,
+    one added since does (the clock is handed in)."""
+    from builders import container, snapshot
+    from mltop.diagnostics.doctor import DoctorResult
+    from mltop.diagnostics.findings import Finding
+    from mltop.diagnostics.silences import remark
+
+    book = SilenceBook(str(tmp_path / "h.db"))
+    now = time.time()
+    s = book.add("shm.too_small", "trainer", now + 60, "OPS-1", now=now)
+    f = Finding("shm.too_small", "warning", "trainer", "t", (), "fix")
+    result = DoctorResult(findings=(f,), checks_skipped=())
+    snap = snapshot([container(name="trainer")])
+    held = remark(result, book.all(), snap, now + 59)
+    assert held.findings[0].silenced == s and held.exit_code == 0
+    ended = remark(held, book.all(), snap, now + 61)
+    assert ended.findings[0].silenced is None and ended.exit_code == 1
+
+
 def _finding_series(serve, name):
     return [(labels.get("silenced"), value) for labels, value in serve.metrics().get("mltop_finding", [])
             if labels.get("code") == "shm.too_small" and labels.get("container") == name]

@@ -44,19 +44,22 @@ async def test_s_silences_a_finding_and_it_shows_dimmed_with_its_reason(containe
         box = app.screen
         assert isinstance(box, SilenceScreen)
         assert box.targets[0] == (c.name, f"this container: {c.name}")
-        await pilot.press(*"OPS-9 new image")  # the reason has the focus; the duration says 2h
+        await pilot.press(*"OPS-9 [b]new image")  # the reason has the focus; the duration says 2h
         box.query_one("#silence-for").focus()
-        await pilot.press("end", "backspace", "backspace", *"30m", "enter")
+        await pilot.press("end", "backspace", "backspace", *"soon", "enter")  # refused in the box, with why
+        assert app.screen is box and "not a duration" in str(box.query_one("#silence-error").render())
+        await pilot.press(*["backspace"] * 4)
+        await pilot.press(*"30m", "enter")
         await until(pilot, lambda: app.screen is screen and screen.result is not None and any(
             f.code == "shm.too_small" and f.silenced is not None for f in screen.result.findings),
             what="the finding silenced after the re-run")
         text = screen.findings_text
-        assert "silenced until" in text and "OPS-9 new image" in text
+        assert "silenced until" in text and "OPS-9 [b]new image" in text
         assert any("-silenced" in v.classes for v in screen.query(FindingView) if v.finding.code == "shm.too_small")
         status = str(screen.query_one("#diag-status").render())
         assert "1 silenced" in status and "! 0 warning" in status
     [s] = SilenceBook(path).active()
-    assert (s.code, s.target, s.reason) == ("shm.too_small", c.name, "OPS-9 new image")
+    assert (s.code, s.target, s.reason) == ("shm.too_small", c.name, "OPS-9 [b]new image")
     assert 29 * 60 < s.until - time.time() <= 30 * 60
 
 

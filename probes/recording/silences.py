@@ -70,6 +70,20 @@ def check_target(target: str | None) -> str:
     return target
 
 
+MAX_SECONDS = 366 * 86400
+
+
+def silence_seconds(text: str) -> float:
+    """How long a silence lasts, from what `--for` and the dashboard's box take (the durations --retention takes:
+    90s, 2h, 1d); ValueError outside a second to a year."""
+    from .source import parse_duration
+
+    seconds = parse_duration(text)
+    if not seconds or seconds != seconds or not 1 <= seconds <= MAX_SECONDS:
+        raise ValueError(f"{text.strip()}: a silence lasts between a second and a year (90s, 2h, 1d)")
+    return seconds
+
+
 def check_reason(reason: str | None) -> str:
     text = " ".join((reason or "").split())  # one line: it is shown in a row, an event title and a label-free list
     if not text:

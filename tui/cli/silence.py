@@ -62,11 +62,9 @@ def main(args: argparse.Namespace) -> int:
     book = _book(args)
     try:
         if args.verb == "add":
-            from mltop.probes.recording import parse_duration
+            from mltop.probes.recording.silences import silence_seconds
 
-            seconds = parse_duration(args.duration)
-            if not seconds or seconds != seconds or seconds <= 0 or seconds > 366 * 86400:
-                raise ValueError(f"--for {args.duration}: between a second and a year")
+            seconds = silence_seconds(args.duration)
             s = book.add(args.code, args.target, time.time() + seconds, args.reason)
             print(f"silenced {s.code} for {escaped(s.target_words)} until {_when(s.until)}: {escaped(s.reason)}")
             return 0
@@ -86,6 +84,8 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"mltop silence: {err}", file=sys.stderr)
         return EXIT_BAD
+    except BrokenPipeError:  # `mltop silence list | head`: the command line's own handling
+        raise
     except Exception as exc:  # a locked, read-only or foreign file
         print(f"mltop silence: cannot use {book.path}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_BAD

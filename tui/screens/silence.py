@@ -68,14 +68,11 @@ class SilenceScreen(ModalScreen["SilenceRequest | None"]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        from mltop.probes.recording import parse_duration
-        from mltop.probes.recording.silences import check_reason
+        from mltop.probes.recording.silences import check_reason, silence_seconds
 
         error = self.query_one("#silence-error", Static)
         try:
-            seconds = parse_duration(self.query_one("#silence-for", Input).value)
-            if not seconds or seconds != seconds or seconds <= 0 or seconds > 366 * 86400:
-                raise ValueError("for how long: between a second and a year")
+            seconds = silence_seconds(self.query_one("#silence-for", Input).value)
             reason = check_reason(self.query_one("#silence-reason", Input).value)
         except ValueError as err:
             error.update(literal(str(err), "bold red"))
