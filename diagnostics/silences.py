@@ -97,7 +97,10 @@ def remark(result, silences: Iterable[Silence], snapshot: Snapshot | None, now: 
     """A DoctorResult with its findings marked afresh: a silence added since the run holds, one that ended no
     longer does (the agent re-marks its last run every sweep, between doctor runs)."""
     plain = [dataclasses.replace(f, silenced=None) if f.silenced is not None else f for f in result.findings]
-    return dataclasses.replace(result, findings=tuple(mark_silenced(plain, silences, snapshot, now)))
+    marked = tuple(mark_silenced(plain, silences, snapshot, now))
+    if all(a.silenced == b.silenced for a, b in zip(marked, result.findings)):
+        return result  # unchanged: the published state stays the same object (the exposition's cache holds)
+    return dataclasses.replace(result, findings=marked)
 
 
 class SilenceCache:

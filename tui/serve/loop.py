@@ -145,7 +145,9 @@ class SweepLoop:
         """Replace the published doctor result by `change(result, snapshot)` (silences marked afresh)."""
         with self._publish_lock:
             if self._state.doctor is not None:
-                self._state = replace(self._state, doctor=change(self._state.doctor, self._state.snapshot))
+                changed = change(self._state.doctor, self._state.snapshot)
+                if changed is not self._state.doctor:
+                    self._state = replace(self._state, doctor=changed)
 
     def _publish(self, **changes) -> None:
         with self._publish_lock:
