@@ -38,8 +38,12 @@ async def test_s_silences_a_finding_and_it_shows_dimmed_with_its_reason(containe
         assert isinstance(screen, DiagnosticsScreen)
         await until(pilot, lambda: screen.result is not None, what="the doctor")
         assert any(f.code == "shm.too_small" and f.container == c.name for f in screen.result.findings)
-        shm = next(v for v in screen.query(FindingView) if v.finding.code == "shm.too_small")
-        shm.focus()
+        views = list(screen.query(FindingView))
+        for _ in range(len(views)):  # ↓ moves the cursor from finding to finding
+            if isinstance(screen.focused, FindingView) and screen.focused.finding.code == "shm.too_small":
+                break
+            await pilot.press("down")
+        assert isinstance(screen.focused, FindingView) and screen.focused.finding.code == "shm.too_small"
         await pilot.press("s")
         box = app.screen
         assert isinstance(box, SilenceScreen)

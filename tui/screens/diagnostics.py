@@ -81,8 +81,11 @@ class DiagnosticsScreen(Screen):
         Binding("r", "refresh", "Re-run", id="mltop.diagnostics.refresh"),
         Binding("d", "refresh", "Re-run", show=False, id="mltop.diagnostics.again"),
         Binding("s", "silence", "Silence", id="mltop.diagnostics.silence"),
-        Binding("down,j", "next_finding(1)", "Next finding", show=False, id="mltop.diagnostics.next"),
-        Binding("up,k", "next_finding(-1)", "Previous finding", show=False, id="mltop.diagnostics.previous"),
+        # (before the body's scrolling: the cursor moves by finding, and each one it rests on is scrolled into view)
+        Binding("down,j", "next_finding(1)", "Next finding", show=False, priority=True,
+                id="mltop.diagnostics.next"),
+        Binding("up,k", "next_finding(-1)", "Previous finding", show=False, priority=True,
+                id="mltop.diagnostics.previous"),
     ]
 
     class Silenced(Message):
