@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, replace
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from mltop.probes.cri.access import CRI_RUNTIMES
 from mltop.probes.model import SCHEMA_VERSION, ContainerSample, Snapshot
@@ -88,7 +88,8 @@ class DoctorResult:
         return exit_code(self.findings)
 
     def worst_by_container(self) -> dict[str | None, str]:
-        return worst_by_container(self.findings)
+        """For the rows' markers: a silenced finding marks no row."""
+        return worst_by_container(f for f in self.findings if f.silenced is None)
 
     def to_json(self) -> dict[str, Any]:
         """The documented `mltop doctor --json` document."""
@@ -278,6 +279,7 @@ def run_doctor(
     workload_thresholds: WorkloadThresholds | None = None,
     allocation_history: str | None = None,
     allocation_unknown: Mapping[str, str] | None = None,
+    silences: Sequence | None = None,
 ) -> DoctorResult:
     """Diagnose the host and the containers of `snapshot` (all, or those named/id-prefixed in `containers`).
 
@@ -295,9 +297,16 @@ def run_doctor(
     container id) replace that sensing, for tests that build their own. `allocation_history` names where the
     pod GPU allocations' unused_since came from (a recording; None: this process's sampling) and
     `allocation_unknown` says per container id why there is no history (k8s.gpu_allocated_unused is skipped).
+    `silences` (the recording's, probes.recording.silences): a GPU set healthy is judged from its mark on, and a
+    finding an active silence holds carries it (Finding.silenced) and makes no exit code.
     Safe to call from a worker thread; never raises for a failing check or source: those land in
     `checks_skipped` with the reason.
     """
+    if silences:
+        from .silences import healthy_gpus
+
+        snapshot = healthy_gpus(snapshot, silences)
+        previous = healthy_gpus(previous, silences) if previous is not None else None
     selected, missing = snapshot.select(containers)
     skips = _Skips()
     selected = judgeable(selected, skips)  # no logs, exec or cgroup reads for a placeholder either
@@ -375,6 +384,10 @@ def run_doctor(
                        allocation_history=allocation_history, allocation_unknown=allocation_unknown or {},
                        interfaces=interfaces)
     findings = _run_checks(ctx, skips)
+    if silences:
+        from .silences import mark_silenced
+
+        findings = mark_silenced(findings, silences, snapshot, snapshot.taken_at)
     return DoctorResult(
         findings=tuple(sort_findings(findings)),
         checks_skipped=skips.result(),

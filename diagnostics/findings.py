@@ -69,8 +69,9 @@ def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
 
 
 def exit_code(findings: Iterable[Finding]) -> int:
-    """0 when nothing is a warning or worse, 1 when the worst is a warning, 2 when anything is critical."""
-    worst = worst_severity(findings)
+    """0 when nothing is a warning or worse, 1 when the worst is a warning, 2 when anything is critical; a silenced
+    finding counts for nothing."""
+    worst = worst_severity(f for f in findings if f.silenced is None)
     if worst == CRITICAL:
         return EXIT_CRITICAL
     if worst == WARNING:

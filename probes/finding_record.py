@@ -28,6 +28,8 @@ class Finding:
     title: str
     evidence: tuple[str, ...]
     fix: str
+    gpu: str | None = None  # the UUID of the GPU a host finding is about (a silence on gpu:N matches it)
+    silenced: Any = None  # the recording's Silence that holds it (it is shown dimmed and makes no exit code)
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITY_RANK:
@@ -45,4 +47,6 @@ class Finding:
             "title": self.title,
             "evidence": list(self.evidence),
             "fix": self.fix,
+            **({"silenced": {"target": self.silenced.target, "until": self.silenced.until,
+                             "reason": self.silenced.reason}} if self.silenced is not None else {}),
         }

@@ -162,7 +162,7 @@ class FleetReader:
         for s in q("sum by (job, instance, severity) (mltop_findings)"):
             by_severity.setdefault(_key(s.labels), {})[s.labels.get("severity", "")] = _count(s.value)
         findings: dict[HostKey, list[FleetFinding]] = {}
-        for s in q("mltop_finding == 1"):
+        for s in q('mltop_finding{silenced!="true"} == 1'):  # what the host's team silenced does not count here
             key = _key(s.labels)
             findings.setdefault(key, []).append(FleetFinding(
                 key[0], key[1], names.get(key, key[1]), s.labels.get("code", ""), s.labels.get("severity", ""),

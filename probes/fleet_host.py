@@ -30,12 +30,25 @@ HISTORY_POINTS = 120  # graph resolution of `store.series`
 CANNOT_ACT = "The fleet view reads Prometheus"
 
 
+class RemoteSilence:
+    """A silence a host's agent reports (silenced="true"); its end and reason stay on the host."""
+
+    __slots__ = ("target", "until", "reason", "words")
+
+    def __init__(self, hostname: str):
+        self.target, self.until = "", None
+        self.reason = self.words = f"silenced on the host (`ssh {hostname} mltop silence list` says until when and why)"
+
+
 class HostFinding:
     """A finding as `mltop_finding` exposes it: code, severity and container; the evidence stays on the host."""
 
-    __slots__ = ("code", "severity", "container", "title", "evidence", "fix")
+    __slots__ = ("code", "severity", "container", "title", "evidence", "fix", "gpu", "silenced")
 
-    def __init__(self, code: str, severity: str, container: str | None, hostname: str):
+    def __init__(self, code: str, severity: str, container: str | None, hostname: str, silenced: bool = False):
+        self.gpu = None
+        # silenced="true": the host's silence holds it; until when and why are in `mltop silence list` there
+        self.silenced = RemoteSilence(hostname) if silenced else None
         self.code = code
         self.severity = severity
         self.container = container
@@ -163,7 +176,7 @@ class PrometheusHostSource:
 
     def findings(self) -> list[HostFinding]:
         return [HostFinding(s.labels.get("code", ""), s.labels.get("severity", ""), s.labels.get("container") or None,
-                            self.hostname)
+                            self.hostname, silenced=s.labels.get("silenced") == "true")
                 for s in self._query("mltop_finding", self.time) if s.value == 1.0]
 
     def events(self, **kwargs) -> list:

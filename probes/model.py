@@ -220,6 +220,7 @@ class ProcessSample:
     gpu_memory_bytes: int | None = None
     gpu_indices: tuple[int, ...] = ()
     sm_percent: float | None = None
+    ppid: int | None = None  # the parent's host PID (/proc/<pid>/stat), for the processes pane's tree (`t`)
 
 
 @dataclass(frozen=True)

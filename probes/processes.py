@@ -34,6 +34,7 @@ class ProcessStat:
     start_ticks: int
     cpu_ticks: int  # utime + stime
     rss_bytes: int
+    ppid: int | None = None  # may change between sweeps (a parent that exits: reparented to the init)
 
 
 def read_stat(pid: int, read: Reader = read_bytes) -> ProcessStat | None:
@@ -50,6 +51,7 @@ def read_stat(pid: int, read: Reader = read_bytes) -> ProcessStat | None:
             start_ticks=int(fields[19]),
             cpu_ticks=int(fields[11]) + int(fields[12]),
             rss_bytes=int(fields[21]) * _PAGE,
+            ppid=int(fields[1]),
         )
     except (IndexError, ValueError):
         return None
@@ -163,3 +165,39 @@ class ProcessTable:
         if prev is not None and now > prev[0]:
             cpu = (stat.cpu_ticks - prev[1]) / _CLK_TCK / (now - prev[0]) * 100.0
         return identity, stat, cpu
+
+
+@dataclass(frozen=True)
+class HostAncestor:
+    """A process above a container's init on the host (containerd-shim, containerd, systemd)."""
+
+    pid: int
+    user: str | None
+    cmdline: str
+
+
+MAX_ANCESTORS = 16  # a chain longer than this is cut (none is, on a real host: shim, containerd or dockerd, init)
+
+
+def host_ancestors(init_pid: int | None) -> tuple[tuple[HostAncestor, ...], str | None]:
+    """The parents of a container's init up to the host's PID 1, nearest first, read from /proc; with why not
+    when they cannot be seen (mltop in a container without --pid=host sees none of them, a hidepid /proc only its
+    own). Command lines redacted as the container's own processes are."""
+    if not init_pid:
+        return (), "parents not visible: the container has no init process (not running)"
+    stat = read_stat(init_pid)
+    if stat is None or stat.ppid is None:
+        return (), f"parents not visible: /proc/{init_pid} cannot be read here (mltop needs the host's PID namespace)"
+    out: list[HostAncestor] = []
+    pid = stat.ppid
+    while pid and len(out) < MAX_ANCESTORS:
+        parent = read_stat(pid)
+        identity = read_identity(pid) if parent is not None else None
+        if parent is None or identity is None:
+            reason = f"parents not visible above PID {out[-1].pid if out else init_pid} (/proc/{pid} unreadable)"
+            return tuple(out), reason
+        out.append(HostAncestor(pid, identity.user, redact_text(identity.cmdline)))
+        pid = parent.ppid or 0
+    if not out:  # its parent is 0: the container's init is this PID namespace's first process
+        return (), "parents not visible: the container's init has no parent here (mltop shares its PID namespace)"
+    return tuple(out), None

@@ -505,6 +505,7 @@ class Sampler:
                         cmdline=identity.cmdline,
                         cpu_percent=cpu,
                         rss_bytes=stat.rss_bytes,
+                        ppid=stat.ppid,
                     )
                 )
             else:

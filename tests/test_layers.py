@@ -83,8 +83,8 @@ def test_every_command_is_registered_once_with_its_options():
 
     parser = build_parser()
     (sub,) = [a for a in parser._actions if a.dest == "command"]
-    assert list(sub.choices) == list(SUBCOMMANDS) == ["snapshot", "doctor", "report", "run", "events", "replay", "fleet",
-                                                        "serve"]
+    assert list(sub.choices) == list(SUBCOMMANDS) == ["snapshot", "doctor", "report", "run", "events", "replay",
+                                                        "silence", "fleet", "serve"]
     for name, (factory, _help) in SUBCOMMANDS.items():
         module = factory()
         assert callable(module.add_arguments) and callable(module.main), name

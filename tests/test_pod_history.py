@@ -310,7 +310,7 @@ def test_a_version_1_recording_still_replays_and_is_carried_forward(recorded, tm
     finally:
         recorder.close()
     check = sqlite3.connect(path)
-    assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     check.close()
     store = RecordingStore(path)
     try:

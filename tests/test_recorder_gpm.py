@@ -229,7 +229,7 @@ def test_a_version_2_recording_still_replays_and_goes_on_with_gpm(tmp_path):
     recorder.flush()
     recorder.close()
     check = sqlite3.connect(path)
-    assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     check.close()
     store = RecordingStore(path)
     try:

@@ -142,7 +142,8 @@ class MltopApp(ReplayMixin, App):
 
     def __init__(self, docker_host: str | None = None, nvml_lib: str | None = None, nvml: bool = True,
                  interval: float = 1.0, processes: bool = True, source: SnapshotSource | None = None,
-                 record: str | None = None, tuning: StartupTuning | None = None, sysfs_root: str = "/sys"):
+                 record: str | None = None, tuning: StartupTuning | None = None, sysfs_root: str = "/sys",
+                 silences: str | None = None):
         self._launch_age_s = _process_age_s()
         self._created_at = time.perf_counter()
         self._tuning = tuning  # the real dashboard's (startup.py), settled at the first full frame
@@ -182,6 +183,7 @@ class MltopApp(ReplayMixin, App):
         self._rec_notes: tuple[str, ...] = ()
         self._stalled = False
         self._record_path = record  # the flight recorder's file while live (None: not recording)
+        self.silences_path = silences or record  # the host's silences (probes.recording.silences), None: none
         if not self.source.live:
             # a replay starts still (space plays); a source that follows the present (a fleet host read from
             # Prometheus) starts playing
@@ -338,7 +340,8 @@ class MltopApp(ReplayMixin, App):
             if self._doctor_engine is None:
                 self._doctor_engine = self.new_engine()
             # Device checks the user ran (`f`) feed the findings; the background never starts one itself.
-            result = run_doctor(snapshot, self._doctor_engine, previous=previous, action_log=self.action_log)
+            result = run_doctor(snapshot, self._doctor_engine, previous=previous, action_log=self.action_log,
+                                silences=self.read_silences())
         except Exception:  # run_doctor does not raise; an engine that cannot be made might
             log.warning("background doctor failed", exc_info=True)
         self.post_message(self.Diagnosed(result, time.perf_counter() - started))
@@ -412,6 +415,19 @@ class MltopApp(ReplayMixin, App):
             if isinstance(screen, DashboardScreen):
                 return screen.selected_process_pid
         return None
+
+    def read_silences(self) -> list:
+        """The host's silences and GPU health marks (for a worker thread: it reads SQLite); none live without a
+        file, or in replay and the fleet view, whose recorded findings are shown as they were judged."""
+        if self.silences_path is None or not self.source.live:
+            return []
+        from mltop.probes.recording.silences import SilenceBook
+
+        try:
+            return SilenceBook(self.silences_path).all()
+        except Exception:
+            log.warning("cannot read the silences in %s", self.silences_path, exc_info=True)
+            return []
 
     def new_engine(self):
         """A separate engine connection for a worker (log reads, actions), so it never waits on sampling."""

@@ -51,6 +51,10 @@ class MltopApi(Protocol):
     @property
     def selected_process_pid(self) -> int | None: ...
 
+    @property
+    def silences_path(self) -> str | None: ...  # where the host's silences are (the recording), None: nowhere
+
+    def read_silences(self) -> list: ...  # the host's silences (from a worker thread); none in replay
     def new_engine(self) -> Any: ...  # a probes.engine.Engine of its own, for a worker
     def open_detail(self, container_id: str) -> None: ...
     def open_logs(self, container_id: str) -> None: ...

@@ -140,7 +140,7 @@ def check_xid(ctx: CheckContext) -> list[Finding]:
                 tuple(ev), action.replace(" N`", f" {g.index}`") + (
                     f" (`sudo nvidia-smi -r -i {g.index}` resets GPU {g.index} once no process uses it)"
                     if kind == "hardware" and " -r -i" not in action else "")
-                + _pod_steps(ctx, g, hardware=kind != "application"),
+                + _pod_steps(ctx, g, hardware=kind != "application"), gpu=g.uuid,
             ))
     return out
 
@@ -216,7 +216,7 @@ def check_ecc(ctx: CheckContext) -> list[Finding]:
         out.append(Finding(
             "gpu.ecc", severity, None,
             f"GPU {g.index} has memory errors" + (f"; affects {', '.join(users)}" if users else ""),
-            tuple(ev), "; ".join(dict.fromkeys(fix)).capitalize() + _pod_steps(ctx, g, hardware=True),
+            tuple(ev), "; ".join(dict.fromkeys(fix)).capitalize() + _pod_steps(ctx, g, hardware=True), gpu=g.uuid,
         ))
     return out
 

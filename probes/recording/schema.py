@@ -10,7 +10,7 @@ from typing import Iterator
 from ..safe_files import open_private, refuse_links
 
 # Bump with a new entry in MIGRATIONS; a database is moved forward one step at a time when a recorder opens it.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 PAGE_SIZE = 8192
 
 # Times are integer milliseconds since the epoch. Container ids, names, images and configurations are
@@ -67,7 +67,22 @@ CREATE TABLE pod_facts(pfid INTEGER PRIMARY KEY AUTOINCREMENT, doc TEXT NOT NULL
 # Version-1 and -2 sweeps decode unchanged, and a sweep without GPM is written byte for byte as in version 2.
 _V3 = ""
 
-MIGRATIONS = {1: _V1, 2: _V2, 3: _V3}  # version reached -> script taking the previous version there
+# 4: silences (silences.py): findings the team already knows about, and GPUs set healthy after a repair. The
+# recorder's writer never touches this table; `mltop silence`, the dashboard and the agent write it in short
+# transactions of their own (WAL: one writer at a time, the others wait up to the busy timeout).
+_V4 = """
+CREATE TABLE silences(
+    sid INTEGER PRIMARY KEY AUTOINCREMENT,
+    code TEXT NOT NULL,      -- a finding code, or gpu.healthy_since for a GPU set healthy
+    target TEXT NOT NULL,    -- '' host-wide; a container name; namespace/pod; gpu:N or gpu:UUID
+    since INTEGER NOT NULL,  -- ms
+    until INTEGER,           -- ms; null: until removed
+    reason TEXT NOT NULL,
+    detail TEXT              -- JSON: the GPU's UUID and ECC counts when it was set healthy
+);
+"""
+
+MIGRATIONS = {1: _V1, 2: _V2, 3: _V3, 4: _V4}  # version reached -> script taking the previous version there
 
 
 class SchemaTooNew(Exception):

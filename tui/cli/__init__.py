@@ -53,6 +53,11 @@ def _fleet() -> ModuleType:
     return fleet
 
 
+def _silence() -> ModuleType:
+    from . import silence
+    return silence
+
+
 def _elsewhere_in_tui(module: str) -> Callable[[], ModuleType]:
     """The factory of a command module outside this package: mltop.tui.<module>, imported when used."""
     return lambda: importlib.import_module(f"mltop.tui.{module}")
@@ -66,6 +71,8 @@ SUBCOMMANDS: dict[str, tuple[Callable[[], ModuleType], str]] = {
     "run": (_run, "run an action in a container: nvidia-smi, py-spy or device-check"),
     "events": (_events, "print the recorded event timeline (engine, GPU, findings)"),
     "replay": (_replay, "open the dashboard on a recording: step and jump through time"),
+    "silence": (_silence, "silence a known finding for a while, list or remove silences, set a GPU healthy after "
+                          "a repair (shared by the doctor, the agent and the dashboard)"),
     "fleet": (_fleet, "every host that a Prometheus scrapes `mltop serve` on: hosts, top GPU consumers, "
                       "findings (read-only)"),
     "serve": (_elsewhere_in_tui("serve.command"),

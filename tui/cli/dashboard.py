@@ -37,6 +37,7 @@ def main(args: argparse.Namespace) -> int:
         interval=args.interval,
         sysfs_root=args.sysfs_root,
         record=None if args.no_record else (args.record or default_record_path()),
+        silences=args.record or default_record_path(),  # `mltop silence` writes there, recording or not
     )
     app.run()
     return app.return_code or 0

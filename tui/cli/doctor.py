@@ -78,8 +78,13 @@ def render_text(result, snapshot) -> str:
         lines.append("host" if container is None else f"container {escaped(container)}")
         width = max(len(f.code) for f in findings)
         for f in findings:
-            lines.append(f"  {SEVERITY_LABEL[f.severity]:<8}  {f.code:<{width}}  {escaped(f.title)}")
+            label = "silenced" if f.silenced is not None else SEVERITY_LABEL[f.severity]
+            lines.append(f"  {label:<8}  {f.code:<{width}}  {escaped(f.title)}")
             pad = " " * 12
+            if f.silenced is not None:
+                from mltop.diagnostics.silences import silence_words
+
+                lines.append(f"{pad}silenced: {escaped(silence_words(f.silenced))} ({f.severity}, not counted)")
             for i, item in enumerate(f.evidence):
                 lines.append(f"{pad}{'evidence: ' if i == 0 else ' ' * 10}{escaped(item)}")
             lines.append(f"{pad}fix:      {escaped(f.fix)}")
@@ -92,10 +97,11 @@ def render_text(result, snapshot) -> str:
         lines.append("checks skipped:")
         for s in result.checks_skipped:
             lines.append(f"  {s.check}: {escaped(s.reason)}")
-    counts = count_by_severity(f.severity for f in result.findings)
+    counts = count_by_severity(f.severity for f in result.findings if f.silenced is None)
+    silenced = sum(1 for f in result.findings if f.silenced is not None)
     lines.append("")
-    lines.append(f"{counts['critical']} critical, {counts['warning']} warning, {counts['info']} info "
-                 f"-> exit {result.exit_code}")
+    lines.append(f"{counts['critical']} critical, {counts['warning']} warning, {counts['info']} info"
+                 f"{f', {silenced} silenced' if silenced else ''} -> exit {result.exit_code}")
     return "\n".join(lines) + "\n"
 
 
@@ -112,7 +118,7 @@ def main(args: argparse.Namespace) -> int:
         # Two sweeps, so that rates are real and counters (throttling, OOM kills) can be seen rising.
         previous, snapshot = sampler.sweep_pair(args.interval)
         thresholds = thresholds_from_args(args)
-        from .doctor_recording import recorded_allocations
+        from .doctor_recording import recorded_allocations, recorded_silences
 
         snapshot, history, unknown = recorded_allocations(args, snapshot, previous, thresholds.gpu_alloc_unused_s)
         result = run_doctor(
@@ -129,6 +135,7 @@ def main(args: argparse.Namespace) -> int:
             workload_thresholds=workload_thresholds_from_args(args),
             allocation_history=history,
             allocation_unknown=unknown,
+            silences=recorded_silences(args),
         )
     finally:
         sampler.close()

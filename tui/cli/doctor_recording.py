@@ -54,3 +54,31 @@ def recorded_allocations(args: argparse.Namespace, snapshot, previous, window_s:
     finally:
         store.close()
     return found.snapshot, found.source, found.unknown
+
+
+def silences_path(args: argparse.Namespace) -> str | None:
+    """Where the host's silences are: the recording --recording (or --record) names, else the default one; None with
+    --no-recording."""
+    from mltop.probes.recording import default_history_path
+
+    if getattr(args, "no_recording", False):
+        return None
+    return getattr(args, "recording_path", None) or getattr(args, "record", None) or default_history_path()
+
+
+def recorded_silences(args: argparse.Namespace) -> list:
+    """The silences and GPU health marks of the host's recording (none without one, or one that cannot be read:
+    the doctor then judges as if none were set, and says why on stderr)."""
+    import sys
+
+    from mltop.probes.recording.silences import SilenceBook
+
+    path = silences_path(args)
+    if path is None:
+        return []
+    try:
+        return SilenceBook(path).all()
+    except Exception as exc:
+        print(f"mltop doctor: cannot read the silences in {path} ({type(exc).__name__}: {exc}); none applied",
+              file=sys.stderr)
+        return []

@@ -108,7 +108,7 @@ class DashboardScreen(Screen):
     @property
     def selected_process_pid(self) -> int | None:
         key = self.query_one("#processes", ProcessesTable).cursor_key
-        return int(key) if key else None
+        return int(key) if key and key.isdigit() else None  # (a host parent's row in the tree is no target)
 
     # -- showing ----------------------------------------------------------------------------------
 
@@ -185,16 +185,36 @@ class DashboardScreen(Screen):
         key = self.table.cursor_key
         container = snapshot.container(key) if snapshot is not None and key else None
         processes = self.query_one("#processes", ProcessesTable)
-        processes.show(container, gpu_columns=snapshot is not None and shows_gpus(snapshot))
+        ancestors = self._ancestors(container) if processes.tree and container is not None else None
+        processes.show(container, gpu_columns=snapshot is not None and shows_gpus(snapshot), ancestors=ancestors)
         title = Text("Processes", end="")
         if container is not None:
             title.append(" of ")
             title.append_text(literal(container.name, "bold"))
             if not container.processes and container.running:
                 title.append(" · none visible", style="dim")
+        if processes.tree:
+            title.append(" · tree", style="dim")
         if getattr(self, "_processes_title", None) != title.plain:
             self._processes_title = title.plain
             processes.border_title = title
+
+    def _ancestors(self, container) -> tuple[tuple, str | None]:
+        """The container init's parents on the host, read once per container start (probes.processes)."""
+        if not self.mltop.source.live:
+            return (), "parents not recorded: a replay shows what was sampled then"
+        key = (container.id, container.pid)
+        cached = getattr(self, "_ancestors_of", None)
+        if cached is None or cached[0] != key:
+            from mltop.probes.processes import host_ancestors
+
+            cached = self._ancestors_of = (key, host_ancestors(container.pid))
+        return cached[1]
+
+    def on_processes_table_tree_toggled(self, event: ProcessesTable.TreeToggled) -> None:
+        event.stop()
+        self._show_processes()
+        self.fit_panes()
 
     def on_keyed_table_row_highlighted(self, event: KeyedTable.RowHighlighted) -> None:
         if event.table.id == "containers":

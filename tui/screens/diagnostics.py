@@ -26,14 +26,29 @@ log = logging.getLogger(__name__)
 SEVERITY_LOOK = {s: (SEVERITY_LABEL[s], *SEVERITY_GLYPH[s]) for s in SEVERITIES}  # label, glyph, style
 
 
+class FindingView(Vertical, can_focus=True):
+    """A finding the cursor can rest on (`s` silences it)."""
+
+    def __init__(self, finding, *children, **kwargs) -> None:
+        super().__init__(*children, **kwargs)
+        self.finding = finding
+
+
 def finding_widget(finding) -> Vertical:
-    """One finding: severity, code and title; then its evidence lines; then the fix. All text literal."""
+    """One finding: severity, code and title; then its evidence lines; then the fix. All text literal. A silenced
+    one is dimmed and says until when and why."""
     label, glyph, style = SEVERITY_LOOK.get(finding.severity, (finding.severity, "?", "bold"))
-    head = Text(no_wrap=False, end="")
-    head.append(f"{glyph} {label:<8} ", style=style)
+    silenced = finding.silenced is not None
+    head = Text(no_wrap=False, end="", style="dim" if silenced else "")
+    head.append(f"{glyph} {label:<8} ", style="dim" if silenced else style)
     head.append(finding.code, style="bold")
     head.append("  ")
     head.append_text(_wrapping(finding.title))
+    if silenced:
+        from mltop.diagnostics.silences import silence_words
+
+        head.append("\nsilenced ", style="bold")
+        head.append_text(_wrapping(silence_words(finding.silenced)))
     evidence = Text(no_wrap=False, end="")
     for i, line in enumerate(finding.evidence):
         if i:
@@ -41,11 +56,12 @@ def finding_widget(finding) -> Vertical:
         evidence.append_text(_wrapping(line))
     fix = Text("fix  ", style="bold green", no_wrap=False, end="")
     fix.append_text(_wrapping(finding.fix))
-    return Vertical(
+    return FindingView(
+        finding,
         Static(head, classes="finding-head"),
         Static(evidence, classes="finding-evidence"),
         Static(fix, classes="finding-fix"),
-        classes=f"finding -{finding.severity}",
+        classes=f"finding -{'silenced' if silenced else finding.severity}",
     )
 
 
@@ -64,7 +80,19 @@ class DiagnosticsScreen(Screen):
         Binding("escape", "back", "Back", id="mltop.diagnostics.back"),
         Binding("r", "refresh", "Re-run", id="mltop.diagnostics.refresh"),
         Binding("d", "refresh", "Re-run", show=False, id="mltop.diagnostics.again"),
+        Binding("s", "silence", "Silence", id="mltop.diagnostics.silence"),
+        # (before the body's scrolling: the cursor moves by finding, and each one it rests on is scrolled into view)
+        Binding("down,j", "next_finding(1)", "Next finding", show=False, priority=True,
+                id="mltop.diagnostics.next"),
+        Binding("up,k", "next_finding(-1)", "Previous finding", show=False, priority=True,
+                id="mltop.diagnostics.previous"),
     ]
+
+    class Silenced(Message):
+        def __init__(self, words: str | None, error: str | None):
+            super().__init__()
+            self.words = words
+            self.error = error
 
     class Diagnosed(Message):
         def __init__(self, result, snapshot, seconds: float, error: str | None = None):
@@ -125,7 +153,7 @@ class DiagnosticsScreen(Screen):
             containers = [self.container_id] if self.container_id else None
             # A device check the user ran (`f`) feeds the findings; none is started from here.
             result = run_doctor(snapshot, self._engine, containers=containers, previous=previous,
-                                action_log=self.mltop.action_log)
+                                action_log=self.mltop.action_log, silences=self.mltop.read_silences())
         except Exception as exc:  # run_doctor never raises; making the engine client might
             log.warning("the doctor could not run", exc_info=True)
             error = f"the doctor could not run: {type(exc).__name__}: {exc}"
@@ -163,12 +191,15 @@ class DiagnosticsScreen(Screen):
         self.query_one("#diag-status", Static).update(text)
 
     def _show_result(self, result, seconds: float) -> None:
-        counts = {s: sum(1 for f in result.findings if f.severity == s) for s in SEVERITY_LOOK}
+        counts = {s: sum(1 for f in result.findings if f.severity == s and f.silenced is None) for s in SEVERITY_LOOK}
+        silenced = sum(1 for f in result.findings if f.silenced is not None)
         status = Text(no_wrap=True, end="")
         for severity in SEVERITIES:
             label, glyph, style = SEVERITY_LOOK[severity]
             status.append(f"{glyph} {counts[severity]} {severity}", style=style if counts[severity] else "dim")
             status.append("  ")
+        if silenced:
+            status.append(f"{silenced} silenced  ", style="dim")
         checked = len(result.containers_checked)
         status.append(f"│ {checked} container{'s' if checked != 1 else ''} · {seconds:.1f} s · "
                       f"{local_time(self._finished_at or time.time(), with_date=False)}", style="dim")
@@ -219,3 +250,59 @@ class DiagnosticsScreen(Screen):
 
     def action_back(self) -> None:
         self.app.pop_screen()
+
+    def _views(self) -> list[FindingView]:
+        return list(self.query_one("#diag-body").query(FindingView))
+
+    def action_next_finding(self, step: int) -> None:
+        views = self._views()
+        if not views:
+            self.query_one("#diag-body", VerticalScroll).scroll_relative(y=step, animate=False)
+            return
+        at = views.index(self.focused) if self.focused in views else (-1 if step > 0 else len(views))
+        views[max(0, min(len(views) - 1, at + step))].focus()
+
+    def action_silence(self) -> None:
+        """`s`: silence the finding under the cursor (else the first one not silenced yet)."""
+        why = self.mltop.source.cannot_act
+        if why:  # replay and the fleet view show what was judged then; silences are set on the live host
+            self.notify(f"{why}: silences are set on the live host. Run `mltop` there, or "
+                        "`mltop silence add CODE [TARGET] --for 2h --reason TEXT`.",
+                        severity="warning", timeout=6, markup=False)
+            return
+        if self.mltop.silences_path is None:
+            self.notify("No recording to keep silences in", severity="warning")
+            return
+        views = self._views()
+        view = self.focused if isinstance(self.focused, FindingView) else next(
+            (v for v in views if v.finding.silenced is None), None)
+        if view is None:
+            self.notify("No finding to silence", timeout=3)
+            return
+        from .silence import SilenceScreen
+
+        self.app.push_screen(SilenceScreen(view.finding), self._silence_chosen)
+
+    def _silence_chosen(self, request) -> None:
+        if request is not None:
+            self._write_silence(request, self.mltop.silences_path)
+
+    @work(thread=True, group="silence", exit_on_error=False)
+    def _write_silence(self, request, path: str) -> None:
+        from mltop.probes.recording.silences import SilenceBook
+
+        words, error = None, None
+        try:
+            s = SilenceBook(path).add(request.code, request.target, time.time() + request.seconds, request.reason)
+            words = f"{s.code} silenced for {s.target_words} until {local_time(s.until)}"
+        except Exception as exc:  # a locked or read-only file: said, nothing silenced
+            error = f"could not silence {request.code}: {type(exc).__name__}: {exc}"
+        self.post_message(self.Silenced(words, error))
+
+    def on_diagnostics_screen_silenced(self, message: Silenced) -> None:
+        message.stop()
+        if message.error:
+            self.notify(message.error, severity="error", timeout=8, markup=False)
+            return
+        self.notify(message.words or "silenced", timeout=4, markup=False)
+        self.action_refresh()

@@ -168,8 +168,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"mltop serve: cannot listen on {args.listen}: {why}", file=sys.stderr)
         return EXIT_CANNOT_LISTEN
 
+    silences = _silences(args)
     loop = SweepLoop(LiveSource(lambda: make_sampler(args, container_stats=True)), args.interval,
-                     args.doctor_interval,
+                     args.doctor_interval, doctor=_doctor_with(silences),
                      on_sweep_seconds=exposition.sweep_seconds.observe)
     holder["loop"] = loop
     from mltop.tui.cli.recording_options import attach_recorder
@@ -180,6 +181,7 @@ def main(args: argparse.Namespace) -> int:
         server.server_close()
         return EXIT_CANNOT_RECORD
     holder["recorder"] = recorder
+    loop.add_listener(lambda snapshot, doctor: _remark(loop, silences))  # a silence added or ended since the run
     loop.add_listener(lambda snapshot, doctor: exposition.refresh())  # render in the sweep thread, not a scrape
     warning = exposure_warning(host, tls=web.ssl_context is not None, auth=web.auth is not None,
                                expose_snapshot=expose_snapshot)
@@ -207,3 +209,28 @@ def main(args: argparse.Namespace) -> int:
         if recorder is not None:
             recorder.close()
     return 0
+
+
+def _silences(args):
+    """The host's silences: those of the recording this agent writes (--record, else the default file), which
+    `mltop silence` and the dashboard write too; read even with --no-record."""
+    from mltop.diagnostics.silences import SilenceCache
+    from mltop.probes.recording import default_history_path
+    from mltop.probes.recording.silences import SilenceBook
+
+    return SilenceCache(SilenceBook(getattr(args, "record", None) or default_history_path()))
+
+
+def _doctor_with(silences):
+    def doctor(snapshot, engine, previous=None):
+        from mltop.diagnostics.doctor import run_doctor
+
+        return run_doctor(snapshot, engine, previous=previous, silences=silences.current())
+    return doctor
+
+
+def _remark(loop, silences) -> None:
+    from mltop.diagnostics.silences import remark
+
+    current = silences.current()
+    loop.restate_doctor(lambda result, snapshot: remark(result, current, snapshot, time.time()))

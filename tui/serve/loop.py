@@ -141,6 +141,14 @@ class SweepLoop:
             self._fresh_doctor = result
         return self._state
 
+    def restate_doctor(self, change: Callable[[Any, Snapshot | None], Any]) -> None:
+        """Replace the published doctor result by `change(result, snapshot)` (silences marked afresh)."""
+        with self._publish_lock:
+            if self._state.doctor is not None:
+                changed = change(self._state.doctor, self._state.snapshot)
+                if changed is not self._state.doctor:
+                    self._state = replace(self._state, doctor=changed)
+
     def _publish(self, **changes) -> None:
         with self._publish_lock:
             self._state = replace(self._state, **changes)

@@ -241,15 +241,19 @@ def gpu_by_container_families(containers: tuple[ContainerSample, ...],
 
 
 def finding_families(doctor) -> Iterator[Metric]:
-    finding = GaugeMetricFamily("mltop_finding", "1 for every active doctor finding (host findings: container=\"\").",
-                                labels=["code", "severity", "container"])
-    totals = GaugeMetricFamily("mltop_findings", "Active doctor findings by severity.", labels=["severity"])
+    finding = GaugeMetricFamily("mltop_finding", "1 for every active doctor finding (host findings: container=\"\"); "
+                                "silenced=\"true\": a silence in the host's recording holds it (`mltop silence list`).",
+                                labels=["code", "severity", "container", "silenced"])
+    totals = GaugeMetricFamily("mltop_findings", "Active doctor findings by severity, silenced ones left out.",
+                               labels=["severity"])
     counts = dict.fromkeys(SEVERITIES, 0)
-    seen: set[tuple[str, str, str]] = set()
+    seen: set[tuple[str, str, str, str]] = set()
     for f in (doctor.findings if doctor is not None else ()):
-        key = (f.code, f.severity, f.container or "")
-        counts[f.severity] = counts.get(f.severity, 0) + 1
-        if key not in seen:  # one series per (code, severity, container), however many findings share it
+        silenced = "true" if f.silenced is not None else "false"
+        key = (f.code, f.severity, f.container or "", silenced)
+        if f.silenced is None:
+            counts[f.severity] = counts.get(f.severity, 0) + 1
+        if key not in seen:  # one series per (code, severity, container, silenced), however many findings share it
             seen.add(key)
             finding.add_metric(list(key), 1.0)
     for severity, n in counts.items():
