@@ -196,7 +196,7 @@ def host_ancestors(init_pid: int | None) -> tuple[tuple[HostAncestor, ...], str 
         if parent is None or identity is None:
             reason = f"parents not visible above PID {out[-1].pid if out else init_pid} (/proc/{pid} unreadable)"
             return tuple(out), reason
-        out.append(HostAncestor(pid, identity.user, redact_text(identity.cmdline)))
+        out.append(HostAncestor(pid, identity.user, redact_contained(identity.cmdline, COMMAND_CAP)))
         pid = parent.ppid or 0
     if not out:  # its parent is 0: the container's init is this PID namespace's first process
         return (), "parents not visible: the container's init has no parent here (mltop shares its PID namespace)"

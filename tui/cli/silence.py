@@ -102,7 +102,8 @@ def _gpu_now(args: argparse.Namespace, target: str) -> dict | None:
     if getattr(args, "no_nvml", False):
         return None
     sampler = make_sampler(argparse.Namespace(docker_host="none", no_nvml=False,
-                                              nvml_lib=getattr(args, "nvml_lib", None)))
+                                              nvml_lib=getattr(args, "nvml_lib", None),
+                                              sysfs_root=getattr(args, "sysfs_root", "/sys")))
     try:
         g = gpu_of(check_target(target), sampler.sweep().gpus)
     finally:
