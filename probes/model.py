@@ -217,6 +217,9 @@ class ProcessSample:
     gpu_memory_bytes: int | None = None
     gpu_indices: tuple[int, ...] = ()
     sm_percent: float | None = None
+    # /proc/<pid>/stat's start time (clock ticks since boot): with the PID, one program run. Checked again before
+    # mltop attaches to or signals the PID (diagnostics/actions/pid_check.py). None: not read (a recording).
+    start_ticks: int | None = None
 
 
 @dataclass(frozen=True)

@@ -494,6 +494,7 @@ class Sampler:
                         cmdline=identity.cmdline,
                         cpu_percent=cpu,
                         rss_bytes=stat.rss_bytes,
+                        start_ticks=stat.start_ticks,
                     )
                 )
             else:
