@@ -7,22 +7,25 @@ registry's words), shows what came of it and is recorded in the timeline.
 from __future__ import annotations
 
 import dataclasses
-import os
+import json
 import subprocess
 import sys
-import time
 import uuid
 from types import SimpleNamespace
 
 import pytest
 
+from builders import replace
 from conftest import until, wait_for
+from serve_helpers import ServeProcess, wait_until
 from fakenvml import FakeGpu, FakeProcess, FakeScenario
 from test_tui import dashboard, make_app
 
 from mltop.diagnostics.actions import acts
-from mltop.diagnostics.actions.registry import RESTART_CONTAINER, SIGNAL_PROCESS, STOP_CONTAINER, refusal
+from mltop.diagnostics.actions.registry import DEVICE_CHECK, RESTART_CONTAINER, SIGNAL_PROCESS, STOP_CONTAINER, refusal
 from mltop.probes.fleet_host import CANNOT_ACT as FLEET_CANNOT_ACT
+from mltop.probes.model import KubernetesInfo
+from mltop.probes.source import StaticSource
 from mltop.probes.recording import RecordingSource, RecordingStore
 from mltop.tui.screens.acts import ActScreen
 from mltop.tui.screens.dashboard import DashboardScreen
@@ -88,8 +91,8 @@ async def test_k_kills_a_process_holding_gpu_memory_and_it_leaves_the_gpu_panel_
         await pilot.press("g")
         await until(pilot, lambda: job.name in users(), what="the card naming the job")
         await pilot.press("g")
-        processes.focus()
-        assert processes.move_to_key(str(pid))
+        await pilot.press("tab")  # to the processes pane
+        assert processes.has_focus and processes.move_to_key(str(pid))
         await pilot.pause()
         await pilot.press("k")
         await pilot.pause()
@@ -168,6 +171,43 @@ async def test_k_under_read_only_is_refused_in_the_registrys_words(containers, m
     assert said == [refusal(SIGNAL_PROCESS), refusal(STOP_CONTAINER)]
     assert said[0].startswith("MLTOP_READ_ONLY=1 forbids every act on a container")
     assert running(pid)
+
+
+async def test_a_pod_container_is_not_stopped_and_k_says_what_to_run_instead(containers, sampler):
+    job, pid = the_job(containers, f"{PREFIX}-pod")
+    pod = KubernetesInfo(namespace="research", pod="trainer-0", pod_uid="u-1", container="worker", qos=None)
+    snapshot = sampler.sweep()
+    snapshot = replace(snapshot, containers=tuple(replace(c, kubernetes=pod) if c.id == job.id else c
+                                                  for c in snapshot.containers))
+    outcome = acts.stop_container(snapshot.container(job.id), sampler.engine)
+    assert outcome.status == acts.REFUSED and "the kubelet would start it again" in outcome.message
+    assert "`kubectl delete pod -n research trainer-0`" in outcome.message
+    assert "`kubectl rollout restart -n research deployment/NAME`" in outcome.message
+    app = make_app(source=StaticSource([snapshot, snapshot]))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: dashboard(app).table.move_to_key(job.id), what="the row")
+        await pilot.press("k")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, ActScreen) and "kubectl delete pod -n research trainer-0" in screen.prompt_text
+        await pilot.press("enter", "y", "escape")
+        assert isinstance(app.screen, DashboardScreen) and app.acts == []
+    job.reload()
+    assert job.status == "running" and running(pid)
+
+
+def test_mltop_serve_is_read_only_and_its_doctor_says_why_it_skips_exec(monkeypatch):
+    monkeypatch.delenv("MLTOP_NO_EXEC", raising=False)
+    monkeypatch.delenv("MLTOP_READ_ONLY", raising=False)
+    serve = ServeProcess("--interval", "0.5", "--doctor-interval", "1", "--no-nvml")
+    try:
+        serve.wait_healthy()
+        wait_until(lambda: serve.get("/findings.json")[0] == 200, 60, "the agent's first doctor run")
+        skipped = json.loads(serve.get("/findings.json")[1])["checks_skipped"]
+    finally:
+        serve.stop()
+    words = refusal(DEVICE_CHECK, read_only=True).replace("--read-only", "MLTOP_READ_ONLY=1")
+    assert any(s["check"] == "exec" and s["reason"].startswith(words) for s in skipped), skipped
 
 
 # --------------------------------------------------------------------------- the checks before an act
