@@ -29,6 +29,7 @@ from mltop.probes.source import StaticSource
 from mltop.probes.recording import RecordingSource, RecordingStore
 from mltop.tui.screens.acts import ActScreen
 from mltop.tui.screens.dashboard import DashboardScreen
+from mltop.tui.screens.timeline import TimelineScreen
 from mltop.tui.widgets.gpu_panel import GpuCard
 
 PREFIX = f"mltop-acts-{uuid.uuid4().hex[:6]}"
@@ -119,6 +120,12 @@ async def test_k_kills_a_process_holding_gpu_memory_and_it_leaves_the_gpu_panel_
         await until(pilot, lambda: str(pid) not in processes.keys_in_order, what="the row gone")
         job.reload()
         assert job.status == "running"
+        # the act is on the timeline screen (`e`)
+        app.recorder.flush()
+        await pilot.press("e")
+        await until(pilot, lambda: isinstance(app.screen, TimelineScreen) and any(
+            e.kind == "signal" and e.title == f"SIGKILL to host PID {pid}: exited" for e in app.screen.shown),
+            what="the act on the timeline")
     events = recorded(history, "signal")
     assert len(events) == 1 and events[0].container == job.name and events[0].container_id == job.id
     assert events[0].title == f"SIGKILL to host PID {pid}: exited"

@@ -99,7 +99,6 @@ STOP_CONTAINER = ContainerWork("stop", "Stopping the container", reaches=frozens
 RESTART_CONTAINER = ContainerWork("restart", "Restarting the container", reaches=frozenset({STOP}))
 CONTAINER_WORK: tuple[ContainerWork, ...] = (READ_TEST, BACKGROUND_DEVICE_CHECK, SIGNAL_PROCESS, STOP_CONTAINER,
                                              RESTART_CONTAINER)
-ACTS = (SIGNAL_PROCESS, STOP_CONTAINER, RESTART_CONTAINER)  # what acts on a container rather than looks into it
 
 InContainerWork = Union[Action, ContainerWork]
 
