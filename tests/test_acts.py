@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -315,3 +316,21 @@ def test_mltop_kill_refuses_without_yes_and_a_terminal_and_kills_with_yes(contai
     job.reload()
     assert job.status == "exited"
     assert [e.title for e in recorded(history, "stop")] == ["stop: stopped"]
+
+
+def test_mltop_kill_on_a_terminal_asks_and_does_nothing_without_y(containers, tmp_path):
+    import pty
+
+    job, pid = the_job(containers, f"{PREFIX}-tty")
+    main, child = pty.openpty()
+    try:
+        os.write(main, b"n\n")  # the answer waits in the terminal's input
+        asked = subprocess.run([sys.executable, "-m", "mltop.tui.cli", "kill", job.name, str(pid), "--no-nvml",
+                                "--record", str(tmp_path / "h.db")], stdin=child, capture_output=True, text=True,
+                               timeout=60)
+    finally:
+        os.close(main)
+        os.close(child)
+    assert f"Send SIGTERM to host PID {pid}" in asked.stderr and "[y/N]" in asked.stderr
+    assert asked.returncode == 1 and "not confirmed; nothing done" in asked.stderr, asked.stderr
+    assert running(pid)
