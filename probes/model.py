@@ -221,6 +221,9 @@ class ProcessSample:
     gpu_indices: tuple[int, ...] = ()
     sm_percent: float | None = None
     ppid: int | None = None  # the parent's host PID (/proc/<pid>/stat), for the processes pane's tree (`t`)
+    # /proc/<pid>/stat's start time (clock ticks since boot): with the PID, one program run. Checked again before
+    # mltop attaches to or signals the PID (diagnostics/actions/pid_check.py). None: not read (a recording).
+    start_ticks: int | None = None
 
 
 @dataclass(frozen=True)

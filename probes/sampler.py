@@ -506,6 +506,7 @@ class Sampler:
                         cpu_percent=cpu,
                         rss_bytes=stat.rss_bytes,
                         ppid=stat.ppid,
+                        start_ticks=stat.start_ticks,
                     )
                 )
             else:

@@ -83,13 +83,16 @@ def test_every_command_is_registered_once_with_its_options():
 
     parser = build_parser()
     (sub,) = [a for a in parser._actions if a.dest == "command"]
-    assert list(sub.choices) == list(SUBCOMMANDS) == ["snapshot", "doctor", "report", "run", "events", "replay",
-                                                        "silence", "fleet", "serve"]
+    assert list(sub.choices) == list(SUBCOMMANDS) == ["snapshot", "doctor", "report", "run", "kill", "stop",
+                                                        "restart", "events", "replay", "silence", "fleet", "serve"]
     for name, (factory, _help) in SUBCOMMANDS.items():
         module = factory()
         assert callable(module.add_arguments) and callable(module.main), name
     run = parser.parse_args(["run", "device-check", "trainer", "--log-file", "/tmp/x.log"])
     assert (run.action, run.container, run.log_file) == ("device-check", "trainer", "/tmp/x.log")
+    kill = parser.parse_args(["kill", "trainer", "4242", "--signal", "KILL", "--yes"])
+    assert (kill.act, kill.container, kill.pid, kill.signal, kill.yes) == ("kill", "trainer", 4242, "KILL", True)
+    assert parser.parse_args(["restart", "trainer"]).act == "restart"
     (action_arg,) = [a for a in sub.choices["run"]._actions if a.dest == "action"]
     assert list(action_arg.choices) == [a.name for a in ACTIONS]
 

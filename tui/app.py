@@ -15,6 +15,8 @@ For the screens of later issues (diagnostics, in-container actions, report) the 
     app.selected_container_id    the container under the cursor, or the one the open screen is about
     app.selected_process_pid     the host PID under the cursor in the processes pane
     app.new_engine()             a fresh probes.engine.Engine on the same endpoint, for a worker of yours
+    app.act(do)                  run an act on a container (`do()` -> diagnostics.actions.acts.ActOutcome) in a
+                                 worker; its outcome is shown, kept in app.acts and recorded in the timeline
     app.push_container_screen(kind)
 
 Screens read these through one typed protocol, app_api.MltopApi (`self.mltop`), never `getattr(self.app, …)`.
@@ -50,7 +52,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 
-from mltop.diagnostics.actions.registry import ACTIONS, BACKGROUND_DEVICE_CHECK, BY_NAME, refusal
+from mltop.diagnostics.actions.registry import ACTIONS, BACKGROUND_DEVICE_CHECK, BY_NAME, ContainerWork, refusal
 from mltop.probes.history import History
 from mltop.probes.model import Snapshot
 from mltop.probes.source import SnapshotSource
@@ -167,6 +169,7 @@ class MltopApp(ReplayMixin, App):
         from mltop.diagnostics.actions import ActionLog
 
         self.action_log = ActionLog()
+        self.acts: list = []  # the ActOutcome of every act of this session (`k`), oldest first
         self.doctor_result = None  # diagnostics.doctor.DoctorResult
         self.finding_severities: dict[str | None, str] = {}  # its worst_by_container(), for the row markers
         self._doctor_engine = None
@@ -473,13 +476,42 @@ class MltopApp(ReplayMixin, App):
     def action_container_screen(self, kind: str) -> None:
         self.push_container_screen(kind)
 
-    def refuses_action(self, kind: str) -> bool:
-        """True (and says why) when `kind` is an action that needs the live container and the source cannot
-        act or --no-exec forbids it: the registry's answer (its rules, each action's `reaches`)."""
-        why = refusal(kind, self.source) if kind in BY_NAME else None
+    def refuses_action(self, kind: str | ContainerWork) -> bool:
+        """True (and says why) when `kind` is an action (or other container work: a signal, a stop) that needs
+        the live container and the source cannot act, or --read-only / --no-exec forbids it: the registry's
+        answer (its rules, each piece of work's `reaches`)."""
+        why = refusal(kind, self.source) if isinstance(kind, ContainerWork) or kind in BY_NAME else None
         if why:
             self.notify(printable(why), severity="warning", timeout=6, markup=False)  # a host name is the server's
         return bool(why)
+
+    # -- acts on containers (`k`) ----------------------------------------------------------------------
+
+    def act(self, do) -> None:
+        """Run `do()` (an act: a signal, a stop; it asks the registry and checks its target itself) in a worker;
+        its outcome is shown, kept in `acts` and recorded in the timeline."""
+        self._act(do)
+
+    @work(thread=True, exclusive=False, group="acts", exit_on_error=False, description="act on a container")
+    def _act(self, do) -> None:
+        try:
+            outcome = do()
+        except Exception as exc:  # an act reports its failures as outcomes; this is a bug of ours
+            log.warning("an act failed", exc_info=True)
+            self.call_from_thread(self.notify, f"the act failed: {type(exc).__name__}: {exc}", severity="error",
+                                  markup=False)
+            return
+        if outcome is not None:
+            self.call_from_thread(self._acted, outcome)
+
+    def _acted(self, outcome) -> None:
+        self.acts.append(outcome)
+        if self.recorder is not None:
+            self.recorder.add_event(outcome.event())
+        self.notify(printable(f"{outcome.target}: {outcome.status}. {outcome.message}"), markup=False,
+                    severity="information" if outcome.done else "warning", timeout=8)
+        if self.source.live and not self.paused:
+            self._sample()  # show what came of it now, not at the next tick
 
     def action_toggle_pause(self) -> None:
         self.paused = not self.paused

@@ -8,11 +8,11 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from mltop.probes.identity import identity_from_proc_cgroup
 from mltop.probes.model import ContainerSample, ProcessSample
 
 from ..one_line import one_line
 from .context import ActionContext
+from .pid_check import still_in_container
 from .results import FAILED, OK, UNAVAILABLE, ActionOutcome, Finished, end_if_interrupted, require_running
 
 
@@ -100,28 +100,6 @@ def explain_py_spy_failure(output: str, facts: PtraceFacts, exit_code: int | Non
     return f"py-spy exited with status {exit_code}; its output is above."
 
 
-def still_in_container(pid: int, container: ContainerSample) -> str | None:
-    """None when host PID `pid` lives in `container`'s cgroup now (/proc/<pid>/cgroup, read right before py-spy
-    attaches); else why mltop will not attach to it. The PID came from a snapshot: by now its process may have
-    exited, and the number may have been given to a process of another container or of the host."""
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            text = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return (f"Host PID {pid} has exited since the snapshot mltop took of {container.name}: nothing to "
-                "attach to. Refresh and try again.")
-    except OSError as exc:
-        return (f"mltop cannot read /proc/{pid}/cgroup ({exc.strerror or exc}) to check that host PID {pid} "
-                f"still belongs to {container.name}, so it does not attach to it.")
-    identity = identity_from_proc_cgroup(text)
-    if identity is not None and identity.container_id == container.id:
-        return None
-    now = f"container {identity.container_id[:12]}" if identity is not None else "a process of the host"
-    return (f"Host PID {pid} is no longer a process of {container.name}: its cgroup now names {now}. The "
-            "process of the snapshot has exited and its PID was reused; mltop does not attach to it. Refresh "
-            "and try again.")
-
-
 def _process_line(p: ProcessSample) -> str:
     cpu = "?" if p.cpu_percent is None else f"{p.cpu_percent:.0f}%"
     inner = f", PID {p.container_pid} in the container" if p.container_pid else ""
@@ -165,7 +143,7 @@ def run_py_spy(run: ActionContext) -> ActionOutcome:
             run.emit(f"   (busiest of {len(candidates)} Python processes; others: "
                      + ", ".join(str(p.host_pid) for p in candidates[1:]) + " — choose one with --pid)")
         data["pid"] = proc.host_pid
-        moved = still_in_container(proc.host_pid, container)  # asked last, right before the attach
+        moved = still_in_container(proc.host_pid, container, proc.start_ticks)  # asked last, right before the attach
         if moved and not run.all_processes:
             raise Finished(UNAVAILABLE, moved, data=data)
         if moved:  # --all: the others are still dumped

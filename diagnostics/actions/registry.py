@@ -6,10 +6,10 @@ and the one question every door asks before any of it runs: `refusal(work, sourc
 
 Who may act is decided here and nowhere else. Each piece of work says what it does to the container (`reaches`:
 EXEC, ATTACH, SIGNAL, STOP); each rule in RULES looks at that and at where the caller stands (the source, the
-process's --no-exec / MLTOP_NO_EXEC) and refuses in the words the user reads. The dashboard, `mltop run`, the
-doctor's read test and device check and the background device check all ask `refusal`; the runner refuses a
-docker exec under --no-exec again as a last guard. A later policy (a read-only mode: no exec, no signals, no
-stop) is one more field of Standing and one more rule.
+process's --no-exec / MLTOP_NO_EXEC, its --read-only / MLTOP_READ_ONLY) and refuses in the words the user reads.
+The dashboard, `mltop run`, `mltop kill|stop|restart`, the doctor's read test and device check and the
+background device check all ask `refusal`; the runner refuses a docker exec under --no-exec again as a last
+guard. --read-only (no exec, no attach, no signal, no stop) is one field of Standing and one rule.
 
 --no-exec covers py-spy: it does not exec into the container, but it attaches to the container's processes from
 the host (ptrace) and reads their memory, which is the reach into a container the flag forbids.
@@ -26,6 +26,7 @@ from .no_exec import NO_EXEC_ENV, no_exec_reason  # noqa: F401  (the setting; th
 from .nvidia_smi import run_nvidia_smi
 from .py_spy import run_py_spy
 from .stacks_action import run_stacks
+from .read_only import READ_ONLY_ENV, read_only_reason  # noqa: F401  (the setting; the rule is below)
 from .results import ActionOutcome
 
 # What a piece of work does to the container as it runs now (an Action's or ContainerWork's `reaches`).
@@ -34,7 +35,7 @@ ATTACH = "attach"  # attaches to its processes from the host by their host PID (
 SIGNAL = "signal"  # sends a signal to one of its processes
 STOP = "stop"  # stops, restarts or removes it
 _DOES = {EXEC: "runs a command inside the container", ATTACH: "attaches to the container's processes from the host",
-         SIGNAL: "signals the container's processes", STOP: "stops the container"}
+         SIGNAL: "signals the container's processes", STOP: "stops or restarts the container"}
 
 NO_EXEC_REACHES = frozenset({EXEC, ATTACH})  # what --no-exec forbids
 
@@ -96,7 +97,13 @@ READ_TEST = ContainerWork("io.read_test", "The read test", reaches=frozenset({EX
 # The dashboard's device check without a key press (doctor.BackgroundDeviceChecks), an ActionRun of DEVICE_CHECK.
 BACKGROUND_DEVICE_CHECK = ContainerWork("device-check.background", "The background device check",
                                         reaches=frozenset({EXEC}))
-CONTAINER_WORK: tuple[ContainerWork, ...] = (READ_TEST, BACKGROUND_DEVICE_CHECK)
+# The dashboard's `k` and `mltop kill|stop|restart` (acts.py): a signal to one process, a stop or restart of the
+# container through its runtime.
+SIGNAL_PROCESS = ContainerWork("signal", "Sending a signal", reaches=frozenset({SIGNAL}))
+STOP_CONTAINER = ContainerWork("stop", "Stopping the container", reaches=frozenset({STOP}))
+RESTART_CONTAINER = ContainerWork("restart", "Restarting the container", reaches=frozenset({STOP}))
+CONTAINER_WORK: tuple[ContainerWork, ...] = (READ_TEST, BACKGROUND_DEVICE_CHECK, SIGNAL_PROCESS, STOP_CONTAINER,
+                                             RESTART_CONTAINER)
 
 InContainerWork = Union[Action, ContainerWork]
 
@@ -125,13 +132,15 @@ class Standing:
     cannot_act: str | None = None  # the source's cannot_act: a recording, a Prometheus
     act_command: str = "mltop"  # the command that acts on these containers where they run
     no_exec: str | None = None  # no_exec_reason(): --no-exec / MLTOP_NO_EXEC
+    read_only: str | None = None  # read_only_reason(): --read-only / MLTOP_READ_ONLY
 
     @classmethod
-    def of(cls, source: ActingSource | None = None, *, no_exec: bool = False) -> "Standing":
+    def of(cls, source: ActingSource | None = None, *, no_exec: bool = False,
+           read_only: bool = False) -> "Standing":
         """`source` None: the live containers of this host (`mltop run`, the doctor)."""
         return cls(cannot_act=getattr(source, "cannot_act", None) if source is not None else None,
                    act_command=getattr(source, "act_command", None) or "mltop",
-                   no_exec=no_exec_reason(no_exec))
+                   no_exec=no_exec_reason(no_exec), read_only=read_only_reason(read_only))
 
 
 Rule = Callable[[InContainerWork, Standing], "str | None"]
@@ -140,6 +149,9 @@ Rule = Callable[[InContainerWork, Standing], "str | None"]
 def _source_cannot_act(work: InContainerWork, standing: Standing) -> str | None:
     if not standing.cannot_act or not work.needs_live_container:
         return None
+    if work.reaches & {SIGNAL, STOP}:
+        return (f"{standing.cannot_act}: {work.title} {' and '.join(_DOES[r] for r in sorted(work.reaches))}, "
+                f"which needs the live container. Run `{standing.act_command}` to act on it now.")
     live_only = ", ".join(a.key_help[:1].lower() + a.key_help[1:] for a in ACTIONS if a.needs_live_container)
     return (f"{standing.cannot_act}: in-container actions ({live_only}) need the live container. "
             f"Run `{standing.act_command}` to act on it now.")
@@ -152,18 +164,24 @@ def _no_exec(work: InContainerWork, standing: Standing) -> str | None:
     return f"{standing.no_exec}: {work.title} {' and '.join(_DOES[r] for r in reach)}."
 
 
+def _read_only(work: InContainerWork, standing: Standing) -> str | None:
+    if not standing.read_only or not work.reaches:
+        return None
+    return f"{standing.read_only}: {work.title} {' and '.join(_DOES[r] for r in sorted(work.reaches))}."
+
+
 # Asked in order; the first that refuses says why. A new policy is one more rule here.
-RULES: tuple[Rule, ...] = (_source_cannot_act, _no_exec)
+RULES: tuple[Rule, ...] = (_source_cannot_act, _read_only, _no_exec)
 
 
 def refusal(work: InContainerWork | str, source: ActingSource | None = None, *,
-            no_exec: bool = False) -> str | None:
+            no_exec: bool = False, read_only: bool = False) -> str | None:
     """Why `work` (an Action, ContainerWork or action name) may not run on the containers `source` shows (None:
     this host's live containers), in the words the user reads; None when it may. `no_exec`: --no-exec given
-    to this call (MLTOP_NO_EXEC is read in any case)."""
+    to this call (MLTOP_NO_EXEC is read in any case); `read_only` likewise for --read-only / MLTOP_READ_ONLY."""
     if isinstance(work, str):
         work = action_named(work)
-    standing = Standing.of(source, no_exec=no_exec)
+    standing = Standing.of(source, no_exec=no_exec, read_only=read_only)
     for rule in RULES:
         why = rule(work, standing)
         if why:

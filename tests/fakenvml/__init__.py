@@ -63,6 +63,7 @@ class FakeProcess:
     sm: int = 0  # % in the newest utilisation sample; 0 = no sample (NVML lists only busy processes)
     sm_prev: int | None = None  # an older sample, 1 s before the newest
     mig: int | None = None  # the MIG device (slot) of its GPU it runs on
+    alive: bool = False  # listed only while host PID `pid` runs (a test kills it and sees it go)
 
 
 # The health keys fakenvml.c knows; a key left out makes its NVML call answer NOT_SUPPORTED.
@@ -257,6 +258,8 @@ class FakeScenario:
                     words.append(f"sm_prev={p.sm_prev}")
                 if p.mig is not None:
                     words.append(f"mig={p.mig}")
+                if p.alive:
+                    words.append("alive=1")
                 lines.append(" ".join(words))
         for index, g in enumerate(self.gpus):
             for metric, value in (g.gpm or {}).items():

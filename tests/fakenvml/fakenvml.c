@@ -50,6 +50,8 @@
  *                              nvmlDeviceGetComputeInstanceId and the running-process calls (procs with mig=J).
  *                              nvmlDeviceGetMaxMigDeviceCount says 7; an empty slot is NOT_FOUND.
  *   proc ... [mig=J]           the process runs on MIG device J of its GPU (also listed on the GPU itself).
+ *   proc ... [alive=1]         listed only while host PID P runs (/proc/P/stat there and not a zombie), as the
+ *                              driver drops a process that exited: a test can kill it and see it go.
  *   xid gpu=I code=N [at=SECONDS]
  *                              a queued Xid event: nvmlEventSetWait* delivers it once, on a set that
  *                              registered nvmlEventTypeXidCriticalError for GPU I, at least SECONDS after
@@ -266,6 +268,7 @@ struct fake_proc {
     unsigned long long mem;
     unsigned int sm, sm_prev;
     int has_sm_prev;
+    int alive; /* 1: listed only while /proc/<pid> runs */
 };
 
 struct directive {
@@ -436,6 +439,7 @@ static int parse_proc(char **words, int n, int lineno) {
         } else if (!strcmp(k, "mem")) p->mem = strcmp(v, "na") ? number(v, &ok) : NVML_VALUE_NOT_AVAILABLE_ULL;
         else if (!strcmp(k, "sm")) p->sm = number(v, &ok);
         else if (!strcmp(k, "mig")) p->mig = number(v, &ok);
+        else if (!strcmp(k, "alive")) p->alive = number(v, &ok);
         else if (!strcmp(k, "sm_prev")) {
             p->sm_prev = number(v, &ok);
             p->has_sm_prev = 1;
@@ -981,8 +985,21 @@ EXPORT nvmlReturn_t nvmlDeviceGetPciInfo_v3(void *device, nvmlPciInfo_t *pci) {
     return NVML_SUCCESS;
 }
 
+static int pid_runs(unsigned int pid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%u/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *close = strrchr(buf, ')');
+    return close && close[1] == ' ' && close[2] != 'Z' && close[2] != 'X';
+}
+
 static int proc_on(const struct fake_proc *p, int gpu, const struct fake_mig *mig, int graphics) {
     if (p->graphics != graphics) return 0;
+    if (p->alive && !pid_runs(p->pid)) return 0;
     if (mig) return p->gpu == mig->gpu && p->mig == mig->index;
     return p->gpu == gpu;
 }

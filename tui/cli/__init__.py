@@ -43,6 +43,11 @@ def _events() -> ModuleType:
     return events
 
 
+def _acts() -> ModuleType:
+    from . import acts
+    return acts
+
+
 def _replay() -> ModuleType:
     from . import replay
     return replay
@@ -69,6 +74,9 @@ SUBCOMMANDS: dict[str, tuple[Callable[[], ModuleType], str]] = {
     "doctor": (_doctor, "diagnose containers and the host; exit 0 ok, 1 warning, 2 critical"),
     "report": (_report, "write a diagnostic report (json, md or html)"),
     "run": (_run, "run an action in a container: nvidia-smi, py-spy or device-check"),
+    "kill": (_acts, "send a signal to one process of a container (checked against its cgroup and start time)"),
+    "stop": (_acts, "stop a Docker container through the engine (a pod container: what to run instead)"),
+    "restart": (_acts, "restart a Docker container through the engine (a pod container: what to run instead)"),
     "events": (_events, "print the recorded event timeline (engine, GPU, findings)"),
     "replay": (_replay, "open the dashboard on a recording: step and jump through time"),
     "silence": (_silence, "silence a known finding for a while, list or remove silences, set a GPU healthy after "
@@ -138,6 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         from mltop.diagnostics.actions.registry import NO_EXEC_ENV
 
         os.environ[NO_EXEC_ENV] = "1"
+    if args.read_only:  # likewise: no exec, no signal, no stop (the registry's read-only rule)
+        import os
+
+        from mltop.diagnostics.actions.registry import READ_ONLY_ENV
+
+        os.environ[READ_ONLY_ENV] = "1"
     if args.cri_endpoint is not None:  # likewise: every sampler of the process asks this endpoint
         import os
 

@@ -43,6 +43,10 @@ def add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         help="never docker exec into a container nor attach to its processes (also MLTOP_NO_EXEC=1): "
                              "every action (py-spy included), the read test and the background device check are "
                              "refused, and the doctor lists what it skipped")
+    parser.add_argument("--read-only", action="store_true", default=default(False),
+                        help="never act on a container (also MLTOP_READ_ONLY=1): no exec, no py-spy, no signal, no "
+                             "stop or restart; every action and `mltop kill|stop|restart` is refused, as --no-exec "
+                             "refuses the exec ones. `mltop serve` is always read-only")
     parser.add_argument("--log-file", metavar="PATH", default=default(None),
                         help="write mltop's own log here (default: $MLTOP_LOG_FILE; level from $MLTOP_LOG, "
                              "e.g. MLTOP_LOG=debug)")

@@ -65,6 +65,7 @@ class DashboardScreen(Screen):
         Binding("l", "logs", "Logs", id="mltop.logs"),
         Binding("g", "toggle_gpus", "GPUs", show=False, id="mltop.gpus"),
         Binding("P", "group_pods", "Group by pod", show=False, id="mltop.group_pods"),
+        Binding("k", "act", "Signal process / stop container", show=False, id="mltop.act"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="mltop.clear_filter"),
     ]
 
@@ -288,3 +289,28 @@ class DashboardScreen(Screen):
         key = self.table.cursor_key
         if key and not key.startswith(POD_ROW_PREFIX):
             self.mltop.open_logs(key)
+
+    def action_act(self) -> None:
+        """`k`: on a process row (the processes pane focused), which signal to send it; on a container row, stop
+        or restart the container. Refused, with the registry's words, where mltop may not act."""
+        from mltop.diagnostics.actions.registry import SIGNAL_PROCESS, STOP_CONTAINER
+
+        from .acts import container_screen, signal_screen
+
+        snapshot = self.mltop.snapshot
+        key = self.table.cursor_key
+        container = snapshot.container(key) if snapshot is not None and key and \
+            not key.startswith(POD_ROW_PREFIX) else None
+        if container is None:
+            self.app.notify("Select a container first (a pod's row stands for several).", timeout=3)
+            return
+        processes = self.query_one("#processes", ProcessesTable)
+        pid = self.selected_process_pid if processes.has_focus else None
+        process = next((p for p in container.processes if p.host_pid == pid), None)
+        if self.mltop.refuses_action(SIGNAL_PROCESS if process is not None else STOP_CONTAINER):
+            return
+        source = self.mltop.source
+        if process is not None:
+            self.app.push_screen(signal_screen(container, process, source))
+        else:
+            self.app.push_screen(container_screen(container, source, self.mltop.new_engine))

@@ -25,7 +25,8 @@ from ..widgets.key_bar import KeyBar
 TIMELINE_LIMIT = 5000  # newest events shown; `mltop events` prints any range
 
 _KIND_STYLE = {"oom": "bold red", "die": "red", "kill": "yellow", "engine_down": "bold red", "down": "bold red",
-               "appeared": "yellow", "cleared": "green", "health_status": "cyan", "restart": "yellow"}
+               "appeared": "yellow", "cleared": "green", "health_status": "cyan", "restart": "yellow",
+               "signal": "yellow", "stop": "yellow"}
 
 
 def events_text(events, with_date: bool = False) -> Text:

@@ -123,6 +123,14 @@ def main(args: argparse.Namespace) -> int:
         sys.stdout.write(dashboard_json())
         return 0
     started = time.monotonic()
+    # The agent never acts on a container: read-only for the whole process (no exec, no signal, no stop), so
+    # the doctor's exec-based checks are skipped with the registry's words, as MLTOP_NO_EXEC does in the
+    # shipped manifests.
+    import os
+
+    from mltop.diagnostics.actions.registry import READ_ONLY_ENV
+
+    os.environ[READ_ONLY_ENV] = "1"
     logging.basicConfig(level=logging.WARNING, format="mltop serve: %(levelname)s %(name)s: %(message)s")
     try:
         host, port = parse_listen(args.listen)
