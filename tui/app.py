@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Iterable
 
 from textual import work
-from textual.app import App, SystemCommand
+from textual.app import App, ScreenStackError, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
@@ -355,7 +355,7 @@ class MltopApp(ReplayMixin, App):
             self.finding_severities = message.result.worst_by_container()
             if self.recorder is not None:
                 self.recorder.record_findings(message.result.findings)
-            show = getattr(self.screen, "show_findings", None)
+            show = getattr(self._top_screen(), "show_findings", None)
             if show is not None:
                 show()
         delay = max(DOCTOR_INTERVAL_S, message.seconds * DOCTOR_COST_SHARE)
@@ -371,15 +371,22 @@ class MltopApp(ReplayMixin, App):
                 self._recording.step(1)  # playing; at the end it shows the last sweep until more are recorded
             self._sample()
 
+    def _top_screen(self):
+        """The screen on top, or None while the app shuts down (its screens gone, a sweep's message still due)."""
+        try:
+            return self.screen
+        except ScreenStackError:
+            return None
+
     def _show(self, snapshot: Snapshot | None) -> None:
         """Hand the snapshot to the screen on top, if it shows snapshots; hidden screens catch up later."""
-        show = getattr(self.screen, "show_snapshot", None)
+        show = getattr(self._top_screen(), "show_snapshot", None)
         if show is not None:
             show(snapshot)
 
     def _rows_filled(self) -> bool:
         snapshot = self.snapshot
-        if snapshot is None or not isinstance(self.screen, DashboardScreen):
+        if snapshot is None or not isinstance(self._top_screen(), DashboardScreen):
             return False
         return all(c.cpu_percent is not None for c in snapshot.containers if c.running)
 

@@ -16,8 +16,8 @@ from typing import Iterable
 
 from mltop.probes.model import ContainerSample, ProcessSample
 
-from .py_spy import (PY_SPY_MISSING, explain_py_spy_failure, find_py_spy, ptrace_facts, python_processes,
-                     still_in_container)
+from .pid_check import still_in_container
+from .py_spy import PY_SPY_MISSING, explain_py_spy_failure, find_py_spy, ptrace_facts, python_processes
 from ..one_line import one_line
 
 DUMP_TIMEOUT_S = 30.0
@@ -158,7 +158,7 @@ def collect_stacks(containers: Iterable[ContainerSample], py_spy: str | None = N
 
     def one(target: tuple[ContainerSample, ProcessSample]) -> ProcessStack:
         c, p = target
-        moved = still_in_container(p.host_pid, c)  # a PID of the snapshot may be another process's by now
+        moved = still_in_container(p.host_pid, c, p.start_ticks)  # the snapshot's PID may be another's by now
         if moved is not None:
             return ProcessStack(c.name, p.host_pid, c.name, (), moved)
         text, error = dump(exe, p.host_pid, timeout_s)
