@@ -1,7 +1,10 @@
 """What mltop keeps per container that has come and gone: tracemalloc over a real Sampler, a Recorder on a temp
 file and a doctor every few sweeps, while a helper thread starts and removes short-lived containers.
 
-    MLTOP_NVML_LIB=... .venv/bin/python tests/bench_churn_memory.py [--lifecycles 120] [--warmup 40] [--top 15]
+    .venv/bin/python tests/bench_churn_memory.py [--lifecycles 120] [--warmup 40] [--top 15] [--dashboard]
+
+(MLTOP_NVML_LIB=path: NVML on, e.g. the suite's simulated library; --dashboard: the real dashboard, headless,
+recording, instead of serve's parts: a Sampler, a Recorder, the doctor every 10 sweeps and the /metrics collector.)
 
 Prints the traced memory growth between the warm-up mark and the end, in bytes per container lifecycle (start,
 run, exit, remove), and the allocation sites (by traceback) that grew most. Goal: ~0 bytes per lifecycle (what
@@ -70,8 +73,51 @@ class Churn(threading.Thread):
                 pass
 
 
+def report(first, churn_done: int, sweeps: int, args) -> None:
+    """The growth since `first` (lifecycles done, tracemalloc snapshot, traced bytes) and its top sites."""
+    gc.collect()
+    last = tracemalloc.take_snapshot()
+    traced = tracemalloc.get_traced_memory()[0]
+    n = max(churn_done - first[0], 1)
+    print(f"end: {churn_done} lifecycles, {sweeps} sweeps, traced {traced / 1e6:.2f} MB")
+    print(f"growth: {traced - first[2]:+d} B over {n} lifecycles = {(traced - first[2]) / n:+.0f} B/lifecycle")
+    filters = [tracemalloc.Filter(False, tracemalloc.__file__)]
+    diffs = last.filter_traces(filters).compare_to(first[1].filter_traces(filters), "traceback")
+    for stat in diffs[:args.top]:
+        print(f"\n{stat.size_diff:+9d} B {stat.count_diff:+6d} blocks")
+        for line in stat.traceback.format()[-2 * args.frames:]:
+            print("   ", line)
+
+
+async def dashboard(args) -> None:
+    """The real dashboard, headless at 80x24, recording into a temp file, while containers churn."""
+    from mltop.tui.app import MltopApp
+
+    work = tempfile.mkdtemp(prefix="mltop-leak-")
+    app = MltopApp(nvml_lib=os.environ.get("MLTOP_NVML_LIB"), nvml=bool(os.environ.get("MLTOP_NVML_LIB")),
+                   interval=args.interval, record=os.path.join(work, "history.db"))
+    churn = Churn()
+    churn.start()
+    first = None
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            while True:
+                await pilot.pause(args.interval)
+                if first is None and churn.done >= args.warmup:
+                    gc.collect()
+                    first = (churn.done, tracemalloc.take_snapshot(), tracemalloc.get_traced_memory()[0])
+                    print(f"warm: {churn.done} lifecycles, traced {first[2] / 1e6:.2f} MB", flush=True)
+                if first is not None and churn.done >= first[0] + args.lifecycles:
+                    break
+            report(first, churn.done, 0, args)
+    finally:
+        churn.stop.set()
+        churn.join(30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--dashboard", action="store_true", help="the dashboard (headless) instead of serve's parts")
     parser.add_argument("--lifecycles", type=int, default=120, help="measured container lifecycles")
     parser.add_argument("--warmup", type=int, default=40, help="lifecycles before the first snapshot")
     parser.add_argument("--interval", type=float, default=0.5)
@@ -87,6 +133,11 @@ def main() -> None:
     from mltop.tui.serve.metrics import SnapshotCollector
 
     tracemalloc.start(args.frames)
+    if args.dashboard:
+        import asyncio
+
+        asyncio.run(dashboard(args))
+        return
     work = tempfile.mkdtemp(prefix="mltop-leak-")
     sampler = Sampler(ProbeOptions(nvml=bool(os.environ.get("MLTOP_NVML_LIB")),
                                    nvml_lib=os.environ.get("MLTOP_NVML_LIB"), container_stats=True))
@@ -118,18 +169,7 @@ def main() -> None:
                 break
             time.sleep(args.interval)
         recorder.flush()
-        gc.collect()
-        last = tracemalloc.take_snapshot()
-        traced = tracemalloc.get_traced_memory()[0]
-        n = churn.done - first[0]
-        print(f"end: {churn.done} lifecycles, {sweeps} sweeps, traced {traced / 1e6:.2f} MB")
-        print(f"growth: {traced - first[2]:+d} B over {n} lifecycles = {(traced - first[2]) / n:+.0f} B/lifecycle")
-        filters = [tracemalloc.Filter(False, tracemalloc.__file__)]
-        diffs = last.filter_traces(filters).compare_to(first[1].filter_traces(filters), "traceback")
-        for stat in diffs[:args.top]:
-            print(f"\n{stat.size_diff:+9d} B {stat.count_diff:+6d} blocks")
-            for line in stat.traceback.format()[-2 * args.frames:]:
-                print("   ", line)
+        report(first, churn.done, sweeps, args)
     finally:
         churn.stop.set()
         churn.join(30)
