@@ -108,3 +108,25 @@ def test_sampler_and_engine_forget_containers_once_removed(containers, sampler, 
                   "secrets": sampler.engine._secrets}
         kept.append({name: set(table) - listed for name, table in tables.items()})
     assert all(not gone for sweep in kept for gone in sweep.values()), kept
+
+
+def test_a_restarted_recorders_retention_keeps_the_names_its_kept_sweeps_refer_to(tmp_path):
+    """The writer no longer keeps every container it wrote (retention's `keep`), so the file must know when each
+    was last seen: a container that lived across the retention border, recorded before a restart, keeps its row
+    as long as a kept sweep shows it."""
+    path = str(tmp_path / "history.db")
+    rec = Recorder(path, watch_engine=False, retention_every_s=float("inf")).start()
+    start = time.time() - 600
+    snaps = _churn(rec, 50, start)
+    rec.close()
+    rec = Recorder(path, watch_engine=False, retention_every_s=float("inf"), retention_s=3600).start()
+    try:
+        rec.enforce_retention(now_ms=int((start + 25.5 + 3600) * 1000))  # keeps the sweeps from start + 26 on
+    finally:
+        rec.close()
+    source = RecordingSource(path)
+    try:
+        for snap in snaps[26:29]:
+            assert [c.name for c in source.at(snap.taken_at).containers] == [c.name for c in snap.containers]
+    finally:
+        source.close()

@@ -375,6 +375,12 @@ class Recorder:
         finally:
             if self._db is not None:
                 try:
+                    # when each container was last seen, so that a restarted recorder's retention (which knows
+                    # only the containers it sees again) keeps the names of those that ended just before
+                    retention.note_last_seen(self._db, self._last_seen)
+                except sqlite3.Error:
+                    log.warning("noting when containers were last seen failed", exc_info=True)
+                try:
                     self._db.close()
                 except sqlite3.Error:
                     log.warning("closing the recording failed", exc_info=True)
