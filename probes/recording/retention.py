@@ -85,8 +85,8 @@ def note_last_seen(db: sqlite3.Connection, last_seen: dict[int, int]) -> None:
 
 def enforce(db: sqlite3.Connection, retention_s: float, max_bytes: int, last_seen: dict[int, int],
             now_ms: int | None = None, keep: set[int] | None = None) -> int:
-    """One retention pass (the writer thread runs it between sweeps); returns how many interned containers
-    were dropped, so the writer forgets them too."""
+    """One retention pass (the writer thread runs it between sweeps); returns how many container rows were
+    dropped (names no kept sweep refers to: none of `keep`, the writer's last sweep's)."""
     import time
 
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -107,8 +107,8 @@ def enforce(db: sqlite3.Connection, retention_s: float, max_bytes: int, last_see
     first = db.execute("SELECT MIN(t) FROM sweeps").fetchone()[0]
     dropped = 0
     if first is not None:
-        # `keep`: the containers of the writer's last sweep (their last_t was just written above, but a sweep
-        # being written beside a pass is no reason to drop a name it refers to).
+        # `keep`: the containers of the writer's last sweep, whatever last_t says (belt and braces: it was just
+        # written above, from `last_seen`).
         stale = [cid for (cid,) in db.execute("SELECT cid FROM containers WHERE last_t < ?", (first,))
                  if cid not in (keep or ())]
         db.executemany("DELETE FROM containers WHERE cid = ?", [(cid,) for cid in stale])
