@@ -518,13 +518,18 @@ class Engine:
         try:
             env = (self.inspect(container_id).get("Config") or {}).get("Env")
         except Exception as exc:
+            # an unreachable engine, or a container removed meanwhile (a churning node), needs no traceback
             log.warning("cannot read the environment of %s: its secrets are unknown", container_id[:12],
-                        exc_info=not isinstance(exc, EngineError))  # an unreachable engine needs no traceback
+                        exc_info=not isinstance(exc, (EngineError, *not_found_errors())))
             return ContainerSecrets(error=getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
-        if len(self._secrets) > 4096:
-            self._secrets.clear()
         self._secrets[container_id] = secrets = ContainerSecrets.from_env(env)
         return secrets
+
+    def forget_containers(self, listed: set[str]) -> None:
+        """Forget the secrets of containers no longer `listed` (the sampler calls this after each sweep): kept
+        past its container, every short job of a churning node would stay here."""
+        for gone in self._secrets.keys() - listed:
+            self._secrets.pop(gone, None)
 
     def logs(self, container_id: str, tail: int = 200, since: float | None = None,
              timestamps: bool = False) -> list[str]:

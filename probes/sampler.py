@@ -218,14 +218,7 @@ class Sampler:
         infiniband = self._infiniband.sample(self._files.read)
         self._processes.end_sweep()
         self._files.end_sweep()
-        for gone in set(self._unmeasured_samples) - live_ids:
-            del self._unmeasured_samples[gone]
-        for stale in set(self._host_netns) - live_ids:
-            del self._host_netns[stale]
-        for stale in set(self._previous) - live_ids:
-            self._previous.pop(stale, None)
-            self._paths.pop(stale, None)
-            self._limits.pop(stale, None)
+        self._forget_gone(live_ids)
 
         self.catalog.start_background_work()
         gpus, containers = attribute_gpu_processes(gpus, containers, self.catalog)
@@ -248,6 +241,17 @@ class Sampler:
             infiniband=infiniband,
             pci_gpus=pci_gpus,
         )
+
+    def _forget_gone(self, live_ids: set[str]) -> None:
+        """Drop what is kept per container for those no longer listed: on a node that runs thousands of short
+        jobs a day, anything keyed by container id and kept past the container grows without end. Each table
+        on its own: a container can be in one and not another (a provisional one has paths and no reading)."""
+        for table in (self._unmeasured_samples, self._host_netns, self._previous, self._paths, self._limits):
+            for gone in table.keys() - live_ids:
+                del table[gone]
+        forget = getattr(self.engine, "forget_containers", None)
+        if forget is not None:
+            forget(live_ids)
 
     def _self_cost(self, sweep_s: float) -> SelfCost:
         """This process's CPU since the previous sweep (all threads, so the UI that shows the snapshot counts

@@ -183,30 +183,42 @@ def pod_doc(k: KubernetesInfo | None, runtime: str | None = None) -> str | None:
 
 class PodFactIds:
     """The writer's pod_facts ids: doc -> pfid, with (qos, allocations) -> doc kept so that the sweeps that
-    repeat the last facts (most) skip the JSON encoding."""
+    repeat the last facts (most) skip the JSON encoding. Both remember what the last sweep used only
+    (end_sweep()): the facts of pods long gone (each attempt's exit, each allocation's unused-since) would
+    otherwise pile up on a node that runs pods all day; facts seen again are found in the file."""
 
     def __init__(self) -> None:
         self.ids: dict[str, int] = {}
         self._docs: dict[tuple, str | None] = {}
+        self._used_ids: dict[str, int] = {}
+        self._used_docs: dict[tuple, str | None] = {}
 
     def load(self, db) -> None:
         self.ids = {doc: pfid for pfid, doc in db.execute("SELECT pfid, doc FROM pod_facts")}
+        self._used_ids = {}
+
+    def end_sweep(self) -> None:
+        """Forget what this sweep did not use."""
+        self.ids, self._used_ids = self._used_ids, {}
+        self._docs, self._used_docs = self._used_docs, {}
 
     def id_of(self, db, k: KubernetesInfo | None, runtime: str | None = None) -> int:
         """The id of a pod container's facts, inserted when new; NONE for none."""
         if k is None:
             return NONE
         key = (k.qos, k.gpus_allocated, runtime, k.previous_attempts)
-        doc = self._docs.get(key, False)
+        doc = self._used_docs.get(key, False)
         if doc is False:
-            if len(self._docs) > 4096:
-                self._docs.clear()
-            doc = self._docs[key] = pod_doc(k, runtime)
+            doc = self._docs.get(key, False)
+            if doc is False:
+                doc = pod_doc(k, runtime)
+            self._used_docs[key] = doc
         if doc is None:
             return NONE
-        pfid = self.ids.get(doc)
+        pfid = self._used_ids.get(doc) or self.ids.get(doc)
         if pfid is None:
-            pfid = self.ids[doc] = db.execute("INSERT INTO pod_facts(doc) VALUES (?)", (doc,)).lastrowid
+            pfid = db.execute("INSERT INTO pod_facts(doc) VALUES (?)", (doc,)).lastrowid
+        self._used_ids[doc] = pfid
         return pfid
 
 

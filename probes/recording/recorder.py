@@ -20,8 +20,10 @@ import logging
 import os
 import queue
 import sqlite3
+import struct
 import threading
 import time
+import zlib
 from typing import Any, Iterable
 
 from ..model import Snapshot
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 DEFAULT_RETENTION_S = 7 * 86400
 DEFAULT_MAX_BYTES = 500 * 1000 * 1000
 RETENTION_EVERY_S = 60.0  # thinning and trimming run at most this often
+HOSTS_REMEMBERED = 16  # host docs the writer keeps the ids of (the most recent): they differ by container counts
 _QUEUE_LIMIT = 256  # sweeps waiting for the writer; beyond, the oldest work is dropped (a stuck disk)
 REPEAT_LOG_S = 60.0  # the same write failure again, or more drops: one log line a minute, with the count
 
@@ -92,12 +95,14 @@ class Recorder:
         self._said: dict[str, tuple[str, float, int]] = {}  # what -> (last text logged, when, repeats since)
         self._close_deadline: float | None = None  # monotonic; past it the writer drops what is left
         self._subscription = None  # to the engine's events feed
-        # writer-thread state
+        # writer-thread state. What is interned is remembered for what the last sweep held only (hosts: the
+        # last few): a node that runs thousands of short jobs a day would otherwise keep every container it
+        # ever ran (a returning one is found again in the file's tables... or written once more, harmlessly).
         self._hosts: dict[str, int] = {}
         self._gpu_ids: dict[str, int] = {}
-        self._containers: dict[tuple, int] = {}
+        self._containers: dict[tuple, int] = {}  # (id, name, image, config doc) -> cid, of the last sweep
         self._last_seen: dict[int, int] = {}
-        self._config_docs: dict[int, tuple[Any, str]] = {}
+        self._config_docs: dict[int, tuple[Any, str]] = {}  # id(config) -> (config, doc), of the last sweep
         self._pod_facts = codec.PodFactIds()
         self._last_retention = 0.0
         self._findings = FindingChanges()
@@ -370,6 +375,12 @@ class Recorder:
         finally:
             if self._db is not None:
                 try:
+                    # when each container was last seen, so that a restarted recorder's retention (which knows
+                    # only the containers it sees again) keeps the names of those that ended just before
+                    retention.note_last_seen(self._db, self._last_seen)
+                except sqlite3.Error:
+                    log.warning("noting when containers were last seen failed", exc_info=True)
+                try:
                     self._db.close()
                 except sqlite3.Error:
                     log.warning("closing the recording failed", exc_info=True)
@@ -438,9 +449,9 @@ class Recorder:
             if forced_retention is not None or now - self._last_retention >= self.retention_every_s:
                 self._last_retention = now
                 try:
-                    if retention.enforce(db, self.retention_s, self.max_bytes, self._last_seen,
-                                         now_ms=forced_retention or None, keep=set(self._containers.values())):
-                        self._load_interned()
+                    # (what it drops is none of what the writer remembers: `keep`)
+                    retention.enforce(db, self.retention_s, self.max_bytes, self._last_seen,
+                                      now_ms=forced_retention or None, keep=set(self._containers.values()))
                 except Exception as exc:  # what was written stays written; retention tries again later
                     self._write_failed(exc, "retention (thinning and trimming the recording) failed")
         finally:
@@ -480,24 +491,32 @@ class Recorder:
     def _write_sweep(self, db: sqlite3.Connection, snapshot: Snapshot) -> None:
         t = int(snapshot.taken_at * 1000)
         host = codec.host_doc(snapshot.host)
-        hid = self._hosts.get(host)
+        hid = self._hosts.pop(host, None)
         if hid is None:
-            hid = self._hosts[host] = db.execute("INSERT INTO hosts(doc) VALUES (?)", (host,)).lastrowid
+            hid = db.execute("INSERT INTO hosts(doc) VALUES (?)", (host,)).lastrowid
+        self._hosts[host] = hid  # the most recent last; the host facts change with the container count
+        while len(self._hosts) > HOSTS_REMEMBERED:
+            del self._hosts[next(iter(self._hosts))]
         cids = []
         pod_ids = []
         cid_of: dict[str, int] = {}
+        containers: dict[tuple, int] = {}
+        config_docs: dict[int, tuple[Any, str]] = {}
         for c in snapshot.containers:
             pod_ids.append(self._pod_facts.id_of(db, c.kubernetes, c.runtime))
-            config = self._config_doc(c.config)
+            config = self._config_doc(c.config, config_docs)
             key = (c.id, c.name, c.image, config)
             cid = self._containers.get(key)
             if cid is None:  # new, or changed (renamed, re-inspected): rare, so one insert each for its id
-                cid = self._containers[key] = db.execute(
+                cid = db.execute(
                     "INSERT INTO containers(id, name, image, config, first_t, last_t) VALUES (?,?,?,?,?,?)",
                     (c.id, c.name, c.image, config, t, t)).lastrowid
+            containers[key] = cid
             cids.append(cid)
             cid_of[c.id] = cid
             self._last_seen[cid] = t
+        self._containers, self._config_docs = containers, config_docs
+        self._pod_facts.end_sweep()
         gpu_rows = []
         for g in snapshot.gpus:
             doc = codec.gpu_static_doc(g)
@@ -511,17 +530,14 @@ class Recorder:
                    (t, interval, hid, codec.host_load(snapshot.host), codec.pack_gpus(gpu_rows),
                     codec.pack_containers(snapshot.containers, cids, pod_ids)))
 
-    def _config_doc(self, config: Any) -> str:
-        # The sampler keeps one ContainerConfig per inspect, so most sweeps find it here by identity and
-        # skip the JSON encoding.
+    def _config_doc(self, config: Any, used: dict[int, tuple[Any, str]]) -> str:
+        """The config's JSON, remembered in `used` (this sweep's). The sampler keeps one ContainerConfig per
+        inspect, so most sweeps find it among the last sweep's by identity and skip the JSON encoding."""
         cached = self._config_docs.get(id(config))
-        if cached is not None and cached[0] is config:
-            return cached[1]
-        if len(self._config_docs) > 4096:
-            self._config_docs.clear()
-        doc = codec.config_doc(config)
-        self._config_docs[id(config)] = (config, doc)
-        return doc
+        if cached is None or cached[0] is not config:
+            cached = (config, codec.config_doc(config))
+        used[id(config)] = cached
+        return cached[1]
 
     def _load_interned(self) -> None:
         """Read back what the file already interns, so a restarted recorder reuses the rows."""
@@ -534,9 +550,18 @@ class Recorder:
             self._hosts = {doc: hid for hid, doc in db.execute("SELECT hid, doc FROM hosts")}
             self._pod_facts.load(db)
             self._gpu_ids = {doc: gid for gid, doc in db.execute("SELECT gid, doc FROM gpu_info")}
-            for cid, cid_text, name, image, config in db.execute(
-                    "SELECT cid, id, name, image, config FROM containers"):
-                self._containers[(cid_text, name, image, config)] = cid
+            # the containers of the last sweep in the file: those a restarted recorder sees again
+            last = db.execute("SELECT containers FROM sweeps ORDER BY t DESC LIMIT 1").fetchone()
+            try:
+                cids = sorted(set(codec.unpack_containers(last[0]).cids)) if last and last[0] else []
+            except (ValueError, struct.error, zlib.error):  # a damaged last sweep: its containers are written anew
+                cids = []
+            for start in range(0, len(cids), 500):
+                chunk = cids[start:start + 500]
+                for cid, cid_text, name, image, config in db.execute(
+                        "SELECT cid, id, name, image, config FROM containers WHERE cid IN "
+                        f"({','.join('?' * len(chunk))})", chunk):
+                    self._containers[(cid_text, name, image, config)] = cid
         except sqlite3.Error:
             pass
 

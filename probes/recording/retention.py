@@ -70,10 +70,23 @@ def trim_to_size(db: sqlite3.Connection, max_bytes: int) -> int:
     return removed
 
 
+def _update_last_seen(db: sqlite3.Connection, last_seen: dict[int, int]) -> None:
+    if last_seen:
+        db.executemany("UPDATE containers SET last_t = ? WHERE cid = ? AND last_t < ?",
+                       [(t, cid, t) for cid, t in last_seen.items()])
+
+
+def note_last_seen(db: sqlite3.Connection, last_seen: dict[int, int]) -> None:
+    """Write when each container was last seen (`last_seen`: cid -> t in ms, emptied once written)."""
+    with write_transaction(db):
+        _update_last_seen(db, last_seen)
+    last_seen.clear()
+
+
 def enforce(db: sqlite3.Connection, retention_s: float, max_bytes: int, last_seen: dict[int, int],
             now_ms: int | None = None, keep: set[int] | None = None) -> int:
-    """One retention pass (the writer thread runs it between sweeps); returns how many interned containers
-    were dropped, so the writer forgets them too."""
+    """One retention pass (the writer thread runs it between sweeps); returns how many container rows were
+    dropped (names no kept sweep refers to: none of `keep`, the writer's last sweep's)."""
     import time
 
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -82,10 +95,8 @@ def enforce(db: sqlite3.Connection, retention_s: float, max_bytes: int, last_see
         db.execute("DELETE FROM sweeps WHERE t < ?", (oldest_kept,))
         db.execute("DELETE FROM events WHERE t < ?", (oldest_kept,))
         thin(db, now_ms)
-        if last_seen:
-            db.executemany("UPDATE containers SET last_t = ? WHERE cid = ? AND last_t < ?",
-                           [(t, cid, t) for cid, t in last_seen.items()])
-            last_seen.clear()
+        _update_last_seen(db, last_seen)
+    last_seen.clear()  # (once written: kept for the next pass when this one failed)
     # Outside a transaction: incremental_vacuum and the size trim commit as they go.
     _release_free_pages(db)
     if used_bytes(db) > max_bytes:
@@ -96,7 +107,8 @@ def enforce(db: sqlite3.Connection, retention_s: float, max_bytes: int, last_see
     first = db.execute("SELECT MIN(t) FROM sweeps").fetchone()[0]
     dropped = 0
     if first is not None:
-        # `keep`: every container this recorder has written, whatever last_t says (it is written lazily).
+        # `keep`: the containers of the writer's last sweep, whatever last_t says (belt and braces: it was just
+        # written above, from `last_seen`).
         stale = [cid for (cid,) in db.execute("SELECT cid FROM containers WHERE last_t < ?", (first,))
                  if cid not in (keep or ())]
         db.executemany("DELETE FROM containers WHERE cid = ?", [(cid,) for cid in stale])
