@@ -105,6 +105,7 @@ class Recorder:
         self._config_docs: dict[int, tuple[Any, str]] = {}  # id(config) -> (config, doc), of the last sweep
         self._pod_facts = codec.PodFactIds()
         self._last_retention = 0.0
+        self._used_after_retention: int | None = None  # the data's size after the last pass: growth is since then
         self._findings = FindingChanges()
         self._engine_ok: bool | None = None
         self._nvml_state: str | None = None
@@ -141,6 +142,7 @@ class Recorder:
         started = time.time()
         try:
             self._db = connect_writer(self.path)
+            retention.bound_wal(self._db, self.max_bytes)
             self._load_interned()
             carried = self._findings.carry_over(self._db, started)
         except (sqlite3.Error, OSError, ValueError) as exc:
@@ -449,9 +451,13 @@ class Recorder:
             if forced_retention is not None or now - self._last_retention >= self.retention_every_s:
                 self._last_retention = now
                 try:
+                    used = retention.used_bytes(db)
+                    grown = used - self._used_after_retention if self._used_after_retention is not None else 0
                     # (what it drops is none of what the writer remembers: `keep`)
                     retention.enforce(db, self.retention_s, self.max_bytes, self._last_seen,
-                                      now_ms=forced_retention or None, keep=set(self._containers.values()))
+                                      now_ms=forced_retention or None, keep=set(self._containers.values()),
+                                      headroom_bytes=grown * 5 // 4)  # (a margin: growth varies)
+                    self._used_after_retention = retention.used_bytes(db)
                 except Exception as exc:  # what was written stays written; retention tries again later
                     self._write_failed(exc, "retention (thinning and trimming the recording) failed")
         finally:

@@ -18,6 +18,16 @@ def used_bytes(db: sqlite3.Connection) -> int:
     return (pages - free) * page_size
 
 
+def bound_wal(db: sqlite3.Connection, max_bytes: int) -> None:
+    """Keep the write-ahead log small beside a size cap: checkpoint after about a tenth of the cap has been
+    written to it (SQLite's default is 1000 pages, 8 MB at our page size: more than a small cap itself), and
+    truncate it back to that size after each checkpoint instead of leaving it at its largest."""
+    page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    limit = max(256 << 10, min(8 << 20, max_bytes // 10))
+    db.execute(f"PRAGMA wal_autocheckpoint={max(16, limit // page_size)}")
+    db.execute(f"PRAGMA journal_size_limit={limit}")
+
+
 def _release_free_pages(db: sqlite3.Connection) -> None:
     # The pragma frees one page per step and Python's execute() steps once; executescript steps to the end.
     db.executescript("PRAGMA incremental_vacuum;")
@@ -84,9 +94,11 @@ def note_last_seen(db: sqlite3.Connection, last_seen: dict[int, int]) -> None:
 
 
 def enforce(db: sqlite3.Connection, retention_s: float, max_bytes: int, last_seen: dict[int, int],
-            now_ms: int | None = None, keep: set[int] | None = None) -> int:
+            now_ms: int | None = None, keep: set[int] | None = None, headroom_bytes: int = 0) -> int:
     """One retention pass (the writer thread runs it between sweeps); returns how many container rows were
-    dropped (names no kept sweep refers to: none of `keep`, the writer's last sweep's)."""
+    dropped (names no kept sweep refers to: none of `keep`, the writer's last sweep's). The size trim leaves
+    `headroom_bytes` below max_bytes (what the recording grew since the last pass, at most half the cap), so
+    that it stays within the cap until the next pass rather than only right after this one."""
     import time
 
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -99,9 +111,10 @@ def enforce(db: sqlite3.Connection, retention_s: float, max_bytes: int, last_see
     last_seen.clear()  # (once written: kept for the next pass when this one failed)
     # Outside a transaction: incremental_vacuum and the size trim commit as they go.
     _release_free_pages(db)
-    if used_bytes(db) > max_bytes:
+    target = max_bytes - min(max(0, headroom_bytes), max_bytes // 2)
+    if used_bytes(db) > target:
         with write_transaction(db):
-            trim_to_size(db, max_bytes)
+            trim_to_size(db, target)
         _release_free_pages(db)
     # Names of containers no sweep refers to any more.
     first = db.execute("SELECT MIN(t) FROM sweeps").fetchone()[0]
