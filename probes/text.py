@@ -33,6 +33,8 @@ ESCAPES = re.compile(
     | (?:\x1b[PX^_]|[\x90\x98\x9e\x9f])[^\x1b\x9c]*(?:\x1b\\|\x9c)?  # DCS, SOS, PM, APC ... ST
     | \x1b[ -/]*[0-~]                         # other escapes (charset selection, keypad modes, RIS)
     | \x1b                                    # a lone ESC
+    | [\x80-\x9f]                             # a lone C1 control: with every ESC and C1 gone, what is left
+                                              # cannot join into a new sequence (stripping is idempotent)
     """,
     re.VERBOSE,
 )

@@ -386,7 +386,7 @@ def test_every_action_and_in_container_work_says_whether_it_needs_the_live_conta
     from mltop.probes.source import LiveSource, StaticSource
 
     work = (*ALL_ACTIONS, *CONTAINER_WORK)
-    assert {w.name for w in CONTAINER_WORK} == {"io.read_test", "device-check.background"}
+    assert {w.name for w in CONTAINER_WORK} == {"io.read_test", "device-check.background", "signal", "stop", "restart"}
     for w in work:
         assert isinstance(w.needs_live_container, bool), w.name
         assert refusal(w, LiveSource) is None and refusal(w, StaticSource) is None
@@ -394,7 +394,8 @@ def test_every_action_and_in_container_work_says_whether_it_needs_the_live_conta
     for source in (RecordingSource, type("Fleet", (), {"cannot_act": "The fleet view shows what Prometheus scraped"})):
         for w in work:
             why = refusal(w, source)
-            assert why is not None and why.startswith(source.cannot_act + ": in-container actions (")
+            assert why is not None and why.startswith(source.cannot_act + ": "), why
+            assert "in-container actions (" in why or "needs the live container" in why, why
     assert refusal("py-spy", RecordingSource) == (
         "Replay shows recorded data: in-container actions (nvidia-smi, py-spy, framework check, rank stacks) "
         "need the live container. Run `mltop` to act on it now.")  # the words `p` has always shown in replay
