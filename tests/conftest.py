@@ -29,6 +29,15 @@ TEST_LABEL = "mltop-test"
 SESSION_LABEL = "mltop-test-session"  # the pid of the pytest process that made the container
 REQUIRE_DOCKER = os.environ.get("MLTOP_REQUIRE_DOCKER") == "1"
 
+# Property tests (Hypothesis): no per-example deadline (a loaded 2-core CI machine is no measure of speed: the
+# budget tests bound time on their own), and under CI the same examples every run, so a red CI names a defect
+# in the code, never an unlucky draw; a developer's runs keep exploring.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("mltop", deadline=None)
+_hypothesis_settings.register_profile("mltop-ci", deadline=None, derandomize=True, database=None)
+_hypothesis_settings.load_profile("mltop-ci" if os.environ.get("CI") else "mltop")
+
 
 def _no_engine(reason: str):
     if REQUIRE_DOCKER:
