@@ -372,7 +372,10 @@ class MltopApp(ReplayMixin, App):
             self._sample()
 
     def _top_screen(self):
-        """The screen on top, or None while the app shuts down (its screens gone, a sweep's message still due)."""
+        """The screen on top, or None while the app shuts down (its screens and their widgets going, a sweep's
+        message still due)."""
+        if not self.is_running:
+            return None
         try:
             return self.screen
         except ScreenStackError:
