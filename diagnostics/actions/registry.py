@@ -22,11 +22,10 @@ from typing import Callable, Protocol, Union
 
 from .context import ActionContext
 from .device_check import run_device_check
-from .no_exec import NO_EXEC_ENV, no_exec_reason  # noqa: F401  (the setting; the rule is below)
+from .switches import NO_EXEC_ENV, READ_ONLY_ENV, no_exec_reason, read_only_reason  # noqa: F401  (the rules: below)
 from .nvidia_smi import run_nvidia_smi
 from .py_spy import run_py_spy
 from .stacks_action import run_stacks
-from .read_only import READ_ONLY_ENV, read_only_reason  # noqa: F401  (the setting; the rule is below)
 from .results import ActionOutcome
 
 # What a piece of work does to the container as it runs now (an Action's or ContainerWork's `reaches`).

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from mltop.probes.identity import identity_of_pid
 
-from .no_exec import no_exec_reason
+from .switches import no_exec_reason
 
 log = logging.getLogger(__name__)
 
